@@ -1,0 +1,91 @@
+//! Client account data, global and per room (e.g. `m.direct`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, MatrixJson, MatrixPath};
+use crate::service::error::ErrorKind;
+use crate::service::rooms::RoomService;
+use crate::service::Services;
+
+fn own_user(auth: &Auth, user_id: &str) -> ApiResult<()> {
+    if auth.who.user_id != user_id {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "Cannot access another user's account data",
+        ));
+    }
+    Ok(())
+}
+
+/// # `GET /_matrix/client/v3/user/{userId}/account_data/{type}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3useruseridaccount_datatype>
+pub async fn get_global(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((user_id, kind)): MatrixPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    own_user(&auth, &user_id)?;
+    let content = services
+        .accounts
+        .get_account_data(&user_id, None, &kind)
+        .await?;
+    content
+        .map(Json)
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "Account data not found"))
+}
+
+/// # `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#put_matrixclientv3useruseridaccount_datatype>
+pub async fn put_global(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((user_id, kind)): MatrixPath<(String, String)>,
+    MatrixJson(content): MatrixJson<Value>,
+) -> ApiResult<Json<Value>> {
+    own_user(&auth, &user_id)?;
+    services
+        .accounts
+        .set_account_data(&user_id, None, &kind, content)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3useruseridroomsroomidaccount_datatype>
+pub async fn get_room(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((user_id, room_id, kind)): MatrixPath<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    own_user(&auth, &user_id)?;
+    RoomService::check_room_id(&room_id)?;
+    let content = services
+        .accounts
+        .get_account_data(&user_id, Some(&room_id), &kind)
+        .await?;
+    content
+        .map(Json)
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "Account data not found"))
+}
+
+/// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#put_matrixclientv3useruseridroomsroomidaccount_datatype>
+pub async fn put_room(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((user_id, room_id, kind)): MatrixPath<(String, String, String)>,
+    MatrixJson(content): MatrixJson<Value>,
+) -> ApiResult<Json<Value>> {
+    own_user(&auth, &user_id)?;
+    RoomService::check_room_id(&room_id)?;
+    services
+        .accounts
+        .set_account_data(&user_id, Some(&room_id), &kind, content)
+        .await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,124 @@
+//! Room aliases and the public room directory.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, MatrixJson, MatrixPath};
+use crate::service::error::ErrorKind;
+use crate::service::Services;
+
+/// # `GET /_matrix/client/v3/directory/room/{roomAlias}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3directoryroomroomalias>
+pub async fn get_alias(
+    State(services): State<Arc<Services>>,
+    MatrixPath(alias): MatrixPath<String>,
+) -> ApiResult<Json<Value>> {
+    let room_id = services.rooms.resolve_alias(&alias).await?;
+    Ok(Json(
+        json!({"room_id": room_id, "servers": [services.config.server_name]}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AliasBody {
+    pub room_id: String,
+}
+
+/// # `PUT /_matrix/client/v3/directory/room/{roomAlias}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#put_matrixclientv3directoryroomroomalias>
+pub async fn put_alias(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath(alias): MatrixPath<String>,
+    MatrixJson(body): MatrixJson<AliasBody>,
+) -> ApiResult<Json<Value>> {
+    services
+        .rooms
+        .create_alias(&auth.who, &alias, &body.room_id)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// # `DELETE /_matrix/client/v3/directory/room/{roomAlias}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#delete_matrixclientv3directoryroomroomalias>
+pub async fn delete_alias(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath(alias): MatrixPath<String>,
+) -> ApiResult<Json<Value>> {
+    services.rooms.delete_alias(&auth.who, &alias).await?;
+    Ok(Json(json!({})))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/aliases`
+/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3roomsroomidaliases>
+pub async fn room_aliases(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath(room_id): MatrixPath<String>,
+) -> ApiResult<Json<Value>> {
+    let aliases = services
+        .rooms
+        .room_aliases(&auth.who.user_id, &room_id)
+        .await?;
+    Ok(Json(json!({"aliases": aliases})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PublicRoomsBody {
+    pub limit: Option<i64>,
+    pub since: Option<String>,
+}
+
+/// # `GET /_matrix/client/v3/publicRooms`
+/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3publicrooms>
+pub async fn public_rooms(
+    State(services): State<Arc<Services>>,
+    super::extract::MatrixQuery(query): super::extract::MatrixQuery<PublicRoomsBody>,
+) -> ApiResult<Json<Value>> {
+    list_public(&services, query).await
+}
+
+/// # `POST /_matrix/client/v3/publicRooms`
+/// <https://spec.matrix.org/v1.11/client-server-api/#post_matrixclientv3publicrooms>
+pub async fn public_rooms_post(
+    State(services): State<Arc<Services>>,
+    _auth: Auth,
+    MatrixJson(body): MatrixJson<PublicRoomsBody>,
+) -> ApiResult<Json<Value>> {
+    list_public(&services, body).await
+}
+
+async fn list_public(services: &Services, query: PublicRoomsBody) -> ApiResult<Json<Value>> {
+    let limit = match query.limit {
+        Some(n) if n > 0 => n.min(500) as usize,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidParam,
+                "limit must be positive",
+            ))
+        }
+        None => 100,
+    };
+    let offset: usize = match query.since.as_deref() {
+        Some(s) => s
+            .strip_prefix('o')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ApiError::new(ErrorKind::InvalidParam, "Invalid since token"))?,
+        None => 0,
+    };
+    let (chunk, total) = services.rooms.public_rooms(offset, limit).await?;
+    let mut out = json!({"chunk": chunk, "total_room_count_estimate": total});
+    if offset + limit < total {
+        out["next_batch"] = json!(format!("o{}", offset + limit));
+    }
+    if offset > 0 {
+        out["prev_batch"] = json!(format!("o{}", offset.saturating_sub(limit)));
+    }
+    Ok(Json(out))
+}

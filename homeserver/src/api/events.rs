@@ -1,0 +1,231 @@
+//! Sending, redacting and reading room events.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
+use crate::service::error::ErrorKind;
+use crate::service::pdu::client_event;
+use crate::service::rate_limit::Action;
+use crate::service::rooms::{now_ms, EventRequest, Requester, RoomEventFilter, RoomService};
+use crate::service::token::{pagination_token, parse_pagination_token};
+use crate::service::Services;
+use crate::store::{Direction, StoredEvent};
+
+/// Client format for `who`: the transaction id only for the sending device.
+fn format_for(event: &StoredEvent, who: &Requester, now: i64) -> Value {
+    let txn = match &event.txn {
+        Some((device, txn)) if event.sender == who.user_id && *device == who.device_id => {
+            Some(txn.as_str())
+        }
+        _ => None,
+    };
+    client_event(&event.pdu, &event.event_id, now, txn, true)
+}
+
+fn check_txn_id(txn_id: &str) -> ApiResult<()> {
+    if txn_id.is_empty() || txn_id.len() > 255 {
+        return Err(ApiError::new(
+            ErrorKind::InvalidParam,
+            "Invalid transaction id",
+        ));
+    }
+    Ok(())
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#put_matrixclientv3roomsroomidsendeventtypetxnid>
+pub async fn send(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((room_id, kind, txn_id)): MatrixPath<(String, String, String)>,
+    MatrixJson(content): MatrixJson<Value>,
+) -> ApiResult<Json<Value>> {
+    RoomService::check_room_id(&room_id)?;
+    check_txn_id(&txn_id)?;
+    if kind.is_empty() || kind.len() > 255 {
+        return Err(ApiError::new(ErrorKind::InvalidParam, "Invalid event type"));
+    }
+    if kind == "m.room.redaction" || kind == "m.room.create" || kind == "m.room.member" {
+        return Err(ApiError::new(
+            ErrorKind::InvalidParam,
+            format!("{kind} cannot be sent with /send"),
+        ));
+    }
+    services
+        .rate_limiter
+        .check(Action::Message, &auth.who.user_id)?;
+    let request = EventRequest {
+        kind,
+        state_key: None,
+        content,
+    };
+    let event_id = services
+        .rooms
+        .send_event(&auth.who, &room_id, request, Some(&txn_id))
+        .await?;
+    Ok(Json(json!({"event_id": event_id})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RedactBody {
+    pub reason: Option<String>,
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#put_matrixclientv3roomsroomidredacteventidtxnid>
+pub async fn redact(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((room_id, event_id, txn_id)): MatrixPath<(String, String, String)>,
+    MatrixJson(body): MatrixJson<RedactBody>,
+) -> ApiResult<Json<Value>> {
+    RoomService::check_room_id(&room_id)?;
+    check_txn_id(&txn_id)?;
+    let mut content = json!({"redacts": event_id});
+    if let Some(reason) = body.reason {
+        content["reason"] = json!(reason);
+    }
+    let request = EventRequest {
+        kind: "m.room.redaction".into(),
+        state_key: None,
+        content,
+    };
+    let event_id = services
+        .rooms
+        .send_event(&auth.who, &room_id, request, Some(&txn_id))
+        .await?;
+    Ok(Json(json!({"event_id": event_id})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessagesQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub dir: Option<String>,
+    pub limit: Option<i64>,
+    pub filter: Option<String>,
+}
+
+/// Most events one `/messages` page may hold.
+const MAX_PAGE: i64 = 1000;
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
+/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3roomsroomidmessages>
+pub async fn messages(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath(room_id): MatrixPath<String>,
+    MatrixQuery(query): MatrixQuery<MessagesQuery>,
+) -> ApiResult<Json<Value>> {
+    let dir = match query.dir.as_deref() {
+        Some("b") | None => Direction::Backward,
+        Some("f") => Direction::Forward,
+        Some(_) => return Err(ApiError::new(ErrorKind::InvalidParam, "dir must be b or f")),
+    };
+    let limit = match query.limit {
+        None => 10,
+        Some(n) if n >= 0 => n.clamp(1, MAX_PAGE) as usize,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidParam,
+                "limit must not be negative",
+            ))
+        }
+    };
+    let from = query
+        .from
+        .as_deref()
+        .map(parse_pagination_token)
+        .transpose()?;
+    let to = query
+        .to
+        .as_deref()
+        .map(parse_pagination_token)
+        .transpose()?;
+    let filter: RoomEventFilter = match &query.filter {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ApiError::new(ErrorKind::BadJson, format!("Invalid filter: {e}")))?,
+        None => RoomEventFilter::default(),
+    };
+    let page = services
+        .rooms
+        .messages(&auth.who.user_id, &room_id, from, to, dir, limit, &filter)
+        .await?;
+    let now = now_ms();
+    let chunk: Vec<Value> = page
+        .events
+        .iter()
+        .map(|e| format_for(e, &auth.who, now))
+        .collect();
+    let mut out = json!({"chunk": chunk, "start": pagination_token(page.start)});
+    if let Some(end) = page.end {
+        out["end"] = json!(pagination_token(end));
+    }
+    if !page.state.is_empty() {
+        out["state"] = json!(page
+            .state
+            .iter()
+            .map(|e| format_for(e, &auth.who, now))
+            .collect::<Vec<_>>());
+    }
+    Ok(Json(out))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3roomsroomideventeventid>
+pub async fn get_event(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((room_id, event_id)): MatrixPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let event = services
+        .rooms
+        .get_event(&auth.who.user_id, &room_id, &event_id)
+        .await?;
+    Ok(Json(format_for(&event, &auth.who, now_ms())))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContextQuery {
+    pub limit: Option<i64>,
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3roomsroomidcontexteventid>
+pub async fn context(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((room_id, event_id)): MatrixPath<(String, String)>,
+    MatrixQuery(query): MatrixQuery<ContextQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = query.limit.unwrap_or(10).clamp(0, 100) as usize;
+    let (before, event, after) = services
+        .rooms
+        .context(&auth.who.user_id, &room_id, &event_id, limit)
+        .await?;
+    let state = services
+        .rooms
+        .room_state(&auth.who.user_id, &room_id)
+        .await
+        .unwrap_or_default();
+    let now = now_ms();
+    let start = before
+        .last()
+        .map(|e| e.stream - 1)
+        .unwrap_or(event.stream - 1);
+    let end = after.last().map(|e| e.stream).unwrap_or(event.stream);
+    Ok(Json(json!({
+        "event": format_for(&event, &auth.who, now),
+        "events_before": before.iter().map(|e| format_for(e, &auth.who, now)).collect::<Vec<_>>(),
+        "events_after": after.iter().map(|e| format_for(e, &auth.who, now)).collect::<Vec<_>>(),
+        "state": state.iter().map(|e| format_for(e, &auth.who, now)).collect::<Vec<_>>(),
+        "start": pagination_token(start.max(0)),
+        "end": pagination_token(end),
+    })))
+}

@@ -1,0 +1,148 @@
+//! The HTTP layer: the Matrix Client-Server API routes, one file per spec area.
+
+mod account;
+mod account_data;
+mod directory;
+pub mod error;
+mod events;
+pub mod extract;
+mod profile;
+mod rooms;
+mod state;
+mod sync;
+mod versions;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, Method};
+use axum::routing::{get, post, put};
+use axum::Router;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::service::error::ErrorKind;
+use crate::service::Services;
+use error::ApiError;
+
+/// Routes under `/_matrix/client/{v3,r0}`.
+fn client_routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/register", post(account::register))
+        .route("/register/available", get(account::register_available))
+        .route("/login", get(account::login_flows).post(account::login))
+        .route("/logout", post(account::logout))
+        .route("/logout/all", post(account::logout_all))
+        .route("/account/whoami", get(account::whoami))
+        .route("/account/password", post(account::change_password))
+        .route("/profile/{user_id}", get(profile::get_profile))
+        .route(
+            "/profile/{user_id}/displayname",
+            get(profile::get_displayname).put(profile::set_displayname),
+        )
+        .route(
+            "/profile/{user_id}/avatar_url",
+            get(profile::get_avatar_url).put(profile::set_avatar_url),
+        )
+        .route("/capabilities", get(versions::capabilities))
+        .route("/createRoom", post(rooms::create_room))
+        .route("/join/{room_id_or_alias}", post(rooms::join))
+        .route("/joined_rooms", get(rooms::joined_rooms))
+        .route("/rooms/{room_id}/join", post(rooms::join_by_id))
+        .route("/rooms/{room_id}/invite", post(rooms::invite))
+        .route("/rooms/{room_id}/leave", post(rooms::leave))
+        .route("/rooms/{room_id}/forget", post(rooms::forget))
+        .route("/rooms/{room_id}/kick", post(rooms::kick))
+        .route("/rooms/{room_id}/ban", post(rooms::ban))
+        .route("/rooms/{room_id}/unban", post(rooms::unban))
+        .route("/rooms/{room_id}/members", get(rooms::members))
+        .route(
+            "/rooms/{room_id}/joined_members",
+            get(rooms::joined_members),
+        )
+        .route("/rooms/{room_id}/state", get(state::get_state))
+        .route(
+            "/rooms/{room_id}/state/{event_type}",
+            get(state::get_state_event_empty_key).put(state::put_state_event_empty_key),
+        )
+        .route(
+            "/rooms/{room_id}/state/{event_type}/",
+            get(state::get_state_event_empty_key).put(state::put_state_event_empty_key),
+        )
+        .route(
+            "/rooms/{room_id}/state/{event_type}/{state_key}",
+            get(state::get_state_event).put(state::put_state_event),
+        )
+        .route(
+            "/rooms/{room_id}/send/{event_type}/{txn_id}",
+            put(events::send),
+        )
+        .route(
+            "/rooms/{room_id}/redact/{event_id}/{txn_id}",
+            put(events::redact),
+        )
+        .route("/rooms/{room_id}/messages", get(events::messages))
+        .route("/rooms/{room_id}/event/{event_id}", get(events::get_event))
+        .route("/rooms/{room_id}/context/{event_id}", get(events::context))
+        .route("/sync", get(sync::sync))
+        .route("/user/{user_id}/filter", post(sync::create_filter))
+        .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
+        .route(
+            "/user/{user_id}/account_data/{event_type}",
+            get(account_data::get_global).put(account_data::put_global),
+        )
+        .route(
+            "/user/{user_id}/rooms/{room_id}/account_data/{event_type}",
+            get(account_data::get_room).put(account_data::put_room),
+        )
+        .route(
+            "/directory/room/{alias}",
+            get(directory::get_alias)
+                .put(directory::put_alias)
+                .delete(directory::delete_alias),
+        )
+        .route("/rooms/{room_id}/aliases", get(directory::room_aliases))
+        .route(
+            "/publicRooms",
+            get(directory::public_rooms).post(directory::public_rooms_post),
+        )
+}
+
+/// The whole application.
+pub fn router(services: Arc<Services>) -> Router {
+    let client = client_routes();
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]);
+    let limit = services.config.max_request_bytes;
+    Router::new()
+        .route("/_matrix/client/versions", get(versions::versions))
+        .route("/.well-known/matrix/client", get(versions::well_known))
+        .nest("/_matrix/client/v3", client.clone())
+        .nest("/_matrix/client/r0", client)
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(cors)
+        .with_state(services)
+}
+
+async fn unrecognized() -> ApiError {
+    ApiError::new(ErrorKind::Unrecognized, "Unrecognized request")
+}
+
+async fn method_not_allowed() -> (axum::http::StatusCode, ApiError) {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        ApiError::new(
+            ErrorKind::Unrecognized,
+            "Method not allowed on this endpoint",
+        ),
+    )
+}

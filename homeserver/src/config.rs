@@ -1,0 +1,153 @@
+//! Configuration: defaults, then a TOML file (`--config`), then environment
+//! variables (`TERN_*`), then command-line flags; later sources win.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command-line flags. Scripts and benchmarks rely on these exact spellings.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "homeserver",
+    version,
+    about = "Tern: a Matrix-compatible homeserver"
+)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "TERN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8008].
+    #[arg(long, env = "TERN_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The server name in user and room ids [default: localhost].
+    #[arg(long, env = "TERN_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// Where the database and signing key live [default: ./data].
+    #[arg(long, env = "TERN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Let anyone register an account.
+    #[arg(long, env = "TERN_ALLOW_REGISTRATION")]
+    pub allow_registration: bool,
+    /// Turn off rate limiting (benchmarks, tests).
+    #[arg(long, env = "TERN_DISABLE_RATE_LIMITS")]
+    pub disable_rate_limits: bool,
+}
+
+/// The settings file; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub server_name: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub allow_registration: Option<bool>,
+    pub disable_rate_limits: Option<bool>,
+    pub max_request_bytes: Option<usize>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub server_name: String,
+    pub data_dir: PathBuf,
+    pub allow_registration: bool,
+    pub disable_rate_limits: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8008".parse().expect("valid default address"),
+            server_name: "localhost".into(),
+            data_dir: PathBuf::from("./data"),
+            allow_registration: false,
+            disable_rate_limits: false,
+            max_request_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Resolves flags and environment (already merged by clap) over the file.
+    pub fn from_args(args: Args) -> anyhow::Result<Self> {
+        let file: FileConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let defaults = Config::default();
+        let server_name = args
+            .server_name
+            .or(file.server_name)
+            .unwrap_or(defaults.server_name);
+        if server_name.is_empty()
+            || !server_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        {
+            anyhow::bail!("invalid server name {server_name:?}");
+        }
+        Ok(Self {
+            listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
+            server_name,
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            allow_registration: args.allow_registration
+                || file
+                    .allow_registration
+                    .unwrap_or(defaults.allow_registration),
+            disable_rate_limits: args.disable_rate_limits
+                || file
+                    .disable_rate_limits
+                    .unwrap_or(defaults.disable_rate_limits),
+            max_request_bytes: file.max_request_bytes.unwrap_or(defaults.max_request_bytes),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.toml");
+        std::fs::write(&path, "server_name = \"file.example\"\nallow_registration = true\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let args = Args::parse_from([
+            "homeserver",
+            "--config",
+            path.to_str().unwrap(),
+            "--server-name",
+            "flag.example",
+        ]);
+        let config = Config::from_args(args).unwrap();
+        assert_eq!(config.server_name, "flag.example");
+        assert!(config.allow_registration);
+        assert_eq!(config.listen.port(), 9000);
+    }
+
+    #[test]
+    fn zero_config_has_defaults() {
+        let config = Config::from_args(Args::parse_from(["homeserver"])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8008");
+        assert_eq!(config.server_name, "localhost");
+        assert!(!config.allow_registration);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.toml");
+        std::fs::write(&path, "sever_name = \"typo\"\n").unwrap();
+        let args = Args::parse_from(["homeserver", "--config", path.to_str().unwrap()]);
+        assert!(Config::from_args(args).is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! Tern: a Matrix-compatible messaging homeserver.
+//!
+//! # Layout
+//!
+//! Requests flow down through four layers, one folder each:
+//!
+//! - [`api`]: HTTP. Routing, extractors (auth, JSON, paths), one file per
+//!   spec area, and the mapping of errors to Matrix JSON. Handlers are thin:
+//!   parse, call one service, shape the response.
+//! - [`service`]: the Matrix rules. Accounts, room authorization, event
+//!   building and signing, history visibility, sync assembly, the notifier
+//!   that wakes waiting syncs. Knows nothing of HTTP or of any database.
+//! - [`store`]: the traits the services depend on (`AccountStore`,
+//!   `RoomStore`, `EventBus`, `Ephemeral`) and their conformance suite.
+//! - `store::sqlite`, `store::memory`: the embedded engines, behind cargo
+//!   features; distributed engines plug in beside them.
+//!
+//! [`run`] wires the layers from a [`config::Config`] and serves until the
+//! shutdown future resolves, then drains requests and flushes writes.
+
+pub mod api;
+pub mod config;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use config::Config;
+use service::keys::ServerKey;
+use service::{Backends, Services};
+
+/// Opens the configured backends and builds the services.
+pub async fn build_services(
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Arc<Services>, Arc<store::sqlite::SqliteStore>)> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let key = ServerKey::load_or_generate(&config.data_dir)?;
+    let sqlite =
+        Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("tern.db")).await?);
+    let backends = Backends {
+        accounts: sqlite.clone(),
+        rooms: sqlite.clone(),
+        bus: Arc::new(store::memory::MemoryBus::new(65_536)),
+        ephemeral: Arc::new(store::memory::MemoryEphemeral::default()),
+    };
+    Ok((Services::new(config, backends, key, shutdown), sqlite))
+}
+
+/// Serves the client API until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen).await?;
+    serve(listener, config, shutdown).await
+}
+
+/// Like [`run`], on an already bound listener (tests bind port 0).
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let (services, sqlite) = build_services(config, cancel.clone()).await?;
+    tracing::info!(addr = %listener.local_addr()?, server_name = %services.config.server_name, "listening");
+    let app = api::router(services.clone());
+    let stop = cancel.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        // Wakes waiting syncs so open long-polls answer now.
+        stop.cancel();
+    })
+    .await?;
+    cancel.cancel();
+    // Every acknowledged write is already durable; this flushes the rest.
+    sqlite.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,356 @@
+//! Accounts: registration, login, access tokens, passwords and profiles.
+//!
+//! Passwords are hashed with argon2 on the blocking pool (hashing takes tens
+//! of milliseconds by design and must not stall the async workers). Access
+//! tokens are 256 random bits; only their SHA-256 is stored, and a small cache
+//! spares the database a lookup on every request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::error::{ErrorKind, ServiceError, ServiceResult};
+use super::identifiers::local_user_id;
+use super::rooms::{now_ms, Requester};
+use crate::store::{AccountStore, EventBus, StoreError, StreamNotice, TokenOwner, UserRecord};
+
+/// What a successful login or registration hands the client.
+pub struct Session {
+    pub user_id: String,
+    pub device_id: String,
+    pub access_token: Option<String>,
+}
+
+pub struct AccountService {
+    store: Arc<dyn AccountStore>,
+    bus: Arc<dyn EventBus>,
+    server_name: String,
+    tokens: Mutex<HashMap<String, TokenOwner>>,
+}
+
+fn hash_token(token: &str) -> String {
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+fn random_device_id() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Uniform::from(b'A'..=b'Z'))
+        .take(10)
+        .map(char::from)
+        .collect()
+}
+
+async fn hash_password(password: String) -> ServiceResult<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(ServiceError::internal)
+    })
+    .await
+    .map_err(ServiceError::internal)?
+}
+
+async fn verify_password(password: String, hash: String) -> ServiceResult<bool> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(ServiceError::internal)?;
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(ServiceError::internal)?
+}
+
+impl AccountService {
+    pub fn new(store: Arc<dyn AccountStore>, bus: Arc<dyn EventBus>, server_name: String) -> Self {
+        Self {
+            store,
+            bus,
+            server_name,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> ServiceResult<()> {
+        Ok(self.store.set_displayname(user_id, name).await?)
+    }
+
+    pub async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> ServiceResult<()> {
+        Ok(self.store.set_avatar_url(user_id, url).await?)
+    }
+
+    pub async fn save_filter(
+        &self,
+        user_id: &str,
+        filter: &serde_json::Value,
+    ) -> ServiceResult<i64> {
+        Ok(self.store.save_filter(user_id, filter).await?)
+    }
+
+    pub async fn get_filter(
+        &self,
+        user_id: &str,
+        filter_id: i64,
+    ) -> ServiceResult<Option<serde_json::Value>> {
+        Ok(self.store.get_filter(user_id, filter_id).await?)
+    }
+
+    /// Stores account data and wakes the owner's syncs.
+    pub async fn set_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+        content: serde_json::Value,
+    ) -> ServiceResult<()> {
+        if !content.is_object() {
+            return Err(ServiceError::bad_json("Account data must be a JSON object"));
+        }
+        if kind.is_empty() || kind.len() > 255 {
+            return Err(ServiceError::invalid_param("Invalid account data type"));
+        }
+        let stream = self
+            .store
+            .set_account_data(user_id, room_id, kind, &content)
+            .await?;
+        let notice = StreamNotice::AccountData {
+            stream,
+            user_id: user_id.to_owned(),
+        };
+        if let Err(err) = self.bus.publish(notice).await {
+            tracing::warn!(%err, "publishing an account data notice failed");
+        }
+        Ok(())
+    }
+
+    pub async fn get_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+    ) -> ServiceResult<Option<serde_json::Value>> {
+        Ok(self.store.get_account_data(user_id, room_id, kind).await?)
+    }
+
+    /// Checks that a user name is well formed and free.
+    pub async fn check_available(&self, username: &str) -> ServiceResult<String> {
+        let user_id = local_user_id(username, &self.server_name)?;
+        if self.store.get_user(&user_id).await?.is_some() {
+            return Err(ServiceError::new(
+                ErrorKind::UserInUse,
+                "User ID already taken",
+            ));
+        }
+        Ok(user_id)
+    }
+
+    pub async fn register(
+        &self,
+        username: Option<&str>,
+        password: Option<&str>,
+        device_id: Option<&str>,
+        device_name: Option<&str>,
+        inhibit_login: bool,
+    ) -> ServiceResult<Session> {
+        let user_id = match username {
+            Some(name) => self.check_available(name).await?,
+            None => local_user_id(
+                &random_token(6).to_lowercase().replace(['-', '_'], "x"),
+                &self.server_name,
+            )?,
+        };
+        if let Some(p) = password {
+            if p.len() > 512 {
+                return Err(ServiceError::invalid_param("Password is too long"));
+            }
+        }
+        let password_hash = match password {
+            Some(p) => Some(hash_password(p.to_owned()).await?),
+            None => None,
+        };
+        let localpart = user_id[1..]
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let record = UserRecord {
+            user_id: user_id.clone(),
+            password_hash,
+            displayname: Some(localpart),
+            avatar_url: None,
+            created_ts: now_ms(),
+        };
+        self.store.create_user(&record).await.map_err(|e| match e {
+            StoreError::Conflict => {
+                ServiceError::new(ErrorKind::UserInUse, "User ID already taken")
+            }
+            other => other.into(),
+        })?;
+        if inhibit_login {
+            return Ok(Session {
+                user_id,
+                device_id: device_id.map(str::to_owned).unwrap_or_default(),
+                access_token: None,
+            });
+        }
+        self.open_session(&user_id, device_id, device_name).await
+    }
+
+    async fn open_session(
+        &self,
+        user_id: &str,
+        device_id: Option<&str>,
+        device_name: Option<&str>,
+    ) -> ServiceResult<Session> {
+        let device_id = match device_id {
+            Some(d) if !d.is_empty() && d.len() <= 255 => d.to_owned(),
+            Some(_) => return Err(ServiceError::invalid_param("Invalid device_id")),
+            None => random_device_id(),
+        };
+        let token = random_token(32);
+        let hash = hash_token(&token);
+        self.store
+            .create_device_with_token(user_id, &device_id, device_name, &hash)
+            .await?;
+        // Re-login with the same device id revoked its old token: forget cached ones.
+        self.tokens
+            .lock()
+            .expect("token cache")
+            .retain(|_, owner| !(owner.user_id == user_id && owner.device_id == device_id));
+        Ok(Session {
+            user_id: user_id.to_owned(),
+            device_id,
+            access_token: Some(token),
+        })
+    }
+
+    /// Verifies a password for `user` (a localpart or full user id).
+    pub async fn check_password(&self, user: &str, password: &str) -> ServiceResult<String> {
+        let denied = || ServiceError::forbidden("Invalid username or password");
+        let user_id = local_user_id(user, &self.server_name).map_err(|_| denied())?;
+        let record = self.store.get_user(&user_id).await?.ok_or_else(denied)?;
+        let hash = record.password_hash.ok_or_else(denied)?;
+        if password.len() > 512 || !verify_password(password.to_owned(), hash).await? {
+            return Err(denied());
+        }
+        Ok(user_id)
+    }
+
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        device_id: Option<&str>,
+        device_name: Option<&str>,
+    ) -> ServiceResult<Session> {
+        let user_id = self.check_password(user, password).await?;
+        self.open_session(&user_id, device_id, device_name).await
+    }
+
+    /// The user and device behind an access token.
+    pub async fn authenticate(&self, token: &str) -> ServiceResult<Requester> {
+        let hash = hash_token(token);
+        let cached = self.tokens.lock().expect("token cache").get(&hash).cloned();
+        let owner = match cached {
+            Some(owner) => owner,
+            None => {
+                let owner = self.store.find_token(&hash).await?.ok_or_else(|| {
+                    ServiceError::new(ErrorKind::UnknownToken, "Unknown access token")
+                })?;
+                let mut cache = self.tokens.lock().expect("token cache");
+                // Bounded: a flood of valid tokens cannot grow memory without limit.
+                if cache.len() > 100_000 {
+                    cache.clear();
+                }
+                cache.insert(hash, owner.clone());
+                owner
+            }
+        };
+        Ok(Requester {
+            user_id: owner.user_id,
+            device_id: owner.device_id,
+        })
+    }
+
+    pub async fn logout(&self, token: &str) -> ServiceResult<()> {
+        let hash = hash_token(token);
+        self.store.delete_token(&hash).await?;
+        self.tokens.lock().expect("token cache").remove(&hash);
+        Ok(())
+    }
+
+    /// Revokes every token of the user, except on `keep_device` if given.
+    pub async fn logout_all(&self, user_id: &str, keep_device: Option<&str>) -> ServiceResult<()> {
+        let hashes = self.store.delete_all_tokens(user_id, keep_device).await?;
+        let mut cache = self.tokens.lock().expect("token cache");
+        for hash in hashes {
+            cache.remove(&hash);
+        }
+        Ok(())
+    }
+
+    pub async fn change_password(
+        &self,
+        who: &Requester,
+        new_password: &str,
+        logout_devices: bool,
+    ) -> ServiceResult<()> {
+        if new_password.is_empty() || new_password.len() > 512 {
+            return Err(ServiceError::invalid_param(
+                "Password must be 1 to 512 bytes",
+            ));
+        }
+        let hash = hash_password(new_password.to_owned()).await?;
+        self.store.set_password_hash(&who.user_id, &hash).await?;
+        if logout_devices {
+            self.logout_all(&who.user_id, Some(&who.device_id)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn profile(&self, user_id: &str) -> ServiceResult<UserRecord> {
+        self.store
+            .get_user(user_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Profile not found"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_and_hashed() {
+        let token = random_token(32);
+        assert!(token.len() >= 43);
+        assert_ne!(hash_token(&token), token);
+        assert_eq!(hash_token(&token), hash_token(&token));
+    }
+
+    #[tokio::test]
+    async fn passwords_verify_only_with_the_right_one() {
+        let hash = hash_password("secret".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2"));
+        assert!(verify_password("secret".into(), hash.clone())
+            .await
+            .unwrap());
+        assert!(!verify_password("wrong".into(), hash).await.unwrap());
+    }
+}

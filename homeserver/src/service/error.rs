@@ -1,0 +1,101 @@
+//! The service layer's error: a Matrix error kind plus a message for the client.
+//! Internal causes are logged where they happen and never reach clients.
+
+use serde_json::Value;
+
+use crate::store::StoreError;
+
+/// Matrix error codes the server emits (spec: "Standard error response").
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ErrorKind {
+    Forbidden,
+    MissingToken,
+    UnknownToken,
+    NotFound,
+    NotJson,
+    BadJson,
+    UserInUse,
+    InvalidUsername,
+    InvalidParam,
+    MissingParam,
+    TooLarge,
+    LimitExceeded {
+        retry_after_ms: u64,
+    },
+    Unrecognized,
+    GuestAccessForbidden,
+    RoomInUse,
+    InvalidRoomState,
+    UnsupportedRoomVersion,
+    /// User-interactive authentication must continue: the body lists the flows.
+    UiaRequired(Value),
+    /// An internal failure; the message stays in the logs.
+    Unknown,
+}
+
+impl ErrorKind {
+    pub fn errcode(&self) -> &'static str {
+        match self {
+            ErrorKind::Forbidden => "M_FORBIDDEN",
+            ErrorKind::MissingToken => "M_MISSING_TOKEN",
+            ErrorKind::UnknownToken => "M_UNKNOWN_TOKEN",
+            ErrorKind::NotFound => "M_NOT_FOUND",
+            ErrorKind::NotJson => "M_NOT_JSON",
+            ErrorKind::BadJson => "M_BAD_JSON",
+            ErrorKind::UserInUse => "M_USER_IN_USE",
+            ErrorKind::InvalidUsername => "M_INVALID_USERNAME",
+            ErrorKind::InvalidParam => "M_INVALID_PARAM",
+            ErrorKind::MissingParam => "M_MISSING_PARAM",
+            ErrorKind::TooLarge => "M_TOO_LARGE",
+            ErrorKind::LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
+            ErrorKind::Unrecognized => "M_UNRECOGNIZED",
+            ErrorKind::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            ErrorKind::RoomInUse => "M_ROOM_IN_USE",
+            ErrorKind::InvalidRoomState => "M_INVALID_ROOM_STATE",
+            ErrorKind::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorKind::UiaRequired(_) => "M_FORBIDDEN",
+            ErrorKind::Unknown => "M_UNKNOWN",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct ServiceError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl ServiceError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn invalid_param(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidParam, message)
+    }
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadJson, message)
+    }
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(ErrorKind::Unknown, "Internal server error")
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> Self {
+        ServiceError::internal(err)
+    }
+}

@@ -1,0 +1,83 @@
+//! The service layer: Matrix rules, independent of HTTP and of storage engines.
+
+pub mod accounts;
+pub mod error;
+pub mod identifiers;
+pub mod keys;
+pub mod notifier;
+pub mod pdu;
+pub mod rate_limit;
+pub mod rooms;
+pub mod sync;
+pub mod token;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::{AccountStore, Ephemeral, EventBus, RoomStore};
+use accounts::AccountService;
+use keys::ServerKey;
+use notifier::Notifier;
+use rate_limit::RateLimiter;
+use rooms::RoomService;
+use sync::SyncService;
+
+/// Everything the API layer needs, built once at start-up and shared through
+/// axum's `State` (no globals).
+pub struct Services {
+    pub config: Config,
+    pub accounts: AccountService,
+    pub rooms: RoomService,
+    pub sync: SyncService,
+    pub ephemeral: Arc<dyn Ephemeral>,
+    pub rate_limiter: RateLimiter,
+    pub shutdown: CancellationToken,
+}
+
+/// The engines behind the traits, as chosen by configuration.
+pub struct Backends {
+    pub accounts: Arc<dyn AccountStore>,
+    pub rooms: Arc<dyn RoomStore>,
+    pub bus: Arc<dyn EventBus>,
+    pub ephemeral: Arc<dyn Ephemeral>,
+}
+
+impl Services {
+    pub fn new(
+        config: Config,
+        backends: Backends,
+        key: ServerKey,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let key = Arc::new(key);
+        let notifier = Notifier::new(backends.rooms.clone());
+        notifier.spawn(backends.bus.as_ref(), shutdown.clone());
+        let server_name = config.server_name.clone();
+        Arc::new(Self {
+            accounts: AccountService::new(
+                backends.accounts.clone(),
+                backends.bus.clone(),
+                server_name.clone(),
+            ),
+            rooms: RoomService::new(
+                backends.rooms.clone(),
+                backends.accounts.clone(),
+                backends.bus.clone(),
+                key,
+                server_name,
+            ),
+            sync: SyncService::new(
+                backends.rooms,
+                backends.accounts,
+                notifier,
+                shutdown.clone(),
+            ),
+            ephemeral: backends.ephemeral,
+            rate_limiter: RateLimiter::new(!config.disable_rate_limits),
+            config,
+            shutdown,
+        })
+    }
+}

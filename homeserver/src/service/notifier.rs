@@ -1,0 +1,139 @@
+//! Wakes waiting `/sync` requests the moment something they would return is
+//! durable, with no polling of the database.
+//!
+//! One task per node reads the event bus. For a room event it wakes the
+//! room's joined and invited members (and the target of a membership change);
+//! for account data, its owner. A waiting sync holds a `watch` receiver for
+//! its user, so an idle sync costs one small channel and no work.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{EventBus, RoomStore, StreamNotice};
+
+#[derive(Default)]
+struct Waiters {
+    users: HashMap<String, watch::Sender<u64>>,
+}
+
+pub struct Notifier {
+    waiters: Mutex<Waiters>,
+    /// Joined and invited members per room, loaded on first use and dropped
+    /// whenever the room's membership changes.
+    members: Mutex<HashMap<String, Arc<HashSet<String>>>>,
+    store: Arc<dyn RoomStore>,
+}
+
+impl Notifier {
+    pub fn new(store: Arc<dyn RoomStore>) -> Arc<Self> {
+        Arc::new(Self {
+            waiters: Mutex::new(Waiters::default()),
+            members: Mutex::new(HashMap::new()),
+            store,
+        })
+    }
+
+    /// Starts the task that turns bus notices into wake-ups.
+    pub fn spawn(self: &Arc<Self>, bus: &dyn EventBus, shutdown: CancellationToken) {
+        let mut notices = bus.subscribe();
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = notices.next() => match next {
+                        Some(notice) => this.handle(notice).await,
+                        None => break,
+                    },
+                }
+            }
+            // Release every waiting sync so shutdown is not held up.
+            this.wake_all();
+        });
+    }
+
+    /// A receiver that changes whenever something arrives for `user_id`.
+    /// Subscribe *before* reading the store, so nothing slips in between.
+    pub fn subscribe(&self, user_id: &str) -> watch::Receiver<u64> {
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        waiters
+            .users
+            .entry(user_id.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn wake(&self, user_id: &str) {
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        if let Some(sender) = waiters.users.get(user_id) {
+            if sender.receiver_count() == 0 {
+                waiters.users.remove(user_id);
+            } else {
+                sender.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        waiters.users.retain(|_, sender| {
+            sender.send_modify(|n| *n += 1);
+            sender.receiver_count() > 0
+        });
+    }
+
+    async fn room_members(&self, room_id: &str) -> Arc<HashSet<String>> {
+        if let Some(found) = self.members.lock().expect("members lock").get(room_id) {
+            return found.clone();
+        }
+        let loaded: HashSet<String> = match self.store.members(room_id).await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|m| m.membership == "join" || m.membership == "invite")
+                .map(|m| m.user_id)
+                .collect(),
+            Err(err) => {
+                tracing::warn!(%err, "loading room members for wake-ups failed");
+                self.wake_all();
+                return Arc::new(HashSet::new());
+            }
+        };
+        let loaded = Arc::new(loaded);
+        self.members
+            .lock()
+            .expect("members lock")
+            .insert(room_id.to_owned(), loaded.clone());
+        loaded
+    }
+
+    async fn handle(&self, notice: StreamNotice) {
+        match notice {
+            StreamNotice::AccountData { user_id, .. } => self.wake(&user_id),
+            StreamNotice::RoomEvent {
+                stream: i64::MAX, ..
+            } => {
+                // The bus says we missed notices: wake everyone, which is safe.
+                self.members.lock().expect("members lock").clear();
+                self.wake_all();
+            }
+            StreamNotice::RoomEvent {
+                room_id,
+                affected_user,
+                ..
+            } => {
+                if let Some(user) = &affected_user {
+                    self.members.lock().expect("members lock").remove(&room_id);
+                    self.wake(user);
+                }
+                let members = self.room_members(&room_id).await;
+                for user in members.iter() {
+                    self.wake(user);
+                }
+            }
+        }
+    }
+}

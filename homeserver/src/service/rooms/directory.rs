@@ -1,0 +1,129 @@
+//! Room aliases and the public room directory.
+
+use serde_json::{json, Value};
+
+use super::{Requester, RoomService};
+use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
+use crate::store::StoreError;
+
+impl RoomService {
+    fn check_alias(&self, alias: &str) -> ServiceResult<()> {
+        let valid = alias.len() <= 255
+            && alias
+                .strip_prefix('#')
+                .and_then(|rest| rest.split_once(':'))
+                .is_some_and(|(local, server)| !local.is_empty() && !server.is_empty());
+        if valid {
+            Ok(())
+        } else {
+            Err(ServiceError::invalid_param("Invalid room alias"))
+        }
+    }
+
+    pub async fn resolve_alias(&self, alias: &str) -> ServiceResult<String> {
+        self.check_alias(alias)?;
+        self.store
+            .get_alias(alias)
+            .await?
+            .map(|(room_id, _)| room_id)
+            .ok_or_else(|| ServiceError::not_found("Room alias not found"))
+    }
+
+    /// Any member of a room may point a local alias at it.
+    pub async fn create_alias(
+        &self,
+        who: &Requester,
+        alias: &str,
+        room_id: &str,
+    ) -> ServiceResult<()> {
+        self.check_alias(alias)?;
+        Self::check_room_id(room_id)?;
+        if !alias.ends_with(&format!(":{}", self.server_name)) {
+            return Err(ServiceError::invalid_param("Alias must be on this server"));
+        }
+        let state = self
+            .state_snapshot(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        if !state.is_joined(&who.user_id) {
+            return Err(ServiceError::forbidden("You are not joined to this room"));
+        }
+        self.store
+            .set_alias(alias, room_id, &who.user_id)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => {
+                    ServiceError::new(ErrorKind::RoomInUse, "Room alias already exists")
+                }
+                other => other.into(),
+            })
+    }
+
+    /// The alias creator or a room moderator may delete an alias.
+    pub async fn delete_alias(&self, who: &Requester, alias: &str) -> ServiceResult<()> {
+        self.check_alias(alias)?;
+        let (room_id, creator) = self
+            .store
+            .get_alias(alias)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Room alias not found"))?;
+        if creator != who.user_id {
+            let state = self.state_snapshot(&room_id).await?.unwrap_or_default();
+            let levels = state.power_levels();
+            if levels.user_level(&who.user_id) < levels.event_level("m.room.canonical_alias", true)
+            {
+                return Err(ServiceError::forbidden("You may not delete this alias"));
+            }
+        }
+        self.store.delete_alias(alias).await?;
+        Ok(())
+    }
+
+    pub async fn room_aliases(&self, user_id: &str, room_id: &str) -> ServiceResult<Vec<String>> {
+        self.room_state(user_id, room_id).await?;
+        Ok(self.store.aliases_of_room(room_id).await?)
+    }
+
+    /// One page of the public directory and the total number of public rooms.
+    pub async fn public_rooms(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> ServiceResult<(Vec<Value>, usize)> {
+        let rooms = self.store.public_rooms().await?;
+        let total = rooms.len();
+        let mut chunk = Vec::new();
+        for room_id in rooms.into_iter().skip(offset).take(limit) {
+            let Some(state) = self.state_snapshot(&room_id).await? else {
+                continue;
+            };
+            let text = |kind: &str, key: &str| {
+                state
+                    .get(kind, "")
+                    .and_then(|e| e.content.get(key))
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            };
+            let mut entry = json!({
+                "room_id": room_id,
+                "num_joined_members": state.members_with("join").len(),
+                "world_readable": state.history_visibility() == "world_readable",
+                "guest_can_join": text("m.room.guest_access", "guest_access") == "can_join",
+                "join_rule": state.join_rule(),
+            });
+            for (field, kind, key) in [
+                ("name", "m.room.name", "name"),
+                ("topic", "m.room.topic", "topic"),
+                ("canonical_alias", "m.room.canonical_alias", "alias"),
+                ("avatar_url", "m.room.avatar", "url"),
+            ] {
+                let value = text(kind, key);
+                if !value.is_null() {
+                    entry[field] = value;
+                }
+            }
+            chunk.push(entry);
+        }
+        Ok((chunk, total))
+    }
+}

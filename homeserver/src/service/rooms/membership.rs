@@ -1,0 +1,279 @@
+//! Membership changes and state updates requested by clients.
+
+use serde_json::{json, Value};
+
+use super::{EventRequest, Requester, RoomService};
+use crate::service::error::{ServiceError, ServiceResult};
+use crate::service::identifiers::check_user_id;
+
+impl RoomService {
+    /// Resolves `#alias:server` or returns the room id unchanged.
+    pub async fn resolve_room(&self, room_id_or_alias: &str) -> ServiceResult<String> {
+        if room_id_or_alias.starts_with('#') {
+            let (room_id, _) = self
+                .store
+                .get_alias(room_id_or_alias)
+                .await?
+                .ok_or_else(|| ServiceError::not_found("Room alias not found"))?;
+            Ok(room_id)
+        } else {
+            Self::check_room_id(room_id_or_alias)?;
+            Ok(room_id_or_alias.to_owned())
+        }
+    }
+
+    async fn member_content(
+        &self,
+        user_id: &str,
+        membership: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<Value> {
+        let mut content = json!({"membership": membership});
+        if membership == "join" {
+            if let Some(profile) = self.accounts.get_user(user_id).await? {
+                if let Some(name) = profile.displayname {
+                    content["displayname"] = json!(name);
+                }
+                if let Some(url) = profile.avatar_url {
+                    content["avatar_url"] = json!(url);
+                }
+            }
+        }
+        if let Some(reason) = reason {
+            content["reason"] = json!(reason);
+        }
+        Ok(content)
+    }
+
+    async fn set_membership(
+        &self,
+        who: &Requester,
+        room_id: &str,
+        target: &str,
+        membership: &str,
+        reason: Option<&str>,
+        extra: Option<(&str, Value)>,
+    ) -> ServiceResult<String> {
+        check_user_id(target)?;
+        let mut content = self.member_content(target, membership, reason).await?;
+        if let Some((key, value)) = extra {
+            content[key] = value;
+        }
+        let request = EventRequest {
+            kind: "m.room.member".into(),
+            state_key: Some(target.into()),
+            content,
+        };
+        self.send_event(who, room_id, request, None).await
+    }
+
+    /// Joins a room by id or alias; joining a room one is in again is a no-op.
+    pub async fn join(
+        &self,
+        who: &Requester,
+        room_id_or_alias: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<String> {
+        let room_id = self.resolve_room(room_id_or_alias).await?;
+        let state = self
+            .state_snapshot(&room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        if state.is_joined(&who.user_id) {
+            return Ok(room_id);
+        }
+        self.set_membership(who, &room_id, &who.user_id.clone(), "join", reason, None)
+            .await?;
+        Ok(room_id)
+    }
+
+    pub async fn invite(
+        &self,
+        who: &Requester,
+        room_id: &str,
+        target: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        check_user_id(target)?;
+        if target.ends_with(&format!(":{}", self.server_name))
+            && self.accounts.get_user(target).await?.is_none()
+        {
+            return Err(ServiceError::not_found("Unknown user"));
+        }
+        let is_direct = self.is_direct_room(room_id, &who.user_id).await?;
+        let extra = is_direct.then(|| ("is_direct", json!(true)));
+        self.set_membership(who, room_id, target, "invite", reason, extra)
+            .await?;
+        Ok(())
+    }
+
+    /// A room counts as direct for invites if the inviter's own membership says so.
+    async fn is_direct_room(&self, room_id: &str, user_id: &str) -> ServiceResult<bool> {
+        let state = self.state_snapshot(room_id).await?;
+        Ok(state
+            .and_then(|s| s.get("m.room.member", user_id).cloned())
+            .and_then(|e| e.content.get("is_direct").and_then(Value::as_bool))
+            .unwrap_or(false))
+    }
+
+    pub async fn leave(
+        &self,
+        who: &Requester,
+        room_id: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let state = self
+            .state_snapshot(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        match state.membership(&who.user_id) {
+            // Leaving a room one already left succeeds quietly, as in Synapse.
+            None | Some("leave") => Ok(()),
+            _ => {
+                self.set_membership(who, room_id, &who.user_id.clone(), "leave", reason, None)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn kick(
+        &self,
+        who: &Requester,
+        room_id: &str,
+        target: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let state = self
+            .state_snapshot(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        if !matches!(state.membership(target), Some("join" | "invite" | "knock")) {
+            return Err(ServiceError::forbidden("The user is not in the room"));
+        }
+        self.set_membership(who, room_id, target, "leave", reason, None)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ban(
+        &self,
+        who: &Requester,
+        room_id: &str,
+        target: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        self.set_membership(who, room_id, target, "ban", reason, None)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unban(
+        &self,
+        who: &Requester,
+        room_id: &str,
+        target: &str,
+        reason: Option<&str>,
+    ) -> ServiceResult<()> {
+        let state = self
+            .state_snapshot(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        if state.membership(target) != Some("ban") {
+            return Err(ServiceError::forbidden("The user is not banned"));
+        }
+        self.set_membership(who, room_id, target, "leave", reason, None)
+            .await?;
+        Ok(())
+    }
+
+    /// `forget` is accepted for rooms the user has left; it hides nothing yet.
+    pub async fn forget(&self, who: &Requester, room_id: &str) -> ServiceResult<()> {
+        let state = self.state_snapshot(room_id).await?;
+        match state.as_ref().and_then(|s| s.membership(&who.user_id)) {
+            Some("join" | "invite") => Err(ServiceError::new(
+                crate::service::error::ErrorKind::Unknown,
+                "You must leave the room before forgetting it",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends a state event (`PUT /state/{type}/{stateKey}`).
+    pub async fn set_state(
+        &self,
+        who: &Requester,
+        room_id: &str,
+        kind: &str,
+        state_key: &str,
+        content: Value,
+    ) -> ServiceResult<String> {
+        Self::check_room_id(room_id)?;
+        if kind == "m.room.create" {
+            return Err(ServiceError::forbidden("m.room.create cannot be sent"));
+        }
+        if kind == "m.room.member" {
+            check_user_id(state_key)?;
+        }
+        if kind == "m.room.canonical_alias" {
+            self.check_canonical_alias(room_id, &content).await?;
+        }
+        let request = EventRequest {
+            kind: kind.into(),
+            state_key: Some(state_key.into()),
+            content,
+        };
+        self.send_event(who, room_id, request, None).await
+    }
+
+    async fn check_canonical_alias(&self, room_id: &str, content: &Value) -> ServiceResult<()> {
+        let mut aliases: Vec<&str> = Vec::new();
+        if let Some(alias) = content.get("alias") {
+            aliases.push(
+                alias
+                    .as_str()
+                    .ok_or_else(|| ServiceError::bad_json("alias must be a string"))?,
+            );
+        }
+        if let Some(alts) = content.get("alt_aliases") {
+            let alts = alts
+                .as_array()
+                .ok_or_else(|| ServiceError::bad_json("alt_aliases must be a list"))?;
+            for alt in alts {
+                aliases.push(
+                    alt.as_str()
+                        .ok_or_else(|| ServiceError::bad_json("alt_aliases must be strings"))?,
+                );
+            }
+        }
+        for alias in aliases {
+            match self.store.get_alias(alias).await? {
+                Some((target, _)) if target == room_id => {}
+                _ => {
+                    return Err(ServiceError::new(
+                        crate::service::error::ErrorKind::BadJson,
+                        format!("Alias {alias} does not point to this room"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-sends the user's join events with a new profile in every joined room.
+    pub async fn update_profile_in_rooms(&self, who: &Requester) -> ServiceResult<()> {
+        let rooms = self.store.memberships_of_user(&who.user_id).await?;
+        for room in rooms.into_iter().filter(|m| m.membership == "join") {
+            let content = self.member_content(&who.user_id, "join", None).await?;
+            let request = EventRequest {
+                kind: "m.room.member".into(),
+                state_key: Some(who.user_id.clone()),
+                content,
+            };
+            if let Err(err) = self.send_event(who, &room.room_id, request, None).await {
+                tracing::warn!(room = %room.room_id, error = %err, "profile update not sent");
+            }
+        }
+        Ok(())
+    }
+}

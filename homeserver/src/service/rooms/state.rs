@@ -1,0 +1,193 @@
+//! A room's current state held in memory: what authorization, membership and
+//! history-visibility decisions read on every send.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+/// One current state entry.
+#[derive(Debug, Clone)]
+pub struct StateEntry {
+    pub event_id: String,
+    pub sender: String,
+    pub content: Value,
+}
+
+/// Current state keyed by `(type, state_key)`.
+#[derive(Debug, Clone, Default)]
+pub struct RoomState {
+    entries: HashMap<(String, String), StateEntry>,
+}
+
+/// `m.room.power_levels` with the spec's defaults filled in.
+#[derive(Debug, Clone)]
+pub struct PowerLevels {
+    pub users: HashMap<String, i64>,
+    pub users_default: i64,
+    pub events: HashMap<String, i64>,
+    pub events_default: i64,
+    pub state_default: i64,
+    pub ban: i64,
+    pub kick: i64,
+    pub invite: i64,
+    pub redact: i64,
+}
+
+fn int_field(content: &Value, key: &str, default: i64) -> i64 {
+    content.get(key).and_then(Value::as_i64).unwrap_or(default)
+}
+
+fn int_map(content: &Value, key: &str) -> HashMap<String, i64> {
+    content
+        .get(key)
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| v.as_i64().map(|n| (k.clone(), n)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl PowerLevels {
+    pub fn from_content(content: &Value) -> Self {
+        Self {
+            users: int_map(content, "users"),
+            users_default: int_field(content, "users_default", 0),
+            events: int_map(content, "events"),
+            events_default: int_field(content, "events_default", 0),
+            state_default: int_field(content, "state_default", 50),
+            ban: int_field(content, "ban", 50),
+            kick: int_field(content, "kick", 50),
+            invite: int_field(content, "invite", 0),
+            redact: int_field(content, "redact", 50),
+        }
+    }
+
+    pub fn user_level(&self, user_id: &str) -> i64 {
+        self.users
+            .get(user_id)
+            .copied()
+            .unwrap_or(self.users_default)
+    }
+
+    /// Level needed to send an event of `kind`.
+    pub fn event_level(&self, kind: &str, is_state: bool) -> i64 {
+        self.events.get(kind).copied().unwrap_or(if is_state {
+            self.state_default
+        } else {
+            self.events_default
+        })
+    }
+}
+
+impl RoomState {
+    pub fn get(&self, kind: &str, state_key: &str) -> Option<&StateEntry> {
+        self.entries.get(&(kind.to_owned(), state_key.to_owned()))
+    }
+
+    pub fn insert(&mut self, kind: &str, state_key: &str, entry: StateEntry) {
+        self.entries
+            .insert((kind.to_owned(), state_key.to_owned()), entry);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (&(String, String), &StateEntry)> {
+        self.entries.iter()
+    }
+
+    fn content_str(&self, kind: &str, key: &str) -> Option<&str> {
+        self.get(kind, "")?.content.get(key)?.as_str()
+    }
+
+    pub fn membership(&self, user_id: &str) -> Option<&str> {
+        self.get("m.room.member", user_id)?
+            .content
+            .get("membership")?
+            .as_str()
+    }
+
+    pub fn is_joined(&self, user_id: &str) -> bool {
+        self.membership(user_id) == Some("join")
+    }
+
+    /// In room version 11 the creator is the sender of `m.room.create`.
+    pub fn creator(&self) -> Option<&str> {
+        self.get("m.room.create", "").map(|e| e.sender.as_str())
+    }
+
+    pub fn join_rule(&self) -> &str {
+        self.content_str("m.room.join_rules", "join_rule")
+            .unwrap_or("invite")
+    }
+
+    pub fn history_visibility(&self) -> &str {
+        self.content_str("m.room.history_visibility", "history_visibility")
+            .unwrap_or("shared")
+    }
+
+    pub fn power_levels(&self) -> PowerLevels {
+        match self.get("m.room.power_levels", "") {
+            Some(entry) => PowerLevels::from_content(&entry.content),
+            // Before any power levels event the creator alone has power 100.
+            None => {
+                let mut levels = PowerLevels::from_content(&Value::Null);
+                if let Some(creator) = self.creator() {
+                    levels.users.insert(creator.to_owned(), 100);
+                }
+                levels
+            }
+        }
+    }
+
+    /// User ids with the given membership.
+    pub fn members_with(&self, membership: &str) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|((kind, _), e)| {
+                kind == "m.room.member"
+                    && e.content.get("membership").and_then(Value::as_str) == Some(membership)
+            })
+            .map(|((_, key), _)| key.clone())
+            .collect()
+    }
+
+    /// The `auth_events` of a new event, as room version 11 selects them.
+    pub fn auth_event_ids(
+        &self,
+        kind: &str,
+        sender: &str,
+        state_key: Option<&str>,
+        content: &Value,
+    ) -> Vec<String> {
+        if kind == "m.room.create" {
+            return Vec::new();
+        }
+        let mut keys: Vec<(&str, &str)> = vec![
+            ("m.room.create", ""),
+            ("m.room.power_levels", ""),
+            ("m.room.member", sender),
+        ];
+        if kind == "m.room.member" {
+            if let Some(target) = state_key {
+                keys.push(("m.room.member", target));
+                let membership = content.get("membership").and_then(Value::as_str);
+                if matches!(membership, Some("join") | Some("invite")) {
+                    keys.push(("m.room.join_rules", ""));
+                }
+            }
+        }
+        let mut ids: Vec<String> = Vec::with_capacity(keys.len());
+        for (k, s) in keys {
+            if let Some(entry) = self.get(k, s) {
+                if !ids.contains(&entry.event_id) {
+                    ids.push(entry.event_id.clone());
+                }
+            }
+        }
+        ids
+    }
+}

@@ -1,0 +1,426 @@
+//! `/sync`: assembles what changed for a user between two tokens, and waits
+//! for the notifier when nothing has.
+//!
+//! However many rooms a user is in, one sync costs a fixed number of queries:
+//! memberships (1), timelines (1 per 200 rooms), state (1 per 1,000 rooms),
+//! account data (1). History visibility needs membership history only for the
+//! rare events sent before the user joined under `joined`/`invited` rules.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::error::ServiceResult;
+use super::notifier::Notifier;
+use super::pdu::client_event;
+use super::rooms::visibility::Viewer;
+use super::rooms::{now_ms, Requester, RoomEventFilter};
+use super::token::{pagination_token, SyncToken};
+use crate::store::{AccountStore, MembershipRecord, RoomStore, StoredEvent, StreamPos};
+
+/// Timeline length when the filter does not say.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// Largest timeline a filter may ask for.
+const MAX_TIMELINE_LIMIT: usize = 1000;
+
+/// The spec's `Filter` (the parts this server applies).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Filter {
+    #[serde(default)]
+    pub room: RoomFilter,
+    #[serde(default)]
+    pub account_data: RoomEventFilter,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RoomFilter {
+    pub rooms: Option<Vec<String>>,
+    pub not_rooms: Option<Vec<String>>,
+    #[serde(default)]
+    pub timeline: RoomEventFilter,
+    #[serde(default)]
+    pub state: RoomEventFilter,
+    #[serde(default)]
+    pub account_data: RoomEventFilter,
+    #[serde(default)]
+    pub include_leave: bool,
+}
+
+impl Filter {
+    fn allows_room(&self, room_id: &str) -> bool {
+        let has = |l: &Option<Vec<String>>| l.as_ref().map(|l| l.iter().any(|r| r == room_id));
+        has(&self.room.not_rooms) != Some(true)
+            && has(&self.room.rooms) != Some(false)
+            && self.room.timeline.allows_room(room_id)
+    }
+
+    fn timeline_limit(&self) -> usize {
+        match self.room.timeline.limit {
+            Some(n) if n >= 1 => (n as usize).min(MAX_TIMELINE_LIMIT),
+            _ => DEFAULT_TIMELINE_LIMIT,
+        }
+    }
+}
+
+pub struct SyncRequest {
+    pub since: Option<SyncToken>,
+    pub timeout: Duration,
+    pub full_state: bool,
+    pub filter: Filter,
+}
+
+pub struct SyncService {
+    rooms: Arc<dyn RoomStore>,
+    accounts: Arc<dyn AccountStore>,
+    notifier: Arc<Notifier>,
+    shutdown: CancellationToken,
+}
+
+/// How one room enters the response.
+enum RoomPlan {
+    /// Timeline since the token, state changes only if the timeline has a gap.
+    Incremental,
+    /// Full state plus recent timeline: initial sync, full_state or a new join.
+    Full,
+}
+
+impl SyncService {
+    pub fn new(
+        rooms: Arc<dyn RoomStore>,
+        accounts: Arc<dyn AccountStore>,
+        notifier: Arc<Notifier>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            rooms,
+            accounts,
+            notifier,
+            shutdown,
+        }
+    }
+
+    /// Answers at once if there is news (or no `since`), otherwise waits for
+    /// the notifier until the timeout.
+    pub async fn sync(&self, who: &Requester, request: &SyncRequest) -> ServiceResult<Value> {
+        let Some(since) = request.since else {
+            return self.compute(who, None, request).await.map(|(v, _)| v);
+        };
+        if request.full_state || request.timeout.is_zero() {
+            return self
+                .compute(who, Some(since), request)
+                .await
+                .map(|(v, _)| v);
+        }
+        let deadline = tokio::time::Instant::now() + request.timeout;
+        let mut wake = self.notifier.subscribe(&who.user_id);
+        loop {
+            wake.borrow_and_update();
+            let (response, has_news) = self.compute(who, Some(since), request).await?;
+            if has_news {
+                return Ok(response);
+            }
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, wake.changed()) => match changed {
+                    Ok(Ok(())) => continue,
+                    // Timed out, or the notifier went away: answer with no news.
+                    _ => return Ok(response),
+                },
+                // Shutting down: answer now so the connection can close.
+                _ = self.shutdown.cancelled() => return Ok(response),
+            }
+        }
+    }
+
+    async fn compute(
+        &self,
+        who: &Requester,
+        since: Option<SyncToken>,
+        request: &SyncRequest,
+    ) -> ServiceResult<(Value, bool)> {
+        let filter = &request.filter;
+        let upto = SyncToken {
+            events: self.rooms.events_position().await?,
+            account_data: self.accounts.account_data_position().await?,
+        };
+        let since_events = since.map(|s| s.events).unwrap_or(0);
+        let memberships = self.rooms.memberships_of_user(&who.user_id).await?;
+
+        let mut plans: Vec<(MembershipRecord, RoomPlan)> = Vec::new();
+        let mut invites = Vec::new();
+        let mut leaves = Vec::new();
+        for m in memberships {
+            if !filter.allows_room(&m.room_id) || m.stream > upto.events {
+                continue;
+            }
+            let changed = m.stream > since_events;
+            match m.membership.as_str() {
+                "join" => {
+                    let plan = if since.is_none() || request.full_state || changed {
+                        RoomPlan::Full
+                    } else {
+                        RoomPlan::Incremental
+                    };
+                    plans.push((m, plan));
+                }
+                "invite" if changed || since.is_none() => invites.push(m),
+                "leave" | "ban"
+                    if (changed && since.is_some())
+                        || (since.is_none() && filter.room.include_leave) =>
+                {
+                    leaves.push(m)
+                }
+                _ => {}
+            }
+        }
+
+        let limit = filter.timeline_limit();
+        let now = now_ms();
+        let mut join = Map::new();
+
+        let incremental: Vec<String> = plans
+            .iter()
+            .filter(|(_, p)| matches!(p, RoomPlan::Incremental))
+            .map(|(m, _)| m.room_id.clone())
+            .collect();
+        let full: Vec<String> = plans
+            .iter()
+            .filter(|(_, p)| matches!(p, RoomPlan::Full))
+            .map(|(m, _)| m.room_id.clone())
+            .collect();
+        let join_streams: HashMap<&str, StreamPos> = plans
+            .iter()
+            .map(|(m, _)| (m.room_id.as_str(), m.stream))
+            .collect();
+
+        let mut timelines = self
+            .rooms
+            .recent_events(&incremental, since_events, upto.events, limit)
+            .await?;
+        timelines.extend(
+            self.rooms
+                .recent_events(&full, 0, upto.events, limit)
+                .await?,
+        );
+
+        // State: everything for full rooms; for incremental rooms with a gap,
+        // the state that changed in the gap.
+        let gapped: Vec<String> = timelines
+            .iter()
+            .filter(|(room, slice)| slice.limited && incremental.contains(room))
+            .map(|(room, _)| room.clone())
+            .collect();
+        let mut state_by_room: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+        for event in self
+            .rooms
+            .current_state_of_rooms(&full, 0, upto.events)
+            .await?
+        {
+            state_by_room
+                .entry(event.room_id.clone())
+                .or_default()
+                .push(event);
+        }
+        for event in self
+            .rooms
+            .current_state_of_rooms(&gapped, since_events, upto.events)
+            .await?
+        {
+            state_by_room
+                .entry(event.room_id.clone())
+                .or_default()
+                .push(event);
+        }
+
+        for (room_id, slice) in timelines {
+            let join_stream = join_streams.get(room_id.as_str()).copied().unwrap_or(0);
+            let events = self
+                .visible(&who.user_id, &room_id, join_stream, slice.events)
+                .await?;
+            let is_full = full.contains(&room_id);
+            if events.is_empty() && !is_full {
+                continue;
+            }
+            let timeline_ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+            let first_stream = events.first().map(|e| e.stream).unwrap_or(upto.events + 1);
+            let state: Vec<Value> = state_by_room
+                .get(&room_id)
+                .map(|list| {
+                    list.iter()
+                        .filter(|e| {
+                            !timeline_ids.contains(e.event_id.as_str()) && e.stream < first_stream
+                        })
+                        .filter(|e| filter.room.state.matches(e))
+                        .map(|e| self.format(e, who, now))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let prev_batch = pagination_token(first_stream - 1);
+            let timeline: Vec<Value> = events
+                .iter()
+                .filter(|e| filter.room.timeline.matches(e))
+                .map(|e| self.format(e, who, now))
+                .collect();
+            join.insert(
+                room_id,
+                json!({
+                    "timeline": {"events": timeline, "limited": slice.limited, "prev_batch": prev_batch},
+                    "state": {"events": state},
+                    "ephemeral": {"events": []},
+                    "account_data": {"events": []},
+                    "unread_notifications": {},
+                }),
+            );
+        }
+
+        let mut invite = Map::new();
+        for m in &invites {
+            let state = self.rooms.current_state(&m.room_id).await?;
+            let inviter = state
+                .iter()
+                .find(|e| e.event_id == m.event_id)
+                .map(|e| e.sender.as_str())
+                .unwrap_or_default();
+            let stripped: Vec<Value> = state
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind.as_str(),
+                        "m.room.create"
+                            | "m.room.join_rules"
+                            | "m.room.name"
+                            | "m.room.avatar"
+                            | "m.room.canonical_alias"
+                            | "m.room.encryption"
+                            | "m.room.topic"
+                    ) || (e.kind == "m.room.member"
+                        && (e.state_key.as_deref() == Some(who.user_id.as_str())
+                            || e.state_key.as_deref() == Some(inviter)))
+                })
+                .map(|e| {
+                    json!({"type": e.kind, "state_key": e.state_key, "sender": e.sender,
+                           "content": e.pdu.get("content").cloned().unwrap_or(json!({}))})
+                })
+                .collect();
+            invite.insert(
+                m.room_id.clone(),
+                json!({"invite_state": {"events": stripped}}),
+            );
+        }
+
+        let mut leave = Map::new();
+        for m in &leaves {
+            let slices = self
+                .rooms
+                .recent_events(
+                    std::slice::from_ref(&m.room_id),
+                    since_events,
+                    m.stream,
+                    limit,
+                )
+                .await?;
+            let Some((_, slice)) = slices.into_iter().next() else {
+                continue;
+            };
+            let events = self
+                .visible(&who.user_id, &m.room_id, 0, slice.events)
+                .await?;
+            let first_stream = events.first().map(|e| e.stream).unwrap_or(m.stream);
+            let timeline: Vec<Value> = events.iter().map(|e| self.format(e, who, now)).collect();
+            leave.insert(
+                m.room_id.clone(),
+                json!({
+                    "timeline": {"events": timeline, "limited": slice.limited,
+                                 "prev_batch": pagination_token(first_stream - 1)},
+                    "state": {"events": []},
+                    "account_data": {"events": []},
+                }),
+            );
+        }
+
+        let since_ad = since.map(|s| s.account_data).unwrap_or(0);
+        let mut global_ad = Vec::new();
+        for entry in self
+            .accounts
+            .account_data_since(&who.user_id, since_ad)
+            .await?
+        {
+            if entry.stream > upto.account_data {
+                continue;
+            }
+            let event = json!({"type": entry.kind, "content": entry.content});
+            match &entry.room_id {
+                None => global_ad.push(event),
+                Some(room_id) => {
+                    if let Some(Value::Object(room)) = join.get_mut(room_id) {
+                        if let Some(Value::Object(ad)) = room.get_mut("account_data") {
+                            if let Some(Value::Array(list)) = ad.get_mut("events") {
+                                list.push(event);
+                            }
+                        }
+                    } else if plans.iter().any(|(m, _)| &m.room_id == room_id) {
+                        join.insert(
+                            room_id.clone(),
+                            json!({
+                                "timeline": {"events": [], "limited": false,
+                                             "prev_batch": pagination_token(upto.events)},
+                                "state": {"events": []},
+                                "ephemeral": {"events": []},
+                                "account_data": {"events": [event]},
+                                "unread_notifications": {},
+                            }),
+                        );
+                    }
+                }
+            }
+        }
+
+        let has_news =
+            !join.is_empty() || !invite.is_empty() || !leave.is_empty() || !global_ad.is_empty();
+        let response = json!({
+            "next_batch": upto.to_string(),
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+            "account_data": {"events": global_ad},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        });
+        Ok((response, has_news))
+    }
+
+    /// Drops events the user may not see. Events after the user's current
+    /// join are always visible; older ones need the membership history.
+    async fn visible(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        join_stream: StreamPos,
+        events: Vec<StoredEvent>,
+    ) -> ServiceResult<Vec<StoredEvent>> {
+        let needs_history = events.iter().any(|e| {
+            e.stream < join_stream && e.visibility != "shared" && e.visibility != "world_readable"
+        }) || join_stream == 0;
+        if !needs_history {
+            return Ok(events);
+        }
+        let viewer = Viewer {
+            user_id,
+            history: self.rooms.membership_history(room_id, user_id).await?,
+        };
+        Ok(events.into_iter().filter(|e| viewer.can_see(e)).collect())
+    }
+
+    fn format(&self, event: &StoredEvent, who: &Requester, now: i64) -> Value {
+        let txn = match &event.txn {
+            Some((device, txn)) if event.sender == who.user_id && *device == who.device_id => {
+                Some(txn.as_str())
+            }
+            _ => None,
+        };
+        client_event(&event.pdu, &event.event_id, now, txn, false)
+    }
+}

@@ -1,0 +1,307 @@
+//! The conformance suite every storage engine must pass (the Garage habit):
+//! written once against the traits, run by each engine's tests.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{
+    AccountStore, Direction, Ephemeral, NewEvent, PresenceRecord, PresenceState, RoomStore,
+    StoreError, UserRecord,
+};
+
+fn user(id: &str) -> UserRecord {
+    UserRecord {
+        user_id: id.into(),
+        password_hash: Some("hash".into()),
+        displayname: None,
+        avatar_url: None,
+        created_ts: 1,
+    }
+}
+
+pub async fn account_store(store: Arc<dyn AccountStore>) {
+    store.create_user(&user("@a:test")).await.unwrap();
+    assert!(matches!(
+        store.create_user(&user("@a:test")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.get_user("@a:test").await.unwrap().unwrap().user_id,
+        "@a:test"
+    );
+    assert!(store.get_user("@nobody:test").await.unwrap().is_none());
+
+    store
+        .set_displayname("@a:test", Some("Alice"))
+        .await
+        .unwrap();
+    store.set_password_hash("@a:test", "new").await.unwrap();
+    let got = store.get_user("@a:test").await.unwrap().unwrap();
+    assert_eq!(got.displayname.as_deref(), Some("Alice"));
+    assert_eq!(got.password_hash.as_deref(), Some("new"));
+
+    // Tokens: create, find, replace on re-login of the same device, delete.
+    store
+        .create_device_with_token("@a:test", "D1", None, "h1")
+        .await
+        .unwrap();
+    store
+        .create_device_with_token("@a:test", "D2", None, "h2")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_token("h1").await.unwrap().unwrap().device_id,
+        "D1"
+    );
+    store
+        .create_device_with_token("@a:test", "D1", None, "h1b")
+        .await
+        .unwrap();
+    assert!(store.find_token("h1").await.unwrap().is_none());
+    store.delete_token("h1b").await.unwrap();
+    assert!(store.find_token("h1b").await.unwrap().is_none());
+    store
+        .create_device_with_token("@a:test", "D3", None, "h3")
+        .await
+        .unwrap();
+    let removed = store
+        .delete_all_tokens("@a:test", Some("D3"))
+        .await
+        .unwrap();
+    assert_eq!(removed, vec!["h2".to_string()]);
+    assert!(store.find_token("h3").await.unwrap().is_some());
+
+    // Filters get per-user ids and round-trip.
+    let f0 = store
+        .save_filter("@a:test", &json!({"room": {}}))
+        .await
+        .unwrap();
+    let f1 = store
+        .save_filter("@a:test", &json!({"presence": {}}))
+        .await
+        .unwrap();
+    assert_ne!(f0, f1);
+    assert_eq!(
+        store.get_filter("@a:test", f1).await.unwrap(),
+        Some(json!({"presence": {}}))
+    );
+    assert_eq!(store.get_filter("@b:test", f1).await.unwrap(), None);
+
+    // Account data is stream-positioned: positions grow, `since` filters.
+    let p1 = store
+        .set_account_data("@a:test", None, "m.direct", &json!({"x": 1}))
+        .await
+        .unwrap();
+    let p2 = store
+        .set_account_data("@a:test", Some("!r:test"), "m.tag", &json!({"t": 1}))
+        .await
+        .unwrap();
+    assert!(p2 > p1);
+    let p3 = store
+        .set_account_data("@a:test", None, "m.direct", &json!({"x": 2}))
+        .await
+        .unwrap();
+    assert!(p3 > p2);
+    let since = store.account_data_since("@a:test", p2).await.unwrap();
+    assert_eq!(since.len(), 1);
+    assert_eq!(since[0].content, json!({"x": 2}));
+    assert_eq!(
+        store.account_data_since("@a:test", 0).await.unwrap().len(),
+        2
+    );
+    assert_eq!(store.account_data_position().await.unwrap(), p3);
+    assert_eq!(
+        store
+            .get_account_data("@a:test", Some("!r:test"), "m.tag")
+            .await
+            .unwrap(),
+        Some(json!({"t": 1}))
+    );
+}
+
+fn event(room: &str, n: usize, state_key: Option<&str>, txn: Option<&str>) -> NewEvent {
+    let kind = if state_key.is_some() {
+        "m.room.member"
+    } else {
+        "m.room.message"
+    };
+    NewEvent {
+        event_id: format!("${room}-{n}"),
+        room_id: room.into(),
+        sender: "@a:test".into(),
+        kind: kind.into(),
+        state_key: state_key.map(Into::into),
+        pdu: Arc::new(json!({"type": kind, "content": {"membership": "join", "n": n}})),
+        txn: txn.map(|t| ("D1".to_string(), t.to_string())),
+        visibility: "shared".into(),
+        membership: state_key.map(|_| "join".to_string()),
+        redaction: None,
+    }
+}
+
+/// Appends a join and `count - 1` messages to `room`.
+pub async fn append_sample(store: &dyn RoomStore, room: &str, count: usize) {
+    store.create_room(room, "11", "@a:test").await.unwrap();
+    let mut events = vec![event(room, 0, Some("@a:test"), None)];
+    events.extend((1..count).map(|n| event(room, n, None, Some(&format!("t{n}")))));
+    store.append(events).await.unwrap().await.unwrap();
+}
+
+/// Checks what [`append_sample`] wrote.
+pub async fn check_sample(store: &dyn RoomStore, room: &str, count: usize) {
+    let all = store
+        .room_events(room, 0, Direction::Forward, 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), count);
+    assert!(all.windows(2).all(|w| w[0].stream < w[1].stream));
+    assert_eq!(
+        store.events_position().await.unwrap(),
+        all.last().unwrap().stream
+    );
+    assert_eq!(store.members(room).await.unwrap().len(), 1);
+}
+
+pub async fn room_store(store: Arc<dyn RoomStore>) {
+    let store = store.as_ref();
+    append_sample(store, "!r1:test", 5).await;
+    check_sample(store, "!r1:test", 5).await;
+    assert!(store.room_exists("!r1:test").await.unwrap());
+    assert!(!store.room_exists("!nope:test").await.unwrap());
+
+    // Concurrent appends all commit, in a gap-free order.
+    let mut handles = Vec::new();
+    for n in 0..50 {
+        let ev = event("!r1:test", 100 + n, None, None);
+        handles.push(async move { store.append(vec![ev]).await.unwrap().await.unwrap()[0] });
+    }
+    let mut positions = futures::future::join_all(handles).await;
+    positions.sort();
+    assert!(positions.windows(2).all(|w| w[1] == w[0] + 1));
+
+    // A duplicate transaction id fails alone, the rest of the batch commits.
+    let dup = store
+        .append(vec![event("!r1:test", 999, None, Some("t1"))])
+        .await
+        .unwrap()
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict)));
+    assert_eq!(
+        store
+            .find_txn("!r1:test", "@a:test", "D1", "t1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("$!r1:test-1")
+    );
+
+    // Paging both ways.
+    let head = store.events_position().await.unwrap();
+    let back = store
+        .room_events("!r1:test", head, Direction::Backward, 3)
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 3);
+    assert!(back[0].stream > back[1].stream);
+    let fwd = store
+        .room_events("!r1:test", 0, Direction::Forward, 2)
+        .await
+        .unwrap();
+    assert_eq!(fwd[0].event_id, "$!r1:test-0");
+
+    // Multi-room recent events with a per-room limit and `limited`.
+    append_sample(store, "!r2:test", 2).await;
+    let rooms = vec![
+        "!r1:test".to_string(),
+        "!r2:test".to_string(),
+        "!r3:test".to_string(),
+    ];
+    let head = store.events_position().await.unwrap();
+    let slices = store.recent_events(&rooms, 0, head, 3).await.unwrap();
+    assert_eq!(slices[0].1.events.len(), 3);
+    assert!(slices[0].1.limited);
+    assert_eq!(slices[1].1.events.len(), 2);
+    assert!(!slices[1].1.limited);
+    assert!(slices[2].1.events.is_empty());
+    assert_eq!(slices[0].1.events.last().unwrap().stream, positions[49]);
+
+    // State and membership views follow appends.
+    let state = store.current_state_of_rooms(&rooms, 0, head).await.unwrap();
+    assert_eq!(state.len(), 2);
+    let mine = store.memberships_of_user("@a:test").await.unwrap();
+    assert_eq!(mine.len(), 2);
+    assert_eq!(
+        store
+            .membership_history("!r1:test", "@a:test")
+            .await
+            .unwrap(),
+        vec![(1, "join".to_string())]
+    );
+
+    // Redaction replaces the stored PDU.
+    let mut redaction = event("!r2:test", 50, None, None);
+    redaction.redaction = Some((
+        "$!r2:test-1".into(),
+        json!({"type": "m.room.message", "content": {}}),
+    ));
+    store.append(vec![redaction]).await.unwrap().await.unwrap();
+    let redacted = store.get_event("$!r2:test-1").await.unwrap().unwrap();
+    assert_eq!(redacted.pdu["content"], json!({}));
+
+    // Aliases and the public directory.
+    store
+        .set_alias("#a:test", "!r1:test", "@a:test")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.set_alias("#a:test", "!r2:test", "@a:test").await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.get_alias("#a:test").await.unwrap().unwrap().0,
+        "!r1:test"
+    );
+    assert_eq!(
+        store.aliases_of_room("!r1:test").await.unwrap(),
+        vec!["#a:test".to_string()]
+    );
+    assert!(store.delete_alias("#a:test").await.unwrap());
+    assert!(!store.delete_alias("#a:test").await.unwrap());
+    store.set_room_public("!r2:test", true).await.unwrap();
+    assert_eq!(
+        store.public_rooms().await.unwrap(),
+        vec!["!r2:test".to_string()]
+    );
+}
+
+pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
+    store
+        .set_typing("!r:test", "@a:test", Some(1_000))
+        .await
+        .unwrap();
+    store
+        .set_typing("!r:test", "@b:test", Some(5_000))
+        .await
+        .unwrap();
+    assert_eq!(store.typing_users("!r:test", 500).await.unwrap().len(), 2);
+    assert_eq!(
+        store.typing_users("!r:test", 2_000).await.unwrap(),
+        vec!["@b:test".to_string()]
+    );
+    store.set_typing("!r:test", "@b:test", None).await.unwrap();
+    assert!(store
+        .typing_users("!r:test", 2_000)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let record = PresenceRecord {
+        state: PresenceState::Online,
+        status_msg: Some("hi".into()),
+        last_active_ts: 7,
+    };
+    store.set_presence("@a:test", record.clone()).await.unwrap();
+    assert_eq!(store.get_presence("@a:test").await.unwrap(), Some(record));
+    assert_eq!(store.get_presence("@b:test").await.unwrap(), None);
+}

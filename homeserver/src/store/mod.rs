@@ -1,0 +1,317 @@
+//! Storage traits: the narrow seams between the service layer and the engines.
+//!
+//! One trait per domain (accounts, rooms and their timelines, the event bus,
+//! ephemeral data). Every trait is async and object safe so the service layer
+//! holds `Arc<dyn Trait>` and never learns which engine it talks to. Each engine
+//! lives in its own module behind a cargo feature, and every engine must pass
+//! the same suite in [`conformance`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde_json::Value;
+
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+#[cfg(test)]
+pub mod conformance;
+
+/// A position in a totally ordered stream. Positions only grow, and a position
+/// once returned by a write is durable.
+pub type StreamPos = i64;
+
+/// Errors raised by storage engines. The service layer maps them to Matrix errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("storage is shutting down")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Resolves once an append is durable, with the positions it was given.
+pub type Durable = futures::future::BoxFuture<'static, StoreResult<Vec<StreamPos>>>;
+
+/// A registered account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub user_id: String,
+    pub password_hash: Option<String>,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub created_ts: i64,
+}
+
+/// The user and device an access token acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// One account-data entry; `room_id` is `None` for global account data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountDataEntry {
+    pub room_id: Option<String>,
+    pub kind: String,
+    pub content: Value,
+    pub stream: StreamPos,
+}
+
+/// Accounts, devices, access tokens, profiles, filters and account data.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates an account; `StoreError::Conflict` if the id is taken.
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()>;
+    async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> StoreResult<()>;
+    async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> StoreResult<()>;
+
+    /// Creates (or replaces) a device and binds a new access token to it.
+    /// Tokens are stored hashed; the caller passes the hash.
+    async fn create_device_with_token(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+        token_hash: &str,
+    ) -> StoreResult<()>;
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<TokenOwner>>;
+    /// Deletes the token and the device it belongs to.
+    async fn delete_token(&self, token_hash: &str) -> StoreResult<()>;
+    /// Deletes every token and device of a user, except `keep_device` if given.
+    /// Returns the hashes of the deleted tokens so caches can drop them.
+    async fn delete_all_tokens(
+        &self,
+        user_id: &str,
+        keep_device: Option<&str>,
+    ) -> StoreResult<Vec<String>>;
+
+    async fn save_filter(&self, user_id: &str, filter: &Value) -> StoreResult<i64>;
+    async fn get_filter(&self, user_id: &str, filter_id: i64) -> StoreResult<Option<Value>>;
+
+    /// Stores account data and returns its position in the account-data stream.
+    async fn set_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+        content: &Value,
+    ) -> StoreResult<StreamPos>;
+    async fn get_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+    ) -> StoreResult<Option<Value>>;
+    /// Account data changed after `since` (all of it when `since` is 0).
+    async fn account_data_since(
+        &self,
+        user_id: &str,
+        since: StreamPos,
+    ) -> StoreResult<Vec<AccountDataEntry>>;
+    async fn account_data_position(&self) -> StoreResult<StreamPos>;
+}
+
+/// An event as stored: the signed PDU plus the columns queries need.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub stream: StreamPos,
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    /// The full federation-format PDU (possibly redacted).
+    pub pdu: Arc<Value>,
+    /// `(device_id, txn_id)` of the client request that sent it, if local.
+    pub txn: Option<(String, String)>,
+    /// The room's history visibility when the event was sent.
+    pub visibility: String,
+}
+
+/// Everything one append writes, atomically: the event, the room's current
+/// state and membership if it is a state event, and an optional redaction.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub pdu: Arc<Value>,
+    pub txn: Option<(String, String)>,
+    pub visibility: String,
+    /// `membership` value when this is an `m.room.member` event.
+    pub membership: Option<String>,
+    /// Redacted PDU that replaces the event it redacts.
+    pub redaction: Option<(String, Value)>,
+}
+
+/// Where a room listing or paging starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Backward,
+    Forward,
+}
+
+/// Per-room result of a multi-room timeline query.
+#[derive(Debug, Clone, Default)]
+pub struct RoomSlice {
+    /// Events in stream order (oldest first).
+    pub events: Vec<StoredEvent>,
+    /// True when more events in the window were left out by the limit.
+    pub limited: bool,
+}
+
+/// A user's membership in one room as of the latest event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipRecord {
+    pub room_id: String,
+    pub user_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream: StreamPos,
+}
+
+/// Rooms, their event timelines, current state and membership.
+///
+/// `append` is the single write: the event log and the derived views
+/// (current state, membership) change in one atomic, durable step, so a crash
+/// never leaves state that disagrees with the timeline.
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    async fn create_room(&self, room_id: &str, version: &str, creator: &str) -> StoreResult<()>;
+    async fn room_exists(&self, room_id: &str) -> StoreResult<bool>;
+
+    /// Queues events for appending. Calls are committed in the order they
+    /// return, so a caller may queue the next event of a room before the
+    /// previous one is durable; the returned future resolves once these
+    /// events are durable, with their stream positions.
+    async fn append(&self, events: Vec<NewEvent>) -> StoreResult<Durable>;
+    /// Highest durable position of the event stream.
+    async fn events_position(&self) -> StoreResult<StreamPos>;
+
+    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>>;
+    /// The event id a device's transaction produced in a room, for idempotent sends.
+    async fn find_txn(
+        &self,
+        room_id: &str,
+        sender: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> StoreResult<Option<String>>;
+    /// Last event of a room (for `prev_events`) and its depth.
+    async fn latest_event(&self, room_id: &str) -> StoreResult<Option<StoredEvent>>;
+
+    /// Events of one room from `from` (exclusive) in `dir`, at most `limit`.
+    async fn room_events(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        dir: Direction,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>>;
+    /// For each room, the last `limit` events with `after < stream <= upto`,
+    /// in one round trip however many rooms there are.
+    async fn recent_events(
+        &self,
+        room_ids: &[String],
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, RoomSlice)>>;
+
+    /// Current state events of one room.
+    async fn current_state(&self, room_id: &str) -> StoreResult<Vec<StoredEvent>>;
+    /// Current state of many rooms in one round trip, optionally only entries
+    /// changed in `(after, upto]`.
+    async fn current_state_of_rooms(
+        &self,
+        room_ids: &[String],
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> StoreResult<Vec<StoredEvent>>;
+
+    /// Every room the user has a membership in (any kind).
+    async fn memberships_of_user(&self, user_id: &str) -> StoreResult<Vec<MembershipRecord>>;
+    /// Memberships of a room, every kind.
+    async fn members(&self, room_id: &str) -> StoreResult<Vec<MembershipRecord>>;
+    /// The user's membership changes in a room: `(stream, membership)` oldest first.
+    async fn membership_history(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Vec<(StreamPos, String)>>;
+
+    async fn set_alias(&self, alias: &str, room_id: &str, creator: &str) -> StoreResult<()>;
+    async fn get_alias(&self, alias: &str) -> StoreResult<Option<(String, String)>>;
+    async fn delete_alias(&self, alias: &str) -> StoreResult<bool>;
+    async fn aliases_of_room(&self, room_id: &str) -> StoreResult<Vec<String>>;
+    async fn set_room_public(&self, room_id: &str, public: bool) -> StoreResult<()>;
+    async fn public_rooms(&self) -> StoreResult<Vec<String>>;
+}
+
+/// A note that something a client can sync was written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamNotice {
+    /// A room event at `stream`; `affected_user` is the target of a membership change.
+    RoomEvent {
+        stream: StreamPos,
+        room_id: String,
+        affected_user: Option<String>,
+    },
+    /// Account data of `user_id` at `stream` in the account-data stream.
+    AccountData { stream: StreamPos, user_id: String },
+}
+
+/// Fan-out of stream notices to every node, so waiting syncs wake at once.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    async fn publish(&self, notice: StreamNotice) -> StoreResult<()>;
+    /// A stream of every notice published after the call.
+    fn subscribe(&self) -> BoxStream<'static, StreamNotice>;
+}
+
+/// Presence states as the spec names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceState {
+    Online,
+    Unavailable,
+    Offline,
+}
+
+/// A user's presence as last recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceRecord {
+    pub state: PresenceState,
+    pub status_msg: Option<String>,
+    pub last_active_ts: i64,
+}
+
+/// Short-lived data with TTLs: typing and presence. Not durable by design.
+#[async_trait]
+pub trait Ephemeral: Send + Sync {
+    /// Marks `user_id` typing in a room until `until_ts` (ms), or stops it.
+    async fn set_typing(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        until_ts: Option<i64>,
+    ) -> StoreResult<()>;
+    /// Users typing in a room at `now_ts`.
+    async fn typing_users(&self, room_id: &str, now_ts: i64) -> StoreResult<Vec<String>>;
+    async fn set_presence(&self, user_id: &str, presence: PresenceRecord) -> StoreResult<()>;
+    async fn get_presence(&self, user_id: &str) -> StoreResult<Option<PresenceRecord>>;
+}
