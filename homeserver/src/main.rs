@@ -11,6 +11,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "homeserver=info,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::from_args(Args::parse())?;
     homeserver::run(config, homeserver::shutdown_signal()).await

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -36,12 +37,20 @@ pub async fn put_alias(
     auth: Auth,
     MatrixPath(alias): MatrixPath<String>,
     MatrixJson(body): MatrixJson<AliasBody>,
-) -> ApiResult<Json<Value>> {
-    services
+) -> Result<Json<Value>, (StatusCode, ApiError)> {
+    match services
         .rooms
         .create_alias(&auth.who, &alias, &body.room_id)
-        .await?;
-    Ok(Json(json!({})))
+        .await
+    {
+        Ok(()) => Ok(Json(json!({}))),
+        // The spec answers a taken alias with 409 here (400 on createRoom).
+        Err(err) if err.kind == ErrorKind::RoomInUse => Err((StatusCode::CONFLICT, err.into())),
+        Err(err) => {
+            let err = ApiError::from(err);
+            Err((err.status(), err))
+        }
+    }
 }
 
 /// # `DELETE /_matrix/client/v3/directory/room/{roomAlias}`

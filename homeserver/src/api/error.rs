@@ -23,6 +23,10 @@ impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ApiError(ServiceError::new(kind, message))
     }
+
+    pub fn status(&self) -> StatusCode {
+        status_of(&self.0.kind)
+    }
 }
 
 fn status_of(kind: &ErrorKind) -> StatusCode {

@@ -12,7 +12,9 @@ use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
 use crate::service::error::ErrorKind;
 use crate::service::pdu::client_event;
 use crate::service::rate_limit::Action;
-use crate::service::rooms::{now_ms, EventRequest, Requester, RoomEventFilter, RoomService};
+use crate::service::rooms::{
+    now_ms, EventRequest, PageRequest, Requester, RoomEventFilter, RoomService,
+};
 use crate::service::token::{pagination_token, parse_pagination_token};
 use crate::service::Services;
 use crate::store::{Direction, StoredEvent};
@@ -155,7 +157,17 @@ pub async fn messages(
     };
     let page = services
         .rooms
-        .messages(&auth.who.user_id, &room_id, from, to, dir, limit, &filter)
+        .messages(
+            &auth.who.user_id,
+            &room_id,
+            PageRequest {
+                from,
+                to,
+                dir,
+                limit,
+            },
+            &filter,
+        )
         .await?;
     let now = now_ms();
     let chunk: Vec<Value> = page

@@ -26,10 +26,8 @@ pub fn access_token(parts: &Parts) -> Option<String> {
         return value.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
     }
     parts.uri.query().and_then(|q| {
-        q.split('&').find_map(|pair| {
-            pair.strip_prefix("access_token=")
-                .map(|t| percent_decode(t))
-        })
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("access_token=").map(percent_decode))
     })
 }
 

@@ -12,6 +12,9 @@ mod state;
 mod sync;
 mod versions;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;

@@ -92,12 +92,17 @@ fn to_canonical_object(value: Value) -> ServiceResult<CanonicalJsonObject> {
     }
 }
 
-/// The redacted form of a PDU under room-version-11 rules.
-pub fn redact_pdu(pdu: &Value, redaction_event: &Value) -> ServiceResult<Value> {
+/// The redacted form of a PDU under room-version-11 rules; `unsigned.redacted_because`
+/// holds the redaction in the client format, as clients read it.
+pub fn redact_pdu(pdu: &Value, redaction_id: &str, redaction_pdu: &Value) -> ServiceResult<Value> {
     let object = to_canonical_object(pdu.clone())?;
     let mut redacted =
         redact(object, &RoomVersionRules::V11.redaction, None).map_err(ServiceError::internal)?;
-    let because = to_canonical_object(redaction_event.clone())?;
+    let mut because = client_event(redaction_pdu, redaction_id, 0, None, true);
+    if let Some(fields) = because.as_object_mut() {
+        fields.remove("unsigned");
+    }
+    let because = to_canonical_object(because)?;
     redacted.insert(
         "unsigned".into(),
         CanonicalJsonValue::Object(CanonicalJsonObject::from([(

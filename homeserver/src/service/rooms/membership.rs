@@ -101,7 +101,7 @@ impl RoomService {
             return Err(ServiceError::not_found("Unknown user"));
         }
         let is_direct = self.is_direct_room(room_id, &who.user_id).await?;
-        let extra = is_direct.then(|| ("is_direct", json!(true)));
+        let extra = is_direct.then_some(("is_direct", json!(true)));
         self.set_membership(who, room_id, target, "invite", reason, extra)
             .await?;
         Ok(())

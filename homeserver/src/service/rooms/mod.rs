@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 pub use create::CreateRoomRequest;
-pub use read::{MessagesPage, RoomEventFilter};
+pub use read::{MessagesPage, PageRequest, RoomEventFilter};
 
 use self::auth::{authorize, Proposed};
 use self::state::{RoomState, StateEntry};
@@ -305,7 +305,10 @@ impl RoomService {
             },
         )?;
         let redaction = match redaction_target {
-            Some(target) => Some((target.event_id.clone(), redact_pdu(&target.pdu, &pdu)?)),
+            Some(target) => Some((
+                target.event_id.clone(),
+                redact_pdu(&target.pdu, &event_id, &pdu)?,
+            )),
             None => None,
         };
         let membership = (kind == "m.room.member")

@@ -60,6 +60,14 @@ impl RoomEventFilter {
     }
 }
 
+/// Where a `/messages` page starts and how far it may go.
+pub struct PageRequest {
+    pub from: Option<StreamPos>,
+    pub to: Option<StreamPos>,
+    pub dir: Direction,
+    pub limit: usize,
+}
+
 /// One page of `/messages`.
 pub struct MessagesPage {
     pub events: Vec<StoredEvent>,
@@ -118,12 +126,15 @@ impl RoomService {
         &self,
         user_id: &str,
         room_id: &str,
-        from: Option<StreamPos>,
-        to: Option<StreamPos>,
-        dir: Direction,
-        limit: usize,
+        page: PageRequest,
         filter: &RoomEventFilter,
     ) -> ServiceResult<MessagesPage> {
+        let PageRequest {
+            from,
+            to,
+            dir,
+            limit,
+        } = page;
         let viewer = self.reader(room_id, user_id).await?;
         let head = self.store.events_position().await?;
         let start = from.unwrap_or(match dir {
