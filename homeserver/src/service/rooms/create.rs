@@ -125,7 +125,6 @@ impl RoomService {
             state: Default::default(),
             last_event_id: None,
             depth: 0,
-            in_flight: Default::default(),
         });
         let prepared = self
             .send_events_locked(handle, &room_id, &who.user_id, events)

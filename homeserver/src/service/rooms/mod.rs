@@ -53,9 +53,10 @@ struct RoomHandle {
     state: RoomState,
     last_event_id: Option<String>,
     depth: i64,
-    /// Transactions queued but not yet durable: `(user, device, txn) -> event id`.
-    in_flight: HashMap<(String, String, String), String>,
 }
+
+/// `(room, user, device, txn)` of a send that is queued but not yet durable.
+type TxnKey = (String, String, String, String);
 
 type RoomSlot = Arc<AsyncMutex<Option<RoomHandle>>>;
 
@@ -66,6 +67,8 @@ pub struct RoomService {
     key: Arc<ServerKey>,
     server_name: String,
     rooms: Mutex<HashMap<String, RoomSlot>>,
+    /// Sends queued but not yet durable, so a quick retry finds its event id.
+    in_flight: Mutex<HashMap<TxnKey, String>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -90,6 +93,7 @@ impl RoomService {
             key,
             server_name,
             rooms: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -133,7 +137,6 @@ impl RoomService {
                         .as_ref()
                         .and_then(|e| e.pdu.get("depth").and_then(Value::as_i64))
                         .unwrap_or(0),
-                    in_flight: HashMap::new(),
                 });
             }
         }
@@ -158,14 +161,21 @@ impl RoomService {
         let handle = guard
             .as_mut()
             .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
-        if let Some(txn) = txn_id {
-            let key = (who.user_id.clone(), who.device_id.clone(), txn.to_owned());
-            if let Some(event_id) = handle.in_flight.get(&key) {
+        let txn_key = txn_id.map(|t| {
+            (
+                room_id.to_owned(),
+                who.user_id.clone(),
+                who.device_id.clone(),
+                t.to_owned(),
+            )
+        });
+        if let Some(key) = &txn_key {
+            if let Some(event_id) = self.in_flight.lock().expect("txn lock").get(key) {
                 return Ok(event_id.clone());
             }
             if let Some(event_id) = self
                 .store
-                .find_txn(room_id, &who.user_id, &who.device_id, txn)
+                .find_txn(room_id, &who.user_id, &who.device_id, &key.3)
                 .await?
             {
                 return Ok(event_id);
@@ -176,19 +186,21 @@ impl RoomService {
             .prepare(handle, room_id, &who.user_id, request, txn)
             .await?;
         let event_id = event.event_id.clone();
-        if let Some(txn) = txn_id {
-            let key = (who.user_id.clone(), who.device_id.clone(), txn.to_owned());
-            handle.in_flight.insert(key, event_id.clone());
+        if let Some(key) = &txn_key {
+            self.in_flight
+                .lock()
+                .expect("txn lock")
+                .insert(key.clone(), event_id.clone());
         }
         let affected = event.membership.as_ref().and(event.state_key.clone());
-        let durable = self.store.append(vec![event]).await?;
+        let queued = self.store.append(vec![event]).await;
         drop(guard);
-        let result = durable.await;
-        if let Some(txn) = txn_id {
-            let key = (who.user_id.clone(), who.device_id.clone(), txn.to_owned());
-            if let Some(handle) = self.slot(room_id).lock().await.as_mut() {
-                handle.in_flight.remove(&key);
-            }
+        let result = match queued {
+            Ok(durable) => durable.await,
+            Err(err) => Err(err),
+        };
+        if let Some(key) = &txn_key {
+            self.in_flight.lock().expect("txn lock").remove(key);
         }
         let positions = self.settle(room_id, result).await?;
         self.announce(room_id, &positions, std::slice::from_ref(&affected))
