@@ -33,6 +33,7 @@ pub struct AccountService {
     bus: Arc<dyn EventBus>,
     server_name: String,
     tokens: Mutex<HashMap<String, TokenOwner>>,
+    hash_permits: tokio::sync::Semaphore,
 }
 
 fn hash_token(token: &str) -> String {
@@ -53,6 +54,10 @@ fn random_device_id() -> String {
         .map(char::from)
         .collect()
 }
+
+/// Argon2 takes ~19 MiB per hash by design; at most this many run at once so a
+/// burst of logins cannot grow memory without bound.
+const CONCURRENT_HASHES: usize = 2;
 
 async fn hash_password(password: String) -> ServiceResult<String> {
     tokio::task::spawn_blocking(move || {
@@ -84,6 +89,7 @@ impl AccountService {
             bus,
             server_name,
             tokens: Mutex::new(HashMap::new()),
+            hash_permits: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
         }
     }
 
@@ -181,7 +187,14 @@ impl AccountService {
             }
         }
         let password_hash = match password {
-            Some(p) => Some(hash_password(p.to_owned()).await?),
+            Some(p) => {
+                let _permit = self
+                    .hash_permits
+                    .acquire()
+                    .await
+                    .map_err(ServiceError::internal)?;
+                Some(hash_password(p.to_owned()).await?)
+            }
             None => None,
         };
         let localpart = user_id[1..]
@@ -246,7 +259,15 @@ impl AccountService {
         let user_id = local_user_id(user, &self.server_name).map_err(|_| denied())?;
         let record = self.store.get_user(&user_id).await?.ok_or_else(denied)?;
         let hash = record.password_hash.ok_or_else(denied)?;
-        if password.len() > 512 || !verify_password(password.to_owned(), hash).await? {
+        if password.len() > 512 {
+            return Err(denied());
+        }
+        let _permit = self
+            .hash_permits
+            .acquire()
+            .await
+            .map_err(ServiceError::internal)?;
+        if !verify_password(password.to_owned(), hash).await? {
             return Err(denied());
         }
         Ok(user_id)
@@ -316,7 +337,14 @@ impl AccountService {
                 "Password must be 1 to 512 bytes",
             ));
         }
-        let hash = hash_password(new_password.to_owned()).await?;
+        let hash = {
+            let _permit = self
+                .hash_permits
+                .acquire()
+                .await
+                .map_err(ServiceError::internal)?;
+            hash_password(new_password.to_owned()).await?
+        };
         self.store.set_password_hash(&who.user_id, &hash).await?;
         if logout_devices {
             self.logout_all(&who.user_id, Some(&who.device_id)).await?;

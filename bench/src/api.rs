@@ -1,0 +1,226 @@
+//! The few Matrix Client-Server API calls the benchmark makes, over plain HTTP.
+//!
+//! Only public, spec'd endpoints are used, so the tool can drive any Matrix
+//! homeserver, not just Tern.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+const V3: &str = "/_matrix/client/v3";
+
+/// Long enough for a 30 s long-poll sync plus a loaded server's slack; a send
+/// that takes longer than this is reported as an error rather than hanging.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Microseconds since the Unix epoch. Wall-clock time (not `Instant`) because
+/// it is embedded in messages and compared with arrival times: both ends run
+/// on this machine, so they share a clock.
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock before 1970")
+        .as_micros() as u64
+}
+
+/// Percent-encodes one path segment (room ids contain `!` and `:`).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One shared HTTP client plus the server's base URL. Cloning is cheap: the
+/// connection pool inside `reqwest::Client` is shared.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    /// `max_connections` should cover every request that can be in flight at
+    /// once (one sync per user plus every sender), so that no request waits
+    /// for, or has to reopen, a connection.
+    pub fn new(base: &str, max_connections: usize) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(max_connections)
+            .tcp_nodelay(true)
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Sends a request and returns the JSON body, or an error naming the
+    /// endpoint, the status and the server's error body.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        if !status.is_success() {
+            bail!("{method} {path}: HTTP {status}: {}", truncate(&text, 300));
+        }
+        serde_json::from_str(&text).with_context(|| format!("{method} {path}: invalid JSON"))
+    }
+
+    /// Registers `username` with the dummy auth flow; returns (user_id, access_token).
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> anyhow::Result<(String, String)> {
+        let body = json!({
+            "username": username,
+            "password": password,
+            "auth": {"type": "m.login.dummy"},
+        });
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("{V3}/register"),
+                None,
+                Some(&body),
+            )
+            .await?;
+        Ok((str_field(&v, "user_id")?, str_field(&v, "access_token")?))
+    }
+
+    /// Creates a public room (so members can join without an invite).
+    pub async fn create_room(&self, token: &str) -> anyhow::Result<String> {
+        let body = json!({"preset": "public_chat"});
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("{V3}/createRoom"),
+                Some(token),
+                Some(&body),
+            )
+            .await?;
+        str_field(&v, "room_id")
+    }
+
+    pub async fn join(&self, token: &str, room_id: &str) -> anyhow::Result<()> {
+        let path = format!("{V3}/join/{}", encode_segment(room_id));
+        self.call(reqwest::Method::POST, &path, Some(token), Some(&json!({})))
+            .await?;
+        Ok(())
+    }
+
+    /// Sends an `m.room.message`; returns the event id once the server acknowledged it.
+    pub async fn send_message(
+        &self,
+        token: &str,
+        room_id: &str,
+        txn_id: &str,
+        content: &Value,
+    ) -> anyhow::Result<String> {
+        let path = format!(
+            "{V3}/rooms/{}/send/m.room.message/{}",
+            encode_segment(room_id),
+            encode_segment(txn_id)
+        );
+        let v = self
+            .call(reqwest::Method::PUT, &path, Some(token), Some(content))
+            .await?;
+        str_field(&v, "event_id")
+    }
+
+    /// One `/sync` call. Returns the response and the wall-clock time at which
+    /// its body had fully arrived, which is when a client could first show the
+    /// messages in it.
+    pub async fn sync(
+        &self,
+        token: &str,
+        since: Option<&str>,
+        timeout_ms: u64,
+        filter: &str,
+    ) -> anyhow::Result<(Value, u64)> {
+        let mut query: Vec<(&str, String)> = vec![
+            ("timeout", timeout_ms.to_string()),
+            ("filter", filter.to_string()),
+        ];
+        if let Some(since) = since {
+            query.push(("since", since.to_string()));
+        }
+        let resp = self
+            .http
+            .get(format!("{}{V3}/sync", self.base))
+            .bearer_auth(token)
+            .query(&query)
+            .send()
+            .await
+            .context("GET /sync")?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("GET /sync body")?;
+        let arrived = now_micros();
+        if !status.is_success() {
+            bail!(
+                "GET /sync: HTTP {status}: {}",
+                truncate(&String::from_utf8_lossy(&bytes), 300)
+            );
+        }
+        let v = serde_json::from_slice(&bytes).context("GET /sync: invalid JSON")?;
+        Ok((v, arrived))
+    }
+}
+
+fn str_field(v: &Value, key: &str) -> anyhow::Result<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .with_context(|| {
+            format!(
+                "response has no string `{key}`: {}",
+                truncate(&v.to_string(), 300)
+            )
+        })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_room_ids() {
+        assert_eq!(encode_segment("!abc:localhost"), "%21abc%3Alocalhost");
+        assert_eq!(encode_segment("tb-1.2_x~"), "tb-1.2_x~");
+    }
+}
