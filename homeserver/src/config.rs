@@ -35,6 +35,15 @@ pub struct Args {
     pub disable_rate_limits: bool,
 }
 
+/// Which storage engine backs accounts, rooms and timelines. Each engine is
+/// compiled in by its cargo feature; later issues add the distributed ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Sqlite,
+}
+
 /// The settings file; every field is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +54,7 @@ pub struct FileConfig {
     pub allow_registration: Option<bool>,
     pub disable_rate_limits: Option<bool>,
     pub max_request_bytes: Option<usize>,
+    pub storage: Option<Engine>,
 }
 
 /// The resolved configuration.
@@ -57,6 +67,7 @@ pub struct Config {
     pub disable_rate_limits: bool,
     /// Largest request body accepted, in bytes.
     pub max_request_bytes: usize,
+    pub storage: Engine,
 }
 
 impl Default for Config {
@@ -68,6 +79,7 @@ impl Default for Config {
             allow_registration: false,
             disable_rate_limits: false,
             max_request_bytes: 1024 * 1024,
+            storage: Engine::Sqlite,
         }
     }
 }
@@ -108,6 +120,7 @@ impl Config {
                     .disable_rate_limits
                     .unwrap_or(defaults.disable_rate_limits),
             max_request_bytes: file.max_request_bytes.unwrap_or(defaults.max_request_bytes),
+            storage: file.storage.unwrap_or(defaults.storage),
         })
     }
 }
@@ -120,7 +133,11 @@ mod tests {
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tern.toml");
-        std::fs::write(&path, "server_name = \"file.example\"\nallow_registration = true\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "server_name = \"file.example\"\nallow_registration = true\nlisten = \"127.0.0.1:9000\"\nstorage = \"sqlite\"\n",
+        )
+        .unwrap();
         let args = Args::parse_from([
             "homeserver",
             "--config",
