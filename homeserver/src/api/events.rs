@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
 use crate::service::error::ErrorKind;
-use crate::service::pdu::client_event;
+use crate::service::pdu::client_event_for;
 use crate::service::rate_limit::Action;
 use crate::service::rooms::{
     now_ms, EventRequest, PageRequest, Requester, RoomEventFilter, RoomService,
@@ -21,13 +21,7 @@ use crate::store::{Direction, StoredEvent};
 
 /// Client format for `who`: the transaction id only for the sending device.
 fn format_for(event: &StoredEvent, who: &Requester, now: i64) -> Value {
-    let txn = match &event.txn {
-        Some((device, txn)) if event.sender == who.user_id && *device == who.device_id => {
-            Some(txn.as_str())
-        }
-        _ => None,
-    };
-    client_event(&event.pdu, &event.event_id, now, txn, true)
+    client_event_for(event, &who.user_id, &who.device_id, now, true)
 }
 
 fn check_txn_id(txn_id: &str) -> ApiResult<()> {

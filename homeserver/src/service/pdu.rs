@@ -164,6 +164,22 @@ pub fn client_event(
     Value::Object(out)
 }
 
+/// [`client_event`] of a stored event as `user_id` on `device_id` sees it:
+/// the transaction id goes only to the device that sent the event.
+pub fn client_event_for(
+    event: &crate::store::StoredEvent,
+    user_id: &str,
+    device_id: &str,
+    now_ms: i64,
+    with_room_id: bool,
+) -> Value {
+    let txn = match &event.txn {
+        Some((device, txn)) if event.sender == user_id && device == device_id => Some(txn.as_str()),
+        _ => None,
+    };
+    client_event(&event.pdu, &event.event_id, now_ms, txn, with_room_id)
+}
+
 #[cfg(test)]
 mod tests {
     use base64::Engine;

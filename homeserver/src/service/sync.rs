@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ServiceResult;
 use super::notifier::Notifier;
-use super::pdu::client_event;
+use super::pdu::client_event_for;
 use super::rooms::visibility::Viewer;
 use super::rooms::{now_ms, Requester, RoomEventFilter};
 use super::token::{pagination_token, SyncToken};
@@ -415,12 +415,6 @@ impl SyncService {
     }
 
     fn format(&self, event: &StoredEvent, who: &Requester, now: i64) -> Value {
-        let txn = match &event.txn {
-            Some((device, txn)) if event.sender == who.user_id && *device == who.device_id => {
-                Some(txn.as_str())
-            }
-            _ => None,
-        };
-        client_event(&event.pdu, &event.event_id, now, txn, false)
+        client_event_for(event, &who.user_id, &who.device_id, now, false)
     }
 }
