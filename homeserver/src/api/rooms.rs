@@ -7,9 +7,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::error::{ApiError, ApiResult};
+use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
-use crate::service::error::ErrorKind;
 use crate::service::pdu::client_event;
 use crate::service::rooms::{now_ms, CreateRoomRequest, RoomService};
 use crate::service::Services;
@@ -113,11 +112,7 @@ pub async fn forget(
     MatrixPath(room_id): MatrixPath<String>,
 ) -> ApiResult<Json<Value>> {
     RoomService::check_room_id(&room_id)?;
-    services
-        .rooms
-        .forget(&auth.who, &room_id)
-        .await
-        .map_err(|e| ApiError::new(ErrorKind::InvalidParam, e.message))?;
+    services.rooms.forget(&auth.who, &room_id).await?;
     Ok(Json(json!({})))
 }
 

@@ -191,8 +191,7 @@ impl RoomService {
     pub async fn forget(&self, who: &Requester, room_id: &str) -> ServiceResult<()> {
         let state = self.state_snapshot(room_id).await?;
         match state.as_ref().and_then(|s| s.membership(&who.user_id)) {
-            Some("join" | "invite") => Err(ServiceError::new(
-                crate::service::error::ErrorKind::Unknown,
+            Some("join" | "invite") => Err(ServiceError::invalid_param(
                 "You must leave the room before forgetting it",
             )),
             _ => Ok(()),
