@@ -309,7 +309,7 @@ impl RoomService {
                 sender,
                 kind: &kind,
                 state_key: state_key.as_deref(),
-                content: content.clone(),
+                content,
                 prev_events: handle.last_event_id.iter().cloned().collect(),
                 auth_events,
                 depth: handle.depth + 1,
@@ -324,21 +324,17 @@ impl RoomService {
             None => None,
         };
         let membership = (kind == "m.room.member")
-            .then(|| {
-                content
-                    .get("membership")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
+            .then(|| pdu["content"]["membership"].as_str().map(str::to_owned))
             .flatten();
         if let Some(key) = &state_key {
+            // Only state events keep their content in the room head.
             handle.state.insert(
                 &kind,
                 key,
                 StateEntry {
                     event_id: event_id.clone(),
                     sender: sender.to_owned(),
-                    content,
+                    content: pdu["content"].clone(),
                 },
             );
         }

@@ -212,6 +212,8 @@ impl AccountStore for SqliteStore {
         .bind(content.to_string())
         .fetch_one(&self.pool)
         .await?;
+        self.account_data
+            .fetch_max(pos, std::sync::atomic::Ordering::AcqRel);
         Ok(pos)
     }
 
@@ -260,10 +262,6 @@ impl AccountStore for SqliteStore {
     }
 
     async fn account_data_position(&self) -> StoreResult<StreamPos> {
-        Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(stream), 0) FROM account_data")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(self.account_data.load(std::sync::atomic::Ordering::Acquire))
     }
 }

@@ -30,6 +30,11 @@ pub struct SqliteStore {
     writer: mpsc::Sender<AppendJob>,
     /// Highest committed event position, advanced by the writer after commit.
     committed: Arc<AtomicI64>,
+    /// Highest committed account-data position. Each account-data write is one
+    /// autocommit statement and SQLite runs writers one at a time, so every
+    /// position up to this one is committed too; every sync reads it, so it
+    /// is kept here rather than asked of the database.
+    account_data: AtomicI64,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -71,6 +76,10 @@ impl SqliteStore {
             .fetch_one(&pool)
             .await?;
         let committed = Arc::new(AtomicI64::new(last));
+        let account_data: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(stream), 0) FROM account_data")
+                .fetch_one(&pool)
+                .await?;
         let conn = options.connect().await?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer::run(conn, rx, last, committed.clone()));
@@ -78,6 +87,7 @@ impl SqliteStore {
             pool,
             writer: tx,
             committed,
+            account_data: AtomicI64::new(account_data),
         })
     }
 
