@@ -47,7 +47,10 @@ pub async fn build_services(
         bus: Arc::new(store::memory::MemoryBus::new(65_536)),
         ephemeral: Arc::new(store::memory::MemoryEphemeral::default()),
     };
-    Ok((Services::new(config, backends, key, shutdown), sqlite))
+    Ok((
+        Services::new(config, backends, key, shutdown).await?,
+        sqlite,
+    ))
 }
 
 /// Serves the client API until `shutdown` resolves.

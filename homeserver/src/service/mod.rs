@@ -9,6 +9,7 @@ pub mod pdu;
 pub mod rate_limit;
 pub mod rooms;
 pub mod sync;
+pub mod timeline_cache;
 pub mod token;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use notifier::Notifier;
 use rate_limit::RateLimiter;
 use rooms::RoomService;
 use sync::SyncService;
+use timeline_cache::TimelineCache;
 
 /// Everything the API layer needs, built once at start-up and shared through
 /// axum's `State` (no globals).
@@ -45,17 +47,19 @@ pub struct Backends {
 }
 
 impl Services {
-    pub fn new(
+    /// Wires the services over the given engines.
+    pub async fn new(
         config: Config,
         backends: Backends,
         key: ServerKey,
         shutdown: CancellationToken,
-    ) -> Arc<Self> {
+    ) -> anyhow::Result<Arc<Self>> {
         let key = Arc::new(key);
+        let cache = Arc::new(TimelineCache::new(backends.rooms.events_position().await?));
         let notifier = Notifier::new(backends.rooms.clone());
         notifier.spawn(backends.bus.as_ref(), shutdown.clone());
         let server_name = config.server_name.clone();
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             accounts: AccountService::new(
                 backends.accounts.clone(),
                 backends.bus.clone(),
@@ -65,11 +69,13 @@ impl Services {
                 backends.rooms.clone(),
                 backends.accounts.clone(),
                 backends.bus.clone(),
+                cache.clone(),
                 key,
                 server_name,
             ),
             sync: SyncService::new(
                 backends.rooms,
+                cache,
                 backends.accounts,
                 notifier,
                 shutdown.clone(),
@@ -78,6 +84,6 @@ impl Services {
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,
             shutdown,
-        })
+        }))
     }
 }

@@ -19,6 +19,7 @@ use super::notifier::Notifier;
 use super::pdu::client_event_for;
 use super::rooms::visibility::Viewer;
 use super::rooms::{now_ms, Requester, RoomEventFilter};
+use super::timeline_cache::TimelineCache;
 use super::token::{pagination_token, SyncToken};
 use crate::store::{AccountStore, MembershipRecord, RoomStore, StoredEvent, StreamPos};
 
@@ -75,6 +76,7 @@ pub struct SyncRequest {
 
 pub struct SyncService {
     rooms: Arc<dyn RoomStore>,
+    cache: Arc<TimelineCache>,
     accounts: Arc<dyn AccountStore>,
     notifier: Arc<Notifier>,
     shutdown: CancellationToken,
@@ -91,12 +93,14 @@ enum RoomPlan {
 impl SyncService {
     pub fn new(
         rooms: Arc<dyn RoomStore>,
+        cache: Arc<TimelineCache>,
         accounts: Arc<dyn AccountStore>,
         notifier: Arc<Notifier>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             rooms,
+            cache,
             accounts,
             notifier,
             shutdown,
@@ -142,17 +146,27 @@ impl SyncService {
         request: &SyncRequest,
     ) -> ServiceResult<(Value, bool)> {
         let filter = &request.filter;
+        // Up to the cache's watermark, not the store's head: every event up
+        // to it is visible in the cache, so nothing committed is skipped.
         let upto = SyncToken {
-            events: self.rooms.events_position().await?,
+            events: self.cache.watermark(),
             account_data: self.accounts.account_data_position().await?,
         };
         let since_events = since.map(|s| s.events).unwrap_or(0);
-        let memberships = self.rooms.memberships_of_user(&who.user_id).await?;
+        let memberships = match self.cache.memberships(&who.user_id) {
+            Some(list) => list,
+            None => {
+                let list = Arc::new(self.rooms.memberships_of_user(&who.user_id).await?);
+                self.cache
+                    .store_memberships(&who.user_id, upto.events, list.clone());
+                list
+            }
+        };
 
         let mut plans: Vec<(MembershipRecord, RoomPlan)> = Vec::new();
         let mut invites = Vec::new();
         let mut leaves = Vec::new();
-        for m in memberships {
+        for m in memberships.iter().cloned() {
             if !filter.allows_room(&m.room_id) || m.stream > upto.events {
                 continue;
             }
@@ -196,10 +210,23 @@ impl SyncService {
             .map(|(m, _)| (m.room_id.as_str(), m.stream))
             .collect();
 
-        let mut timelines = self
-            .rooms
-            .recent_events(&incremental, since_events, upto.events, limit)
-            .await?;
+        // Incremental rooms come from the cache when it holds everything
+        // since the token; the rest from the store in one batch.
+        let mut timelines = Vec::with_capacity(plans.len());
+        let mut uncached = Vec::new();
+        for room_id in &incremental {
+            match self.cache.recent(room_id, since_events, upto.events, limit) {
+                Some(slice) => timelines.push((room_id.clone(), slice)),
+                None => uncached.push(room_id.clone()),
+            }
+        }
+        timelines.extend(
+            self.rooms
+                .recent_events(&uncached, since_events, upto.events, limit)
+                .await?,
+        );
+        let incremental: HashSet<String> = incremental.into_iter().collect();
+        let full_set: HashSet<&str> = full.iter().map(String::as_str).collect();
         timelines.extend(
             self.rooms
                 .recent_events(&full, 0, upto.events, limit)
@@ -240,7 +267,7 @@ impl SyncService {
             let events = self
                 .visible(&who.user_id, &room_id, join_stream, slice.events)
                 .await?;
-            let is_full = full.contains(&room_id);
+            let is_full = full_set.contains(room_id.as_str());
             if events.is_empty() && !is_full {
                 continue;
             }
@@ -343,11 +370,14 @@ impl SyncService {
 
         let since_ad = since.map(|s| s.account_data).unwrap_or(0);
         let mut global_ad = Vec::new();
-        for entry in self
-            .accounts
-            .account_data_since(&who.user_id, since_ad)
-            .await?
-        {
+        let account_data = if since_ad >= upto.account_data {
+            Vec::new()
+        } else {
+            self.accounts
+                .account_data_since(&who.user_id, since_ad)
+                .await?
+        };
+        for entry in account_data {
             if entry.stream > upto.account_data {
                 continue;
             }

@@ -145,7 +145,7 @@ pub async fn append_sample(store: &dyn RoomStore, room: &str, count: usize) {
     store.create_room(room, "11", "@a:test").await.unwrap();
     let mut events = vec![event(room, 0, Some("@a:test"), None)];
     events.extend((1..count).map(|n| event(room, n, None, Some(&format!("t{n}")))));
-    store.append(events).await.unwrap().await.unwrap();
+    store.append(events).unwrap().await.unwrap();
 }
 
 /// Checks what [`append_sample`] wrote.
@@ -174,7 +174,7 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
     let mut handles = Vec::new();
     for n in 0..50 {
         let ev = event("!r1:test", 100 + n, None, None);
-        handles.push(async move { store.append(vec![ev]).await.unwrap().await.unwrap()[0] });
+        handles.push(async move { store.append(vec![ev]).unwrap().await.unwrap()[0] });
     }
     let mut positions = futures::future::join_all(handles).await;
     positions.sort();
@@ -183,7 +183,6 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
     // A duplicate transaction id fails alone, the rest of the batch commits.
     let dup = store
         .append(vec![event("!r1:test", 999, None, Some("t1"))])
-        .await
         .unwrap()
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict)));
@@ -245,7 +244,7 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
         "$!r2:test-1".into(),
         json!({"type": "m.room.message", "content": {}}),
     ));
-    store.append(vec![redaction]).await.unwrap().await.unwrap();
+    store.append(vec![redaction]).unwrap().await.unwrap();
     let redacted = store.get_event("$!r2:test-1").await.unwrap().unwrap();
     assert_eq!(redacted.pdu["content"], json!({}));
 

@@ -194,11 +194,16 @@ pub trait RoomStore: Send + Sync {
     async fn create_room(&self, room_id: &str, version: &str, creator: &str) -> StoreResult<()>;
     async fn room_exists(&self, room_id: &str) -> StoreResult<bool>;
 
-    /// Queues events for appending. Calls are committed in the order they
-    /// return, so a caller may queue the next event of a room before the
-    /// previous one is durable; the returned future resolves once these
-    /// events are durable, with their stream positions.
-    async fn append(&self, events: Vec<NewEvent>) -> StoreResult<Durable>;
+    /// Queues events for appending and returns a future that resolves, with
+    /// their stream positions, once they are durable. Calls are committed in
+    /// the order they are made, so a caller may queue the next event of a room
+    /// before the previous one is durable.
+    ///
+    /// Deliberately not `async`: queueing must finish in the call itself. The
+    /// room service advances a room's head and queues its event with no await
+    /// in between, so a cancelled request can never leave a head that names an
+    /// event which was never queued.
+    fn append(&self, events: Vec<NewEvent>) -> StoreResult<Durable>;
     /// Highest durable position of the event stream.
     async fn events_position(&self) -> StoreResult<StreamPos>;
 

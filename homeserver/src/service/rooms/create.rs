@@ -121,24 +121,13 @@ impl RoomService {
             .initial_events(who, &request, preset, alias.as_deref())
             .await?;
         let mut guard = self.slot(&room_id).lock_owned().await;
-        let handle = guard.insert(RoomHandle {
-            state: Default::default(),
-            last_event_id: None,
-            depth: 0,
-        });
-        let prepared = self
-            .send_events_locked(handle, &room_id, &who.user_id, events)
-            .await;
-        let (_, durable, affected) = match prepared {
-            Ok(done) => done,
-            Err(err) => {
-                *guard = None;
-                return Err(err);
-            }
-        };
+        let (handle, events) = self
+            .prepare_all(&RoomHandle::default(), &room_id, &who.user_id, events)
+            .await?;
+        let finishing = self.queue(&room_id, events, None)?;
+        *guard = Some(handle);
         drop(guard);
-        let positions = self.settle(&room_id, durable.await).await?;
-        self.announce(&room_id, &positions, &affected).await;
+        finishing.await.map_err(ServiceError::internal)??;
         Ok(room_id)
     }
 

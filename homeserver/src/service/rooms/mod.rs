@@ -17,11 +17,12 @@ mod read;
 pub mod state;
 pub mod visibility;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::task::JoinHandle;
 
 pub use create::CreateRoomRequest;
 pub use read::{MessagesPage, PageRequest, RoomEventFilter};
@@ -31,7 +32,10 @@ use self::state::{RoomState, StateEntry};
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::keys::ServerKey;
 use super::pdu::{build_pdu, redact_pdu, PduParts};
-use crate::store::{AccountStore, EventBus, NewEvent, RoomStore, StreamNotice, StreamPos};
+use super::timeline_cache::TimelineCache;
+use crate::store::{
+    AccountStore, Durable, EventBus, NewEvent, RoomStore, StoredEvent, StreamNotice, StreamPos,
+};
 
 /// Who is acting: a user on one of their devices.
 #[derive(Debug, Clone)]
@@ -49,26 +53,67 @@ pub struct EventRequest {
 }
 
 /// In-memory head of one room.
+#[derive(Clone, Default)]
 struct RoomHandle {
     state: RoomState,
     last_event_id: Option<String>,
     depth: i64,
 }
 
-/// `(room, user, device, txn)` of a send that is queued but not yet durable.
+/// `(room, user, device, txn)` of a client transaction.
 type TxnKey = (String, String, String, String);
 
 type RoomSlot = Arc<AsyncMutex<Option<RoomHandle>>>;
 
+/// Transaction ids of recent sends, queued or durable. A retry that arrives
+/// while its first attempt is still in flight finds its event id here; older
+/// ones are found in the store.
+#[derive(Default)]
+struct RecentTxns {
+    ids: HashMap<TxnKey, String>,
+    order: VecDeque<TxnKey>,
+}
+
+/// Recent transactions remembered; far more than can be in flight at once.
+const RECENT_TXNS: usize = 65_536;
+
+impl RecentTxns {
+    fn get(&self, key: &TxnKey) -> Option<String> {
+        self.ids.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: TxnKey, event_id: String) {
+        if self.order.len() >= RECENT_TXNS {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        self.order.push_back(key.clone());
+        self.ids.insert(key, event_id);
+    }
+
+    fn remove(&mut self, key: &TxnKey) {
+        self.ids.remove(key);
+    }
+}
+
+/// What happens after an append is queued, shared with the task that waits
+/// for it to be durable. That task runs to the end even if the request that
+/// queued the events is cancelled, so every committed event reaches the cache
+/// and the bus.
+struct Committer {
+    bus: Arc<dyn EventBus>,
+    cache: Arc<TimelineCache>,
+    rooms: Mutex<HashMap<String, RoomSlot>>,
+    recent_txns: Mutex<RecentTxns>,
+}
+
 pub struct RoomService {
     store: Arc<dyn RoomStore>,
     accounts: Arc<dyn AccountStore>,
-    bus: Arc<dyn EventBus>,
     key: Arc<ServerKey>,
     server_name: String,
-    rooms: Mutex<HashMap<String, RoomSlot>>,
-    /// Sends queued but not yet durable, so a quick retry finds its event id.
-    in_flight: Mutex<HashMap<TxnKey, String>>,
+    shared: Arc<Committer>,
 }
 
 pub fn now_ms() -> i64 {
@@ -78,22 +123,111 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// An event as it will be cached once its position is known.
+struct Committed {
+    event: StoredEvent,
+    redaction: Option<(String, Arc<Value>)>,
+}
+
+impl Committed {
+    fn from_new(e: &NewEvent) -> Self {
+        Self {
+            event: StoredEvent {
+                stream: 0,
+                event_id: e.event_id.clone(),
+                room_id: e.room_id.clone(),
+                sender: e.sender.clone(),
+                kind: e.kind.clone(),
+                state_key: e.state_key.clone(),
+                pdu: e.pdu.clone(),
+                txn: e.txn.clone(),
+                visibility: e.visibility.clone(),
+            },
+            redaction: e
+                .redaction
+                .as_ref()
+                .map(|(target, pdu)| (target.clone(), Arc::new(pdu.clone()))),
+        }
+    }
+}
+
+impl Committer {
+    fn slot(&self, room_id: &str) -> RoomSlot {
+        self.rooms
+            .lock()
+            .expect("rooms lock")
+            .entry(room_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn recent_txn(&self, key: &TxnKey) -> Option<String> {
+        self.recent_txns.lock().expect("txn lock").get(key)
+    }
+
+    async fn finish(
+        &self,
+        room_id: &str,
+        durable: Durable,
+        committed: Vec<Committed>,
+        txn: Option<TxnKey>,
+    ) -> ServiceResult<Vec<StreamPos>> {
+        match durable.await {
+            Ok(positions) => {
+                let mut events = Vec::with_capacity(committed.len());
+                let mut redactions = Vec::new();
+                for (mut c, pos) in committed.into_iter().zip(&positions) {
+                    c.event.stream = *pos;
+                    if let Some((target, pdu)) = c.redaction {
+                        redactions.push((room_id.to_owned(), target, pdu));
+                    }
+                    events.push(c.event);
+                }
+                for visible in self.cache.insert(events, redactions) {
+                    let notice = StreamNotice::RoomEvent {
+                        stream: visible.stream,
+                        room_id: visible.room_id,
+                        affected_user: visible.affected_user,
+                    };
+                    if let Err(err) = self.bus.publish(notice).await {
+                        tracing::warn!(%err, "publishing a stream notice failed");
+                    }
+                }
+                Ok(positions)
+            }
+            Err(err) => {
+                // Nothing was committed. The head may name these events:
+                // drop it so the next use reloads it from the store.
+                if let Some(key) = &txn {
+                    self.recent_txns.lock().expect("txn lock").remove(key);
+                }
+                *self.slot(room_id).lock().await = None;
+                Err(err.into())
+            }
+        }
+    }
+}
+
 impl RoomService {
     pub fn new(
         store: Arc<dyn RoomStore>,
         accounts: Arc<dyn AccountStore>,
         bus: Arc<dyn EventBus>,
+        cache: Arc<TimelineCache>,
         key: Arc<ServerKey>,
         server_name: String,
     ) -> Self {
         Self {
             store,
             accounts,
-            bus,
             key,
             server_name,
-            rooms: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            shared: Arc::new(Committer {
+                bus,
+                cache,
+                rooms: Mutex::new(HashMap::new()),
+                recent_txns: Mutex::new(RecentTxns::default()),
+            }),
         }
     }
 
@@ -102,12 +236,7 @@ impl RoomService {
     }
 
     fn slot(&self, room_id: &str) -> RoomSlot {
-        self.rooms
-            .lock()
-            .expect("rooms lock")
-            .entry(room_id.to_owned())
-            .or_default()
-            .clone()
+        self.shared.slot(room_id)
     }
 
     /// Locks a room's head, loading it from the store on first use.
@@ -157,10 +286,6 @@ impl RoomService {
         request: EventRequest,
         txn_id: Option<&str>,
     ) -> ServiceResult<String> {
-        let mut guard = self.lock_room(room_id).await?;
-        let handle = guard
-            .as_mut()
-            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
         let txn_key = txn_id.map(|t| {
             (
                 room_id.to_owned(),
@@ -170,8 +295,11 @@ impl RoomService {
             )
         });
         if let Some(key) = &txn_key {
-            if let Some(event_id) = self.in_flight.lock().expect("txn lock").get(key) {
-                return Ok(event_id.clone());
+            // Durable transactions are looked up before taking the room lock,
+            // so the read does not serialise the room's sends. A first attempt
+            // queued meanwhile is caught in `recent_txns` under the lock.
+            if let Some(event_id) = self.shared.recent_txn(key) {
+                return Ok(event_id);
             }
             if let Some(event_id) = self
                 .store
@@ -181,82 +309,75 @@ impl RoomService {
                 return Ok(event_id);
             }
         }
+        let mut guard = self.lock_room(room_id).await?;
+        let handle = guard
+            .as_mut()
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        if let Some(event_id) = txn_key.as_ref().and_then(|k| self.shared.recent_txn(k)) {
+            return Ok(event_id);
+        }
         let txn = txn_id.map(|t| (who.device_id.clone(), t.to_owned()));
+        // `prepare` advances the head after its last await, and `queue` does
+        // not await: the head never names an event that was not queued.
         let event = self
             .prepare(handle, room_id, &who.user_id, request, txn)
             .await?;
         let event_id = event.event_id.clone();
         if let Some(key) = &txn_key {
-            self.in_flight
+            self.shared
+                .recent_txns
                 .lock()
                 .expect("txn lock")
                 .insert(key.clone(), event_id.clone());
         }
-        let affected = event.membership.as_ref().and(event.state_key.clone());
-        let queued = self.store.append(vec![event]).await;
-        drop(guard);
-        let result = match queued {
-            Ok(durable) => durable.await,
-            Err(err) => Err(err),
+        let finishing = match self.queue(room_id, vec![event], txn_key) {
+            Ok(finishing) => finishing,
+            Err(err) => {
+                *guard = None;
+                return Err(err);
+            }
         };
-        if let Some(key) = &txn_key {
-            self.in_flight.lock().expect("txn lock").remove(key);
-        }
-        let positions = self.settle(room_id, result).await?;
-        self.announce(room_id, &positions, std::slice::from_ref(&affected))
-            .await;
+        drop(guard);
+        finishing.await.map_err(ServiceError::internal)??;
         Ok(event_id)
     }
 
-    /// Sends several events to one room as one atomic append, in order.
-    async fn send_events_locked(
+    /// Prepares several events for one room on a copy of its head, so the
+    /// head changes only if all of them are valid.
+    async fn prepare_all(
         &self,
-        handle: &mut RoomHandle,
+        handle: &RoomHandle,
         room_id: &str,
         sender: &str,
         requests: Vec<EventRequest>,
-    ) -> ServiceResult<(Vec<String>, crate::store::Durable, Vec<Option<String>>)> {
+    ) -> ServiceResult<(RoomHandle, Vec<NewEvent>)> {
+        let mut scratch = handle.clone();
         let mut events = Vec::with_capacity(requests.len());
         for request in requests {
-            events.push(self.prepare(handle, room_id, sender, request, None).await?);
+            events.push(
+                self.prepare(&mut scratch, room_id, sender, request, None)
+                    .await?,
+            );
         }
-        let ids = events.iter().map(|e| e.event_id.clone()).collect();
-        let affected = events
-            .iter()
-            .map(|e| e.membership.as_ref().and(e.state_key.clone()))
-            .collect();
-        let durable = self.store.append(events).await?;
-        Ok((ids, durable, affected))
+        Ok((scratch, events))
     }
 
-    /// After a failed append the cached head may name events that never
-    /// became durable: drop it so the next use reloads it from the store.
-    async fn settle(
+    /// Queues events (without awaiting) and starts the task that waits for
+    /// them to be durable, then makes them visible to syncs and tells every
+    /// node. The caller awaits the task's handle for the outcome.
+    fn queue(
         &self,
         room_id: &str,
-        result: crate::store::StoreResult<Vec<StreamPos>>,
-    ) -> ServiceResult<Vec<StreamPos>> {
-        match result {
-            Ok(positions) => Ok(positions),
-            Err(err) => {
-                *self.slot(room_id).lock().await = None;
-                Err(err.into())
-            }
-        }
-    }
-
-    /// Tells every node that new events are durable.
-    async fn announce(&self, room_id: &str, positions: &[StreamPos], affected: &[Option<String>]) {
-        for (i, pos) in positions.iter().enumerate() {
-            let notice = StreamNotice::RoomEvent {
-                stream: *pos,
-                room_id: room_id.to_owned(),
-                affected_user: affected.get(i).cloned().flatten(),
-            };
-            if let Err(err) = self.bus.publish(notice).await {
-                tracing::warn!(%err, "publishing a stream notice failed");
-            }
-        }
+        events: Vec<NewEvent>,
+        txn: Option<TxnKey>,
+    ) -> ServiceResult<JoinHandle<ServiceResult<Vec<StreamPos>>>> {
+        let committed: Vec<Committed> = events.iter().map(Committed::from_new).collect();
+        let durable = self.store.append(events)?;
+        let shared = self.shared.clone();
+        let room_id = room_id.to_owned();
+        Ok(tokio::spawn(async move {
+            shared.finish(&room_id, durable, committed, txn).await
+        }))
     }
 
     /// Authorizes, builds and signs one event against the room head, and

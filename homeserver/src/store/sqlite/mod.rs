@@ -27,7 +27,9 @@ use writer::AppendJob;
 /// SQLite-backed implementation of [`super::AccountStore`] and [`super::RoomStore`].
 pub struct SqliteStore {
     pool: SqlitePool,
-    writer: mpsc::Sender<AppendJob>,
+    /// Unbounded so that queueing never waits (see `RoomStore::append`); the
+    /// queue is bounded in practice by the requests in flight.
+    writer: mpsc::UnboundedSender<AppendJob>,
     /// Highest committed event position, advanced by the writer after commit.
     committed: Arc<AtomicI64>,
     /// Highest committed account-data position. Each account-data write is one
@@ -81,7 +83,7 @@ impl SqliteStore {
                 .fetch_one(&pool)
                 .await?;
         let conn = options.connect().await?;
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer::run(conn, rx, last, committed.clone()));
         Ok(Self {
             pool,
@@ -94,7 +96,7 @@ impl SqliteStore {
     /// Waits for queued appends to commit and closes the database.
     pub async fn close(&self) {
         let (done_tx, done_rx) = oneshot::channel();
-        if self.writer.send(AppendJob::Flush(done_tx)).await.is_ok() {
+        if self.writer.send(AppendJob::Flush(done_tx)).is_ok() {
             let _ = done_rx.await;
         }
         self.pool.close().await;

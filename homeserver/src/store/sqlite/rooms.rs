@@ -44,11 +44,10 @@ impl RoomStore for SqliteStore {
         Ok(found.is_some())
     }
 
-    async fn append(&self, events: Vec<NewEvent>) -> StoreResult<Durable> {
+    fn append(&self, events: Vec<NewEvent>) -> StoreResult<Durable> {
         let (reply, done) = oneshot::channel();
         self.writer
             .send(AppendJob::Append { events, reply })
-            .await
             .map_err(|_| StoreError::Closed)?;
         Ok(Box::pin(async move {
             done.await.map_err(|_| StoreError::Closed)?

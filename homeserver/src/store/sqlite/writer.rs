@@ -26,7 +26,7 @@ pub enum AppendJob {
 
 pub async fn run(
     mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<AppendJob>,
+    mut rx: mpsc::UnboundedReceiver<AppendJob>,
     mut last: StreamPos,
     committed: Arc<AtomicI64>,
 ) {

@@ -1,0 +1,309 @@
+//! Recent events in memory, so a woken `/sync` usually answers without
+//! touching the database.
+//!
+//! Every event the room service commits passes through [`TimelineCache::insert`]
+//! before anyone is told about it. The cache keeps the last few events of each
+//! room and a *watermark*: the highest position up to which every committed
+//! event has been inserted. Syncs read up to the watermark, never beyond, so
+//! an event committed by one task but not yet inserted by it can never be
+//! skipped: it is simply picked up by the next sync, which its own insert wakes.
+//!
+//! The cache also remembers each user's memberships, dropped whenever one of
+//! them changes, which spares every sync a memberships query.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::store::{MembershipRecord, RoomSlice, StoredEvent, StreamPos};
+
+/// Events kept per room; older ones are read from the store.
+const EVENTS_PER_ROOM: usize = 64;
+/// Rooms kept; past this the cache forgets whole rooms.
+const MAX_ROOMS: usize = 20_000;
+/// Users whose memberships are kept.
+const MAX_USERS: usize = 100_000;
+
+/// An event that became visible to syncs: what the notifier needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Visible {
+    pub stream: StreamPos,
+    pub room_id: String,
+    /// The target of a membership change.
+    pub affected_user: Option<String>,
+}
+
+struct RoomEvents {
+    events: VecDeque<Arc<StoredEvent>>,
+    /// Every event of the room after this position is in `events`.
+    complete_after: StreamPos,
+}
+
+struct Inner {
+    /// Every event after this is in the cache, unless its room was evicted.
+    floor: StreamPos,
+    watermark: StreamPos,
+    /// Inserted above the watermark, waiting for the gap below to fill.
+    pending: BTreeMap<StreamPos, Visible>,
+    rooms: HashMap<String, RoomEvents>,
+    membership_changed: HashMap<String, StreamPos>,
+    memberships: HashMap<String, (StreamPos, Arc<Vec<MembershipRecord>>)>,
+}
+
+pub struct TimelineCache {
+    inner: Mutex<Inner>,
+}
+
+impl TimelineCache {
+    /// A cache that starts complete after `position`, the store's head.
+    pub fn new(position: StreamPos) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                floor: position,
+                watermark: position,
+                pending: BTreeMap::new(),
+                rooms: HashMap::new(),
+                membership_changed: HashMap::new(),
+                memberships: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Highest position up to which every committed event is visible.
+    pub fn watermark(&self) -> StreamPos {
+        self.inner.lock().expect("cache lock").watermark
+    }
+
+    /// Adds committed events, applies redactions `(room, target, redacted PDU)`
+    /// to cached targets, and returns the events that became visible, in order.
+    pub fn insert(
+        &self,
+        events: Vec<StoredEvent>,
+        redactions: Vec<(String, String, Arc<serde_json::Value>)>,
+    ) -> Vec<Visible> {
+        let mut inner = self.inner.lock().expect("cache lock");
+        for (room_id, target, pdu) in redactions {
+            if let Some(room) = inner.rooms.get_mut(&room_id) {
+                if let Some(slot) = room.events.iter_mut().find(|e| e.event_id == target) {
+                    let mut redacted = StoredEvent::clone(slot);
+                    redacted.pdu = pdu;
+                    *slot = Arc::new(redacted);
+                }
+            }
+        }
+        for event in events {
+            let affected = (event.kind == "m.room.member")
+                .then(|| event.state_key.clone())
+                .flatten();
+            if let Some(user) = &affected {
+                inner.membership_changed.insert(user.clone(), event.stream);
+                inner.memberships.remove(user);
+            }
+            inner.pending.insert(
+                event.stream,
+                Visible {
+                    stream: event.stream,
+                    room_id: event.room_id.clone(),
+                    affected_user: affected,
+                },
+            );
+            let floor = inner.floor;
+            let room = inner
+                .rooms
+                .entry(event.room_id.clone())
+                .or_insert_with(|| RoomEvents {
+                    events: VecDeque::new(),
+                    complete_after: floor,
+                });
+            // Appends finish out of order across tasks: keep each room sorted.
+            let at = room.events.partition_point(|e| e.stream < event.stream);
+            room.events.insert(at, Arc::new(event));
+            if room.events.len() > EVENTS_PER_ROOM {
+                if let Some(old) = room.events.pop_front() {
+                    room.complete_after = old.stream;
+                }
+            }
+        }
+        if inner.rooms.len() > MAX_ROOMS {
+            inner.evict_rooms();
+        }
+        if inner.memberships.len() > MAX_USERS {
+            inner.memberships.clear();
+        }
+        let mut visible = Vec::new();
+        loop {
+            let wanted = inner.watermark + 1;
+            let Some(next) = inner.pending.remove(&wanted) else {
+                break;
+            };
+            inner.watermark = next.stream;
+            visible.push(next);
+        }
+        visible
+    }
+
+    /// The last `limit` events of a room in `(after, upto]`, or `None` if
+    /// the cache cannot be sure it holds all of them.
+    pub fn recent(
+        &self,
+        room_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> Option<RoomSlice> {
+        let inner = self.inner.lock().expect("cache lock");
+        let Some(room) = inner.rooms.get(room_id) else {
+            return (after >= inner.floor).then(RoomSlice::default);
+        };
+        if after < room.complete_after {
+            return None;
+        }
+        let matching: Vec<&Arc<StoredEvent>> = room
+            .events
+            .iter()
+            .filter(|e| e.stream > after && e.stream <= upto)
+            .collect();
+        let limited = matching.len() > limit;
+        let events = matching[matching.len().saturating_sub(limit)..]
+            .iter()
+            .map(|e| StoredEvent::clone(e))
+            .collect();
+        Some(RoomSlice { events, limited })
+    }
+
+    /// The user's memberships, if cached and unchanged since.
+    pub fn memberships(&self, user_id: &str) -> Option<Arc<Vec<MembershipRecord>>> {
+        let inner = self.inner.lock().expect("cache lock");
+        let (loaded_at, list) = inner.memberships.get(user_id)?;
+        let changed = inner
+            .membership_changed
+            .get(user_id)
+            .copied()
+            .unwrap_or(i64::MIN);
+        (*loaded_at >= changed).then(|| list.clone())
+    }
+
+    /// Remembers memberships read from the store when the watermark was `loaded_at`.
+    pub fn store_memberships(
+        &self,
+        user_id: &str,
+        loaded_at: StreamPos,
+        list: Arc<Vec<MembershipRecord>>,
+    ) {
+        let mut inner = self.inner.lock().expect("cache lock");
+        let changed = inner
+            .membership_changed
+            .get(user_id)
+            .copied()
+            .unwrap_or(i64::MIN);
+        if loaded_at >= changed {
+            inner
+                .memberships
+                .insert(user_id.to_owned(), (loaded_at, list));
+        }
+    }
+}
+
+impl Inner {
+    /// Forgets half the rooms. A room absent from the cache is then known
+    /// complete only after the newest event forgotten; a forgotten room that
+    /// gets a new event comes back complete after that same floor.
+    fn evict_rooms(&mut self) {
+        let victims: Vec<String> = self
+            .rooms
+            .keys()
+            .take(self.rooms.len() / 2)
+            .cloned()
+            .collect();
+        for room_id in victims {
+            if let Some(room) = self.rooms.remove(&room_id) {
+                if let Some(last) = room.events.back() {
+                    self.floor = self.floor.max(last.stream);
+                }
+                self.floor = self.floor.max(room.complete_after);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(stream: StreamPos, room: &str, member: Option<&str>) -> StoredEvent {
+        StoredEvent {
+            stream,
+            event_id: format!("$e{stream}"),
+            room_id: room.into(),
+            sender: "@a:t".into(),
+            kind: if member.is_some() {
+                "m.room.member"
+            } else {
+                "m.room.message"
+            }
+            .into(),
+            state_key: member.map(Into::into),
+            pdu: Arc::new(serde_json::json!({})),
+            txn: None,
+            visibility: "shared".into(),
+        }
+    }
+
+    #[test]
+    fn watermark_waits_for_gaps() {
+        let cache = TimelineCache::new(10);
+        assert!(cache.insert(vec![event(12, "!a", None)], vec![]).is_empty());
+        assert_eq!(cache.watermark(), 10);
+        let visible = cache.insert(vec![event(11, "!b", None)], vec![]);
+        assert_eq!(
+            visible.iter().map(|v| v.stream).collect::<Vec<_>>(),
+            vec![11, 12]
+        );
+        assert_eq!(cache.watermark(), 12);
+    }
+
+    #[test]
+    fn serves_only_what_it_holds_completely() {
+        let cache = TimelineCache::new(0);
+        let events: Vec<StoredEvent> = (1..=100).map(|n| event(n, "!a", None)).collect();
+        cache.insert(events, vec![]);
+        let slice = cache.recent("!a", 90, 100, 5).unwrap();
+        assert_eq!(
+            slice.events.iter().map(|e| e.stream).collect::<Vec<_>>(),
+            vec![96, 97, 98, 99, 100]
+        );
+        assert!(slice.limited);
+        // The oldest events were evicted: the store must answer.
+        assert!(cache.recent("!a", 10, 100, 5).is_none());
+        // A room never seen since start-up has nothing new.
+        assert!(cache.recent("!quiet", 0, 100, 5).unwrap().events.is_empty());
+    }
+
+    #[test]
+    fn memberships_are_dropped_when_they_change() {
+        let cache = TimelineCache::new(0);
+        cache.store_memberships("@u:t", 0, Arc::new(Vec::new()));
+        assert!(cache.memberships("@u:t").is_some());
+        cache.insert(vec![event(1, "!a", Some("@u:t"))], vec![]);
+        assert!(cache.memberships("@u:t").is_none());
+        // A list read before the change is refused.
+        cache.store_memberships("@u:t", 0, Arc::new(Vec::new()));
+        assert!(cache.memberships("@u:t").is_none());
+        cache.store_memberships("@u:t", 1, Arc::new(Vec::new()));
+        assert!(cache.memberships("@u:t").is_some());
+    }
+
+    #[test]
+    fn evicted_rooms_fall_back_to_the_store() {
+        let cache = TimelineCache::new(0);
+        let events: Vec<StoredEvent> = (1..=(MAX_ROOMS as i64 + 1))
+            .map(|n| event(n, &format!("!r{n}"), None))
+            .collect();
+        cache.insert(events, vec![]);
+        let absent = (1..=(MAX_ROOMS as i64 + 1))
+            .find(|n| cache.recent(&format!("!r{n}"), 0, i64::MAX, 5).is_none());
+        assert!(
+            absent.is_some(),
+            "some evicted room must not claim to be complete"
+        );
+    }
+}
