@@ -24,7 +24,7 @@ pub mod conformance;
 pub type StreamPos = i64;
 
 /// Errors raised by storage engines. The service layer maps them to Matrix errors.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("already exists")]
     Conflict,

@@ -5,7 +5,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{EventRequest, Requester, RoomHandle, RoomService};
+use super::{EventRequest, Requester, RoomService};
 use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::service::identifiers::{check_user_id, is_valid_localpart};
 use crate::service::pdu::ROOM_VERSION;
@@ -120,14 +120,8 @@ impl RoomService {
         let events = self
             .initial_events(who, &request, preset, alias.as_deref())
             .await?;
-        let mut guard = self.slot(&room_id).lock_owned().await;
-        let (handle, events) = self
-            .prepare_all(&RoomHandle::default(), &room_id, &who.user_id, events)
+        self.submit(&room_id, &who.user_id, events, None, true)
             .await?;
-        let finishing = self.queue(&room_id, events, None)?;
-        *guard = Some(handle);
-        drop(guard);
-        finishing.await.map_err(ServiceError::internal)??;
         Ok(room_id)
     }
 
