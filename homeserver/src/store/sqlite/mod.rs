@@ -53,11 +53,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and runs migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let url = format!("sqlite://{}", path.display());
-        Self::open_with(SqliteConnectOptions::from_str(&url)?.create_if_missing(true)).await
-    }
-
-    async fn open_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
-        let options = options
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: an acknowledged write is on disk, not only in the OS cache.
             .synchronous(SqliteSynchronous::Full)
@@ -68,7 +65,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/sqlite")
             .run(&pool)
@@ -82,9 +79,13 @@ impl SqliteStore {
             sqlx::query_scalar("SELECT COALESCE(MAX(stream), 0) FROM account_data")
                 .fetch_one(&pool)
                 .await?;
-        let conn = options.connect().await?;
+        let conn = writer::open(path)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer::run(conn, rx, last, committed.clone()));
+        let for_writer = committed.clone();
+        std::thread::Builder::new()
+            .name("tern-sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx, last, for_writer))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer: {e}")))?;
         Ok(Self {
             pool,
             writer: tx,
