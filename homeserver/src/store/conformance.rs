@@ -195,6 +195,25 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
         Some("$!r1:test-1")
     );
 
+    let found = store
+        .find_txns(
+            "!r1:test",
+            &[
+                ("@a:test".into(), "D1".into(), "t1".into()),
+                ("@a:test".into(), "D1".into(), "nope".into()),
+                ("@a:test".into(), "D2".into(), "t2".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        vec![(
+            ("@a:test".into(), "D1".into(), "t1".into()),
+            "$!r1:test-1".into()
+        )]
+    );
+
     // Paging both ways.
     let head = store.events_position().await.unwrap();
     let back = store

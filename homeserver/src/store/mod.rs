@@ -216,6 +216,13 @@ pub trait RoomStore: Send + Sync {
         device_id: &str,
         txn_id: &str,
     ) -> StoreResult<Option<String>>;
+    /// [`RoomStore::find_txn`] for many `(sender, device_id, txn_id)` of one
+    /// room in one round trip: the event id of each one found.
+    async fn find_txns(
+        &self,
+        room_id: &str,
+        txns: &[(String, String, String)],
+    ) -> StoreResult<Vec<((String, String, String), String)>>;
     /// Last event of a room (for `prev_events`) and its depth.
     async fn latest_event(&self, room_id: &str) -> StoreResult<Option<StoredEvent>>;
 

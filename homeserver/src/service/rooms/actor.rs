@@ -225,6 +225,10 @@ impl Core {
         loaded: &mut bool,
         jobs: &mut Vec<Job>,
     ) {
+        let (durable_txns, durable_txns_error) = match self.durable_txns(room_id, jobs).await {
+            Ok(found) => (found, Ok(())),
+            Err(err) => (HashMap::new(), Err(err)),
+        };
         let mut events: Vec<NewEvent> = Vec::new();
         let mut owed: Vec<Owed> = Vec::new();
         for job in jobs.drain(..) {
@@ -240,8 +244,19 @@ impl Core {
                     create,
                     reply,
                 } => {
-                    if let Some(event_id) = txn.as_ref().and_then(|k| self.recent_txn(k)) {
+                    let seen = txn.as_ref().and_then(|k| {
+                        self.recent_txn(k).or_else(|| {
+                            durable_txns
+                                .get(&(k.1.clone(), k.2.clone(), k.3.clone()))
+                                .cloned()
+                        })
+                    });
+                    if let Some(event_id) = seen {
                         let _ = reply.send(Ok(vec![event_id]));
+                        continue;
+                    }
+                    if let Err(err) = &durable_txns_error {
+                        let _ = reply.send(Err(err.clone()));
                         continue;
                     }
                     let base = match (head.as_ref(), create) {
@@ -299,6 +314,30 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Transactions of this round already durable in the store (retries after
+    /// a restart), looked up in one query for the whole round.
+    async fn durable_txns(
+        &self,
+        room_id: &str,
+        jobs: &[Job],
+    ) -> ServiceResult<HashMap<(String, String, String), String>> {
+        let wanted: Vec<(String, String, String)> = jobs
+            .iter()
+            .filter_map(|job| match job {
+                Job::Send { txn: Some(k), .. } if self.recent_txn(k).is_none() => {
+                    Some((k.1.clone(), k.2.clone(), k.3.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(self
+            .store
+            .find_txns(room_id, &wanted)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     fn forget_txns(&self, owed: &[Owed]) {

@@ -101,19 +101,10 @@ impl RoomService {
                 t.to_owned(),
             )
         });
-        if let Some(key) = &txn {
-            // Durable transactions are found in the store here, in parallel;
-            // the actor catches a first attempt that is still in flight.
-            if let Some(event_id) = self.core.recent_txn(key) {
-                return Ok(event_id);
-            }
-            if let Some(event_id) = self
-                .store
-                .find_txn(room_id, &who.user_id, &who.device_id, &key.3)
-                .await?
-            {
-                return Ok(event_id);
-            }
+        // The actor looks the transaction up among recent sends and, once per
+        // round for all its requests, in the store.
+        if let Some(event_id) = txn.as_ref().and_then(|k| self.core.recent_txn(k)) {
+            return Ok(event_id);
         }
         let ids = self
             .submit(room_id, &who.user_id, vec![request], txn, false)

@@ -86,6 +86,34 @@ impl RoomStore for SqliteStore {
         .await?)
     }
 
+    async fn find_txns(
+        &self,
+        room_id: &str,
+        txns: &[(String, String, String)],
+    ) -> StoreResult<Vec<((String, String, String), String)>> {
+        if txns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(txns).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT sender, txn_device, txn_id, event_id FROM events WHERE room_id = ?1 \
+             AND txn_id IS NOT NULL AND (sender, txn_device, txn_id) IN \
+             (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2))",
+        )
+        .bind(room_id)
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
+                    row.try_get(3)?,
+                ))
+            })
+            .collect()
+    }
+
     async fn latest_event(&self, room_id: &str) -> StoreResult<Option<StoredEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ? ORDER BY stream DESC LIMIT 1"
