@@ -74,6 +74,19 @@ pub struct SyncRequest {
     pub filter: Filter,
 }
 
+/// A sync response with nothing new: the client keeps its token.
+fn empty_response(since: SyncToken) -> Value {
+    json!({
+        "next_batch": since.to_string(),
+        "rooms": {"join": {}, "invite": {}, "leave": {}, "knock": {}},
+        "account_data": {"events": []},
+        "presence": {"events": []},
+        "to_device": {"events": []},
+        "device_lists": {"changed": [], "left": []},
+        "device_one_time_keys_count": {},
+    })
+}
+
 pub struct SyncService {
     rooms: Arc<dyn RoomStore>,
     cache: Arc<TimelineCache>,
@@ -123,18 +136,21 @@ impl SyncService {
         let mut wake = self.notifier.subscribe(&who.user_id);
         loop {
             wake.borrow_and_update();
-            let (response, has_news) = self.compute(who, Some(since), request).await?;
+            // Boxed: the waiting future then holds a pointer, not the whole
+            // state of `compute`, and idle long-polls stay small.
+            let (response, has_news) = Box::pin(self.compute(who, Some(since), request)).await?;
             if has_news {
                 return Ok(response);
             }
+            drop(response);
             tokio::select! {
                 changed = tokio::time::timeout_at(deadline, wake.changed()) => match changed {
                     Ok(Ok(())) => continue,
-                    // Timed out, or the notifier went away: answer with no news.
-                    _ => return Ok(response),
+                    // Timed out, or the notifier went away: nothing new.
+                    _ => return Ok(empty_response(since)),
                 },
                 // Shutting down: answer now so the connection can close.
-                _ = self.shutdown.cancelled() => return Ok(response),
+                _ = self.shutdown.cancelled() => return Ok(empty_response(since)),
             }
         }
     }
