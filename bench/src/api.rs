@@ -50,10 +50,20 @@ impl Api {
     /// once (one sync per user plus every sender), so that no request waits
     /// for, or has to reopen, a connection.
     pub fn new(base: &str, max_connections: usize) -> anyhow::Result<Self> {
+        Self::with_timeout(base, max_connections, REQUEST_TIMEOUT)
+    }
+
+    /// Like `new`, with a different per-request timeout: idle long-polls are
+    /// held open longer than `REQUEST_TIMEOUT`.
+    pub fn with_timeout(
+        base: &str,
+        max_connections: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(max_connections)
             .tcp_nodelay(true)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .build()?;
         Ok(Self {
             http,
@@ -164,12 +174,12 @@ impl Api {
         token: &str,
         since: Option<&str>,
         timeout_ms: u64,
-        filter: &str,
+        filter: Option<&str>,
     ) -> anyhow::Result<(Value, u64)> {
-        let mut query: Vec<(&str, String)> = vec![
-            ("timeout", timeout_ms.to_string()),
-            ("filter", filter.to_string()),
-        ];
+        let mut query: Vec<(&str, String)> = vec![("timeout", timeout_ms.to_string())];
+        if let Some(filter) = filter {
+            query.push(("filter", filter.to_string()));
+        }
         if let Some(since) = since {
             query.push(("since", since.to_string()));
         }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::api::{now_micros, Api};
@@ -31,7 +32,12 @@ const SYNC_FILTER: &str = r#"{"room":{"timeline":{"limit":1000}}}"#;
 const SYNC_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// How many distinct error messages (and lost deliveries) to keep for the report.
-const SAMPLE_LIMIT: usize = 10;
+pub const SAMPLE_LIMIT: usize = 10;
+
+/// Initial syncs in flight at once. Each returns the full state of the
+/// user's rooms, which in a room of a thousand members is heavy for the
+/// server; all at once would queue them past the request timeout.
+const INITIAL_SYNC_PARALLELISM: usize = 16;
 
 pub struct LoadConfig {
     pub prefix: String,
@@ -42,6 +48,10 @@ pub struct LoadConfig {
     pub rate: Option<f64>,
     /// Longest wait, after sending stops, for outstanding deliveries.
     pub drain: Duration,
+    /// The one user who sends everything; `None`: users take turns.
+    pub sender: Option<usize>,
+    /// Stop after this many messages even if the duration is not over.
+    pub max_messages: Option<u64>,
 }
 
 /// Raw results; `main` turns them into percentiles and the report.
@@ -54,6 +64,9 @@ pub struct LoadResult {
     pub send_rtt_us: Vec<u64>,
     /// One sample per (message, recipient) pair that arrived.
     pub delivery_us: Vec<u64>,
+    /// Per message that reached every recipient: send to arrival at the last
+    /// of them (the fan-out figure).
+    pub all_recipients_us: Vec<u64>,
     pub expected_deliveries: u64,
     pub lost: u64,
     pub duplicated: u64,
@@ -91,11 +104,16 @@ struct Shared {
 
 impl Shared {
     fn note_error(&self, err: &anyhow::Error) {
-        let text = format!("{err:#}");
-        let mut errors = self.errors.lock().unwrap();
-        if errors.len() < SAMPLE_LIMIT && !errors.contains(&text) {
-            errors.push(text);
-        }
+        note_error(&self.errors, err);
+    }
+}
+
+/// Keeps the first `SAMPLE_LIMIT` distinct error messages.
+pub fn note_error(errors: &Mutex<Vec<String>>, err: &anyhow::Error) {
+    let text = format!("{err:#}");
+    let mut errors = errors.lock().unwrap();
+    if errors.len() < SAMPLE_LIMIT && !errors.contains(&text) {
+        errors.push(text);
     }
 }
 
@@ -108,9 +126,25 @@ struct Sent {
     rtt_us: Option<u64>,
 }
 
+/// Every user's sync loop, running.
+pub struct Syncing {
+    shared: Arc<Shared>,
+    inboxes: Vec<Arc<Inbox>>,
+    loops: JoinSet<()>,
+}
+
+/// Starts the sync loops, then sends and measures.
 pub async fn run(api: &Api, world: Arc<World>, cfg: &LoadConfig) -> anyhow::Result<LoadResult> {
+    let syncing = start_syncing(api, &world, &cfg.prefix).await?;
+    measure(api, world, cfg, syncing).await
+}
+
+/// Does every user's initial sync and starts the long-poll loops. Separate
+/// from `measure` so that a caller can keep these heavy initial syncs out of
+/// what it measures.
+pub async fn start_syncing(api: &Api, world: &World, prefix: &str) -> anyhow::Result<Syncing> {
     let shared = Arc::new(Shared {
-        id_prefix: format!("{}-m", cfg.prefix),
+        id_prefix: format!("{prefix}-m"),
         delivered_to_others: AtomicU64::new(0),
         sync_requests: AtomicU64::new(0),
         sync_errors: AtomicU64::new(0),
@@ -131,8 +165,26 @@ pub async fn run(api: &Api, world: Arc<World>, cfg: &LoadConfig) -> anyhow::Resu
 
     // Every user is syncing before the first message goes out, so that no
     // delivery can be missed between an initial sync and the loop.
-    let mut syncers = start_sync_loops(api, &world, &inboxes, &shared).await?;
+    let loops = start_sync_loops(api, world, &inboxes, &shared).await?;
+    Ok(Syncing {
+        shared,
+        inboxes,
+        loops,
+    })
+}
 
+/// Sends for the configured duration, drains and checks every delivery.
+pub async fn measure(
+    api: &Api,
+    world: Arc<World>,
+    cfg: &LoadConfig,
+    syncing: Syncing,
+) -> anyhow::Result<LoadResult> {
+    let Syncing {
+        shared,
+        inboxes,
+        loops: mut syncers,
+    } = syncing;
     let (sent, send_elapsed) = send_all(api, &world, cfg, &shared).await;
 
     let acked: Vec<&Sent> = sent.iter().filter(|s| s.rtt_us.is_some()).collect();
@@ -156,14 +208,21 @@ pub async fn run(api: &Api, world: Arc<World>, cfg: &LoadConfig) -> anyhow::Resu
     syncers.abort_all();
 
     let mut delivery_us = Vec::new();
+    let mut all_recipients_us = Vec::new();
     let mut lost = 0;
     let mut lost_sample = Vec::new();
     let arrivals: Vec<_> = inboxes.iter().map(|i| i.arrivals.lock().unwrap()).collect();
     for s in &acked {
+        let mut last = Some(0u64);
         for r in recipients(&world, s.sender) {
             match arrivals[r].get(&s.k) {
-                Some(&at) => delivery_us.push(at.saturating_sub(s.ts_us)),
+                Some(&at) => {
+                    let us = at.saturating_sub(s.ts_us);
+                    delivery_us.push(us);
+                    last = last.map(|l| l.max(us));
+                }
                 None => {
+                    last = None;
                     lost += 1;
                     if lost_sample.len() < SAMPLE_LIMIT {
                         lost_sample.push(format!(
@@ -174,6 +233,7 @@ pub async fn run(api: &Api, world: Arc<World>, cfg: &LoadConfig) -> anyhow::Resu
                 }
             }
         }
+        all_recipients_us.extend(last);
     }
     drop(arrivals);
     let error_sample = shared.errors.lock().unwrap().clone();
@@ -185,6 +245,7 @@ pub async fn run(api: &Api, world: Arc<World>, cfg: &LoadConfig) -> anyhow::Resu
         send_elapsed,
         send_rtt_us: acked.iter().filter_map(|s| s.rtt_us).collect(),
         delivery_us,
+        all_recipients_us,
         expected_deliveries: expected,
         lost,
         duplicated: inboxes.iter().map(|i| i.duplicates.load(Relaxed)).sum(),
@@ -223,13 +284,16 @@ async fn start_sync_loops(
     inboxes: &[Arc<Inbox>],
     shared: &Arc<Shared>,
 ) -> anyhow::Result<JoinSet<()>> {
+    let limit = Arc::new(Semaphore::new(INITIAL_SYNC_PARALLELISM));
     let mut initial = JoinSet::new();
     for (i, user) in world.users.iter().enumerate() {
         let (api, token) = (api.clone(), user.token.clone());
-        let (inbox, shared) = (inboxes[i].clone(), shared.clone());
+        let (inbox, shared, limit) = (inboxes[i].clone(), shared.clone(), limit.clone());
         initial.spawn(async move {
-            let (v, arrived) = api.sync(&token, None, 0, SYNC_FILTER).await?;
-            record(&v, arrived, &inbox, &shared);
+            let permit = limit.acquire_owned().await?;
+            let (v, arrived) = api.sync(&token, None, 0, Some(SYNC_FILTER)).await?;
+            drop(permit);
+            record(&v, arrived, &inbox, &shared, true);
             let since = next_batch(&v)?;
             anyhow::Ok((api, token, inbox, since))
         });
@@ -252,11 +316,11 @@ async fn sync_loop(
 ) {
     loop {
         let result = api
-            .sync(&token, Some(&since), SYNC_TIMEOUT_MS, SYNC_FILTER)
+            .sync(&token, Some(&since), SYNC_TIMEOUT_MS, Some(SYNC_FILTER))
             .await;
         shared.sync_requests.fetch_add(1, Relaxed);
         let next = result.and_then(|(v, arrived)| {
-            record(&v, arrived, &inbox, &shared);
+            record(&v, arrived, &inbox, &shared, false);
             next_batch(&v)
         });
         match next {
@@ -271,7 +335,7 @@ async fn sync_loop(
     }
 }
 
-fn next_batch(v: &Value) -> anyhow::Result<String> {
+pub fn next_batch(v: &Value) -> anyhow::Result<String> {
     v.get("next_batch")
         .and_then(Value::as_str)
         .map(str::to_string)
@@ -279,13 +343,16 @@ fn next_batch(v: &Value) -> anyhow::Result<String> {
 }
 
 /// Notes the arrival of every benchmark message in one sync response.
-fn record(v: &Value, arrived_us: u64, inbox: &Inbox, shared: &Shared) {
+/// `initial`: the sync without `since`, whose timeline is cut to the filter's
+/// limit in any room with a longer history (a big room's joins alone exceed
+/// it); that is not a gap in the run, so it is not counted as limited.
+fn record(v: &Value, arrived_us: u64, inbox: &Inbox, shared: &Shared, initial: bool) {
     let Some(rooms) = v.pointer("/rooms/join").and_then(Value::as_object) else {
         return;
     };
     let mut arrivals = inbox.arrivals.lock().unwrap();
     for room in rooms.values() {
-        if room.pointer("/timeline/limited") == Some(&Value::Bool(true)) {
+        if !initial && room.pointer("/timeline/limited") == Some(&Value::Bool(true)) {
             shared.sync_limited.fetch_add(1, Relaxed);
         }
         let Some(events) = room.pointer("/timeline/events").and_then(Value::as_array) else {
@@ -335,11 +402,15 @@ async fn send_all(
     let mut senders = JoinSet::new();
     for _ in 0..cfg.concurrency {
         let (api, world, shared, next) = (api.clone(), world.clone(), shared.clone(), next.clone());
-        let (prefix, rate) = (cfg.prefix.clone(), cfg.rate);
+        let (prefix, rate, sender) = (cfg.prefix.clone(), cfg.rate, cfg.sender);
+        let max_messages = cfg.max_messages.unwrap_or(u64::MAX);
         senders.spawn(async move {
             let mut sent = Vec::new();
             loop {
                 let k = next.fetch_add(1, Relaxed);
+                if k >= max_messages {
+                    break;
+                }
                 match rate {
                     Some(rate) => {
                         let due = start + Duration::from_secs_f64(k as f64 / rate);
@@ -351,7 +422,8 @@ async fn send_all(
                     None if Instant::now() >= deadline => break,
                     None => {}
                 }
-                sent.push(send_one(&api, &world, &shared, &prefix, k).await);
+                let sender = sender.unwrap_or((k % world.users.len() as u64) as usize);
+                sent.push(send_one(&api, &world, &shared, &prefix, k, sender).await);
             }
             sent
         });
@@ -363,9 +435,15 @@ async fn send_all(
     (sent, start.elapsed())
 }
 
-/// Sends message `k`; users take turns, each into its own room.
-async fn send_one(api: &Api, world: &World, shared: &Shared, prefix: &str, k: u64) -> Sent {
-    let sender = (k % world.users.len() as u64) as usize;
+/// Sends message `k` from user `sender` into that user's room.
+async fn send_one(
+    api: &Api,
+    world: &World,
+    shared: &Shared,
+    prefix: &str,
+    k: u64,
+    sender: usize,
+) -> Sent {
     let user = &world.users[sender];
     let room = &world.rooms[user.room];
     let ts_us = now_micros();

@@ -6,13 +6,22 @@
 //! sync, and any lost or duplicated deliveries. It only speaks the public
 //! Client-Server API, so it can be pointed at any homeserver.
 //!
+//! Two more modes measure single aspects at scale: `--mode idle-syncs`
+//! holds thousands of idle long-polls open and reports the server's memory
+//! per open sync (see `idle.rs`); `--mode fanout` sends into one big room and
+//! reports how long until every member has each message (see `fanout.rs`).
+//!
 //! Exit status: 0 when every acknowledged message reached every other member
 //! of its room exactly once and no request failed, 1 otherwise.
 
 mod api;
+mod fanout;
+mod idle;
 mod load;
+mod report;
 mod setup;
 mod stats;
+mod sys;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -21,11 +30,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use crate::load::{LoadConfig, LoadResult};
-use crate::stats::{machine_busy_cpu_s, reset_peak_rss, sample_process, ProcSample, Summary};
+use crate::report::{
+    print_usage, DeliveryReport, LoadParts, PhaseSampler, ProcReport, SendReport, SyncReport,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,6 +76,35 @@ struct Args {
     /// the same server don't collide.
     #[arg(long)]
     prefix: Option<String>,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Load)]
+    mode: Mode,
+    /// idle-syncs: long-polls to hold open at once.
+    #[arg(long, default_value_t = 10_000)]
+    idle_syncs: usize,
+    /// idle-syncs: users the long-polls are spread over.
+    #[arg(long, default_value_t = 100)]
+    idle_users: usize,
+    /// idle-syncs: the `timeout` of each long-poll, in milliseconds; must
+    /// outlast opening them all and the liveness check.
+    #[arg(long, default_value_t = 120_000)]
+    idle_timeout_ms: u64,
+    /// idle-syncs: long-polls opened per second.
+    #[arg(long, default_value_t = 1_000.0)]
+    idle_ramp: f64,
+    /// fanout: messages to send (at --rate, default 10/s).
+    #[arg(long, default_value_t = 50)]
+    messages: u64,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Sync loops for every user, senders, delivery latency (the default).
+    Load,
+    /// Server memory per idle open long-poll sync.
+    IdleSyncs,
+    /// One big room: time until every member has each message.
+    Fanout,
 }
 
 /// The JSON report; field names are the contract with scripts and tests.
@@ -100,51 +140,6 @@ struct ConfigReport {
     prefix: String,
 }
 
-#[derive(Serialize)]
-struct SendReport {
-    attempted: u64,
-    acked: u64,
-    errors: u64,
-    elapsed_s: f64,
-    acks_per_sec: f64,
-    rtt_ms: Summary,
-}
-
-#[derive(Serialize)]
-struct DeliveryReport {
-    /// (message, recipient) pairs that should have arrived.
-    expected: u64,
-    received: u64,
-    lost: u64,
-    duplicated: u64,
-    drain_s: f64,
-    latency_ms: Summary,
-}
-
-#[derive(Serialize)]
-struct SyncReport {
-    requests: u64,
-    errors: u64,
-    limited_timelines: u64,
-}
-
-#[derive(Serialize)]
-struct ProcReport {
-    pid: u32,
-    cpu_s: f64,
-    /// CPU seconds per wall-clock second of the load phase (1.0 = one core busy).
-    cores_busy: f64,
-    rss_before_kib: u64,
-    rss_after_kib: u64,
-    /// Peak RSS (VmHWM) during the load phase, when resetting it at the start
-    /// worked (`peak_rss_scope` = "load"); else the peak since the server
-    /// started (`peak_rss_scope` = "process lifetime").
-    peak_rss_kib: u64,
-    peak_rss_scope: &'static str,
-    /// VmHWM at the start of the load: the peak during setup and before.
-    peak_rss_before_kib: u64,
-}
-
 /// A short random prefix without pulling in a random-number crate:
 /// `RandomState` is seeded randomly per process.
 fn random_prefix() -> String {
@@ -156,6 +151,49 @@ fn random_prefix() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Every open long-poll is one socket; thousands need more than the
+    // usual soft limit of 1024. Harmless for the small default runs.
+    let nofile = sys::raise_nofile_limit()?;
+    let prefix = args.prefix.clone().unwrap_or_else(random_prefix);
+    let ok = match args.mode {
+        Mode::Load => run_load(&args, prefix).await?,
+        Mode::IdleSyncs => {
+            let Some(server_pid) = args.server_pid else {
+                bail!("--mode idle-syncs needs --server-pid: it measures the server's memory");
+            };
+            let cfg = idle::IdleConfig {
+                url: args.url.clone(),
+                syncs: args.idle_syncs,
+                users: args.idle_users,
+                timeout_ms: args.idle_timeout_ms,
+                ramp_per_s: args.idle_ramp,
+                server_pid,
+                prefix,
+            };
+            idle::run(&cfg, nofile, args.json.as_deref()).await?
+        }
+        Mode::Fanout => {
+            let cfg = fanout::FanoutConfig {
+                url: args.url.clone(),
+                users: args.users,
+                messages: args.messages,
+                rate: args.rate.unwrap_or(fanout::DEFAULT_RATE),
+                concurrency: args.concurrency,
+                drain: Duration::from_secs_f64(args.drain),
+                server_pid: args.server_pid,
+                prefix,
+            };
+            fanout::run(&cfg, nofile, args.json.as_deref()).await?
+        }
+    };
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The default mode; returns whether the run was clean.
+async fn run_load(args: &Args, prefix: String) -> anyhow::Result<bool> {
     let room_size = args.room_size.unwrap_or(args.users).min(args.users);
     if args.users < 2 || room_size < 2 {
         bail!(
@@ -165,7 +203,6 @@ async fn main() -> anyhow::Result<()> {
     if args.concurrency == 0 || args.duration <= 0.0 || args.rate.is_some_and(|r| r <= 0.0) {
         bail!("--concurrency, --duration and --rate must be positive");
     }
-    let prefix = args.prefix.clone().unwrap_or_else(random_prefix);
 
     // One client for everything; one connection per sync loop and per sender
     // (HTTP/1.1 has no multiplexing) plus a few spare.
@@ -186,73 +223,30 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         rate: args.rate,
         drain: Duration::from_secs_f64(args.drain),
+        sender: None,
+        max_messages: None,
     };
     // Sample around the load phase only: registration's password hashing
     // would otherwise dominate the server's CPU figure.
-    let server_pid = args.server_pid.map(|p| p.to_string());
-    let server_before = server_pid.as_deref().map(sample_process).transpose()?;
-    let peak_reset = server_pid.as_deref().is_some_and(reset_peak_rss);
-    let self_before = sample_process("self")?;
-    let machine_before = machine_busy_cpu_s()?;
-    let load_start = Instant::now();
+    let sampler = PhaseSampler::start(args.server_pid)?;
     let result = load::run(&api, world.clone(), &cfg).await?;
-    let load_wall = load_start.elapsed().as_secs_f64();
-    let self_after = sample_process("self")?;
-    let machine_after = machine_busy_cpu_s()?;
-    let server_after = server_pid.as_deref().map(sample_process).transpose()?;
+    let usage = sampler.finish()?;
 
-    let bench_cpu_s = self_after.cpu_s - self_before.cpu_s;
-    let server = match (args.server_pid, server_before, server_after) {
-        (Some(pid), Some(before), Some(after)) => {
-            Some(proc_report(pid, before, after, load_wall, peak_reset))
-        }
-        _ => None,
-    };
-    let other_cpu_s = server
-        .as_ref()
-        .map(|s| (machine_after - machine_before - s.cpu_s - bench_cpu_s).max(0.0));
     let mut report = build_report(
-        &args,
+        args,
         &world,
         room_size,
         prefix,
         result,
-        server,
-        bench_cpu_s,
+        usage.server,
+        usage.bench_cpu_s,
     );
-    report.other_cpu_s = other_cpu_s;
+    report.other_cpu_s = usage.other_cpu_s;
     print_summary(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
     }
-    if !report.ok {
-        std::process::exit(1);
-    }
-    Ok(())
-}
-
-fn proc_report(
-    pid: u32,
-    before: ProcSample,
-    after: ProcSample,
-    wall_s: f64,
-    peak_reset: bool,
-) -> ProcReport {
-    let cpu_s = after.cpu_s - before.cpu_s;
-    ProcReport {
-        pid,
-        cpu_s,
-        cores_busy: cpu_s / wall_s,
-        rss_before_kib: before.rss_kib,
-        rss_after_kib: after.rss_kib,
-        peak_rss_kib: after.peak_rss_kib,
-        peak_rss_scope: if peak_reset {
-            "load"
-        } else {
-            "process lifetime"
-        },
-        peak_rss_before_kib: before.peak_rss_kib,
-    }
+    Ok(report.ok)
 }
 
 fn build_report(
@@ -264,12 +258,9 @@ fn build_report(
     server: Option<ProcReport>,
     bench_cpu_s: f64,
 ) -> Report {
-    let elapsed_s = r.send_elapsed.as_secs_f64();
-    let received = r.delivery_us.len() as u64;
-    let ok =
-        r.acked > 0 && r.send_errors == 0 && r.sync_errors == 0 && r.lost == 0 && r.duplicated == 0;
+    let parts = LoadParts::new(r);
     Report {
-        ok,
+        ok: parts.ok(),
         config: ConfigReport {
             url: args.url.clone(),
             users: world.users.len(),
@@ -281,32 +272,14 @@ fn build_report(
             drain_max_s: args.drain,
             prefix,
         },
-        sends: SendReport {
-            attempted: r.attempted,
-            acked: r.acked,
-            errors: r.send_errors,
-            elapsed_s,
-            acks_per_sec: r.acked as f64 / elapsed_s,
-            rtt_ms: Summary::from_micros(r.send_rtt_us),
-        },
-        delivery: DeliveryReport {
-            expected: r.expected_deliveries,
-            received,
-            lost: r.lost,
-            duplicated: r.duplicated,
-            drain_s: r.drain_elapsed.as_secs_f64(),
-            latency_ms: Summary::from_micros(r.delivery_us),
-        },
-        sync: SyncReport {
-            requests: r.sync_requests,
-            errors: r.sync_errors,
-            limited_timelines: r.sync_limited,
-        },
+        sends: parts.sends,
+        delivery: parts.delivery,
+        sync: parts.sync,
         server,
         bench_cpu_s,
         other_cpu_s: None,
-        errors: r.error_sample,
-        lost_sample: r.lost_sample,
+        errors: parts.errors,
+        lost_sample: parts.lost_sample,
     }
 }
 
@@ -320,71 +293,13 @@ fn print_summary(r: &Report) {
         "load: {} users, {} room(s) of up to {}, {} senders, {} s, {mode}, against {}",
         c.users, c.rooms, c.room_size, c.concurrency, c.duration_s, c.url
     );
-    let s = &r.sends;
-    println!(
-        "sends:    {} acked of {} attempted, {} errors, {:.1} acks/s over {:.2} s",
-        s.acked, s.attempted, s.errors, s.acks_per_sec, s.elapsed_s
+    report::print_traffic(&r.sends, &r.delivery, &r.sync);
+    print_usage(
+        r.server.as_ref(),
+        r.bench_cpu_s,
+        r.other_cpu_s,
+        c.duration_s,
     );
-    println!(
-        "send rtt: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        s.rtt_ms.p50, s.rtt_ms.p99, s.rtt_ms.max
-    );
-    let d = &r.delivery;
-    println!(
-        "delivery: {} of {} (message, recipient) pairs; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; drained in {:.2} s",
-        d.received, d.expected, d.latency_ms.p50, d.latency_ms.p99, d.latency_ms.p999, d.latency_ms.max, d.drain_s
-    );
-    println!(
-        "sync:     {} long-polls, {} errors, {} limited timelines",
-        r.sync.requests, r.sync.errors, r.sync.limited_timelines
-    );
-    if let Some(p) = &r.server {
-        println!(
-            "server:   pid {}, {:.2} CPU s ({:.2} cores busy), RSS {:.1} -> {:.1} MiB, peak {:.1} MiB ({}; {:.1} MiB before the load)",
-            p.pid,
-            p.cpu_s,
-            p.cores_busy,
-            p.rss_before_kib as f64 / 1024.0,
-            p.rss_after_kib as f64 / 1024.0,
-            p.peak_rss_kib as f64 / 1024.0,
-            p.peak_rss_scope,
-            p.peak_rss_before_kib as f64 / 1024.0,
-        );
-    }
-    print!("bench:    {:.2} CPU s", r.bench_cpu_s);
-    match r.other_cpu_s {
-        Some(other) => println!("; other processes on this machine: {other:.2} CPU s"),
-        None => println!(),
-    }
-    if r.other_cpu_s.is_some_and(|o| o > 0.1 * r.config.duration_s) {
-        println!("warning:  other processes competed for the CPU; figures are not clean");
-    }
-    for e in &r.errors {
-        println!("error:    {e}");
-    }
-    if d.lost > 0 {
-        println!(
-            "!!! LOST: {} of {} deliveries never arrived, e.g.:",
-            d.lost, d.expected
-        );
-        for l in &r.lost_sample {
-            println!("!!!   {l}");
-        }
-    }
-    if d.duplicated > 0 {
-        println!(
-            "!!! DUPLICATED: {} deliveries arrived more than once",
-            d.duplicated
-        );
-    }
-    if s.errors > 0 || r.sync.errors > 0 {
-        println!(
-            "!!! ERRORS: {} failed sends, {} failed syncs",
-            s.errors, r.sync.errors
-        );
-    }
-    if s.acked == 0 {
-        println!("!!! NOTHING SENT: no send was acknowledged");
-    }
+    report::print_problems(&r.sends, &r.delivery, &r.sync, &r.errors, &r.lost_sample);
     println!("{}", if r.ok { "OK" } else { "FAILED" });
 }

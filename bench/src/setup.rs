@@ -1,6 +1,7 @@
 //! Before the load: register the users, create the rooms and join members.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::Semaphore;
@@ -13,6 +14,14 @@ const PASSWORD: &str = "tern-bench-password";
 /// Registrations run a password hash on the server, which is deliberately
 /// slow; a few at a time keep setup quick without queueing hundreds of hashes.
 const SETUP_PARALLELISM: usize = 8;
+
+/// Joins to one big room: no password hashing, so more at once than
+/// registrations, but each one changes the same room's state.
+pub const JOIN_PARALLELISM: usize = 16;
+
+/// With progress on, how often to print it: registering a thousand users
+/// takes minutes at the server's hashing pace, and silence looks like a hang.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -61,36 +70,14 @@ pub async fn build_world(
     room_size: usize,
 ) -> anyhow::Result<World> {
     let limit = Arc::new(Semaphore::new(SETUP_PARALLELISM));
-
-    // Register everyone.
-    let mut tasks = JoinSet::new();
-    for i in 0..users {
-        let (api, limit) = (api.clone(), limit.clone());
-        let name = format!("{prefix}-u{i}");
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await?;
-            let (user_id, token) = api
-                .register(&name, PASSWORD)
-                .await
-                .with_context(|| format!("registering {name}"))?;
-            anyhow::Ok((i, user_id, token))
-        });
-    }
-    let mut registered = vec![None; users];
-    while let Some(res) = tasks.join_next().await {
-        let (i, user_id, token) = res??;
-        registered[i] = Some((user_id, token));
-    }
+    let registered = register_users(api, prefix, users, false).await?;
 
     // Create one room per group, then join the other members.
     let layout = room_layout(users, room_size);
     let mut tasks = JoinSet::new();
     for (r, members) in layout.iter().enumerate() {
         let (api, limit) = (api.clone(), limit.clone());
-        let tokens: Vec<String> = members
-            .iter()
-            .map(|&m| registered[m].as_ref().unwrap().1.clone())
-            .collect();
+        let tokens: Vec<String> = members.iter().map(|&m| registered[m].1.clone()).collect();
         tasks.spawn(async move {
             let room_id = {
                 let _permit = limit.acquire().await?;
@@ -118,13 +105,10 @@ pub async fn build_world(
         .collect();
     let mut users_out: Vec<User> = registered
         .into_iter()
-        .map(|r| {
-            let (user_id, token) = r.unwrap();
-            User {
-                user_id,
-                token,
-                room: 0,
-            }
+        .map(|(user_id, token)| User {
+            user_id,
+            token,
+            room: 0,
         })
         .collect();
     for (r, room) in rooms.iter().enumerate() {
@@ -136,6 +120,105 @@ pub async fn build_world(
         users: users_out,
         rooms,
     })
+}
+
+/// Registers `users` accounts named `<prefix>-u<i>`, a few at a time;
+/// returns (user_id, access_token) in index order.
+pub async fn register_users(
+    api: &Api,
+    prefix: &str,
+    users: usize,
+    progress: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let limit = Arc::new(Semaphore::new(SETUP_PARALLELISM));
+    let mut tasks = JoinSet::new();
+    for i in 0..users {
+        let (api, limit) = (api.clone(), limit.clone());
+        let name = format!("{prefix}-u{i}");
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await?;
+            let (user_id, token) = api
+                .register(&name, PASSWORD)
+                .await
+                .with_context(|| format!("registering {name}"))?;
+            anyhow::Ok((i, user_id, token))
+        });
+    }
+    let mut registered = vec![None; users];
+    let mut progress = progress.then(|| Progress::new("registered", users));
+    while let Some(res) = tasks.join_next().await {
+        let (i, user_id, token) = res??;
+        registered[i] = Some((user_id, token));
+        if let Some(p) = &mut progress {
+            p.step();
+        }
+    }
+    Ok(registered.into_iter().map(Option::unwrap).collect())
+}
+
+/// Joins every token's user to `room_id`, `JOIN_PARALLELISM` at a time.
+pub async fn join_all(
+    api: &Api,
+    room_id: &str,
+    tokens: &[String],
+    progress: bool,
+) -> anyhow::Result<()> {
+    let limit = Arc::new(Semaphore::new(JOIN_PARALLELISM));
+    let mut tasks = JoinSet::new();
+    for token in tokens {
+        let (api, limit) = (api.clone(), limit.clone());
+        let (token, room_id) = (token.clone(), room_id.to_string());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await?;
+            api.join(&token, &room_id)
+                .await
+                .with_context(|| format!("joining {room_id}"))
+        });
+    }
+    let mut progress = progress.then(|| Progress::new("joined", tokens.len()));
+    while let Some(res) = tasks.join_next().await {
+        res??;
+        if let Some(p) = &mut progress {
+            p.step();
+        }
+    }
+    Ok(())
+}
+
+/// Prints "<what> i/n" every `PROGRESS_EVERY` and once at the end.
+pub struct Progress {
+    what: &'static str,
+    total: usize,
+    done: usize,
+    start: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    pub fn new(what: &'static str, total: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            what,
+            total,
+            done: 0,
+            start: now,
+            last: now,
+        }
+    }
+
+    pub fn step(&mut self) {
+        self.done += 1;
+        let done = self.done;
+        if done == self.total || self.last.elapsed() >= PROGRESS_EVERY {
+            self.last = Instant::now();
+            println!(
+                "setup: {} {done}/{} in {:.1} s",
+                self.what,
+                self.total,
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Smoke test: a short `tern-bench` run against the real `homeserver` binary
-//! must succeed, send something and lose or duplicate nothing.
+//! Smoke tests: short `tern-bench` runs of each mode against the real
+//! `homeserver` binary must succeed, and lose or duplicate nothing.
 //!
 //! The server binary is not built by `cargo test -p tern-bench`; it is taken
 //! from `TERN_BIN`, else `$CARGO_TARGET_DIR/release/homeserver`, else next to
@@ -48,73 +48,100 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn short_run_loses_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let log_path = tmp.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let server = Command::new(server_binary())
-        .args([
-            "--listen",
-            &addr,
-            "--server-name",
-            "localhost",
-            "--data-dir",
-        ])
-        .arg(tmp.path().join("data"))
-        .args(["--allow-registration", "--disable-rate-limits"])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start homeserver");
-    let mut server = ServerGuard(server);
-    let server_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+/// A homeserver on a free port with its own data directory, killed on drop.
+struct Server {
+    guard: ServerGuard,
+    addr: String,
+    log_path: PathBuf,
+    tmp: tempfile::TempDir,
+}
 
-    let started = Instant::now();
-    while TcpStream::connect(&addr).is_err() {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            panic!(
-                "homeserver exited with {status} before listening:\n{}",
-                server_log()
+impl Server {
+    fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let log_path = tmp.path().join("server.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(server_binary())
+            .args([
+                "--listen",
+                &addr,
+                "--server-name",
+                "localhost",
+                "--data-dir",
+            ])
+            .arg(tmp.path().join("data"))
+            .args(["--allow-registration", "--disable-rate-limits"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start homeserver");
+        let mut server = Self {
+            guard: ServerGuard(child),
+            addr,
+            log_path,
+            tmp,
+        };
+        let started = Instant::now();
+        while TcpStream::connect(&server.addr).is_err() {
+            if let Some(status) = server.guard.0.try_wait().unwrap() {
+                panic!(
+                    "homeserver exited with {status} before listening:\n{}",
+                    server.log()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "homeserver did not listen within 30 s:\n{}",
+                server.log()
             );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "homeserver did not listen within 30 s:\n{}",
-            server_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        server
     }
 
-    let report_path = tmp.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_tern-bench"))
-        .args(["--url", &format!("http://{addr}")])
-        .args(["--users", "4", "--duration", "2", "--concurrency", "4"])
-        .arg("--server-pid")
-        .arg(server.0.id().to_string())
-        .arg("--json")
-        .arg(&report_path)
-        .output()
-        .expect("run tern-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "tern-bench failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
-        output.status,
-        server_log()
-    );
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
 
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
-    let num = |pointer: &str| {
-        report
-            .pointer(pointer)
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| panic!("{pointer} missing from report: {report}"))
-    };
+    /// Runs tern-bench against this server with `args` (plus --url,
+    /// --server-pid and --json); asserts it succeeded and returns the report.
+    fn bench(&self, args: &[&str]) -> Value {
+        let report_path = self.tmp.path().join("report.json");
+        let output = Command::new(env!("CARGO_BIN_EXE_tern-bench"))
+            .args(["--url", &format!("http://{}", self.addr)])
+            .args(args)
+            .arg("--server-pid")
+            .arg(self.guard.0.id().to_string())
+            .arg("--json")
+            .arg(&report_path)
+            .output()
+            .expect("run tern-bench");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "tern-bench failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+            output.status,
+            self.log()
+        );
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap()
+    }
+}
+
+/// Reads an unsigned number from the report or fails the test naming it.
+fn num(report: &Value, pointer: &str) -> u64 {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{pointer} missing from report: {report}"))
+}
+
+#[test]
+fn short_run_loses_nothing() {
+    let server = Server::start();
+    let report = server.bench(&["--users", "4", "--duration", "2", "--concurrency", "4"]);
+    let num = |pointer: &str| num(&report, pointer);
     assert!(num("/sends/acked") > 0, "nothing acknowledged: {report}");
     assert_eq!(num("/delivery/lost"), 0, "{report}");
     assert_eq!(num("/delivery/duplicated"), 0, "{report}");
@@ -125,4 +152,53 @@ fn short_run_loses_nothing() {
         "{report}"
     );
     assert!(report.pointer("/server/cpu_s").is_some(), "{report}");
+}
+
+#[test]
+fn idle_syncs_are_held_and_live() {
+    let server = Server::start();
+    let report = server.bench(&[
+        "--mode",
+        "idle-syncs",
+        "--idle-syncs",
+        "50",
+        "--idle-users",
+        "5",
+    ]);
+    let num = |pointer: &str| num(&report, pointer);
+    assert_eq!(report["mode"], "idle-syncs", "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(num("/after/syncs_open"), 50, "{report}");
+    assert!(
+        num("/after/open_fds") >= num("/before/open_fds") + 50,
+        "the server did not accept every connection: {report}"
+    );
+    let per_sync = report["bytes_per_idle_sync"].as_f64().unwrap();
+    assert!(per_sync > 0.0, "{report}");
+    assert_eq!(num("/failures"), 0, "{report}");
+    assert_eq!(num("/early_returns"), 0, "{report}");
+    // Users 0 and 1 share the room: 2 of every 5 syncs, all of which return.
+    assert_eq!(num("/liveness/syncs_expected"), 20, "{report}");
+    assert_eq!(num("/liveness/returned_with_message"), 20, "{report}");
+}
+
+#[test]
+fn fanout_reaches_every_member() {
+    let server = Server::start();
+    let report = server.bench(&["--mode", "fanout", "--users", "20", "--messages", "5"]);
+    let num = |pointer: &str| num(&report, pointer);
+    assert_eq!(report["mode"], "fanout", "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(num("/sends/acked"), 5, "{report}");
+    assert_eq!(num("/complete_messages"), 5, "{report}");
+    assert_eq!(num("/all_members_ms/count"), 5, "{report}");
+    assert_eq!(num("/delivery/expected"), 5 * 19, "{report}");
+    assert_eq!(num("/delivery/received"), 5 * 19, "{report}");
+    assert_eq!(num("/delivery/lost"), 0, "{report}");
+    assert_eq!(num("/delivery/duplicated"), 0, "{report}");
+    assert_eq!(num("/sync/limited_timelines"), 0, "{report}");
+    let all = report["all_members_ms"]["max"].as_f64().unwrap();
+    let pair = report["delivery"]["latency_ms"]["max"].as_f64().unwrap();
+    // The last member of a message is one of its (message, recipient) pairs.
+    assert_eq!(all, pair, "{report}");
 }
