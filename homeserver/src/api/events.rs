@@ -65,6 +65,8 @@ pub async fn send(
         .rooms
         .send_event(&auth.who, &room_id, request, Some(&txn_id))
         .await?;
+    // Someone who sent a message has stopped typing.
+    services.typing.stop(&room_id, &auth.who.user_id).await?;
     Ok(Json(json!({"event_id": event_id})))
 }
 

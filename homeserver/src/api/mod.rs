@@ -10,6 +10,7 @@ mod profile;
 mod rooms;
 mod state;
 mod sync;
+mod typing;
 mod versions;
 
 #[cfg(test)]
@@ -79,6 +80,7 @@ fn client_routes() -> Router<Arc<Services>> {
             "/rooms/{room_id}/send/{event_type}/{txn_id}",
             put(events::send),
         )
+        .route("/rooms/{room_id}/typing/{user_id}", put(typing::set_typing))
         .route(
             "/rooms/{room_id}/redact/{event_id}/{txn_id}",
             put(events::redact),

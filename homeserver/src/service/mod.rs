@@ -11,6 +11,7 @@ pub mod rooms;
 pub mod sync;
 pub mod timeline_cache;
 pub mod token;
+pub mod typing;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use rate_limit::RateLimiter;
 use rooms::RoomService;
 use sync::SyncService;
 use timeline_cache::TimelineCache;
+use typing::TypingService;
 
 /// Everything the API layer needs, built once at start-up and shared through
 /// axum's `State` (no globals).
@@ -33,7 +35,7 @@ pub struct Services {
     pub accounts: AccountService,
     pub rooms: RoomService,
     pub sync: SyncService,
-    pub ephemeral: Arc<dyn Ephemeral>,
+    pub typing: TypingService,
     pub rate_limiter: RateLimiter,
     pub shutdown: CancellationToken,
 }
@@ -77,10 +79,11 @@ impl Services {
                 backends.rooms,
                 cache,
                 backends.accounts,
+                backends.ephemeral.clone(),
                 notifier,
                 shutdown.clone(),
             ),
-            ephemeral: backends.ephemeral,
+            typing: TypingService::new(backends.ephemeral, backends.bus, shutdown.clone()),
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,
             shutdown,

@@ -21,7 +21,7 @@ use super::rooms::visibility::Viewer;
 use super::rooms::{now_ms, Requester, RoomEventFilter};
 use super::timeline_cache::TimelineCache;
 use super::token::{pagination_token, SyncToken};
-use crate::store::{AccountStore, MembershipRecord, RoomStore, StoredEvent, StreamPos};
+use crate::store::{AccountStore, Ephemeral, MembershipRecord, RoomStore, StoredEvent, StreamPos};
 
 /// Timeline length when the filter does not say.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -74,6 +74,29 @@ pub struct SyncRequest {
     pub filter: Filter,
 }
 
+/// Adds an event to one section (`ephemeral`, `account_data`) of a joined
+/// room's entry, creating an entry with an empty timeline if the room had none.
+fn push_room_event(
+    join: &mut Map<String, Value>,
+    room_id: &str,
+    section: &str,
+    event: Value,
+    upto: StreamPos,
+) {
+    let room = join.entry(room_id.to_owned()).or_insert_with(|| {
+        json!({
+            "timeline": {"events": [], "limited": false, "prev_batch": pagination_token(upto)},
+            "state": {"events": []},
+            "ephemeral": {"events": []},
+            "account_data": {"events": []},
+            "unread_notifications": {},
+        })
+    });
+    if let Some(Value::Array(list)) = room.get_mut(section).and_then(|s| s.get_mut("events")) {
+        list.push(event);
+    }
+}
+
 /// A sync response with nothing new: the client keeps its token.
 fn empty_response(since: SyncToken) -> Value {
     json!({
@@ -90,6 +113,7 @@ fn empty_response(since: SyncToken) -> Value {
 pub struct SyncService {
     rooms: Arc<dyn RoomStore>,
     cache: Arc<TimelineCache>,
+    ephemeral: Arc<dyn Ephemeral>,
     accounts: Arc<dyn AccountStore>,
     notifier: Arc<Notifier>,
     shutdown: CancellationToken,
@@ -108,12 +132,14 @@ impl SyncService {
         rooms: Arc<dyn RoomStore>,
         cache: Arc<TimelineCache>,
         accounts: Arc<dyn AccountStore>,
+        ephemeral: Arc<dyn Ephemeral>,
         notifier: Arc<Notifier>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             rooms,
             cache,
+            ephemeral,
             accounts,
             notifier,
             shutdown,
@@ -167,6 +193,7 @@ impl SyncService {
         let upto = SyncToken {
             events: self.cache.watermark(),
             account_data: self.accounts.account_data_position().await?,
+            typing: self.ephemeral.typing_position().await?,
         };
         let since_events = since.map(|s| s.events).unwrap_or(0);
         let memberships = match self.cache.memberships(&who.user_id) {
@@ -401,27 +428,33 @@ impl SyncService {
             match &entry.room_id {
                 None => global_ad.push(event),
                 Some(room_id) => {
-                    if let Some(Value::Object(room)) = join.get_mut(room_id) {
-                        if let Some(Value::Object(ad)) = room.get_mut("account_data") {
-                            if let Some(Value::Array(list)) = ad.get_mut("events") {
-                                list.push(event);
-                            }
-                        }
-                    } else if plans.iter().any(|(m, _)| &m.room_id == room_id) {
-                        join.insert(
-                            room_id.clone(),
-                            json!({
-                                "timeline": {"events": [], "limited": false,
-                                             "prev_batch": pagination_token(upto.events)},
-                                "state": {"events": []},
-                                "ephemeral": {"events": []},
-                                "account_data": {"events": [event]},
-                                "unread_notifications": {},
-                            }),
-                        );
+                    if plans.iter().any(|(m, _)| &m.room_id == room_id) {
+                        push_room_event(&mut join, room_id, "account_data", event, upto.events);
                     }
                 }
             }
+        }
+
+        // Typing: rooms whose typists changed since the token, and every
+        // room shown in full. Typing positions start over when the server
+        // restarts, so a token from before then counts as "from the start".
+        let since_typing = since
+            .map(|s| s.typing)
+            .filter(|t| *t <= upto.typing)
+            .unwrap_or(0);
+        let joined_ids: Vec<String> = plans
+            .iter()
+            .filter(|(_, p)| matches!(p, RoomPlan::Incremental))
+            .map(|(m, _)| m.room_id.clone())
+            .collect();
+        let mut typing = self
+            .ephemeral
+            .typing_since(&joined_ids, since_typing)
+            .await?;
+        typing.extend(self.ephemeral.typing_since(&full, 0).await?);
+        for (room_id, users) in typing {
+            let event = json!({"type": "m.typing", "content": {"user_ids": users}});
+            push_room_event(&mut join, &room_id, "ephemeral", event, upto.events);
         }
 
         let has_news =

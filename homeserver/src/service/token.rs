@@ -4,7 +4,7 @@
 //! string form is versioned and self-describing:
 //!
 //! ```text
-//! v1-e<events>-a<account_data>
+//! v1-e<events>-a<account_data>-t<typing>
 //! ```
 //!
 //! Each part after the version is a one-letter stream key and a decimal
@@ -25,11 +25,18 @@ use crate::store::StreamPos;
 pub struct SyncToken {
     pub events: StreamPos,
     pub account_data: StreamPos,
+    /// Typing is in memory on each node, so after a restart its positions
+    /// start over; a token from before then just sees the current typists.
+    pub typing: StreamPos,
 }
 
 impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v1-e{}-a{}", self.events, self.account_data)
+        write!(
+            f,
+            "v1-e{}-a{}-t{}",
+            self.events, self.account_data, self.typing
+        )
     }
 }
 
@@ -55,6 +62,7 @@ impl std::str::FromStr for SyncToken {
             match key {
                 "e" => token.events = pos,
                 "a" => token.account_data = pos,
+                "t" => token.typing = pos,
                 _ => {}
             }
         }
@@ -88,14 +96,15 @@ mod tests {
         let token = SyncToken {
             events: 42,
             account_data: 7,
+            typing: 3,
         };
-        assert_eq!(token.to_string(), "v1-e42-a7");
+        assert_eq!(token.to_string(), "v1-e42-a7-t3");
         assert_eq!(token.to_string().parse::<SyncToken>().unwrap(), token);
     }
 
     #[test]
     fn unknown_streams_are_ignored_and_missing_ones_are_zero() {
-        let token: SyncToken = "v1-e5-r9-a1".parse().unwrap();
+        let token: SyncToken = "v1-e5-x9-a1".parse().unwrap();
         assert_eq!(token.events, 5);
         assert_eq!(token.account_data, 1);
         let token: SyncToken = "v1-e5".parse().unwrap();

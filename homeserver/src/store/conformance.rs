@@ -294,25 +294,57 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
 }
 
 pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
-    store
+    let rooms = vec!["!r:test".to_string(), "!quiet:test".to_string()];
+    let start = store.typing_position().await.unwrap();
+    let p1 = store
         .set_typing("!r:test", "@a:test", Some(1_000))
         .await
+        .unwrap()
         .unwrap();
-    store
+    let p2 = store
         .set_typing("!r:test", "@b:test", Some(5_000))
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(store.typing_users("!r:test", 500).await.unwrap().len(), 2);
+    assert!(p1 > start && p2 > p1);
+    // Renewing does not change who types, so it is no news.
     assert_eq!(
-        store.typing_users("!r:test", 2_000).await.unwrap(),
-        vec!["@b:test".to_string()]
+        store
+            .set_typing("!r:test", "@a:test", Some(2_000))
+            .await
+            .unwrap(),
+        None
     );
-    store.set_typing("!r:test", "@b:test", None).await.unwrap();
-    assert!(store
-        .typing_users("!r:test", 2_000)
+    assert_eq!(store.typing_position().await.unwrap(), p2);
+    assert_eq!(
+        store.typing_since(&rooms, start).await.unwrap(),
+        vec![(
+            "!r:test".to_string(),
+            vec!["@a:test".to_string(), "@b:test".to_string()]
+        )]
+    );
+    assert!(store.typing_since(&rooms, p2).await.unwrap().is_empty());
+    assert_eq!(store.next_typing_expiry().await.unwrap(), Some(2_000));
+
+    // Expiry drops @a and moves the stream; a stop is reported as news too.
+    let expired = store.expire_typing(3_000).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert!(expired[0].1 > p2);
+    let p3 = store
+        .set_typing("!r:test", "@b:test", None)
         .await
         .unwrap()
-        .is_empty());
+        .unwrap();
+    assert_eq!(
+        store.typing_since(&rooms, expired[0].1).await.unwrap(),
+        vec![("!r:test".to_string(), vec![])]
+    );
+    assert_eq!(
+        store.set_typing("!r:test", "@b:test", None).await.unwrap(),
+        None
+    );
+    assert_eq!(store.typing_position().await.unwrap(), p3);
+    assert_eq!(store.next_typing_expiry().await.unwrap(), None);
 
     let record = PresenceRecord {
         state: PresenceState::Online,

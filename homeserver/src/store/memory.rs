@@ -9,7 +9,7 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use super::{Ephemeral, EventBus, PresenceRecord, StoreResult, StreamNotice};
+use super::{Ephemeral, EventBus, PresenceRecord, StoreResult, StreamNotice, StreamPos};
 
 /// Fan-out within one process.
 pub struct MemoryBus {
@@ -50,11 +50,27 @@ impl EventBus for MemoryBus {
     }
 }
 
+/// One room's typists and when they last changed.
+#[derive(Default)]
+struct RoomTyping {
+    /// Typist -> until (ms since the epoch).
+    users: HashMap<String, i64>,
+    changed_at: StreamPos,
+}
+
+#[derive(Default)]
+struct Typing {
+    position: StreamPos,
+    /// Rooms stay after their last typist stops, so a sync since before the
+    /// stop still learns of it; one small entry per room that ever had typing.
+    rooms: HashMap<String, RoomTyping>,
+}
+
 /// Typing and presence in memory. `std::sync::Mutex` because no lock is held
 /// across an await and the critical sections are a few map operations.
 #[derive(Default)]
 pub struct MemoryEphemeral {
-    typing: Mutex<HashMap<String, HashMap<String, i64>>>,
+    typing: Mutex<Typing>,
     presence: Mutex<HashMap<String, PresenceRecord>>,
 }
 
@@ -65,32 +81,69 @@ impl Ephemeral for MemoryEphemeral {
         room_id: &str,
         user_id: &str,
         until_ts: Option<i64>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<StreamPos>> {
         let mut typing = self.typing.lock().expect("typing lock");
-        let room = typing.entry(room_id.to_owned()).or_default();
-        match until_ts {
-            Some(ts) => {
-                room.insert(user_id.to_owned(), ts);
-            }
-            None => {
-                room.remove(user_id);
-            }
+        let next = typing.position + 1;
+        let room = typing.rooms.entry(room_id.to_owned()).or_default();
+        let changed = match until_ts {
+            Some(until) => room.users.insert(user_id.to_owned(), until).is_none(),
+            None => room.users.remove(user_id).is_some(),
+        };
+        if !changed {
+            return Ok(None);
         }
-        if room.is_empty() {
-            typing.remove(room_id);
-        }
-        Ok(())
+        room.changed_at = next;
+        typing.position = next;
+        Ok(Some(next))
     }
 
-    async fn typing_users(&self, room_id: &str, now_ts: i64) -> StoreResult<Vec<String>> {
+    async fn expire_typing(&self, now_ts: i64) -> StoreResult<Vec<(String, StreamPos)>> {
         let mut typing = self.typing.lock().expect("typing lock");
-        let Some(room) = typing.get_mut(room_id) else {
-            return Ok(Vec::new());
-        };
-        room.retain(|_, until| *until > now_ts);
-        let mut users: Vec<String> = room.keys().cloned().collect();
-        users.sort();
-        Ok(users)
+        let mut position = typing.position;
+        let mut changed = Vec::new();
+        for (room_id, room) in typing.rooms.iter_mut() {
+            let before = room.users.len();
+            room.users.retain(|_, until| *until > now_ts);
+            if room.users.len() != before {
+                position += 1;
+                room.changed_at = position;
+                changed.push((room_id.clone(), position));
+            }
+        }
+        typing.position = position;
+        Ok(changed)
+    }
+
+    async fn next_typing_expiry(&self) -> StoreResult<Option<i64>> {
+        let typing = self.typing.lock().expect("typing lock");
+        Ok(typing
+            .rooms
+            .values()
+            .flat_map(|room| room.users.values().copied())
+            .min())
+    }
+
+    async fn typing_since(
+        &self,
+        room_ids: &[String],
+        since: StreamPos,
+    ) -> StoreResult<Vec<(String, Vec<String>)>> {
+        let typing = self.typing.lock().expect("typing lock");
+        Ok(room_ids
+            .iter()
+            .filter_map(|room_id| {
+                let room = typing.rooms.get(room_id)?;
+                (room.changed_at > since).then(|| {
+                    let mut users: Vec<String> = room.users.keys().cloned().collect();
+                    users.sort();
+                    (room_id.clone(), users)
+                })
+            })
+            .collect())
+    }
+
+    async fn typing_position(&self) -> StoreResult<StreamPos> {
+        Ok(self.typing.lock().expect("typing lock").position)
     }
 
     async fn set_presence(&self, user_id: &str, presence: PresenceRecord) -> StoreResult<()> {

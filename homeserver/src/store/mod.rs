@@ -285,6 +285,8 @@ pub enum StreamNotice {
     },
     /// Account data of `user_id` at `stream` in the account-data stream.
     AccountData { stream: StreamPos, user_id: String },
+    /// Who types in `room_id` changed, at `stream` in the typing stream.
+    Typing { stream: StreamPos, room_id: String },
 }
 
 /// Fan-out of stream notices to every node, so waiting syncs wake at once.
@@ -315,15 +317,29 @@ pub struct PresenceRecord {
 /// Short-lived data with TTLs: typing and presence. Not durable by design.
 #[async_trait]
 pub trait Ephemeral: Send + Sync {
-    /// Marks `user_id` typing in a room until `until_ts` (ms), or stops it.
+    /// Marks `user_id` typing in a room until `until_ts` (ms), or stops it
+    /// (`None`). Returns the room's new position in the typing stream if the
+    /// set of typists changed, `None` if it did not (a typist renewing).
     async fn set_typing(
         &self,
         room_id: &str,
         user_id: &str,
         until_ts: Option<i64>,
-    ) -> StoreResult<()>;
-    /// Users typing in a room at `now_ts`.
-    async fn typing_users(&self, room_id: &str, now_ts: i64) -> StoreResult<Vec<String>>;
+    ) -> StoreResult<Option<StreamPos>>;
+    /// Drops typists whose time ran out by `now_ts`; returns each room whose
+    /// set changed with its new position.
+    async fn expire_typing(&self, now_ts: i64) -> StoreResult<Vec<(String, StreamPos)>>;
+    /// The earliest time a typist runs out, if anyone is typing.
+    async fn next_typing_expiry(&self) -> StoreResult<Option<i64>>;
+    /// For each of `room_ids` whose typists changed after `since`: the room
+    /// and who types in it now (possibly nobody, so clients see the stop).
+    async fn typing_since(
+        &self,
+        room_ids: &[String],
+        since: StreamPos,
+    ) -> StoreResult<Vec<(String, Vec<String>)>>;
+    /// Highest position of the typing stream.
+    async fn typing_position(&self) -> StoreResult<StreamPos>;
     async fn set_presence(&self, user_id: &str, presence: PresenceRecord) -> StoreResult<()>;
     async fn get_presence(&self, user_id: &str) -> StoreResult<Option<PresenceRecord>>;
 }

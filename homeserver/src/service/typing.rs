@@ -1,0 +1,142 @@
+//! Typing notifications (spec: "Typing Notifications").
+//!
+//! Who types where lives behind the `Ephemeral` trait with a time limit per
+//! typist. Every change (start, stop, expiry, or the typist sending a
+//! message) moves the typing stream and is announced on the bus, which wakes
+//! the room's members' syncs. One task sleeps until the earliest expiry, so
+//! nothing polls while nobody types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{ServiceError, ServiceResult};
+use super::rooms::{now_ms, Requester, RoomService};
+use crate::store::{Ephemeral, EventBus, StreamNotice, StreamPos};
+
+/// Longest a client may claim to be typing without renewing.
+const MAX_TIMEOUT_MS: u64 = 120_000;
+/// Used when the client gives no timeout.
+const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+pub struct TypingService {
+    ephemeral: Arc<dyn Ephemeral>,
+    bus: Arc<dyn EventBus>,
+    /// Wakes the expiry task when a new typist may expire sooner.
+    nudge: Arc<Notify>,
+}
+
+impl TypingService {
+    pub fn new(
+        ephemeral: Arc<dyn Ephemeral>,
+        bus: Arc<dyn EventBus>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let nudge = Arc::new(Notify::new());
+        tokio::spawn(expire_loop(
+            ephemeral.clone(),
+            bus.clone(),
+            nudge.clone(),
+            shutdown,
+        ));
+        Self {
+            ephemeral,
+            bus,
+            nudge,
+        }
+    }
+
+    /// `PUT /typing`: only a joined member, only for themselves.
+    pub async fn set(
+        &self,
+        rooms: &RoomService,
+        who: &Requester,
+        room_id: &str,
+        user_id: &str,
+        typing: bool,
+        timeout_ms: Option<u64>,
+    ) -> ServiceResult<()> {
+        RoomService::check_room_id(room_id)?;
+        if user_id != who.user_id {
+            return Err(ServiceError::forbidden(
+                "You can only set your own typing state",
+            ));
+        }
+        let joined = rooms
+            .state_snapshot(room_id)
+            .await?
+            .is_some_and(|state| state.is_joined(&who.user_id));
+        if !joined {
+            return Err(ServiceError::forbidden("You are not joined to this room"));
+        }
+        let until = typing.then(|| {
+            let timeout = timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS);
+            now_ms() + timeout as i64
+        });
+        let changed = self.ephemeral.set_typing(room_id, user_id, until).await?;
+        if typing {
+            self.nudge.notify_one();
+        }
+        if let Some(stream) = changed {
+            announce(self.bus.as_ref(), room_id, stream).await;
+        }
+        Ok(())
+    }
+
+    /// A typist who sends a message has stopped typing.
+    pub async fn stop(&self, room_id: &str, user_id: &str) -> ServiceResult<()> {
+        if let Some(stream) = self.ephemeral.set_typing(room_id, user_id, None).await? {
+            announce(self.bus.as_ref(), room_id, stream).await;
+        }
+        Ok(())
+    }
+
+    pub fn ephemeral(&self) -> &Arc<dyn Ephemeral> {
+        &self.ephemeral
+    }
+}
+
+async fn announce(bus: &dyn EventBus, room_id: &str, stream: StreamPos) {
+    let notice = StreamNotice::Typing {
+        stream,
+        room_id: room_id.to_owned(),
+    };
+    if let Err(err) = bus.publish(notice).await {
+        tracing::warn!(%err, "publishing a typing notice failed");
+    }
+}
+
+/// Sleeps until the earliest typist runs out (or a new one may run out
+/// sooner), then drops the expired ones and announces the change.
+async fn expire_loop(
+    ephemeral: Arc<dyn Ephemeral>,
+    bus: Arc<dyn EventBus>,
+    nudge: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let wait = match ephemeral.next_typing_expiry().await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64 + 1),
+            Ok(None) => Duration::from_secs(3600),
+            Err(err) => {
+                tracing::warn!(%err, "reading typing expiries failed");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = nudge.notified() => continue,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match ephemeral.expire_typing(now_ms()).await {
+            Ok(changed) => {
+                for (room_id, stream) in changed {
+                    announce(bus.as_ref(), &room_id, stream).await;
+                }
+            }
+            Err(err) => tracing::warn!(%err, "expiring typists failed"),
+        }
+    }
+}
