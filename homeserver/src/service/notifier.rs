@@ -3,7 +3,7 @@
 //!
 //! One task per node reads the event bus. For a room event it wakes the
 //! room's joined and invited members (and the target of a membership change);
-//! for typing, the room's members; for account data, its owner. A waiting sync holds a `watch` receiver for
+//! for typing and receipts, the room's members; for account data, its owner. A waiting sync holds a `watch` receiver for
 //! its user, so an idle sync costs one small channel and no work.
 
 use std::collections::{HashMap, HashSet};
@@ -120,7 +120,7 @@ impl Notifier {
                 self.members.lock().expect("members lock").clear();
                 self.wake_all();
             }
-            StreamNotice::Typing { room_id, .. } => {
+            StreamNotice::Typing { room_id, .. } | StreamNotice::Receipt { room_id, .. } => {
                 let members = self.room_members(&room_id).await;
                 for user in members.iter() {
                     self.wake(user);

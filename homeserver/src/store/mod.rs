@@ -274,6 +274,49 @@ pub trait RoomStore: Send + Sync {
     async fn public_rooms(&self) -> StoreResult<Vec<String>>;
 }
 
+/// A receipt to record: `user_id` has received or read `room_id` up to
+/// `event_id` (at `event_stream` in the event stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReceipt {
+    pub room_id: String,
+    pub user_id: String,
+    pub receipt_type: String,
+    pub thread_id: Option<String>,
+    pub event_id: String,
+    pub event_stream: StreamPos,
+    pub ts: i64,
+}
+
+/// A receipt as stored, with its position in the receipts stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiptRecord {
+    pub receipt: NewReceipt,
+    pub stream: StreamPos,
+}
+
+/// Read and delivery receipts: durable and stream-positioned.
+#[async_trait]
+pub trait ReceiptStore: Send + Sync {
+    /// Moves receipts forward, atomically and durably. For each, the new
+    /// position in the receipts stream, or `None` where the user's receipt of
+    /// that type already covered a later (or the same) event.
+    async fn set_receipts(&self, receipts: Vec<NewReceipt>) -> StoreResult<Vec<Option<StreamPos>>>;
+    /// Receipts of these rooms that moved after `since`.
+    async fn receipts_since(
+        &self,
+        room_ids: &[String],
+        since: StreamPos,
+    ) -> StoreResult<Vec<ReceiptRecord>>;
+    async fn receipts_position(&self) -> StoreResult<StreamPos>;
+    /// For each user and receipt type in a room: the earliest time a receipt
+    /// of theirs covered the event at `event_stream`.
+    async fn receipt_times(
+        &self,
+        room_id: &str,
+        event_stream: StreamPos,
+    ) -> StoreResult<Vec<(String, String, i64)>>;
+}
+
 /// A note that something a client can sync was written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamNotice {
@@ -287,6 +330,8 @@ pub enum StreamNotice {
     AccountData { stream: StreamPos, user_id: String },
     /// Who types in `room_id` changed, at `stream` in the typing stream.
     Typing { stream: StreamPos, room_id: String },
+    /// A receipt in `room_id` moved, at `stream` in the receipts stream.
+    Receipt { stream: StreamPos, room_id: String },
 }
 
 /// Fan-out of stream notices to every node, so waiting syncs wake at once.

@@ -5,6 +5,7 @@
 //! single transaction (group commit): many concurrent sends cost one fsync.
 
 mod accounts;
+mod receipts;
 mod rooms;
 mod writer;
 
@@ -32,6 +33,8 @@ pub struct SqliteStore {
     writer: mpsc::UnboundedSender<AppendJob>,
     /// Highest committed event position, advanced by the writer after commit.
     committed: Arc<AtomicI64>,
+    /// Highest committed receipt position, advanced by the writer after commit.
+    committed_receipts: Arc<AtomicI64>,
     /// Highest committed account-data position. Each account-data write is one
     /// autocommit statement and SQLite runs writers one at a time, so every
     /// position up to this one is committed too; every sync reads it, so it
@@ -79,17 +82,27 @@ impl SqliteStore {
             sqlx::query_scalar("SELECT COALESCE(MAX(stream), 0) FROM account_data")
                 .fetch_one(&pool)
                 .await?;
+        let receipts: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(stream), 0) FROM receipts")
+            .fetch_one(&pool)
+            .await?;
+        let committed_receipts = Arc::new(AtomicI64::new(receipts));
         let conn = writer::open(path)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let for_writer = committed.clone();
+        let positions = writer::Positions {
+            events: last,
+            receipts,
+            committed_events: committed.clone(),
+            committed_receipts: committed_receipts.clone(),
+        };
         std::thread::Builder::new()
             .name("tern-sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, last, for_writer))
+            .spawn(move || writer::run(conn, rx, positions))
             .map_err(|e| StoreError::Database(format!("cannot start the writer: {e}")))?;
         Ok(Self {
             pool,
             writer: tx,
             committed,
+            committed_receipts,
             account_data: AtomicI64::new(account_data),
         })
     }
@@ -155,6 +168,12 @@ mod tests {
     async fn rooms_conformance() {
         let (_dir, store) = open_temp().await;
         conformance::room_store(store).await;
+    }
+
+    #[tokio::test]
+    async fn receipts_conformance() {
+        let (_dir, store) = open_temp().await;
+        conformance::receipt_store(store.clone(), store).await;
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{NewEvent, StoreError, StoreResult, StreamPos};
+use crate::store::{NewEvent, NewReceipt, StoreError, StoreResult, StreamPos};
 
 /// Most appends folded into one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 512;
@@ -25,8 +25,22 @@ pub enum AppendJob {
         events: Vec<NewEvent>,
         reply: oneshot::Sender<StoreResult<Vec<StreamPos>>>,
     },
+    /// Receipts share the group commit: under load they arrive as often as
+    /// messages, and a transaction of their own each would contend with it.
+    Receipts {
+        receipts: Vec<NewReceipt>,
+        reply: oneshot::Sender<StoreResult<Vec<Option<StreamPos>>>>,
+    },
     /// Replies once everything queued before it has committed.
     Flush(oneshot::Sender<()>),
+}
+
+/// The writer's stream counters and the committed positions it publishes.
+pub struct Positions {
+    pub events: StreamPos,
+    pub receipts: StreamPos,
+    pub committed_events: Arc<AtomicI64>,
+    pub committed_receipts: Arc<AtomicI64>,
 }
 
 fn db_error(err: rusqlite::Error) -> StoreError {
@@ -48,12 +62,7 @@ pub fn open(path: &Path) -> StoreResult<Connection> {
 }
 
 /// Runs the writer until every sender is gone; call on a dedicated thread.
-pub fn run(
-    mut conn: Connection,
-    mut rx: mpsc::UnboundedReceiver<AppendJob>,
-    mut last: StreamPos,
-    committed: Arc<AtomicI64>,
-) {
+pub fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<AppendJob>, mut pos: Positions) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -63,47 +72,80 @@ pub fn run(
                 Err(_) => break,
             }
         }
-        let start = last;
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut flushes = Vec::new();
-        match write_batch(&mut conn, &mut batch, &mut last, &mut replies, &mut flushes) {
+        let (start_events, start_receipts) = (pos.events, pos.receipts);
+        let mut done = Done::default();
+        match write_batch(&mut conn, &mut batch, &mut pos, &mut done) {
             Ok(()) => {
-                committed.store(last, Ordering::Release);
-                for (reply, result) in replies {
+                pos.committed_events.store(pos.events, Ordering::Release);
+                pos.committed_receipts
+                    .store(pos.receipts, Ordering::Release);
+                for (reply, result) in done.appends {
+                    let _ = reply.send(result);
+                }
+                for (reply, result) in done.receipts {
                     let _ = reply.send(result);
                 }
             }
             Err(err) => {
                 // Nothing of this batch is durable: fail every job in it.
                 tracing::error!(error = %err, "group commit failed");
-                last = start;
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(StoreError::Database(err.to_string())));
+                pos.events = start_events;
+                pos.receipts = start_receipts;
+                let failed = || StoreError::Database(err.to_string());
+                for (reply, _) in done.appends {
+                    let _ = reply.send(Err(failed()));
+                }
+                for (reply, _) in done.receipts {
+                    let _ = reply.send(Err(failed()));
                 }
             }
         }
-        for flush in flushes {
+        for flush in done.flushes {
             let _ = flush.send(());
         }
     }
 }
 
-type Replies = Vec<(
-    oneshot::Sender<StoreResult<Vec<StreamPos>>>,
-    StoreResult<Vec<StreamPos>>,
-)>;
+/// Replies owed once the batch's outcome is known.
+#[derive(Default)]
+struct Done {
+    appends: Vec<(
+        oneshot::Sender<StoreResult<Vec<StreamPos>>>,
+        StoreResult<Vec<StreamPos>>,
+    )>,
+    receipts: Vec<(
+        oneshot::Sender<StoreResult<Vec<Option<StreamPos>>>>,
+        StoreResult<Vec<Option<StreamPos>>>,
+    )>,
+    flushes: Vec<oneshot::Sender<()>>,
+}
 
 fn write_batch(
     conn: &mut Connection,
     batch: &mut Vec<AppendJob>,
-    last: &mut StreamPos,
-    replies: &mut Replies,
-    flushes: &mut Vec<oneshot::Sender<()>>,
+    pos: &mut Positions,
+    done: &mut Done,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    let last = &mut pos.events;
     for job in batch.drain(..) {
         match job {
-            AppendJob::Flush(done) => flushes.push(done),
+            AppendJob::Flush(flush) => done.flushes.push(flush),
+            AppendJob::Receipts { receipts, reply } => {
+                tx.execute_batch("SAVEPOINT job")?;
+                let before = pos.receipts;
+                match insert_receipts(&tx, &receipts, &mut pos.receipts) {
+                    Ok(positions) => {
+                        tx.execute_batch("RELEASE job")?;
+                        done.receipts.push((reply, Ok(positions)));
+                    }
+                    Err(err) => {
+                        tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                        pos.receipts = before;
+                        done.receipts.push((reply, Err(db_error(err))));
+                    }
+                }
+            }
             AppendJob::Append { events, reply } => {
                 // A savepoint per job: one bad job (say, a duplicate
                 // transaction id) fails alone, not the whole batch.
@@ -127,12 +169,12 @@ fn write_batch(
                 match failure {
                     None => {
                         tx.execute_batch("RELEASE job")?;
-                        replies.push((reply, Ok(positions)));
+                        done.appends.push((reply, Ok(positions)));
                     }
                     Some(err) => {
                         tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
                         *last = before;
-                        replies.push((reply, Err(db_error(err))));
+                        done.appends.push((reply, Err(db_error(err))));
                     }
                 }
             }
@@ -189,4 +231,54 @@ fn insert_event(conn: &Connection, event: &NewEvent, pos: StreamPos) -> rusqlite
             .execute(params![redacted.to_string(), target])?;
     }
     Ok(())
+}
+
+/// Moves each receipt forward if it covers a later event than the stored one,
+/// logging every advance.
+fn insert_receipts(
+    conn: &Connection,
+    receipts: &[NewReceipt],
+    last: &mut StreamPos,
+) -> rusqlite::Result<Vec<Option<StreamPos>>> {
+    let mut positions = Vec::with_capacity(receipts.len());
+    for r in receipts {
+        let next = *last + 1;
+        let changed = conn
+            .prepare_cached(
+                "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, \
+                 event_stream, ts, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET \
+                 event_id = excluded.event_id, event_stream = excluded.event_stream, \
+                 ts = excluded.ts, stream = excluded.stream \
+                 WHERE excluded.event_stream > receipts.event_stream",
+            )?
+            .execute(params![
+                r.room_id,
+                r.user_id,
+                r.receipt_type,
+                r.thread_id.as_deref().unwrap_or(""),
+                r.event_id,
+                r.event_stream,
+                r.ts,
+                next,
+            ])?;
+        if changed == 0 {
+            positions.push(None);
+            continue;
+        }
+        conn.prepare_cached(
+            "INSERT INTO receipt_log (room_id, user_id, receipt_type, event_stream, ts) \
+             VALUES (?, ?, ?, ?, ?)",
+        )?
+        .execute(params![
+            r.room_id,
+            r.user_id,
+            r.receipt_type,
+            r.event_stream,
+            r.ts
+        ])?;
+        *last = next;
+        positions.push(Some(next));
+    }
+    Ok(positions)
 }
