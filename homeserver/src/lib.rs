@@ -46,6 +46,7 @@ pub async fn build_services(
         rooms: sqlite.clone(),
         bus: Arc::new(store::memory::MemoryBus::new(65_536)),
         ephemeral: Arc::new(store::memory::MemoryEphemeral::default()),
+        receipts: sqlite.clone(),
     };
     Ok((
         Services::new(config, backends, key, shutdown).await?,

@@ -7,6 +7,7 @@ CREATE TABLE receipts (
     receipt_type TEXT NOT NULL,
     thread_id    TEXT NOT NULL,   -- '' for unthreaded receipts
     event_id     TEXT NOT NULL,
+    event_sender TEXT NOT NULL,   -- delivered receipts are shown to this user only
     event_stream INTEGER NOT NULL,
     ts           INTEGER NOT NULL,
     stream       INTEGER NOT NULL,

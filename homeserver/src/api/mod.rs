@@ -7,6 +7,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod profile;
+mod receipts;
 mod rooms;
 mod state;
 mod sync;
@@ -82,6 +83,14 @@ fn client_routes() -> Router<Arc<Services>> {
         )
         .route("/rooms/{room_id}/typing/{user_id}", put(typing::set_typing))
         .route(
+            "/rooms/{room_id}/receipt/{receipt_type}/{event_id}",
+            post(receipts::post_receipt),
+        )
+        .route(
+            "/rooms/{room_id}/read_markers",
+            post(receipts::read_markers),
+        )
+        .route(
             "/rooms/{room_id}/redact/{event_id}/{txn_id}",
             put(events::redact),
         )
@@ -129,6 +138,10 @@ pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/_matrix/client/versions", get(versions::versions))
         .route("/.well-known/matrix/client", get(versions::well_known))
+        .route(
+            "/_matrix/client/unstable/tern/rooms/{room_id}/receipts/{event_id}",
+            get(receipts::message_info),
+        )
         .nest("/_matrix/client/v3", client.clone())
         .nest("/_matrix/client/r0", client)
         .fallback(unrecognized)

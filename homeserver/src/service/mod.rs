@@ -7,6 +7,7 @@ pub mod keys;
 pub mod notifier;
 pub mod pdu;
 pub mod rate_limit;
+pub mod receipts;
 pub mod rooms;
 pub mod sync;
 pub mod timeline_cache;
@@ -18,11 +19,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::store::{AccountStore, Ephemeral, EventBus, RoomStore};
+use crate::store::{AccountStore, Ephemeral, EventBus, ReceiptStore, RoomStore};
 use accounts::AccountService;
 use keys::ServerKey;
 use notifier::Notifier;
 use rate_limit::RateLimiter;
+use receipts::ReceiptService;
 use rooms::RoomService;
 use sync::SyncService;
 use timeline_cache::TimelineCache;
@@ -36,6 +38,7 @@ pub struct Services {
     pub rooms: RoomService,
     pub sync: SyncService,
     pub typing: TypingService,
+    pub receipts: Arc<ReceiptService>,
     pub rate_limiter: RateLimiter,
     pub shutdown: CancellationToken,
 }
@@ -46,6 +49,7 @@ pub struct Backends {
     pub rooms: Arc<dyn RoomStore>,
     pub bus: Arc<dyn EventBus>,
     pub ephemeral: Arc<dyn Ephemeral>,
+    pub receipts: Arc<dyn ReceiptStore>,
 }
 
 impl Services {
@@ -61,6 +65,8 @@ impl Services {
         let notifier = Notifier::new(backends.rooms.clone());
         notifier.spawn(backends.bus.as_ref(), shutdown.clone());
         let server_name = config.server_name.clone();
+        let receipts =
+            Arc::new(ReceiptService::new(backends.receipts, backends.bus.clone()).await?);
         Ok(Arc::new(Self {
             accounts: AccountService::new(
                 backends.accounts.clone(),
@@ -80,10 +86,12 @@ impl Services {
                 cache,
                 backends.accounts,
                 backends.ephemeral.clone(),
+                receipts.clone(),
                 notifier,
                 shutdown.clone(),
             ),
             typing: TypingService::new(backends.ephemeral, backends.bus, shutdown.clone()),
+            receipts,
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,
             shutdown,

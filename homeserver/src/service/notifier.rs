@@ -120,6 +120,10 @@ impl Notifier {
                 self.members.lock().expect("members lock").clear();
                 self.wake_all();
             }
+            StreamNotice::Receipt {
+                only_user: Some(user),
+                ..
+            } => self.wake(&user),
             StreamNotice::Typing { room_id, .. } | StreamNotice::Receipt { room_id, .. } => {
                 let members = self.room_members(&room_id).await;
                 for user in members.iter() {

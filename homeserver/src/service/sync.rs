@@ -7,7 +7,7 @@
 //! rare events sent before the user joined under `joined`/`invited` rules.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::ServiceResult;
 use super::notifier::Notifier;
 use super::pdu::client_event_for;
+use super::receipts::ReceiptService;
 use super::rooms::visibility::Viewer;
 use super::rooms::{now_ms, Requester, RoomEventFilter};
 use super::timeline_cache::TimelineCache;
@@ -114,9 +115,12 @@ pub struct SyncService {
     rooms: Arc<dyn RoomStore>,
     cache: Arc<TimelineCache>,
     ephemeral: Arc<dyn Ephemeral>,
+    receipts: Arc<ReceiptService>,
     accounts: Arc<dyn AccountStore>,
     notifier: Arc<Notifier>,
     shutdown: CancellationToken,
+    /// Per user, the event position up to which delivery was last recorded.
+    delivered: Mutex<HashMap<String, StreamPos>>,
 }
 
 /// How one room enters the response.
@@ -133,6 +137,7 @@ impl SyncService {
         cache: Arc<TimelineCache>,
         accounts: Arc<dyn AccountStore>,
         ephemeral: Arc<dyn Ephemeral>,
+        receipts: Arc<ReceiptService>,
         notifier: Arc<Notifier>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -140,10 +145,57 @@ impl SyncService {
             rooms,
             cache,
             ephemeral,
+            receipts,
             accounts,
             notifier,
             shutdown,
+            delivered: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A sync from `since` proves the client holds everything up to it:
+    /// record `tern.delivered` for each room that had events from others
+    /// since the last proof. Runs in the background; the sync does not wait.
+    fn acknowledge_delivery(&self, who: &Requester, since: SyncToken) {
+        let upto = since.events.min(self.cache.watermark());
+        let previous = {
+            let mut delivered = self.delivered.lock().expect("delivered lock");
+            let previous = delivered.get(&who.user_id).copied().unwrap_or(0);
+            if upto <= previous {
+                return;
+            }
+            delivered.insert(who.user_id.clone(), upto);
+            previous
+        };
+        // Memberships are cached by the previous sync; without them, wait
+        // for the next one rather than query here.
+        let Some(memberships) = self.cache.memberships(&who.user_id) else {
+            return;
+        };
+        let mut receipts = Vec::new();
+        for m in memberships.iter().filter(|m| m.membership == "join") {
+            let Some(slice) = self.cache.recent(&m.room_id, previous, upto, 64) else {
+                continue;
+            };
+            if let Some(last) = slice.events.iter().rev().find(|e| e.sender != who.user_id) {
+                receipts.push((
+                    m.room_id.clone(),
+                    last.event_id.clone(),
+                    last.sender.clone(),
+                    last.stream,
+                ));
+            }
+        }
+        if receipts.is_empty() {
+            return;
+        }
+        let service = self.receipts.clone();
+        let user_id = who.user_id.clone();
+        tokio::spawn(async move {
+            if let Err(err) = service.mark_delivered(&user_id, receipts).await {
+                tracing::warn!(error = %err.message, "recording delivery failed");
+            }
+        });
     }
 
     /// Answers at once if there is news (or no `since`), otherwise waits for
@@ -152,6 +204,7 @@ impl SyncService {
         let Some(since) = request.since else {
             return self.compute(who, None, request).await.map(|(v, _)| v);
         };
+        self.acknowledge_delivery(who, since);
         if request.full_state || request.timeout.is_zero() {
             return self
                 .compute(who, Some(since), request)
@@ -194,6 +247,7 @@ impl SyncService {
             events: self.cache.watermark(),
             account_data: self.accounts.account_data_position().await?,
             typing: self.ephemeral.typing_position().await?,
+            receipts: self.receipts.position(),
         };
         let since_events = since.map(|s| s.events).unwrap_or(0);
         let memberships = match self.cache.memberships(&who.user_id) {
@@ -454,6 +508,21 @@ impl SyncService {
         typing.extend(self.ephemeral.typing_since(&full, 0).await?);
         for (room_id, users) in typing {
             let event = json!({"type": "m.typing", "content": {"user_ids": users}});
+            push_room_event(&mut join, &room_id, "ephemeral", event, upto.events);
+        }
+
+        // Receipts that moved since the token; all current ones for rooms
+        // shown in full.
+        let since_receipts = since.map(|s| s.receipts).unwrap_or(0);
+        let mut receipts = if since_receipts < upto.receipts {
+            self.receipts
+                .receipt_events(&joined_ids, since_receipts, &who.user_id)
+                .await?
+        } else {
+            Vec::new()
+        };
+        receipts.extend(self.receipts.receipt_events(&full, 0, &who.user_id).await?);
+        for (room_id, event) in receipts {
             push_room_event(&mut join, &room_id, "ephemeral", event, upto.events);
         }
 

@@ -4,7 +4,7 @@
 //! string form is versioned and self-describing:
 //!
 //! ```text
-//! v1-e<events>-a<account_data>-t<typing>
+//! v1-e<events>-a<account_data>-t<typing>-r<receipts>
 //! ```
 //!
 //! Each part after the version is a one-letter stream key and a decimal
@@ -28,14 +28,15 @@ pub struct SyncToken {
     /// Typing is in memory on each node, so after a restart its positions
     /// start over; a token from before then just sees the current typists.
     pub typing: StreamPos,
+    pub receipts: StreamPos,
 }
 
 impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "v1-e{}-a{}-t{}",
-            self.events, self.account_data, self.typing
+            "v1-e{}-a{}-t{}-r{}",
+            self.events, self.account_data, self.typing, self.receipts
         )
     }
 }
@@ -63,6 +64,7 @@ impl std::str::FromStr for SyncToken {
                 "e" => token.events = pos,
                 "a" => token.account_data = pos,
                 "t" => token.typing = pos,
+                "r" => token.receipts = pos,
                 _ => {}
             }
         }
@@ -97,8 +99,9 @@ mod tests {
             events: 42,
             account_data: 7,
             typing: 3,
+            receipts: 9,
         };
-        assert_eq!(token.to_string(), "v1-e42-a7-t3");
+        assert_eq!(token.to_string(), "v1-e42-a7-t3-r9");
         assert_eq!(token.to_string().parse::<SyncToken>().unwrap(), token);
     }
 

@@ -363,6 +363,7 @@ fn receipt(user: &str, kind: &str, event_stream: StreamPos, ts: i64) -> NewRecei
         receipt_type: kind.into(),
         thread_id: None,
         event_id: format!("$e{event_stream}"),
+        event_sender: "@s:t".into(),
         event_stream,
         ts,
     }

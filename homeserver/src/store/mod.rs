@@ -283,6 +283,8 @@ pub struct NewReceipt {
     pub receipt_type: String,
     pub thread_id: Option<String>,
     pub event_id: String,
+    /// Who sent the event: the one user who sees delivered receipts for it.
+    pub event_sender: String,
     pub event_stream: StreamPos,
     pub ts: i64,
 }
@@ -330,8 +332,14 @@ pub enum StreamNotice {
     AccountData { stream: StreamPos, user_id: String },
     /// Who types in `room_id` changed, at `stream` in the typing stream.
     Typing { stream: StreamPos, room_id: String },
-    /// A receipt in `room_id` moved, at `stream` in the receipts stream.
-    Receipt { stream: StreamPos, room_id: String },
+    /// A receipt in `room_id` moved, at `stream` in the receipts stream;
+    /// `only_user` is set when only that user may see it (delivered ticks
+    /// go to the message's sender, not to the whole room).
+    Receipt {
+        stream: StreamPos,
+        room_id: String,
+        only_user: Option<String>,
+    },
 }
 
 /// Fan-out of stream notices to every node, so waiting syncs wake at once.

@@ -35,7 +35,8 @@ impl ReceiptStore for SqliteStore {
         let list =
             serde_json::to_string(room_ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let rows = sqlx::query(
-            "SELECT room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts, stream \
+            "SELECT room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts, stream, \
+             event_sender \
              FROM receipts WHERE room_id IN (SELECT value FROM json_each(?)) AND stream > ? \
              AND stream <= ? ORDER BY stream",
         )
@@ -54,6 +55,7 @@ impl ReceiptStore for SqliteStore {
                         receipt_type: row.try_get(2)?,
                         thread_id: (!thread.is_empty()).then_some(thread),
                         event_id: row.try_get(4)?,
+                        event_sender: row.try_get(8)?,
                         event_stream: row.try_get(5)?,
                         ts: row.try_get(6)?,
                     },

@@ -106,17 +106,14 @@ pub fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<AppendJob>, mut
     }
 }
 
+/// A reply owed once the batch's outcome is known, with the job's own result.
+type Owed<T> = (oneshot::Sender<StoreResult<T>>, StoreResult<T>);
+
 /// Replies owed once the batch's outcome is known.
 #[derive(Default)]
 struct Done {
-    appends: Vec<(
-        oneshot::Sender<StoreResult<Vec<StreamPos>>>,
-        StoreResult<Vec<StreamPos>>,
-    )>,
-    receipts: Vec<(
-        oneshot::Sender<StoreResult<Vec<Option<StreamPos>>>>,
-        StoreResult<Vec<Option<StreamPos>>>,
-    )>,
+    appends: Vec<Owed<Vec<StreamPos>>>,
+    receipts: Vec<Owed<Vec<Option<StreamPos>>>>,
     flushes: Vec<oneshot::Sender<()>>,
 }
 
@@ -246,9 +243,10 @@ fn insert_receipts(
         let changed = conn
             .prepare_cached(
                 "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, \
-                 event_stream, ts, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 event_sender, event_stream, ts, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET \
-                 event_id = excluded.event_id, event_stream = excluded.event_stream, \
+                 event_id = excluded.event_id, event_sender = excluded.event_sender, \
+                 event_stream = excluded.event_stream, \
                  ts = excluded.ts, stream = excluded.stream \
                  WHERE excluded.event_stream > receipts.event_stream",
             )?
@@ -258,6 +256,7 @@ fn insert_receipts(
                 r.receipt_type,
                 r.thread_id.as_deref().unwrap_or(""),
                 r.event_id,
+                r.event_sender,
                 r.event_stream,
                 r.ts,
                 next,

@@ -1,0 +1,106 @@
+//! Receipts, read markers, and Tern's per-member message info.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiResult;
+use super::extract::{Auth, MatrixJson, MatrixPath};
+use crate::service::Services;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ReceiptBody {
+    pub thread_id: Option<String>,
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}`
+/// <https://spec.matrix.org/v1.11/client-server-api/#post_matrixclientv3roomsroomidreceiptreceipttypeeventid>
+///
+/// Also takes Tern's `tern.delivered`.
+pub async fn post_receipt(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((room_id, receipt_type, event_id)): MatrixPath<(String, String, String)>,
+    MatrixJson(body): MatrixJson<ReceiptBody>,
+) -> ApiResult<Json<Value>> {
+    services
+        .receipts
+        .post(
+            &services.rooms,
+            &auth.who,
+            &room_id,
+            &receipt_type,
+            &event_id,
+            body.thread_id,
+        )
+        .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReadMarkersBody {
+    #[serde(rename = "m.fully_read")]
+    pub fully_read: Option<String>,
+    #[serde(rename = "m.read")]
+    pub read: Option<String>,
+    #[serde(rename = "m.read.private")]
+    pub read_private: Option<String>,
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/read_markers`
+/// <https://spec.matrix.org/v1.11/client-server-api/#post_matrixclientv3roomsroomidread_markers>
+pub async fn read_markers(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath(room_id): MatrixPath<String>,
+    MatrixJson(body): MatrixJson<ReadMarkersBody>,
+) -> ApiResult<Json<Value>> {
+    if let Some(event_id) = &body.fully_read {
+        // The fully-read marker must name an event the user can see.
+        services
+            .rooms
+            .get_event(&auth.who.user_id, &room_id, event_id)
+            .await?;
+        services
+            .accounts
+            .set_account_data(
+                &auth.who.user_id,
+                Some(&room_id),
+                "m.fully_read",
+                json!({"event_id": event_id}),
+            )
+            .await?;
+    }
+    for (kind, event_id) in [
+        ("m.read", &body.read),
+        ("m.read.private", &body.read_private),
+    ] {
+        if let Some(event_id) = event_id {
+            services
+                .receipts
+                .post(&services.rooms, &auth.who, &room_id, kind, event_id, None)
+                .await?;
+        }
+    }
+    Ok(Json(json!({})))
+}
+
+/// # `GET /_matrix/client/unstable/tern/rooms/{roomId}/receipts/{eventId}`
+///
+/// Tern's "message info": `sent_ts`, and for every other joined member
+/// `delivered_ts` and `read_ts` (null until then), plus `delivered_to_all`
+/// and `read_by_all`.
+pub async fn message_info(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath((room_id, event_id)): MatrixPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let info = services
+        .receipts
+        .message_info(&services.rooms, &auth.who, &room_id, &event_id)
+        .await?;
+    Ok(Json(info))
+}

@@ -1,0 +1,293 @@
+//! Read and delivery receipts (spec: "Receipts"), plus Tern's delivered
+//! ticks: receipt type `tern.delivered`, recorded automatically when a
+//! client's next `/sync` proves it received events, and per-member "message
+//! info" for one event.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Map, Value};
+
+use super::error::{ServiceError, ServiceResult};
+use super::rooms::{now_ms, Requester, RoomService};
+use crate::store::{EventBus, NewReceipt, ReceiptRecord, ReceiptStore, StreamNotice, StreamPos};
+
+/// Tern's delivered receipt: "this user's device has everything up to here".
+pub const DELIVERED: &str = "tern.delivered";
+const READ: &str = "m.read";
+const READ_PRIVATE: &str = "m.read.private";
+
+/// Receipts kept in memory for incremental syncs.
+const RECENT_RECEIPTS: usize = 100_000;
+
+/// Recent receipts in memory, so a woken sync reads them without a query.
+/// Like the timeline cache: a watermark marks the highest position up to
+/// which every committed receipt is here, and syncs read up to it only.
+struct RecentReceipts {
+    /// Every receipt after this position is in `records`.
+    floor: StreamPos,
+    watermark: StreamPos,
+    records: VecDeque<ReceiptRecord>,
+    pending: BTreeMap<StreamPos, ReceiptRecord>,
+}
+
+pub struct ReceiptService {
+    store: Arc<dyn ReceiptStore>,
+    bus: Arc<dyn EventBus>,
+    recent: Mutex<RecentReceipts>,
+}
+
+impl ReceiptService {
+    pub async fn new(store: Arc<dyn ReceiptStore>, bus: Arc<dyn EventBus>) -> ServiceResult<Self> {
+        let position = store.receipts_position().await?;
+        Ok(Self {
+            store,
+            bus,
+            recent: Mutex::new(RecentReceipts {
+                floor: position,
+                watermark: position,
+                records: VecDeque::new(),
+                pending: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// Adds committed receipts; returns those that became visible, in order.
+    fn remember(&self, records: Vec<ReceiptRecord>) -> Vec<ReceiptRecord> {
+        let mut recent = self.recent.lock().expect("receipts lock");
+        for record in records {
+            recent.pending.insert(record.stream, record);
+        }
+        let mut visible = Vec::new();
+        loop {
+            let wanted = recent.watermark + 1;
+            let Some(record) = recent.pending.remove(&wanted) else {
+                break;
+            };
+            recent.watermark = wanted;
+            recent.records.push_back(record.clone());
+            visible.push(record);
+        }
+        while recent.records.len() > RECENT_RECEIPTS {
+            if let Some(old) = recent.records.pop_front() {
+                recent.floor = old.stream;
+            }
+        }
+        visible
+    }
+
+    /// `POST /receipt/{type}/{eventId}`: a joined member marks an event it can see.
+    pub async fn post(
+        &self,
+        rooms: &RoomService,
+        who: &Requester,
+        room_id: &str,
+        receipt_type: &str,
+        event_id: &str,
+        thread_id: Option<String>,
+    ) -> ServiceResult<()> {
+        if ![READ, READ_PRIVATE, DELIVERED].contains(&receipt_type) {
+            return Err(ServiceError::invalid_param(format!(
+                "Unsupported receipt type {receipt_type}"
+            )));
+        }
+        if thread_id
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || t.len() > 255)
+        {
+            return Err(ServiceError::invalid_param("Invalid thread_id"));
+        }
+        let joined = rooms
+            .state_snapshot(room_id)
+            .await?
+            .is_some_and(|state| state.is_joined(&who.user_id));
+        if !joined {
+            return Err(ServiceError::forbidden("You are not joined to this room"));
+        }
+        let event = rooms.get_event(&who.user_id, room_id, event_id).await?;
+        let ts = now_ms();
+        let make = |kind: &str| NewReceipt {
+            room_id: room_id.to_owned(),
+            user_id: who.user_id.clone(),
+            receipt_type: kind.to_owned(),
+            thread_id: thread_id.clone(),
+            event_id: event.event_id.clone(),
+            event_sender: event.sender.clone(),
+            event_stream: event.stream,
+            ts,
+        };
+        let mut receipts = vec![make(receipt_type)];
+        // Reading implies having received.
+        if receipt_type != DELIVERED {
+            receipts.push(make(DELIVERED));
+        }
+        self.record(receipts).await
+    }
+
+    /// Records that `user_id` received each room up to the given event
+    /// (`room, event id, event sender, event position`).
+    pub async fn mark_delivered(
+        &self,
+        user_id: &str,
+        upto: Vec<(String, String, String, StreamPos)>,
+    ) -> ServiceResult<()> {
+        let ts = now_ms();
+        let receipts = upto
+            .into_iter()
+            .map(
+                |(room_id, event_id, event_sender, event_stream)| NewReceipt {
+                    room_id,
+                    user_id: user_id.to_owned(),
+                    receipt_type: DELIVERED.to_owned(),
+                    thread_id: None,
+                    event_id,
+                    event_sender,
+                    event_stream,
+                    ts,
+                },
+            )
+            .collect();
+        self.record(receipts).await
+    }
+
+    async fn record(&self, receipts: Vec<NewReceipt>) -> ServiceResult<()> {
+        let positions = self.store.set_receipts(receipts.clone()).await?;
+        let committed = receipts
+            .into_iter()
+            .zip(positions)
+            .filter_map(|(receipt, stream)| stream.map(|stream| ReceiptRecord { receipt, stream }))
+            .collect();
+        for record in self.remember(committed) {
+            // Delivered ticks concern the message's sender alone: waking the
+            // whole room for each member's delivery would cost members
+            // squared per message.
+            let only_user = (record.receipt.receipt_type == DELIVERED)
+                .then(|| record.receipt.event_sender.clone());
+            let notice = StreamNotice::Receipt {
+                stream: record.stream,
+                room_id: record.receipt.room_id,
+                only_user,
+            };
+            if let Err(err) = self.bus.publish(notice).await {
+                tracing::warn!(%err, "publishing a receipt notice failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to here every committed receipt is visible to syncs.
+    pub fn position(&self) -> StreamPos {
+        self.recent.lock().expect("receipts lock").watermark
+    }
+
+    /// `m.receipt` events per room for receipts that moved after `since`,
+    /// as `viewer` may see them: private read receipts only their own,
+    /// delivered receipts only for events they sent.
+    pub async fn receipt_events(
+        &self,
+        room_ids: &[String],
+        since: StreamPos,
+        viewer: &str,
+    ) -> ServiceResult<Vec<(String, Value)>> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = self.receipts_since(room_ids, since).await?;
+        let mut by_room: HashMap<String, Map<String, Value>> = HashMap::new();
+        for ReceiptRecord { receipt: r, .. } in records {
+            let private = r.receipt_type == READ_PRIVATE && r.user_id != viewer;
+            let not_for_viewer = r.receipt_type == DELIVERED && r.event_sender != viewer;
+            if private || not_for_viewer {
+                continue;
+            }
+            let mut data = json!({"ts": r.ts});
+            if let Some(thread) = &r.thread_id {
+                data["thread_id"] = json!(thread);
+            }
+            let content = by_room.entry(r.room_id.clone()).or_default();
+            let event = content
+                .entry(r.event_id.clone())
+                .or_insert_with(|| json!({}));
+            event[&r.receipt_type][&r.user_id] = data;
+        }
+        Ok(by_room
+            .into_iter()
+            .map(|(room, content)| (room, json!({"type": "m.receipt", "content": content})))
+            .collect())
+    }
+
+    /// From memory when it holds everything since `since`, else from the store.
+    async fn receipts_since(
+        &self,
+        room_ids: &[String],
+        since: StreamPos,
+    ) -> ServiceResult<Vec<ReceiptRecord>> {
+        {
+            let recent = self.recent.lock().expect("receipts lock");
+            if since >= recent.floor {
+                let rooms: HashSet<&str> = room_ids.iter().map(String::as_str).collect();
+                // Records are in stream order: start at the first one after `since`.
+                let start = recent.records.partition_point(|r| r.stream <= since);
+                return Ok(recent
+                    .records
+                    .range(start..)
+                    .filter(|r| rooms.contains(r.receipt.room_id.as_str()))
+                    .cloned()
+                    .collect());
+            }
+        }
+        let watermark = self.position();
+        let mut records = self.store.receipts_since(room_ids, since).await?;
+        records.retain(|r| r.stream <= watermark);
+        Ok(records)
+    }
+
+    /// Per-member delivered and read times of one event (Tern's "message info").
+    pub async fn message_info(
+        &self,
+        rooms: &RoomService,
+        who: &Requester,
+        room_id: &str,
+        event_id: &str,
+    ) -> ServiceResult<Value> {
+        let event = rooms.get_event(&who.user_id, room_id, event_id).await?;
+        let state = rooms
+            .state_snapshot(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        let times = self.store.receipt_times(room_id, event.stream).await?;
+        let time_of = |user: &str, kind: &str| {
+            times
+                .iter()
+                .find(|(u, k, _)| u == user && k == kind)
+                .map(|(_, _, ts)| *ts)
+        };
+        let mut members: Vec<String> = state
+            .members_with("join")
+            .into_iter()
+            .filter(|m| *m != event.sender)
+            .collect();
+        members.sort();
+        let mut list = Vec::with_capacity(members.len());
+        let (mut all_delivered, mut all_read) = (true, true);
+        for member in &members {
+            let mut read = time_of(member, READ);
+            if member == &who.user_id {
+                // Your own private receipt counts for you, and only for you.
+                read = read.into_iter().chain(time_of(member, READ_PRIVATE)).min();
+            }
+            let delivered = time_of(member, DELIVERED).into_iter().chain(read).min();
+            all_delivered &= delivered.is_some();
+            all_read &= read.is_some();
+            list.push(json!({"user_id": member, "delivered_ts": delivered, "read_ts": read}));
+        }
+        Ok(json!({
+            "event_id": event.event_id,
+            "sender": event.sender,
+            "sent_ts": event.pdu.get("origin_server_ts"),
+            "members": list,
+            "delivered_to_all": all_delivered,
+            "read_by_all": all_read,
+        }))
+    }
+}
