@@ -78,7 +78,7 @@ impl ReceiptService {
 
     /// `POST /receipt/{type}/{eventId}`: a joined member marks an event it can see.
     pub async fn post(
-        &self,
+        self: &Arc<Self>,
         rooms: &RoomService,
         who: &Requester,
         room_id: &str,
@@ -127,7 +127,7 @@ impl ReceiptService {
     /// Records that `user_id` received each room up to the given event
     /// (`room, event id, event sender, event position`).
     pub async fn mark_delivered(
-        &self,
+        self: &Arc<Self>,
         user_id: &str,
         upto: Vec<(String, String, String, StreamPos)>,
     ) -> ServiceResult<()> {
@@ -150,7 +150,18 @@ impl ReceiptService {
         self.record(receipts).await
     }
 
-    async fn record(&self, receipts: Vec<NewReceipt>) -> ServiceResult<()> {
+    /// Writes receipts and makes them visible. Runs in its own task: once the
+    /// store has committed them, they must reach the in-memory watermark even
+    /// if the request that asked is cancelled, or every later receipt would
+    /// wait behind the gap.
+    async fn record(self: &Arc<Self>, receipts: Vec<NewReceipt>) -> ServiceResult<()> {
+        let this = self.clone();
+        tokio::spawn(async move { this.write_and_announce(receipts).await })
+            .await
+            .map_err(ServiceError::internal)?
+    }
+
+    async fn write_and_announce(&self, receipts: Vec<NewReceipt>) -> ServiceResult<()> {
         let positions = self.store.set_receipts(receipts.clone()).await?;
         let committed = receipts
             .into_iter()
