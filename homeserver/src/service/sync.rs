@@ -154,8 +154,8 @@ impl SyncService {
     }
 
     /// A sync from `since` proves the client holds everything up to it:
-    /// record `tern.delivered` for each room that had events from others
-    /// since the last proof. Runs in the background; the sync does not wait.
+    /// record `tern.delivered` for each room that had messages (not state
+    /// events) from others since the last proof. Runs in the background; the sync does not wait.
     fn acknowledge_delivery(&self, who: &Requester, since: SyncToken) {
         let upto = since.events.min(self.cache.watermark());
         let previous = {
@@ -177,7 +177,13 @@ impl SyncService {
             let Some(slice) = self.cache.recent(&m.room_id, previous, upto, 64) else {
                 continue;
             };
-            if let Some(last) = slice.events.iter().rev().find(|e| e.sender != who.user_id) {
+            // Ticks are for messages: state events (joins, names) get none.
+            let last = slice
+                .events
+                .iter()
+                .rev()
+                .find(|e| e.sender != who.user_id && e.state_key.is_none());
+            if let Some(last) = last {
                 receipts.push((
                     m.room_id.clone(),
                     last.event_id.clone(),
