@@ -166,6 +166,43 @@ impl Api {
         str_field(&v, "event_id")
     }
 
+    /// Sets the user's typing notification in a room (`m.typing` EDU).
+    pub async fn typing(
+        &self,
+        token: &str,
+        room_id: &str,
+        user_id: &str,
+        typing: bool,
+        timeout_ms: u64,
+    ) -> anyhow::Result<()> {
+        let path = format!(
+            "{V3}/rooms/{}/typing/{}",
+            encode_segment(room_id),
+            encode_segment(user_id)
+        );
+        let body = json!({"typing": typing, "timeout": timeout_ms});
+        self.call(reqwest::Method::PUT, &path, Some(token), Some(&body))
+            .await?;
+        Ok(())
+    }
+
+    /// Posts an `m.read` receipt for `event_id`.
+    pub async fn read_receipt(
+        &self,
+        token: &str,
+        room_id: &str,
+        event_id: &str,
+    ) -> anyhow::Result<()> {
+        let path = format!(
+            "{V3}/rooms/{}/receipt/m.read/{}",
+            encode_segment(room_id),
+            encode_segment(event_id)
+        );
+        self.call(reqwest::Method::POST, &path, Some(token), Some(&json!({})))
+            .await?;
+        Ok(())
+    }
+
     /// One `/sync` call. Returns the response and the wall-clock time at which
     /// its body had fully arrived, which is when a client could first show the
     /// messages in it.

@@ -10,11 +10,14 @@
 //! holds thousands of idle long-polls open and reports the server's memory
 //! per open sync (see `idle.rs`); `--mode fanout` sends into one big room and
 //! reports how long until every member has each message (see `fanout.rs`).
+//! `--mode chat` runs many users in many small rooms, with typing
+//! notifications and read receipts alongside the messages (see `chat.rs`).
 //!
 //! Exit status: 0 when every acknowledged message reached every other member
 //! of its room exactly once and no request failed, 1 otherwise.
 
 mod api;
+mod chat;
 mod fanout;
 mod idle;
 mod load;
@@ -48,19 +51,25 @@ struct Args {
     /// Base URL of the homeserver, e.g. http://127.0.0.1:8008
     #[arg(long)]
     url: String,
-    /// Number of users to register (each runs one sync loop).
-    #[arg(long, default_value_t = 8)]
-    users: usize,
-    /// Members per room; default: all users in one room. 2 gives 1:1 rooms.
+    /// Number of users to register (each runs one sync loop); default 8,
+    /// 1000 with --mode chat.
+    #[arg(long)]
+    users: Option<usize>,
+    /// Members per room; default: all users in one room (10 with --mode
+    /// chat). 2 gives 1:1 rooms.
     #[arg(long)]
     room_size: Option<usize>,
+    /// chat: rooms each user is in.
+    #[arg(long, default_value_t = chat::DEFAULT_ROOMS_PER_USER)]
+    rooms_per_user: usize,
     /// Number of concurrent senders.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Seconds to send for.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Total messages per second; without it, senders go as fast as they can.
+    /// Seconds to send for; default 10, 30 with --mode chat.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Total messages per second; without it, senders go as fast as they can
+    /// (--mode chat: 200).
     #[arg(long)]
     rate: Option<f64>,
     /// Longest wait in seconds, after sending stops, for outstanding deliveries.
@@ -105,6 +114,8 @@ enum Mode {
     IdleSyncs,
     /// One big room: time until every member has each message.
     Fanout,
+    /// Many users in many small rooms, with typing and read receipts.
+    Chat,
 }
 
 /// The JSON report; field names are the contract with scripts and tests.
@@ -138,6 +149,15 @@ struct ConfigReport {
     rate: Option<f64>,
     drain_max_s: f64,
     prefix: String,
+}
+
+/// Users in the default and fan-out modes when --users is not given.
+const DEFAULT_USERS: usize = 8;
+/// Seconds of sending in the default mode when --duration is not given.
+const DEFAULT_DURATION_S: f64 = 10.0;
+
+fn world_duration(args: &Args) -> f64 {
+    args.duration.unwrap_or(DEFAULT_DURATION_S)
 }
 
 /// A short random prefix without pulling in a random-number crate:
@@ -175,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::Fanout => {
             let cfg = fanout::FanoutConfig {
                 url: args.url.clone(),
-                users: args.users,
+                users: args.users.unwrap_or(DEFAULT_USERS),
                 messages: args.messages,
                 rate: args.rate.unwrap_or(fanout::DEFAULT_RATE),
                 concurrency: args.concurrency,
@@ -184,6 +204,22 @@ async fn main() -> anyhow::Result<()> {
                 prefix,
             };
             fanout::run(&cfg, nofile, args.json.as_deref()).await?
+        }
+        Mode::Chat => {
+            let cfg = chat::ChatConfig {
+                url: args.url.clone(),
+                users: args.users.unwrap_or(chat::DEFAULT_USERS),
+                rooms_per_user: args.rooms_per_user,
+                room_size: args.room_size.unwrap_or(chat::DEFAULT_ROOM_SIZE),
+                rate: args.rate.unwrap_or(chat::DEFAULT_RATE),
+                duration: Duration::from_secs_f64(
+                    args.duration.unwrap_or(chat::DEFAULT_DURATION_S),
+                ),
+                drain: Duration::from_secs_f64(args.drain),
+                server_pid: args.server_pid,
+                prefix,
+            };
+            chat::run(&cfg, nofile, args.json.as_deref()).await?
         }
     };
     if !ok {
@@ -194,22 +230,24 @@ async fn main() -> anyhow::Result<()> {
 
 /// The default mode; returns whether the run was clean.
 async fn run_load(args: &Args, prefix: String) -> anyhow::Result<bool> {
-    let room_size = args.room_size.unwrap_or(args.users).min(args.users);
-    if args.users < 2 || room_size < 2 {
+    let users = args.users.unwrap_or(DEFAULT_USERS);
+    let duration = args.duration.unwrap_or(DEFAULT_DURATION_S);
+    let room_size = args.room_size.unwrap_or(users).min(users);
+    if users < 2 || room_size < 2 {
         bail!(
             "need at least 2 users and a room size of at least 2, or there is nobody to deliver to"
         );
     }
-    if args.concurrency == 0 || args.duration <= 0.0 || args.rate.is_some_and(|r| r <= 0.0) {
+    if args.concurrency == 0 || duration <= 0.0 || args.rate.is_some_and(|r| r <= 0.0) {
         bail!("--concurrency, --duration and --rate must be positive");
     }
 
     // One client for everything; one connection per sync loop and per sender
     // (HTTP/1.1 has no multiplexing) plus a few spare.
-    let api = api::Api::new(&args.url, args.users + args.concurrency + 8)?;
+    let api = api::Api::new(&args.url, users + args.concurrency + 8)?;
 
     let t = Instant::now();
-    let world = Arc::new(setup::build_world(&api, &prefix, args.users, room_size).await?);
+    let world = Arc::new(setup::build_world(&api, &prefix, users, room_size).await?);
     println!(
         "setup: {} users in {} room(s) in {:.2} s (prefix {prefix})",
         world.users.len(),
@@ -220,7 +258,7 @@ async fn run_load(args: &Args, prefix: String) -> anyhow::Result<bool> {
     let cfg = LoadConfig {
         prefix: prefix.clone(),
         concurrency: args.concurrency,
-        duration: Duration::from_secs_f64(args.duration),
+        duration: Duration::from_secs_f64(duration),
         rate: args.rate,
         drain: Duration::from_secs_f64(args.drain),
         sender: None,
@@ -267,7 +305,7 @@ fn build_report(
             room_size,
             rooms: world.rooms.len(),
             concurrency: args.concurrency,
-            duration_s: args.duration,
+            duration_s: world_duration(args),
             rate: args.rate,
             drain_max_s: args.drain,
             prefix,

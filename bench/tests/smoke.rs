@@ -202,3 +202,39 @@ fn fanout_reaches_every_member() {
     // The last member of a message is one of its (message, recipient) pairs.
     assert_eq!(all, pair, "{report}");
 }
+
+#[test]
+fn chat_delivers_with_typing_and_receipts() {
+    let server = Server::start();
+    let report = server.bench(&[
+        "--mode",
+        "chat",
+        "--users",
+        "12",
+        "--rooms-per-user",
+        "3",
+        "--room-size",
+        "4",
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+    ]);
+    let num = |pointer: &str| num(&report, pointer);
+    assert_eq!(report["mode"], "chat", "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(num("/config/rooms"), 9, "{report}");
+    assert!(num("/sends/acked") > 0, "{report}");
+    assert_eq!(num("/delivery/lost"), 0, "{report}");
+    assert_eq!(num("/delivery/duplicated"), 0, "{report}");
+    assert_eq!(
+        num("/delivery/received"),
+        num("/delivery/expected"),
+        "{report}"
+    );
+    assert!(num("/typing/requests") > 0, "{report}");
+    assert_eq!(num("/typing/errors"), 0, "{report}");
+    assert!(num("/receipts/requests") > 0, "{report}");
+    assert_eq!(num("/receipts/errors"), 0, "{report}");
+    assert!(report.pointer("/server/cpu_s").is_some(), "{report}");
+}
