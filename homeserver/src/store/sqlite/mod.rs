@@ -63,7 +63,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(false)
-            .pragma("cache_size", "-2000")
+            .pragma("cache_size", "-16000")
             .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
