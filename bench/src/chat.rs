@@ -25,13 +25,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::api::{now_micros, Api};
-use crate::load::{next_batch, note_error, LoadResult, SAMPLE_LIMIT};
+use crate::load::{next_batch, note_error, LoadResult};
 use crate::report::{
     print_problems, print_traffic, print_usage, DeliveryReport, LoadParts, PhaseSampler,
     ProcReport, SendReport, SyncReport,
 };
 use crate::setup::{self, room_layout, Progress, JOIN_PARALLELISM};
 use crate::sys::NofileLimit;
+use crate::tally::{tally, Tally};
 
 pub const DEFAULT_USERS: usize = 1000;
 pub const DEFAULT_ROOMS_PER_USER: usize = 20;
@@ -335,40 +336,24 @@ pub async fn run(
         );
     }
 
-    let mut delivery_us = Vec::new();
-    let mut all_recipients_us = Vec::new();
-    let mut lost = 0;
-    let mut lost_sample = Vec::new();
-    {
-        let arrivals: Vec<_> = inboxes.iter().map(|i| i.arrivals.lock().unwrap()).collect();
-        for s in &acked {
-            let mut last = Some(0u64);
-            for &r in world.rooms[s.room]
-                .members
-                .iter()
-                .filter(|&&m| m != s.sender)
-            {
-                match arrivals[r].get(&s.k) {
-                    Some(&at) => {
-                        let us = at.saturating_sub(s.ts_us);
-                        delivery_us.push(us);
-                        last = last.map(|l| l.max(us));
-                    }
-                    None => {
-                        last = None;
-                        lost += 1;
-                        if lost_sample.len() < SAMPLE_LIMIT {
-                            lost_sample.push(format!(
-                                "{}{} -> {}",
-                                shared.id_prefix, s.k, inboxes[r].user_id
-                            ));
-                        }
-                    }
-                }
-            }
-            all_recipients_us.extend(last);
-        }
-    }
+    let Tally {
+        delivery_us,
+        all_recipients_us,
+        lost,
+        lost_sample,
+    } = {
+        let guards: Vec<_> = inboxes.iter().map(|i| i.arrivals.lock().unwrap()).collect();
+        let arrivals: Vec<&HashMap<u64, u64>> = guards.iter().map(|g| &**g).collect();
+        let sends = acked.iter().map(|s| {
+            let members = &world.rooms[s.room].members;
+            let recipients: Vec<usize> =
+                members.iter().copied().filter(|&m| m != s.sender).collect();
+            (s.k, s.ts_us, recipients)
+        });
+        tally(sends, &arrivals, |k, r| {
+            format!("{}{} -> {}", shared.id_prefix, k, inboxes[r].user_id)
+        })
+    };
     let c = &shared.c;
     let result = LoadResult {
         attempted: sent.len() as u64,

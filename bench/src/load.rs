@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::api::{now_micros, Api};
 use crate::setup::World;
+use crate::tally::{tally, Tally};
 
 /// How long a sync may wait for new events; the usual client value.
 const SYNC_TIMEOUT_MS: u64 = 30_000;
@@ -207,35 +208,21 @@ pub async fn measure(
     // The loops are parked in 30 s long-polls; nothing more is being measured.
     syncers.abort_all();
 
-    let mut delivery_us = Vec::new();
-    let mut all_recipients_us = Vec::new();
-    let mut lost = 0;
-    let mut lost_sample = Vec::new();
-    let arrivals: Vec<_> = inboxes.iter().map(|i| i.arrivals.lock().unwrap()).collect();
-    for s in &acked {
-        let mut last = Some(0u64);
-        for r in recipients(&world, s.sender) {
-            match arrivals[r].get(&s.k) {
-                Some(&at) => {
-                    let us = at.saturating_sub(s.ts_us);
-                    delivery_us.push(us);
-                    last = last.map(|l| l.max(us));
-                }
-                None => {
-                    last = None;
-                    lost += 1;
-                    if lost_sample.len() < SAMPLE_LIMIT {
-                        lost_sample.push(format!(
-                            "{}{} -> {}",
-                            shared.id_prefix, s.k, inboxes[r].user_id
-                        ));
-                    }
-                }
-            }
-        }
-        all_recipients_us.extend(last);
-    }
-    drop(arrivals);
+    let Tally {
+        delivery_us,
+        all_recipients_us,
+        lost,
+        lost_sample,
+    } = {
+        let guards: Vec<_> = inboxes.iter().map(|i| i.arrivals.lock().unwrap()).collect();
+        let arrivals: Vec<&HashMap<u64, u64>> = guards.iter().map(|g| &**g).collect();
+        let sends = acked
+            .iter()
+            .map(|s| (s.k, s.ts_us, recipients(&world, s.sender)));
+        tally(sends, &arrivals, |k, r| {
+            format!("{}{} -> {}", shared.id_prefix, k, inboxes[r].user_id)
+        })
+    };
     let error_sample = shared.errors.lock().unwrap().clone();
 
     Ok(LoadResult {

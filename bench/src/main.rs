@@ -25,6 +25,7 @@ mod report;
 mod setup;
 mod stats;
 mod sys;
+mod tally;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
