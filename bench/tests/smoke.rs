@@ -5,7 +5,7 @@
 //! from `TERN_BIN`, else `$CARGO_TARGET_DIR/release/homeserver`, else next to
 //! this test's own build directory.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -38,14 +38,14 @@ fn server_binary() -> PathBuf {
         .expect("homeserver binary not found: build it with `cargo build --release -p homeserver` or set TERN_BIN")
 }
 
-/// A port that was free a moment ago (the OS picks it; the tiny window before
-/// the server binds it is acceptable for a test).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The address in the server's "listening addr=..." log line.
+fn logged_addr(log: &str) -> Option<String> {
+    let rest = log.split("listening addr=").nth(1)?;
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    (!addr.is_empty()).then_some(addr)
 }
 
 /// A homeserver on a free port with its own data directory, killed on drop.
@@ -61,11 +61,12 @@ impl Server {
         let tmp = tempfile::tempdir().unwrap();
         let log_path = tmp.path().join("server.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
+        // Port 0: the server binds a free port itself and logs which, so
+        // tests running side by side can never race for one.
         let child = Command::new(server_binary())
             .args([
                 "--listen",
-                &addr,
+                "127.0.0.1:0",
                 "--server-name",
                 "localhost",
                 "--data-dir",
@@ -78,12 +79,18 @@ impl Server {
             .expect("start homeserver");
         let mut server = Self {
             guard: ServerGuard(child),
-            addr,
+            addr: String::new(),
             log_path,
             tmp,
         };
         let started = Instant::now();
-        while TcpStream::connect(&server.addr).is_err() {
+        loop {
+            if server.addr.is_empty() {
+                server.addr = logged_addr(&server.log()).unwrap_or_default();
+            }
+            if !server.addr.is_empty() && TcpStream::connect(&server.addr).is_ok() {
+                break;
+            }
             if let Some(status) = server.guard.0.try_wait().unwrap() {
                 panic!(
                     "homeserver exited with {status} before listening:\n{}",

@@ -2,7 +2,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -76,7 +75,9 @@ impl TestServer {
             .expect("create log dir");
         let mut server = TestServer {
             child: None,
-            port: free_port(),
+            // 0: the server binds a free port itself and logs which, so two
+            // tests can never race for the same port.
+            port: 0,
             data_dir,
             _data_tmp: data_tmp,
             log_path: log_tmp.path().join("server.log"),
@@ -147,7 +148,7 @@ impl TestServer {
     /// server log if the process exits first or the deadline passes.
     async fn wait_ready(&mut self) {
         let http = http_client(Duration::from_secs(2));
-        let url = format!("{}/_matrix/client/versions", self.base_url());
+        let mut url = format!("{}/_matrix/client/versions", self.base_url());
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(status) = self
@@ -161,9 +162,17 @@ impl TestServer {
                     self.log_tail(8000)
                 );
             }
-            if let Ok(resp) = http.get(&url).send().await {
-                if resp.status().as_u16() == 200 {
-                    return;
+            if self.port == 0 {
+                if let Some(port) = self.logged_port() {
+                    self.port = port;
+                    url = format!("{}/_matrix/client/versions", self.base_url());
+                }
+            }
+            if self.port != 0 {
+                if let Ok(resp) = http.get(&url).send().await {
+                    if resp.status().as_u16() == 200 {
+                        return;
+                    }
                 }
             }
             if Instant::now() > deadline {
@@ -175,6 +184,15 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The port of the current run's "listening addr=127.0.0.1:PORT" log line.
+    fn logged_port(&self) -> Option<u16> {
+        let log = std::fs::read_to_string(&self.log_path).ok()?;
+        let run = log.rsplit("===== run").next()?;
+        let rest = run.split("listening addr=127.0.0.1:").nth(1)?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
     }
 
     /// Crashes the server with SIGKILL and reaps it: no shutdown code runs, just
@@ -279,13 +297,6 @@ pub fn server_binary() -> PathBuf {
         .and_then(Path::parent)
         .map(|release| release.join("homeserver"))
         .expect("test executable has no grandparent folder")
-}
-
-/// Asks the OS for a free port by binding port 0, then releases it for the server.
-/// Another process could grab it in between; on a test machine that is rare enough.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
 }
 
 /// A reqwest client that never uses a proxy (the environment may set one) and
