@@ -18,6 +18,7 @@
 
 mod api;
 mod chat;
+mod chat_layout;
 mod fanout;
 mod idle;
 mod load;
