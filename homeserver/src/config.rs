@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
@@ -33,6 +34,12 @@ pub struct Args {
     /// Turn off rate limiting (benchmarks, tests).
     #[arg(long, env = "TERN_DISABLE_RATE_LIMITS")]
     pub disable_rate_limits: bool,
+    /// Milliseconds without activity before a user shows as unavailable [default: 300000].
+    #[arg(long, env = "TERN_PRESENCE_IDLE_MS")]
+    pub presence_idle_ms: Option<u64>,
+    /// Milliseconds after a user's last sync ends before they show as offline [default: 30000].
+    #[arg(long, env = "TERN_PRESENCE_OFFLINE_MS")]
+    pub presence_offline_ms: Option<u64>,
 }
 
 /// Which storage engine backs accounts, rooms and timelines. Each engine is
@@ -55,6 +62,39 @@ pub struct FileConfig {
     pub disable_rate_limits: Option<bool>,
     pub max_request_bytes: Option<usize>,
     pub storage: Option<Engine>,
+    pub presence: Option<PresenceFileConfig>,
+}
+
+/// The `[presence]` section of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceFileConfig {
+    pub enabled: Option<bool>,
+    pub idle_ms: Option<u64>,
+    pub offline_ms: Option<u64>,
+}
+
+/// Presence settings.
+#[derive(Debug, Clone)]
+pub struct PresenceConfig {
+    /// Off: nobody's presence is tracked or shown (as Synapse's
+    /// `presence.enabled: false`), for deployments that want none of it.
+    pub enabled: bool,
+    /// An online user with no activity this long becomes `unavailable`.
+    pub idle_after: Duration,
+    /// A user whose last sync ended this long ago becomes `offline`; covers
+    /// the gap between one long-poll and the next.
+    pub offline_after: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_after: Duration::from_secs(300),
+            offline_after: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The resolved configuration.
@@ -68,6 +108,7 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     pub max_request_bytes: usize,
     pub storage: Engine,
+    pub presence: PresenceConfig,
 }
 
 impl Default for Config {
@@ -80,6 +121,7 @@ impl Default for Config {
             disable_rate_limits: false,
             max_request_bytes: 1024 * 1024,
             storage: Engine::Sqlite,
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -107,7 +149,22 @@ impl Config {
         {
             anyhow::bail!("invalid server name {server_name:?}");
         }
+        let presence_file = file.presence.unwrap_or_default();
+        let presence = PresenceConfig {
+            enabled: presence_file.enabled.unwrap_or(defaults.presence.enabled),
+            idle_after: args
+                .presence_idle_ms
+                .or(presence_file.idle_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.presence.idle_after),
+            offline_after: args
+                .presence_offline_ms
+                .or(presence_file.offline_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.presence.offline_after),
+        };
         Ok(Self {
+            presence,
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
             server_name,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),

@@ -19,12 +19,15 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct ServerOptions {
     /// Pass `--allow-registration`. Off only to test that registration is refused.
     pub allow_registration: bool,
+    /// Extra environment for the server process (e.g. `TERN_PRESENCE_IDLE_MS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             allow_registration: true,
+            env: Vec::new(),
         }
     }
 }
@@ -137,6 +140,7 @@ impl TestServer {
         if self.options.allow_registration {
             cmd.arg("--allow-registration");
         }
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
 use crate::service::error::ErrorKind;
+use crate::service::presence::HIDE_PRESENCE_TYPE;
 use crate::service::rooms::RoomService;
 use crate::service::Services;
 
@@ -48,10 +49,15 @@ pub async fn put_global(
     MatrixJson(content): MatrixJson<Value>,
 ) -> ApiResult<Json<Value>> {
     own_user(&auth, &user_id)?;
+    let hide =
+        (kind == HIDE_PRESENCE_TYPE).then(|| content.get("hidden") == Some(&Value::Bool(true)));
     services
         .accounts
         .set_account_data(&user_id, None, &kind, content)
         .await?;
+    if let Some(hidden) = hide {
+        services.presence.set_hidden(&user_id, hidden).await?;
+    }
     Ok(Json(json!({})))
 }
 

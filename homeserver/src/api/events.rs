@@ -67,6 +67,7 @@ pub async fn send(
         .await?;
     // Someone who sent a message has stopped typing.
     services.typing.stop(&room_id, &auth.who.user_id).await?;
+    services.presence.activity(&auth.who.user_id).await;
     Ok(Json(json!({"event_id": event_id})))
 }
 

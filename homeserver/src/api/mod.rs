@@ -6,6 +6,7 @@ mod directory;
 pub mod error;
 mod events;
 pub mod extract;
+mod presence;
 mod profile;
 mod receipts;
 mod rooms;
@@ -82,6 +83,10 @@ fn client_routes() -> Router<Arc<Services>> {
             put(events::send),
         )
         .route("/rooms/{room_id}/typing/{user_id}", put(typing::set_typing))
+        .route(
+            "/presence/{user_id}/status",
+            get(presence::get_status).put(presence::set_status),
+        )
         .route(
             "/rooms/{room_id}/receipt/{receipt_type}/{event_id}",
             post(receipts::post_receipt),

@@ -37,6 +37,7 @@ pub async fn post_receipt(
             body.thread_id,
         )
         .await?;
+    services.presence.activity(&auth.who.user_id).await;
     Ok(Json(json!({})))
 }
 
@@ -85,6 +86,7 @@ pub async fn read_markers(
                 .await?;
         }
     }
+    services.presence.activity(&auth.who.user_id).await;
     Ok(Json(json!({})))
 }
 

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
 use crate::service::error::ErrorKind;
+use crate::service::presence::parse_state;
 use crate::service::sync::{Filter, SyncRequest};
 use crate::service::token::SyncToken;
 use crate::service::Services;
@@ -39,14 +40,12 @@ pub async fn sync(
     auth: Auth,
     MatrixQuery(query): MatrixQuery<SyncQuery>,
 ) -> ApiResult<Json<Value>> {
-    if let Some(p) = &query.set_presence {
-        if !matches!(p.as_str(), "online" | "offline" | "unavailable") {
-            return Err(ApiError::new(
-                ErrorKind::InvalidParam,
-                "Invalid set_presence",
-            ));
-        }
-    }
+    let set_presence = query
+        .set_presence
+        .as_deref()
+        .map(parse_state)
+        .transpose()
+        .map_err(|_| ApiError::new(ErrorKind::InvalidParam, "Invalid set_presence"))?;
     let filter = match query.filter.as_deref() {
         None => Filter::default(),
         Some(text) if text.trim_start().starts_with('{') => {
@@ -77,6 +76,7 @@ pub async fn sync(
         timeout: Duration::from_millis(query.timeout.unwrap_or(0).min(MAX_TIMEOUT_MS)),
         full_state: query.full_state.unwrap_or(false),
         filter,
+        set_presence,
     };
     Ok(Json(services.sync.sync(&auth.who, &request).await?))
 }

@@ -36,5 +36,8 @@ pub async fn set_typing(
             body.timeout,
         )
         .await?;
+    if body.typing {
+        services.presence.activity(&auth.who.user_id).await;
+    }
     Ok(Json(json!({})))
 }

@@ -6,6 +6,7 @@ pub mod identifiers;
 pub mod keys;
 pub mod notifier;
 pub mod pdu;
+pub mod presence;
 pub mod rate_limit;
 pub mod receipts;
 pub mod rooms;
@@ -23,10 +24,11 @@ use crate::store::{AccountStore, Ephemeral, EventBus, ReceiptStore, RoomStore};
 use accounts::AccountService;
 use keys::ServerKey;
 use notifier::Notifier;
+use presence::PresenceService;
 use rate_limit::RateLimiter;
 use receipts::ReceiptService;
 use rooms::RoomService;
-use sync::SyncService;
+use sync::{SyncService, SyncSources};
 use timeline_cache::TimelineCache;
 use typing::TypingService;
 
@@ -39,6 +41,7 @@ pub struct Services {
     pub sync: SyncService,
     pub typing: TypingService,
     pub receipts: Arc<ReceiptService>,
+    pub presence: Arc<PresenceService>,
     pub rate_limiter: RateLimiter,
     pub shutdown: CancellationToken,
 }
@@ -67,6 +70,15 @@ impl Services {
         let server_name = config.server_name.clone();
         let receipts =
             Arc::new(ReceiptService::new(backends.receipts, backends.bus.clone()).await?);
+        let presence = Arc::new(PresenceService::new(
+            config.presence.clone(),
+            backends.ephemeral.clone(),
+            backends.bus.clone(),
+            backends.accounts.clone(),
+            backends.rooms.clone(),
+            notifier.clone(),
+            shutdown.clone(),
+        ));
         Ok(Arc::new(Self {
             accounts: AccountService::new(
                 backends.accounts.clone(),
@@ -82,16 +94,20 @@ impl Services {
                 server_name,
             ),
             sync: SyncService::new(
-                backends.rooms,
-                cache,
-                backends.accounts,
-                backends.ephemeral.clone(),
-                receipts.clone(),
-                notifier,
+                SyncSources {
+                    rooms: backends.rooms,
+                    cache,
+                    accounts: backends.accounts,
+                    ephemeral: backends.ephemeral.clone(),
+                    receipts: receipts.clone(),
+                    presence: presence.clone(),
+                    notifier,
+                },
                 shutdown.clone(),
             ),
             typing: TypingService::new(backends.ephemeral, backends.bus, shutdown.clone()),
             receipts,
+            presence,
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,
             shutdown,

@@ -86,7 +86,9 @@ impl Notifier {
         });
     }
 
-    async fn room_members(&self, room_id: &str) -> Arc<HashSet<String>> {
+    /// The joined and invited members of a room, cached until its
+    /// membership changes.
+    pub async fn room_members(&self, room_id: &str) -> Arc<HashSet<String>> {
         if let Some(found) = self.members.lock().expect("members lock").get(room_id) {
             return found.clone();
         }
@@ -113,6 +115,24 @@ impl Notifier {
     async fn handle(&self, notice: StreamNotice) {
         match notice {
             StreamNotice::AccountData { user_id, .. } => self.wake(&user_id),
+            StreamNotice::Presence { user_id, .. } => {
+                // Everyone who shares a room with the user, and the user.
+                self.wake(&user_id);
+                match self.store.memberships_of_user(&user_id).await {
+                    Ok(list) => {
+                        for m in list.iter().filter(|m| m.membership == "join") {
+                            let members = self.room_members(&m.room_id).await;
+                            for user in members.iter() {
+                                self.wake(user);
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "loading rooms for a presence wake-up failed");
+                        self.wake_all();
+                    }
+                }
+            }
             StreamNotice::RoomEvent {
                 stream: i64::MAX, ..
             } => {

@@ -17,12 +17,15 @@ use tokio_util::sync::CancellationToken;
 use super::error::ServiceResult;
 use super::notifier::Notifier;
 use super::pdu::client_event_for;
+use super::presence::PresenceService;
 use super::receipts::ReceiptService;
 use super::rooms::visibility::Viewer;
 use super::rooms::{now_ms, Requester, RoomEventFilter};
 use super::timeline_cache::TimelineCache;
 use super::token::{pagination_token, SyncToken};
-use crate::store::{AccountStore, Ephemeral, MembershipRecord, RoomStore, StoredEvent, StreamPos};
+use crate::store::{
+    AccountStore, Ephemeral, MembershipRecord, PresenceState, RoomStore, StoredEvent, StreamPos,
+};
 
 /// Timeline length when the filter does not say.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -36,6 +39,8 @@ pub struct Filter {
     pub room: RoomFilter,
     #[serde(default)]
     pub account_data: RoomEventFilter,
+    #[serde(default)]
+    pub presence: RoomEventFilter,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -73,6 +78,8 @@ pub struct SyncRequest {
     pub timeout: Duration,
     pub full_state: bool,
     pub filter: Filter,
+    /// The `set_presence` parameter; absent means online.
+    pub set_presence: Option<PresenceState>,
 }
 
 /// Adds an event to one section (`ephemeral`, `account_data`) of a joined
@@ -116,6 +123,7 @@ pub struct SyncService {
     cache: Arc<TimelineCache>,
     ephemeral: Arc<dyn Ephemeral>,
     receipts: Arc<ReceiptService>,
+    presence: Arc<PresenceService>,
     accounts: Arc<dyn AccountStore>,
     notifier: Arc<Notifier>,
     shutdown: CancellationToken,
@@ -131,21 +139,34 @@ enum RoomPlan {
     Full,
 }
 
+/// What a `SyncService` reads from.
+pub struct SyncSources {
+    pub rooms: Arc<dyn RoomStore>,
+    pub cache: Arc<TimelineCache>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub ephemeral: Arc<dyn Ephemeral>,
+    pub receipts: Arc<ReceiptService>,
+    pub presence: Arc<PresenceService>,
+    pub notifier: Arc<Notifier>,
+}
+
 impl SyncService {
-    pub fn new(
-        rooms: Arc<dyn RoomStore>,
-        cache: Arc<TimelineCache>,
-        accounts: Arc<dyn AccountStore>,
-        ephemeral: Arc<dyn Ephemeral>,
-        receipts: Arc<ReceiptService>,
-        notifier: Arc<Notifier>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(sources: SyncSources, shutdown: CancellationToken) -> Self {
+        let SyncSources {
+            rooms,
+            cache,
+            accounts,
+            ephemeral,
+            receipts,
+            presence,
+            notifier,
+        } = sources;
         Self {
             rooms,
             cache,
             ephemeral,
             receipts,
+            presence,
             accounts,
             notifier,
             shutdown,
@@ -207,6 +228,12 @@ impl SyncService {
     /// Answers at once if there is news (or no `since`), otherwise waits for
     /// the notifier until the timeout.
     pub async fn sync(&self, who: &Requester, request: &SyncRequest) -> ServiceResult<Value> {
+        // Held until the response is ready (or the client goes away): the
+        // user counts as connected meanwhile.
+        let _connected = self
+            .presence
+            .sync_started(&who.user_id, request.set_presence)
+            .await?;
         let Some(since) = request.since else {
             return self.compute(who, None, request).await.map(|(v, _)| v);
         };
@@ -254,6 +281,7 @@ impl SyncService {
             account_data: self.accounts.account_data_position().await?,
             typing: self.ephemeral.typing_position().await?,
             receipts: self.receipts.position(),
+            presence: self.presence.position().await?,
         };
         let since_events = since.map(|s| s.events).unwrap_or(0);
         let memberships = match self.cache.memberships(&who.user_id) {
@@ -532,13 +560,44 @@ impl SyncService {
             push_room_event(&mut join, &room_id, "ephemeral", event, upto.events);
         }
 
-        let has_news =
-            !join.is_empty() || !invite.is_empty() || !leave.is_empty() || !global_ad.is_empty();
+        // Presence of those who share a joined room, whatever the room filter.
+        let presence_filter = &filter.presence;
+        let presence = if presence_filter.allows_type("m.presence") {
+            let joined_rooms: Vec<String> = memberships
+                .iter()
+                .filter(|m| m.membership == "join" && m.stream <= upto.events)
+                .map(|m| m.room_id.clone())
+                .collect();
+            let mut events = self
+                .presence
+                .sync_events(
+                    &who.user_id,
+                    &joined_rooms,
+                    since.map(|s| s.presence),
+                    upto.presence,
+                )
+                .await?;
+            events.retain(|e| {
+                presence_filter.matches_parts("m.presence", e["sender"].as_str().unwrap_or(""))
+            });
+            if let Some(limit) = presence_filter.limit.filter(|l| *l >= 0) {
+                events.truncate(limit as usize);
+            }
+            events
+        } else {
+            Vec::new()
+        };
+
+        let has_news = !join.is_empty()
+            || !invite.is_empty()
+            || !leave.is_empty()
+            || !global_ad.is_empty()
+            || !presence.is_empty();
         let response = json!({
             "next_batch": upto.to_string(),
             "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
             "account_data": {"events": global_ad},
-            "presence": {"events": []},
+            "presence": {"events": presence},
             "to_device": {"events": []},
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},

@@ -4,7 +4,7 @@
 //! string form is versioned and self-describing:
 //!
 //! ```text
-//! v1-e<events>-a<account_data>-t<typing>-r<receipts>
+//! v1-e<events>-a<account_data>-t<typing>-r<receipts>-p<presence>
 //! ```
 //!
 //! Each part after the version is a one-letter stream key and a decimal
@@ -29,14 +29,16 @@ pub struct SyncToken {
     /// start over; a token from before then just sees the current typists.
     pub typing: StreamPos,
     pub receipts: StreamPos,
+    /// In memory like typing: a token from before a restart is "from the start".
+    pub presence: StreamPos,
 }
 
 impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "v1-e{}-a{}-t{}-r{}",
-            self.events, self.account_data, self.typing, self.receipts
+            "v1-e{}-a{}-t{}-r{}-p{}",
+            self.events, self.account_data, self.typing, self.receipts, self.presence
         )
     }
 }
@@ -65,6 +67,7 @@ impl std::str::FromStr for SyncToken {
                 "a" => token.account_data = pos,
                 "t" => token.typing = pos,
                 "r" => token.receipts = pos,
+                "p" => token.presence = pos,
                 _ => {}
             }
         }
@@ -100,8 +103,9 @@ mod tests {
             account_data: 7,
             typing: 3,
             receipts: 9,
+            presence: 4,
         };
-        assert_eq!(token.to_string(), "v1-e42-a7-t3-r9");
+        assert_eq!(token.to_string(), "v1-e42-a7-t3-r9-p4");
         assert_eq!(token.to_string().parse::<SyncToken>().unwrap(), token);
     }
 

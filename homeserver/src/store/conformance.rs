@@ -346,14 +346,90 @@ pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
     assert_eq!(store.typing_position().await.unwrap(), p3);
     assert_eq!(store.next_typing_expiry().await.unwrap(), None);
 
-    let record = PresenceRecord {
-        state: PresenceState::Online,
+    presence(store.as_ref()).await;
+}
+
+async fn presence(store: &dyn Ephemeral) {
+    let record = |state, ts| PresenceRecord {
+        state,
         status_msg: Some("hi".into()),
-        last_active_ts: 7,
+        last_active_ts: ts,
+        hidden: false,
     };
-    store.set_presence("@a:test", record.clone()).await.unwrap();
-    assert_eq!(store.get_presence("@a:test").await.unwrap(), Some(record));
+    let start = store.presence_position().await.unwrap();
+    let p1 = store
+        .set_presence("@a:test", record(PresenceState::Online, 7), true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(p1 > start);
+    assert_eq!(
+        store.get_presence("@a:test").await.unwrap(),
+        Some(record(PresenceState::Online, 7))
+    );
     assert_eq!(store.get_presence("@b:test").await.unwrap(), None);
+
+    // A silent update changes the record but not the stream.
+    let silent = store
+        .set_presence("@a:test", record(PresenceState::Online, 9), false)
+        .await
+        .unwrap();
+    assert_eq!(silent, None);
+    assert_eq!(store.presence_position().await.unwrap(), p1);
+    assert_eq!(
+        store
+            .get_presence("@a:test")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_active_ts,
+        9
+    );
+
+    let p2 = store
+        .set_presence("@b:test", record(PresenceState::Unavailable, 8), true)
+        .await
+        .unwrap()
+        .unwrap();
+    let p3 = store
+        .set_presence("@a:test", record(PresenceState::Offline, 9), true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(p3 > p2 && p2 > p1);
+    assert_eq!(store.presence_position().await.unwrap(), p3);
+
+    // Each user once, at their latest change, oldest first.
+    let since = |pos| async move {
+        store
+            .presence_since(pos, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(user, r)| (user, r.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        since(start).await,
+        vec![
+            ("@b:test".to_string(), PresenceState::Unavailable),
+            ("@a:test".to_string(), PresenceState::Offline)
+        ]
+    );
+    assert_eq!(
+        since(p2).await,
+        vec![("@a:test".to_string(), PresenceState::Offline)]
+    );
+    assert!(since(p3).await.is_empty());
+    assert_eq!(store.presence_since(start, 1).await.unwrap().len(), 1);
+
+    let mut found = store
+        .presences(&["@a:test".into(), "@b:test".into(), "@c:test".into()])
+        .await
+        .unwrap();
+    found.sort_by(|x, y| x.0.cmp(&y.0));
+    let users: Vec<&str> = found.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(users, ["@a:test", "@b:test"]);
 }
 
 fn receipt(user: &str, kind: &str, event_stream: StreamPos, ts: i64) -> NewReceipt {

@@ -1,7 +1,7 @@
 //! In-process engines for the embedded deployment: the event bus is a tokio
 //! broadcast channel and ephemeral data lives in a map with expiry times.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -71,7 +71,17 @@ struct Typing {
 #[derive(Default)]
 pub struct MemoryEphemeral {
     typing: Mutex<Typing>,
-    presence: Mutex<HashMap<String, PresenceRecord>>,
+    presence: Mutex<Presence>,
+}
+
+#[derive(Default)]
+struct Presence {
+    position: StreamPos,
+    /// Each user's record and the position of its last announced change.
+    users: HashMap<String, (PresenceRecord, StreamPos)>,
+    /// Announced changes by position, one entry per user (the latest), so
+    /// reading the changes since a token costs only the changes.
+    changes: BTreeMap<StreamPos, String>,
 }
 
 #[async_trait]
@@ -146,21 +156,62 @@ impl Ephemeral for MemoryEphemeral {
         Ok(self.typing.lock().expect("typing lock").position)
     }
 
-    async fn set_presence(&self, user_id: &str, presence: PresenceRecord) -> StoreResult<()> {
-        self.presence
-            .lock()
-            .expect("presence lock")
-            .insert(user_id.to_owned(), presence);
-        Ok(())
+    async fn set_presence(
+        &self,
+        user_id: &str,
+        presence: PresenceRecord,
+        announce: bool,
+    ) -> StoreResult<Option<StreamPos>> {
+        let mut guard = self.presence.lock().expect("presence lock");
+        let state = &mut *guard;
+        let previous = state.users.get(user_id).map(|(_, pos)| *pos).unwrap_or(0);
+        let position = if announce {
+            state.position += 1;
+            state.changes.remove(&previous);
+            state.changes.insert(state.position, user_id.to_owned());
+            state.position
+        } else {
+            previous
+        };
+        state.users.insert(user_id.to_owned(), (presence, position));
+        Ok(announce.then_some(position))
     }
 
     async fn get_presence(&self, user_id: &str) -> StoreResult<Option<PresenceRecord>> {
-        Ok(self
-            .presence
-            .lock()
-            .expect("presence lock")
-            .get(user_id)
-            .cloned())
+        let state = self.presence.lock().expect("presence lock");
+        Ok(state.users.get(user_id).map(|(record, _)| record.clone()))
+    }
+
+    async fn presences(&self, user_ids: &[String]) -> StoreResult<Vec<(String, PresenceRecord)>> {
+        let state = self.presence.lock().expect("presence lock");
+        Ok(user_ids
+            .iter()
+            .filter_map(|id| {
+                let (record, _) = state.users.get(id)?;
+                Some((id.clone(), record.clone()))
+            })
+            .collect())
+    }
+
+    async fn presence_since(
+        &self,
+        since: StreamPos,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, PresenceRecord)>> {
+        let state = self.presence.lock().expect("presence lock");
+        Ok(state
+            .changes
+            .range(since + 1..)
+            .take(limit)
+            .filter_map(|(_, id)| {
+                let (record, _) = state.users.get(id)?;
+                Some((id.clone(), record.clone()))
+            })
+            .collect())
+    }
+
+    async fn presence_position(&self) -> StoreResult<StreamPos> {
+        Ok(self.presence.lock().expect("presence lock").position)
     }
 }
 

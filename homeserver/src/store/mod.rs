@@ -332,6 +332,8 @@ pub enum StreamNotice {
     AccountData { stream: StreamPos, user_id: String },
     /// Who types in `room_id` changed, at `stream` in the typing stream.
     Typing { stream: StreamPos, room_id: String },
+    /// The presence of `user_id` changed, at `stream` in the presence stream.
+    Presence { stream: StreamPos, user_id: String },
     /// A receipt in `room_id` moved, at `stream` in the receipts stream;
     /// `only_user` is set when only that user may see it (delivered ticks
     /// go to the message's sender, not to the whole room).
@@ -365,6 +367,8 @@ pub struct PresenceRecord {
     pub state: PresenceState,
     pub status_msg: Option<String>,
     pub last_active_ts: i64,
+    /// The user hides their presence ("last seen") from everyone else.
+    pub hidden: bool,
 }
 
 /// Short-lived data with TTLs: typing and presence. Not durable by design.
@@ -393,6 +397,25 @@ pub trait Ephemeral: Send + Sync {
     ) -> StoreResult<Vec<(String, Vec<String>)>>;
     /// Highest position of the typing stream.
     async fn typing_position(&self) -> StoreResult<StreamPos>;
-    async fn set_presence(&self, user_id: &str, presence: PresenceRecord) -> StoreResult<()>;
+    /// Records a user's presence. With `announce`, the change moves the
+    /// presence stream (others should hear of it) and its new position is
+    /// returned; without, it is a silent update (a newer `last_active_ts`).
+    async fn set_presence(
+        &self,
+        user_id: &str,
+        presence: PresenceRecord,
+        announce: bool,
+    ) -> StoreResult<Option<StreamPos>>;
     async fn get_presence(&self, user_id: &str) -> StoreResult<Option<PresenceRecord>>;
+    /// The current presence of those of `user_ids` that have any.
+    async fn presences(&self, user_ids: &[String]) -> StoreResult<Vec<(String, PresenceRecord)>>;
+    /// Users whose presence was announced after `since`, oldest change
+    /// first, at most `limit`, with their current presence.
+    async fn presence_since(
+        &self,
+        since: StreamPos,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, PresenceRecord)>>;
+    /// Highest position of the presence stream.
+    async fn presence_position(&self) -> StoreResult<StreamPos>;
 }

@@ -37,20 +37,26 @@ fn glob_match(pattern: &str, value: &str) -> bool {
 
 impl RoomEventFilter {
     pub fn matches(&self, event: &StoredEvent) -> bool {
-        let any = |list: &Option<Vec<String>>, value: &str| {
-            list.as_ref()
-                .map(|l| l.iter().any(|p| glob_match(p, value)))
+        self.matches_parts(&event.kind, &event.sender)
+    }
+
+    /// Whether events of type `kind` pass the filter (whoever sent them).
+    pub fn allows_type(&self, kind: &str) -> bool {
+        let any = |list: &Option<Vec<String>>| {
+            list.as_ref().map(|l| l.iter().any(|p| glob_match(p, kind)))
         };
-        if any(&self.not_types, &event.kind) == Some(true)
-            || any(&self.types, &event.kind) == Some(false)
-        {
+        any(&self.not_types) != Some(true) && any(&self.types) != Some(false)
+    }
+
+    /// Whether an event of type `kind` from `sender` passes the filter.
+    pub fn matches_parts(&self, kind: &str, sender: &str) -> bool {
+        if !self.allows_type(kind) {
             return false;
         }
         let has = |list: &Option<Vec<String>>, value: &str| {
             list.as_ref().map(|l| l.iter().any(|v| v == value))
         };
-        !(has(&self.not_senders, &event.sender) == Some(true)
-            || has(&self.senders, &event.sender) == Some(false))
+        !(has(&self.not_senders, sender) == Some(true) || has(&self.senders, sender) == Some(false))
     }
 
     pub fn allows_room(&self, room_id: &str) -> bool {

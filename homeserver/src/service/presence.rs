@@ -1,0 +1,674 @@
+//! Presence (spec: "Presence"): online, unavailable, offline, last seen.
+//!
+//! Presence is Synapse's best-known CPU and memory sink, so this keeps it
+//! cheap by construction:
+//! - Only *state* changes (online, unavailable, offline, status message,
+//!   hiding) are announced and fan out to co-members. Activity just moves
+//!   `last_active_ts`, written silently and at most once a minute per user;
+//!   `last_active_ago` and `currently_active` are computed when read.
+//! - Timers are one heap of deadlines with at most one live entry per user
+//!   and one task sleeping until the earliest; nobody is polled.
+//! - Bookkeeping is held only for users who are online or syncing on this
+//!   node; an offline user costs one record in the `Ephemeral` store.
+//! - A sync reads only the changes since its token and keeps those of users
+//!   who share a room with it.
+//!
+//! Rules (as Synapse's, with our periods configurable): starting a sync
+//! brings an offline user online (unless it says `set_presence=offline`); an
+//! online user with no activity for `idle_after` becomes unavailable, and any
+//! activity (sending, typing, receipts) brings them back; a user whose last
+//! sync ended `offline_after` ago becomes offline. A user may hide their
+//! presence with the account data `tern.presence` `{"hidden": true}`: others
+//! then see them as offline, without a last-seen time, as WhatsApp lets
+//! people hide "last seen".
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{ServiceError, ServiceResult};
+use super::identifiers::check_user_id;
+use super::notifier::Notifier;
+use super::rooms::now_ms;
+use crate::config::PresenceConfig;
+use crate::store::{
+    AccountStore, Ephemeral, EventBus, PresenceRecord, PresenceState, RoomStore, StreamNotice,
+    StreamPos,
+};
+
+/// The account data type with which a user hides their presence.
+pub const HIDE_PRESENCE_TYPE: &str = "tern.presence";
+/// A user active this recently is `currently_active`; also the most often a
+/// user's `last_active_ts` is written without a state change.
+const ACTIVE_GRANULARITY_MS: i64 = 60_000;
+/// Longest status message accepted.
+const MAX_STATUS_MSG_BYTES: usize = 1024;
+/// Past this many changes since a token, a sync gets everyone's presence.
+const MAX_CHANGES_PER_SYNC: usize = 5_000;
+
+/// What this node knows about a user who is online or syncing here.
+struct Local {
+    record: PresenceRecord,
+    /// Syncs of this user in flight on this node.
+    syncing: u32,
+    last_sync_end: i64,
+    /// `last_active_ts` as last written to the store.
+    stored_active: i64,
+    /// The deadline of this user's live entry in the timer heap, if any.
+    scheduled: Option<i64>,
+}
+
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<(i64, String)>>,
+}
+
+struct Inner {
+    config: PresenceConfig,
+    ephemeral: Arc<dyn Ephemeral>,
+    bus: Arc<dyn EventBus>,
+    accounts: Arc<dyn AccountStore>,
+    local: Mutex<HashMap<String, Local>>,
+    timers: Mutex<Timers>,
+    nudge: Notify,
+    /// Serialises announcements, so the store never ends on an older state
+    /// than the last one announced.
+    announcing: tokio::sync::Mutex<()>,
+}
+
+pub struct PresenceService {
+    inner: Arc<Inner>,
+    rooms: Arc<dyn RoomStore>,
+    notifier: Arc<Notifier>,
+}
+
+/// Held for the length of one sync request; its drop marks the end of the
+/// connection (also when the client goes away mid-wait).
+pub struct SyncGuard {
+    inner: Option<(Arc<Inner>, String)>,
+}
+
+impl Drop for SyncGuard {
+    fn drop(&mut self) {
+        let Some((inner, user_id)) = self.inner.take() else {
+            return;
+        };
+        let now = now_ms();
+        let mut local = inner.local.lock().expect("presence lock");
+        if let Some(entry) = local.get_mut(&user_id) {
+            entry.syncing = entry.syncing.saturating_sub(1);
+            entry.last_sync_end = now;
+            if entry.syncing == 0 {
+                let deadline = now + inner.config.offline_after.as_millis() as i64;
+                inner.schedule(entry, &user_id, deadline);
+            }
+        }
+    }
+}
+
+/// Parses a presence state as the spec spells it.
+pub fn parse_state(text: &str) -> ServiceResult<PresenceState> {
+    match text {
+        "online" => Ok(PresenceState::Online),
+        "unavailable" => Ok(PresenceState::Unavailable),
+        "offline" => Ok(PresenceState::Offline),
+        _ => Err(ServiceError::invalid_param(format!(
+            "Unknown presence state {text:?}"
+        ))),
+    }
+}
+
+fn state_name(state: PresenceState) -> &'static str {
+    match state {
+        PresenceState::Online => "online",
+        PresenceState::Unavailable => "unavailable",
+        PresenceState::Offline => "offline",
+    }
+}
+
+/// The `content` of an `m.presence` event (and of `GET .../status`) as
+/// `viewer` may see it.
+pub fn presence_content(user_id: &str, record: &PresenceRecord, viewer: &str, now: i64) -> Value {
+    if record.hidden && viewer != user_id {
+        return json!({"presence": "offline"});
+    }
+    let mut content = json!({
+        "presence": state_name(record.state),
+        "last_active_ago": (now - record.last_active_ts).max(0),
+        "currently_active": record.state == PresenceState::Online
+            && now - record.last_active_ts < ACTIVE_GRANULARITY_MS,
+    });
+    if let Some(msg) = &record.status_msg {
+        content["status_msg"] = json!(msg);
+    }
+    content
+}
+
+impl Inner {
+    /// Puts the user's next deadline in the heap unless an earlier one is
+    /// already there (which will reschedule when it fires).
+    fn schedule(&self, entry: &mut Local, user_id: &str, deadline: i64) {
+        if entry.scheduled.is_some_and(|s| s <= deadline) {
+            return;
+        }
+        entry.scheduled = Some(deadline);
+        self.timers
+            .lock()
+            .expect("timers lock")
+            .heap
+            .push(Reverse((deadline, user_id.to_owned())));
+        self.nudge.notify_one();
+    }
+
+    /// Writes the user's current record and announces it.
+    async fn announce(&self, user_id: &str) {
+        let _turn = self.announcing.lock().await;
+        let record = {
+            let mut local = self.local.lock().expect("presence lock");
+            match local.get_mut(user_id) {
+                Some(entry) => {
+                    entry.stored_active = entry.record.last_active_ts;
+                    entry.record.clone()
+                }
+                None => return,
+            }
+        };
+        match self.ephemeral.set_presence(user_id, record, true).await {
+            Ok(Some(stream)) => {
+                let notice = StreamNotice::Presence {
+                    stream,
+                    user_id: user_id.to_owned(),
+                };
+                if let Err(err) = self.bus.publish(notice).await {
+                    tracing::warn!(%err, "publishing a presence notice failed");
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%err, "storing presence failed"),
+        }
+    }
+
+    /// Loads the user's bookkeeping if this node holds none: the stored
+    /// record, else offline with the hidden flag from account data.
+    async fn load(&self, user_id: &str) -> ServiceResult<()> {
+        if self
+            .local
+            .lock()
+            .expect("presence lock")
+            .contains_key(user_id)
+        {
+            return Ok(());
+        }
+        let record = match self.ephemeral.get_presence(user_id).await? {
+            Some(record) => record,
+            None => {
+                let hidden = self
+                    .accounts
+                    .get_account_data(user_id, None, HIDE_PRESENCE_TYPE)
+                    .await?
+                    .is_some_and(|c| c.get("hidden") == Some(&Value::Bool(true)));
+                PresenceRecord {
+                    state: PresenceState::Offline,
+                    status_msg: None,
+                    last_active_ts: 0,
+                    hidden,
+                }
+            }
+        };
+        self.local
+            .lock()
+            .expect("presence lock")
+            .entry(user_id.to_owned())
+            .or_insert(Local {
+                stored_active: record.last_active_ts,
+                record,
+                syncing: 0,
+                last_sync_end: 0,
+                scheduled: None,
+            });
+        Ok(())
+    }
+
+    /// Applies `change` to the user's bookkeeping; returns whether others
+    /// should hear of it. Schedules the idle timer when the user is online.
+    async fn update(
+        &self,
+        user_id: &str,
+        change: impl FnOnce(&mut Local, i64) -> bool,
+    ) -> ServiceResult<()> {
+        self.load(user_id).await?;
+        let now = now_ms();
+        let (announce, silent) = {
+            let mut local = self.local.lock().expect("presence lock");
+            let Some(entry) = local.get_mut(user_id) else {
+                return Ok(());
+            };
+            let announce = change(entry, now);
+            if entry.record.state == PresenceState::Online {
+                let idle = entry.record.last_active_ts + self.config.idle_after.as_millis() as i64;
+                self.schedule(entry, user_id, idle);
+            }
+            // Online without a sync (set by `PUT /status`): offline once the
+            // grace period after the last sync, or this change, runs out.
+            if entry.syncing == 0 && entry.record.state != PresenceState::Offline {
+                entry.last_sync_end = entry.last_sync_end.max(now);
+                let offline = entry.last_sync_end + self.config.offline_after.as_millis() as i64;
+                self.schedule(entry, user_id, offline);
+            }
+            let silent = !announce
+                && entry.record.last_active_ts - entry.stored_active >= ACTIVE_GRANULARITY_MS;
+            if silent {
+                entry.stored_active = entry.record.last_active_ts;
+            }
+            (announce, silent.then(|| entry.record.clone()))
+        };
+        if announce {
+            self.announce(user_id).await;
+        } else if let Some(record) = silent {
+            self.ephemeral.set_presence(user_id, record, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Fires every deadline that is due.
+    async fn fire_due(&self) {
+        let now = now_ms();
+        let mut due = Vec::new();
+        {
+            let mut timers = self.timers.lock().expect("timers lock");
+            while let Some(Reverse((at, _))) = timers.heap.peek() {
+                if *at > now {
+                    break;
+                }
+                let Some(Reverse(entry)) = timers.heap.pop() else {
+                    break;
+                };
+                due.push(entry);
+            }
+        }
+        let idle_after = self.config.idle_after.as_millis() as i64;
+        let offline_after = self.config.offline_after.as_millis() as i64;
+        let mut changed = Vec::new();
+        let mut fired = Vec::new();
+        {
+            let mut local = self.local.lock().expect("presence lock");
+            for (at, user_id) in due {
+                let Some(entry) = local.get_mut(&user_id) else {
+                    continue;
+                };
+                if entry.scheduled != Some(at) {
+                    continue; // superseded by an earlier deadline
+                }
+                entry.scheduled = None;
+                let record = &mut entry.record;
+                let mut moved = false;
+                if record.state == PresenceState::Online
+                    && now - record.last_active_ts >= idle_after
+                {
+                    record.state = PresenceState::Unavailable;
+                    moved = true;
+                }
+                if entry.syncing == 0
+                    && record.state != PresenceState::Offline
+                    && now - entry.last_sync_end >= offline_after
+                {
+                    record.state = PresenceState::Offline;
+                    moved = true;
+                }
+                let mut next = None;
+                if entry.record.state == PresenceState::Online {
+                    next = Some(entry.record.last_active_ts + idle_after);
+                }
+                if entry.syncing == 0 && entry.record.state != PresenceState::Offline {
+                    let offline = entry.last_sync_end + offline_after;
+                    next = Some(next.map_or(offline, |n: i64| n.min(offline)));
+                }
+                if let Some(next) = next {
+                    self.schedule(entry, &user_id, next);
+                }
+                if moved {
+                    changed.push(user_id.clone());
+                }
+                fired.push(user_id);
+            }
+        }
+        for user_id in changed {
+            self.announce(&user_id).await;
+        }
+        for user_id in fired {
+            self.forget_if_idle(&user_id);
+        }
+    }
+
+    /// Drops the bookkeeping of a user who is offline and not syncing: the
+    /// store keeps their record (and last seen).
+    fn forget_if_idle(&self, user_id: &str) {
+        let mut local = self.local.lock().expect("presence lock");
+        if local.get(user_id).is_some_and(|e| {
+            e.syncing == 0 && e.record.state == PresenceState::Offline && e.scheduled.is_none()
+        }) {
+            local.remove(user_id);
+        }
+    }
+
+    async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let next = self
+                .timers
+                .lock()
+                .expect("timers lock")
+                .heap
+                .peek()
+                .map(|Reverse((at, _))| *at);
+            let wait = match next {
+                Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.nudge.notified() => continue,
+                _ = tokio::time::sleep(wait) => self.fire_due().await,
+            }
+        }
+    }
+}
+
+impl PresenceService {
+    pub fn new(
+        config: PresenceConfig,
+        ephemeral: Arc<dyn Ephemeral>,
+        bus: Arc<dyn EventBus>,
+        accounts: Arc<dyn AccountStore>,
+        rooms: Arc<dyn RoomStore>,
+        notifier: Arc<Notifier>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            config,
+            ephemeral,
+            bus,
+            accounts,
+            local: Mutex::new(HashMap::new()),
+            timers: Mutex::new(Timers::default()),
+            nudge: Notify::new(),
+            announcing: tokio::sync::Mutex::new(()),
+        });
+        if inner.config.enabled {
+            tokio::spawn(inner.clone().run_timers(shutdown));
+        }
+        Self {
+            inner,
+            rooms,
+            notifier,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.config.enabled
+    }
+
+    /// A sync request begins. `set_presence` is the request's parameter
+    /// (absent means online). Hold the guard until the request ends.
+    pub async fn sync_started(
+        &self,
+        user_id: &str,
+        set_presence: Option<PresenceState>,
+    ) -> ServiceResult<SyncGuard> {
+        if !self.enabled() {
+            return Ok(SyncGuard { inner: None });
+        }
+        self.inner
+            .update(user_id, |entry, now| {
+                entry.syncing += 1;
+                let record = &mut entry.record;
+                match set_presence.unwrap_or(PresenceState::Online) {
+                    PresenceState::Online if record.state == PresenceState::Offline => {
+                        record.state = PresenceState::Online;
+                        record.last_active_ts = now;
+                        true
+                    }
+                    PresenceState::Unavailable if record.state != PresenceState::Unavailable => {
+                        record.state = PresenceState::Unavailable;
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .await?;
+        Ok(SyncGuard {
+            inner: Some((self.inner.clone(), user_id.to_owned())),
+        })
+    }
+
+    /// The user did something (sent, typed, read): they are active now, and
+    /// back online if they had gone idle.
+    /// Never fails the request it rides on: a lost bump only ages last seen.
+    pub async fn activity(&self, user_id: &str) {
+        if !self.enabled() {
+            return;
+        }
+        let bumped = self
+            .inner
+            .update(user_id, |entry, now| {
+                entry.record.last_active_ts = now;
+                if entry.record.state == PresenceState::Unavailable {
+                    entry.record.state = PresenceState::Online;
+                    return true;
+                }
+                false
+            })
+            .await;
+        if let Err(err) = bumped {
+            tracing::warn!(error = %err.message, "recording presence activity failed");
+        }
+    }
+
+    /// `PUT /presence/{userId}/status`.
+    pub async fn set_status(
+        &self,
+        user_id: &str,
+        state: PresenceState,
+        status_msg: Option<String>,
+    ) -> ServiceResult<()> {
+        if status_msg
+            .as_ref()
+            .is_some_and(|m| m.len() > MAX_STATUS_MSG_BYTES)
+        {
+            return Err(ServiceError::invalid_param("status_msg is too long"));
+        }
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.inner
+            .update(user_id, |entry, now| {
+                let record = &mut entry.record;
+                let changed = record.state != state || record.status_msg != status_msg;
+                record.state = state;
+                record.status_msg = status_msg;
+                if state == PresenceState::Online {
+                    record.last_active_ts = now;
+                }
+                changed
+            })
+            .await
+    }
+
+    /// The user changed their `tern.presence` account data.
+    pub async fn set_hidden(&self, user_id: &str, hidden: bool) -> ServiceResult<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.inner
+            .update(user_id, |entry, _| {
+                let changed = entry.record.hidden != hidden;
+                entry.record.hidden = hidden;
+                changed
+            })
+            .await?;
+        self.inner.forget_if_idle(user_id);
+        Ok(())
+    }
+
+    /// `GET /presence/{userId}/status`: for the user and those who share a
+    /// room with them.
+    pub async fn get_status(&self, viewer: &str, user_id: &str) -> ServiceResult<Value> {
+        check_user_id(user_id)?;
+        if viewer != user_id {
+            let rooms: Vec<String> = self
+                .rooms
+                .memberships_of_user(viewer)
+                .await?
+                .into_iter()
+                .filter(|m| m.membership == "join")
+                .map(|m| m.room_id)
+                .collect();
+            if !self.shares_room(user_id, &rooms).await {
+                return Err(ServiceError::forbidden(
+                    "You do not share a room with this user",
+                ));
+            }
+        }
+        let now = now_ms();
+        Ok(match self.inner.ephemeral.get_presence(user_id).await? {
+            Some(record) if self.enabled() => presence_content(user_id, &record, viewer, now),
+            _ => json!({"presence": "offline"}),
+        })
+    }
+
+    /// Position of the presence stream, for sync tokens.
+    pub async fn position(&self) -> ServiceResult<StreamPos> {
+        Ok(self.inner.ephemeral.presence_position().await?)
+    }
+
+    async fn shares_room(&self, user_id: &str, rooms: &[String]) -> bool {
+        for room_id in rooms {
+            if self.notifier.room_members(room_id).await.contains(user_id) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The `presence` section of a sync: changes since `since` of the user
+    /// and of those who share a joined room with them, or (initial sync, or
+    /// a token from before a restart) everyone's current presence.
+    pub async fn sync_events(
+        &self,
+        user_id: &str,
+        joined_rooms: &[String],
+        since: Option<StreamPos>,
+        upto: StreamPos,
+    ) -> ServiceResult<Vec<Value>> {
+        if !self.enabled() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let event = |(id, record): (String, PresenceRecord)| json!({"type": "m.presence", "content": presence_content(&id, &record, user_id, now), "sender": id});
+        if let Some(since) = since.filter(|s| *s <= upto) {
+            if since == upto {
+                return Ok(Vec::new());
+            }
+            let changes = self
+                .inner
+                .ephemeral
+                .presence_since(since, MAX_CHANGES_PER_SYNC)
+                .await?;
+            if changes.len() < MAX_CHANGES_PER_SYNC {
+                let mut events = Vec::new();
+                for (id, record) in changes {
+                    if id == user_id || self.shares_room(&id, joined_rooms).await {
+                        events.push(event((id, record)));
+                    }
+                }
+                return Ok(events);
+            }
+        }
+        let mut users: HashSet<String> = HashSet::new();
+        users.insert(user_id.to_owned());
+        for room_id in joined_rooms {
+            users.extend(self.notifier.room_members(room_id).await.iter().cloned());
+        }
+        let users: Vec<String> = users.into_iter().collect();
+        Ok(self
+            .inner
+            .ephemeral
+            .presences(&users)
+            .await?
+            .into_iter()
+            // Nothing to say about a hidden user on a first sync.
+            .filter(|(id, record)| id == user_id || !record.hidden)
+            .map(event)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: PresenceState, ts: i64, hidden: bool) -> PresenceRecord {
+        PresenceRecord {
+            state,
+            status_msg: Some("lunch".into()),
+            last_active_ts: ts,
+            hidden,
+        }
+    }
+
+    #[test]
+    fn content_computes_ages_when_read() {
+        let c = presence_content(
+            "@a:x",
+            &record(PresenceState::Online, 1_000, false),
+            "@b:x",
+            31_000,
+        );
+        assert_eq!(c["presence"], "online");
+        assert_eq!(c["last_active_ago"], 30_000);
+        assert_eq!(c["currently_active"], true);
+        assert_eq!(c["status_msg"], "lunch");
+        let c = presence_content(
+            "@a:x",
+            &record(PresenceState::Online, 0, false),
+            "@b:x",
+            61_000,
+        );
+        assert_eq!(c["currently_active"], false);
+        let c = presence_content(
+            "@a:x",
+            &record(PresenceState::Unavailable, 0, false),
+            "@b:x",
+            1,
+        );
+        assert_eq!(c["currently_active"], false);
+    }
+
+    #[test]
+    fn hidden_presence_shows_only_to_its_owner() {
+        let hidden = record(PresenceState::Online, 1_000, true);
+        assert_eq!(
+            presence_content("@a:x", &hidden, "@b:x", 2_000),
+            json!({"presence": "offline"})
+        );
+        assert_eq!(
+            presence_content("@a:x", &hidden, "@a:x", 2_000)["presence"],
+            "online"
+        );
+    }
+
+    #[test]
+    fn states_parse_as_the_spec_spells_them() {
+        assert_eq!(parse_state("online").unwrap(), PresenceState::Online);
+        assert_eq!(
+            parse_state("unavailable").unwrap(),
+            PresenceState::Unavailable
+        );
+        assert_eq!(parse_state("offline").unwrap(), PresenceState::Offline);
+        assert!(parse_state("busy").is_err());
+    }
+}
