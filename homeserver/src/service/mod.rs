@@ -6,6 +6,7 @@ pub mod identifiers;
 pub mod keys;
 pub mod notifier;
 pub mod pdu;
+pub mod push_rules;
 pub mod rate_limit;
 pub mod receipts;
 pub mod rooms;
@@ -23,6 +24,7 @@ use crate::store::{AccountStore, Ephemeral, EventBus, ReceiptStore, RoomStore};
 use accounts::AccountService;
 use keys::ServerKey;
 use notifier::Notifier;
+use push_rules::PushRuleService;
 use rate_limit::RateLimiter;
 use receipts::ReceiptService;
 use rooms::RoomService;
@@ -39,6 +41,7 @@ pub struct Services {
     pub sync: SyncService,
     pub typing: TypingService,
     pub receipts: Arc<ReceiptService>,
+    pub push_rules: Arc<PushRuleService>,
     pub rate_limiter: RateLimiter,
     pub shutdown: CancellationToken,
 }
@@ -67,6 +70,10 @@ impl Services {
         let server_name = config.server_name.clone();
         let receipts =
             Arc::new(ReceiptService::new(backends.receipts, backends.bus.clone()).await?);
+        let push_rules = Arc::new(PushRuleService::new(
+            backends.accounts.clone(),
+            backends.bus.clone(),
+        ));
         Ok(Arc::new(Self {
             accounts: AccountService::new(
                 backends.accounts.clone(),
@@ -92,6 +99,7 @@ impl Services {
             ),
             typing: TypingService::new(backends.ephemeral, backends.bus, shutdown.clone()),
             receipts,
+            push_rules,
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,
             shutdown,
