@@ -10,6 +10,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
 use crate::service::error::ErrorKind;
 use crate::service::presence::HIDE_PRESENCE_TYPE;
+use crate::service::push_rules::PUSH_RULES_TYPE;
 use crate::service::rooms::RoomService;
 use crate::service::Services;
 
@@ -31,6 +32,11 @@ pub async fn get_global(
     MatrixPath((user_id, kind)): MatrixPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     own_user(&auth, &user_id)?;
+    if kind == PUSH_RULES_TYPE {
+        // Also for a user who never changed the defaults, as Synapse does.
+        let global = services.push_rules.get_ruleset_json(&user_id).await?;
+        return Ok(Json(json!({ "global": global })));
+    }
     let content = services
         .accounts
         .get_account_data(&user_id, None, &kind)
@@ -51,6 +57,13 @@ pub async fn put_global(
     own_user(&auth, &user_id)?;
     let hide =
         (kind == HIDE_PRESENCE_TYPE).then(|| content.get("hidden") == Some(&Value::Bool(true)));
+    if kind == PUSH_RULES_TYPE {
+        // The ruleset is validated and cached by the push rules service.
+        return Err(ApiError::new(
+            ErrorKind::BadJson,
+            "Cannot set m.push_rules through this API; use /pushrules",
+        ));
+    }
     services
         .accounts
         .set_account_data(&user_id, None, &kind, content)

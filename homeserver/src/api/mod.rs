@@ -8,6 +8,7 @@ mod events;
 pub mod extract;
 mod presence;
 mod profile;
+mod push_rules;
 mod receipts;
 mod rooms;
 mod state;
@@ -15,6 +16,8 @@ mod sync;
 mod typing;
 mod versions;
 
+#[cfg(test)]
+mod push_rules_tests;
 #[cfg(test)]
 mod tests;
 
@@ -112,6 +115,24 @@ fn client_routes() -> Router<Arc<Services>> {
         .route(
             "/user/{user_id}/rooms/{room_id}/account_data/{event_type}",
             get(account_data::get_room).put(account_data::put_room),
+        )
+        .route("/pushrules", get(push_rules::get_all))
+        .route("/pushrules/", get(push_rules::get_all))
+        .route("/pushrules/global", get(push_rules::get_global))
+        .route("/pushrules/global/", get(push_rules::get_global))
+        .route(
+            "/pushrules/global/{kind}/{rule_id}",
+            get(push_rules::get_rule)
+                .put(push_rules::put_rule)
+                .delete(push_rules::delete_rule),
+        )
+        .route(
+            "/pushrules/global/{kind}/{rule_id}/enabled",
+            get(push_rules::get_enabled).put(push_rules::put_enabled),
+        )
+        .route(
+            "/pushrules/global/{kind}/{rule_id}/actions",
+            get(push_rules::get_actions).put(push_rules::put_actions),
         )
         .route(
             "/directory/room/{alias}",

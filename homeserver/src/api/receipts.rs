@@ -26,7 +26,7 @@ pub async fn post_receipt(
     MatrixPath((room_id, receipt_type, event_id)): MatrixPath<(String, String, String)>,
     MatrixJson(body): MatrixJson<ReceiptBody>,
 ) -> ApiResult<Json<Value>> {
-    services
+    let read = services
         .receipts
         .post(
             &services.rooms,
@@ -37,6 +37,9 @@ pub async fn post_receipt(
             body.thread_id,
         )
         .await?;
+    if receipt_type == "m.read" || receipt_type == "m.read.private" {
+        services.unread.mark_read(&auth.who.user_id, &room_id, read);
+    }
     services.presence.activity(&auth.who.user_id).await;
     Ok(Json(json!({})))
 }
@@ -80,10 +83,11 @@ pub async fn read_markers(
         ("m.read.private", &body.read_private),
     ] {
         if let Some(event_id) = event_id {
-            services
+            let read = services
                 .receipts
                 .post(&services.rooms, &auth.who, &room_id, kind, event_id, None)
                 .await?;
+            services.unread.mark_read(&auth.who.user_id, &room_id, read);
         }
     }
     services.presence.activity(&auth.who.user_id).await;

@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 
-async fn app() -> (tempfile::TempDir, Router) {
+pub(super) async fn app() -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_owned(),
@@ -29,7 +29,7 @@ async fn app() -> (tempfile::TempDir, Router) {
     (dir, app)
 }
 
-async fn call(
+pub(super) async fn call(
     app: &Router,
     method: &str,
     uri: &str,
@@ -52,7 +52,7 @@ async fn call(
     )
 }
 
-async fn register(app: &Router, name: &str) -> String {
+pub(super) async fn register(app: &Router, name: &str) -> String {
     let body =
         json!({"username": name, "password": "pw", "auth": {"type": "m.login.dummy"}}).to_string();
     let (status, json) = call(

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod notifier;
 pub mod pdu;
 pub mod presence;
+pub mod push_rules;
 pub mod rate_limit;
 pub mod receipts;
 pub mod rooms;
@@ -14,6 +15,7 @@ pub mod sync;
 pub mod timeline_cache;
 pub mod token;
 pub mod typing;
+pub mod unread;
 
 use std::sync::Arc;
 
@@ -25,12 +27,14 @@ use accounts::AccountService;
 use keys::ServerKey;
 use notifier::Notifier;
 use presence::PresenceService;
+use push_rules::PushRuleService;
 use rate_limit::RateLimiter;
 use receipts::ReceiptService;
 use rooms::RoomService;
 use sync::{SyncService, SyncSources};
 use timeline_cache::TimelineCache;
 use typing::TypingService;
+use unread::UnreadService;
 
 /// Everything the API layer needs, built once at start-up and shared through
 /// axum's `State` (no globals).
@@ -42,6 +46,8 @@ pub struct Services {
     pub typing: TypingService,
     pub receipts: Arc<ReceiptService>,
     pub presence: Arc<PresenceService>,
+    pub push_rules: Arc<PushRuleService>,
+    pub unread: Arc<UnreadService>,
     pub rate_limiter: RateLimiter,
     pub shutdown: CancellationToken,
 }
@@ -69,7 +75,7 @@ impl Services {
         notifier.spawn(backends.bus.as_ref(), shutdown.clone());
         let server_name = config.server_name.clone();
         let receipts =
-            Arc::new(ReceiptService::new(backends.receipts, backends.bus.clone()).await?);
+            Arc::new(ReceiptService::new(backends.receipts.clone(), backends.bus.clone()).await?);
         let presence = Arc::new(PresenceService::new(
             config.presence.clone(),
             backends.ephemeral.clone(),
@@ -79,20 +85,32 @@ impl Services {
             notifier.clone(),
             shutdown.clone(),
         ));
+        let push_rules = Arc::new(PushRuleService::new(
+            backends.accounts.clone(),
+            backends.bus.clone(),
+        ));
+        let rooms = RoomService::new(
+            backends.rooms.clone(),
+            backends.accounts.clone(),
+            backends.bus.clone(),
+            cache.clone(),
+            key,
+            server_name.clone(),
+        );
+        let unread = Arc::new(UnreadService::new(
+            rooms.clone(),
+            backends.rooms.clone(),
+            backends.receipts.clone(),
+            push_rules.clone(),
+            cache.clone(),
+        ));
         Ok(Arc::new(Self {
             accounts: AccountService::new(
                 backends.accounts.clone(),
                 backends.bus.clone(),
-                server_name.clone(),
-            ),
-            rooms: RoomService::new(
-                backends.rooms.clone(),
-                backends.accounts.clone(),
-                backends.bus.clone(),
-                cache.clone(),
-                key,
                 server_name,
             ),
+            rooms,
             sync: SyncService::new(
                 SyncSources {
                     rooms: backends.rooms,
@@ -101,6 +119,7 @@ impl Services {
                     ephemeral: backends.ephemeral.clone(),
                     receipts: receipts.clone(),
                     presence: presence.clone(),
+                    unread: unread.clone(),
                     notifier,
                 },
                 shutdown.clone(),
@@ -108,6 +127,8 @@ impl Services {
             typing: TypingService::new(backends.ephemeral, backends.bus, shutdown.clone()),
             receipts,
             presence,
+            push_rules,
+            unread,
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,
             shutdown,

@@ -76,7 +76,8 @@ impl ReceiptService {
         visible
     }
 
-    /// `POST /receipt/{type}/{eventId}`: a joined member marks an event it can see.
+    /// `POST /receipt/{type}/{eventId}`: a joined member marks an event it can
+    /// see. Returns the event's position.
     pub async fn post(
         self: &Arc<Self>,
         rooms: &RoomService,
@@ -85,7 +86,7 @@ impl ReceiptService {
         receipt_type: &str,
         event_id: &str,
         thread_id: Option<String>,
-    ) -> ServiceResult<()> {
+    ) -> ServiceResult<StreamPos> {
         if ![READ, READ_PRIVATE, DELIVERED].contains(&receipt_type) {
             return Err(ServiceError::invalid_param(format!(
                 "Unsupported receipt type {receipt_type}"
@@ -121,7 +122,8 @@ impl ReceiptService {
         if receipt_type != DELIVERED {
             receipts.push(make(DELIVERED));
         }
-        self.record(receipts).await
+        self.record(receipts).await?;
+        Ok(event.stream)
     }
 
     /// Records that `user_id` received each room up to the given event

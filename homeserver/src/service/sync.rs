@@ -23,6 +23,7 @@ use super::rooms::visibility::Viewer;
 use super::rooms::{now_ms, Requester, RoomEventFilter};
 use super::timeline_cache::TimelineCache;
 use super::token::{pagination_token, SyncToken};
+use super::unread::UnreadService;
 use crate::store::{
     AccountStore, Ephemeral, MembershipRecord, PresenceState, RoomStore, StoredEvent, StreamPos,
 };
@@ -124,6 +125,7 @@ pub struct SyncService {
     ephemeral: Arc<dyn Ephemeral>,
     receipts: Arc<ReceiptService>,
     presence: Arc<PresenceService>,
+    unread: Arc<UnreadService>,
     accounts: Arc<dyn AccountStore>,
     notifier: Arc<Notifier>,
     shutdown: CancellationToken,
@@ -147,6 +149,7 @@ pub struct SyncSources {
     pub ephemeral: Arc<dyn Ephemeral>,
     pub receipts: Arc<ReceiptService>,
     pub presence: Arc<PresenceService>,
+    pub unread: Arc<UnreadService>,
     pub notifier: Arc<Notifier>,
 }
 
@@ -159,6 +162,7 @@ impl SyncService {
             ephemeral,
             receipts,
             presence,
+            unread,
             notifier,
         } = sources;
         Self {
@@ -167,6 +171,7 @@ impl SyncService {
             ephemeral,
             receipts,
             presence,
+            unread,
             accounts,
             notifier,
             shutdown,
@@ -558,6 +563,18 @@ impl SyncService {
         receipts.extend(self.receipts.receipt_events(&full, 0, &who.user_id).await?);
         for (room_id, event) in receipts {
             push_room_event(&mut join, &room_id, "ephemeral", event, upto.events);
+        }
+
+        // Unread counts for every joined room the response shows.
+        let shown: Vec<String> = join.keys().cloned().collect();
+        let counts = self
+            .unread
+            .counts(&who.user_id, &shown, upto.events)
+            .await?;
+        for (room_id, entry) in join.iter_mut() {
+            if let Some(c) = counts.get(room_id) {
+                entry["unread_notifications"] = c.to_json();
+            }
         }
 
         // Presence of those who share a joined room, whatever the room filter.

@@ -502,4 +502,21 @@ pub async fn receipt_store(store: Arc<dyn ReceiptStore>, _rooms: Arc<dyn RoomSto
         store.receipt_times("!rr:test", 7).await.unwrap(),
         vec![("@a:t".into(), "m.read".into(), 130)]
     );
+
+    // Read positions: the later of m.read and m.read.private; delivered
+    // receipts do not count as reading.
+    store
+        .set_receipts(vec![receipt("@a:t", "m.read.private", 11, 140)])
+        .await
+        .unwrap();
+    let both = vec!["!rr:test".to_string(), "!other:test".to_string()];
+    assert_eq!(
+        store.read_positions("@a:t", &both).await.unwrap(),
+        vec![("!rr:test".to_string(), 11)]
+    );
+    assert!(store
+        .read_positions("@b:t", &both)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -310,6 +310,13 @@ pub trait ReceiptStore: Send + Sync {
         since: StreamPos,
     ) -> StoreResult<Vec<ReceiptRecord>>;
     async fn receipts_position(&self) -> StoreResult<StreamPos>;
+    /// For each of `room_ids` where `user_id` has a read receipt (`m.read` or
+    /// `m.read.private`, any thread): the position of the latest event read.
+    async fn read_positions(
+        &self,
+        user_id: &str,
+        room_ids: &[String],
+    ) -> StoreResult<Vec<(String, StreamPos)>>;
     /// For each user and receipt type in a room: the earliest time a receipt
     /// of theirs covered the event at `event_stream`.
     async fn receipt_times(

@@ -43,6 +43,8 @@ pub struct EventRequest {
     pub content: Value,
 }
 
+/// Cheap to clone: every part is shared.
+#[derive(Clone)]
 pub struct RoomService {
     store: Arc<dyn RoomStore>,
     accounts: Arc<dyn AccountStore>,

@@ -69,6 +69,28 @@ impl ReceiptStore for SqliteStore {
         Ok(self.committed_receipts.load(Ordering::Acquire))
     }
 
+    async fn read_positions(
+        &self,
+        user_id: &str,
+        room_ids: &[String],
+    ) -> StoreResult<Vec<(String, StreamPos)>> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list =
+            serde_json::to_string(room_ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT room_id, MAX(event_stream) FROM receipts              WHERE room_id IN (SELECT value FROM json_each(?)) AND user_id = ?              AND receipt_type IN ('m.read', 'm.read.private') GROUP BY room_id",
+        )
+        .bind(list)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
     async fn receipt_times(
         &self,
         room_id: &str,
