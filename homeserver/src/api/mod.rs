@@ -9,6 +9,7 @@ pub mod extract;
 mod presence;
 mod profile;
 mod push_rules;
+mod pushers;
 mod receipts;
 mod rooms;
 mod state;
@@ -116,6 +117,8 @@ fn client_routes() -> Router<Arc<Services>> {
             "/user/{user_id}/rooms/{room_id}/account_data/{event_type}",
             get(account_data::get_room).put(account_data::put_room),
         )
+        .route("/pushers", get(pushers::get_pushers))
+        .route("/pushers/set", post(pushers::set_pusher))
         .route("/pushrules", get(push_rules::get_all))
         .route("/pushrules/", get(push_rules::get_all))
         .route("/pushrules/global", get(push_rules::get_global))

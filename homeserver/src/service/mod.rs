@@ -8,6 +8,7 @@ pub mod notifier;
 pub mod pdu;
 pub mod presence;
 pub mod push_rules;
+pub mod pushers;
 pub mod rate_limit;
 pub mod receipts;
 pub mod rooms;
@@ -22,12 +23,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::store::{AccountStore, Ephemeral, EventBus, ReceiptStore, RoomStore};
+use crate::store::{AccountStore, Ephemeral, EventBus, PushStore, ReceiptStore, RoomStore};
 use accounts::AccountService;
 use keys::ServerKey;
 use notifier::Notifier;
 use presence::PresenceService;
 use push_rules::PushRuleService;
+use pushers::PusherService;
 use rate_limit::RateLimiter;
 use receipts::ReceiptService;
 use rooms::RoomService;
@@ -47,6 +49,7 @@ pub struct Services {
     pub receipts: Arc<ReceiptService>,
     pub presence: Arc<PresenceService>,
     pub push_rules: Arc<PushRuleService>,
+    pub pushers: PusherService,
     pub unread: Arc<UnreadService>,
     pub rate_limiter: RateLimiter,
     pub shutdown: CancellationToken,
@@ -59,6 +62,7 @@ pub struct Backends {
     pub bus: Arc<dyn EventBus>,
     pub ephemeral: Arc<dyn Ephemeral>,
     pub receipts: Arc<dyn ReceiptStore>,
+    pub push: Arc<dyn PushStore>,
 }
 
 impl Services {
@@ -128,6 +132,7 @@ impl Services {
             receipts,
             presence,
             push_rules,
+            pushers: PusherService::new(backends.push),
             unread,
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,

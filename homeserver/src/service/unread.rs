@@ -233,18 +233,20 @@ impl UnreadService {
                 .collect()
         };
         let since = read.values().copied().min().unwrap_or(0);
-        let slices = self
+        let mut slices: HashMap<String, Vec<StoredEvent>> = self
             .store
             .recent_events(room_ids, since, upto, MAX_COUNTED)
-            .await?;
-        for (room_id, slice) in slices {
-            let read_upto = read.get(&room_id).copied().unwrap_or(0);
-            let events: Vec<StoredEvent> = slice
-                .events
-                .into_iter()
-                .filter(|e| e.stream > read_upto)
-                .collect();
-            let found = self.evaluate(user_id, &room_id, &events).await?;
+            .await?
+            .into_iter()
+            .map(|(room_id, slice)| (room_id, slice.events))
+            .collect();
+        // Every room gets built, also those with nothing after the receipt.
+        for room_id in room_ids {
+            let slice = slices.remove(room_id).unwrap_or_default();
+            let read_upto = read.get(room_id).copied().unwrap_or(0);
+            let events: Vec<StoredEvent> =
+                slice.into_iter().filter(|e| e.stream > read_upto).collect();
+            let found = self.evaluate(user_id, room_id, &events).await?;
             {
                 let mut entries = self.entries.lock().expect("unread lock");
                 let entry = entries
@@ -252,7 +254,7 @@ impl UnreadService {
                     .or_default();
                 entry.read_upto = entry.read_upto.max(read_upto);
             }
-            self.apply(user_id, &room_id, None, upto, found);
+            self.apply(user_id, room_id, None, upto, found);
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{
     AccountStore, Direction, Ephemeral, NewEvent, NewReceipt, PresenceRecord, PresenceState,
-    ReceiptStore, RoomStore, StoreError, StreamPos, UserRecord,
+    PushStore, PusherRecord, ReceiptStore, RoomStore, StoreError, StreamPos, UserRecord,
 };
 
 fn user(id: &str) -> UserRecord {
@@ -519,4 +519,73 @@ pub async fn receipt_store(store: Arc<dyn ReceiptStore>, _rooms: Arc<dyn RoomSto
         .await
         .unwrap()
         .is_empty());
+}
+
+fn pusher(user: &str, pushkey: &str, ts: i64) -> PusherRecord {
+    PusherRecord {
+        user_id: user.into(),
+        app_id: "org.example.app".into(),
+        pushkey: pushkey.into(),
+        kind: "http".into(),
+        app_display_name: "App".into(),
+        device_display_name: "Phone".into(),
+        profile_tag: None,
+        lang: "en".into(),
+        data: serde_json::json!({"url": "https://push.example/_matrix/push/v1/notify"}),
+        device_id: Some("DEV".into()),
+        created_ts: ts,
+    }
+}
+
+pub async fn push_store(store: Arc<dyn PushStore>) {
+    store
+        .set_pusher(pusher("@a:t", "k1", 1), false)
+        .await
+        .unwrap();
+    store
+        .set_pusher(pusher("@a:t", "k2", 2), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pushers("@a:t").await.unwrap(),
+        vec![pusher("@a:t", "k1", 1), pusher("@a:t", "k2", 2)]
+    );
+
+    // Setting it again replaces it.
+    let mut renamed = pusher("@a:t", "k1", 1);
+    renamed.device_display_name = "Tablet".into();
+    store.set_pusher(renamed.clone(), false).await.unwrap();
+    assert_eq!(store.pushers("@a:t").await.unwrap()[0], renamed);
+
+    // Without append, another user taking the same key takes it from @a.
+    store
+        .set_pusher(pusher("@b:t", "k1", 3), false)
+        .await
+        .unwrap();
+    let keys: Vec<String> = store
+        .pushers("@a:t")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.pushkey)
+        .collect();
+    assert_eq!(keys, ["k2"]);
+    // With append, both keep it.
+    store
+        .set_pusher(pusher("@a:t", "k1", 4), true)
+        .await
+        .unwrap();
+    assert_eq!(store.pushers("@a:t").await.unwrap().len(), 2);
+    assert_eq!(store.pushers("@b:t").await.unwrap().len(), 1);
+
+    assert!(store
+        .delete_pusher("@a:t", "org.example.app", "k2")
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_pusher("@a:t", "org.example.app", "k2")
+        .await
+        .unwrap());
+    assert_eq!(store.pushers("@a:t").await.unwrap().len(), 1);
+    assert!(store.pushers("@nobody:t").await.unwrap().is_empty());
 }

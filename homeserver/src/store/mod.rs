@@ -326,6 +326,37 @@ pub trait ReceiptStore: Send + Sync {
     ) -> StoreResult<Vec<(String, String, i64)>>;
 }
 
+/// A push target a client registered (`POST /pushers/set`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PusherRecord {
+    pub user_id: String,
+    pub app_id: String,
+    pub pushkey: String,
+    /// `http` (a Matrix push gateway).
+    pub kind: String,
+    pub app_display_name: String,
+    pub device_display_name: String,
+    pub profile_tag: Option<String>,
+    pub lang: String,
+    /// `url`, `format` and whatever else the client put there.
+    pub data: Value,
+    pub device_id: Option<String>,
+    pub created_ts: i64,
+}
+
+/// Pushers (and, with the push delivery work, its outbox).
+#[async_trait]
+pub trait PushStore: Send + Sync {
+    /// Adds or replaces the user's pusher for its `(app_id, pushkey)`.
+    /// Without `append`, the same `(app_id, pushkey)` is taken from any other
+    /// user, in the same transaction (the spec's default).
+    async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> StoreResult<()>;
+    /// Removes one pusher; whether it existed.
+    async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> StoreResult<bool>;
+    /// A user's pushers, oldest first.
+    async fn pushers(&self, user_id: &str) -> StoreResult<Vec<PusherRecord>>;
+}
+
 /// A note that something a client can sync was written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamNotice {

@@ -1,0 +1,83 @@
+//! [`PushStore`] on SQLite. Pusher changes are rare: plain pool writes.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::SqliteStore;
+use crate::store::{PushStore, PusherRecord, StoreError, StoreResult};
+
+const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, \
+     device_display_name, profile_tag, lang, data, device_id, created_ts";
+
+fn pusher_from_row(row: &SqliteRow) -> StoreResult<PusherRecord> {
+    let data: String = row.try_get(8)?;
+    Ok(PusherRecord {
+        user_id: row.try_get(0)?,
+        app_id: row.try_get(1)?,
+        pushkey: row.try_get(2)?,
+        kind: row.try_get(3)?,
+        app_display_name: row.try_get(4)?,
+        device_display_name: row.try_get(5)?,
+        profile_tag: row.try_get(6)?,
+        lang: row.try_get(7)?,
+        data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        device_id: row.try_get(9)?,
+        created_ts: row.try_get(10)?,
+    })
+}
+
+#[async_trait]
+impl PushStore for SqliteStore {
+    async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        if !append {
+            sqlx::query("DELETE FROM pushers WHERE app_id = ? AND pushkey = ? AND user_id != ?")
+                .bind(&pusher.app_id)
+                .bind(&pusher.pushkey)
+                .bind(&pusher.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(&format!(
+            "INSERT OR REPLACE INTO pushers ({PUSHER_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&pusher.user_id)
+        .bind(&pusher.app_id)
+        .bind(&pusher.pushkey)
+        .bind(&pusher.kind)
+        .bind(&pusher.app_display_name)
+        .bind(&pusher.device_display_name)
+        .bind(&pusher.profile_tag)
+        .bind(&pusher.lang)
+        .bind(pusher.data.to_string())
+        .bind(&pusher.device_id)
+        .bind(pusher.created_ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> StoreResult<bool> {
+        let done =
+            sqlx::query("DELETE FROM pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?")
+                .bind(user_id)
+                .bind(app_id)
+                .bind(pushkey)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn pushers(&self, user_id: &str) -> StoreResult<Vec<PusherRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = ? ORDER BY created_ts, rowid"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pusher_from_row).collect()
+    }
+}
