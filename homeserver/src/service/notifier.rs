@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{EventBus, RoomStore, StreamNotice};
 
+/// How long presence changes are gathered before the wake-ups go out.
+const PRESENCE_BATCH: std::time::Duration = std::time::Duration::from_millis(250);
+
 #[derive(Default)]
 struct Waiters {
     users: HashMap<String, watch::Sender<u64>>,
@@ -42,10 +45,25 @@ impl Notifier {
         let mut notices = bus.subscribe();
         let this = self.clone();
         tokio::spawn(async move {
+            // Presence changes come in bursts (a team logging in, a server
+            // start): they are gathered for PRESENCE_BATCH and each
+            // co-member woken once for the lot, not once per change.
+            let mut presence: HashSet<String> = HashSet::new();
+            let flush = tokio::time::sleep(PRESENCE_BATCH);
+            tokio::pin!(flush);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = &mut flush, if !presence.is_empty() => {
+                        this.wake_for_presence(std::mem::take(&mut presence)).await;
+                    }
                     next = notices.next() => match next {
+                        Some(StreamNotice::Presence { user_id, .. }) => {
+                            if presence.is_empty() {
+                                flush.as_mut().reset(tokio::time::Instant::now() + PRESENCE_BATCH);
+                            }
+                            presence.insert(user_id);
+                        }
                         Some(notice) => this.handle(notice).await,
                         None => break,
                     },
@@ -112,26 +130,35 @@ impl Notifier {
         loaded
     }
 
+    /// Wakes each user whose presence changed and everyone who shares a
+    /// joined room with one of them, once.
+    async fn wake_for_presence(&self, changed: HashSet<String>) {
+        let mut targets: HashSet<String> = HashSet::new();
+        for user_id in changed {
+            match self.store.memberships_of_user(&user_id).await {
+                Ok(list) => {
+                    for m in list.iter().filter(|m| m.membership == "join") {
+                        targets.extend(self.room_members(&m.room_id).await.iter().cloned());
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "loading rooms for a presence wake-up failed");
+                    self.wake_all();
+                    return;
+                }
+            }
+            targets.insert(user_id);
+        }
+        for user in &targets {
+            self.wake(user);
+        }
+    }
+
     async fn handle(&self, notice: StreamNotice) {
         match notice {
             StreamNotice::AccountData { user_id, .. } => self.wake(&user_id),
             StreamNotice::Presence { user_id, .. } => {
-                // Everyone who shares a room with the user, and the user.
-                self.wake(&user_id);
-                match self.store.memberships_of_user(&user_id).await {
-                    Ok(list) => {
-                        for m in list.iter().filter(|m| m.membership == "join") {
-                            let members = self.room_members(&m.room_id).await;
-                            for user in members.iter() {
-                                self.wake(user);
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "loading rooms for a presence wake-up failed");
-                        self.wake_all();
-                    }
-                }
+                self.wake_for_presence(HashSet::from([user_id])).await
             }
             StreamNotice::RoomEvent {
                 stream: i64::MAX, ..

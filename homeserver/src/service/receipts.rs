@@ -3,7 +3,7 @@
 //! client's next `/sync` proves it received events, and per-member "message
 //! info" for one event.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
@@ -23,11 +23,16 @@ const RECENT_RECEIPTS: usize = 100_000;
 /// Recent receipts in memory, so a woken sync reads them without a query.
 /// Like the timeline cache: a watermark marks the highest position up to
 /// which every committed receipt is here, and syncs read up to it only.
+/// Kept per room, so a sync reads only its rooms' receipts, however busy
+/// the rest of the server is.
 struct RecentReceipts {
-    /// Every receipt after this position is in `records`.
+    /// Every receipt after this position is here.
     floor: StreamPos,
     watermark: StreamPos,
-    records: VecDeque<ReceiptRecord>,
+    /// Each room's receipts in stream order.
+    rooms: HashMap<String, VecDeque<ReceiptRecord>>,
+    /// Every kept receipt's position and room, oldest first: the eviction order.
+    order: VecDeque<(StreamPos, String)>,
     pending: BTreeMap<StreamPos, ReceiptRecord>,
 }
 
@@ -46,7 +51,8 @@ impl ReceiptService {
             recent: Mutex::new(RecentReceipts {
                 floor: position,
                 watermark: position,
-                records: VecDeque::new(),
+                rooms: HashMap::new(),
+                order: VecDeque::new(),
                 pending: BTreeMap::new(),
             }),
         })
@@ -65,12 +71,26 @@ impl ReceiptService {
                 break;
             };
             recent.watermark = wanted;
-            recent.records.push_back(record.clone());
+            recent
+                .order
+                .push_back((record.stream, record.receipt.room_id.clone()));
+            recent
+                .rooms
+                .entry(record.receipt.room_id.clone())
+                .or_default()
+                .push_back(record.clone());
             visible.push(record);
         }
-        while recent.records.len() > RECENT_RECEIPTS {
-            if let Some(old) = recent.records.pop_front() {
-                recent.floor = old.stream;
+        while recent.order.len() > RECENT_RECEIPTS {
+            let Some((stream, room_id)) = recent.order.pop_front() else {
+                break;
+            };
+            recent.floor = stream;
+            if let Some(list) = recent.rooms.get_mut(&room_id) {
+                list.pop_front();
+                if list.is_empty() {
+                    recent.rooms.remove(&room_id);
+                }
             }
         }
         visible
@@ -235,18 +255,23 @@ impl ReceiptService {
         room_ids: &[String],
         since: StreamPos,
     ) -> ServiceResult<Vec<ReceiptRecord>> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
         {
             let recent = self.recent.lock().expect("receipts lock");
             if since >= recent.floor {
-                let rooms: HashSet<&str> = room_ids.iter().map(String::as_str).collect();
-                // Records are in stream order: start at the first one after `since`.
-                let start = recent.records.partition_point(|r| r.stream <= since);
-                return Ok(recent
-                    .records
-                    .range(start..)
-                    .filter(|r| rooms.contains(r.receipt.room_id.as_str()))
-                    .cloned()
-                    .collect());
+                let mut found = Vec::new();
+                for room_id in room_ids {
+                    if let Some(list) = recent.rooms.get(room_id) {
+                        // In stream order: start at the first one after `since`.
+                        let start = list.partition_point(|r| r.stream <= since);
+                        found.extend(list.range(start..).cloned());
+                    }
+                }
+                // Callers let a later receipt replace an earlier one.
+                found.sort_by_key(|r| r.stream);
+                return Ok(found);
             }
         }
         let watermark = self.position();

@@ -157,14 +157,15 @@ impl TimelineCache {
         if after < room.complete_after {
             return None;
         }
-        let matching: Vec<&Arc<StoredEvent>> = room
+        // Each room's events are kept sorted: two binary searches find the
+        // window, so a sync pays for what it returns, not for the room's past.
+        let start = room.events.partition_point(|e| e.stream <= after);
+        let end = room.events.partition_point(|e| e.stream <= upto);
+        let len = end.saturating_sub(start);
+        let limited = len > limit;
+        let events = room
             .events
-            .iter()
-            .filter(|e| e.stream > after && e.stream <= upto)
-            .collect();
-        let limited = matching.len() > limit;
-        let events = matching[matching.len().saturating_sub(limit)..]
-            .iter()
+            .range(end - len.min(limit)..end)
             .map(|e| StoredEvent::clone(e))
             .collect();
         Some(RoomSlice { events, limited })
