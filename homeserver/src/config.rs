@@ -63,6 +63,17 @@ pub struct FileConfig {
     pub max_request_bytes: Option<usize>,
     pub storage: Option<Engine>,
     pub presence: Option<PresenceFileConfig>,
+    pub push: Option<PushConfig>,
+}
+
+/// The `[push]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// Push also to users who are syncing right now (default: only to
+    /// those who are not, as the seed says: notify offline users).
+    #[serde(default)]
+    pub notify_online_users: bool,
 }
 
 /// The `[presence]` section of the settings file.
@@ -109,6 +120,7 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub storage: Engine,
     pub presence: PresenceConfig,
+    pub push: PushConfig,
 }
 
 impl Default for Config {
@@ -122,6 +134,7 @@ impl Default for Config {
             max_request_bytes: 1024 * 1024,
             storage: Engine::Sqlite,
             presence: PresenceConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -165,6 +178,7 @@ impl Config {
         };
         Ok(Self {
             presence,
+            push: file.push.unwrap_or_default(),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
             server_name,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),

@@ -17,3 +17,18 @@ CREATE TABLE pushers (
     PRIMARY KEY (user_id, app_id, pushkey)
 );
 CREATE INDEX pushers_key ON pushers (app_id, pushkey);
+
+-- The push outbox: notifications decided but not yet accepted by a gateway.
+-- Written before any attempt, deleted on success or when given up, so a
+-- crash loses none.
+CREATE TABLE push_outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id     TEXT NOT NULL,
+    app_id      TEXT NOT NULL,
+    pushkey     TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    body        TEXT NOT NULL,    -- the gateway request, JSON
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_ts     INTEGER NOT NULL
+);
+CREATE INDEX push_outbox_due ON push_outbox (next_ts);

@@ -17,10 +17,12 @@
 
 mod assertions;
 mod client;
+mod gateway;
 mod server;
 
 pub use assertions::*;
 pub use client::Client;
+pub use gateway::{FakeGateway, GatewayMode};
 pub use server::{server_binary, ServerOptions, TestServer};
 
 /// Prefix of every Client-Server API v3 path.

@@ -8,6 +8,7 @@ pub mod notifier;
 pub mod pdu;
 pub mod presence;
 pub mod push_rules;
+pub mod push_sender;
 pub mod pushers;
 pub mod rate_limit;
 pub mod receipts;
@@ -49,7 +50,7 @@ pub struct Services {
     pub receipts: Arc<ReceiptService>,
     pub presence: Arc<PresenceService>,
     pub push_rules: Arc<PushRuleService>,
-    pub pushers: PusherService,
+    pub pushers: Arc<PusherService>,
     pub unread: Arc<UnreadService>,
     pub rate_limiter: RateLimiter,
     pub shutdown: CancellationToken,
@@ -108,6 +109,22 @@ impl Services {
             push_rules.clone(),
             cache.clone(),
         ));
+        let pushers = Arc::new(PusherService::new(backends.push.clone()).await?);
+        push_sender::spawn(
+            push_sender::PushSenderParts {
+                rooms: rooms.clone(),
+                room_store: backends.rooms.clone(),
+                cache: cache.clone(),
+                store: backends.push,
+                pushers: pushers.clone(),
+                push_rules: push_rules.clone(),
+                unread: unread.clone(),
+                presence: presence.clone(),
+                notify_connected: config.push.notify_online_users,
+            },
+            backends.bus.as_ref(),
+            shutdown.clone(),
+        );
         Ok(Arc::new(Self {
             accounts: AccountService::new(
                 backends.accounts.clone(),
@@ -132,7 +149,7 @@ impl Services {
             receipts,
             presence,
             push_rules,
-            pushers: PusherService::new(backends.push),
+            pushers,
             unread,
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,

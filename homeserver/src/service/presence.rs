@@ -540,6 +540,17 @@ impl PresenceService {
         })
     }
 
+    /// Whether the user has a sync open on this node, or had one within the
+    /// offline grace period (between two long-polls). Always false with
+    /// presence off.
+    pub fn is_connected(&self, user_id: &str) -> bool {
+        let grace = self.inner.config.offline_after.as_millis() as i64;
+        let local = self.inner.local.lock().expect("presence lock");
+        local
+            .get(user_id)
+            .is_some_and(|e| e.syncing > 0 || now_ms() - e.last_sync_end < grace)
+    }
+
     /// Position of the presence stream, for sync tokens.
     pub async fn position(&self) -> ServiceResult<StreamPos> {
         Ok(self.inner.ephemeral.presence_position().await?)

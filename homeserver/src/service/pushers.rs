@@ -2,7 +2,8 @@
 //! push notifications go. Validation lives here; delivery to the gateways is
 //! the push sender's job.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
 
@@ -21,6 +22,9 @@ const MAX_PUSHERS_PER_USER: usize = 100;
 
 pub struct PusherService {
     store: Arc<dyn PushStore>,
+    /// Every user's pushers, so deciding pushes for a message costs no
+    /// query; rebuilt after each (rare) change.
+    index: Mutex<HashMap<String, Arc<Vec<PusherRecord>>>>,
 }
 
 fn missing(field: &str) -> ServiceError {
@@ -63,8 +67,51 @@ fn check_gateway_url(url: &str) -> ServiceResult<()> {
 }
 
 impl PusherService {
-    pub fn new(store: Arc<dyn PushStore>) -> Self {
-        Self { store }
+    pub async fn new(store: Arc<dyn PushStore>) -> ServiceResult<Self> {
+        let service = Self {
+            store,
+            index: Mutex::new(HashMap::new()),
+        };
+        service.reindex().await?;
+        Ok(service)
+    }
+
+    async fn reindex(&self) -> ServiceResult<()> {
+        let mut index: HashMap<String, Vec<PusherRecord>> = HashMap::new();
+        for pusher in self.store.all_pushers().await? {
+            index
+                .entry(pusher.user_id.clone())
+                .or_default()
+                .push(pusher);
+        }
+        *self.index.lock().expect("pusher index lock") = index
+            .into_iter()
+            .map(|(user, list)| (user, Arc::new(list)))
+            .collect();
+        Ok(())
+    }
+
+    pub fn anyone_has_pushers(&self) -> bool {
+        !self.index.lock().expect("pusher index lock").is_empty()
+    }
+
+    /// The user's pushers (empty for most users), without a query.
+    pub fn pushers_of(&self, user_id: &str) -> Arc<Vec<PusherRecord>> {
+        self.index
+            .lock()
+            .expect("pusher index lock")
+            .get(user_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A gateway said this pushkey is dead: whoever holds it loses it.
+    pub async fn remove_pushkey(&self, app_id: &str, pushkey: &str) {
+        let removed = self.store.delete_pushkey(app_id, pushkey).await;
+        let reindexed = self.reindex().await;
+        if let Err(err) = removed.map_err(ServiceError::from).and(reindexed) {
+            tracing::warn!(error = %err.message, "removing a rejected pushkey failed");
+        }
     }
 
     /// `GET /pushers`, in the spec's shape.
@@ -111,6 +158,7 @@ impl PusherService {
                 self.store
                     .delete_pusher(&who.user_id, app_id, pushkey)
                     .await?;
+                self.reindex().await?;
                 return Ok(());
             }
             Some(Value::String(kind)) if kind == "http" => kind.clone(),
@@ -172,7 +220,7 @@ impl PusherService {
             created_ts: now_ms(),
         };
         self.store.set_pusher(pusher, append).await?;
-        Ok(())
+        self.reindex().await
     }
 }
 

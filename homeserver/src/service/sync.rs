@@ -200,12 +200,11 @@ impl SyncService {
         };
         let mut receipts = Vec::new();
         for m in memberships.iter().filter(|m| m.membership == "join") {
-            let Some(slice) = self.cache.recent(&m.room_id, previous, upto, 64) else {
+            let Some(events) = self.cache.recent_shared(&m.room_id, previous, upto) else {
                 continue;
             };
             // Ticks are for messages: state events (joins, names) get none.
-            let last = slice
-                .events
+            let last = events
                 .iter()
                 .rev()
                 .find(|e| e.sender != who.user_id && e.state_key.is_none());

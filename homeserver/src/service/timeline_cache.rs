@@ -171,6 +171,26 @@ impl TimelineCache {
         Some(RoomSlice { events, limited })
     }
 
+    /// Like [`Self::recent`] without the limit, sharing the cached events
+    /// instead of copying them: for readers that only look.
+    pub fn recent_shared(
+        &self,
+        room_id: &str,
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> Option<Vec<Arc<StoredEvent>>> {
+        let inner = self.inner.lock().expect("cache lock");
+        let Some(room) = inner.rooms.get(room_id) else {
+            return (after >= inner.floor).then(Vec::new);
+        };
+        if after < room.complete_after {
+            return None;
+        }
+        let start = room.events.partition_point(|e| e.stream <= after);
+        let end = room.events.partition_point(|e| e.stream <= upto);
+        Some(room.events.range(start..end.max(start)).cloned().collect())
+    }
+
     /// The user's memberships, if cached and unchanged since.
     pub fn memberships(&self, user_id: &str) -> Option<Arc<Vec<MembershipRecord>>> {
         let inner = self.inner.lock().expect("cache lock");

@@ -86,7 +86,7 @@ pub struct UnreadService {
 }
 
 /// What the push rules need to know about a room.
-fn push_context(room_id: &str, state: &RoomState) -> RoomPushContext {
+pub(super) fn push_context(room_id: &str, state: &RoomState) -> RoomPushContext {
     let levels = state.power_levels();
     let notifications_room = state
         .get("m.room.power_levels", "")
@@ -103,7 +103,7 @@ fn push_context(room_id: &str, state: &RoomState) -> RoomPushContext {
     }
 }
 
-fn display_name(state: &RoomState, user_id: &str) -> String {
+pub(super) fn display_name(state: &RoomState, user_id: &str) -> String {
     state
         .get("m.room.member", user_id)
         .and_then(|e| e.content.get("displayname"))
@@ -172,8 +172,9 @@ impl UnreadService {
             self.build(user_id, &build, upto).await?;
         }
         for (room_id, from) in catch_up {
-            let events = match self.cache.recent(&room_id, from, upto, MAX_COUNTED) {
-                Some(slice) => slice.events,
+            let events: Vec<Arc<StoredEvent>> = match self.cache.recent_shared(&room_id, from, upto)
+            {
+                Some(events) => events,
                 None => {
                     let slices = self
                         .store
@@ -182,7 +183,7 @@ impl UnreadService {
                     slices
                         .into_iter()
                         .next()
-                        .map(|(_, s)| s.events)
+                        .map(|(_, s)| s.events.into_iter().map(Arc::new).collect())
                         .unwrap_or_default()
                 }
             };
@@ -290,13 +291,17 @@ impl UnreadService {
     }
 
     /// Which of `events` notify `user_id`, and which of those highlight.
-    async fn evaluate(
+    async fn evaluate<E: AsRef<StoredEvent> + Sync>(
         &self,
         user_id: &str,
         room_id: &str,
-        events: &[StoredEvent],
+        events: &[E],
     ) -> ServiceResult<Vec<(StreamPos, bool)>> {
-        let candidates: Vec<&StoredEvent> = events.iter().filter(|e| e.sender != user_id).collect();
+        let candidates: Vec<&StoredEvent> = events
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|e| e.sender != user_id)
+            .collect();
         if candidates.is_empty() {
             return Ok(Vec::new());
         }

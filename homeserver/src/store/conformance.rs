@@ -6,8 +6,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{
-    AccountStore, Direction, Ephemeral, NewEvent, NewReceipt, PresenceRecord, PresenceState,
-    PushStore, PusherRecord, ReceiptStore, RoomStore, StoreError, StreamPos, UserRecord,
+    AccountStore, Direction, Ephemeral, NewEvent, NewReceipt, OutboxPush, PresenceRecord,
+    PresenceState, PushStore, PusherRecord, ReceiptStore, RoomStore, StoreError, StreamPos,
+    UserRecord,
 };
 
 fn user(id: &str) -> UserRecord {
@@ -588,4 +589,35 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         .unwrap());
     assert_eq!(store.pushers("@a:t").await.unwrap().len(), 1);
     assert!(store.pushers("@nobody:t").await.unwrap().is_empty());
+    assert_eq!(store.all_pushers().await.unwrap().len(), 2);
+    store.delete_pushkey("org.example.app", "k1").await.unwrap();
+    assert!(store.all_pushers().await.unwrap().is_empty());
+
+    // The outbox: queued, due, retried later, finished.
+    let push = |n: i64| OutboxPush {
+        user_id: "@a:t".into(),
+        app_id: "org.example.app".into(),
+        pushkey: format!("k{n}"),
+        url: "https://push.example/_matrix/push/v1/notify".into(),
+        body: json!({"notification": {"n": n}}),
+    };
+    assert_eq!(store.next_push_due().await.unwrap(), None);
+    store
+        .enqueue_pushes(vec![push(1), push(2)], 100)
+        .await
+        .unwrap();
+    assert_eq!(store.next_push_due().await.unwrap(), Some(100));
+    assert!(store.due_pushes(99, 10).await.unwrap().is_empty());
+    let due = store.due_pushes(100, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[0].push, push(1));
+    assert_eq!(due[0].attempts, 0);
+    store.retry_push(due[0].id, 1, 500).await.unwrap();
+    store.finish_push(due[1].id).await.unwrap();
+    assert!(store.due_pushes(499, 10).await.unwrap().is_empty());
+    let again = store.due_pushes(500, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    store.finish_push(again[0].id).await.unwrap();
+    assert_eq!(store.next_push_due().await.unwrap(), None);
 }

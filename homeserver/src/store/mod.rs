@@ -140,6 +140,12 @@ pub struct StoredEvent {
     pub visibility: String,
 }
 
+impl AsRef<StoredEvent> for StoredEvent {
+    fn as_ref(&self) -> &StoredEvent {
+        self
+    }
+}
+
 /// Everything one append writes, atomically: the event, the room's current
 /// state and membership if it is a state event, and an optional redaction.
 #[derive(Debug, Clone)]
@@ -355,6 +361,40 @@ pub trait PushStore: Send + Sync {
     async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> StoreResult<bool>;
     /// A user's pushers, oldest first.
     async fn pushers(&self, user_id: &str) -> StoreResult<Vec<PusherRecord>>;
+    /// Every pusher (read once at start-up to know who has any).
+    async fn all_pushers(&self) -> StoreResult<Vec<PusherRecord>>;
+    /// Removes the pusher `(app_id, pushkey)` from whoever holds it (a
+    /// gateway said the key is dead).
+    async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StoreResult<()>;
+    /// Queues notifications durably; due at once.
+    async fn enqueue_pushes(&self, pushes: Vec<OutboxPush>, now_ts: i64) -> StoreResult<()>;
+    /// Up to `limit` queued notifications due by `now_ts`, oldest first.
+    async fn due_pushes(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<QueuedPush>>;
+    /// The earliest time a queued notification falls due, if any.
+    async fn next_push_due(&self) -> StoreResult<Option<i64>>;
+    /// A notification was delivered or given up: forget it.
+    async fn finish_push(&self, id: i64) -> StoreResult<()>;
+    /// A notification failed: try again at `next_ts`.
+    async fn retry_push(&self, id: i64, attempts: i64, next_ts: i64) -> StoreResult<()>;
+}
+
+/// One notification for one pusher, as queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxPush {
+    pub user_id: String,
+    pub app_id: String,
+    pub pushkey: String,
+    pub url: String,
+    /// The request body for the gateway.
+    pub body: Value,
+}
+
+/// A queued notification with its queue id and attempts so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedPush {
+    pub id: i64,
+    pub push: OutboxPush,
+    pub attempts: i64,
 }
 
 /// A note that something a client can sync was written.

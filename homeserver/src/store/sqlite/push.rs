@@ -5,7 +5,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::SqliteStore;
-use crate::store::{PushStore, PusherRecord, StoreError, StoreResult};
+use crate::store::{OutboxPush, PushStore, PusherRecord, QueuedPush, StoreError, StoreResult};
 
 const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, \
      device_display_name, profile_tag, lang, data, device_id, created_ts";
@@ -79,5 +79,95 @@ impl PushStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(pusher_from_row).collect()
+    }
+
+    async fn all_pushers(&self) -> StoreResult<Vec<PusherRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PUSHER_COLUMNS} FROM pushers ORDER BY created_ts, rowid"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pusher_from_row).collect()
+    }
+
+    async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM pushers WHERE app_id = ? AND pushkey = ?")
+            .bind(app_id)
+            .bind(pushkey)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn enqueue_pushes(&self, pushes: Vec<OutboxPush>, now_ts: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for push in pushes {
+            sqlx::query(
+                "INSERT INTO push_outbox (user_id, app_id, pushkey, url, body, next_ts) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&push.user_id)
+            .bind(&push.app_id)
+            .bind(&push.pushkey)
+            .bind(&push.url)
+            .bind(push.body.to_string())
+            .bind(now_ts)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_pushes(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<QueuedPush>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, app_id, pushkey, url, body, attempts FROM push_outbox \
+             WHERE next_ts <= ? ORDER BY next_ts, id LIMIT ?",
+        )
+        .bind(now_ts)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get(5)?;
+                Ok(QueuedPush {
+                    id: row.try_get(0)?,
+                    push: OutboxPush {
+                        user_id: row.try_get(1)?,
+                        app_id: row.try_get(2)?,
+                        pushkey: row.try_get(3)?,
+                        url: row.try_get(4)?,
+                        body: serde_json::from_str(&body)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    },
+                    attempts: row.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_push_due(&self) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MIN(next_ts) FROM push_outbox")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn finish_push(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM push_outbox WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn retry_push(&self, id: i64, attempts: i64, next_ts: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE push_outbox SET attempts = ?, next_ts = ? WHERE id = ?")
+            .bind(attempts)
+            .bind(next_ts)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -1,0 +1,380 @@
+//! Sending push notifications to Matrix push gateways (spec: "Push Gateway
+//! API"), through a durable outbox.
+//!
+//! One task reads the event bus. For each new event it finds the room's
+//! members with pushers, evaluates their push rules (the same evaluation
+//! that gives unread counts), leaves out by default those connected right
+//! now (the seed: notify offline users), and writes a notification per
+//! pusher to the outbox in one transaction. Another task drains the outbox:
+//! each notification is leased (its due time moved past the request
+//! timeout) and sent on its own task, so one slow gateway never holds up
+//! another's notifications or any message delivery. 2xx finishes it, and
+//! pushkeys the gateway lists as `rejected` are removed; 5xx, 429 and
+//! network errors are retried with exponential backoff; other 4xx give up.
+//! A crash loses nothing queued: the lease runs out and it is sent again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::presence::PresenceService;
+use super::push_rules::{PreparedEvent, PushRuleService};
+use super::pushers::PusherService;
+use super::rooms::{now_ms, RoomService};
+use super::timeline_cache::TimelineCache;
+use super::unread::{display_name, push_context, UnreadService};
+use crate::store::{
+    EventBus, OutboxPush, PushStore, QueuedPush, RoomStore, StoredEvent, StreamNotice,
+};
+
+/// A gateway gets this long to answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A notification taken for sending is not taken again for this long.
+const LEASE_MS: i64 = 30_000;
+/// First retry after this; doubles per attempt up to `MAX_BACKOFF_MS`.
+const FIRST_BACKOFF_MS: i64 = 1_000;
+const MAX_BACKOFF_MS: i64 = 3_600_000;
+/// After this many failed attempts a notification is dropped.
+const MAX_ATTEMPTS: i64 = 15;
+/// Requests to gateways in flight at once.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Everything the sender reads.
+pub struct PushSenderParts {
+    pub rooms: RoomService,
+    pub room_store: Arc<dyn RoomStore>,
+    pub cache: Arc<TimelineCache>,
+    pub store: Arc<dyn PushStore>,
+    pub pushers: Arc<PusherService>,
+    pub push_rules: Arc<PushRuleService>,
+    pub unread: Arc<UnreadService>,
+    pub presence: Arc<PresenceService>,
+    /// Push also to users connected right now.
+    pub notify_connected: bool,
+}
+
+struct Sender {
+    parts: PushSenderParts,
+    http: reqwest::Client,
+    nudge: Notify,
+    in_flight: Arc<Semaphore>,
+}
+
+/// Starts the sender's two tasks.
+pub fn spawn(parts: PushSenderParts, bus: &dyn EventBus, shutdown: CancellationToken) {
+    let http = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .unwrap_or_default();
+    let sender = Arc::new(Sender {
+        parts,
+        http,
+        nudge: Notify::new(),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+    });
+    let mut notices = bus.subscribe();
+    let events = sender.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                next = notices.next() => match next {
+                    Some(StreamNotice::RoomEvent { stream, room_id, .. }) if stream != i64::MAX => {
+                        if let Err(err) = events.on_event(&room_id, stream).await {
+                            tracing::warn!(error = %err.message, "deciding pushes failed");
+                        }
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+        }
+    });
+    tokio::spawn(sender.drain(shutdown));
+}
+
+/// The room-wide parts of a notification.
+struct EventInfo<'a> {
+    event: &'a StoredEvent,
+    sender_name: Option<String>,
+    room_name: Option<String>,
+}
+
+/// The per-user, per-pusher parts of a notification.
+struct Delivery {
+    unread: u64,
+    highlight: bool,
+    sound: Option<String>,
+    user_is_target: bool,
+    event_id_only: bool,
+    device: Value,
+}
+
+/// What a gateway is sent, in the push gateway API's shape.
+fn notification(info: &EventInfo<'_>, d: Delivery) -> Value {
+    let event = info.event;
+    let prio = if d.highlight || d.sound.is_some() {
+        "high"
+    } else {
+        "low"
+    };
+    let mut n = json!({
+        "event_id": event.event_id,
+        "room_id": event.room_id,
+        "counts": {"unread": d.unread},
+        "prio": prio,
+        "devices": [d.device],
+    });
+    if !d.event_id_only {
+        n["type"] = json!(event.kind);
+        n["sender"] = json!(event.sender);
+        n["content"] = event.pdu.get("content").cloned().unwrap_or(json!({}));
+        if let Some(name) = &info.sender_name {
+            n["sender_display_name"] = json!(name);
+        }
+        if let Some(name) = &info.room_name {
+            n["room_name"] = json!(name);
+        }
+        if event.kind == "m.room.member" {
+            n["user_is_target"] = json!(d.user_is_target);
+        }
+    }
+    json!({ "notification": n })
+}
+
+fn backoff_ms(attempts: i64) -> i64 {
+    let shift = attempts.clamp(0, 20) as u32;
+    (FIRST_BACKOFF_MS << shift).min(MAX_BACKOFF_MS)
+}
+
+impl Sender {
+    async fn on_event(&self, room_id: &str, stream: i64) -> super::error::ServiceResult<()> {
+        let parts = &self.parts;
+        if !parts.pushers.anyone_has_pushers() {
+            return Ok(());
+        }
+        let event = match parts.cache.recent(room_id, stream - 1, stream, 1) {
+            Some(slice) if !slice.events.is_empty() => slice.events.into_iter().next(),
+            _ => parts
+                .room_store
+                .recent_events(&[room_id.to_owned()], stream - 1, stream, 1)
+                .await?
+                .into_iter()
+                .next()
+                .and_then(|(_, s)| s.events.into_iter().next()),
+        };
+        let Some(event) = event else {
+            return Ok(());
+        };
+        let Some(state) = parts.rooms.state_snapshot(room_id).await? else {
+            return Ok(());
+        };
+        let mut recipients = state.members_with("join");
+        // An invitee is not joined yet but should hear of the invite.
+        if event.kind == "m.room.member" {
+            if let Some(target) = &event.state_key {
+                if event.pdu["content"]["membership"] == "invite" {
+                    recipients.push(target.clone());
+                }
+            }
+        }
+        recipients.retain(|u| u != &event.sender);
+        let context = push_context(room_id, &state);
+        let prepared = PreparedEvent::new(&event.pdu, &context);
+        let info = EventInfo {
+            event: &event,
+            sender_name: state
+                .get("m.room.member", &event.sender)
+                .and_then(|e| e.content.get("displayname"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            room_name: state
+                .get("m.room.name", "")
+                .and_then(|e| e.content.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        };
+        let mut queued = Vec::new();
+        for user_id in recipients {
+            let pushers = parts.pushers.pushers_of(&user_id);
+            if pushers.is_empty() {
+                continue;
+            }
+            if !parts.notify_connected && parts.presence.is_connected(&user_id) {
+                continue;
+            }
+            let ruleset = parts.push_rules.get_ruleset(&user_id).await?;
+            let outcome = prepared
+                .evaluate(&ruleset, &user_id, &display_name(&state, &user_id))
+                .await;
+            if !outcome.notify {
+                continue;
+            }
+            let unread = parts
+                .unread
+                .counts(&user_id, &[room_id.to_owned()], stream)
+                .await?
+                .get(room_id)
+                .map(|c| c.notifications)
+                .unwrap_or(1);
+            for pusher in pushers.iter() {
+                let mut data = pusher.data.clone();
+                let event_id_only =
+                    data.get("format").and_then(Value::as_str) == Some("event_id_only");
+                let url = data
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(map) = data.as_object_mut() {
+                    map.remove("url");
+                }
+                let mut tweaks = json!({});
+                if let Some(sound) = &outcome.sound {
+                    tweaks["sound"] = json!(sound);
+                }
+                if outcome.highlight {
+                    tweaks["highlight"] = json!(true);
+                }
+                let device = json!({
+                    "app_id": pusher.app_id, "pushkey": pusher.pushkey,
+                    "pushkey_ts": pusher.created_ts / 1000, "data": data, "tweaks": tweaks,
+                });
+                queued.push(OutboxPush {
+                    user_id: user_id.clone(),
+                    app_id: pusher.app_id.clone(),
+                    pushkey: pusher.pushkey.clone(),
+                    url,
+                    body: notification(
+                        &info,
+                        Delivery {
+                            unread,
+                            highlight: outcome.highlight,
+                            sound: outcome.sound.clone(),
+                            user_is_target: event.state_key.as_deref() == Some(user_id.as_str()),
+                            event_id_only,
+                            device,
+                        },
+                    ),
+                });
+            }
+        }
+        if !queued.is_empty() {
+            parts.store.enqueue_pushes(queued, now_ms()).await?;
+            self.nudge.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Sends whatever is due, then sleeps until the next is due or more
+    /// is queued.
+    async fn drain(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let now = now_ms();
+            let due = match self.parts.store.due_pushes(now, MAX_IN_FLIGHT).await {
+                Ok(due) => due,
+                Err(err) => {
+                    tracing::warn!(%err, "reading the push outbox failed");
+                    Vec::new()
+                }
+            };
+            for queued in due {
+                // Leased first, so a crash mid-request means a retry, not a loss.
+                let lease = now + LEASE_MS;
+                if let Err(err) = self
+                    .parts
+                    .store
+                    .retry_push(queued.id, queued.attempts, lease)
+                    .await
+                {
+                    tracing::warn!(%err, "leasing a push failed");
+                    continue;
+                }
+                let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.send(queued).await;
+                    drop(permit);
+                    this.nudge.notify_one();
+                });
+            }
+            let wait = match self.parts.store.next_push_due().await {
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64),
+                _ => Duration::from_secs(60),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.nudge.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn send(&self, queued: QueuedPush) {
+        let store = &self.parts.store;
+        let result = self
+            .http
+            .post(&queued.push.url)
+            .json(&queued.push.body)
+            .send()
+            .await;
+        let retry = match result {
+            Ok(resp) if resp.status().is_success() => {
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                for key in body["rejected"].as_array().into_iter().flatten() {
+                    if let Some(key) = key.as_str() {
+                        tracing::info!(app_id = %queued.push.app_id, "gateway rejected a pushkey; removing its pusher");
+                        self.parts
+                            .pushers
+                            .remove_pushkey(&queued.push.app_id, key)
+                            .await;
+                    }
+                }
+                false
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let transient = status.is_server_error() || status.as_u16() == 429;
+                if !transient {
+                    tracing::warn!(%status, url = %queued.push.url, "push gateway refused a notification; dropping it");
+                }
+                transient
+            }
+            Err(err) => {
+                tracing::debug!(%err, url = %queued.push.url, "push gateway unreachable");
+                true
+            }
+        };
+        let attempts = queued.attempts + 1;
+        let outcome = if retry && attempts < MAX_ATTEMPTS {
+            store
+                .retry_push(queued.id, attempts, now_ms() + backoff_ms(queued.attempts))
+                .await
+        } else {
+            store.finish_push(queued.id).await
+        };
+        if let Err(err) = outcome {
+            tracing::warn!(%err, "updating the push outbox failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_stops_growing() {
+        assert_eq!(backoff_ms(0), 1_000);
+        assert_eq!(backoff_ms(1), 2_000);
+        assert_eq!(backoff_ms(5), 32_000);
+        assert_eq!(backoff_ms(14), MAX_BACKOFF_MS);
+    }
+}

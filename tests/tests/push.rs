@@ -1,0 +1,209 @@
+//! Push notifications end to end: a fake push gateway in the test receives
+//! what the server sends. An offline recipient gets one; a syncing one does
+//! not; a muted room sends none; a mention is highlighted; rejected pushkeys
+//! are removed; failures are retried; the outbox survives `kill -9`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tern_tests::{
+    assert_ok, enc, next_batch, Client, FakeGateway, GatewayMode, ServerOptions, TestServer, V3,
+};
+
+const OFFLINE_MS: u64 = 300;
+
+async fn start() -> TestServer {
+    TestServer::start_with(ServerOptions {
+        env: vec![("TERN_PRESENCE_OFFLINE_MS".into(), OFFLINE_MS.to_string())],
+        ..ServerOptions::default()
+    })
+    .await
+}
+
+async fn add_pusher(client: &Client, pushkey: &str, url: &str) {
+    let body = json!({
+        "pushkey": pushkey, "kind": "http", "app_id": "org.example.chat",
+        "app_display_name": "Chat", "device_display_name": "Phone", "lang": "en",
+        "data": {"url": url},
+    });
+    assert_ok(client.post(&format!("{V3}/pushers/set"), &body).await);
+}
+
+async fn send(client: &Client, room: &str, txn: &str, content: Value) -> String {
+    let path = format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room));
+    let body = assert_ok(client.put(&path, &content).await);
+    body["event_id"].as_str().unwrap().to_owned()
+}
+
+/// A room of `alice` and `bob` (and `extra`), Bob with a pusher to `gateway`.
+async fn setup(server: &TestServer, gateway: &FakeGateway) -> (Client, Client, String) {
+    let alice = Client::register(server, "alice").await;
+    let bob = Client::register(server, "bob").await;
+    let carol = Client::register(server, "carol").await;
+    let room = alice
+        .create_room(&json!({"preset": "public_chat", "name": "Team"}))
+        .await;
+    for c in [&bob, &carol] {
+        let (status, body) = c.join(&room).await;
+        assert_eq!(status, 200, "join: {body}");
+    }
+    add_pusher(&bob, "bob-phone", &gateway.url()).await;
+    (alice, bob, room)
+}
+
+fn text(body: &str) -> Value {
+    json!({"msgtype": "m.text", "body": body})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_user_is_pushed_and_a_mention_is_highlighted() {
+    let server = start().await;
+    let gateway = FakeGateway::start(GatewayMode::Accept).await;
+    let (alice, bob, room) = setup(&server, &gateway).await;
+
+    let event_id = send(&alice, &room, "t1", text("lunch?")).await;
+    let n = gateway.wait_for(&event_id, Duration::from_secs(10)).await;
+    assert_eq!(n["room_id"], room);
+    assert_eq!(n["type"], "m.room.message");
+    assert_eq!(n["sender"], alice.user_id);
+    assert_eq!(n["content"]["body"], "lunch?");
+    assert_eq!(n["room_name"], "Team");
+    assert_eq!(n["counts"]["unread"], 1);
+    assert_eq!(n["prio"], "low", "a plain group message: {n}");
+    let device = &n["devices"][0];
+    assert_eq!(device["pushkey"], "bob-phone");
+    assert_eq!(device["app_id"], "org.example.chat");
+    assert!(device["data"].get("url").is_none(), "url is not sent: {n}");
+
+    let mention = send(
+        &alice,
+        &room,
+        "t2",
+        json!({"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}}),
+    )
+    .await;
+    let n = gateway.wait_for(&mention, Duration::from_secs(10)).await;
+    assert_eq!(n["devices"][0]["tweaks"]["highlight"], true, "{n}");
+    assert_eq!(n["prio"], "high");
+    assert_eq!(n["counts"]["unread"], 2);
+    // Only Bob has a pusher, and nobody is pushed their own message.
+    assert!(gateway
+        .received()
+        .iter()
+        .all(|n| n["devices"][0]["pushkey"] == "bob-phone"));
+    assert_eq!(gateway.received().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_syncing_user_is_not_pushed_and_a_muted_room_is_silent() {
+    let server = start().await;
+    let gateway = FakeGateway::start(GatewayMode::Accept).await;
+    let (alice, bob, room) = setup(&server, &gateway).await;
+
+    // Bob's app is open: long-polling.
+    let syncing = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            let mut since = next_batch(&bob.sync(None, 0, None).await);
+            loop {
+                since = next_batch(&bob.sync(Some(&since), 200, None).await);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen_live = send(&alice, &room, "t1", text("you are here")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(gateway.received().is_empty(), "{:?}", gateway.received());
+
+    // He closes it: after the grace period he is pushed again.
+    syncing.abort();
+    tokio::time::sleep(Duration::from_millis(OFFLINE_MS + 700)).await;
+    let after = send(&alice, &room, "t2", text("now you are gone")).await;
+    gateway.wait_for(&after, Duration::from_secs(10)).await;
+    assert!(gateway
+        .received()
+        .iter()
+        .all(|n| n["event_id"] != seen_live));
+
+    // A muted room sends nothing.
+    let rule = format!("{V3}/pushrules/global/room/{}", enc(&room));
+    assert_ok(bob.put(&rule, &json!({"actions": []})).await);
+    let muted = send(&alice, &room, "t3", text("muted")).await;
+    let probe = send(&alice, &room, "t4", text("still muted")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received = gateway.received();
+    assert!(
+        received
+            .iter()
+            .all(|n| n["event_id"] != muted && n["event_id"] != probe),
+        "{received:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_pushkeys_are_removed_and_failures_retried() {
+    let server = start().await;
+    let gateway = FakeGateway::start(GatewayMode::Fail).await;
+    let (alice, bob, room) = setup(&server, &gateway).await;
+
+    // The gateway fails at first: the server tries again until it accepts.
+    let event_id = send(&alice, &room, "t1", text("retry me")).await;
+    gateway.wait_for(&event_id, Duration::from_secs(10)).await;
+    gateway.set_mode(GatewayMode::Accept);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while gateway
+        .received()
+        .iter()
+        .filter(|n| n["event_id"] == event_id)
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "no retry arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The gateway says the key is dead: the pusher goes.
+    gateway.set_mode(GatewayMode::Reject(vec!["bob-phone".into()]));
+    let dead = send(&alice, &room, "t2", text("to a dead phone")).await;
+    gateway.wait_for(&dead, Duration::from_secs(10)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = assert_ok(bob.get(&format!("{V3}/pushers")).await);
+        if listed["pushers"].as_array().is_some_and(|p| p.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pusher not removed: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_notification_survives_kill_9() {
+    let mut server = start().await;
+    let gateway = FakeGateway::start(GatewayMode::Fail).await;
+    let (alice, _bob, room) = setup(&server, &gateway).await;
+
+    let event_id = send(&alice, &room, "t1", text("do not lose me")).await;
+    // Queued and tried once (the gateway failed), then the server dies.
+    gateway.wait_for(&event_id, Duration::from_secs(10)).await;
+    // Let the failure be recorded (a retry in a second), then die.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill_hard();
+    gateway.set_mode(GatewayMode::Accept);
+    let tried_before = gateway.received().len();
+
+    server.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while gateway.received().len() == tried_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queued notification was not sent after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = gateway.received().pop().unwrap();
+    assert_eq!(last["event_id"], event_id);
+}
