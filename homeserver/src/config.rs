@@ -1,6 +1,8 @@
 //! Configuration: defaults, then a TOML file (`--config`), then environment
 //! variables (`TERN_*`), then command-line flags; later sources win.
 
+pub mod media;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -55,6 +57,7 @@ pub struct FileConfig {
     pub disable_rate_limits: Option<bool>,
     pub max_request_bytes: Option<usize>,
     pub storage: Option<Engine>,
+    pub media: Option<media::MediaFileConfig>,
 }
 
 /// The resolved configuration.
@@ -68,6 +71,7 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     pub max_request_bytes: usize,
     pub storage: Engine,
+    pub media: media::MediaConfig,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             disable_rate_limits: false,
             max_request_bytes: 1024 * 1024,
             storage: Engine::Sqlite,
+            media: media::MediaConfig::default(),
         }
     }
 }
@@ -121,6 +126,7 @@ impl Config {
                     .unwrap_or(defaults.disable_rate_limits),
             max_request_bytes: file.max_request_bytes.unwrap_or(defaults.max_request_bytes),
             storage: file.storage.unwrap_or(defaults.storage),
+            media: media::MediaConfig::from_file(file.media)?,
         })
     }
 }

@@ -47,6 +47,8 @@ pub async fn build_services(
         bus: Arc::new(store::memory::MemoryBus::new(65_536)),
         ephemeral: Arc::new(store::memory::MemoryEphemeral::default()),
         receipts: sqlite.clone(),
+        media: store::media::open(&config).await?,
+        media_metadata: sqlite.clone(),
     };
     Ok((
         Services::new(config, backends, key, shutdown).await?,

@@ -19,12 +19,15 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct ServerOptions {
     /// Pass `--allow-registration`. Off only to test that registration is refused.
     pub allow_registration: bool,
+    /// Contents of a TOML configuration file passed with `--config`.
+    pub config_toml: Option<String>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             allow_registration: true,
+            config_toml: None,
         }
     }
 }
@@ -136,6 +139,11 @@ impl TestServer {
             .arg("--disable-rate-limits");
         if self.options.allow_registration {
             cmd.arg("--allow-registration");
+        }
+        if let Some(toml) = &self.options.config_toml {
+            let path = self.log_path.with_file_name("tern.toml");
+            std::fs::write(&path, toml).expect("write server config");
+            cmd.arg("--config").arg(path);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log))

@@ -299,6 +299,7 @@ async fn the_display_name_shows_in_rooms() {
 async fn registration_is_refused_when_not_allowed() {
     let server = TestServer::start_with(ServerOptions {
         allow_registration: false,
+        ..ServerOptions::default()
     })
     .await;
     let anon = Client::anonymous(&server);

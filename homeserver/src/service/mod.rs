@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod error;
 pub mod identifiers;
 pub mod keys;
+pub mod media;
 pub mod notifier;
 pub mod pdu;
 pub mod rate_limit;
@@ -19,9 +20,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::store::media::{MediaMetadataStore, MediaStore};
 use crate::store::{AccountStore, Ephemeral, EventBus, ReceiptStore, RoomStore};
 use accounts::AccountService;
 use keys::ServerKey;
+use media::MediaService;
 use notifier::Notifier;
 use rate_limit::RateLimiter;
 use receipts::ReceiptService;
@@ -39,6 +42,7 @@ pub struct Services {
     pub sync: SyncService,
     pub typing: TypingService,
     pub receipts: Arc<ReceiptService>,
+    pub media: MediaService,
     pub rate_limiter: RateLimiter,
     pub shutdown: CancellationToken,
 }
@@ -50,6 +54,8 @@ pub struct Backends {
     pub bus: Arc<dyn EventBus>,
     pub ephemeral: Arc<dyn Ephemeral>,
     pub receipts: Arc<dyn ReceiptStore>,
+    pub media: Arc<dyn MediaStore>,
+    pub media_metadata: Arc<dyn MediaMetadataStore>,
 }
 
 impl Services {
@@ -92,6 +98,13 @@ impl Services {
             ),
             typing: TypingService::new(backends.ephemeral, backends.bus, shutdown.clone()),
             receipts,
+            media: MediaService::new(
+                backends.media,
+                backends.media_metadata,
+                config.server_name.clone(),
+                config.media.max_upload_bytes,
+                shutdown.clone(),
+            ),
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,
             shutdown,

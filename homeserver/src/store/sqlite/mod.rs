@@ -5,6 +5,7 @@
 //! single transaction (group commit): many concurrent sends cost one fsync.
 
 mod accounts;
+mod media;
 mod receipts;
 mod rooms;
 mod writer;
@@ -174,6 +175,12 @@ mod tests {
     async fn receipts_conformance() {
         let (_dir, store) = open_temp().await;
         conformance::receipt_store(store.clone(), store).await;
+    }
+
+    #[tokio::test]
+    async fn media_metadata_conformance() {
+        let (_dir, store) = open_temp().await;
+        crate::store::media::conformance::media_metadata_store(store).await;
     }
 
     #[tokio::test]
