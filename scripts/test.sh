@@ -12,12 +12,35 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+# An S3 server for the media tests (moto, from PyPI: no binary download).
+"$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.*'
 
-cargo build --release --workspace --all-targets
+# The S3 media engine is a cargo feature; the tests build it in.
+FEATURES=(--features homeserver/s3)
+cargo build --release --workspace --all-targets "${FEATURES[@]}"
 export TERN_BIN="$CARGO_TARGET_DIR/release/homeserver"
 
+# moto on a free loopback port, stopped however this script ends.
+MOTO_PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+MOTO_LOG="$(mktemp -t tern-moto.XXXXXX)"
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+MOTO_PID=$!
+trap 'kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    if "$VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$MOTO_PORT/moto-api/')" 2>/dev/null; then
+        break
+    fi
+    if ! kill -0 "$MOTO_PID" 2>/dev/null; then
+        cat "$MOTO_LOG" >&2
+        echo "moto_server did not start" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+export TERN_TEST_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+
 # Unit, router and black-box tests (the black-box ones start $TERN_BIN).
-cargo test --release --workspace -- --test-threads=2
+cargo test --release --workspace "${FEATURES[@]}" -- --test-threads=2
 
 # Interop: an unchanged Matrix client library against the real binary.
 "$VENV/bin/python" -m pytest tests/interop -q

@@ -1,6 +1,8 @@
 //! Configuration: defaults, then a TOML file (`--config`), then environment
 //! variables (`TERN_*`), then command-line flags; later sources win.
 
+pub mod media;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +66,7 @@ pub struct FileConfig {
     pub storage: Option<Engine>,
     pub presence: Option<PresenceFileConfig>,
     pub push: Option<PushConfig>,
+    pub media: Option<media::MediaFileConfig>,
 }
 
 /// The `[push]` section.
@@ -121,6 +124,7 @@ pub struct Config {
     pub storage: Engine,
     pub presence: PresenceConfig,
     pub push: PushConfig,
+    pub media: media::MediaConfig,
 }
 
 impl Default for Config {
@@ -135,6 +139,7 @@ impl Default for Config {
             storage: Engine::Sqlite,
             presence: PresenceConfig::default(),
             push: PushConfig::default(),
+            media: media::MediaConfig::default(),
         }
     }
 }
@@ -192,6 +197,7 @@ impl Config {
                     .unwrap_or(defaults.disable_rate_limits),
             max_request_bytes: file.max_request_bytes.unwrap_or(defaults.max_request_bytes),
             storage: file.storage.unwrap_or(defaults.storage),
+            media: media::MediaConfig::from_file(file.media)?,
         })
     }
 }

@@ -48,6 +48,8 @@ pub async fn build_services(
         ephemeral: Arc::new(store::memory::MemoryEphemeral::default()),
         receipts: sqlite.clone(),
         push: sqlite.clone(),
+        media: store::media::open(&config).await?,
+        media_metadata: sqlite.clone(),
     };
     Ok((
         Services::new(config, backends, key, shutdown).await?,

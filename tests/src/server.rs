@@ -21,6 +21,8 @@ pub struct ServerOptions {
     pub allow_registration: bool,
     /// Extra environment for the server process (e.g. `TERN_PRESENCE_IDLE_MS`).
     pub env: Vec<(String, String)>,
+    /// Contents of a TOML configuration file passed with `--config`.
+    pub config_toml: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -28,6 +30,7 @@ impl Default for ServerOptions {
         Self {
             allow_registration: true,
             env: Vec::new(),
+            config_toml: None,
         }
     }
 }
@@ -141,6 +144,11 @@ impl TestServer {
             cmd.arg("--allow-registration");
         }
         cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
+        if let Some(toml) = &self.options.config_toml {
+            let path = self.log_path.with_file_name("tern.toml");
+            std::fs::write(&path, toml).expect("write server config");
+            cmd.arg("--config").arg(path);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));

@@ -38,6 +38,8 @@ fn status_of(kind: &ErrorKind) -> StatusCode {
         ErrorKind::NotFound | ErrorKind::Unrecognized => StatusCode::NOT_FOUND,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::CannotOverwriteMedia => StatusCode::CONFLICT,
+        ErrorKind::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }

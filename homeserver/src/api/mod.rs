@@ -6,6 +6,7 @@ mod directory;
 pub mod error;
 mod events;
 pub mod extract;
+mod media;
 mod presence;
 mod profile;
 mod push_rules;
@@ -17,6 +18,8 @@ mod sync;
 mod typing;
 mod versions;
 
+#[cfg(test)]
+mod media_tests;
 #[cfg(test)]
 mod push_rules_tests;
 #[cfg(test)]
@@ -173,6 +176,9 @@ pub fn router(services: Arc<Services>) -> Router {
         )
         .nest("/_matrix/client/v3", client.clone())
         .nest("/_matrix/client/r0", client)
+        // Media bodies stream past `max_request_bytes` (it only binds the
+        // buffering extractors); `media.max_upload_bytes` limits them instead.
+        .merge(media::routes(services.config.media.legacy_endpoints))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

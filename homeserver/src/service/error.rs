@@ -28,6 +28,10 @@ pub enum ErrorKind {
     RoomInUse,
     InvalidRoomState,
     UnsupportedRoomVersion,
+    /// A reserved media id was already uploaded to.
+    CannotOverwriteMedia,
+    /// Reserved media whose upload has not arrived yet.
+    NotYetUploaded,
     /// User-interactive authentication must continue: the body lists the flows.
     UiaRequired(Value),
     /// An internal failure; the message stays in the logs.
@@ -54,6 +58,8 @@ impl ErrorKind {
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
             ErrorKind::InvalidRoomState => "M_INVALID_ROOM_STATE",
             ErrorKind::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorKind::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            ErrorKind::NotYetUploaded => "M_NOT_YET_UPLOADED",
             ErrorKind::UiaRequired(_) => "M_FORBIDDEN",
             ErrorKind::Unknown => "M_UNKNOWN",
         }

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod error;
 pub mod identifiers;
 pub mod keys;
+pub mod media;
 pub mod notifier;
 pub mod pdu;
 pub mod presence;
@@ -24,9 +25,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::store::media::{MediaMetadataStore, MediaStore};
 use crate::store::{AccountStore, Ephemeral, EventBus, PushStore, ReceiptStore, RoomStore};
 use accounts::AccountService;
 use keys::ServerKey;
+use media::MediaService;
 use notifier::Notifier;
 use presence::PresenceService;
 use push_rules::PushRuleService;
@@ -52,6 +55,7 @@ pub struct Services {
     pub push_rules: Arc<PushRuleService>,
     pub pushers: Arc<PusherService>,
     pub unread: Arc<UnreadService>,
+    pub media: MediaService,
     pub rate_limiter: RateLimiter,
     pub shutdown: CancellationToken,
 }
@@ -64,6 +68,8 @@ pub struct Backends {
     pub ephemeral: Arc<dyn Ephemeral>,
     pub receipts: Arc<dyn ReceiptStore>,
     pub push: Arc<dyn PushStore>,
+    pub media: Arc<dyn MediaStore>,
+    pub media_metadata: Arc<dyn MediaMetadataStore>,
 }
 
 impl Services {
@@ -151,6 +157,13 @@ impl Services {
             push_rules,
             pushers,
             unread,
+            media: MediaService::new(
+                backends.media,
+                backends.media_metadata,
+                config.server_name.clone(),
+                config.media.max_upload_bytes,
+                shutdown.clone(),
+            ),
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,
             shutdown,

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde_json::Value;
 
+pub mod media;
 pub mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -34,6 +35,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage is shutting down")]
     Closed,
+    /// A file or object store failed (media bytes).
+    #[error("object storage error: {0}")]
+    Io(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -5,6 +5,7 @@
 //! single transaction (group commit): many concurrent sends cost one fsync.
 
 mod accounts;
+mod media;
 mod push;
 mod receipts;
 mod rooms;
@@ -181,6 +182,12 @@ mod tests {
     async fn push_conformance() {
         let (_dir, store) = open_temp().await;
         conformance::push_store(store).await;
+    }
+
+    #[tokio::test]
+    async fn media_metadata_conformance() {
+        let (_dir, store) = open_temp().await;
+        crate::store::media::conformance::media_metadata_store(store).await;
     }
 
     #[tokio::test]
