@@ -10,9 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
+
+mod filter;
+
+pub use filter::{Filter, RoomFilter};
 
 use super::error::ServiceResult;
 use super::notifier::Notifier;
@@ -20,59 +23,13 @@ use super::pdu::client_event_for;
 use super::presence::PresenceService;
 use super::receipts::ReceiptService;
 use super::rooms::visibility::Viewer;
-use super::rooms::{now_ms, Requester, RoomEventFilter};
+use super::rooms::{now_ms, Requester};
 use super::timeline_cache::TimelineCache;
 use super::token::{pagination_token, SyncToken};
 use super::unread::UnreadService;
 use crate::store::{
     AccountStore, Ephemeral, MembershipRecord, PresenceState, RoomStore, StoredEvent, StreamPos,
 };
-
-/// Timeline length when the filter does not say.
-const DEFAULT_TIMELINE_LIMIT: usize = 10;
-/// Largest timeline a filter may ask for.
-const MAX_TIMELINE_LIMIT: usize = 1000;
-
-/// The spec's `Filter` (the parts this server applies).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Filter {
-    #[serde(default)]
-    pub room: RoomFilter,
-    #[serde(default)]
-    pub account_data: RoomEventFilter,
-    #[serde(default)]
-    pub presence: RoomEventFilter,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct RoomFilter {
-    pub rooms: Option<Vec<String>>,
-    pub not_rooms: Option<Vec<String>>,
-    #[serde(default)]
-    pub timeline: RoomEventFilter,
-    #[serde(default)]
-    pub state: RoomEventFilter,
-    #[serde(default)]
-    pub account_data: RoomEventFilter,
-    #[serde(default)]
-    pub include_leave: bool,
-}
-
-impl Filter {
-    fn allows_room(&self, room_id: &str) -> bool {
-        let has = |l: &Option<Vec<String>>| l.as_ref().map(|l| l.iter().any(|r| r == room_id));
-        has(&self.room.not_rooms) != Some(true)
-            && has(&self.room.rooms) != Some(false)
-            && self.room.timeline.allows_room(room_id)
-    }
-
-    fn timeline_limit(&self) -> usize {
-        match self.room.timeline.limit {
-            Some(n) if n >= 1 => (n as usize).min(MAX_TIMELINE_LIMIT),
-            _ => DEFAULT_TIMELINE_LIMIT,
-        }
-    }
-}
 
 pub struct SyncRequest {
     pub since: Option<SyncToken>,

@@ -22,14 +22,14 @@
 //! then see them as offline, without a last-seen time, as WhatsApp lets
 //! people hide "last seen".
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+mod tracker;
 
 use super::error::{ServiceError, ServiceResult};
 use super::identifiers::check_user_id;
@@ -37,9 +37,9 @@ use super::notifier::Notifier;
 use super::rooms::now_ms;
 use crate::config::PresenceConfig;
 use crate::store::{
-    AccountStore, Ephemeral, EventBus, PresenceRecord, PresenceState, RoomStore, StreamNotice,
-    StreamPos,
+    AccountStore, Ephemeral, EventBus, PresenceRecord, PresenceState, RoomStore, StreamPos,
 };
+use tracker::{Inner, Timers};
 
 /// The account data type with which a user hides their presence.
 pub const HIDE_PRESENCE_TYPE: &str = "tern.presence";
@@ -50,36 +50,6 @@ const ACTIVE_GRANULARITY_MS: i64 = 60_000;
 const MAX_STATUS_MSG_BYTES: usize = 1024;
 /// Past this many changes since a token, a sync gets everyone's presence.
 const MAX_CHANGES_PER_SYNC: usize = 5_000;
-
-/// What this node knows about a user who is online or syncing here.
-struct Local {
-    record: PresenceRecord,
-    /// Syncs of this user in flight on this node.
-    syncing: u32,
-    last_sync_end: i64,
-    /// `last_active_ts` as last written to the store.
-    stored_active: i64,
-    /// The deadline of this user's live entry in the timer heap, if any.
-    scheduled: Option<i64>,
-}
-
-#[derive(Default)]
-struct Timers {
-    heap: BinaryHeap<Reverse<(i64, String)>>,
-}
-
-struct Inner {
-    config: PresenceConfig,
-    ephemeral: Arc<dyn Ephemeral>,
-    bus: Arc<dyn EventBus>,
-    accounts: Arc<dyn AccountStore>,
-    local: Mutex<HashMap<String, Local>>,
-    timers: Mutex<Timers>,
-    nudge: Notify,
-    /// Serialises announcements, so the store never ends on an older state
-    /// than the last one announced.
-    announcing: tokio::sync::Mutex<()>,
-}
 
 pub struct PresenceService {
     inner: Arc<Inner>,
@@ -147,235 +117,6 @@ pub fn presence_content(user_id: &str, record: &PresenceRecord, viewer: &str, no
         content["status_msg"] = json!(msg);
     }
     content
-}
-
-impl Inner {
-    /// Puts the user's next deadline in the heap unless an earlier one is
-    /// already there (which will reschedule when it fires).
-    fn schedule(&self, entry: &mut Local, user_id: &str, deadline: i64) {
-        if entry.scheduled.is_some_and(|s| s <= deadline) {
-            return;
-        }
-        entry.scheduled = Some(deadline);
-        self.timers
-            .lock()
-            .expect("timers lock")
-            .heap
-            .push(Reverse((deadline, user_id.to_owned())));
-        self.nudge.notify_one();
-    }
-
-    /// Writes the user's current record and announces it.
-    async fn announce(&self, user_id: &str) {
-        let _turn = self.announcing.lock().await;
-        let record = {
-            let mut local = self.local.lock().expect("presence lock");
-            match local.get_mut(user_id) {
-                Some(entry) => {
-                    entry.stored_active = entry.record.last_active_ts;
-                    entry.record.clone()
-                }
-                None => return,
-            }
-        };
-        match self.ephemeral.set_presence(user_id, record, true).await {
-            Ok(Some(stream)) => {
-                let notice = StreamNotice::Presence {
-                    stream,
-                    user_id: user_id.to_owned(),
-                };
-                if let Err(err) = self.bus.publish(notice).await {
-                    tracing::warn!(%err, "publishing a presence notice failed");
-                }
-            }
-            Ok(None) => {}
-            Err(err) => tracing::warn!(%err, "storing presence failed"),
-        }
-    }
-
-    /// Loads the user's bookkeeping if this node holds none: the stored
-    /// record, else offline with the hidden flag from account data.
-    async fn load(&self, user_id: &str) -> ServiceResult<()> {
-        if self
-            .local
-            .lock()
-            .expect("presence lock")
-            .contains_key(user_id)
-        {
-            return Ok(());
-        }
-        let record = match self.ephemeral.get_presence(user_id).await? {
-            Some(record) => record,
-            None => {
-                let hidden = self
-                    .accounts
-                    .get_account_data(user_id, None, HIDE_PRESENCE_TYPE)
-                    .await?
-                    .is_some_and(|c| c.get("hidden") == Some(&Value::Bool(true)));
-                PresenceRecord {
-                    state: PresenceState::Offline,
-                    status_msg: None,
-                    last_active_ts: 0,
-                    hidden,
-                }
-            }
-        };
-        self.local
-            .lock()
-            .expect("presence lock")
-            .entry(user_id.to_owned())
-            .or_insert(Local {
-                stored_active: record.last_active_ts,
-                record,
-                syncing: 0,
-                last_sync_end: 0,
-                scheduled: None,
-            });
-        Ok(())
-    }
-
-    /// Applies `change` to the user's bookkeeping; returns whether others
-    /// should hear of it. Schedules the idle timer when the user is online.
-    async fn update(
-        &self,
-        user_id: &str,
-        change: impl FnOnce(&mut Local, i64) -> bool,
-    ) -> ServiceResult<()> {
-        self.load(user_id).await?;
-        let now = now_ms();
-        let (announce, silent) = {
-            let mut local = self.local.lock().expect("presence lock");
-            let Some(entry) = local.get_mut(user_id) else {
-                return Ok(());
-            };
-            let announce = change(entry, now);
-            if entry.record.state == PresenceState::Online {
-                let idle = entry.record.last_active_ts + self.config.idle_after.as_millis() as i64;
-                self.schedule(entry, user_id, idle);
-            }
-            // Online without a sync (set by `PUT /status`): offline once the
-            // grace period after the last sync, or this change, runs out.
-            if entry.syncing == 0 && entry.record.state != PresenceState::Offline {
-                entry.last_sync_end = entry.last_sync_end.max(now);
-                let offline = entry.last_sync_end + self.config.offline_after.as_millis() as i64;
-                self.schedule(entry, user_id, offline);
-            }
-            let silent = !announce
-                && entry.record.last_active_ts - entry.stored_active >= ACTIVE_GRANULARITY_MS;
-            if silent {
-                entry.stored_active = entry.record.last_active_ts;
-            }
-            (announce, silent.then(|| entry.record.clone()))
-        };
-        if announce {
-            self.announce(user_id).await;
-        } else if let Some(record) = silent {
-            self.ephemeral.set_presence(user_id, record, false).await?;
-        }
-        Ok(())
-    }
-
-    /// Fires every deadline that is due.
-    async fn fire_due(&self) {
-        let now = now_ms();
-        let mut due = Vec::new();
-        {
-            let mut timers = self.timers.lock().expect("timers lock");
-            while let Some(Reverse((at, _))) = timers.heap.peek() {
-                if *at > now {
-                    break;
-                }
-                let Some(Reverse(entry)) = timers.heap.pop() else {
-                    break;
-                };
-                due.push(entry);
-            }
-        }
-        let idle_after = self.config.idle_after.as_millis() as i64;
-        let offline_after = self.config.offline_after.as_millis() as i64;
-        let mut changed = Vec::new();
-        let mut fired = Vec::new();
-        {
-            let mut local = self.local.lock().expect("presence lock");
-            for (at, user_id) in due {
-                let Some(entry) = local.get_mut(&user_id) else {
-                    continue;
-                };
-                if entry.scheduled != Some(at) {
-                    continue; // superseded by an earlier deadline
-                }
-                entry.scheduled = None;
-                let record = &mut entry.record;
-                let mut moved = false;
-                if record.state == PresenceState::Online
-                    && now - record.last_active_ts >= idle_after
-                {
-                    record.state = PresenceState::Unavailable;
-                    moved = true;
-                }
-                if entry.syncing == 0
-                    && record.state != PresenceState::Offline
-                    && now - entry.last_sync_end >= offline_after
-                {
-                    record.state = PresenceState::Offline;
-                    moved = true;
-                }
-                let mut next = None;
-                if entry.record.state == PresenceState::Online {
-                    next = Some(entry.record.last_active_ts + idle_after);
-                }
-                if entry.syncing == 0 && entry.record.state != PresenceState::Offline {
-                    let offline = entry.last_sync_end + offline_after;
-                    next = Some(next.map_or(offline, |n: i64| n.min(offline)));
-                }
-                if let Some(next) = next {
-                    self.schedule(entry, &user_id, next);
-                }
-                if moved {
-                    changed.push(user_id.clone());
-                }
-                fired.push(user_id);
-            }
-        }
-        for user_id in changed {
-            self.announce(&user_id).await;
-        }
-        for user_id in fired {
-            self.forget_if_idle(&user_id);
-        }
-    }
-
-    /// Drops the bookkeeping of a user who is offline and not syncing: the
-    /// store keeps their record (and last seen).
-    fn forget_if_idle(&self, user_id: &str) {
-        let mut local = self.local.lock().expect("presence lock");
-        if local.get(user_id).is_some_and(|e| {
-            e.syncing == 0 && e.record.state == PresenceState::Offline && e.scheduled.is_none()
-        }) {
-            local.remove(user_id);
-        }
-    }
-
-    async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            let next = self
-                .timers
-                .lock()
-                .expect("timers lock")
-                .heap
-                .peek()
-                .map(|Reverse((at, _))| *at);
-            let wait = match next {
-                Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64),
-                None => Duration::from_secs(3600),
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.nudge.notified() => continue,
-                _ = tokio::time::sleep(wait) => self.fire_due().await,
-            }
-        }
-    }
 }
 
 impl PresenceService {
