@@ -207,3 +207,96 @@ async fn a_queued_notification_survives_kill_9() {
     let last = gateway.received().pop().unwrap();
     assert_eq!(last["event_id"], event_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifications_list_pages_filters_and_marks_read() {
+    let server = start().await;
+    let gateway = FakeGateway::start(GatewayMode::Accept).await;
+    let (alice, bob, room) = setup(&server, &gateway).await;
+
+    let first = send(&alice, &room, "t1", text("one")).await;
+    send(
+        &alice,
+        &room,
+        "t2",
+        json!({"msgtype": "m.notice", "body": "bot"}),
+    )
+    .await;
+    let mention = send(
+        &alice,
+        &room,
+        "t3",
+        json!({"msgtype": "m.text", "body": "bob?", "m.mentions": {"user_ids": [bob.user_id]}}),
+    )
+    .await;
+    let last = send(&alice, &room, "t4", text("three")).await;
+    send(&bob, &room, "b1", text("my own")).await;
+
+    // Newest first; the notice and Bob's own message are not notifications.
+    let list = assert_ok(bob.get(&format!("{V3}/notifications")).await);
+    let ids: Vec<&str> = list["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["event"]["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [last.as_str(), mention.as_str(), first.as_str()],
+        "{list}"
+    );
+    let n = &list["notifications"][1];
+    assert_eq!(n["room_id"], room);
+    assert_eq!(n["read"], false);
+    assert!(n["ts"].as_i64().unwrap() > 0);
+    assert!(n["actions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"set_tweak": "highlight"})));
+
+    // Paging: one at a time, following next_token.
+    let page = assert_ok(bob.get(&format!("{V3}/notifications?limit=1")).await);
+    assert_eq!(page["notifications"][0]["event"]["event_id"], last);
+    let token = page["next_token"].as_str().unwrap().to_owned();
+    let page = assert_ok(
+        bob.get(&format!("{V3}/notifications?limit=1&from={token}"))
+            .await,
+    );
+    assert_eq!(page["notifications"][0]["event"]["event_id"], mention);
+
+    // Only highlights.
+    let highlights = assert_ok(bob.get(&format!("{V3}/notifications?only=highlight")).await);
+    assert_eq!(highlights["notifications"].as_array().unwrap().len(), 1);
+    assert_eq!(highlights["notifications"][0]["event"]["event_id"], mention);
+
+    // Reading up to the mention marks it and the older one read.
+    let receipt = format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room), enc(&mention));
+    assert_ok(bob.post(&receipt, &json!({})).await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = assert_ok(bob.get(&format!("{V3}/notifications")).await);
+        let read: Vec<bool> = list["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["read"].as_bool().unwrap())
+            .collect();
+        if read == [false, true, true] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "read flags: {read:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    tern_tests::assert_error(
+        &bob.get(&format!("{V3}/notifications?only=everything"))
+            .await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    tern_tests::assert_error(
+        &bob.get(&format!("{V3}/notifications?from=abc")).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+}

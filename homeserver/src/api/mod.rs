@@ -121,6 +121,7 @@ fn client_routes() -> Router<Arc<Services>> {
             get(account_data::get_room).put(account_data::put_room),
         )
         .route("/pushers", get(pushers::get_pushers))
+        .route("/notifications", get(pushers::get_notifications))
         .route("/pushers/set", post(pushers::set_pusher))
         .route("/pushrules", get(push_rules::get_all))
         .route("/pushrules/", get(push_rules::get_all))

@@ -1,4 +1,4 @@
-//! Pushers: the push targets of a user's devices.
+//! Pushers (the push targets of a user's devices) and the notifications list.
 
 use std::sync::Arc;
 
@@ -6,8 +6,12 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::error::ApiResult;
-use super::extract::{Auth, MatrixJson};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, MatrixJson, MatrixQuery};
+use crate::service::error::ErrorKind;
+use crate::service::notifications::{NotificationService, NotificationsRequest};
 use crate::service::Services;
 
 /// # `GET /_matrix/client/v3/pushers`
@@ -28,4 +32,41 @@ pub async fn set_pusher(
 ) -> ApiResult<Json<Value>> {
     services.pushers.set(&auth.who, &body).await?;
     Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NotificationsQuery {
+    pub from: Option<String>,
+    pub limit: Option<usize>,
+    pub only: Option<String>,
+}
+
+/// # `GET /_matrix/client/v3/notifications`
+/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3notifications>
+pub async fn get_notifications(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixQuery(query): MatrixQuery<NotificationsQuery>,
+) -> ApiResult<Json<Value>> {
+    let only_highlight = match query.only.as_deref() {
+        None => false,
+        Some("highlight") => true,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidParam,
+                "only may be \"highlight\"",
+            ))
+        }
+    };
+    let from = query
+        .from
+        .as_deref()
+        .map(NotificationService::parse_from)
+        .transpose()?;
+    let request = NotificationsRequest {
+        from,
+        limit: query.limit,
+        only_highlight,
+    };
+    Ok(Json(services.notifications.list(&auth.who, request).await?))
 }

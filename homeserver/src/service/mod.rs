@@ -5,6 +5,7 @@ pub mod error;
 pub mod identifiers;
 pub mod keys;
 pub mod media;
+pub mod notifications;
 pub mod notifier;
 pub mod pdu;
 pub mod presence;
@@ -30,6 +31,7 @@ use crate::store::{AccountStore, Ephemeral, EventBus, PushStore, ReceiptStore, R
 use accounts::AccountService;
 use keys::ServerKey;
 use media::MediaService;
+use notifications::NotificationService;
 use notifier::Notifier;
 use presence::PresenceService;
 use push_rules::PushRuleService;
@@ -54,6 +56,7 @@ pub struct Services {
     pub presence: Arc<PresenceService>,
     pub push_rules: Arc<PushRuleService>,
     pub pushers: Arc<PusherService>,
+    pub notifications: NotificationService,
     pub unread: Arc<UnreadService>,
     pub media: MediaService,
     pub rate_limiter: RateLimiter,
@@ -115,6 +118,12 @@ impl Services {
             push_rules.clone(),
             cache.clone(),
         ));
+        let notifications = NotificationService::new(
+            rooms.clone(),
+            backends.rooms.clone(),
+            backends.receipts.clone(),
+            push_rules.clone(),
+        );
         let pushers = Arc::new(PusherService::new(backends.push.clone()).await?);
         push_sender::spawn(
             push_sender::PushSenderParts {
@@ -156,6 +165,7 @@ impl Services {
             presence,
             push_rules,
             pushers,
+            notifications,
             unread,
             media: MediaService::new(
                 backends.media,
