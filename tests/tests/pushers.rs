@@ -109,3 +109,25 @@ async fn bad_pushers_are_refused() {
     );
     assert!(pushers_of(&alice).await.is_empty(), "nothing was stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_removes_that_devices_pushers() {
+    let server = TestServer::start().await;
+    let phone = Client::register(&server, "alice").await;
+    let laptop = Client::login(&server, &phone.user_id, tern_tests::PASSWORD).await;
+    let set = format!("{V3}/pushers/set");
+    assert_ok(phone.post(&set, &pusher("phone-key", GATEWAY)).await);
+    assert_ok(laptop.post(&set, &pusher("laptop-key", GATEWAY)).await);
+    assert_eq!(pushers_of(&laptop).await.len(), 2);
+
+    // The phone logs out: only its pusher goes.
+    assert_ok(phone.post(&format!("{V3}/logout"), &json!({})).await);
+    let left = pushers_of(&laptop).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["pushkey"], "laptop-key");
+
+    // Logging out everywhere removes the rest.
+    assert_ok(laptop.post(&format!("{V3}/logout/all"), &json!({})).await);
+    let again = Client::login(&server, &laptop.user_id, tern_tests::PASSWORD).await;
+    assert!(pushers_of(&again).await.is_empty());
+}

@@ -220,6 +220,10 @@ pub async fn login(
 /// <https://spec.matrix.org/v1.11/client-server-api/#post_matrixclientv3logout>
 pub async fn logout(State(services): State<Arc<Services>>, auth: Auth) -> ApiResult<Json<Value>> {
     services.accounts.logout(&auth.token).await?;
+    services
+        .pushers
+        .remove_for_logout(&auth.who.user_id, Some(&auth.who.device_id), None)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -232,6 +236,10 @@ pub async fn logout_all(
     services
         .accounts
         .logout_all(&auth.who.user_id, None)
+        .await?;
+    services
+        .pushers
+        .remove_for_logout(&auth.who.user_id, None, None)
         .await?;
     Ok(Json(json!({})))
 }
@@ -281,5 +289,11 @@ pub async fn change_password(
             body.logout_devices.unwrap_or(true),
         )
         .await?;
+    if body.logout_devices.unwrap_or(true) {
+        services
+            .pushers
+            .remove_for_logout(&auth.who.user_id, None, Some(&auth.who.device_id))
+            .await?;
+    }
     Ok(Json(json!({})))
 }

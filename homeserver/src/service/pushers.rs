@@ -105,6 +105,20 @@ impl PusherService {
             .unwrap_or_default()
     }
 
+    /// The user logged out `device_id`, or (`None`) every device but
+    /// `keep_device`: their pushers go with them.
+    pub async fn remove_for_logout(
+        &self,
+        user_id: &str,
+        device_id: Option<&str>,
+        keep_device: Option<&str>,
+    ) -> ServiceResult<()> {
+        self.store
+            .delete_device_pushers(user_id, device_id, keep_device)
+            .await?;
+        self.reindex().await
+    }
+
     /// A gateway said this pushkey is dead: whoever holds it loses it.
     pub async fn remove_pushkey(&self, app_id: &str, pushkey: &str) {
         let removed = self.store.delete_pushkey(app_id, pushkey).await;

@@ -593,6 +593,32 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
     store.delete_pushkey("org.example.app", "k1").await.unwrap();
     assert!(store.all_pushers().await.unwrap().is_empty());
 
+    // Logging out removes the device's pushers (or all but one device's).
+    let on = |key: &str, device: &str| {
+        let mut p = pusher("@a:t", key, 5);
+        p.device_id = Some(device.into());
+        p
+    };
+    for (key, device) in [("p1", "D1"), ("p2", "D2"), ("p3", "D3")] {
+        store.set_pusher(on(key, device), false).await.unwrap();
+    }
+    store
+        .delete_device_pushers("@a:t", Some("D1"), None)
+        .await
+        .unwrap();
+    let keys = |list: Vec<PusherRecord>| list.into_iter().map(|p| p.pushkey).collect::<Vec<_>>();
+    assert_eq!(keys(store.pushers("@a:t").await.unwrap()), ["p2", "p3"]);
+    store
+        .delete_device_pushers("@a:t", None, Some("D3"))
+        .await
+        .unwrap();
+    assert_eq!(keys(store.pushers("@a:t").await.unwrap()), ["p3"]);
+    store
+        .delete_device_pushers("@a:t", None, None)
+        .await
+        .unwrap();
+    assert!(store.pushers("@a:t").await.unwrap().is_empty());
+
     // The outbox: queued, due, retried later, finished.
     let push = |n: i64| OutboxPush {
         user_id: "@a:t".into(),

@@ -365,6 +365,15 @@ pub trait PushStore: Send + Sync {
     async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> StoreResult<bool>;
     /// A user's pushers, oldest first.
     async fn pushers(&self, user_id: &str) -> StoreResult<Vec<PusherRecord>>;
+    /// Removes the pushers registered from the user's devices: one device,
+    /// or (`device_id` `None`) every device but `keep_device`. A logged-out
+    /// phone must stop getting the user's notifications.
+    async fn delete_device_pushers(
+        &self,
+        user_id: &str,
+        device_id: Option<&str>,
+        keep_device: Option<&str>,
+    ) -> StoreResult<()>;
     /// Every pusher (read once at start-up to know who has any).
     async fn all_pushers(&self) -> StoreResult<Vec<PusherRecord>>;
     /// Removes the pusher `(app_id, pushkey)` from whoever holds it (a

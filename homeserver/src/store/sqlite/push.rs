@@ -81,6 +81,24 @@ impl PushStore for SqliteStore {
         rows.iter().map(pusher_from_row).collect()
     }
 
+    async fn delete_device_pushers(
+        &self,
+        user_id: &str,
+        device_id: Option<&str>,
+        keep_device: Option<&str>,
+    ) -> StoreResult<()> {
+        let query = match device_id {
+            Some(device) => sqlx::query("DELETE FROM pushers WHERE user_id = ? AND device_id = ?")
+                .bind(user_id)
+                .bind(device),
+            None => sqlx::query("DELETE FROM pushers WHERE user_id = ? AND device_id IS NOT ?")
+                .bind(user_id)
+                .bind(keep_device),
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn all_pushers(&self) -> StoreResult<Vec<PusherRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {PUSHER_COLUMNS} FROM pushers ORDER BY created_ts, rowid"
