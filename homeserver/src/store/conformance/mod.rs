@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+mod push;
+pub use push::push_store;
+
 use super::{
-    AccountStore, Direction, Ephemeral, NewEvent, NewReceipt, OutboxPush, PresenceRecord,
-    PresenceState, PushStore, PusherRecord, ReceiptStore, RoomStore, StoreError, StreamPos,
-    UserRecord,
+    AccountStore, Direction, Ephemeral, NewEvent, NewReceipt, PresenceRecord, PresenceState,
+    ReceiptStore, RoomStore, StoreError, StreamPos, UserRecord,
 };
 
 fn user(id: &str) -> UserRecord {
@@ -520,130 +522,4 @@ pub async fn receipt_store(store: Arc<dyn ReceiptStore>, _rooms: Arc<dyn RoomSto
         .await
         .unwrap()
         .is_empty());
-}
-
-fn pusher(user: &str, pushkey: &str, ts: i64) -> PusherRecord {
-    PusherRecord {
-        user_id: user.into(),
-        app_id: "org.example.app".into(),
-        pushkey: pushkey.into(),
-        kind: "http".into(),
-        app_display_name: "App".into(),
-        device_display_name: "Phone".into(),
-        profile_tag: None,
-        lang: "en".into(),
-        data: serde_json::json!({"url": "https://push.example/_matrix/push/v1/notify"}),
-        device_id: Some("DEV".into()),
-        created_ts: ts,
-    }
-}
-
-pub async fn push_store(store: Arc<dyn PushStore>) {
-    store
-        .set_pusher(pusher("@a:t", "k1", 1), false)
-        .await
-        .unwrap();
-    store
-        .set_pusher(pusher("@a:t", "k2", 2), false)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.pushers("@a:t").await.unwrap(),
-        vec![pusher("@a:t", "k1", 1), pusher("@a:t", "k2", 2)]
-    );
-
-    // Setting it again replaces it.
-    let mut renamed = pusher("@a:t", "k1", 1);
-    renamed.device_display_name = "Tablet".into();
-    store.set_pusher(renamed.clone(), false).await.unwrap();
-    assert_eq!(store.pushers("@a:t").await.unwrap()[0], renamed);
-
-    // Without append, another user taking the same key takes it from @a.
-    store
-        .set_pusher(pusher("@b:t", "k1", 3), false)
-        .await
-        .unwrap();
-    let keys: Vec<String> = store
-        .pushers("@a:t")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.pushkey)
-        .collect();
-    assert_eq!(keys, ["k2"]);
-    // With append, both keep it.
-    store
-        .set_pusher(pusher("@a:t", "k1", 4), true)
-        .await
-        .unwrap();
-    assert_eq!(store.pushers("@a:t").await.unwrap().len(), 2);
-    assert_eq!(store.pushers("@b:t").await.unwrap().len(), 1);
-
-    assert!(store
-        .delete_pusher("@a:t", "org.example.app", "k2")
-        .await
-        .unwrap());
-    assert!(!store
-        .delete_pusher("@a:t", "org.example.app", "k2")
-        .await
-        .unwrap());
-    assert_eq!(store.pushers("@a:t").await.unwrap().len(), 1);
-    assert!(store.pushers("@nobody:t").await.unwrap().is_empty());
-    assert_eq!(store.all_pushers().await.unwrap().len(), 2);
-    store.delete_pushkey("org.example.app", "k1").await.unwrap();
-    assert!(store.all_pushers().await.unwrap().is_empty());
-
-    // Logging out removes the device's pushers (or all but one device's).
-    let on = |key: &str, device: &str| {
-        let mut p = pusher("@a:t", key, 5);
-        p.device_id = Some(device.into());
-        p
-    };
-    for (key, device) in [("p1", "D1"), ("p2", "D2"), ("p3", "D3")] {
-        store.set_pusher(on(key, device), false).await.unwrap();
-    }
-    store
-        .delete_device_pushers("@a:t", Some("D1"), None)
-        .await
-        .unwrap();
-    let keys = |list: Vec<PusherRecord>| list.into_iter().map(|p| p.pushkey).collect::<Vec<_>>();
-    assert_eq!(keys(store.pushers("@a:t").await.unwrap()), ["p2", "p3"]);
-    store
-        .delete_device_pushers("@a:t", None, Some("D3"))
-        .await
-        .unwrap();
-    assert_eq!(keys(store.pushers("@a:t").await.unwrap()), ["p3"]);
-    store
-        .delete_device_pushers("@a:t", None, None)
-        .await
-        .unwrap();
-    assert!(store.pushers("@a:t").await.unwrap().is_empty());
-
-    // The outbox: queued, due, retried later, finished.
-    let push = |n: i64| OutboxPush {
-        user_id: "@a:t".into(),
-        app_id: "org.example.app".into(),
-        pushkey: format!("k{n}"),
-        url: "https://push.example/_matrix/push/v1/notify".into(),
-        body: json!({"notification": {"n": n}}),
-    };
-    assert_eq!(store.next_push_due().await.unwrap(), None);
-    store
-        .enqueue_pushes(vec![push(1), push(2)], 100)
-        .await
-        .unwrap();
-    assert_eq!(store.next_push_due().await.unwrap(), Some(100));
-    assert!(store.due_pushes(99, 10).await.unwrap().is_empty());
-    let due = store.due_pushes(100, 10).await.unwrap();
-    assert_eq!(due.len(), 2);
-    assert_eq!(due[0].push, push(1));
-    assert_eq!(due[0].attempts, 0);
-    store.retry_push(due[0].id, 1, 500).await.unwrap();
-    store.finish_push(due[1].id).await.unwrap();
-    assert!(store.due_pushes(499, 10).await.unwrap().is_empty());
-    let again = store.due_pushes(500, 10).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].attempts, 1);
-    store.finish_push(again[0].id).await.unwrap();
-    assert_eq!(store.next_push_due().await.unwrap(), None);
 }
