@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::error::{ServiceError, ServiceResult};
 use super::pdu::client_event_for;
-use super::push_rules::{PreparedEvent, PushOutcome, PushRuleService};
+use super::push_rules::{PreparedEvent, PushOutcome, PushRuleService, RoomPushContext};
 use super::rooms::{now_ms, Requester, RoomService};
 use super::unread::{display_name, push_context};
 use crate::store::{ReceiptStore, RoomStore, StoredEvent, StreamPos};
@@ -106,6 +106,7 @@ impl NotificationService {
         let mut scanned = 0;
         let mut found = Vec::new();
         let mut exhausted = false;
+        let mut contexts: HashMap<String, (RoomPushContext, String)> = HashMap::new();
         while found.len() < limit && scanned < MAX_SCANNED {
             // The newest BATCH events of each room before `before`; merged,
             // the newest BATCH overall are exact.
@@ -129,11 +130,22 @@ impl NotificationService {
                 if event.sender == who.user_id {
                     continue;
                 }
-                let Some(state) = self.rooms.state_snapshot(&event.room_id).await? else {
+                // Each room's push context once per request, not per event.
+                if !contexts.contains_key(&event.room_id) {
+                    let Some(state) = self.rooms.state_snapshot(&event.room_id).await? else {
+                        continue;
+                    };
+                    let context = (
+                        push_context(&event.room_id, &state),
+                        display_name(&state, &who.user_id),
+                    );
+                    contexts.insert(event.room_id.clone(), context);
+                }
+                let Some((context, name)) = contexts.get(&event.room_id) else {
                     continue;
                 };
-                let outcome = PreparedEvent::new(&event.pdu, &push_context(&event.room_id, &state))
-                    .evaluate(&ruleset, &who.user_id, &display_name(&state, &who.user_id))
+                let outcome = PreparedEvent::new(&event.pdu, context)
+                    .evaluate(&ruleset, &who.user_id, name)
                     .await;
                 if !outcome.notify || (request.only_highlight && !outcome.highlight) {
                     continue;

@@ -219,7 +219,7 @@ impl Sender {
                 .unread
                 .counts(&user_id, &[room_id.to_owned()], stream)
                 .await?
-                .get(room_id)
+                .first()
                 .map(|c| c.notifications)
                 .unwrap_or(1);
             for pusher in pushers.iter() {

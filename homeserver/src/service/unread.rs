@@ -75,14 +75,45 @@ impl Entry {
     }
 }
 
+/// Entries by user, then room: looked up with borrowed ids, so a sync that
+/// finds its entries allocates nothing.
+#[derive(Default)]
+struct Entries {
+    by_user: HashMap<String, HashMap<String, Entry>>,
+    len: usize,
+}
+
+impl Entries {
+    fn get(&self, user_id: &str, room_id: &str) -> Option<&Entry> {
+        self.by_user.get(user_id)?.get(room_id)
+    }
+
+    /// The entry, created if missing. Past [`MAX_ENTRIES`] the map starts
+    /// over; entries are rebuilt from the store as syncs need them.
+    fn get_or_create(&mut self, user_id: &str, room_id: &str) -> &mut Entry {
+        if self.len >= MAX_ENTRIES {
+            self.by_user.clear();
+            self.len = 0;
+        }
+        if !self.by_user.contains_key(user_id) {
+            self.by_user.insert(user_id.to_owned(), HashMap::new());
+        }
+        let rooms = self.by_user.get_mut(user_id).expect("inserted above");
+        if !rooms.contains_key(room_id) {
+            rooms.insert(room_id.to_owned(), Entry::default());
+            self.len += 1;
+        }
+        rooms.get_mut(room_id).expect("inserted above")
+    }
+}
+
 pub struct UnreadService {
     rooms: RoomService,
     store: Arc<dyn RoomStore>,
     receipts: Arc<dyn ReceiptStore>,
     push_rules: Arc<PushRuleService>,
     cache: Arc<TimelineCache>,
-    /// Keyed by (user, room).
-    entries: Mutex<HashMap<(String, String), Entry>>,
+    entries: Mutex<Entries>,
 }
 
 /// What the push rules need to know about a room.
@@ -134,34 +165,31 @@ impl UnreadService {
             receipts,
             push_rules,
             cache,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
     /// The user read `room_id` up to the event at `upto`: its count drops.
     pub fn mark_read(&self, user_id: &str, room_id: &str, upto: StreamPos) {
         let mut entries = self.entries.lock().expect("unread lock");
-        entries
-            .entry((user_id.to_owned(), room_id.to_owned()))
-            .or_default()
-            .mark_read(upto);
+        entries.get_or_create(user_id, room_id).mark_read(upto);
     }
 
-    /// Counts for each of `room_ids` (joined rooms), as of event position `upto`.
+    /// Counts for each of `room_ids` (joined rooms), in their order, as of
+    /// event position `upto`.
     pub async fn counts(
         &self,
         user_id: &str,
         room_ids: &[String],
         upto: StreamPos,
-    ) -> ServiceResult<HashMap<String, UnreadCounts>> {
+    ) -> ServiceResult<Vec<UnreadCounts>> {
         // Which rooms need building, and which catching up (from where).
         let mut build = Vec::new();
         let mut catch_up = Vec::new();
         {
             let entries = self.entries.lock().expect("unread lock");
             for room_id in room_ids {
-                let key = (user_id.to_owned(), room_id.clone());
-                match entries.get(&key).and_then(|e| e.evaluated_upto) {
+                match entries.get(user_id, room_id).and_then(|e| e.evaluated_upto) {
                     None => build.push(room_id.clone()),
                     Some(done) if done < upto => catch_up.push((room_id.clone(), done)),
                     Some(_) => {}
@@ -194,11 +222,10 @@ impl UnreadService {
         Ok(room_ids
             .iter()
             .map(|room_id| {
-                let counts = entries
-                    .get(&(user_id.to_owned(), room_id.clone()))
+                entries
+                    .get(user_id, room_id)
                     .map(Entry::counts)
-                    .unwrap_or_default();
-                (room_id.clone(), counts)
+                    .unwrap_or_default()
             })
             .collect())
     }
@@ -225,7 +252,7 @@ impl UnreadService {
                 .iter()
                 .map(|room_id| {
                     let in_memory = entries
-                        .get(&(user_id.to_owned(), room_id.clone()))
+                        .get(user_id, room_id)
                         .map(|e| e.read_upto)
                         .unwrap_or(0);
                     let on_disk = stored.get(room_id).copied().unwrap_or(0);
@@ -250,9 +277,7 @@ impl UnreadService {
             let found = self.evaluate(user_id, room_id, &events).await?;
             {
                 let mut entries = self.entries.lock().expect("unread lock");
-                let entry = entries
-                    .entry((user_id.to_owned(), room_id.clone()))
-                    .or_default();
+                let entry = entries.get_or_create(user_id, room_id);
                 entry.read_upto = entry.read_upto.max(read_upto);
             }
             self.apply(user_id, room_id, None, upto, found);
@@ -271,12 +296,7 @@ impl UnreadService {
         found: Vec<(StreamPos, bool)>,
     ) {
         let mut entries = self.entries.lock().expect("unread lock");
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
-        }
-        let entry = entries
-            .entry((user_id.to_owned(), room_id.to_owned()))
-            .or_default();
+        let entry = entries.get_or_create(user_id, room_id);
         if entry.evaluated_upto != from {
             return;
         }

@@ -527,15 +527,15 @@ impl SyncService {
             .unread
             .counts(&who.user_id, &shown, upto.events)
             .await?;
-        for (room_id, entry) in join.iter_mut() {
-            if let Some(c) = counts.get(room_id) {
-                entry["unread_notifications"] = c.to_json();
-            }
+        for (entry, c) in join.values_mut().zip(counts) {
+            entry["unread_notifications"] = c.to_json();
         }
 
         // Presence of those who share a joined room, whatever the room filter.
         let presence_filter = &filter.presence;
-        let presence = if presence_filter.allows_type("m.presence") {
+        // Nothing moved in the presence stream: skip the room list too.
+        let presence_moved = since.is_none_or(|s| s.presence != upto.presence);
+        let presence = if presence_moved && presence_filter.allows_type("m.presence") {
             let joined_rooms: Vec<String> = memberships
                 .iter()
                 .filter(|m| m.membership == "join" && m.stream <= upto.events)
