@@ -42,6 +42,9 @@ pub struct Args {
     /// Milliseconds after a user's last sync ends before they show as offline [default: 30000].
     #[arg(long, env = "TERN_PRESENCE_OFFLINE_MS")]
     pub presence_offline_ms: Option<u64>,
+    /// Milliseconds between keep-alive comments on an SSE sync stream [default: 15000].
+    #[arg(long, env = "TERN_SSE_KEEP_ALIVE_MS")]
+    pub sse_keep_alive_ms: Option<u64>,
 }
 
 /// Which storage engine backs accounts, rooms and timelines. Each engine is
@@ -67,6 +70,7 @@ pub struct FileConfig {
     pub presence: Option<PresenceFileConfig>,
     pub push: Option<PushConfig>,
     pub media: Option<media::MediaFileConfig>,
+    pub sync: Option<SyncFileConfig>,
 }
 
 /// The `[push]` section.
@@ -77,6 +81,53 @@ pub struct PushConfig {
     /// those who are not, as the seed says: notify offline users).
     #[serde(default)]
     pub notify_online_users: bool,
+    /// Apps whose pushers this server delivers to FCM itself (`[[push.fcm]]`).
+    #[serde(default)]
+    pub fcm: Vec<FcmAppConfig>,
+}
+
+/// One `[[push.fcm]]` entry: pushers with this `app_id` have FCM
+/// registration tokens as pushkeys and are sent through the FCM HTTP v1
+/// API with this service account, instead of to a push gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmAppConfig {
+    pub app_id: String,
+    /// The service-account key JSON downloaded from the Firebase console.
+    pub service_account_file: PathBuf,
+    /// Defaults to the key's `project_id`.
+    pub project_id: Option<String>,
+    #[serde(default = "default_fcm_base_url")]
+    pub base_url: String,
+    /// Overrides the key's `token_uri` (tests, proxies).
+    pub token_url: Option<String>,
+}
+
+fn default_fcm_base_url() -> String {
+    "https://fcm.googleapis.com".to_owned()
+}
+
+/// The `[sync]` section of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncFileConfig {
+    pub sse_keep_alive_ms: Option<u64>,
+}
+
+/// Sync settings.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Interval of keep-alive comments on SSE streams: keeps proxies from
+    /// closing idle streams and shows a closed client within one interval.
+    pub sse_keep_alive: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            sse_keep_alive: Duration::from_secs(15),
+        }
+    }
 }
 
 /// The `[presence]` section of the settings file.
@@ -125,6 +176,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub push: PushConfig,
     pub media: media::MediaConfig,
+    pub sync: SyncConfig,
 }
 
 impl Default for Config {
@@ -140,6 +192,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             push: PushConfig::default(),
             media: media::MediaConfig::default(),
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -181,8 +234,17 @@ impl Config {
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.presence.offline_after),
         };
+        let sse_keep_alive = args
+            .sse_keep_alive_ms
+            .or(file.sync.and_then(|s| s.sse_keep_alive_ms))
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.sync.sse_keep_alive);
+        if sse_keep_alive.is_zero() {
+            anyhow::bail!("sync.sse_keep_alive_ms must be above zero");
+        }
         Ok(Self {
             presence,
+            sync: SyncConfig { sse_keep_alive },
             push: file.push.unwrap_or_default(),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
             server_name,

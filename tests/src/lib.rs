@@ -17,13 +17,17 @@
 
 mod assertions;
 mod client;
+mod fcm;
 mod gateway;
 mod server;
+mod sse;
 
 pub use assertions::*;
 pub use client::Client;
+pub use fcm::FakeFcm;
 pub use gateway::{FakeGateway, GatewayMode};
 pub use server::{server_binary, ServerOptions, TestServer};
+pub use sse::{SseEvent, SseRequest, SseStream};
 
 /// Prefix of every Client-Server API v3 path.
 pub const V3: &str = "/_matrix/client/v3";

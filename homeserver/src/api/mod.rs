@@ -13,6 +13,7 @@ mod push_rules;
 mod pushers;
 mod receipts;
 mod rooms;
+mod sse;
 mod state;
 mod sync;
 mod typing;
@@ -175,6 +176,11 @@ pub fn router(services: Arc<Services>) -> Router {
             "/_matrix/client/unstable/tern/rooms/{room_id}/receipts/{event_id}",
             get(receipts::message_info),
         )
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc2108/sync/stream",
+            get(sse::sync_stream),
+        )
+        .route("/_matrix/client/unstable/tern/sync/ack", post(sse::ack))
         .nest("/_matrix/client/v3", client.clone())
         .nest("/_matrix/client/r0", client)
         // Media bodies stream past `max_request_bytes` (it only binds the

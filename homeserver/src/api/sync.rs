@@ -4,12 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
+use super::sse;
 use crate::service::error::ErrorKind;
 use crate::service::presence::parse_state;
 use crate::service::sync::{Filter, SyncRequest};
@@ -35,11 +38,27 @@ fn parse_filter(value: Value) -> ApiResult<Filter> {
 
 /// # `GET /_matrix/client/v3/sync`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3sync>
+///
+/// With `Accept: text/event-stream`, the SSE stream instead (`sse.rs`).
 pub async fn sync(
     State(services): State<Arc<Services>>,
     auth: Auth,
+    headers: HeaderMap,
     MatrixQuery(query): MatrixQuery<SyncQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
+    let request = sync_request(&services, &auth, query).await?;
+    if sse::wants_stream(&headers) {
+        return sse::stream(services, auth.who, request, &headers).await;
+    }
+    Ok(Json(services.sync.sync(&auth.who, &request).await?).into_response())
+}
+
+/// The parameters shared by the long-poll and the stream, checked.
+pub async fn sync_request(
+    services: &Services,
+    auth: &Auth,
+    query: SyncQuery,
+) -> ApiResult<SyncRequest> {
     let set_presence = query
         .set_presence
         .as_deref()
@@ -71,14 +90,14 @@ pub async fn sync(
         .as_deref()
         .map(str::parse::<SyncToken>)
         .transpose()?;
-    let request = SyncRequest {
+    Ok(SyncRequest {
         since,
         timeout: Duration::from_millis(query.timeout.unwrap_or(0).min(MAX_TIMEOUT_MS)),
         full_state: query.full_state.unwrap_or(false),
         filter,
         set_presence,
-    };
-    Ok(Json(services.sync.sync(&auth.who, &request).await?))
+        acknowledge: true,
+    })
 }
 
 fn own_user(auth: &Auth, user_id: &str) -> ApiResult<()> {

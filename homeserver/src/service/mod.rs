@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod error;
+pub mod fcm;
 pub mod identifiers;
 pub mod keys;
 pub mod media;
@@ -124,7 +125,8 @@ impl Services {
             backends.receipts.clone(),
             push_rules.clone(),
         );
-        let pushers = Arc::new(PusherService::new(backends.push.clone()).await?);
+        let fcm = Arc::new(fcm::Fcm::from_config(&config.push.fcm)?);
+        let pushers = Arc::new(PusherService::new(backends.push.clone(), fcm.clone()).await?);
         push_sender::spawn(
             push_sender::PushSenderParts {
                 rooms: rooms.clone(),
@@ -136,6 +138,7 @@ impl Services {
                 unread: unread.clone(),
                 presence: presence.clone(),
                 notify_connected: config.push.notify_online_users,
+                fcm,
             },
             backends.bus.as_ref(),
             shutdown.clone(),

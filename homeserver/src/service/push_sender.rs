@@ -1,5 +1,6 @@
 //! Sending push notifications to Matrix push gateways (spec: "Push Gateway
-//! API"), through a durable outbox.
+//! API") and, for the apps in `[[push.fcm]]`, to FCM directly (`fcm.rs`),
+//! through a durable outbox.
 //!
 //! One task reads the event bus. For each new event it finds the room's
 //! members with pushers, evaluates their push rules (the same evaluation
@@ -12,6 +13,8 @@
 //! pushkeys the gateway lists as `rejected` are removed; 5xx, 429 and
 //! network errors are retried with exponential backoff; other 4xx give up.
 //! A crash loses nothing queued: the lease runs out and it is sent again.
+//! FCM notifications are queued already in FCM's message shape, and FCM's
+//! `UNREGISTERED` answer removes the pusher as a gateway's `rejected` does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::fcm::{self, Fcm};
 use super::presence::PresenceService;
 use super::push_rules::{PreparedEvent, PushRuleService};
 use super::pushers::PusherService;
@@ -55,7 +59,12 @@ pub struct PushSenderParts {
     pub presence: Arc<PresenceService>,
     /// Push also to users connected right now.
     pub notify_connected: bool,
+    /// Apps this server sends to FCM itself.
+    pub fcm: Arc<Fcm>,
 }
+
+/// The outbox `url` of a notification for FCM rather than a gateway.
+const FCM_URL: &str = "fcm:v1";
 
 struct Sender {
     parts: PushSenderParts,
@@ -245,22 +254,30 @@ impl Sender {
                     "app_id": pusher.app_id, "pushkey": pusher.pushkey,
                     "pushkey_ts": pusher.created_ts / 1000, "data": data, "tweaks": tweaks,
                 });
+                let body = notification(
+                    &info,
+                    Delivery {
+                        unread,
+                        highlight: outcome.highlight,
+                        sound: outcome.sound.clone(),
+                        user_is_target: event.state_key.as_deref() == Some(user_id.as_str()),
+                        event_id_only,
+                        device,
+                    },
+                );
+                // Queued in the shape it is sent in, so a retry after a
+                // restart needs nothing but the row.
+                let (url, body) = if parts.fcm.handles(&pusher.app_id) {
+                    (FCM_URL.to_owned(), fcm::message(&body))
+                } else {
+                    (url, body)
+                };
                 queued.push(OutboxPush {
                     user_id: user_id.clone(),
                     app_id: pusher.app_id.clone(),
                     pushkey: pusher.pushkey.clone(),
                     url,
-                    body: notification(
-                        &info,
-                        Delivery {
-                            unread,
-                            highlight: outcome.highlight,
-                            sound: outcome.sound.clone(),
-                            user_is_target: event.state_key.as_deref() == Some(user_id.as_str()),
-                            event_id_only,
-                            device,
-                        },
-                    ),
+                    body,
                 });
             }
         }
@@ -318,14 +335,56 @@ impl Sender {
     }
 
     async fn send(&self, queued: QueuedPush) {
+        let retry = if queued.push.url == FCM_URL {
+            self.send_fcm(&queued).await
+        } else {
+            self.send_gateway(&queued).await
+        };
         let store = &self.parts.store;
+        let attempts = queued.attempts + 1;
+        let outcome = if retry && attempts < MAX_ATTEMPTS {
+            store
+                .retry_push(queued.id, attempts, now_ms() + backoff_ms(queued.attempts))
+                .await
+        } else {
+            store.finish_push(queued.id).await
+        };
+        if let Err(err) = outcome {
+            tracing::warn!(%err, "updating the push outbox failed");
+        }
+    }
+
+    /// Sends to FCM; true when worth retrying.
+    async fn send_fcm(&self, queued: &QueuedPush) -> bool {
+        let push = &queued.push;
+        match self
+            .parts
+            .fcm
+            .send(&self.http, &push.app_id, &push.body)
+            .await
+        {
+            fcm::Outcome::Delivered | fcm::Outcome::GiveUp => false,
+            fcm::Outcome::Retry => true,
+            fcm::Outcome::Unregistered => {
+                tracing::info!(app_id = %push.app_id, "FCM says a registration token is dead; removing its pusher");
+                self.parts
+                    .pushers
+                    .remove_pushkey(&push.app_id, &push.pushkey)
+                    .await;
+                false
+            }
+        }
+    }
+
+    /// Sends to a Matrix push gateway; true when worth retrying.
+    async fn send_gateway(&self, queued: &QueuedPush) -> bool {
         let result = self
             .http
             .post(&queued.push.url)
             .json(&queued.push.body)
             .send()
             .await;
-        let retry = match result {
+        match result {
             Ok(resp) if resp.status().is_success() => {
                 let body: Value = resp.json().await.unwrap_or(Value::Null);
                 for key in body["rejected"].as_array().into_iter().flatten() {
@@ -351,17 +410,6 @@ impl Sender {
                 tracing::debug!(%err, url = %queued.push.url, "push gateway unreachable");
                 true
             }
-        };
-        let attempts = queued.attempts + 1;
-        let outcome = if retry && attempts < MAX_ATTEMPTS {
-            store
-                .retry_push(queued.id, attempts, now_ms() + backoff_ms(queued.attempts))
-                .await
-        } else {
-            store.finish_push(queued.id).await
-        };
-        if let Err(err) = outcome {
-            tracing::warn!(%err, "updating the push outbox failed");
         }
     }
 }

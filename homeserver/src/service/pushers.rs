@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Map, Value};
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
+use super::fcm::Fcm;
 use super::rooms::{now_ms, Requester};
 use crate::store::{PushStore, PusherRecord};
 
@@ -22,6 +23,8 @@ const MAX_PUSHERS_PER_USER: usize = 100;
 
 pub struct PusherService {
     store: Arc<dyn PushStore>,
+    /// Apps delivered to FCM directly: their pushers need no gateway URL.
+    fcm: Arc<Fcm>,
     /// Every user's pushers, so deciding pushes for a message costs no
     /// query; rebuilt after each (rare) change.
     index: Mutex<HashMap<String, Arc<Vec<PusherRecord>>>>,
@@ -67,9 +70,10 @@ fn check_gateway_url(url: &str) -> ServiceResult<()> {
 }
 
 impl PusherService {
-    pub async fn new(store: Arc<dyn PushStore>) -> ServiceResult<Self> {
+    pub async fn new(store: Arc<dyn PushStore>, fcm: Arc<Fcm>) -> ServiceResult<Self> {
         let service = Self {
             store,
+            fcm,
             index: Mutex::new(HashMap::new()),
         };
         service.reindex().await?;
@@ -187,12 +191,16 @@ impl PusherService {
         let data_map = data
             .as_object()
             .ok_or_else(|| ServiceError::bad_json("data must be an object"))?;
-        let url = data_map
-            .get("url")
-            .ok_or_else(|| missing("data.url"))?
-            .as_str()
-            .ok_or_else(|| ServiceError::bad_json("data.url must be a string"))?;
-        check_gateway_url(url)?;
+        // FCM apps' pushers are sent by this server; a URL (clients often
+        // name their usual gateway) is then optional and unused.
+        match data_map.get("url") {
+            None if self.fcm.handles(app_id) => {}
+            None => return Err(missing("data.url")),
+            Some(url) => check_gateway_url(
+                url.as_str()
+                    .ok_or_else(|| ServiceError::bad_json("data.url must be a string"))?,
+            )?,
+        }
         match data_map.get("format") {
             None => {}
             Some(Value::String(f)) if f == "event_id_only" => {}

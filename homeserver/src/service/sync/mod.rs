@@ -20,7 +20,7 @@ pub use filter::{Filter, RoomFilter};
 use super::error::ServiceResult;
 use super::notifier::Notifier;
 use super::pdu::client_event_for;
-use super::presence::PresenceService;
+use super::presence::{PresenceService, SyncGuard};
 use super::receipts::ReceiptService;
 use super::rooms::visibility::Viewer;
 use super::rooms::{now_ms, Requester};
@@ -38,6 +38,10 @@ pub struct SyncRequest {
     pub filter: Filter,
     /// The `set_presence` parameter; absent means online.
     pub set_presence: Option<PresenceState>,
+    /// `since` proves the client holds everything before it, so delivery
+    /// is recorded (a long-poll's or a reconnect's token; not the tokens
+    /// an SSE stream moves through on its own).
+    pub acknowledge: bool,
 }
 
 /// Adds an event to one section (`ephemeral`, `account_data`) of a joined
@@ -186,19 +190,48 @@ impl SyncService {
         });
     }
 
+    /// The client proved it holds everything before `token` (an SSE
+    /// client's explicit acknowledgement).
+    pub fn acknowledge(&self, who: &Requester, token: SyncToken) {
+        self.acknowledge_delivery(who, token);
+    }
+
+    /// The user counts as connected (presence) while the guard lives: one
+    /// long-poll, or a whole SSE stream.
+    pub async fn connect(
+        &self,
+        who: &Requester,
+        set_presence: Option<PresenceState>,
+    ) -> ServiceResult<SyncGuard> {
+        self.presence.sync_started(&who.user_id, set_presence).await
+    }
+
+    /// Whether the server is shutting down: streams end so it can.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     /// Answers at once if there is news (or no `since`), otherwise waits for
     /// the notifier until the timeout.
     pub async fn sync(&self, who: &Requester, request: &SyncRequest) -> ServiceResult<Value> {
         // Held until the response is ready (or the client goes away): the
         // user counts as connected meanwhile.
-        let _connected = self
-            .presence
-            .sync_started(&who.user_id, request.set_presence)
-            .await?;
+        let _connected = self.connect(who, request.set_presence).await?;
+        self.sync_connected(who, request).await
+    }
+
+    /// [`Self::sync`] for a caller that holds a [`Self::connect`] guard.
+    pub async fn sync_connected(
+        &self,
+        who: &Requester,
+        request: &SyncRequest,
+    ) -> ServiceResult<Value> {
         let Some(since) = request.since else {
             return self.compute(who, None, request).await.map(|(v, _)| v);
         };
-        self.acknowledge_delivery(who, since);
+        if request.acknowledge {
+            self.acknowledge_delivery(who, since);
+        }
         if request.full_state || request.timeout.is_zero() {
             return self
                 .compute(who, Some(since), request)

@@ -1,0 +1,410 @@
+//! Sync as a Server-Sent Events stream, as a browser's EventSource uses it:
+//! the stream's shape, resuming by `Last-Event-ID` after a disconnect and
+//! after a restart (nothing lost, nothing twice), the token in the query,
+//! keep-alives and closed clients, a slow consumer, and delivered ticks.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tern_tests::{
+    assert_ok, enc, joined_timeline, message_bodies, next_batch, Client, ServerOptions, SseEvent,
+    SseRequest, SseStream, TestServer, V3,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+const MSC2108: &str = "/_matrix/client/unstable/org.matrix.msc2108/sync/stream";
+
+/// A room alice made and bob joined.
+async fn shared_room(alice: &Client, bob: &Client) -> String {
+    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
+    assert_ok(bob.join(&room).await);
+    room
+}
+
+fn stream_request(client: &Client, path: &str) -> SseRequest {
+    SseRequest {
+        path: path.to_owned(),
+        bearer: client.access_token.clone(),
+        accept_stream: true,
+        ..SseRequest::default()
+    }
+}
+
+/// Message bodies of `room` in one sync event's data.
+fn bodies(data: &Value, room: &str) -> Vec<String> {
+    message_bodies(&joined_timeline(data, room))
+}
+
+/// Reads events until `room` shows a message; returns the bodies seen in
+/// that event and the event itself.
+async fn next_messages(stream: &mut SseStream, room: &str) -> (Vec<String>, SseEvent) {
+    loop {
+        let (event, data) = stream.next_sync(WAIT).await;
+        let found = bodies(&data, room);
+        if !found.is_empty() {
+            return (found, event);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_has_the_sync_shape_and_follows_changes() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server, "alice").await;
+    let bob = Client::register(&server, "bob").await;
+    let room = shared_room(&alice, &bob).await;
+    alice.send_text(&room, "t0", "before the stream").await;
+
+    let mut stream =
+        SseStream::open(server.port(), stream_request(&bob, &format!("{V3}/sync"))).await;
+    assert_eq!(stream.status, 200);
+    assert!(
+        stream
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream")),
+        "{:?}",
+        stream.headers
+    );
+    // The first event is the initial sync, with its token as the event id.
+    let (first, data) = stream.next_sync(WAIT).await;
+    assert_eq!(first.id.as_deref(), Some(next_batch(&data).as_str()));
+    assert!(
+        first.retry.is_some(),
+        "the first event sets the reconnect delay"
+    );
+    assert_eq!(bodies(&data, &room), vec!["before the stream"]);
+    // An initial sync: the room from its creation, in state or timeline.
+    let joined = &data["rooms"]["join"][&room];
+    let has_create = ["state", "timeline"].iter().any(|section| {
+        joined[section]["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["type"] == "m.room.create"))
+    });
+    assert!(has_create, "{joined}");
+
+    // Then one event per change, each continuing from the last.
+    let mut last_id = first.id.clone().unwrap();
+    for i in 1..=3 {
+        let body = format!("live {i}");
+        alice.send_text(&room, &format!("t{i}"), &body).await;
+        let (seen, event) = next_messages(&mut stream, &room).await;
+        assert_eq!(seen, vec![body]);
+        let id = event.id.clone().expect("every sync event has an id");
+        assert_ne!(id, last_id);
+        assert_eq!(Some(id.as_str()), event.json()["next_batch"].as_str());
+        last_id = id;
+    }
+
+    // A client that does not ask for a stream still gets JSON.
+    let plain = bob.sync(Some(&last_id), 0, None).await;
+    assert!(plain["next_batch"].is_string());
+
+    // MSC2108's path streams without the Accept header.
+    let mut unstable = SseStream::open(
+        server.port(),
+        SseRequest {
+            accept_stream: false,
+            ..stream_request(&bob, MSC2108)
+        },
+    )
+    .await;
+    assert_eq!(unstable.status, 200);
+    let (_, data) = unstable.next_sync(WAIT).await;
+    assert_eq!(
+        bodies(&data, &room),
+        vec!["before the stream", "live 1", "live 2", "live 3"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_by_last_event_id_loses_nothing_and_repeats_nothing() {
+    let mut server = TestServer::start().await;
+    let alice = Client::register(&server, "alice").await;
+    let bob = Client::register(&server, "bob").await;
+    let room = shared_room(&alice, &bob).await;
+    let path = format!("{V3}/sync");
+    let mut received = Vec::new();
+
+    let mut stream = SseStream::open(server.port(), stream_request(&bob, &path)).await;
+    let (first, _) = stream.next_sync(WAIT).await;
+    let first_id = first.id.unwrap();
+    alice.send_text(&room, "m1", "m1").await;
+    let (seen, event) = next_messages(&mut stream, &room).await;
+    received.extend(seen);
+    let mut last_id = event.id.unwrap();
+    drop(stream);
+
+    // Sent while bob is away.
+    alice.send_text(&room, "m2", "m2").await;
+    alice.send_text(&room, "m3", "m3").await;
+    // A browser reconnects to the same URL (here with an older `since`)
+    // and adds Last-Event-ID, which wins.
+    let mut stream = SseStream::open(
+        server.port(),
+        SseRequest {
+            last_event_id: Some(last_id.clone()),
+            ..stream_request(&bob, &format!("{path}?since={}", enc(&first_id)))
+        },
+    )
+    .await;
+    let (event, data) = stream.next_sync(WAIT).await;
+    assert_eq!(bodies(&data, &room), vec!["m2", "m3"]);
+    received.extend(bodies(&data, &room));
+    last_id = event.id.unwrap();
+    drop(stream);
+
+    // Across a restart: tokens are store positions.
+    server.restart().await;
+    alice.send_text(&room, "m4", "m4").await;
+    let mut stream = SseStream::open(
+        server.port(),
+        SseRequest {
+            last_event_id: Some(last_id.clone()),
+            ..stream_request(&bob, &path)
+        },
+    )
+    .await;
+    let (_, data) = stream.next_sync(WAIT).await;
+    received.extend(bodies(&data, &room));
+    // Nothing else is pending: the next event, if any, has no messages.
+    alice.send_text(&room, "m5", "m5").await;
+    let (seen, _) = next_messages(&mut stream, &room).await;
+    received.extend(seen);
+    assert_eq!(received, vec!["m1", "m2", "m3", "m4", "m5"]);
+
+    // `since` alone resumes too (a client that keeps its own token).
+    drop(stream);
+    let mut stream = SseStream::open(
+        server.port(),
+        stream_request(&bob, &format!("{path}?since={}", enc(&last_id))),
+    )
+    .await;
+    let (_, data) = stream.next_sync(WAIT).await;
+    assert_eq!(bodies(&data, &room), vec!["m4", "m5"]);
+
+    // A Last-Event-ID that is not a token is refused, as a bad `since` is.
+    let mut bad = SseStream::open(
+        server.port(),
+        SseRequest {
+            last_event_id: Some("not-a-token".into()),
+            ..stream_request(&bob, &path)
+        },
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body_json().await["errcode"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_token_in_the_query_for_event_source() {
+    let server = TestServer::start().await;
+    let bob = Client::register(&server, "bob").await;
+    let token = bob.access_token.clone().unwrap();
+    let query = |t: &str| SseRequest {
+        path: format!("{V3}/sync?access_token={}", enc(t)),
+        accept_stream: true,
+        ..SseRequest::default()
+    };
+    let mut ok = SseStream::open(server.port(), query(&token)).await;
+    assert_eq!(ok.status, 200);
+    ok.next_sync(WAIT).await;
+
+    let mut wrong = SseStream::open(server.port(), query("nope")).await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.body_json().await["errcode"], "M_UNKNOWN_TOKEN");
+    let mut missing = SseStream::open(
+        server.port(),
+        SseRequest {
+            path: format!("{V3}/sync"),
+            accept_stream: true,
+            ..SseRequest::default()
+        },
+    )
+    .await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.body_json().await["errcode"], "M_MISSING_TOKEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_flow_and_a_closed_client_goes_offline() {
+    let server = TestServer::start_with(ServerOptions {
+        env: vec![
+            ("TERN_SSE_KEEP_ALIVE_MS".into(), "200".into()),
+            ("TERN_PRESENCE_OFFLINE_MS".into(), "1000".into()),
+        ],
+        ..ServerOptions::default()
+    })
+    .await;
+    let alice = Client::register(&server, "alice").await;
+    let bob = Client::register(&server, "bob").await;
+    shared_room(&alice, &bob).await;
+    let presence = format!("{V3}/presence/{}/status", enc(&bob.user_id));
+
+    let mut stream =
+        SseStream::open(server.port(), stream_request(&bob, &format!("{V3}/sync"))).await;
+    stream.next_sync(WAIT).await;
+    let events = stream.idle_for(Duration::from_millis(1_500)).await;
+    assert!(
+        events.iter().all(|e| e.event == "sync"),
+        "only sync events: {events:?}"
+    );
+    assert!(stream.comments >= 3, "keep-alives: {}", stream.comments);
+    // Longer than the offline period: the open stream keeps bob online.
+    let status = assert_ok(alice.get(&presence).await);
+    assert_eq!(status["presence"], "online", "{status}");
+    assert_eq!(status["currently_active"], true, "{status}");
+
+    // Closing the stream is noticed: bob goes offline after the period.
+    drop(stream);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = assert_ok(alice.get(&presence).await);
+        if status["presence"] == "offline" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_gets_a_limited_delta_and_holds_up_no_one() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server, "alice").await;
+    let bob = Client::register(&server, "bob").await;
+    let carol = Client::register(&server, "carol").await;
+    let room = shared_room(&alice, &bob).await;
+    assert_ok(carol.join(&room).await);
+    let carol_since = next_batch(&carol.sync(None, 0, None).await);
+
+    // Bob's stream: a tiny receive buffer, and he stops reading.
+    let mut slow = SseStream::open(
+        server.port(),
+        SseRequest {
+            recv_buffer: Some(4096),
+            ..stream_request(&bob, &format!("{V3}/sync"))
+        },
+    )
+    .await;
+    slow.next_sync(WAIT).await;
+
+    // Far more than the socket buffers can hold.
+    const MESSAGES: usize = 600;
+    let filler = "x".repeat(16 * 1024);
+    for i in 0..MESSAGES {
+        alice
+            .send_text(&room, &format!("s{i}"), &format!("{i} {filler}"))
+            .await;
+    }
+    // Carol, syncing normally, has every message at once.
+    let last = format!("{} {filler}", MESSAGES - 1);
+    carol
+        .sync_until(&carol_since, WAIT, None, |r| {
+            message_bodies(&joined_timeline(r, &room)).contains(&last)
+        })
+        .await;
+
+    // Bob catches up: a handful of events, not one per message, ending in
+    // a limited delta with a prev_batch to page back from.
+    let mut events = 0;
+    let mut limited = false;
+    let mut got_last = false;
+    while !got_last {
+        let (_, data) = slow.next_sync(WAIT).await;
+        events += 1;
+        let timeline = &data["rooms"]["join"][&room]["timeline"];
+        if timeline["limited"] == true {
+            limited = true;
+            assert!(timeline["prev_batch"].is_string(), "{timeline}");
+        }
+        got_last = bodies(&data, &room).contains(&last);
+    }
+    assert!(limited, "the catch-up delta is limited");
+    eprintln!("slow consumer: {events} events for {MESSAGES} messages");
+    assert!(
+        events < MESSAGES / 2,
+        "{events} events for {MESSAGES} messages: the stream queued per change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_ticks_need_proof_from_the_stream_client() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server, "alice").await;
+    let bob = Client::register(&server, "bob").await;
+    let room = shared_room(&alice, &bob).await;
+    let info = |event: String| {
+        let alice = alice.clone();
+        let room = room.clone();
+        let bob_id = bob.user_id.clone();
+        async move {
+            let path = format!(
+                "/_matrix/client/unstable/tern/rooms/{}/receipts/{}",
+                enc(&room),
+                enc(&event)
+            );
+            let body = assert_ok(alice.get(&path).await);
+            body["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["user_id"] == bob_id.as_str())
+                .cloned()
+                .unwrap_or_else(|| panic!("bob not in {body}"))
+        }
+    };
+    let delivered_soon = |event: String| {
+        let info = &info;
+        async move {
+            for _ in 0..50 {
+                if info(event.clone()).await["delivered_ts"].is_i64() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+
+    let mut stream =
+        SseStream::open(server.port(), stream_request(&bob, &format!("{V3}/sync"))).await;
+    stream.next_sync(WAIT).await;
+    let e1 = alice.send_text(&room, "d1", "one").await;
+    let (_, event) = next_messages(&mut stream, &room).await;
+    // Written to bob's socket is not proof that bob has it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(info(e1.clone()).await["delivered_ts"].is_null());
+    // An explicit ack with the event id is.
+    assert_ok(
+        bob.post(
+            "/_matrix/client/unstable/tern/sync/ack",
+            &json!({"next_batch": event.id.unwrap()}),
+        )
+        .await,
+    );
+    assert!(delivered_soon(e1).await, "ack records delivery");
+
+    // So is the Last-Event-ID of a reconnect.
+    let e2 = alice.send_text(&room, "d2", "two").await;
+    let (_, event) = next_messages(&mut stream, &room).await;
+    drop(stream);
+    assert!(info(e2.clone()).await["delivered_ts"].is_null());
+    let mut again = SseStream::open(
+        server.port(),
+        SseRequest {
+            last_event_id: event.id.clone(),
+            ..stream_request(&bob, &format!("{V3}/sync"))
+        },
+    )
+    .await;
+    again.next_sync(WAIT).await;
+    assert!(delivered_soon(e2).await, "reconnect records delivery");
+
+    let (status, body) = bob
+        .post(
+            "/_matrix/client/unstable/tern/sync/ack",
+            &json!({"next_batch": "garbage"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
