@@ -15,10 +15,35 @@ fi
 # An S3 server for the media tests (moto, from PyPI: no binary download).
 "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.*'
 
-# The S3 media engine is a cargo feature; the tests build it in.
-FEATURES=(--features homeserver/s3)
+# Redis for typing and presence in the distributed deployment: installed
+# from Debian's packages and started if this machine has none running.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt-get install -y redis-server >/dev/null
+    fi
+    redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --daemonize yes
+    for _ in $(seq 1 50); do
+        redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+fi
+
+# The S3 media engine and the Redis ephemeral engine are cargo features;
+# the tests build them in.
+FEATURES=(--features homeserver/s3,homeserver/redis)
 cargo build --release --workspace --all-targets "${FEATURES[@]}"
 export TERN_BIN="$CARGO_TARGET_DIR/release/homeserver"
+
+# Web client: Debian's Chromium for the browser tests, npm packages from the
+# lockfile. The built dist/ is committed (the binary embeds it); a stale one
+# fails here.
+command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+(
+    cd web-client
+    npm ci --no-audit --no-fund --loglevel=error
+    npm run build
+    test -z "$(git status --porcelain -- dist)" || { git status --short -- dist; echo "web-client/dist is stale: npm run build and commit it" >&2; exit 1; }
+)
 
 # moto on a free loopback port, stopped however this script ends.
 MOTO_PORT="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -41,6 +66,14 @@ export TERN_TEST_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 
 # Unit, router and black-box tests (the black-box ones start $TERN_BIN).
 cargo test --release --workspace "${FEATURES[@]}" -- --test-threads=2
+
+# The web client: its sync-state unit tests, then end to end in headless
+# Chromium against the client the binary itself serves.
+(
+    cd web-client
+    npm test
+    TERN_SERVES_WEB_CLIENT=1 npm run e2e
+)
 
 # Interop: an unchanged Matrix client library against the real binary.
 "$VENV/bin/python" -m pytest tests/interop -q

@@ -45,6 +45,9 @@ pub struct Args {
     /// Milliseconds between keep-alive comments on an SSE sync stream [default: 15000].
     #[arg(long, env = "TERN_SSE_KEEP_ALIVE_MS")]
     pub sse_keep_alive_ms: Option<u64>,
+    /// Keep typing and presence in this Redis (`redis://host:port`), shared by all nodes.
+    #[arg(long, env = "TERN_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 /// Which storage engine backs accounts, rooms and timelines. Each engine is
@@ -71,6 +74,22 @@ pub struct FileConfig {
     pub push: Option<PushConfig>,
     pub media: Option<media::MediaFileConfig>,
     pub sync: Option<SyncFileConfig>,
+    pub redis: Option<RedisConfig>,
+}
+
+/// The `[redis]` section: typing and presence in Redis instead of memory,
+/// so every node sees the same (the distributed deployment).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Namespaces every key, so deployments can share one Redis.
+    #[serde(default = "default_redis_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_redis_prefix() -> String {
+    "tern:".to_owned()
 }
 
 /// The `[push]` section.
@@ -177,6 +196,8 @@ pub struct Config {
     pub push: PushConfig,
     pub media: media::MediaConfig,
     pub sync: SyncConfig,
+    /// `None`: typing and presence in this process's memory.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for Config {
@@ -193,6 +214,7 @@ impl Default for Config {
             push: PushConfig::default(),
             media: media::MediaConfig::default(),
             sync: SyncConfig::default(),
+            redis: None,
         }
     }
 }
@@ -242,8 +264,18 @@ impl Config {
         if sse_keep_alive.is_zero() {
             anyhow::bail!("sync.sse_keep_alive_ms must be above zero");
         }
+        let redis = match (args.redis_url, file.redis) {
+            (Some(url), file) => Some(RedisConfig {
+                url,
+                key_prefix: file
+                    .map(|r| r.key_prefix)
+                    .unwrap_or_else(default_redis_prefix),
+            }),
+            (None, file) => file,
+        };
         Ok(Self {
             presence,
+            redis,
             sync: SyncConfig { sse_keep_alive },
             push: file.push.unwrap_or_default(),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),

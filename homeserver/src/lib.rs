@@ -45,7 +45,7 @@ pub async fn build_services(
         accounts: sqlite.clone(),
         rooms: sqlite.clone(),
         bus: Arc::new(store::memory::MemoryBus::new(65_536)),
-        ephemeral: Arc::new(store::memory::MemoryEphemeral::default()),
+        ephemeral: open_ephemeral(&config).await?,
         receipts: sqlite.clone(),
         push: sqlite.clone(),
         media: store::media::open(&config).await?,
@@ -55,6 +55,24 @@ pub async fn build_services(
         Services::new(config, backends, key, shutdown).await?,
         sqlite,
     ))
+}
+
+/// Typing and presence: in Redis when `[redis]` is set, else in memory.
+async fn open_ephemeral(config: &Config) -> anyhow::Result<Arc<dyn store::Ephemeral>> {
+    match &config.redis {
+        None => Ok(Arc::new(store::memory::MemoryEphemeral::default())),
+        #[cfg(feature = "redis")]
+        Some(redis) => Ok(Arc::new(
+            store::redis_store::RedisEphemeral::connect(&redis.url, &redis.key_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("redis at {}: {e}", redis.url))?,
+        )),
+        #[cfg(not(feature = "redis"))]
+        Some(_) => anyhow::bail!(
+            "[redis] is configured but this build lacks the `redis` feature \
+             (cargo build --release -p homeserver --features redis)"
+        ),
+    }
 }
 
 /// Serves the client API until `shutdown` resolves.

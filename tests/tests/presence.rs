@@ -270,3 +270,34 @@ async fn a_filter_can_turn_presence_off() {
         .await;
     assert_eq!(resp["presence"]["events"], json!([]), "{resp}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_who_newly_share_a_room_see_each_others_presence() {
+    let server = start().await;
+    let u1 = Client::register(&server, "u1").await;
+    let u2 = Client::register(&server, "u2").await;
+    // u2 is online before u1 takes its token, and stays so.
+    let syncing = keep_syncing(&u2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let since = next_batch(&u1.sync(None, 0, None).await);
+    assert!(presence_of(&u1.sync(None, 0, None).await, &u2.user_id).is_none());
+
+    let room = u1
+        .create_room(
+            &json!({"is_direct": true, "invite": [u2.user_id], "preset": "trusted_private_chat"}),
+        )
+        .await;
+    let (status, body) = u2.join(&room).await;
+    assert_eq!(status, 200, "join: {body}");
+    // u2's presence did not move after u1's token, yet u1 now learns it.
+    let resp = u1
+        .sync_until(&since, Duration::from_secs(10), None, |r| {
+            presence_of(r, &u2.user_id).is_some()
+        })
+        .await;
+    assert_eq!(
+        presence_of(&resp, &u2.user_id).unwrap()["presence"],
+        "online"
+    );
+    syncing.abort();
+}

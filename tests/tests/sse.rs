@@ -408,3 +408,46 @@ async fn delivered_ticks_need_proof_from_the_stream_client() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_read_receipt_clears_the_unread_count_in_the_same_event() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server, "alice").await;
+    let bob = Client::register(&server, "bob").await;
+    let room = shared_room(&alice, &bob).await;
+    let mut stream =
+        SseStream::open(server.port(), stream_request(&bob, &format!("{V3}/sync"))).await;
+    stream.next_sync(WAIT).await;
+    // Repeated: the race it guards against (the receipt's wake-up computing
+    // counts before the read was noted) did not show every time.
+    for i in 0..5 {
+        let event = alice
+            .send_text(&room, &format!("u{i}"), &format!("unread {i}"))
+            .await;
+        let (_, data) = loop {
+            let (e, data) = stream.next_sync(WAIT).await;
+            if !bodies(&data, &room).is_empty() {
+                break (e, data);
+            }
+        };
+        let unread = &data["rooms"]["join"][&room]["unread_notifications"];
+        assert_eq!(unread["notification_count"], 1, "{unread}");
+        let path = format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room), enc(&event));
+        assert_ok(bob.post(&path, &json!({})).await);
+        // The event that carries bob's own receipt shows the room read.
+        loop {
+            let (_, data) = stream.next_sync(WAIT).await;
+            let joined = &data["rooms"]["join"][&room];
+            let has_receipt = joined["ephemeral"]["events"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|e| e["type"] == "m.receipt"));
+            if has_receipt {
+                assert_eq!(
+                    joined["unread_notifications"]["notification_count"], 0,
+                    "round {i}: {joined}"
+                );
+                break;
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@ mod receipts;
 mod rooms;
 mod sse;
 mod state;
+mod static_files;
 mod sync;
 mod typing;
 mod versions;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, Method};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
@@ -181,6 +183,8 @@ pub fn router(services: Arc<Services>) -> Router {
             get(sse::sync_stream),
         )
         .route("/_matrix/client/unstable/tern/sync/ack", post(sse::ack))
+        .route("/", get(static_files::index))
+        .route("/_tern/{name}", get(static_files::spec_file))
         .nest("/_matrix/client/v3", client.clone())
         .nest("/_matrix/client/r0", client)
         // Media bodies stream past `max_request_bytes` (it only binds the
@@ -193,8 +197,21 @@ pub fn router(services: Arc<Services>) -> Router {
         .with_state(services)
 }
 
-async fn unrecognized() -> ApiError {
-    ApiError::new(ErrorKind::Unrecognized, "Unrecognized request")
+/// Unknown paths: a web client file if there is one by that name (GET
+/// only, never under the API prefixes), else the spec's `M_UNRECOGNIZED`.
+async fn unrecognized(
+    method: Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let path = uri.path();
+    let api = path.starts_with("/_matrix/") || path.starts_with("/_tern/");
+    if method == Method::GET && !api {
+        if let Some(file) = static_files::client_file(path, &headers) {
+            return file;
+        }
+    }
+    ApiError::new(ErrorKind::Unrecognized, "Unrecognized request").into_response()
 }
 
 async fn method_not_allowed() -> (axum::http::StatusCode, ApiError) {

@@ -26,7 +26,7 @@ pub async fn post_receipt(
     MatrixPath((room_id, receipt_type, event_id)): MatrixPath<(String, String, String)>,
     MatrixJson(body): MatrixJson<ReceiptBody>,
 ) -> ApiResult<Json<Value>> {
-    let read = services
+    services
         .receipts
         .post(
             &services.rooms,
@@ -35,11 +35,9 @@ pub async fn post_receipt(
             &receipt_type,
             &event_id,
             body.thread_id,
+            &services.unread,
         )
         .await?;
-    if receipt_type == "m.read" || receipt_type == "m.read.private" {
-        services.unread.mark_read(&auth.who.user_id, &room_id, read);
-    }
     services.presence.activity(&auth.who.user_id).await;
     Ok(Json(json!({})))
 }
@@ -83,11 +81,18 @@ pub async fn read_markers(
         ("m.read.private", &body.read_private),
     ] {
         if let Some(event_id) = event_id {
-            let read = services
+            services
                 .receipts
-                .post(&services.rooms, &auth.who, &room_id, kind, event_id, None)
+                .post(
+                    &services.rooms,
+                    &auth.who,
+                    &room_id,
+                    kind,
+                    event_id,
+                    None,
+                    &services.unread,
+                )
                 .await?;
-            services.unread.mark_read(&auth.who.user_id, &room_id, read);
         }
     }
     services.presence.activity(&auth.who.user_id).await;

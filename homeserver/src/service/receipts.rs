@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::{ServiceError, ServiceResult};
 use super::rooms::{now_ms, Requester, RoomService};
+use super::unread::UnreadService;
 use crate::store::{EventBus, NewReceipt, ReceiptRecord, ReceiptStore, StreamNotice, StreamPos};
 
 /// Tern's delivered receipt: "this user's device has everything up to here".
@@ -106,6 +107,7 @@ impl ReceiptService {
         receipt_type: &str,
         event_id: &str,
         thread_id: Option<String>,
+        unread: &UnreadService,
     ) -> ServiceResult<StreamPos> {
         if ![READ, READ_PRIVATE, DELIVERED].contains(&receipt_type) {
             return Err(ServiceError::invalid_param(format!(
@@ -141,6 +143,9 @@ impl ReceiptService {
         // Reading implies having received.
         if receipt_type != DELIVERED {
             receipts.push(make(DELIVERED));
+            // Before the receipt is announced: the syncs it wakes (the
+            // reader's own among them) must already count the room read.
+            unread.mark_read(&who.user_id, room_id, event.stream);
         }
         self.record(receipts).await?;
         Ok(event.stream)

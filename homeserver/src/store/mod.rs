@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub mod media;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis_store;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

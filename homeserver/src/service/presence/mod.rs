@@ -309,6 +309,30 @@ impl PresenceService {
     /// The `presence` section of a sync: changes since `since` of the user
     /// and of those who share a joined room with them, or (initial sync, or
     /// a token from before a restart) everyone's current presence.
+    /// Current presence of `users` as `m.presence` events, for people who
+    /// newly share a room with `viewer`: their presence may not have moved
+    /// since the viewer's token, yet the viewer has never seen it. Hidden
+    /// users are left out, as on a first sync.
+    pub async fn current_events(
+        &self,
+        viewer: &str,
+        users: &[String],
+    ) -> ServiceResult<Vec<Value>> {
+        if !self.enabled() || users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        Ok(self
+            .inner
+            .ephemeral
+            .presences(users)
+            .await?
+            .into_iter()
+            .filter(|(_, record)| !record.hidden)
+            .map(|(id, record)| json!({"type": "m.presence", "content": presence_content(&id, &record, viewer, now), "sender": id}))
+            .collect())
+    }
+
     pub async fn sync_events(
         &self,
         user_id: &str,

@@ -387,11 +387,30 @@ impl SyncService {
                 .push(event);
         }
 
+        // People who came to share a room with the user since the token:
+        // the members of rooms the user joined, and whoever joined a room
+        // of theirs. Their presence goes out even if it did not move.
+        let mut newly_shared: HashSet<String> = HashSet::new();
+        if since.is_some() {
+            for (m, _) in plans.iter().filter(|(m, _)| m.stream > since_events) {
+                newly_shared.extend(self.notifier.room_members(&m.room_id).await.iter().cloned());
+            }
+        }
         for (room_id, slice) in timelines {
             let join_stream = join_streams.get(room_id.as_str()).copied().unwrap_or(0);
             let events = self
                 .visible(&who.user_id, &room_id, join_stream, slice.events)
                 .await?;
+            if since.is_some() {
+                newly_shared.extend(
+                    events
+                        .iter()
+                        .filter(|e| {
+                            e.kind == "m.room.member" && e.pdu["content"]["membership"] == "join"
+                        })
+                        .filter_map(|e| e.state_key.clone()),
+                );
+            }
             let is_full = full_set.contains(room_id.as_str());
             if events.is_empty() && !is_full {
                 continue;
@@ -568,21 +587,36 @@ impl SyncService {
         let presence_filter = &filter.presence;
         // Nothing moved in the presence stream: skip the room list too.
         let presence_moved = since.is_none_or(|s| s.presence != upto.presence);
-        let presence = if presence_moved && presence_filter.allows_type("m.presence") {
+        newly_shared.remove(&who.user_id);
+        let presence = if (presence_moved || !newly_shared.is_empty())
+            && presence_filter.allows_type("m.presence")
+        {
             let joined_rooms: Vec<String> = memberships
                 .iter()
                 .filter(|m| m.membership == "join" && m.stream <= upto.events)
                 .map(|m| m.room_id.clone())
                 .collect();
-            let mut events = self
-                .presence
-                .sync_events(
-                    &who.user_id,
-                    &joined_rooms,
-                    since.map(|s| s.presence),
-                    upto.presence,
-                )
-                .await?;
+            let mut events = if presence_moved {
+                self.presence
+                    .sync_events(
+                        &who.user_id,
+                        &joined_rooms,
+                        since.map(|s| s.presence),
+                        upto.presence,
+                    )
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let reported: HashSet<String> = events
+                .iter()
+                .filter_map(|e| e["sender"].as_str().map(str::to_owned))
+                .collect();
+            let missing: Vec<String> = newly_shared
+                .into_iter()
+                .filter(|u| !reported.contains(u))
+                .collect();
+            events.extend(self.presence.current_events(&who.user_id, &missing).await?);
             events.retain(|e| {
                 presence_filter.matches_parts("m.presence", e["sender"].as_str().unwrap_or(""))
             });

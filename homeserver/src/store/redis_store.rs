@@ -1,0 +1,428 @@
+//! Typing and presence in Redis, for the distributed deployment: every node
+//! sees the same typists, presence and stream positions.
+//!
+//! Each change that moves a stream runs as one Lua script, so the position
+//! counter and the data it stands for change together, atomically, whatever
+//! the number of nodes. Keys (all under the configured prefix):
+//!
+//! - `typing:pos`: the typing stream's position (INCR);
+//! - `typing:room:{room}`: hash typist -> until (ms), expiring on its own a
+//!   minute after its last typist would have, in case every node is gone;
+//! - `typing:changed`: hash room -> position of its last change;
+//! - `typing:expiry`: sorted set `room\0user` by until, for the expiry timer;
+//! - `presence:pos`: the presence stream's position;
+//! - `presence:user:{user}`: hash of the record (state, status_msg,
+//!   last_active_ts, hidden) and the position of its last announcement,
+//!   kept for 30 days after its last change (last seen);
+//! - `presence:changes`: sorted set user by the position of their last
+//!   announced change: one entry per user, so reading the changes since a
+//!   token costs only the changes.
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use super::{Ephemeral, PresenceRecord, PresenceState, StoreError, StoreResult, StreamPos};
+
+/// Presence records outlive their user's last change by this much.
+const PRESENCE_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+/// A room's typing hash outlives its latest `until` by this much.
+const TYPING_GRACE_MS: i64 = 60_000;
+const MAX_TYPING_MS: i64 = 24 * 3600 * 1000;
+
+impl From<redis::RedisError> for StoreError {
+    fn from(err: redis::RedisError) -> Self {
+        StoreError::Database(format!("redis: {err}"))
+    }
+}
+
+pub struct RedisEphemeral {
+    conn: ConnectionManager,
+    prefix: String,
+    set_typing: Script,
+    expire_typing: Script,
+    set_presence: Script,
+}
+
+/// KEYS: room hash, changed hash, expiry zset, position.
+/// ARGV: room, user, until (or "" to stop), time to live ms.
+const SET_TYPING: &str = r#"
+local member = ARGV[1] .. "\0" .. ARGV[2]
+local changed
+if ARGV[3] == "" then
+  changed = redis.call("HDEL", KEYS[1], ARGV[2]) == 1
+  redis.call("ZREM", KEYS[3], member)
+else
+  changed = redis.call("HSET", KEYS[1], ARGV[2], ARGV[3]) == 1
+  redis.call("ZADD", KEYS[3], ARGV[3], member)
+  local ttl = tonumber(ARGV[4])
+  if redis.call("PTTL", KEYS[1]) < ttl then
+    redis.call("PEXPIRE", KEYS[1], ttl)
+  end
+end
+if not changed then return false end
+local pos = redis.call("INCR", KEYS[4])
+redis.call("HSET", KEYS[2], ARGV[1], pos)
+return pos
+"#;
+
+/// KEYS: expiry zset, changed hash, position. ARGV: now, room key prefix.
+/// Returns a flat list room, position, room, position...
+const EXPIRE_TYPING: &str = r#"
+local due = redis.call("ZRANGE", KEYS[1], "-inf", ARGV[1], "BYSCORE")
+local rooms = {}
+local order = {}
+for _, member in ipairs(due) do
+  local sep = string.find(member, "\0", 1, true)
+  local room = string.sub(member, 1, sep - 1)
+  local user = string.sub(member, sep + 1)
+  redis.call("ZREM", KEYS[1], member)
+  if redis.call("HDEL", ARGV[2] .. room, user) == 1 and not rooms[room] then
+    rooms[room] = true
+    table.insert(order, room)
+  end
+end
+local out = {}
+for _, room in ipairs(order) do
+  local pos = redis.call("INCR", KEYS[3])
+  redis.call("HSET", KEYS[2], room, pos)
+  table.insert(out, room)
+  table.insert(out, pos)
+end
+return out
+"#;
+
+/// KEYS: user hash, changes zset, position. ARGV: user, announce ("1"/"0"),
+/// state, status_msg ("" = none, with has_status "0"), has_status,
+/// last_active_ts, hidden, ttl ms.
+const SET_PRESENCE: &str = r#"
+local pos = false
+if ARGV[2] == "1" then
+  pos = redis.call("INCR", KEYS[3])
+  redis.call("ZADD", KEYS[2], pos, ARGV[1])
+  redis.call("HSET", KEYS[1], "pos", pos)
+end
+redis.call("HSET", KEYS[1], "state", ARGV[3], "last_active_ts", ARGV[6], "hidden", ARGV[7])
+if ARGV[5] == "1" then
+  redis.call("HSET", KEYS[1], "status_msg", ARGV[4])
+else
+  redis.call("HDEL", KEYS[1], "status_msg")
+end
+redis.call("PEXPIRE", KEYS[1], ARGV[8])
+return pos
+"#;
+
+fn state_name(state: PresenceState) -> &'static str {
+    match state {
+        PresenceState::Online => "online",
+        PresenceState::Unavailable => "unavailable",
+        PresenceState::Offline => "offline",
+    }
+}
+
+/// A record from its hash's fields; `None` for a missing (expired) user.
+fn record(fields: &[(String, String)]) -> StoreResult<Option<PresenceRecord>> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("presence hash: {what}"));
+    let state = match get("state") {
+        Some("online") => PresenceState::Online,
+        Some("unavailable") => PresenceState::Unavailable,
+        Some("offline") => PresenceState::Offline,
+        _ => return Err(corrupt("state")),
+    };
+    Ok(Some(PresenceRecord {
+        state,
+        status_msg: get("status_msg").map(str::to_owned),
+        last_active_ts: get("last_active_ts")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt("last_active_ts"))?,
+        hidden: get("hidden") == Some("1"),
+    }))
+}
+
+impl RedisEphemeral {
+    /// Connects (the connection manager reconnects on its own later).
+    /// `prefix` namespaces every key, so deployments (or tests) can share a
+    /// Redis.
+    pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            set_typing: Script::new(SET_TYPING),
+            expire_typing: Script::new(EXPIRE_TYPING),
+            set_presence: Script::new(SET_PRESENCE),
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        // A cheap handle onto the shared, multiplexed connection.
+        self.conn.clone()
+    }
+
+    async fn user_records(
+        &self,
+        user_ids: &[String],
+    ) -> StoreResult<Vec<(String, PresenceRecord)>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for user in user_ids {
+            pipe.hgetall(self.key(&format!("presence:user:{user}")));
+        }
+        let hashes: Vec<Vec<(String, String)>> = pipe.query_async(&mut self.conn()).await?;
+        let mut out = Vec::with_capacity(user_ids.len());
+        for (user, fields) in user_ids.iter().zip(hashes) {
+            if let Some(record) = record(&fields)? {
+                out.push((user.clone(), record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every key under the prefix (tests).
+    pub async fn clear(&self) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let keys: Vec<String> = {
+            let mut iter: redis::AsyncIter<String> =
+                conn.scan_match(format!("{}*", self.prefix)).await?;
+            let mut keys = Vec::new();
+            while let Some(key) = futures::StreamExt::next(&mut iter).await {
+                keys.push(key?);
+            }
+            keys
+        };
+        if !keys.is_empty() {
+            let _: () = self.conn().del(keys).await?;
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl Ephemeral for RedisEphemeral {
+    async fn set_typing(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        until_ts: Option<i64>,
+    ) -> StoreResult<Option<StreamPos>> {
+        let until = until_ts.map(|t| t.to_string()).unwrap_or_default();
+        // Relative, and capped: clients' timeouts are capped long before a day.
+        let ttl = (until_ts.unwrap_or(0) - now_ms()).clamp(0, MAX_TYPING_MS) + TYPING_GRACE_MS;
+        let pos: Option<StreamPos> = self
+            .set_typing
+            .key(self.key(&format!("typing:room:{room_id}")))
+            .key(self.key("typing:changed"))
+            .key(self.key("typing:expiry"))
+            .key(self.key("typing:pos"))
+            .arg(room_id)
+            .arg(user_id)
+            .arg(until)
+            .arg(ttl)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(pos)
+    }
+
+    async fn expire_typing(&self, now_ts: i64) -> StoreResult<Vec<(String, StreamPos)>> {
+        let pairs: Vec<(String, StreamPos)> = self
+            .expire_typing
+            .key(self.key("typing:expiry"))
+            .key(self.key("typing:changed"))
+            .key(self.key("typing:pos"))
+            .arg(now_ts)
+            .arg(self.key("typing:room:"))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(pairs)
+    }
+
+    async fn next_typing_expiry(&self) -> StoreResult<Option<i64>> {
+        let first: Vec<(String, f64)> = self
+            .conn()
+            .zrange_withscores(self.key("typing:expiry"), 0, 0)
+            .await?;
+        Ok(first.first().map(|(_, score)| *score as i64))
+    }
+
+    async fn typing_since(
+        &self,
+        room_ids: &[String],
+        since: StreamPos,
+    ) -> StoreResult<Vec<(String, Vec<String>)>> {
+        if room_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let changed: Vec<Option<StreamPos>> = redis::cmd("HMGET")
+            .arg(self.key("typing:changed"))
+            .arg(room_ids)
+            .query_async(&mut self.conn())
+            .await?;
+        let moved: Vec<&String> = room_ids
+            .iter()
+            .zip(changed)
+            .filter(|(_, pos)| pos.is_some_and(|p| p > since))
+            .map(|(room, _)| room)
+            .collect();
+        if moved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for room in &moved {
+            pipe.hkeys(self.key(&format!("typing:room:{room}")));
+        }
+        let typists: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
+        Ok(moved
+            .into_iter()
+            .zip(typists)
+            .map(|(room, mut users)| {
+                users.sort();
+                (room.clone(), users)
+            })
+            .collect())
+    }
+
+    async fn typing_position(&self) -> StoreResult<StreamPos> {
+        let pos: Option<StreamPos> = self.conn().get(self.key("typing:pos")).await?;
+        Ok(pos.unwrap_or(0))
+    }
+
+    async fn set_presence(
+        &self,
+        user_id: &str,
+        presence: PresenceRecord,
+        announce: bool,
+    ) -> StoreResult<Option<StreamPos>> {
+        let pos: Option<StreamPos> = self
+            .set_presence
+            .key(self.key(&format!("presence:user:{user_id}")))
+            .key(self.key("presence:changes"))
+            .key(self.key("presence:pos"))
+            .arg(user_id)
+            .arg(if announce { "1" } else { "0" })
+            .arg(state_name(presence.state))
+            .arg(presence.status_msg.as_deref().unwrap_or(""))
+            .arg(if presence.status_msg.is_some() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(presence.last_active_ts)
+            .arg(if presence.hidden { "1" } else { "0" })
+            .arg(PRESENCE_TTL_MS)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(pos)
+    }
+
+    async fn get_presence(&self, user_id: &str) -> StoreResult<Option<PresenceRecord>> {
+        let fields: Vec<(String, String)> = self
+            .conn()
+            .hgetall(self.key(&format!("presence:user:{user_id}")))
+            .await?;
+        record(&fields)
+    }
+
+    async fn presences(&self, user_ids: &[String]) -> StoreResult<Vec<(String, PresenceRecord)>> {
+        self.user_records(user_ids).await
+    }
+
+    async fn presence_since(
+        &self,
+        since: StreamPos,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, PresenceRecord)>> {
+        let users: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key("presence:changes"))
+            .arg(format!("({since}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await?;
+        self.user_records(&users).await
+    }
+
+    async fn presence_position(&self) -> StoreResult<StreamPos> {
+        let pos: Option<StreamPos> = self.conn().get(self.key("presence:pos")).await?;
+        Ok(pos.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::conformance;
+
+    /// Redis on 127.0.0.1:6379 unless `TERN_TEST_REDIS_URL` says otherwise.
+    fn url() -> String {
+        std::env::var("TERN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    #[tokio::test]
+    async fn ephemeral_conformance() {
+        let prefix = format!("tern-test-{}:", rand::random::<u64>());
+        let store = Arc::new(RedisEphemeral::connect(&url(), &prefix).await.expect(
+            "Redis at TERN_TEST_REDIS_URL (default redis://127.0.0.1:6379); scripts/test.sh starts it",
+        ));
+        conformance::ephemeral(store.clone()).await;
+        store.clear().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn two_nodes_share_one_stream() {
+        let prefix = format!("tern-test-{}:", rand::random::<u64>());
+        let a = RedisEphemeral::connect(&url(), &prefix).await.unwrap();
+        let b = RedisEphemeral::connect(&url(), &prefix).await.unwrap();
+        let p1 = a
+            .set_typing("!r:x", "@a:x", Some(i64::MAX / 2))
+            .await
+            .unwrap();
+        let p2 = b
+            .set_typing("!r:x", "@b:x", Some(i64::MAX / 2))
+            .await
+            .unwrap();
+        assert!(p2 > p1);
+        let seen = a.typing_since(&["!r:x".into()], 0).await.unwrap();
+        assert_eq!(
+            seen,
+            vec![("!r:x".into(), vec!["@a:x".into(), "@b:x".into()])]
+        );
+        let record = PresenceRecord {
+            state: PresenceState::Online,
+            status_msg: Some("lunch".into()),
+            last_active_ts: 5,
+            hidden: false,
+        };
+        let pos = b.set_presence("@b:x", record.clone(), true).await.unwrap();
+        assert_eq!(a.presence_position().await.unwrap(), pos.unwrap());
+        assert_eq!(a.get_presence("@b:x").await.unwrap(), Some(record));
+        a.clear().await.unwrap();
+    }
+}
