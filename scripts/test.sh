@@ -14,6 +14,8 @@ fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 # An S3 server for the media tests (moto, from PyPI: no binary download).
 "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.*'
+# The OpenAPI contract tests: validators, schemathesis, a client generator.
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
 
 # Redis for typing and presence in the distributed deployment: installed
 # from Debian's packages and started if this machine has none running.
@@ -77,3 +79,7 @@ cargo test --release --workspace "${FEATURES[@]}" -- --test-threads=2
 
 # Interop: an unchanged Matrix client library against the real binary.
 "$VENV/bin/python" -m pytest tests/interop -q
+
+# The API description: every route specified and served, real responses
+# validated against it, a bounded schemathesis run, a generated client.
+"$VENV/bin/python" -m pytest tests/contract -q

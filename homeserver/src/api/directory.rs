@@ -123,8 +123,10 @@ async fn list_public(services: &Services, query: PublicRoomsBody) -> ApiResult<J
     };
     let (chunk, total) = services.rooms.public_rooms(offset, limit).await?;
     let mut out = json!({"chunk": chunk, "total_room_count_estimate": total});
-    if offset + limit < total {
-        out["next_batch"] = json!(format!("o{}", offset + limit));
+    // Saturating: `since` is the client's, and may be any number.
+    let next = offset.saturating_add(limit);
+    if next < total {
+        out["next_batch"] = json!(format!("o{next}"));
     }
     if offset > 0 {
         out["prev_batch"] = json!(format!("o{}", offset.saturating_sub(limit)));

@@ -1,0 +1,611 @@
+"""Contract test: a realistic session of real requests against the real
+binary, every response checked against `api-spec/openapi.yaml`.
+
+`Contract.call` validates the status, headers and body of each answer with
+openapi-core (and each well-formed request too), so an undocumented status
+or field fails here. The tests run in file order and share users and rooms;
+the last one checks that every operation in the spec was answered with a
+documented success at least once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from flows import png, q, register, unique
+
+V3 = "/_matrix/client/v3"
+MSG = {"msgtype": "m.text", "body": "hello"}
+
+
+@pytest.fixture(scope="module")
+def alice(contract):
+    return register(contract, unique("alice"))
+
+
+@pytest.fixture(scope="module")
+def bob(contract):
+    return register(contract, unique("bob"))
+
+
+@pytest.fixture(scope="module")
+def carol(contract):
+    return register(contract, unique("carol"))
+
+
+@pytest.fixture(scope="module")
+def room(contract, alice, bob):
+    """A private room of alice's that bob joined, with a few messages."""
+    room_id = contract.call(
+        "POST", f"{V3}/createRoom", token=alice["access_token"],
+        json_body={"name": "Contract room", "topic": "testing", "preset": "private_chat", "invite": [bob["user_id"]]},
+    ).json()["room_id"]
+    contract.call("POST", f"{V3}/join/{q(room_id)}", token=bob["access_token"], json_body={})
+    return room_id
+
+
+def send(contract, who, room_id, body="hello", txn=None):
+    txn = txn or unique("txn")
+    content = {"msgtype": "m.text", "body": body}
+    path = f"{V3}/rooms/{q(room_id)}/send/m.room.message/{txn}"
+    return contract.call("PUT", path, token=who["access_token"], json_body=content).json()["event_id"]
+
+
+# --- discovery ------------------------------------------------------------
+
+
+def test_discovery(contract, alice):
+    versions = contract.call("GET", "/_matrix/client/versions").json()
+    assert "v1.11" in versions["versions"]
+    well_known = contract.call("GET", "/.well-known/matrix/client").json()
+    assert well_known["m.homeserver"]["base_url"] == contract.base_url
+    caps = contract.call("GET", f"{V3}/capabilities", token=alice["access_token"]).json()
+    assert caps["capabilities"]["m.room_versions"]["default"] == "11"
+    contract.call("GET", f"{V3}/capabilities", expect=401, errcode="M_MISSING_TOKEN")
+    flows = contract.call("GET", f"{V3}/login").json()
+    assert flows["flows"] == [{"type": "m.login.password"}]
+
+
+# --- accounts -------------------------------------------------------------
+
+
+def test_registration(contract, alice):
+    name = unique("dave")
+    contract.call("GET", f"{V3}/register/available", params={"username": name})
+    contract.call("GET", f"{V3}/register/available", params={"username": alice["user_id"]}, expect=400, errcode="M_USER_IN_USE")
+    contract.call("GET", f"{V3}/register/available", params={"username": "Not Valid!"}, expect=400, errcode="M_INVALID_USERNAME")
+    contract.call("GET", f"{V3}/register/available", params={"username": "@x:elsewhere"}, expect=403, errcode="M_FORBIDDEN")
+    contract.call("GET", f"{V3}/register/available", expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    # inhibit_login: only the user ID.
+    body = {"username": name, "password": "pw1", "auth": {"type": "m.login.dummy"}, "inhibit_login": True}
+    only_id = contract.call("POST", f"{V3}/register", json_body=body).json()
+    assert only_id == {"user_id": f"@{name}:localhost"}
+    contract.call("POST", f"{V3}/register", json_body=body, expect=400, errcode="M_USER_IN_USE")
+    contract.call("POST", f"{V3}/register", params={"kind": "guest"}, json_body={}, expect=403, errcode="M_GUEST_ACCESS_FORBIDDEN")
+    contract.call("POST", f"{V3}/register", json_body={"auth": {"type": "m.login.dummy"}}, expect=400, errcode="M_INVALID_PARAM")
+    # Without a username the server picks one.
+    random = register(contract)
+    assert random["user_id"].startswith("@") and random["access_token"]
+
+
+def test_login_whoami_logout(contract, alice):
+    login = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": alice["user_id"]},
+             "password": alice["password"], "initial_device_display_name": "contract test"}
+    session = contract.call("POST", f"{V3}/login", json_body=login).json()
+    token = session["access_token"]
+    who = contract.call("GET", f"{V3}/account/whoami", token=token).json()
+    assert who == {"user_id": alice["user_id"], "device_id": session["device_id"], "is_guest": False}
+    # The query parameter works as well as the header.
+    assert contract.call("GET", f"{V3}/account/whoami", token=token, token_in_query=True).json() == who
+    legacy = {"type": "m.login.password", "user": alice["user_id"].split(":")[0][1:], "password": alice["password"]}
+    other = contract.call("POST", f"{V3}/login", json_body=legacy).json()["access_token"]
+    contract.call("POST", f"{V3}/login", json_body={**login, "password": "wrong"}, expect=403, errcode="M_FORBIDDEN")
+    contract.call("POST", f"{V3}/login", json_body={"type": "m.login.token", "token": "x"}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("POST", f"{V3}/login", json_body={"type": "m.login.password", "password": "x"}, expect=400, errcode="M_BAD_JSON")
+    contract.call("POST", f"{V3}/logout", token=token)
+    contract.call("GET", f"{V3}/account/whoami", token=token, expect=401, errcode="M_UNKNOWN_TOKEN")
+    contract.call("POST", f"{V3}/logout", token=token, expect=401, errcode="M_UNKNOWN_TOKEN")
+    # logout/all ends every session of the user: do it on a throwaway account.
+    throwaway = register(contract, unique("eve"))
+    second = contract.call("POST", f"{V3}/login", json_body={"type": "m.login.password", "user": throwaway["user_id"], "password": throwaway["password"]}).json()
+    contract.call("POST", f"{V3}/logout/all", token=throwaway["access_token"])
+    contract.call("GET", f"{V3}/account/whoami", token=second["access_token"], expect=401, errcode="M_UNKNOWN_TOKEN")
+    assert other
+
+
+def test_password_change(contract):
+    user = register(contract, unique("frank"))
+    token = user["access_token"]
+    first = contract.call("POST", f"{V3}/account/password", token=token, json_body={"new_password": "new pw"}, expect=401)
+    assert first.json()["flows"] == [{"stages": ["m.login.password"]}]
+    wrong = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user["user_id"]}, "password": "nope"}
+    contract.call("POST", f"{V3}/account/password", token=token, json_body={"new_password": "new pw", "auth": wrong}, expect=403)
+    right = {**wrong, "password": user["password"]}
+    contract.call("POST", f"{V3}/account/password", token=token, json_body={"new_password": "", "auth": right}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("POST", f"{V3}/account/password", token=token, json_body={"new_password": "new pw", "auth": right, "logout_devices": True})
+    contract.call("POST", f"{V3}/login", json_body={"type": "m.login.password", "user": user["user_id"], "password": "new pw"})
+
+
+# --- profiles -------------------------------------------------------------
+
+
+def test_profile(contract, alice, bob):
+    me = q(alice["user_id"])
+    token = alice["access_token"]
+    contract.call("PUT", f"{V3}/profile/{me}/displayname", token=token, json_body={"displayname": "Alice A."})
+    contract.call("PUT", f"{V3}/profile/{me}/avatar_url", token=token, json_body={"avatar_url": "mxc://localhost/abcdef"})
+    assert contract.call("GET", f"{V3}/profile/{me}/displayname").json() == {"displayname": "Alice A."}
+    assert contract.call("GET", f"{V3}/profile/{me}/avatar_url").json() == {"avatar_url": "mxc://localhost/abcdef"}
+    assert contract.call("GET", f"{V3}/profile/{me}").json() == {"displayname": "Alice A.", "avatar_url": "mxc://localhost/abcdef"}
+    bobs = q(bob["user_id"])
+    assert contract.call("GET", f"{V3}/profile/{bobs}/avatar_url").json() == {}
+    contract.call("PUT", f"{V3}/profile/{bobs}/displayname", token=token, json_body={"displayname": "x"}, expect=403)
+    contract.call("PUT", f"{V3}/profile/{me}/avatar_url", token=token, json_body={"avatar_url": "https://x"}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("PUT", f"{V3}/profile/{me}/displayname", token=token, json_body={"displayname": "x" * 300}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("GET", f"{V3}/profile/{q('@nobody:localhost')}", expect=404, errcode="M_NOT_FOUND")
+    contract.call("GET", f"{V3}/profile/not-a-user-id/displayname", expect=400, errcode="M_INVALID_PARAM", check_request=False)
+
+
+# --- rooms and membership ---------------------------------------------------
+
+
+def test_rooms_and_membership(contract, alice, bob, carol, room):
+    a, b, c = alice["access_token"], bob["access_token"], carol["access_token"]
+    joined = contract.call("GET", f"{V3}/joined_rooms", token=b).json()["joined_rooms"]
+    assert room in joined
+    # A public room with an alias, joined through the alias.
+    alias_name = unique("lobby")
+    public = contract.call("POST", f"{V3}/createRoom", token=a, json_body={
+        "visibility": "public", "room_alias_name": alias_name, "name": "Lobby",
+        "initial_state": [{"type": "m.room.topic", "content": {"topic": "welcome"}}],
+    }).json()["room_id"]
+    alias = f"#{alias_name}:localhost"
+    assert contract.call("POST", f"{V3}/join/{q(alias)}", token=c, json_body={"reason": "hi"}).json() == {"room_id": public}
+    contract.call("POST", f"{V3}/createRoom", token=a, json_body={"room_alias_name": alias_name}, expect=400, errcode="M_ROOM_IN_USE")
+    contract.call("POST", f"{V3}/createRoom", token=a, json_body={"room_version": "1"}, expect=400, errcode="M_UNSUPPORTED_ROOM_VERSION")
+    contract.call("POST", f"{V3}/createRoom", token=a, json_body={"preset": "nope"}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("POST", f"{V3}/createRoom", token=a, json_body={"invite": ["@ghost:localhost"]}, expect=404)
+    contract.call("POST", f"{V3}/join/{q('#missing:localhost')}", token=c, json_body={}, expect=404)
+
+    members = contract.call("GET", f"{V3}/rooms/{q(public)}/members", token=a).json()["chunk"]
+    assert {m["state_key"] for m in members} == {alice["user_id"], carol["user_id"]}
+    only_joined = contract.call("GET", f"{V3}/rooms/{q(public)}/members", token=a, params={"membership": "join", "not_membership": "leave"}).json()
+    assert len(only_joined["chunk"]) == 2
+    jm = contract.call("GET", f"{V3}/rooms/{q(public)}/joined_members", token=c).json()["joined"]
+    assert set(jm) == {alice["user_id"], carol["user_id"]}
+
+    # invite, kick, ban, unban, leave, forget.
+    contract.call("POST", f"{V3}/rooms/{q(public)}/invite", token=a, json_body={"user_id": bob["user_id"]})
+    contract.call("POST", f"{V3}/rooms/{q(public)}/invite", token=a, json_body={"user_id": "@ghost:localhost"}, expect=404)
+    contract.call("POST", f"{V3}/rooms/{q(public)}/join", token=b, json_body={})
+    contract.call("POST", f"{V3}/rooms/{q(public)}/kick", token=a, json_body={"user_id": bob["user_id"], "reason": "test"})
+    contract.call("POST", f"{V3}/rooms/{q(public)}/kick", token=a, json_body={"user_id": bob["user_id"]}, expect=403)
+    contract.call("POST", f"{V3}/rooms/{q(public)}/ban", token=a, json_body={"user_id": bob["user_id"]})
+    contract.call("POST", f"{V3}/rooms/{q(public)}/join", token=b, json_body={}, expect=403)
+    contract.call("POST", f"{V3}/rooms/{q(public)}/unban", token=a, json_body={"user_id": bob["user_id"]})
+    contract.call("POST", f"{V3}/rooms/{q(public)}/unban", token=a, json_body={"user_id": bob["user_id"]}, expect=403)
+    contract.call("POST", f"{V3}/rooms/{q(public)}/kick", token=c, json_body={"user_id": alice["user_id"]}, expect=403)
+    contract.call("POST", f"{V3}/rooms/{q(public)}/forget", token=c, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("POST", f"{V3}/rooms/{q(public)}/leave", token=c, json_body={})
+    contract.call("POST", f"{V3}/rooms/{q(public)}/forget", token=c)
+    contract.call("GET", f"{V3}/rooms/{q(public)}/members", token=b, expect=403)
+    contract.call("POST", f"{V3}/rooms/not-a-room/invite", token=a, json_body={"user_id": bob["user_id"]}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("POST", f"{V3}/rooms/{q('!missing:localhost')}/leave", token=a, json_body={}, expect=404)
+
+
+# --- state ----------------------------------------------------------------
+
+
+def test_state(contract, alice, bob, room):
+    a = alice["access_token"]
+    base = f"{V3}/rooms/{q(room)}/state"
+    state = contract.call("GET", base, token=bob["access_token"]).json()
+    assert any(e["type"] == "m.room.create" for e in state)
+    contract.call("PUT", f"{base}/m.room.name", token=a, json_body={"name": "Renamed"})
+    assert contract.call("GET", f"{base}/m.room.name", token=a).json() == {"name": "Renamed"}
+    contract.call("PUT", f"{base}/m.room.topic/", token=a, json_body={"topic": "slash"})
+    assert contract.call("GET", f"{base}/m.room.topic/", token=a).json() == {"topic": "slash"}
+    contract.call("PUT", f"{base}/org.example.custom/some_key", token=a, json_body={"v": 1})
+    assert contract.call("GET", f"{base}/org.example.custom/some_key", token=bob["access_token"]).json() == {"v": 1}
+    member = contract.call("GET", f"{base}/m.room.member/{q(bob['user_id'])}", token=a).json()
+    assert member["membership"] == "join"
+    contract.call("GET", f"{base}/org.example.custom/missing", token=a, expect=404)
+    contract.call("GET", f"{base}/org.example.missing", token=a, expect=404)
+    contract.call("PUT", f"{base}/m.room.name", token=bob["access_token"], json_body={"name": "x"}, expect=403)
+    contract.call("PUT", f"{base}/m.room.create", token=a, json_body={}, expect=403)
+    contract.call("PUT", f"{base}/m.room.power_levels", token=a, json_body={"ban": "fifty"}, expect=400, errcode="M_BAD_JSON")
+    contract.call("PUT", f"{base}/m.room.name", token=a, json_body=["not", "an", "object"], expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("GET", f"{V3}/rooms/{q('!missing:localhost')}/state", token=a, expect=403)
+    contract.call("PUT", f"{V3}/rooms/{q('!missing:localhost')}/state/m.room.name", token=a, json_body={"name": "x"}, expect=(403, 404))
+
+
+# --- events ---------------------------------------------------------------
+
+
+def test_send_read_and_redact(contract, alice, bob, room):
+    a, b = alice["access_token"], bob["access_token"]
+    txn = unique("txn")
+    first = send(contract, alice, room, "one", txn=txn)
+    assert send(contract, alice, room, "one", txn=txn) == first  # idempotent retry
+    second = send(contract, bob, room, "two")
+    third = send(contract, alice, room, "three")
+    contract.call("PUT", f"{V3}/rooms/{q(room)}/send/m.room.member/{unique('t')}", token=a, json_body={"membership": "join"}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{unique('t')}", token=a, data="{not json", headers={"Content-Type": "application/json"}, expect=400, errcode="M_NOT_JSON", check_request=False)
+    contract.call("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{unique('t')}", token=a, json_body=[1, 2], expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("PUT", f"{V3}/rooms/{q('!missing:localhost')}/send/m.room.message/{unique('t')}", token=a, json_body=MSG, expect=(403, 404))
+
+    event = contract.call("GET", f"{V3}/rooms/{q(room)}/event/{q(second)}", token=a).json()
+    assert event["content"]["body"] == "two" and event["room_id"] == room
+    contract.call("GET", f"{V3}/rooms/{q(room)}/event/{q('$nope')}", token=a, expect=404)
+
+    page = contract.call("GET", f"{V3}/rooms/{q(room)}/messages", token=a, params={"dir": "b", "limit": 2}).json()
+    assert [e["event_id"] for e in page["chunk"]] == [third, second]
+    older = contract.call("GET", f"{V3}/rooms/{q(room)}/messages", token=a, params={"dir": "b", "from": page["end"], "limit": 100}).json()
+    assert first in [e["event_id"] for e in older["chunk"]]
+    forward = contract.call("GET", f"{V3}/rooms/{q(room)}/messages", token=a, params={
+        "dir": "f", "limit": 50, "filter": json.dumps({"types": ["m.room.message"]})}).json()
+    assert [e["content"]["body"] for e in forward["chunk"]][-3:] == ["one", "two", "three"]
+    contract.call("GET", f"{V3}/rooms/{q(room)}/messages", token=a, params={"dir": "x"}, expect=400, check_request=False)
+    contract.call("GET", f"{V3}/rooms/{q(room)}/messages", token=a, params={"from": "garbage"}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("GET", f"{V3}/rooms/{q(room)}/messages", token=a, params={"filter": "{bad"}, expect=400, errcode="M_BAD_JSON")
+
+    context = contract.call("GET", f"{V3}/rooms/{q(room)}/context/{q(second)}", token=b, params={"limit": 4}).json()
+    assert context["event"]["event_id"] == second
+    assert context["events_before"][0]["event_id"] == first
+    assert context["events_after"][0]["event_id"] == third
+    contract.call("GET", f"{V3}/rooms/{q(room)}/context/{q('$nope')}", token=b, expect=404)
+
+    redaction = contract.call("PUT", f"{V3}/rooms/{q(room)}/redact/{q(first)}/{unique('r')}", token=a, json_body={"reason": "oops"}).json()
+    assert redaction["event_id"].startswith("$")
+    redacted = contract.call("GET", f"{V3}/rooms/{q(room)}/event/{q(first)}", token=a).json()
+    assert redacted["content"] == {}
+    contract.call("PUT", f"{V3}/rooms/{q(room)}/redact/{q(third)}/{unique('r')}", token=b, json_body={}, expect=403)
+    contract.call("PUT", f"{V3}/rooms/{q(room)}/redact/{q('$nope')}/{unique('r')}", token=a, json_body={}, expect=404)
+
+
+# --- receipts, typing, presence -------------------------------------------
+
+
+def test_receipts_markers_and_message_info(contract, alice, bob, carol, room):
+    a, b = alice["access_token"], bob["access_token"]
+    event_id = send(contract, alice, room, "please read")
+    base = f"{V3}/rooms/{q(room)}/receipt"
+    contract.call("POST", f"{base}/tern.delivered/{q(event_id)}", token=b, json_body={})
+    info_path = f"/_matrix/client/unstable/tern/rooms/{q(room)}/receipts/{q(event_id)}"
+    info = contract.call("GET", info_path, token=a).json()
+    [bob_info] = [m for m in info["members"] if m["user_id"] == bob["user_id"]]
+    assert bob_info["delivered_ts"] is not None and bob_info["read_ts"] is None
+    assert info["sender"] == alice["user_id"] and info["delivered_to_all"] and not info["read_by_all"]
+    contract.call("POST", f"{base}/m.read/{q(event_id)}", token=b, json_body={"thread_id": "main"})
+    contract.call("POST", f"{base}/m.read.private/{q(event_id)}", token=b, json_body={})
+    info = contract.call("GET", info_path, token=a).json()
+    assert info["read_by_all"]
+    contract.call("POST", f"{base}/m.fully_read/{q(event_id)}", token=b, json_body={}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("POST", f"{base}/m.read/{q('$nope')}", token=b, json_body={}, expect=404)
+    contract.call("POST", f"{base}/m.read/{q(event_id)}", token=carol["access_token"], json_body={}, expect=403)
+    contract.call("POST", f"{base}/m.read/{q(event_id)}", token=b, json_body={"thread_id": ""}, expect=400, check_request=False)
+    contract.call("GET", info_path, token=carol["access_token"], expect=403)
+    contract.call("GET", f"/_matrix/client/unstable/tern/rooms/{q(room)}/receipts/{q('$nope')}", token=a, expect=404)
+
+    markers = {"m.fully_read": event_id, "m.read": event_id, "m.read.private": event_id}
+    contract.call("POST", f"{V3}/rooms/{q(room)}/read_markers", token=b, json_body=markers)
+    contract.call("POST", f"{V3}/rooms/{q(room)}/read_markers", token=b, json_body={"m.fully_read": "$nope"}, expect=404)
+    fully_read = f"{V3}/user/{q(bob['user_id'])}/rooms/{q(room)}/account_data/m.fully_read"
+    assert contract.call("GET", fully_read, token=b).json() == {"event_id": event_id}
+
+
+def test_typing(contract, alice, bob, carol, room):
+    path = f"{V3}/rooms/{q(room)}/typing/{q(bob['user_id'])}"
+    contract.call("PUT", path, token=bob["access_token"], json_body={"typing": True, "timeout": 10000})
+    contract.call("PUT", path, token=bob["access_token"], json_body={"typing": False})
+    contract.call("PUT", path, token=alice["access_token"], json_body={"typing": True}, expect=403)
+    contract.call("PUT", f"{V3}/rooms/{q(room)}/typing/{q(carol['user_id'])}", token=carol["access_token"], json_body={"typing": True}, expect=403)
+    contract.call("PUT", path, token=bob["access_token"], json_body={}, expect=400, errcode="M_BAD_JSON", check_request=False)
+
+
+def test_presence(contract, alice, bob, carol, room):
+    path = f"{V3}/presence/{q(alice['user_id'])}/status"
+    contract.call("PUT", path, token=alice["access_token"], json_body={"presence": "online", "status_msg": "testing"})
+    mine = contract.call("GET", path, token=alice["access_token"]).json()
+    assert mine["presence"] == "online" and mine["status_msg"] == "testing"
+    theirs = contract.call("GET", path, token=bob["access_token"]).json()  # shares a room
+    assert theirs["presence"] == "online"
+    contract.call("GET", path, token=carol["access_token"], expect=403)  # shares none
+    contract.call("PUT", path, token=bob["access_token"], json_body={"presence": "online"}, expect=403)
+    contract.call("PUT", path, token=alice["access_token"], json_body={"presence": "busy"}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("GET", f"{V3}/presence/bad/status", token=alice["access_token"], expect=400, errcode="M_INVALID_PARAM", check_request=False)
+
+
+# --- account data and filters ----------------------------------------------
+
+
+def test_account_data_and_hidden_presence(contract, alice, bob, room):
+    a = alice["access_token"]
+    me = q(alice["user_id"])
+    contract.call("PUT", f"{V3}/user/{me}/account_data/m.direct", token=a, json_body={bob["user_id"]: [room]})
+    assert contract.call("GET", f"{V3}/user/{me}/account_data/m.direct", token=a).json() == {bob["user_id"]: [room]}
+    contract.call("GET", f"{V3}/user/{me}/account_data/org.example.none", token=a, expect=404)
+    contract.call("GET", f"{V3}/user/{q(bob['user_id'])}/account_data/m.direct", token=a, expect=403)
+    rules = contract.call("GET", f"{V3}/user/{me}/account_data/m.push_rules", token=a).json()
+    assert "global" in rules
+    contract.call("PUT", f"{V3}/user/{me}/account_data/m.push_rules", token=a, json_body={}, expect=400)
+    contract.call("PUT", f"{V3}/user/{me}/account_data/m.direct", token=a, json_body=[1], expect=400, errcode="M_BAD_JSON", check_request=False)
+    room_path = f"{V3}/user/{me}/rooms/{q(room)}/account_data/m.tag"
+    contract.call("PUT", room_path, token=a, json_body={"tags": {"u.work": {"order": 0.5}}})
+    assert contract.call("GET", room_path, token=a).json() == {"tags": {"u.work": {"order": 0.5}}}
+    contract.call("GET", f"{V3}/user/{me}/rooms/{q(room)}/account_data/m.none", token=a, expect=404)
+    contract.call("GET", f"{V3}/user/{me}/rooms/not-a-room/account_data/m.tag", token=a, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+
+    # Tern extension: hidden presence.
+    contract.call("PUT", f"{V3}/user/{me}/account_data/tern.presence", token=a, json_body={"hidden": True})
+    seen = contract.call("GET", f"{V3}/presence/{me}/status", token=bob["access_token"]).json()
+    assert seen == {"presence": "offline"}
+    contract.call("PUT", f"{V3}/user/{me}/account_data/tern.presence", token=a, json_body={"hidden": False})
+    shown = contract.call("GET", f"{V3}/presence/{me}/status", token=bob["access_token"]).json()
+    assert "last_active_ago" in shown
+
+
+def test_filters(contract, alice, bob):
+    me = q(alice["user_id"])
+    body = {"room": {"timeline": {"limit": 5, "types": ["m.room.message"]}}, "presence": {"types": []}}
+    filter_id = contract.call("POST", f"{V3}/user/{me}/filter", token=alice["access_token"], json_body=body).json()["filter_id"]
+    assert contract.call("GET", f"{V3}/user/{me}/filter/{filter_id}", token=alice["access_token"]).json() == body
+    contract.call("GET", f"{V3}/user/{me}/filter/999999", token=alice["access_token"], expect=404)
+    contract.call("GET", f"{V3}/user/{me}/filter/abc", token=alice["access_token"], expect=404)
+    contract.call("GET", f"{V3}/user/{me}/filter/{filter_id}", token=bob["access_token"], expect=403)
+    contract.call("POST", f"{V3}/user/{me}/filter", token=alice["access_token"], json_body={"room": {"rooms": "x"}}, expect=400, errcode="M_BAD_JSON", check_request=False)
+
+
+# --- sync -----------------------------------------------------------------
+
+
+def test_sync(contract, alice, bob, carol, room):
+    b = bob["access_token"]
+    initial = contract.call("GET", f"{V3}/sync", token=b).json()
+    joined = initial["rooms"]["join"][room]
+    assert joined["state"]["events"] or joined["timeline"]["events"]
+    assert set(joined["unread_notifications"]) == {"notification_count", "highlight_count"}
+    since = initial["next_batch"]
+    # Nothing new: the long-poll times out with the same token.
+    quiet = contract.call("GET", f"{V3}/sync", token=b, params={"since": since, "timeout": 200}).json()
+    assert quiet["next_batch"] == since
+    # A message, a typing notice and a receipt arrive incrementally.
+    event_id = send(contract, alice, room, "for your sync")
+    contract.call("PUT", f"{V3}/rooms/{q(room)}/typing/{q(alice['user_id'])}", token=alice["access_token"], json_body={"typing": True})
+    contract.call("POST", f"{V3}/rooms/{q(room)}/receipt/m.read/{q(event_id)}", token=alice["access_token"], json_body={})
+    time.sleep(0.3)
+    delta = contract.call("GET", f"{V3}/sync", token=b, params={"since": since, "timeout": 5000, "set_presence": "online"}).json()
+    timeline = delta["rooms"]["join"][room]["timeline"]["events"]
+    assert event_id in [e["event_id"] for e in timeline]
+    assert delta["rooms"]["join"][room]["unread_notifications"]["notification_count"] >= 1
+    # The r0 spelling answers the same way.
+    contract.call("GET", "/_matrix/client/r0/sync", token=b, params={"since": delta["next_batch"], "timeout": 0})
+    # Filters inline and by ID, full_state, and an invite.
+    inline = json.dumps({"room": {"timeline": {"limit": 1}}})
+    limited = contract.call("GET", f"{V3}/sync", token=b, params={"filter": inline}).json()
+    assert len(limited["rooms"]["join"][room]["timeline"]["events"]) <= 1
+    fid = contract.call("POST", f"{V3}/user/{q(bob['user_id'])}/filter", token=b, json_body={"room": {"include_leave": True}}).json()["filter_id"]
+    contract.call("GET", f"{V3}/sync", token=b, params={"filter": fid, "full_state": "true", "since": since})
+    invite_room = contract.call("POST", f"{V3}/createRoom", token=carol["access_token"], json_body={"invite": [bob["user_id"]], "is_direct": True}).json()["room_id"]
+    with_invite = contract.call("GET", f"{V3}/sync", token=b, params={"since": delta["next_batch"], "timeout": 5000}).json()
+    assert invite_room in with_invite["rooms"]["invite"]
+    contract.call("POST", f"{V3}/rooms/{q(invite_room)}/leave", token=b, json_body={})
+    left = contract.call("GET", f"{V3}/sync", token=b, params={"since": with_invite["next_batch"], "timeout": 5000}).json()
+    assert invite_room in left["rooms"]["leave"] or invite_room not in left["rooms"]["invite"]
+    # Errors.
+    contract.call("GET", f"{V3}/sync", token=b, params={"since": "garbage"}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("GET", f"{V3}/sync", token=b, params={"filter": "12345678"}, expect=404)
+    contract.call("GET", f"{V3}/sync", token=b, params={"filter": "{oops"}, expect=400, errcode="M_NOT_JSON")
+    contract.call("GET", f"{V3}/sync", token=b, params={"set_presence": "away"}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("GET", f"{V3}/sync", expect=401, errcode="M_MISSING_TOKEN")
+
+
+# --- push -----------------------------------------------------------------
+
+
+def test_push_rules(contract, alice, room):
+    a = alice["access_token"]
+    for path in ("/pushrules", "/pushrules/"):
+        assert set(contract.call("GET", V3 + path, token=a).json()["global"]) == {"override", "content", "room", "sender", "underride"}
+    for path in ("/pushrules/global", "/pushrules/global/"):
+        assert "underride" in contract.call("GET", V3 + path, token=a).json()
+    base = f"{V3}/pushrules/global"
+    contract.call("PUT", f"{base}/content/cake", token=a, json_body={"actions": ["notify"], "pattern": "cake*"})
+    contract.call("PUT", f"{base}/content/pie", token=a, params={"before": "cake"}, json_body={"actions": [{"set_tweak": "highlight"}, "notify"], "pattern": "pie"})
+    contract.call("PUT", f"{base}/override/my.override", token=a, json_body={
+        "actions": ["dont_notify"], "conditions": [{"kind": "event_match", "key": "content.body", "pattern": "spam"}]})
+    contract.call("PUT", f"{base}/room/{q(room)}", token=a, json_body={"actions": ["notify"]})
+    rule = contract.call("GET", f"{base}/content/cake", token=a).json()
+    assert rule["pattern"] == "cake*" and rule["enabled"] and not rule["default"]
+    contents = contract.call("GET", f"{base}/", token=a).json()["content"]
+    assert [r["rule_id"] for r in contents if not r["default"]][:2] == ["pie", "cake"]
+    contract.call("PUT", f"{base}/content/cake/enabled", token=a, json_body={"enabled": False})
+    assert contract.call("GET", f"{base}/content/cake/enabled", token=a).json() == {"enabled": False}
+    contract.call("PUT", f"{base}/content/cake/actions", token=a, json_body={"actions": ["notify", {"set_tweak": "sound", "value": "default"}]})
+    assert contract.call("GET", f"{base}/content/cake/actions", token=a).json()["actions"][0] == "notify"
+    contract.call("PUT", f"{base}/override/.m.rule.master/enabled", token=a, json_body={"enabled": False})
+    contract.call("DELETE", f"{base}/content/cake", token=a)
+    contract.call("GET", f"{base}/content/cake", token=a, expect=404)
+    contract.call("DELETE", f"{base}/content/cake", token=a, expect=404)
+    contract.call("DELETE", f"{base}/override/.m.rule.master", token=a, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("PUT", f"{base}/content/nopattern", token=a, json_body={"actions": ["notify"]}, expect=400, errcode="M_MISSING_PARAM")
+    contract.call("PUT", f"{base}/sender/not-a-user", token=a, json_body={"actions": ["notify"]}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("PUT", f"{base}/content/x", token=a, params={"after": "missing"}, json_body={"actions": ["notify"], "pattern": "x"}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("GET", f"{V3}/pushrules/global/bogus/x", token=a, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("PUT", f"{base}/content/nothing/enabled", token=a, json_body={"enabled": True}, expect=404)
+    contract.call("GET", f"{base}/content/nothing/actions", token=a, expect=404)
+    contract.call("GET", f"{base}/content/nothing/enabled", token=a, expect=404)
+    contract.call("PUT", f"{base}/content/nothing/actions", token=a, json_body={"actions": ["notify"]}, expect=404)
+
+
+def test_pushers_and_notifications(contract, alice, bob, room):
+    b = bob["access_token"]
+    pusher = {
+        "pushkey": unique("key"), "kind": "http", "app_id": "org.example.contract", "app_display_name": "Contract",
+        "device_display_name": "pytest", "lang": "en", "profile_tag": "tag",
+        "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify", "format": "event_id_only"},
+    }
+    contract.call("POST", f"{V3}/pushers/set", token=b, json_body=pusher)
+    listed = contract.call("GET", f"{V3}/pushers", token=b).json()["pushers"]
+    assert [p["pushkey"] for p in listed] == [pusher["pushkey"]]
+    contract.call("POST", f"{V3}/pushers/set", token=b, json_body={**pusher, "data": {"url": "ftp://x"}}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("POST", f"{V3}/pushers/set", token=b, json_body={"pushkey": "k", "app_id": "a"}, expect=400, errcode="M_MISSING_PARAM", check_request=False)
+    contract.call("POST", f"{V3}/pushers/set", token=b, json_body={**pusher, "kind": "email"}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("POST", f"{V3}/pushers/set", token=b, json_body={"pushkey": pusher["pushkey"], "app_id": pusher["app_id"], "kind": None})
+    assert contract.call("GET", f"{V3}/pushers", token=b).json() == {"pushers": []}
+
+    send(contract, alice, room, "a notification for bob")
+    highlight = send(contract, alice, room, f"hey {bob['user_id']}, look")
+    notes = contract.call("GET", f"{V3}/notifications", token=b, params={"limit": 1}).json()
+    assert len(notes["notifications"]) == 1 and notes["notifications"][0]["room_id"] == room
+    if "next_token" in notes:
+        contract.call("GET", f"{V3}/notifications", token=b, params={"from": notes["next_token"]})
+    hl = contract.call("GET", f"{V3}/notifications", token=b, params={"only": "highlight"}).json()["notifications"]
+    assert highlight in [n["event"]["event_id"] for n in hl]
+    contract.call("GET", f"{V3}/notifications", token=b, params={"from": "x"}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("GET", f"{V3}/notifications", token=b, params={"only": "all"}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+
+
+# --- directory ------------------------------------------------------------
+
+
+def test_directory(contract, alice, bob, carol, room):
+    a = alice["access_token"]
+    alias = f"#{unique('dir')}:localhost"
+    path = f"{V3}/directory/room/{q(alias)}"
+    contract.call("PUT", path, token=a, json_body={"room_id": room})
+    contract.call("PUT", path, token=a, json_body={"room_id": room}, expect=409, errcode="M_ROOM_IN_USE")
+    assert contract.call("GET", path).json() == {"room_id": room, "servers": ["localhost"]}
+    assert alias in contract.call("GET", f"{V3}/rooms/{q(room)}/aliases", token=bob["access_token"]).json()["aliases"]
+    contract.call("GET", f"{V3}/rooms/{q(room)}/aliases", token=carol["access_token"], expect=403)
+    contract.call("PUT", f"{V3}/directory/room/{q('#x:elsewhere')}", token=a, json_body={"room_id": room}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("PUT", f"{V3}/directory/room/{q('#y' + unique('') + ':localhost')}", token=carol["access_token"], json_body={"room_id": room}, expect=403)
+    contract.call("PUT", f"{V3}/directory/room/{q('#z' + unique('') + ':localhost')}", token=a, json_body={"room_id": "!missing:localhost"}, expect=404)
+    contract.call("DELETE", path, token=carol["access_token"], expect=403)
+    contract.call("DELETE", path, token=a)
+    contract.call("GET", path, expect=404)
+    contract.call("DELETE", path, token=a, expect=404)
+    contract.call("GET", f"{V3}/directory/room/not-an-alias", expect=400, errcode="M_INVALID_PARAM", check_request=False)
+
+    for i in range(3):
+        contract.call("POST", f"{V3}/createRoom", token=a, json_body={"visibility": "public", "name": f"Public {i}"})
+    first = contract.call("GET", f"{V3}/publicRooms", params={"limit": 2}).json()
+    assert len(first["chunk"]) == 2 and "next_batch" in first
+    second = contract.call("GET", f"{V3}/publicRooms", params={"limit": 2, "since": first["next_batch"]}).json()
+    assert "prev_batch" in second
+    posted = contract.call("POST", f"{V3}/publicRooms", token=a, json_body={"limit": 1, "filter": {"generic_search_term": "x"}}).json()
+    assert len(posted["chunk"]) == 1
+    contract.call("GET", f"{V3}/publicRooms", params={"since": "bogus"}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("GET", f"{V3}/publicRooms", params={"limit": 0}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("POST", f"{V3}/publicRooms", token=a, json_body={"limit": -1}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+
+
+# --- media ----------------------------------------------------------------
+
+
+def test_media(contract, alice, bob):
+    a, b = alice["access_token"], bob["access_token"]
+    for path in ("/_matrix/client/v1/media/config", "/_matrix/media/v3/config"):
+        assert contract.call("GET", path, token=a).json()["m.upload.size"] > 0
+    image = png()
+    uri = contract.call("POST", "/_matrix/media/v3/upload", token=a, params={"filename": "gradient.png"},
+                        data=image, headers={"Content-Type": "image/png"}).json()["content_uri"]
+    server, media_id = uri[len("mxc://"):].split("/")
+    for prefix, token in (("/_matrix/client/v1/media", b), ("/_matrix/media/v3", None)):
+        got = contract.call("GET", f"{prefix}/download/{server}/{media_id}", token=token)
+        assert got.content == image and got.headers["content-type"] == "image/png"
+        assert got.headers["x-content-type-options"] == "nosniff"
+        named = contract.call("GET", f"{prefix}/download/{server}/{media_id}/picture.png", token=token)
+        assert "picture.png" in named.headers["content-disposition"]
+        thumb = contract.call("GET", f"{prefix}/thumbnail/{server}/{media_id}", token=token, params={"width": 32, "height": 32, "method": "crop"})
+        assert thumb.headers["content-type"] == "image/png" and thumb.content.startswith(b"\x89PNG")
+        contract.call("GET", f"{prefix}/thumbnail/{server}/{media_id}", token=token, params={"width": 0, "height": 32}, expect=400, check_request=False)
+        contract.call("GET", f"{prefix}/download/{server}/{'x' * 32}", token=token, expect=404)
+        contract.call("GET", f"{prefix}/download/elsewhere.example/{media_id}", token=token, expect=404)
+        contract.call("GET", f"{prefix}/download/{server}/bad%2Bid", token=token, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("GET", f"/_matrix/client/v1/media/download/{server}/{media_id}", expect=401)
+    contract.call("GET", f"/_matrix/client/v1/media/thumbnail/{server}/{media_id}", token=a, params={"width": 32}, expect=400, check_request=False)
+
+    text = contract.call("POST", "/_matrix/media/v3/upload", token=a, data=b"just text", headers={"Content-Type": "text/plain"}).json()["content_uri"]
+    text_id = text.rsplit("/", 1)[1]
+    contract.call("GET", f"/_matrix/client/v1/media/thumbnail/{server}/{text_id}", token=a, params={"width": 32, "height": 32}, expect=404)
+    got = contract.call("GET", f"/_matrix/client/v1/media/download/{server}/{text_id}", token=a)
+    assert got.headers["content-disposition"].startswith("attachment")
+
+    # Reserve, wait for an upload that is not there, upload, refuse a second upload.
+    created = contract.call("POST", "/_matrix/media/v1/create", token=a).json()
+    reserved = created["content_uri"].rsplit("/", 1)[1]
+    contract.call("GET", f"/_matrix/client/v1/media/download/{server}/{reserved}", token=a, params={"timeout_ms": 100}, expect=504, errcode="M_NOT_YET_UPLOADED")
+    contract.call("PUT", f"/_matrix/media/v3/upload/{server}/{reserved}", token=b, data=b"x", headers={"Content-Type": "text/plain"}, expect=403)
+    contract.call("PUT", f"/_matrix/media/v3/upload/{server}/{reserved}", token=a, params={"filename": "late.txt"}, data=b"late", headers={"Content-Type": "text/plain"})
+    contract.call("PUT", f"/_matrix/media/v3/upload/{server}/{reserved}", token=a, data=b"again", headers={"Content-Type": "text/plain"}, expect=409, errcode="M_CANNOT_OVERWRITE_MEDIA")
+    contract.call("PUT", f"/_matrix/media/v3/upload/{server}/{'y' * 32}", token=a, data=b"x", expect=404)
+    assert contract.call("GET", f"/_matrix/client/v1/media/download/{server}/{reserved}", token=a).content == b"late"
+    contract.call("POST", "/_matrix/media/v3/upload", token=a, params={"filename": "bad\u0001name"}, data=b"x", expect=400, errcode="M_INVALID_PARAM")
+    contract.call("POST", "/_matrix/media/v3/upload", data=b"x", expect=401)
+
+
+# --- errors ---------------------------------------------------------------
+
+
+def test_generic_errors(contract, alice, room):
+    a = alice["access_token"]
+    contract.call("GET", f"{V3}/joined_rooms", token="not-a-token", expect=401, errcode="M_UNKNOWN_TOKEN")
+    contract.call("GET", f"{V3}/joined_rooms", token="not-a-token", token_in_query=True, expect=401, errcode="M_UNKNOWN_TOKEN")
+    contract.call("GET", f"{V3}/joined_rooms", headers={"Authorization": "Basic abc"}, expect=401, errcode="M_MISSING_TOKEN", check_request=False)
+    contract.call("POST", f"{V3}/createRoom", token=a, data=b"\xff\xfe", headers={"Content-Type": "application/json"}, expect=400, errcode="M_NOT_JSON", check_request=False)
+    contract.call("POST", f"{V3}/rooms/{q(room)}/invite", token=a, json_body={"user": "x"}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    big = {"msgtype": "m.text", "body": "x" * (1024 * 1024 + 10)}
+    contract.call("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{unique('big')}", token=a, json_body=big, expect=413, errcode="M_TOO_LARGE")
+    pdu_too_big = {"msgtype": "m.text", "body": "x" * 70_000}
+    contract.call("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{unique('big')}", token=a, json_body=pdu_too_big, expect=413, errcode="M_TOO_LARGE")
+    # An unknown route is not in the spec, and answers the router's fallback.
+    resp = requests.get(contract.base_url + f"{V3}/rooms/{q(room)}/no_such_thing", timeout=10)
+    assert resp.status_code == 404 and resp.json()["errcode"] == "M_UNRECOGNIZED"
+
+
+def test_rate_limits(tern_factory):
+    """With rate limits on (the default), repeated logins answer 429."""
+    from contract import Contract
+
+    limited = Contract(tern_factory(rate_limits=True).base_url)
+    body = {"type": "m.login.password", "user": "nobody", "password": "x"}
+    statuses = [limited.call("POST", f"{V3}/login", json_body=body, expect=(403, 429)).status_code for _ in range(15)]
+    assert statuses[0] == 403 and statuses[-1] == 429
+    last = limited.http.post(limited.base_url + f"{V3}/login", data=json.dumps(body), timeout=10).json()
+    assert last["errcode"] == "M_LIMIT_EXCEEDED" and last["retry_after_ms"] > 0
+
+
+# --- coverage -------------------------------------------------------------
+
+# Operations this module cannot drive to a success, and why.
+NOT_EXERCISED_HERE = {
+    "syncStream": "test_sse.py",
+    "acknowledgeSync": "test_sse.py",
+    "getOpenApi": "test_docs.py",
+    "getApiDocs": "test_docs.py",
+    "getRedocScript": "test_docs.py",
+    "getWebClient": "test_docs.py (depends on the web client build)",
+}
+
+
+def test_every_operation_was_answered_with_a_documented_success(contract, request):
+    module_tests = [i for i in request.session.items if i.module is request.module]
+    if len(module_tests) != len([n for n in dir(request.module) if n.startswith("test_")]):
+        pytest.skip("only meaningful when the whole module runs")
+    ops = {
+        item[m]["operationId"]
+        for path, item in contract.spec["paths"].items()
+        for m in ("get", "put", "post", "delete")
+        if m in item and not item[m]["operationId"].endswith("_r0")
+    }
+    succeeded = {op for (op, status) in contract.seen if 200 <= status < 300}
+    missing = sorted(ops - succeeded - set(NOT_EXERCISED_HERE))
+    assert not missing, f"never answered with a success in this module: {missing}"
+    statuses = sorted({f"{op} {status}" for (op, status) in contract.seen})
+    print(f"\n{len(contract.seen)} distinct (operation, status) pairs, {sum(contract.seen.values())} exchanges validated")
+    assert len(statuses) > 150
