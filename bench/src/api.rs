@@ -242,6 +242,71 @@ impl Api {
     }
 }
 
+/// An open SSE sync stream (`Accept: text/event-stream`).
+pub struct SyncStream {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Api {
+    /// Opens the SSE sync stream from `since`.
+    pub async fn sync_stream(
+        &self,
+        token: &str,
+        since: Option<&str>,
+        filter: Option<&str>,
+    ) -> anyhow::Result<SyncStream> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(filter) = filter {
+            query.push(("filter", filter.to_string()));
+        }
+        if let Some(since) = since {
+            query.push(("since", since.to_string()));
+        }
+        let resp = self
+            .http
+            .get(format!("{}{V3}/sync", self.base))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .query(&query)
+            .send()
+            .await
+            .context("GET /sync (SSE)")?;
+        if !resp.status().is_success() {
+            bail!("GET /sync (SSE): HTTP {}", resp.status());
+        }
+        Ok(SyncStream {
+            resp,
+            buf: String::new(),
+        })
+    }
+}
+
+impl SyncStream {
+    /// The next `sync` event's data and when it arrived (comments skipped);
+    /// `None` when the server closed the stream.
+    pub async fn next(&mut self) -> anyhow::Result<Option<(Value, u64)>> {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                if !data.is_empty() {
+                    let v = serde_json::from_str(&data.join("\n"))
+                        .context("SSE sync data: invalid JSON")?;
+                    return Ok(Some((v, now_micros())));
+                }
+            }
+            match self.resp.chunk().await.context("SSE sync body")? {
+                Some(bytes) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 fn str_field(v: &Value, key: &str) -> anyhow::Result<String> {
     v.get(key)
         .and_then(Value::as_str)

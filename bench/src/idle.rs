@@ -57,6 +57,8 @@ pub struct IdleConfig {
     pub ramp_per_s: f64,
     pub server_pid: u32,
     pub prefix: String,
+    /// Hold SSE streams instead of long-polls.
+    pub sse: bool,
 }
 
 /// The server at one moment of the run.
@@ -224,6 +226,7 @@ pub async fn run(
         timeout_ms: cfg.timeout_ms,
         marker: &marker,
         slots: &slots,
+        sse: cfg.sse,
     };
     let mut checkpoints = Vec::new();
     for range in [0..half_n, half_n..cfg.syncs] {
@@ -253,7 +256,7 @@ pub async fn run(
     let failures = slots.failures.load(Relaxed);
     let early_returns = slots.early_returns.load(Relaxed);
     let report = IdleReport {
-        mode: "idle-syncs",
+        mode: if cfg.sse { "idle-sse" } else { "idle-syncs" },
         ok: failures == 0
             && early_returns == 0
             && after.settled
@@ -316,6 +319,7 @@ struct Hold<'a> {
     timeout_ms: u64,
     marker: &'a Arc<str>,
     slots: &'a Arc<Slots>,
+    sse: bool,
 }
 
 impl Hold<'_> {
@@ -328,6 +332,17 @@ impl Hold<'_> {
             let due = start + Duration::from_secs_f64(n as f64 / ramp_per_s);
             tokio::time::sleep_until(due.into()).await;
             let user = slot % self.tokens.len();
+            if self.sse {
+                holders.spawn(hold_stream(
+                    self.client.clone(),
+                    slot,
+                    self.tokens[user].clone(),
+                    self.since[user].clone(),
+                    self.marker.clone(),
+                    self.slots.clone(),
+                ));
+                continue;
+            }
             holders.spawn(hold(
                 self.client.clone(),
                 slot,
@@ -373,6 +388,50 @@ async fn hold(
                 note_error(&slots.errors, &err);
                 return;
             }
+        }
+    }
+}
+
+/// One open SSE stream: reads events until the liveness message. The first
+/// event is the stream's start (from `since`, usually empty); any other
+/// event without the message counts as an early return.
+async fn hold_stream(
+    api: Api,
+    slot: usize,
+    token: String,
+    since: String,
+    marker: Arc<str>,
+    slots: Arc<Slots>,
+) {
+    let result = async {
+        let mut stream = api
+            .sync_stream(&token, Some(&since), Some(IDLE_FILTER))
+            .await?;
+        let mut first = true;
+        while let Some((v, arrived)) = stream.next().await? {
+            if has_marker(&v, &marker) {
+                return Ok(Some(arrived));
+            }
+            if !first {
+                slots.early_returns.fetch_add(1, Relaxed);
+            }
+            first = false;
+        }
+        Ok(None)
+    }
+    .await;
+    match result {
+        Ok(Some(arrived)) => {
+            slots.arrivals.lock().unwrap()[slot] = Some(arrived);
+            slots.returned.fetch_add(1, Relaxed);
+        }
+        Ok(None) => {
+            slots.failures.fetch_add(1, Relaxed);
+            note_error(&slots.errors, &anyhow::anyhow!("stream closed early"));
+        }
+        Err(err) => {
+            slots.failures.fetch_add(1, Relaxed);
+            note_error(&slots.errors, &err);
         }
     }
 }
@@ -503,8 +562,9 @@ fn print_checkpoint(label: &str, c: &Checkpoint) {
 
 fn print_summary(r: &IdleReport) {
     println!(
-        "idle:     {} long-polls over {} users opened in {:.1} s; server RSS {:.1} -> {:.1} MiB: {:.0} bytes per idle sync ({:.0} over the second half); {:.2} server CPU s to open them",
+        "idle:     {} {} over {} users opened in {:.1} s; server RSS {:.1} -> {:.1} MiB: {:.0} bytes per idle sync ({:.0} over the second half); {:.2} server CPU s to open them",
         r.config.syncs,
+        if r.mode == "idle-sse" { "SSE streams" } else { "long-polls" },
         r.config.users,
         r.open_s,
         r.before.rss_kib as f64 / 1024.0,

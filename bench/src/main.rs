@@ -103,6 +103,9 @@ struct Args {
     /// idle-syncs: long-polls opened per second.
     #[arg(long, default_value_t = 1_000.0)]
     idle_ramp: f64,
+    /// idle-syncs: hold SSE sync streams instead of long-polls.
+    #[arg(long)]
+    idle_sse: bool,
     /// fanout: messages to send (at --rate, default 10/s).
     #[arg(long, default_value_t = 50)]
     messages: u64,
@@ -191,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
                 ramp_per_s: args.idle_ramp,
                 server_pid,
                 prefix,
+                sse: args.idle_sse,
             };
             idle::run(&cfg, nofile, args.json.as_deref()).await?
         }
