@@ -30,9 +30,10 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     done
 fi
 
-# The S3 media engine and the Redis ephemeral engine are cargo features;
+# The S3 media engine, the Redis ephemeral engine and the Kafka cluster bus
+# are cargo features;
 # the tests build them in.
-FEATURES=(--features homeserver/s3,homeserver/redis)
+FEATURES=(--features homeserver/s3,homeserver/redis,homeserver/kafka)
 cargo build --release --workspace --all-targets "${FEATURES[@]}"
 export TERN_BIN="$CARGO_TARGET_DIR/release/homeserver"
 

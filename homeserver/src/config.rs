@@ -1,6 +1,7 @@
 //! Configuration: defaults, then a TOML file (`--config`), then environment
 //! variables (`TERN_*`), then command-line flags; later sources win.
 
+pub mod cluster;
 pub mod media;
 
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ pub struct Args {
     /// Keep typing and presence in this Redis (`redis://host:port`), shared by all nodes.
     #[arg(long, env = "TERN_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Join a cluster whose nodes share what they commit over these Kafka brokers (`host:port,...`).
+    #[arg(long, env = "TERN_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
 }
 
 /// Which storage engine backs accounts, rooms and timelines. Each engine is
@@ -75,6 +79,7 @@ pub struct FileConfig {
     pub media: Option<media::MediaFileConfig>,
     pub sync: Option<SyncFileConfig>,
     pub redis: Option<RedisConfig>,
+    pub kafka: Option<cluster::KafkaConfig>,
 }
 
 /// The `[redis]` section: typing and presence in Redis instead of memory,
@@ -198,6 +203,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `None`: typing and presence in this process's memory.
     pub redis: Option<RedisConfig>,
+    /// `None`: a single node, fan-out in this process.
+    pub kafka: Option<cluster::KafkaConfig>,
 }
 
 impl Default for Config {
@@ -215,6 +222,7 @@ impl Default for Config {
             media: media::MediaConfig::default(),
             sync: SyncConfig::default(),
             redis: None,
+            kafka: None,
         }
     }
 }
@@ -273,9 +281,23 @@ impl Config {
             }),
             (None, file) => file,
         };
+        let kafka = match (args.kafka_brokers, file.kafka) {
+            (Some(brokers), file) => Some(cluster::KafkaConfig::with_brokers(brokers, file)),
+            (None, file) => file,
+        };
+        if let Some(kafka) = &kafka {
+            kafka.check()?;
+            if redis.is_none() {
+                anyhow::bail!(
+                    "[kafka] joins a cluster, whose nodes must share typing and presence: \
+                     set [redis] too"
+                );
+            }
+        }
         Ok(Self {
             presence,
             redis,
+            kafka,
             sync: SyncConfig { sse_keep_alive },
             push: file.push.unwrap_or_default(),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
