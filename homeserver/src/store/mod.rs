@@ -40,6 +40,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage is shutting down")]
     Closed,
+    /// The room's state moved on since the event was authorized (another
+    /// node of a cluster changed it): authorize again and retry.
+    #[error("the room's state changed meanwhile")]
+    Stale,
     /// A file or object store failed (media bytes).
     #[error("object storage error: {0}")]
     Io(String),
@@ -171,6 +175,12 @@ pub struct NewEvent {
     pub membership: Option<String>,
     /// Redacted PDU that replaces the event it redacts.
     pub redaction: Option<(String, Value)>,
+    /// The room's state head (its latest state event) this event was
+    /// authorized against; `None` for a room's first event. The engine
+    /// refuses the event with [`StoreError::Stale`] when the room's head is
+    /// another by then: a node of a cluster changed the state meanwhile, and
+    /// the event must be authorized again. A state event becomes the head.
+    pub built_on: Option<String>,
 }
 
 /// Where a room listing or paging starts.

@@ -140,6 +140,7 @@ fn event(room: &str, n: usize, state_key: Option<&str>, txn: Option<&str>) -> Ne
         visibility: "shared".into(),
         membership: state_key.map(|_| "join".to_string()),
         redaction: None,
+        built_on: None,
     }
 }
 
@@ -310,6 +311,28 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
     assert!(after.iter().any(|e| e.room_id == "!gap:test"));
     assert_eq!(store.events_after(p10, 5).await.unwrap().len(), 5);
     assert!(store.events_after(head, 10).await.unwrap().is_empty());
+
+    // Appends check the state they were authorized against: the room's
+    // state head is its latest state event ("$!gap:test-0", the join).
+    let built_on = |n: usize, state: Option<&str>, on: &str| NewEvent {
+        built_on: Some(on.to_owned()),
+        ..event("!gap:test", n, state, None)
+    };
+    let ok = store.append(vec![built_on(700, None, "$!gap:test-0")]);
+    ok.unwrap().await.unwrap();
+    let stale = store.append(vec![built_on(701, None, "$!gap:test-elsewhere")]);
+    assert!(matches!(stale.unwrap().await, Err(StoreError::Stale)));
+    // A state event moves the head; what was built on the old one is stale,
+    // and in one append a later event may build on an earlier one.
+    let moved = store.append(vec![
+        built_on(702, Some("@b:test"), "$!gap:test-0"),
+        built_on(703, None, "$!gap:test-702"),
+    ]);
+    moved.unwrap().await.unwrap();
+    let old = store.append(vec![built_on(704, None, "$!gap:test-0")]);
+    assert!(matches!(old.unwrap().await, Err(StoreError::Stale)));
+    assert!(store.get_event("$!gap:test-701").await.unwrap().is_none());
+    assert!(store.get_event("$!gap:test-704").await.unwrap().is_none());
 }
 
 pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
