@@ -42,6 +42,13 @@ async fn shared() -> Shared {
 }
 
 async fn node(shared: &Shared, transport: Arc<dyn ClusterTransport>) -> Router {
+    node_with_services(shared, transport).await.0
+}
+
+async fn node_with_services(
+    shared: &Shared,
+    transport: Arc<dyn ClusterTransport>,
+) -> (Router, Arc<Services>) {
     let config = Config {
         data_dir: shared.dir.path().to_owned(),
         allow_registration: true,
@@ -64,7 +71,9 @@ async fn node(shared: &Shared, transport: Arc<dyn ClusterTransport>) -> Router {
     let services = Services::new(config, backends, key, CancellationToken::new())
         .await
         .unwrap();
-    super::router(services).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))))
+    let app = super::router(services.clone())
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+    (app, services)
 }
 
 /// A room made by `alice` on `a` that `bob` joined through `b`.
@@ -342,4 +351,19 @@ async fn a_stale_node_cannot_commit_what_the_current_state_forbids() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(name["name"], "by bob");
+}
+
+#[tokio::test]
+async fn a_user_syncing_on_one_node_counts_as_connected_on_the_other() {
+    let shared = shared().await;
+    let hub = MemoryCluster::default();
+    let (a, services_a) = node_with_services(&shared, hub.join(1)).await;
+    let b = node(&shared, hub.join(2)).await;
+    let _alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    // Push decisions on A skip users who are syncing, wherever they sync.
+    assert!(!services_a.presence.is_connected("@bob:localhost").await);
+    sync(&b, &bob, None, 0).await;
+    assert!(services_a.presence.is_connected("@bob:localhost").await);
+    assert!(!services_a.presence.is_connected("@alice:localhost").await);
 }

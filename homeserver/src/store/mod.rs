@@ -542,4 +542,10 @@ pub trait Ephemeral: Send + Sync {
     ) -> StoreResult<Vec<(String, PresenceRecord)>>;
     /// Highest position of the presence stream.
     async fn presence_position(&self) -> StoreResult<StreamPos>;
+    /// Records that each of `user_ids` has a sync open on `node`, for
+    /// `ttl_ms` unless renewed: which user is connected to which node, for
+    /// every node of a cluster to see.
+    async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()>;
+    /// The node `user_id` is connected to, if any entry is still live.
+    async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>>;
 }

@@ -371,6 +371,31 @@ impl Ephemeral for RedisEphemeral {
         let pos: Option<StreamPos> = self.conn().get(self.key("presence:pos")).await?;
         Ok(pos.unwrap_or(0))
     }
+
+    async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()> {
+        if user_ids.is_empty() {
+            return Ok(());
+        }
+        // One key per user with a TTL: Redis forgets whoever stops renewing.
+        let mut pipe = redis::pipe();
+        for user in user_ids {
+            pipe.cmd("SET")
+                .arg(self.key(&format!("conn:{user}")))
+                .arg(node)
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .conn()
+            .get(self.key(&format!("conn:{user_id}")))
+            .await?)
+    }
 }
 
 #[cfg(test)]

@@ -336,6 +336,7 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
 }
 
 pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
+    connections(store.as_ref()).await;
     let rooms = vec!["!r:test".to_string(), "!quiet:test".to_string()];
     let start = store.typing_position().await.unwrap();
     let p1 = store
@@ -389,6 +390,31 @@ pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
     assert_eq!(store.next_typing_expiry().await.unwrap(), None);
 
     presence(store.as_ref()).await;
+}
+
+/// Which user is connected to which node: renewed, moved, expired.
+async fn connections(store: &dyn Ephemeral) {
+    let users = vec!["@c1:test".to_string(), "@c2:test".to_string()];
+    assert_eq!(store.connected_node("@c1:test").await.unwrap(), None);
+    store.set_connected(&users, "node-a", 60_000).await.unwrap();
+    assert_eq!(
+        store.connected_node("@c2:test").await.unwrap().as_deref(),
+        Some("node-a")
+    );
+    // A user who moves is where they connected last.
+    store
+        .set_connected(&users[..1], "node-b", 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.connected_node("@c1:test").await.unwrap().as_deref(),
+        Some("node-b")
+    );
+    // Not renewed: gone.
+    store.set_connected(&users, "node-b", 50).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert_eq!(store.connected_node("@c1:test").await.unwrap(), None);
+    assert_eq!(store.connected_node("@c2:test").await.unwrap(), None);
 }
 
 async fn presence(store: &dyn Ephemeral) {
