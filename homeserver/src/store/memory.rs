@@ -74,6 +74,8 @@ pub struct MemoryEphemeral {
     presence: Mutex<Presence>,
     /// User -> (node, connected until, ms).
     connected: Mutex<HashMap<String, (String, i64)>>,
+    /// Rate-limit buckets: key -> (tokens, last refill ms).
+    buckets: Mutex<HashMap<String, (f64, i64)>>,
 }
 
 #[derive(Default)]
@@ -227,6 +229,25 @@ impl Ephemeral for MemoryEphemeral {
             connected.insert(user.clone(), (node.to_owned(), until));
         }
         Ok(())
+    }
+
+    async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>> {
+        let now = now_ms();
+        let mut buckets = self.buckets.lock().expect("buckets lock");
+        if buckets.len() > 100_000 {
+            // Full buckets carry no information: dropping them is harmless.
+            buckets
+                .retain(|_, (tokens, at)| *tokens + (now - *at) as f64 / 1000.0 * per_sec < burst);
+        }
+        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now));
+        *tokens = (*tokens + (now - *at) as f64 / 1000.0 * per_sec).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(None)
+        } else {
+            Ok(Some(((1.0 - *tokens) / per_sec * 1000.0).ceil() as u64))
+        }
     }
 
     async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>> {

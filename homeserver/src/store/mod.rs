@@ -548,4 +548,8 @@ pub trait Ephemeral: Send + Sync {
     async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()>;
     /// The node `user_id` is connected to, if any entry is still live.
     async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>>;
+    /// Takes one token from the bucket `key` (holding at most `burst`,
+    /// refilled at `per_sec`): `None` if taken, else the milliseconds until
+    /// one is there. Shared by every node, so a cluster limits a user once.
+    async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>>;
 }

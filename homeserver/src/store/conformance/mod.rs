@@ -337,6 +337,7 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
 
 pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
     connections(store.as_ref()).await;
+    rate_limits(store.as_ref()).await;
     let rooms = vec!["!r:test".to_string(), "!quiet:test".to_string()];
     let start = store.typing_position().await.unwrap();
     let p1 = store
@@ -390,6 +391,23 @@ pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
     assert_eq!(store.next_typing_expiry().await.unwrap(), None);
 
     presence(store.as_ref()).await;
+}
+
+/// A shared token bucket: the burst, then a refusal with the wait, per key.
+async fn rate_limits(store: &dyn Ephemeral) {
+    let key = format!("conf-{}", std::process::id());
+    for _ in 0..3 {
+        assert_eq!(store.take_token(&key, 3.0, 0.5).await.unwrap(), None);
+    }
+    let wait = store.take_token(&key, 3.0, 0.5).await.unwrap();
+    assert!(wait.is_some_and(|ms| ms > 0 && ms <= 2_000), "{wait:?}");
+    assert_eq!(
+        store
+            .take_token(&format!("{key}-other"), 3.0, 0.5)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// Which user is connected to which node: renewed, moved, expired.
