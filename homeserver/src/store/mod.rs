@@ -18,6 +18,8 @@ pub mod kafka;
 pub mod media;
 pub mod memory;
 #[cfg(feature = "redis")]
+pub mod redis_bus;
+#[cfg(feature = "redis")]
 pub mod redis_store;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
