@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub mod media;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis_store;
 #[cfg(feature = "sqlite")]
@@ -43,6 +45,25 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::PoolClosed => StoreError::Closed,
+            _ => StoreError::Database(err.to_string()),
+        }
+    }
+}
+
+/// The relational engine as a whole (SQLite or PostgreSQL), for what only
+/// start-up and shutdown do with it; the services see the per-domain traits.
+#[async_trait]
+pub trait Database: Send + Sync {
+    /// Waits for queued writes to commit, then closes the connections.
+    async fn close(&self);
+}
 
 /// Resolves once an append is durable, with the positions it was given.
 pub type Durable = futures::future::BoxFuture<'static, StoreResult<Vec<StreamPos>>>;

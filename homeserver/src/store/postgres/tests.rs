@@ -1,0 +1,254 @@
+//! The conformance suite on PostgreSQL, each test in a database of its own,
+//! plus what only a shared database can get wrong: two engine instances
+//! (two nodes) appending at once. Needs `TERN_TEST_POSTGRES_URL` (a role that
+//! may create databases); without it each test says it was skipped.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rand::Rng;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, Executor};
+
+use super::PgStore;
+use crate::store::{
+    conformance, AccountStore, Database, NewEvent, NewReceipt, ReceiptStore, RoomStore, StreamPos,
+};
+
+/// A database created for one test and dropped by [`TestDb::drop`].
+struct TestDb {
+    admin: PgConnectOptions,
+    name: String,
+}
+
+impl TestDb {
+    async fn create() -> Option<Self> {
+        let Ok(url) = std::env::var("TERN_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: TERN_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let admin = PgConnectOptions::from_str(&url).expect("TERN_TEST_POSTGRES_URL");
+        let name = format!("tern_conf_{:016x}", rand::thread_rng().gen::<u64>());
+        let mut conn = admin.connect().await.expect("connect to PostgreSQL");
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        Some(Self { admin, name })
+    }
+
+    async fn open(&self) -> Arc<PgStore> {
+        let options = self.admin.clone().database(&self.name);
+        Arc::new(PgStore::open_with(options, 8).await.expect("open store"))
+    }
+
+    async fn drop(self) {
+        let mut conn: PgConnection = self.admin.connect().await.expect("connect");
+        conn.execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+            .await
+            .expect("drop test database");
+    }
+}
+
+/// Runs `test` on a fresh store in a fresh database, then drops both.
+macro_rules! on_fresh_store {
+    (|$store:ident| $body:expr) => {{
+        let Some(db) = TestDb::create().await else {
+            return;
+        };
+        let $store = db.open().await;
+        $body;
+        $store.close().await;
+        db.drop().await;
+    }};
+}
+
+#[tokio::test]
+async fn accounts_conformance() {
+    on_fresh_store!(|store| conformance::account_store(store.clone()).await);
+}
+
+#[tokio::test]
+async fn rooms_conformance() {
+    on_fresh_store!(|store| conformance::room_store(store.clone()).await);
+}
+
+#[tokio::test]
+async fn receipts_conformance() {
+    on_fresh_store!(|store| conformance::receipt_store(store.clone(), store.clone()).await);
+}
+
+#[tokio::test]
+async fn push_conformance() {
+    on_fresh_store!(|store| conformance::push_store(store.clone()).await);
+}
+
+#[tokio::test]
+async fn media_metadata_conformance() {
+    on_fresh_store!(
+        |store| crate::store::media::conformance::media_metadata_store(store.clone()).await
+    );
+}
+
+#[tokio::test]
+async fn appends_survive_reopen() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = db.open().await;
+    conformance::append_sample(store.as_ref(), "!r:test", 5).await;
+    store.close().await;
+    let store = db.open().await;
+    conformance::check_sample(store.as_ref(), "!r:test", 5).await;
+    store.close().await;
+    db.drop().await;
+}
+
+fn message(room: &str, id: String) -> NewEvent {
+    NewEvent {
+        event_id: id,
+        room_id: room.into(),
+        sender: "@a:test".into(),
+        kind: "m.room.message".into(),
+        state_key: None,
+        pdu: Arc::new(json!({"type": "m.room.message", "content": {}})),
+        txn: None,
+        visibility: "shared".into(),
+        membership: None,
+        redaction: None,
+    }
+}
+
+/// Every event visible in one statement (one snapshot), by stream position.
+async fn visible_positions(store: &PgStore, rooms: &[String]) -> Vec<StreamPos> {
+    let slices = store
+        .recent_events(rooms, 0, i64::MAX, 100_000)
+        .await
+        .unwrap();
+    let mut positions: Vec<StreamPos> = slices
+        .iter()
+        .flat_map(|(_, s)| s.events.iter().map(|e| e.stream))
+        .collect();
+    positions.sort_unstable();
+    positions
+}
+
+/// Two engine instances on one database, as two nodes: appends, receipts and
+/// account data from both at once get unique, gap-free positions, and a
+/// reader on either never sees a position without every one below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_gap_free_streams() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let nodes = [db.open().await, db.open().await];
+    let rooms: Vec<String> = (0..4).map(|i| format!("!r{i}:test")).collect();
+    for room in &rooms {
+        nodes[0].create_room(room, "11", "@a:test").await.unwrap();
+    }
+
+    const TASKS: usize = 4;
+    const APPENDS: usize = 60;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut readers = Vec::new();
+    for node in &nodes {
+        let (node, rooms, stop) = (node.clone(), rooms.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut checks = 0;
+            while !stop.is_cancelled() {
+                let head = node.events_position().await.unwrap();
+                let seen = visible_positions(&node, &rooms).await;
+                let expected: Vec<StreamPos> = (1..=seen.len() as StreamPos).collect();
+                assert_eq!(seen, expected, "a reader must see a prefix of the stream");
+                assert!(seen.len() as StreamPos >= head, "head {head} not visible");
+                checks += 1;
+            }
+            checks
+        }));
+    }
+
+    let mut writers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for task in 0..TASKS {
+            let (node, rooms) = (node.clone(), rooms.clone());
+            writers.push(tokio::spawn(async move {
+                let mut events = Vec::new();
+                let mut receipts = Vec::new();
+                let mut account_data = Vec::new();
+                for i in 0..APPENDS {
+                    let room = &rooms[(task + i) % rooms.len()];
+                    let id = format!("$n{n}-t{task}-{i}");
+                    // Two appends queued before either is awaited: queue
+                    // order must be commit order.
+                    let first = node.append(vec![message(room, id.clone())]).unwrap();
+                    let second = node.append(vec![message(room, format!("{id}-b"))]).unwrap();
+                    let (a, b) = (first.await.unwrap()[0], second.await.unwrap()[0]);
+                    assert!(a < b, "queue order is commit order: {a} then {b}");
+                    events.extend([a, b]);
+                    let receipt = NewReceipt {
+                        room_id: room.clone(),
+                        user_id: format!("@u{n}-{task}:test"),
+                        receipt_type: "m.read".into(),
+                        thread_id: None,
+                        event_id: id,
+                        event_sender: "@a:test".into(),
+                        event_stream: b,
+                        ts: 1,
+                    };
+                    let set = node.set_receipts(vec![receipt]).await.unwrap();
+                    receipts.push(set[0].expect("a later event moves the receipt"));
+                    let pos = node
+                        .set_account_data(
+                            &format!("@u{n}-{task}:test"),
+                            None,
+                            "x",
+                            &json!({"i": i}),
+                        )
+                        .await
+                        .unwrap();
+                    account_data.push(pos);
+                }
+                (events, receipts, account_data)
+            }));
+        }
+    }
+    let mut events = Vec::new();
+    let mut receipts = Vec::new();
+    let mut account_data = Vec::new();
+    for writer in writers {
+        let (e, r, a) = writer.await.unwrap();
+        events.extend(e);
+        receipts.extend(r);
+        account_data.extend(a);
+    }
+    stop.cancel();
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0, "a reader never ran");
+    }
+
+    let gap_free = |mut positions: Vec<StreamPos>, what: &str| {
+        positions.sort_unstable();
+        let expected: Vec<StreamPos> = (1..=positions.len() as StreamPos).collect();
+        assert_eq!(positions, expected, "{what} positions unique and gap-free");
+    };
+    let total = nodes.len() * TASKS * APPENDS;
+    assert_eq!(events.len(), total * 2);
+    gap_free(events, "event");
+    gap_free(receipts, "receipt");
+    gap_free(account_data, "account data");
+    for node in &nodes {
+        assert_eq!(
+            node.events_position().await.unwrap(),
+            (total * 2) as StreamPos
+        );
+        assert_eq!(node.receipts_position().await.unwrap(), total as StreamPos);
+        let seen: BTreeSet<StreamPos> = visible_positions(node, &rooms).await.into_iter().collect();
+        assert_eq!(seen.len(), total * 2);
+    }
+    for node in nodes {
+        node.close().await;
+    }
+    db.drop().await;
+}

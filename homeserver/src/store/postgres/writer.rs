@@ -1,0 +1,380 @@
+//! The group-commit writer: one task per process, one transaction per batch.
+//!
+//! Every append or receipt queued while a batch commits joins the next one,
+//! so under load one commit (one WAL flush) is shared by many sends, and
+//! under light load nothing waits for a timer. Queue order is commit order
+//! within the process; across processes the counter rows in
+//! `stream_positions`, locked at the start of each batch until its commit,
+//! put every batch's positions after those of every batch committed before.
+
+use std::collections::HashMap;
+
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Postgres, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{NewEvent, NewReceipt, StoreError, StoreResult, StreamPos};
+
+/// Most jobs folded into one transaction; bounds a batch's latency.
+const MAX_BATCH: usize = 512;
+
+pub enum Job {
+    Append {
+        events: Vec<NewEvent>,
+        reply: oneshot::Sender<StoreResult<Vec<StreamPos>>>,
+    },
+    /// Receipts share the group commit: under load they arrive as often as
+    /// messages, and a transaction of their own each would contend with it.
+    Receipts {
+        receipts: Vec<NewReceipt>,
+        reply: oneshot::Sender<StoreResult<Vec<Option<StreamPos>>>>,
+    },
+    /// Replies once everything queued before it has committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A reply owed once the batch's outcome is known, with the job's own result.
+type Owed<T> = (oneshot::Sender<StoreResult<T>>, StoreResult<T>);
+
+#[derive(Default)]
+struct Done {
+    appends: Vec<Owed<Vec<StreamPos>>>,
+    receipts: Vec<Owed<Vec<Option<StreamPos>>>>,
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+/// Runs until every sender is gone.
+pub async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut done = Done::default();
+        match write_batch(&pool, &mut batch, &mut done).await {
+            Ok(()) => {
+                for (reply, result) in done.appends {
+                    let _ = reply.send(result);
+                }
+                for (reply, result) in done.receipts {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(err) => {
+                // Nothing of this batch is durable: fail every job in it.
+                // (A commit whose acknowledgement was lost may in fact have
+                // committed; a retried send then finds its txn id.)
+                tracing::error!(error = %err, "postgres group commit failed");
+                for (reply, _) in done.appends {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                for (reply, _) in done.receipts {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+        for flush in done.flushes {
+            let _ = flush.send(());
+        }
+    }
+}
+
+/// Last used position of each stream this batch writes, read under the lock.
+#[derive(Default, Clone, Copy)]
+struct Counters {
+    events: Option<StreamPos>,
+    receipts: Option<StreamPos>,
+}
+
+async fn write_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Done) -> StoreResult<()> {
+    // Replies first, each owed an error until its job has run: if the batch
+    // fails midway, `run` answers every one of them with the batch's error.
+    let mut appends = Vec::new();
+    let mut receipts = Vec::new();
+    for job in batch.drain(..) {
+        match job {
+            Job::Flush(flush) => done.flushes.push(flush),
+            Job::Append { events, reply } => {
+                appends.push(events);
+                done.appends.push((reply, Err(StoreError::Closed)));
+            }
+            Job::Receipts {
+                receipts: list,
+                reply,
+            } => {
+                receipts.push(list);
+                done.receipts.push((reply, Err(StoreError::Closed)));
+            }
+        }
+    }
+    if appends.is_empty() && receipts.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    let start = lock_counters(&mut tx, !appends.is_empty(), !receipts.is_empty()).await?;
+    let mut counters = start;
+    if let Some(last) = counters.events.as_mut() {
+        for (events, owed) in appends.iter().zip(&mut done.appends) {
+            owed.1 = append_job(&mut tx, events, last).await?;
+        }
+    }
+    if let Some(last) = counters.receipts.as_mut() {
+        for (list, owed) in receipts.iter().zip(&mut done.receipts) {
+            owed.1 = Ok(insert_receipts(&mut tx, list, last).await?);
+        }
+    }
+    // Store the counters back only if they moved: an unchanged row needs no write.
+    for (name, before, after) in [
+        ("events", start.events, counters.events),
+        ("receipts", start.receipts, counters.receipts),
+    ] {
+        if after != before {
+            sqlx::query("UPDATE stream_positions SET pos = $2 WHERE name = $1")
+                .bind(name)
+                .bind(after)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Locks the counter rows this batch needs, always in name order so two
+/// processes' writers can never deadlock, and reads their values.
+async fn lock_counters(
+    tx: &mut Transaction<'_, Postgres>,
+    events: bool,
+    receipts: bool,
+) -> StoreResult<Counters> {
+    let mut names = Vec::new();
+    if events {
+        names.push("events");
+    }
+    if receipts {
+        names.push("receipts");
+    }
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT name, pos FROM stream_positions WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+    )
+    .bind(&names)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut counters = Counters::default();
+    for (name, pos) in rows {
+        match name.as_str() {
+            "events" => counters.events = Some(pos),
+            "receipts" => counters.receipts = Some(pos),
+            _ => {}
+        }
+    }
+    if counters.events.is_none() && events || counters.receipts.is_none() && receipts {
+        return Err(StoreError::Corrupt("stream_positions row missing".into()));
+    }
+    Ok(counters)
+}
+
+/// One append job: all of its events or none. A job of one event needs no
+/// savepoint: its only expected failure, a duplicate event or transaction id,
+/// writes nothing (`ON CONFLICT DO NOTHING`). Larger jobs (`createRoom`'s
+/// initial state) roll back to a savepoint, so one bad job fails alone and
+/// the rest of the batch commits. The outer error fails the whole batch.
+async fn append_job(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[NewEvent],
+    last: &mut StreamPos,
+) -> StoreResult<StoreResult<Vec<StreamPos>>> {
+    let savepoint = events.len() > 1;
+    if savepoint {
+        sqlx::query("SAVEPOINT job").execute(&mut **tx).await?;
+    }
+    let before = *last;
+    let mut positions = Vec::with_capacity(events.len());
+    let mut heads: HashMap<&str, (&str, StreamPos)> = HashMap::new();
+    let mut failure = None;
+    for event in events {
+        let pos = *last + 1;
+        match insert_event(tx, event, pos).await {
+            Ok(true) => {
+                *last = pos;
+                positions.push(pos);
+                heads.insert(&event.room_id, (&event.event_id, pos));
+            }
+            Ok(false) => {
+                failure = Some(StoreError::Conflict);
+                break;
+            }
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        for (room_id, (event_id, pos)) in heads {
+            if let Err(err) = advance_head(tx, room_id, event_id, pos).await {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    match failure {
+        None => {
+            if savepoint {
+                sqlx::query("RELEASE SAVEPOINT job")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(Ok(positions))
+        }
+        Some(err) => {
+            *last = before;
+            if savepoint {
+                sqlx::query("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+                    .execute(&mut **tx)
+                    .await?;
+            } else if !matches!(err, StoreError::Conflict) {
+                // Any other error aborted the transaction: the batch fails.
+                return Err(err);
+            }
+            Ok(Err(err))
+        }
+    }
+}
+
+/// Moves the room's head to its newest event.
+///
+/// This is where a multi-writer room check belongs: add
+/// `AND last_event_id IS NOT DISTINCT FROM $expected` (the head the event was
+/// built on) and fail the job with `StoreError::Conflict` when no row
+/// matches; with a savepoint for every job, that conflict fails the job
+/// alone. The row lock taken here is held to commit, so the check and the
+/// move are atomic across processes.
+async fn advance_head(
+    tx: &mut PgConnection,
+    room_id: &str,
+    event_id: &str,
+    pos: StreamPos,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE rooms SET last_event_id = $2, last_stream = $3 WHERE room_id = $1")
+        .bind(room_id)
+        .bind(event_id)
+        .bind(pos)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Writes one event and the views it changes; `false` when its event id or
+/// transaction id is already taken (nothing written).
+async fn insert_event(
+    tx: &mut PgConnection,
+    event: &NewEvent,
+    pos: StreamPos,
+) -> StoreResult<bool> {
+    let (txn_device, txn_id) = match &event.txn {
+        Some((device, txn)) => (Some(device.as_str()), Some(txn.as_str())),
+        None => (None, None),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO events (stream, event_id, room_id, sender, type, state_key, pdu, \
+         txn_device, txn_id, visibility) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(pos)
+    .bind(&event.event_id)
+    .bind(&event.room_id)
+    .bind(&event.sender)
+    .bind(&event.kind)
+    .bind(&event.state_key)
+    .bind(event.pdu.to_string())
+    .bind(txn_device)
+    .bind(txn_id)
+    .bind(&event.visibility)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    if let Some(state_key) = &event.state_key {
+        sqlx::query(
+            "INSERT INTO current_state (room_id, type, state_key, stream) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (room_id, type, state_key) DO UPDATE SET stream = excluded.stream",
+        )
+        .bind(&event.room_id)
+        .bind(&event.kind)
+        .bind(state_key)
+        .bind(pos)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(membership) = &event.membership {
+            sqlx::query(
+                "INSERT INTO memberships (room_id, user_id, membership, event_id, stream) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id) DO UPDATE SET \
+                 membership = excluded.membership, event_id = excluded.event_id, \
+                 stream = excluded.stream",
+            )
+            .bind(&event.room_id)
+            .bind(state_key)
+            .bind(membership)
+            .bind(&event.event_id)
+            .bind(pos)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    if let Some((target, redacted)) = &event.redaction {
+        sqlx::query("UPDATE events SET pdu = $1 WHERE event_id = $2")
+            .bind(redacted.to_string())
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Moves each receipt forward if it covers a later event than the stored
+/// one, logging every advance.
+async fn insert_receipts(
+    tx: &mut Transaction<'_, Postgres>,
+    receipts: &[NewReceipt],
+    last: &mut StreamPos,
+) -> StoreResult<Vec<Option<StreamPos>>> {
+    let mut positions = Vec::with_capacity(receipts.len());
+    for r in receipts {
+        let next = *last + 1;
+        let changed = sqlx::query(
+            "WITH moved AS (\
+             INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, \
+             event_sender, event_stream, ts, stream) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET \
+             event_id = excluded.event_id, event_sender = excluded.event_sender, \
+             event_stream = excluded.event_stream, ts = excluded.ts, stream = excluded.stream \
+             WHERE excluded.event_stream > receipts.event_stream RETURNING 1) \
+             INSERT INTO receipt_log (room_id, user_id, receipt_type, event_stream, ts) \
+             SELECT $1, $2, $3, $7, $8 FROM moved",
+        )
+        .bind(&r.room_id)
+        .bind(&r.user_id)
+        .bind(&r.receipt_type)
+        .bind(r.thread_id.as_deref().unwrap_or(""))
+        .bind(&r.event_id)
+        .bind(&r.event_sender)
+        .bind(r.event_stream)
+        .bind(r.ts)
+        .bind(next)
+        .execute(&mut **tx)
+        .await?;
+        if changed.rows_affected() == 0 {
+            positions.push(None);
+        } else {
+            *last = next;
+            positions.push(Some(next));
+        }
+    }
+    Ok(positions)
+}
