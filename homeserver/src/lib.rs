@@ -178,3 +178,27 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
 }
+
+#[cfg(all(test, not(feature = "postgres")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn postgres_without_the_feature_is_a_clear_start_up_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            storage: Engine::Postgres,
+            postgres: Some(config::PostgresConfig {
+                url: "postgres://127.0.0.1/none".into(),
+                max_connections: 2,
+            }),
+            ..Config::default()
+        };
+        let err = build_services(config, CancellationToken::new())
+            .await
+            .err()
+            .expect("start-up must fail");
+        assert!(err.to_string().contains("`postgres` feature"), "{err}");
+    }
+}
