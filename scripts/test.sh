@@ -36,9 +36,9 @@ fi
 scripts/ensure-postgres.sh
 export TERN_TEST_POSTGRES_URL="${TERN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
-# The S3 media engine, the Redis ephemeral engine and the PostgreSQL store
-# are cargo features; the tests build them in.
-FEATURES=(--features homeserver/s3,homeserver/redis,homeserver/postgres)
+# The S3 media engine, the Redis ephemeral engine, the Kafka cluster bus and
+# the PostgreSQL store are cargo features; the tests build them in.
+FEATURES=(--features homeserver/s3,homeserver/redis,homeserver/kafka,homeserver/postgres)
 cargo build --release --workspace --all-targets "${FEATURES[@]}"
 export TERN_BIN="$CARGO_TARGET_DIR/release/homeserver"
 

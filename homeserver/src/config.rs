@@ -1,6 +1,7 @@
 //! Configuration: defaults, then a TOML file (`--config`), then environment
 //! variables (`TERN_*`), then command-line flags; later sources win.
 
+pub mod cluster;
 pub mod media;
 
 use std::net::SocketAddr;
@@ -52,6 +53,9 @@ pub struct Args {
     /// (`postgres://user@host/db`), shared by all nodes; selects `storage = "postgres"`.
     #[arg(long, env = "TERN_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+    /// Join a cluster whose nodes share what they commit over these Kafka brokers (`host:port,...`).
+    #[arg(long, env = "TERN_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
 }
 
 /// Which storage engine backs accounts, rooms and timelines. Each engine is
@@ -85,6 +89,7 @@ pub struct FileConfig {
     pub sync: Option<SyncFileConfig>,
     pub redis: Option<RedisConfig>,
     pub postgres: Option<PostgresConfig>,
+    pub kafka: Option<cluster::KafkaConfig>,
 }
 
 /// The `[postgres]` section: where `storage = "postgres"` keeps its data.
@@ -224,6 +229,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// Set when `storage` is [`Engine::Postgres`].
     pub postgres: Option<PostgresConfig>,
+    /// `None`: a single node, fan-out in this process.
+    pub kafka: Option<cluster::KafkaConfig>,
 }
 
 impl Default for Config {
@@ -242,6 +249,7 @@ impl Default for Config {
             sync: SyncConfig::default(),
             redis: None,
             postgres: None,
+            kafka: None,
         }
     }
 }
@@ -322,11 +330,25 @@ impl Config {
                 "storage = \"postgres\" needs [postgres] url (or --postgres-url / TERN_POSTGRES_URL)"
             );
         }
+        let kafka = match (args.kafka_brokers, file.kafka) {
+            (Some(brokers), file) => Some(cluster::KafkaConfig::with_brokers(brokers, file)),
+            (None, file) => file,
+        };
+        if let Some(kafka) = &kafka {
+            kafka.check()?;
+            if redis.is_none() {
+                anyhow::bail!(
+                    "[kafka] joins a cluster, whose nodes must share typing and presence: \
+                     set [redis] too"
+                );
+            }
+        }
         Ok(Self {
             presence,
             redis,
             postgres,
             storage,
+            kafka,
             sync: SyncConfig { sse_keep_alive },
             push: file.push.unwrap_or_default(),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),

@@ -89,16 +89,56 @@ where
         + store::media::MediaMetadataStore
         + 'static,
 {
+    let (bus, cluster) = open_bus(config).await?;
     Ok(Backends {
         accounts: engine.clone(),
         rooms: engine.clone(),
-        bus: Arc::new(store::memory::MemoryBus::new(65_536)),
+        bus,
+        cluster,
         ephemeral: open_ephemeral(config).await?,
         receipts: engine.clone(),
         push: engine.clone(),
         media: store::media::open(config).await?,
         media_metadata: engine,
     })
+}
+
+/// The event bus: in-process, or shared with the other nodes of a cluster
+/// over Kafka when `[kafka]` is set.
+async fn open_bus(
+    config: &Config,
+) -> anyhow::Result<(
+    Arc<dyn store::EventBus>,
+    Option<Arc<store::cluster::ClusterBus>>,
+)> {
+    match &config.kafka {
+        None => Ok((Arc::new(store::memory::MemoryBus::new(65_536)), None)),
+        #[cfg(feature = "kafka")]
+        Some(kafka) => {
+            let settings = store::kafka::KafkaSettings {
+                brokers: kafka.brokers.clone(),
+                topic: kafka.topic.clone(),
+                partitions: kafka.partitions,
+                replication_factor: kafka.replication_factor,
+            };
+            // Unique per process: a node skips only its own messages.
+            let origin = format!(
+                "{}-{}",
+                std::process::id(),
+                service::accounts::random_token(9)
+            );
+            let transport = store::kafka::KafkaTransport::connect(&settings, origin)
+                .await
+                .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", kafka.brokers))?;
+            let bus = Arc::new(store::cluster::ClusterBus::new(Arc::new(transport)));
+            Ok((bus.clone(), Some(bus)))
+        }
+        #[cfg(not(feature = "kafka"))]
+        Some(_) => anyhow::bail!(
+            "[kafka] is configured but this build lacks the `kafka` feature \
+             (cargo build --release -p homeserver --features kafka)"
+        ),
+    }
 }
 
 /// Typing and presence: in Redis when `[redis]` is set, else in memory.

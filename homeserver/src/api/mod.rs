@@ -21,6 +21,8 @@ mod typing;
 mod versions;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod media_tests;
 #[cfg(test)]
 mod push_rules_tests;

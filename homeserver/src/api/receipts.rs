@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath};
+use crate::service::receipts::PostedReceipt;
 use crate::service::Services;
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,12 +31,14 @@ pub async fn post_receipt(
         .receipts
         .post(
             &services.rooms,
-            &auth.who,
-            &room_id,
-            &receipt_type,
-            &event_id,
-            body.thread_id,
             &services.unread,
+            &auth.who,
+            PostedReceipt {
+                room_id: &room_id,
+                receipt_type: &receipt_type,
+                event_id: &event_id,
+                thread_id: body.thread_id,
+            },
         )
         .await?;
     services.presence.activity(&auth.who.user_id).await;
@@ -85,12 +88,14 @@ pub async fn read_markers(
                 .receipts
                 .post(
                     &services.rooms,
-                    &auth.who,
-                    &room_id,
-                    kind,
-                    event_id,
-                    None,
                     &services.unread,
+                    &auth.who,
+                    PostedReceipt {
+                        room_id: &room_id,
+                        receipt_type: kind,
+                        event_id,
+                        thread_id: None,
+                    },
                 )
                 .await?;
         }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::identifiers::local_user_id;
 use super::rooms::{now_ms, Requester};
+use crate::store::cluster::ClusterMessage;
 use crate::store::{AccountStore, EventBus, StoreError, StreamNotice, TokenOwner, UserRecord};
 
 /// What a successful login or registration hands the client.
@@ -40,7 +41,7 @@ fn hash_token(token: &str) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(token.as_bytes()))
 }
 
-fn random_token(bytes: usize) -> String {
+pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
@@ -242,10 +243,8 @@ impl AccountService {
             .create_device_with_token(user_id, &device_id, device_name, &hash)
             .await?;
         // Re-login with the same device id revoked its old token: forget cached ones.
-        self.tokens
-            .lock()
-            .expect("token cache")
-            .retain(|_, owner| !(owner.user_id == user_id && owner.device_id == device_id));
+        self.forget_device_tokens(user_id, &device_id);
+        self.share_forgotten(Vec::new(), Some((user_id.to_owned(), device_id.clone())));
         Ok(Session {
             user_id: user_id.to_owned(),
             device_id,
@@ -313,17 +312,41 @@ impl AccountService {
         let hash = hash_token(token);
         self.store.delete_token(&hash).await?;
         self.tokens.lock().expect("token cache").remove(&hash);
+        self.share_forgotten(vec![hash], None);
         Ok(())
     }
 
     /// Revokes every token of the user, except on `keep_device` if given.
     pub async fn logout_all(&self, user_id: &str, keep_device: Option<&str>) -> ServiceResult<()> {
         let hashes = self.store.delete_all_tokens(user_id, keep_device).await?;
+        self.forget_tokens(&hashes);
+        self.share_forgotten(hashes, None);
+        Ok(())
+    }
+
+    /// Drops revoked tokens from this node's cache.
+    pub fn forget_tokens(&self, hashes: &[String]) {
         let mut cache = self.tokens.lock().expect("token cache");
         for hash in hashes {
-            cache.remove(&hash);
+            cache.remove(hash);
         }
-        Ok(())
+    }
+
+    /// Drops every cached token of one device.
+    pub fn forget_device_tokens(&self, user_id: &str, device_id: &str) {
+        self.tokens
+            .lock()
+            .expect("token cache")
+            .retain(|_, owner| !(owner.user_id == user_id && owner.device_id == device_id));
+    }
+
+    /// Tells the other nodes of a cluster to drop revoked tokens too: a
+    /// logout on one node must hold on all of them.
+    fn share_forgotten(&self, hashes: Vec<String>, device: Option<(String, String)>) {
+        if self.bus.clustered() {
+            self.bus
+                .share(ClusterMessage::ForgetTokens { hashes, device });
+        }
     }
 
     pub async fn change_password(

@@ -1,6 +1,7 @@
 //! The service layer: Matrix rules, independent of HTTP and of storage engines.
 
 pub mod accounts;
+pub mod cluster;
 pub mod error;
 pub mod fcm;
 pub mod identifiers;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::store::cluster::ClusterBus;
 use crate::store::media::{MediaMetadataStore, MediaStore};
 use crate::store::{AccountStore, Ephemeral, EventBus, PushStore, ReceiptStore, RoomStore};
 use accounts::AccountService;
@@ -69,6 +71,8 @@ pub struct Backends {
     pub accounts: Arc<dyn AccountStore>,
     pub rooms: Arc<dyn RoomStore>,
     pub bus: Arc<dyn EventBus>,
+    /// Set on a node of a cluster: the same bus, with what other nodes share.
+    pub cluster: Option<Arc<ClusterBus>>,
     pub ephemeral: Arc<dyn Ephemeral>,
     pub receipts: Arc<dyn ReceiptStore>,
     pub push: Arc<dyn PushStore>,
@@ -126,7 +130,9 @@ impl Services {
             push_rules.clone(),
         );
         let fcm = Arc::new(fcm::Fcm::from_config(&config.push.fcm)?);
-        let pushers = Arc::new(PusherService::new(backends.push.clone(), fcm.clone()).await?);
+        let pushers = Arc::new(
+            PusherService::new(backends.push.clone(), fcm.clone(), backends.bus.clone()).await?,
+        );
         push_sender::spawn(
             push_sender::PushSenderParts {
                 rooms: rooms.clone(),
@@ -143,7 +149,13 @@ impl Services {
             backends.bus.as_ref(),
             shutdown.clone(),
         );
-        Ok(Arc::new(Self {
+        let follower = backends.cluster.map(|bus| cluster::FollowerParts {
+            bus,
+            cache: cache.clone(),
+            rooms: backends.rooms.clone(),
+            receipts: backends.receipts.clone(),
+        });
+        let services = Arc::new(Self {
             accounts: AccountService::new(
                 backends.accounts.clone(),
                 backends.bus.clone(),
@@ -179,7 +191,11 @@ impl Services {
             ),
             rate_limiter: RateLimiter::new(!config.disable_rate_limits),
             config,
-            shutdown,
-        }))
+            shutdown: shutdown.clone(),
+        });
+        if let Some(parts) = follower {
+            cluster::spawn_follower(services.clone(), parts, shutdown);
+        }
+        Ok(services)
     }
 }

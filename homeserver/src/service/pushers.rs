@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::fcm::Fcm;
 use super::rooms::{now_ms, Requester};
-use crate::store::{PushStore, PusherRecord};
+use crate::store::cluster::ClusterMessage;
+use crate::store::{EventBus, PushStore, PusherRecord};
 
 /// The path every Matrix push gateway serves.
 pub const GATEWAY_PATH: &str = "/_matrix/push/v1/notify";
@@ -25,6 +26,7 @@ pub struct PusherService {
     store: Arc<dyn PushStore>,
     /// Apps delivered to FCM directly: their pushers need no gateway URL.
     fcm: Arc<Fcm>,
+    bus: Arc<dyn EventBus>,
     /// Every user's pushers, so deciding pushes for a message costs no
     /// query; rebuilt after each (rare) change.
     index: Mutex<HashMap<String, Arc<Vec<PusherRecord>>>>,
@@ -70,17 +72,33 @@ fn check_gateway_url(url: &str) -> ServiceResult<()> {
 }
 
 impl PusherService {
-    pub async fn new(store: Arc<dyn PushStore>, fcm: Arc<Fcm>) -> ServiceResult<Self> {
+    pub async fn new(
+        store: Arc<dyn PushStore>,
+        fcm: Arc<Fcm>,
+        bus: Arc<dyn EventBus>,
+    ) -> ServiceResult<Self> {
         let service = Self {
             store,
             fcm,
+            bus,
             index: Mutex::new(HashMap::new()),
         };
-        service.reindex().await?;
+        service.reload().await?;
         Ok(service)
     }
 
+    /// Rebuilds the index after a change here, and has the other nodes of a
+    /// cluster rebuild theirs.
     async fn reindex(&self) -> ServiceResult<()> {
+        let reloaded = self.reload().await;
+        if self.bus.clustered() {
+            self.bus.share(ClusterMessage::PushersChanged);
+        }
+        reloaded
+    }
+
+    /// Rebuilds the in-memory index from the store (pushers change rarely).
+    pub async fn reload(&self) -> ServiceResult<()> {
         let mut index: HashMap<String, Vec<PusherRecord>> = HashMap::new();
         for pusher in self.store.all_pushers().await? {
             index

@@ -11,12 +11,13 @@ use serde_json::{json, Map, Value};
 use super::error::{ServiceError, ServiceResult};
 use super::rooms::{now_ms, Requester, RoomService};
 use super::unread::UnreadService;
+use crate::store::cluster::ClusterMessage;
 use crate::store::{EventBus, NewReceipt, ReceiptRecord, ReceiptStore, StreamNotice, StreamPos};
 
 /// Tern's delivered receipt: "this user's device has everything up to here".
 pub const DELIVERED: &str = "tern.delivered";
-const READ: &str = "m.read";
-const READ_PRIVATE: &str = "m.read.private";
+pub const READ: &str = "m.read";
+pub const READ_PRIVATE: &str = "m.read.private";
 
 /// Receipts kept in memory for incremental syncs.
 const RECENT_RECEIPTS: usize = 100_000;
@@ -35,6 +36,14 @@ struct RecentReceipts {
     /// Every kept receipt's position and room, oldest first: the eviction order.
     order: VecDeque<(StreamPos, String)>,
     pending: BTreeMap<StreamPos, ReceiptRecord>,
+}
+
+/// What a client posted: a receipt of a type on an event, maybe in a thread.
+pub struct PostedReceipt<'a> {
+    pub room_id: &'a str,
+    pub receipt_type: &'a str,
+    pub event_id: &'a str,
+    pub thread_id: Option<String>,
 }
 
 pub struct ReceiptService {
@@ -63,7 +72,11 @@ impl ReceiptService {
     fn remember(&self, records: Vec<ReceiptRecord>) -> Vec<ReceiptRecord> {
         let mut recent = self.recent.lock().expect("receipts lock");
         for record in records {
-            recent.pending.insert(record.stream, record);
+            // In a cluster a receipt can arrive twice (its message, and the
+            // store when a gap is filled): the first one counts.
+            if record.stream > recent.watermark {
+                recent.pending.insert(record.stream, record);
+            }
         }
         let mut visible = Vec::new();
         loop {
@@ -102,13 +115,16 @@ impl ReceiptService {
     pub async fn post(
         self: &Arc<Self>,
         rooms: &RoomService,
-        who: &Requester,
-        room_id: &str,
-        receipt_type: &str,
-        event_id: &str,
-        thread_id: Option<String>,
         unread: &UnreadService,
+        who: &Requester,
+        posted: PostedReceipt<'_>,
     ) -> ServiceResult<StreamPos> {
+        let PostedReceipt {
+            room_id,
+            receipt_type,
+            event_id,
+            thread_id,
+        } = posted;
         if ![READ, READ_PRIVATE, DELIVERED].contains(&receipt_type) {
             return Err(ServiceError::invalid_param(format!(
                 "Unsupported receipt type {receipt_type}"
@@ -194,7 +210,19 @@ impl ReceiptService {
             .into_iter()
             .zip(positions)
             .filter_map(|(receipt, stream)| stream.map(|stream| ReceiptRecord { receipt, stream }))
-            .collect();
+            .collect::<Vec<_>>();
+        if self.bus.clustered() && !committed.is_empty() {
+            self.bus.share(ClusterMessage::Receipts {
+                records: committed.clone(),
+            });
+        }
+        self.announce(committed).await;
+        Ok(())
+    }
+
+    /// Makes committed receipts (from this node or another) visible to this
+    /// node's syncs and wakes whoever may see them.
+    pub async fn announce(&self, committed: Vec<ReceiptRecord>) {
         for record in self.remember(committed) {
             // Delivered ticks concern the message's sender alone: waking the
             // whole room for each member's delivery would cost members
@@ -210,7 +238,12 @@ impl ReceiptService {
                 tracing::warn!(%err, "publishing a receipt notice failed");
             }
         }
-        Ok(())
+    }
+
+    /// The store's receipt head, which in a cluster may be ahead of
+    /// [`Self::position`].
+    pub async fn store_position(&self) -> ServiceResult<StreamPos> {
+        Ok(self.store.receipts_position().await?)
     }
 
     /// Up to here every committed receipt is visible to syncs.

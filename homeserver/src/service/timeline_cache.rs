@@ -73,6 +73,12 @@ impl TimelineCache {
         self.inner.lock().expect("cache lock").watermark
     }
 
+    /// Whether events above the watermark wait for a gap below them to fill
+    /// (in a cluster: a message from another node is late or lost).
+    pub fn has_gap(&self) -> bool {
+        !self.inner.lock().expect("cache lock").pending.is_empty()
+    }
+
     /// Adds committed events, applies redactions `(room, target, redacted PDU)`
     /// to cached targets, and returns the events that became visible, in order.
     pub fn insert(
@@ -91,6 +97,11 @@ impl TimelineCache {
             }
         }
         for event in events {
+            // In a cluster an event can arrive twice (its message, and the
+            // store when a gap is filled): the first one counts.
+            if event.stream <= inner.watermark || inner.pending.contains_key(&event.stream) {
+                continue;
+            }
             let affected = (event.kind == "m.room.member")
                 .then(|| event.state_key.clone())
                 .flatten();

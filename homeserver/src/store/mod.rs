@@ -12,6 +12,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde_json::Value;
 
+pub mod cluster;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod media;
 pub mod memory;
 #[cfg(feature = "postgres")]
@@ -151,7 +154,7 @@ pub trait AccountStore: Send + Sync {
 }
 
 /// An event as stored: the signed PDU plus the columns queries need.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
     pub stream: StreamPos,
     pub event_id: String,
@@ -239,6 +242,9 @@ pub trait RoomStore: Send + Sync {
     fn append(&self, events: Vec<NewEvent>) -> StoreResult<Durable>;
     /// Highest durable position of the event stream.
     async fn events_position(&self) -> StoreResult<StreamPos>;
+    /// Up to `limit` durable events of every room after `after`, in stream
+    /// order: how a node of a cluster fills a gap its bus left.
+    async fn events_after(&self, after: StreamPos, limit: usize) -> StoreResult<Vec<StoredEvent>>;
 
     async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>>;
     /// The event id a device's transaction produced in a room, for idempotent sends.
@@ -309,7 +315,7 @@ pub trait RoomStore: Send + Sync {
 
 /// A receipt to record: `user_id` has received or read `room_id` up to
 /// `event_id` (at `event_stream` in the event stream).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewReceipt {
     pub room_id: String,
     pub user_id: String,
@@ -323,7 +329,7 @@ pub struct NewReceipt {
 }
 
 /// A receipt as stored, with its position in the receipts stream.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReceiptRecord {
     pub receipt: NewReceipt,
     pub stream: StreamPos,
@@ -343,6 +349,13 @@ pub trait ReceiptStore: Send + Sync {
         since: StreamPos,
     ) -> StoreResult<Vec<ReceiptRecord>>;
     async fn receipts_position(&self) -> StoreResult<StreamPos>;
+    /// Up to `limit` durable receipts of every room after `after`, in stream
+    /// order (a cluster node's gap filling, like `RoomStore::events_after`).
+    async fn receipts_after(
+        &self,
+        after: StreamPos,
+        limit: usize,
+    ) -> StoreResult<Vec<ReceiptRecord>>;
     /// For each of `room_ids` where `user_id` has a read receipt (`m.read` or
     /// `m.read.private`, any thread): the position of the latest event read.
     async fn read_positions(
@@ -434,7 +447,8 @@ pub struct QueuedPush {
 }
 
 /// A note that something a client can sync was written.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StreamNotice {
     /// A room event at `stream`; `affected_user` is the target of a membership change.
     RoomEvent {
@@ -464,6 +478,13 @@ pub trait EventBus: Send + Sync {
     async fn publish(&self, notice: StreamNotice) -> StoreResult<()>;
     /// A stream of every notice published after the call.
     fn subscribe(&self) -> BoxStream<'static, StreamNotice>;
+    /// Whether other nodes listen; callers build a [`cluster::ClusterMessage`]
+    /// only then, so a single node pays nothing.
+    fn clustered(&self) -> bool {
+        false
+    }
+    /// Tells the other nodes what this one committed (nothing on one node).
+    fn share(&self, _message: cluster::ClusterMessage) {}
 }
 
 /// Presence states as the spec names them.

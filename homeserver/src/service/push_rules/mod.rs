@@ -227,6 +227,13 @@ impl PushRuleService {
         }
     }
 
+    /// Drops a user's cached ruleset: another node changed it.
+    pub fn forget(&self, user_id: &str) {
+        let mut cache = self.cache.lock().expect("push rule cache poisoned");
+        cache.generation += 1;
+        cache.entries.remove(user_id);
+    }
+
     /// The spec's predefined rules for a user.
     pub fn server_default(user_id: &UserId) -> Ruleset {
         defaults::server_default(user_id)

@@ -25,6 +25,7 @@ use crate::service::error::{ServiceError, ServiceResult};
 use crate::service::keys::ServerKey;
 use crate::service::pdu::{build_pdu, redact_pdu, PduParts};
 use crate::service::timeline_cache::TimelineCache;
+use crate::store::cluster::ClusterMessage;
 use crate::store::{Durable, EventBus, NewEvent, RoomStore, StoredEvent, StreamNotice, StreamPos};
 
 /// How long an actor waits for work before it stops.
@@ -158,6 +159,15 @@ impl Core {
             .ids
             .get(key)
             .cloned()
+    }
+
+    /// Has a running actor reload its head from the store before its next
+    /// round: another node appended to the room. An idle room has no actor
+    /// and loads afresh on first use anyway.
+    pub fn reload_if_running(&self, room_id: &str) {
+        if let Some(tx) = self.actors.lock().expect("actors lock").get(room_id) {
+            let _ = tx.send(Job::Reload);
+        }
     }
 
     /// Hands a job to the room's actor, starting one if none runs.
@@ -384,6 +394,14 @@ impl Core {
                 redactions.push((room_id.to_owned(), target, pdu));
             }
             events.push(c.event);
+        }
+        if self.bus.clustered() {
+            // Other nodes cache the events from this message; one of a room
+            // goes to one partition, so they arrive in commit order.
+            self.bus.share(ClusterMessage::Events {
+                events: events.clone(),
+                redactions: redactions.clone(),
+            });
         }
         for visible in self.cache.insert(events, redactions) {
             let notice = StreamNotice::RoomEvent {

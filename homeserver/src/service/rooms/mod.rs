@@ -76,6 +76,11 @@ impl RoomService {
         }
     }
 
+    /// Another node appended to this room: the local actor's head is stale.
+    pub fn head_moved_elsewhere(&self, room_id: &str) {
+        self.core.reload_if_running(room_id);
+    }
+
     pub fn server_name(&self) -> &str {
         &self.server_name
     }

@@ -261,6 +261,25 @@ impl SyncService {
         }
     }
 
+    /// A token from another node of a cluster can be ahead of this node's
+    /// caches. Where the store shows it is real, the answer keeps its
+    /// positions (the client already has everything up to them) instead of
+    /// going back to the cache's, which would repeat events. A token ahead of
+    /// the store too is not from this deployment's present (a restored
+    /// backup, a forged token) and gets the cache's positions: a fresh start
+    /// rather than a wait for positions that may never come.
+    async fn hold_ahead_token(&self, since: &SyncToken, upto: &mut SyncToken) -> ServiceResult<()> {
+        if since.events > upto.events && since.events <= self.rooms.events_position().await? {
+            upto.events = since.events;
+        }
+        if since.receipts > upto.receipts
+            && since.receipts <= self.receipts.store_position().await?
+        {
+            upto.receipts = since.receipts;
+        }
+        Ok(())
+    }
+
     async fn compute(
         &self,
         who: &Requester,
@@ -270,13 +289,16 @@ impl SyncService {
         let filter = &request.filter;
         // Up to the cache's watermark, not the store's head: every event up
         // to it is visible in the cache, so nothing committed is skipped.
-        let upto = SyncToken {
+        let mut upto = SyncToken {
             events: self.cache.watermark(),
             account_data: self.accounts.account_data_position().await?,
             typing: self.ephemeral.typing_position().await?,
             receipts: self.receipts.position(),
             presence: self.presence.position().await?,
         };
+        if let Some(since) = &since {
+            self.hold_ahead_token(since, &mut upto).await?;
+        }
         let since_events = since.map(|s| s.events).unwrap_or(0);
         let memberships = match self.cache.memberships(&who.user_id) {
             Some(list) => list,

@@ -294,6 +294,22 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
         store.public_rooms().await.unwrap(),
         vec!["!r2:test".to_string()]
     );
+
+    // Every room's events after a position, in order and bounded: what a
+    // cluster node reads to fill a gap.
+    let p10 = store.events_position().await.unwrap();
+    for n in 0..10 {
+        let ev = event("!r1:test", 500 + n, None, None);
+        store.append(vec![ev]).unwrap().await.unwrap();
+    }
+    append_sample(store, "!gap:test", 3).await;
+    let head = store.events_position().await.unwrap();
+    let after = store.events_after(p10, 1000).await.unwrap();
+    let streams: Vec<StreamPos> = after.iter().map(|e| e.stream).collect();
+    assert_eq!(streams, ((p10 + 1)..=head).collect::<Vec<_>>());
+    assert!(after.iter().any(|e| e.room_id == "!gap:test"));
+    assert_eq!(store.events_after(p10, 5).await.unwrap().len(), 5);
+    assert!(store.events_after(head, 10).await.unwrap().is_empty());
 }
 
 pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
@@ -485,6 +501,11 @@ pub async fn receipt_store(store: Arc<dyn ReceiptStore>, _rooms: Arc<dyn RoomSto
     let newer = store.receipts_since(&rooms, p2).await.unwrap();
     assert_eq!(newer.len(), 1);
     assert_eq!(newer[0].receipt.event_stream, 9);
+    // Of every room, bounded: a cluster node's gap filling.
+    assert_eq!(store.receipts_after(start, 100).await.unwrap().len(), 2);
+    assert_eq!(store.receipts_after(p2, 100).await.unwrap(), newer);
+    assert_eq!(store.receipts_after(start, 1).await.unwrap().len(), 1);
+    assert!(store.receipts_after(p3, 100).await.unwrap().is_empty());
     assert!(store
         .receipts_since(&["!other:test".to_string()], start)
         .await

@@ -1,6 +1,7 @@
 //! [`ReceiptStore`] on PostgreSQL: writes share the group-commit writer.
 
 use async_trait::async_trait;
+use sqlx::postgres::PgRow;
 use sqlx::Row;
 use tokio::sync::oneshot;
 
@@ -28,37 +29,34 @@ impl ReceiptStore for PgStore {
         }
         // Receipt positions commit in order (see the module docs), so what
         // this reads is always a prefix of the stream: no upper bound needed.
-        let rows = sqlx::query(
-            "SELECT room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts, \
-             stream, event_sender FROM receipts WHERE room_id = ANY($1) AND stream > $2 \
-             ORDER BY stream",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE room_id = ANY($1) AND stream > $2 \
+             ORDER BY stream"
+        ))
         .bind(room_ids)
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let thread: String = row.try_get(3)?;
-                Ok(ReceiptRecord {
-                    receipt: NewReceipt {
-                        room_id: row.try_get(0)?,
-                        user_id: row.try_get(1)?,
-                        receipt_type: row.try_get(2)?,
-                        thread_id: (!thread.is_empty()).then_some(thread),
-                        event_id: row.try_get(4)?,
-                        event_sender: row.try_get(8)?,
-                        event_stream: row.try_get(5)?,
-                        ts: row.try_get(6)?,
-                    },
-                    stream: row.try_get(7)?,
-                })
-            })
-            .collect()
+        rows.iter().map(receipt_from_row).collect()
     }
 
     async fn receipts_position(&self) -> StoreResult<StreamPos> {
         self.stream_position("receipts").await
+    }
+
+    async fn receipts_after(
+        &self,
+        after: StreamPos,
+        limit: usize,
+    ) -> StoreResult<Vec<ReceiptRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE stream > $1 ORDER BY stream LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(receipt_from_row).collect()
     }
 
     async fn read_positions(
@@ -100,4 +98,25 @@ impl ReceiptStore for PgStore {
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect()
     }
+}
+
+/// The columns [`receipt_from_row`] reads, in its order.
+const RECEIPT_COLUMNS: &str =
+    "room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts, stream, event_sender";
+
+fn receipt_from_row(row: &PgRow) -> StoreResult<ReceiptRecord> {
+    let thread: String = row.try_get(3)?;
+    Ok(ReceiptRecord {
+        receipt: NewReceipt {
+            room_id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            receipt_type: row.try_get(2)?,
+            thread_id: (!thread.is_empty()).then_some(thread),
+            event_id: row.try_get(4)?,
+            event_sender: row.try_get(8)?,
+            event_stream: row.try_get(5)?,
+            ts: row.try_get(6)?,
+        },
+        stream: row.try_get(7)?,
+    })
 }

@@ -57,6 +57,20 @@ impl RoomStore for PgStore {
         self.stream_position("events").await
     }
 
+    async fn events_after(&self, after: StreamPos, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        // Positions commit in order, so whatever one statement sees past
+        // `after` is gap-free: no upper bound needed.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.stream > $1 ORDER BY e.stream LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.event_id = $1");
         let row = sqlx::query(&sql)

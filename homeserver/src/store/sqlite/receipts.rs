@@ -34,39 +34,42 @@ impl ReceiptStore for SqliteStore {
         }
         let list =
             serde_json::to_string(room_ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let rows = sqlx::query(
-            "SELECT room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts, stream, \
-             event_sender \
-             FROM receipts WHERE room_id IN (SELECT value FROM json_each(?)) AND stream > ? \
-             AND stream <= ? ORDER BY stream",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts \
+             WHERE room_id IN (SELECT value FROM json_each(?)) AND stream > ? \
+             AND stream <= ? ORDER BY stream"
+        ))
         .bind(list)
         .bind(since)
         .bind(upto)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let thread: String = row.try_get(3)?;
-                Ok(ReceiptRecord {
-                    receipt: NewReceipt {
-                        room_id: row.try_get(0)?,
-                        user_id: row.try_get(1)?,
-                        receipt_type: row.try_get(2)?,
-                        thread_id: (!thread.is_empty()).then_some(thread),
-                        event_id: row.try_get(4)?,
-                        event_sender: row.try_get(8)?,
-                        event_stream: row.try_get(5)?,
-                        ts: row.try_get(6)?,
-                    },
-                    stream: row.try_get(7)?,
-                })
-            })
-            .collect()
+        rows.iter().map(receipt_from_row).collect()
     }
 
     async fn receipts_position(&self) -> StoreResult<StreamPos> {
         Ok(self.committed_receipts.load(Ordering::Acquire))
+    }
+
+    async fn receipts_after(
+        &self,
+        after: StreamPos,
+        limit: usize,
+    ) -> StoreResult<Vec<ReceiptRecord>> {
+        let upto = self.committed_receipts.load(Ordering::Acquire);
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts WHERE stream > ? AND stream <= ? \
+             ORDER BY stream LIMIT ?"
+        ))
+        .bind(after)
+        .bind(upto)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(receipt_from_row).collect()
     }
 
     async fn read_positions(
@@ -108,4 +111,25 @@ impl ReceiptStore for SqliteStore {
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect()
     }
+}
+
+/// The columns `receipt_from_row` reads, in its order.
+const RECEIPT_COLUMNS: &str =
+    "room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts, stream, event_sender";
+
+fn receipt_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<ReceiptRecord> {
+    let thread: String = row.try_get(3)?;
+    Ok(ReceiptRecord {
+        receipt: NewReceipt {
+            room_id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            receipt_type: row.try_get(2)?,
+            thread_id: (!thread.is_empty()).then_some(thread),
+            event_id: row.try_get(4)?,
+            event_sender: row.try_get(8)?,
+            event_stream: row.try_get(5)?,
+            ts: row.try_get(6)?,
+        },
+        stream: row.try_get(7)?,
+    })
 }

@@ -58,6 +58,24 @@ impl RoomStore for SqliteStore {
         Ok(self.committed())
     }
 
+    async fn events_after(&self, after: StreamPos, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        let upto = self.committed();
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream > ? AND stream <= ? \
+             ORDER BY stream LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(upto)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?");
         let row = sqlx::query(&sql)

@@ -1,0 +1,276 @@
+//! Two nodes in one process sharing one store, one ephemeral engine and an
+//! in-process cluster bus: what crosses nodes, and that a node which misses
+//! the bus catches up from the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::StatusCode;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::tests::{call, register};
+use crate::config::Config;
+use crate::service::keys::ServerKey;
+use crate::service::{Backends, Services};
+use crate::store::cluster::{ClusterBus, ClusterTransport, MemoryCluster};
+use crate::store::memory::MemoryEphemeral;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Ephemeral;
+
+struct Shared {
+    dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    ephemeral: Arc<dyn Ephemeral>,
+}
+
+async fn shared() -> Shared {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("tern.db"))
+            .await
+            .unwrap(),
+    );
+    Shared {
+        dir,
+        store,
+        ephemeral: Arc::new(MemoryEphemeral::default()),
+    }
+}
+
+async fn node(shared: &Shared, transport: Arc<dyn ClusterTransport>) -> Router {
+    let config = Config {
+        data_dir: shared.dir.path().to_owned(),
+        allow_registration: true,
+        disable_rate_limits: true,
+        ..Config::default()
+    };
+    let bus = Arc::new(ClusterBus::new(transport));
+    let backends = Backends {
+        accounts: shared.store.clone(),
+        rooms: shared.store.clone(),
+        bus: bus.clone(),
+        cluster: Some(bus),
+        ephemeral: shared.ephemeral.clone(),
+        receipts: shared.store.clone(),
+        push: shared.store.clone(),
+        media: crate::store::media::open(&config).await.unwrap(),
+        media_metadata: shared.store.clone(),
+    };
+    let key = ServerKey::load_or_generate(shared.dir.path()).unwrap();
+    let services = Services::new(config, backends, key, CancellationToken::new())
+        .await
+        .unwrap();
+    super::router(services).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))))
+}
+
+/// A room made by `alice` on `a` that `bob` joined through `b`.
+async fn shared_room(a: &Router, b: &Router, alice: &str, bob: &str) -> String {
+    let (status, created) = call(
+        a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(alice),
+        Some(r#"{"preset":"private_chat","invite":["@bob:localhost"]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let (status, joined) = call(
+        b,
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/join"),
+        Some(bob),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    room
+}
+
+async fn sync(app: &Router, token: &str, since: Option<&str>, timeout_ms: u64) -> Value {
+    let mut uri = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");
+    if let Some(since) = since {
+        uri.push_str(&format!("&since={since}"));
+    }
+    let (status, body) = call(app, "GET", &uri, Some(token), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn bodies(sync: &Value, room: &str) -> Vec<String> {
+    sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn send(app: &Router, token: &str, room: &str, txn: &str, body: &str) -> String {
+    let (status, sent) = call(
+        app,
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}"),
+        Some(token),
+        Some(&json!({"msgtype": "m.text", "body": body}).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    sent["event_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn messages_receipts_typing_and_logouts_cross_nodes() {
+    let shared = shared().await;
+    let hub = MemoryCluster::default();
+    let a = node(&shared, hub.join(1)).await;
+    let b = node(&shared, hub.join(2)).await;
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    let room = shared_room(&a, &b, &alice, &bob).await;
+
+    let first = sync(&b, &bob, None, 0).await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    // Bob's long-poll on B is woken by Alice's send on A, well before its timeout.
+    let waiting = {
+        let b = b.clone();
+        let bob = bob.clone();
+        let since = since.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (
+                sync(&b, &bob, Some(&since), 20_000).await,
+                started.elapsed(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let event_id = send(&a, &alice, &room, "t1", "hello from A").await;
+    let (woken, waited) = waiting.await.unwrap();
+    assert_eq!(bodies(&woken, &room), vec!["hello from A"]);
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+    let since_b = woken["next_batch"].as_str().unwrap().to_owned();
+
+    // Bob reads it on B: Alice sees the receipt on A, and Bob's own unread
+    // count is zero on both nodes.
+    let alice_first = sync(&a, &alice, None, 0).await;
+    let since_a = alice_first["next_batch"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &b,
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{event_id}"),
+        Some(&bob),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let at_a = sync(&a, &alice, Some(&since_a), 5_000).await;
+    let receipts = at_a["rooms"]["join"][&room]["ephemeral"]["events"].to_string();
+    assert!(
+        receipts.contains("m.read") && receipts.contains("@bob:localhost"),
+        "{at_a}"
+    );
+
+    // Typing on A reaches Bob's sync on B.
+    let (status, _) = call(
+        &a,
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/typing/@alice:localhost"),
+        Some(&alice),
+        Some(r#"{"typing":true,"timeout":10000}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let typing = sync(&b, &bob, Some(&since_b), 5_000).await;
+    assert!(
+        typing["rooms"]["join"][&room]["ephemeral"]["events"]
+            .to_string()
+            .contains("@alice:localhost"),
+        "{typing}"
+    );
+
+    // A token used on B (and cached there) dies on B when it logs out on A.
+    let (status, _) = call(
+        &b,
+        "GET",
+        "/_matrix/client/v3/account/whoami",
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(
+        &a,
+        "POST",
+        "/_matrix/client/v3/logout",
+        Some(&alice),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = call(
+            &b,
+            "GET",
+            "/_matrix/client/v3/account/whoami",
+            Some(&alice),
+            None,
+        )
+        .await;
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B still accepts a logged-out token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_misses_the_bus_catches_up_from_the_store() {
+    let shared = shared().await;
+    let hub = MemoryCluster::default();
+    let a = node(&shared, hub.join(1)).await;
+    // B listens on a hub nobody talks on: every message is lost to it.
+    let deaf = MemoryCluster::default();
+    let b = node(&shared, deaf.join(2)).await;
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    let room = shared_room(&a, &b, &alice, &bob).await;
+    let first = sync(&b, &bob, None, 0).await;
+    let mut since = first["next_batch"].as_str().unwrap().to_owned();
+
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        let body = format!("m{n}");
+        send(&a, &alice, &room, &format!("t{n}"), &body).await;
+        sent.push(body);
+    }
+    // Every message arrives, in order, once, within a few checks.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < sent.len() && Instant::now() < deadline {
+        let next = sync(&b, &bob, Some(&since), 3_000).await;
+        seen.extend(bodies(&next, &room));
+        since = next["next_batch"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(seen, sent);
+
+    // A token from A that is ahead of B's cache never makes B repeat events.
+    send(&a, &alice, &room, "late", "late").await;
+    let alice_sync = sync(&a, &alice, None, 0).await;
+    let ahead = alice_sync["next_batch"].as_str().unwrap().to_owned();
+    let at_b = sync(&b, &alice, Some(&ahead), 0).await;
+    assert!(bodies(&at_b, &room).is_empty(), "{at_b}");
+    let after = sync(&b, &alice, at_b["next_batch"].as_str(), 2_500).await;
+    assert!(bodies(&after, &room).is_empty(), "repeated: {after}");
+}
