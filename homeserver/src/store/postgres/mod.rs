@@ -20,6 +20,7 @@
 //! stale when another process writes.
 
 mod accounts;
+mod bulk;
 mod media;
 mod push;
 mod receipts;

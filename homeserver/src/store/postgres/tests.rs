@@ -252,3 +252,43 @@ async fn two_nodes_share_gap_free_streams() {
     }
     db.drop().await;
 }
+
+/// Jobs queued together share a batch; a conflict in one sends the batch
+/// down the job-by-job path, where only that job fails. The room's head
+/// column follows its last event.
+#[tokio::test]
+async fn a_conflict_in_a_batch_fails_alone_and_heads_follow() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = db.open().await;
+    store.create_room("!h:test", "11", "@a:test").await.unwrap();
+    let with_txn = |id: &str, txn: &str| NewEvent {
+        txn: Some(("D1".into(), txn.into())),
+        ..message("!h:test", id.into())
+    };
+    store
+        .append(vec![with_txn("$first", "t1")])
+        .unwrap()
+        .await
+        .unwrap();
+    // Queued without awaiting: one batch of three jobs, the middle one a retry.
+    let a = store.append(vec![with_txn("$a", "t2")]).unwrap();
+    let dup = store.append(vec![with_txn("$again", "t1")]).unwrap();
+    let b = store
+        .append(vec![with_txn("$b", "t3"), with_txn("$c", "t4")])
+        .unwrap();
+    let (a, dup, b) = futures::join!(a, dup, b);
+    assert!(matches!(dup, Err(crate::store::StoreError::Conflict)));
+    assert_eq!(a.unwrap(), vec![2]);
+    assert_eq!(b.unwrap(), vec![3, 4]);
+    assert_eq!(store.events_position().await.unwrap(), 4);
+    let head: (String, i64) =
+        sqlx::query_as("SELECT last_event_id, last_stream FROM rooms WHERE room_id = '!h:test'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(head, ("$c".to_string(), 4));
+    store.close().await;
+    db.drop().await;
+}

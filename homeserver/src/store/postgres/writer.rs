@@ -13,6 +13,7 @@ use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::bulk;
 use crate::store::{NewEvent, NewReceipt, StoreError, StoreResult, StreamPos};
 
 /// Most jobs folded into one transaction; bounds a batch's latency.
@@ -118,8 +119,24 @@ async fn write_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Done) -> St
     let start = lock_counters(&mut tx, !appends.is_empty(), !receipts.is_empty()).await?;
     let mut counters = start;
     if let Some(last) = counters.events.as_mut() {
-        for (events, owed) in appends.iter().zip(&mut done.appends) {
-            owed.1 = append_job(&mut tx, events, last).await?;
+        // One lone event is cheapest on its own; anything more goes in bulk
+        // first, and job by job only when a conflict sent it back.
+        let lone = appends.len() == 1 && appends[0].len() == 1;
+        let bulk = match lone {
+            true => None,
+            false => bulk::append_jobs(&mut tx, &appends, last).await?,
+        };
+        match bulk {
+            Some(positions) => {
+                for (job_positions, owed) in positions.into_iter().zip(&mut done.appends) {
+                    owed.1 = Ok(job_positions);
+                }
+            }
+            None => {
+                for (events, owed) in appends.iter().zip(&mut done.appends) {
+                    owed.1 = append_job(&mut tx, events, last).await?;
+                }
+            }
         }
     }
     if let Some(last) = counters.receipts.as_mut() {
