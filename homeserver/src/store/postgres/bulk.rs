@@ -1,5 +1,5 @@
-//! The fast path of a group commit: every event of a batch in a handful of
-//! statements, whatever the batch's size.
+//! The fast path of a group commit: every event and every receipt of a batch
+//! in a handful of statements, whatever the batch's size.
 //!
 //! Each statement binds whole columns as arrays (`unnest`), so a batch of a
 //! hundred sends costs the same round trips as one. Any conflict (a retried
@@ -8,11 +8,11 @@
 //! fails alone; conflicts are rare (retries after a crash), so that costs
 //! nothing in the common case.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{Postgres, Transaction};
 
-use crate::store::{NewEvent, StoreResult, StreamPos};
+use crate::store::{NewEvent, NewReceipt, StoreResult, StreamPos};
 
 /// Appends every job's events after `last`, all or nothing. `None` when a
 /// conflict made it back out (nothing written, `last` unchanged).
@@ -219,4 +219,151 @@ async fn advance_heads(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The (room, user, type, thread) a receipt row is kept under.
+type ReceiptKey<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+/// Moves every job's receipts forward in two statements: read where each
+/// touched receipt stands, decide in order which ones advance (giving each
+/// advance the next position), then write the latest row per key and a log
+/// row per advance. Only writers holding the `receipts` counter row write
+/// receipts, so what the first statement reads cannot change before commit.
+pub async fn set_receipts(
+    tx: &mut Transaction<'_, Postgres>,
+    jobs: &[Vec<NewReceipt>],
+    last: &mut StreamPos,
+) -> StoreResult<Vec<Vec<Option<StreamPos>>>> {
+    let key = |r: &'_ NewReceipt| -> (String, String, String, String) {
+        (
+            r.room_id.clone(),
+            r.user_id.clone(),
+            r.receipt_type.clone(),
+            r.thread_id.clone().unwrap_or_default(),
+        )
+    };
+    let mut current: HashMap<(String, String, String, String), StreamPos> = HashMap::new();
+    {
+        let mut seen = HashSet::new();
+        let (mut rooms, mut users, mut types, mut threads) = (vec![], vec![], vec![], vec![]);
+        for r in jobs.iter().flatten() {
+            let k: ReceiptKey = (
+                &r.room_id,
+                &r.user_id,
+                &r.receipt_type,
+                r.thread_id.as_deref().unwrap_or(""),
+            );
+            if seen.insert(k) {
+                rooms.push(k.0);
+                users.push(k.1);
+                types.push(k.2);
+                threads.push(k.3);
+            }
+        }
+        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT r.room_id, r.user_id, r.receipt_type, r.thread_id, r.event_stream \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(room, usr, typ, thr) \
+             JOIN receipts r ON r.room_id = k.room AND r.user_id = k.usr \
+             AND r.receipt_type = k.typ AND r.thread_id = k.thr",
+        )
+        .bind(&rooms)
+        .bind(&users)
+        .bind(&types)
+        .bind(&threads)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (room, user, kind, thread, stream) in rows {
+            current.insert((room, user, kind, thread), stream);
+        }
+    }
+
+    let mut results = Vec::with_capacity(jobs.len());
+    // The latest advance per key (the row kept) and every advance (the log).
+    let mut latest: HashMap<(String, String, String, String), (&NewReceipt, StreamPos)> =
+        HashMap::new();
+    let mut log: Vec<&NewReceipt> = Vec::new();
+    for job in jobs {
+        let mut positions = Vec::with_capacity(job.len());
+        for r in job {
+            let k = key(r);
+            if current.get(&k).is_some_and(|&at| r.event_stream <= at) {
+                positions.push(None);
+                continue;
+            }
+            *last += 1;
+            current.insert(k.clone(), r.event_stream);
+            latest.insert(k, (r, *last));
+            log.push(r);
+            positions.push(Some(*last));
+        }
+        results.push(positions);
+    }
+    if log.is_empty() {
+        return Ok(results);
+    }
+
+    let mut rows = ReceiptColumns::default();
+    for (r, pos) in latest.values() {
+        rows.push(r, *pos);
+    }
+    let mut logged = ReceiptColumns::default();
+    for r in &log {
+        logged.push(r, 0);
+    }
+    sqlx::query(
+        "WITH kept AS (INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, \
+         event_id, event_sender, event_stream, ts, stream) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::bigint[], $8::bigint[], $9::bigint[]) \
+         ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET \
+         event_id = excluded.event_id, event_sender = excluded.event_sender, \
+         event_stream = excluded.event_stream, ts = excluded.ts, stream = excluded.stream) \
+         INSERT INTO receipt_log (room_id, user_id, receipt_type, event_stream, ts) \
+         SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::bigint[], $14::bigint[])",
+    )
+    .bind(&rows.rooms)
+    .bind(&rows.users)
+    .bind(&rows.types)
+    .bind(&rows.threads)
+    .bind(&rows.event_ids)
+    .bind(&rows.senders)
+    .bind(&rows.event_streams)
+    .bind(&rows.ts)
+    .bind(&rows.streams)
+    .bind(&logged.rooms)
+    .bind(&logged.users)
+    .bind(&logged.types)
+    .bind(&logged.event_streams)
+    .bind(&logged.ts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(results)
+}
+
+/// Receipts as columns, for binding as arrays.
+#[derive(Default)]
+struct ReceiptColumns<'a> {
+    rooms: Vec<&'a str>,
+    users: Vec<&'a str>,
+    types: Vec<&'a str>,
+    threads: Vec<&'a str>,
+    event_ids: Vec<&'a str>,
+    senders: Vec<&'a str>,
+    event_streams: Vec<StreamPos>,
+    ts: Vec<i64>,
+    streams: Vec<StreamPos>,
+}
+
+impl<'a> ReceiptColumns<'a> {
+    fn push(&mut self, r: &'a NewReceipt, stream: StreamPos) {
+        self.rooms.push(&r.room_id);
+        self.users.push(&r.user_id);
+        self.types.push(&r.receipt_type);
+        self.threads.push(r.thread_id.as_deref().unwrap_or(""));
+        self.event_ids.push(&r.event_id);
+        self.senders.push(&r.event_sender);
+        self.event_streams.push(r.event_stream);
+        self.ts.push(r.ts);
+        self.streams.push(stream);
+    }
 }

@@ -110,11 +110,12 @@ impl RoomStore for PgStore {
         let senders: Vec<&str> = txns.iter().map(|t| t.0.as_str()).collect();
         let devices: Vec<&str> = txns.iter().map(|t| t.1.as_str()).collect();
         let ids: Vec<&str> = txns.iter().map(|t| t.2.as_str()).collect();
+        // `txn_id IS NOT NULL` lets the planner use the partial unique index.
         let rows = sqlx::query(
             "SELECT e.sender, e.txn_device, e.txn_id, e.event_id \
              FROM unnest($2::text[], $3::text[], $4::text[]) AS t(sender, device, txn) \
              JOIN events e ON e.room_id = $1 AND e.sender = t.sender \
-             AND e.txn_device = t.device AND e.txn_id = t.txn",
+             AND e.txn_device = t.device AND e.txn_id = t.txn AND e.txn_id IS NOT NULL",
         )
         .bind(room_id)
         .bind(&senders)

@@ -140,8 +140,9 @@ async fn write_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Done) -> St
         }
     }
     if let Some(last) = counters.receipts.as_mut() {
-        for (list, owed) in receipts.iter().zip(&mut done.receipts) {
-            owed.1 = Ok(insert_receipts(&mut tx, list, last).await?);
+        let positions = bulk::set_receipts(&mut tx, &receipts, last).await?;
+        for (job_positions, owed) in positions.into_iter().zip(&mut done.receipts) {
+            owed.1 = Ok(job_positions);
         }
     }
     // Store the counters back only if they moved: an unchanged row needs no write.
@@ -352,46 +353,4 @@ async fn insert_event(
             .await?;
     }
     Ok(true)
-}
-
-/// Moves each receipt forward if it covers a later event than the stored
-/// one, logging every advance.
-async fn insert_receipts(
-    tx: &mut Transaction<'_, Postgres>,
-    receipts: &[NewReceipt],
-    last: &mut StreamPos,
-) -> StoreResult<Vec<Option<StreamPos>>> {
-    let mut positions = Vec::with_capacity(receipts.len());
-    for r in receipts {
-        let next = *last + 1;
-        let changed = sqlx::query(
-            "WITH moved AS (\
-             INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, \
-             event_sender, event_stream, ts, stream) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET \
-             event_id = excluded.event_id, event_sender = excluded.event_sender, \
-             event_stream = excluded.event_stream, ts = excluded.ts, stream = excluded.stream \
-             WHERE excluded.event_stream > receipts.event_stream RETURNING 1) \
-             INSERT INTO receipt_log (room_id, user_id, receipt_type, event_stream, ts) \
-             SELECT $1, $2, $3, $7, $8 FROM moved",
-        )
-        .bind(&r.room_id)
-        .bind(&r.user_id)
-        .bind(&r.receipt_type)
-        .bind(r.thread_id.as_deref().unwrap_or(""))
-        .bind(&r.event_id)
-        .bind(&r.event_sender)
-        .bind(r.event_stream)
-        .bind(r.ts)
-        .bind(next)
-        .execute(&mut **tx)
-        .await?;
-        if changed.rows_affected() == 0 {
-            positions.push(None);
-        } else {
-            *last = next;
-            positions.push(Some(next));
-        }
-    }
-    Ok(positions)
 }
