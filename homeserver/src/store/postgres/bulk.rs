@@ -10,14 +10,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Postgres, Transaction};
+use sqlx::PgConnection;
 
 use crate::store::{NewEvent, NewReceipt, StoreResult, StreamPos};
 
 /// Appends every job's events after `last`, all or nothing. `None` when a
-/// conflict made it back out (nothing written, `last` unchanged).
+/// conflict made it back out to the savepoint `bulk`, which the caller set
+/// (nothing written, `last` unchanged).
 pub async fn append_jobs(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     jobs: &[Vec<NewEvent>],
     last: &mut StreamPos,
 ) -> StoreResult<Option<Vec<Vec<StreamPos>>>> {
@@ -34,10 +35,9 @@ pub async fn append_jobs(
         }
         positions.push(job_positions);
     }
-    sqlx::query("SAVEPOINT bulk").execute(&mut **tx).await?;
     if insert_events(tx, &events).await? != total as u64 {
         sqlx::query("ROLLBACK TO SAVEPOINT bulk")
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         return Ok(None);
     }
@@ -48,7 +48,7 @@ pub async fn append_jobs(
             sqlx::query("UPDATE events SET pdu = $1 WHERE event_id = $2")
                 .bind(redacted.to_string())
                 .bind(target)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
     }
@@ -59,7 +59,7 @@ pub async fn append_jobs(
 
 /// Inserts the event rows; returns how many went in (fewer on a conflict).
 async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     events: &[(&NewEvent, StreamPos)],
 ) -> StoreResult<u64> {
     let n = events.len();
@@ -106,17 +106,14 @@ async fn insert_events(
     .bind(&devices)
     .bind(&txn_ids)
     .bind(&visibilities)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// Points each state key the batch touched at its last event. One row per
 /// key: an upsert may not touch the same row twice in one statement.
-async fn update_state(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[(&NewEvent, StreamPos)],
-) -> StoreResult<()> {
+async fn update_state(tx: &mut PgConnection, events: &[(&NewEvent, StreamPos)]) -> StoreResult<()> {
     let mut latest: HashMap<(&str, &str, &str), StreamPos> = HashMap::new();
     for (event, pos) in events {
         if let Some(state_key) = &event.state_key {
@@ -142,14 +139,14 @@ async fn update_state(
     .bind(&kinds)
     .bind(&keys)
     .bind(&streams)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 /// Each member's latest membership of the batch, one row per (room, user).
 async fn update_memberships(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     events: &[(&NewEvent, StreamPos)],
 ) -> StoreResult<()> {
     let mut latest: HashMap<(&str, &str), (&str, &str, StreamPos)> = HashMap::new();
@@ -181,7 +178,7 @@ async fn update_memberships(
     .bind(&memberships)
     .bind(&ids)
     .bind(&streams)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -195,7 +192,7 @@ async fn update_memberships(
 /// savepoint when fewer rows than rooms matched; the job-by-job path then
 /// finds the job that lost the race.
 async fn advance_heads(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     events: &[(&NewEvent, StreamPos)],
 ) -> StoreResult<()> {
     let mut heads: HashMap<&str, (&str, StreamPos)> = HashMap::new();
@@ -216,7 +213,7 @@ async fn advance_heads(
     .bind(&rooms)
     .bind(&ids)
     .bind(&streams)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -230,7 +227,7 @@ type ReceiptKey<'a> = (&'a str, &'a str, &'a str, &'a str);
 /// row per advance. Only writers holding the `receipts` counter row write
 /// receipts, so what the first statement reads cannot change before commit.
 pub async fn set_receipts(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     jobs: &[Vec<NewReceipt>],
     last: &mut StreamPos,
 ) -> StoreResult<Vec<Vec<Option<StreamPos>>>> {
@@ -270,7 +267,7 @@ pub async fn set_receipts(
         .bind(&users)
         .bind(&types)
         .bind(&threads)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
         for (room, user, kind, thread, stream) in rows {
             current.insert((room, user, kind, thread), stream);
@@ -335,7 +332,7 @@ pub async fn set_receipts(
     .bind(&logged.types)
     .bind(&logged.event_streams)
     .bind(&logged.ts)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(results)
 }

@@ -61,14 +61,14 @@ impl PgStore {
             .max_connections(max_connections.max(2))
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("../migrations/postgres")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer::run(pool.clone(), rx));
+        tokio::spawn(writer::run(options, rx));
         Ok(Self { pool, writer: tx })
     }
 

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use sqlx::postgres::PgPool;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, Executor, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::bulk;
@@ -44,8 +44,11 @@ struct Done {
     flushes: Vec<oneshot::Sender<()>>,
 }
 
-/// Runs until every sender is gone.
-pub async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Job>) {
+/// Runs until every sender is gone, on a connection of its own: the
+/// transaction's first and last statements travel together with BEGIN and
+/// COMMIT (simple-query batches), which a pooled transaction cannot do.
+pub async fn run(options: PgConnectOptions, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut conn: Option<PgConnection> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -56,7 +59,15 @@ pub async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Job>) {
             }
         }
         let mut done = Done::default();
-        match write_batch(&pool, &mut batch, &mut done).await {
+        let result = match connection(&mut conn, &options).await {
+            Ok(c) => write_batch(c, &mut batch, &mut done).await,
+            Err(err) => {
+                // The jobs were never split into `done`: answer them here.
+                split(&mut batch, &mut done);
+                Err(err)
+            }
+        };
+        match result {
             Ok(()) => {
                 for (reply, result) in done.appends {
                     let _ = reply.send(result);
@@ -70,6 +81,12 @@ pub async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Job>) {
                 // (A commit whose acknowledgement was lost may in fact have
                 // committed; a retried send then finds its txn id.)
                 tracing::error!(error = %err, "postgres group commit failed");
+                if let Some(mut c) = conn.take() {
+                    // Reuse the connection only if it is sane again.
+                    if c.execute("ROLLBACK").await.is_ok() {
+                        conn = Some(c);
+                    }
+                }
                 for (reply, _) in done.appends {
                     let _ = reply.send(Err(err.clone()));
                 }
@@ -82,18 +99,25 @@ pub async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Job>) {
             let _ = flush.send(());
         }
     }
+    if let Some(c) = conn {
+        let _ = c.close().await;
+    }
 }
 
-/// Last used position of each stream this batch writes, read under the lock.
-#[derive(Default, Clone, Copy)]
-struct Counters {
-    events: Option<StreamPos>,
-    receipts: Option<StreamPos>,
+/// The writer's connection, (re)opened when there is none.
+async fn connection<'a>(
+    conn: &'a mut Option<PgConnection>,
+    options: &PgConnectOptions,
+) -> StoreResult<&'a mut PgConnection> {
+    if conn.is_none() {
+        *conn = Some(PgConnection::connect_with(options).await?);
+    }
+    Ok(conn.as_mut().expect("just connected"))
 }
 
-async fn write_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Done) -> StoreResult<()> {
-    // Replies first, each owed an error until its job has run: if the batch
-    // fails midway, `run` answers every one of them with the batch's error.
+/// Moves each job's reply into `done`, owed an error until its job has run:
+/// if the batch fails midway, `run` answers every one with the batch's error.
+fn split(batch: &mut Vec<Job>, done: &mut Done) -> (Vec<Vec<NewEvent>>, Vec<Vec<NewReceipt>>) {
     let mut appends = Vec::new();
     let mut receipts = Vec::new();
     for job in batch.drain(..) {
@@ -112,19 +136,36 @@ async fn write_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Done) -> St
             }
         }
     }
+    (appends, receipts)
+}
+
+/// Last used position of each stream this batch writes, read under the lock.
+#[derive(Default, Clone, Copy)]
+struct Counters {
+    events: Option<StreamPos>,
+    receipts: Option<StreamPos>,
+}
+
+async fn write_batch(
+    tx: &mut PgConnection,
+    batch: &mut Vec<Job>,
+    done: &mut Done,
+) -> StoreResult<()> {
+    let (appends, receipts) = split(batch, done);
     if appends.is_empty() && receipts.is_empty() {
         return Ok(());
     }
-    let mut tx = pool.begin().await?;
-    let start = lock_counters(&mut tx, !appends.is_empty(), !receipts.is_empty()).await?;
+    // One lone event is cheapest on its own; anything more goes in bulk
+    // first (behind a savepoint), and job by job only when a conflict sent
+    // it back.
+    let lone = appends.len() == 1 && appends[0].len() == 1;
+    let use_bulk = !appends.is_empty() && !lone;
+    let start = begin(tx, !appends.is_empty(), !receipts.is_empty(), use_bulk).await?;
     let mut counters = start;
     if let Some(last) = counters.events.as_mut() {
-        // One lone event is cheapest on its own; anything more goes in bulk
-        // first, and job by job only when a conflict sent it back.
-        let lone = appends.len() == 1 && appends[0].len() == 1;
-        let bulk = match lone {
-            true => None,
-            false => bulk::append_jobs(&mut tx, &appends, last).await?,
+        let bulk = match use_bulk {
+            true => bulk::append_jobs(tx, &appends, last).await?,
+            false => None,
         };
         match bulk {
             Some(positions) => {
@@ -134,56 +175,62 @@ async fn write_batch(pool: &PgPool, batch: &mut Vec<Job>, done: &mut Done) -> St
             }
             None => {
                 for (events, owed) in appends.iter().zip(&mut done.appends) {
-                    owed.1 = append_job(&mut tx, events, last).await?;
+                    owed.1 = append_job(tx, events, last).await?;
                 }
             }
         }
     }
     if let Some(last) = counters.receipts.as_mut() {
-        let positions = bulk::set_receipts(&mut tx, &receipts, last).await?;
+        let positions = bulk::set_receipts(tx, &receipts, last).await?;
         for (job_positions, owed) in positions.into_iter().zip(&mut done.receipts) {
             owed.1 = Ok(job_positions);
         }
     }
-    // Store the counters back only if they moved: an unchanged row needs no write.
+    // The counters go back with the COMMIT, in one round trip; only those
+    // that moved. They are integers we computed, so formatting them into
+    // the statement is safe.
+    let mut finish = String::new();
     for (name, before, after) in [
         ("events", start.events, counters.events),
         ("receipts", start.receipts, counters.receipts),
     ] {
-        if after != before {
-            sqlx::query("UPDATE stream_positions SET pos = $2 WHERE name = $1")
-                .bind(name)
-                .bind(after)
-                .execute(&mut *tx)
-                .await?;
+        if let Some(after) = after.filter(|a| Some(*a) != before) {
+            finish.push_str(&format!(
+                "UPDATE stream_positions SET pos = {after} WHERE name = '{name}'; "
+            ));
         }
     }
-    tx.commit().await?;
+    finish.push_str("COMMIT");
+    tx.execute(finish.as_str()).await?;
     Ok(())
 }
 
-/// Locks the counter rows this batch needs, always in name order so two
-/// processes' writers can never deadlock, and reads their values.
-async fn lock_counters(
-    tx: &mut Transaction<'_, Postgres>,
+/// Opens the transaction and locks the counter rows this batch needs, in one
+/// round trip. Always in name order, so two processes' writers can never
+/// deadlock; the locks are held until COMMIT (see the module docs).
+async fn begin(
+    tx: &mut PgConnection,
     events: bool,
     receipts: bool,
+    savepoint: bool,
 ) -> StoreResult<Counters> {
-    let mut names = Vec::new();
-    if events {
-        names.push("events");
+    let names = match (events, receipts) {
+        (true, true) => "'events', 'receipts'",
+        (true, false) => "'events'",
+        _ => "'receipts'",
+    };
+    let mut sql = format!(
+        "BEGIN; SELECT name, pos FROM stream_positions WHERE name IN ({names}) \
+         ORDER BY name FOR UPDATE;"
+    );
+    if savepoint {
+        sql.push_str(" SAVEPOINT bulk;");
     }
-    if receipts {
-        names.push("receipts");
-    }
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT name, pos FROM stream_positions WHERE name = ANY($1) ORDER BY name FOR UPDATE",
-    )
-    .bind(&names)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = tx.fetch_all(sql.as_str()).await?;
     let mut counters = Counters::default();
-    for (name, pos) in rows {
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let pos: i64 = row.try_get(1)?;
         match name.as_str() {
             "events" => counters.events = Some(pos),
             "receipts" => counters.receipts = Some(pos),
@@ -202,13 +249,13 @@ async fn lock_counters(
 /// initial state) roll back to a savepoint, so one bad job fails alone and
 /// the rest of the batch commits. The outer error fails the whole batch.
 async fn append_job(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     events: &[NewEvent],
     last: &mut StreamPos,
 ) -> StoreResult<StoreResult<Vec<StreamPos>>> {
     let savepoint = events.len() > 1;
     if savepoint {
-        sqlx::query("SAVEPOINT job").execute(&mut **tx).await?;
+        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
     }
     let before = *last;
     let mut positions = Vec::with_capacity(events.len());
@@ -244,7 +291,7 @@ async fn append_job(
         None => {
             if savepoint {
                 sqlx::query("RELEASE SAVEPOINT job")
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
             }
             Ok(Ok(positions))
@@ -253,7 +300,7 @@ async fn append_job(
             *last = before;
             if savepoint {
                 sqlx::query("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
             } else if !matches!(err, StoreError::Conflict) {
                 // Any other error aborted the transaction: the batch fails.
