@@ -110,12 +110,16 @@ impl RoomStore for PgStore {
         let senders: Vec<&str> = txns.iter().map(|t| t.0.as_str()).collect();
         let devices: Vec<&str> = txns.iter().map(|t| t.1.as_str()).collect();
         let ids: Vec<&str> = txns.iter().map(|t| t.2.as_str()).collect();
-        // `txn_id IS NOT NULL` lets the planner use the partial unique index.
+        // One index probe per transaction id: `LIMIT 1` keeps the planner from
+        // turning the LATERAL into a join that scans the room (a generic
+        // plan cannot tell how many ids come), and `txn_id IS NOT NULL`
+        // lets it use the partial unique index.
         let rows = sqlx::query(
-            "SELECT e.sender, e.txn_device, e.txn_id, e.event_id \
+            "SELECT t.sender, t.device, t.txn, e.event_id \
              FROM unnest($2::text[], $3::text[], $4::text[]) AS t(sender, device, txn) \
-             JOIN events e ON e.room_id = $1 AND e.sender = t.sender \
-             AND e.txn_device = t.device AND e.txn_id = t.txn AND e.txn_id IS NOT NULL",
+             CROSS JOIN LATERAL (SELECT x.event_id FROM events x WHERE x.room_id = $1 \
+             AND x.sender = t.sender AND x.txn_device = t.device AND x.txn_id = t.txn \
+             AND x.txn_id IS NOT NULL LIMIT 1) e",
         )
         .bind(room_id)
         .bind(&senders)
