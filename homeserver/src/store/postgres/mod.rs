@@ -122,4 +122,6 @@ fn parse_json(text: &str) -> StoreResult<serde_json::Value> {
 }
 
 #[cfg(test)]
+pub(crate) mod test_db;
+#[cfg(test)]
 mod tests;
