@@ -45,6 +45,10 @@ pub enum StoreError {
     /// A file or object store failed (media bytes).
     #[error("object storage error: {0}")]
     Io(String),
+    /// A value the engine cannot store, such as a NUL character in text
+    /// for PostgreSQL: the client's input is at fault, not the server.
+    #[error("value cannot be stored: {0}")]
+    Invalid(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -54,6 +58,10 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            // PostgreSQL's character_not_in_repertoire: a NUL in a text value.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+                StoreError::Invalid(db.message().to_owned())
+            }
             sqlx::Error::PoolClosed => StoreError::Closed,
             _ => StoreError::Database(err.to_string()),
         }

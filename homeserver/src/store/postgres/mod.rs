@@ -117,6 +117,17 @@ fn event_from_row(row: &PgRow) -> StoreResult<StoredEvent> {
     })
 }
 
+/// PostgreSQL text cannot hold NUL. Writes that share the group commit are
+/// checked before they are queued: one such value would otherwise fail the
+/// whole batch, every other room's sends with it. (JSON columns need no
+/// check: serialised JSON escapes NUL as `\u0000`.)
+fn reject_nul<'a>(values: impl IntoIterator<Item = &'a str>) -> StoreResult<()> {
+    match values.into_iter().any(|v| v.contains('\0')) {
+        true => Err(StoreError::Invalid("text contains a NUL character".into())),
+        false => Ok(()),
+    }
+}
+
 fn parse_json(text: &str) -> StoreResult<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

@@ -6,12 +6,26 @@ use sqlx::Row;
 use tokio::sync::oneshot;
 
 use super::writer::Job;
-use super::PgStore;
+use super::{reject_nul, PgStore};
 use crate::store::{NewReceipt, ReceiptRecord, ReceiptStore, StoreError, StoreResult, StreamPos};
 
 #[async_trait]
 impl ReceiptStore for PgStore {
     async fn set_receipts(&self, receipts: Vec<NewReceipt>) -> StoreResult<Vec<Option<StreamPos>>> {
+        for r in &receipts {
+            reject_nul(
+                [
+                    &r.room_id,
+                    &r.user_id,
+                    &r.receipt_type,
+                    &r.event_id,
+                    &r.event_sender,
+                ]
+                .map(String::as_str)
+                .into_iter()
+                .chain(r.thread_id.as_deref()),
+            )?;
+        }
         let (reply, done) = oneshot::channel();
         self.writer
             .send(Job::Receipts { receipts, reply })

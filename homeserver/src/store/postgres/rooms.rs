@@ -7,7 +7,7 @@ use sqlx::Row;
 use tokio::sync::oneshot;
 
 use super::writer::Job;
-use super::{event_from_row, PgStore, EVENT_COLUMNS};
+use super::{event_from_row, reject_nul, PgStore, EVENT_COLUMNS};
 use crate::store::{
     Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StoreError, StoreResult,
     StoredEvent, StreamPos,
@@ -44,6 +44,19 @@ impl RoomStore for PgStore {
     }
 
     fn append(&self, events: Vec<NewEvent>) -> StoreResult<Durable> {
+        for e in &events {
+            let txn = e.txn.iter().flat_map(|(d, t)| [d.as_str(), t.as_str()]);
+            let redacts = e.redaction.iter().map(|(target, _)| target.as_str());
+            let optional = [e.state_key.as_deref(), e.membership.as_deref()];
+            reject_nul(
+                [&e.event_id, &e.room_id, &e.sender, &e.kind, &e.visibility]
+                    .map(String::as_str)
+                    .into_iter()
+                    .chain(optional.into_iter().flatten())
+                    .chain(txn)
+                    .chain(redacts),
+            )?;
+        }
         let (reply, done) = oneshot::channel();
         self.writer
             .send(Job::Append { events, reply })

@@ -254,3 +254,34 @@ async fn a_conflict_in_a_batch_fails_alone_and_heads_follow() {
     store.close().await;
     db.drop().await;
 }
+
+/// PostgreSQL text cannot hold NUL: such values are the client's fault
+/// (`StoreError::Invalid`, a 400), and an append carrying one is refused
+/// before it is queued, so it cannot fail the batch it would have joined.
+#[tokio::test]
+async fn nul_in_text_is_invalid_input_not_a_failed_batch() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = db.open().await;
+    store.create_room("!n:test", "11", "@a:test").await.unwrap();
+    let good = store
+        .append(vec![message("!n:test", "$good".into())])
+        .unwrap();
+    let mut bad = message("!n:test", "$bad".into());
+    bad.kind = "m.room\0message".into();
+    assert!(matches!(
+        store.append(vec![bad]),
+        Err(crate::store::StoreError::Invalid(_))
+    ));
+    assert_eq!(good.await.unwrap(), vec![1]);
+    let written = store
+        .set_account_data("@a:test", None, "bad\0type", &json!({}))
+        .await;
+    assert!(
+        matches!(written, Err(crate::store::StoreError::Invalid(_))),
+        "{written:?}"
+    );
+    store.close().await;
+    db.drop().await;
+}
