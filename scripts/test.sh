@@ -34,10 +34,15 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     done
 fi
 
-# The S3 media engine, the Redis ephemeral engine and the Kafka cluster bus
-# are cargo features;
-# the tests build them in.
-FEATURES=(--features homeserver/s3,homeserver/redis,homeserver/kafka)
+# PostgreSQL for the shared relational engine: installed from Debian's
+# packages and started if this machine has none running. The conformance
+# suite and the black-box tests create (and drop) a database per test.
+scripts/ensure-postgres.sh
+export TERN_TEST_POSTGRES_URL="${TERN_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+# The S3 media engine, the Redis ephemeral engine, the Kafka cluster bus and
+# the PostgreSQL store are cargo features; the tests build them in.
+FEATURES=(--features homeserver/s3,homeserver/redis,homeserver/kafka,homeserver/postgres)
 cargo build --release --workspace --all-targets "${FEATURES[@]}"
 export TERN_BIN="$CARGO_TARGET_DIR/release/homeserver"
 

@@ -49,18 +49,27 @@ pub struct Args {
     /// Keep typing and presence in this Redis (`redis://host:port`), shared by all nodes.
     #[arg(long, env = "TERN_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Keep accounts, rooms and timelines in this PostgreSQL database
+    /// (`postgres://user@host/db`), shared by all nodes; selects `storage = "postgres"`.
+    #[arg(long, env = "TERN_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
     /// Join a cluster whose nodes share what they commit over these Kafka brokers (`host:port,...`).
     #[arg(long, env = "TERN_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
 }
 
 /// Which storage engine backs accounts, rooms and timelines. Each engine is
-/// compiled in by its cargo feature; later issues add the distributed ones.
+/// compiled in by its cargo feature; the variant exists either way, so a
+/// build without the feature can say so instead of failing to parse.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
+    /// Embedded, in `data_dir/tern.db` (feature `sqlite`, the default).
     #[default]
     Sqlite,
+    /// A PostgreSQL database that several nodes may share (feature
+    /// `postgres`, settings in `[postgres]`).
+    Postgres,
 }
 
 /// The settings file; every field is optional.
@@ -79,7 +88,22 @@ pub struct FileConfig {
     pub media: Option<media::MediaFileConfig>,
     pub sync: Option<SyncFileConfig>,
     pub redis: Option<RedisConfig>,
+    pub postgres: Option<PostgresConfig>,
     pub kafka: Option<cluster::KafkaConfig>,
+}
+
+/// The `[postgres]` section: where `storage = "postgres"` keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub url: String,
+    /// Connections of this node's pool (each node has its own).
+    #[serde(default = "default_postgres_connections")]
+    pub max_connections: u32,
+}
+
+fn default_postgres_connections() -> u32 {
+    16
 }
 
 /// The `[redis]` section: typing and presence in Redis instead of memory,
@@ -203,6 +227,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `None`: typing and presence in this process's memory.
     pub redis: Option<RedisConfig>,
+    /// Set when `storage` is [`Engine::Postgres`].
+    pub postgres: Option<PostgresConfig>,
     /// `None`: a single node, fan-out in this process.
     pub kafka: Option<cluster::KafkaConfig>,
 }
@@ -222,6 +248,7 @@ impl Default for Config {
             media: media::MediaConfig::default(),
             sync: SyncConfig::default(),
             redis: None,
+            postgres: None,
             kafka: None,
         }
     }
@@ -281,6 +308,28 @@ impl Config {
             }),
             (None, file) => file,
         };
+        let args_chose_postgres = args.postgres_url.is_some();
+        let postgres = match (args.postgres_url, file.postgres) {
+            (Some(url), file) => Some(PostgresConfig {
+                url,
+                max_connections: file
+                    .map(|p| p.max_connections)
+                    .unwrap_or_else(default_postgres_connections),
+            }),
+            (None, file) => file,
+        };
+        // A PostgreSQL URL on the command line or in the environment selects
+        // the engine unless the file names one.
+        let storage = match (file.storage, &postgres) {
+            (Some(engine), _) => engine,
+            (None, Some(_)) if args_chose_postgres => Engine::Postgres,
+            (None, _) => defaults.storage,
+        };
+        if storage == Engine::Postgres && postgres.is_none() {
+            anyhow::bail!(
+                "storage = \"postgres\" needs [postgres] url (or --postgres-url / TERN_POSTGRES_URL)"
+            );
+        }
         let kafka = match (args.kafka_brokers, file.kafka) {
             (Some(brokers), file) => Some(cluster::KafkaConfig::with_brokers(brokers, file)),
             (None, file) => file,
@@ -297,6 +346,8 @@ impl Config {
         Ok(Self {
             presence,
             redis,
+            postgres,
+            storage,
             kafka,
             sync: SyncConfig { sse_keep_alive },
             push: file.push.unwrap_or_default(),
@@ -312,7 +363,6 @@ impl Config {
                     .disable_rate_limits
                     .unwrap_or(defaults.disable_rate_limits),
             max_request_bytes: file.max_request_bytes.unwrap_or(defaults.max_request_bytes),
-            storage: file.storage.unwrap_or(defaults.storage),
             media: media::MediaConfig::from_file(file.media)?,
         })
     }
@@ -350,6 +400,52 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8008");
         assert_eq!(config.server_name, "localhost");
         assert!(!config.allow_registration);
+    }
+
+    #[test]
+    fn postgres_from_the_file_or_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.toml");
+        std::fs::write(
+            &path,
+            "storage = \"postgres\"\n[postgres]\nurl = \"postgres://file/db\"\nmax_connections = 4\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        let from_file =
+            Config::from_args(Args::parse_from(["homeserver", "--config", config])).unwrap();
+        assert_eq!(from_file.storage, Engine::Postgres);
+        let pg = from_file.postgres.unwrap();
+        assert_eq!(
+            (pg.url.as_str(), pg.max_connections),
+            ("postgres://file/db", 4)
+        );
+
+        // The flag wins over the file's URL and keeps its pool size.
+        let args = [
+            "homeserver",
+            "--config",
+            config,
+            "--postgres-url",
+            "postgres://flag/db",
+        ];
+        let pg = Config::from_args(Args::parse_from(args))
+            .unwrap()
+            .postgres
+            .unwrap();
+        assert_eq!(
+            (pg.url.as_str(), pg.max_connections),
+            ("postgres://flag/db", 4)
+        );
+
+        // A URL alone selects the engine; storage=postgres without one is refused.
+        let args = ["homeserver", "--postgres-url", "postgres://flag/db"];
+        let config = Config::from_args(Args::parse_from(args)).unwrap();
+        assert_eq!(config.storage, Engine::Postgres);
+        std::fs::write(&path, "storage = \"postgres\"\n").unwrap();
+        let args = ["homeserver", "--config", path.to_str().unwrap()];
+        let err = Config::from_args(Args::parse_from(args)).unwrap_err();
+        assert!(err.to_string().contains("[postgres] url"), "{err}");
     }
 
     #[test]

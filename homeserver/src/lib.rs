@@ -13,7 +13,8 @@
 //! - [`store`]: the traits the services depend on (`AccountStore`,
 //!   `RoomStore`, `EventBus`, `Ephemeral`) and their conformance suite.
 //! - `store::sqlite`, `store::memory`: the embedded engines, behind cargo
-//!   features; distributed engines plug in beside them.
+//!   features; `store::postgres` (feature `postgres`) is the relational
+//!   engine several nodes share, chosen by `storage = "postgres"`.
 //!
 //! [`run`] wires the layers from a [`config::Config`] and serves until the
 //! shutdown future resolves, then drains requests and flushes writes.
@@ -28,35 +29,78 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use config::Config;
+use config::{Config, Engine};
 use service::keys::ServerKey;
 use service::{Backends, Services};
 
-/// Opens the configured backends and builds the services.
+/// Opens the configured backends and builds the services. Also returns the
+/// relational engine as a [`store::Database`], for shutdown to flush.
 pub async fn build_services(
     config: Config,
     shutdown: CancellationToken,
-) -> anyhow::Result<(Arc<Services>, Arc<store::sqlite::SqliteStore>)> {
+) -> anyhow::Result<(Arc<Services>, Arc<dyn store::Database>)> {
     std::fs::create_dir_all(&config.data_dir)?;
     let key = ServerKey::load_or_generate(&config.data_dir)?;
-    let sqlite =
-        Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("tern.db")).await?);
-    let (bus, cluster) = open_bus(&config).await?;
-    let backends = Backends {
-        accounts: sqlite.clone(),
-        rooms: sqlite.clone(),
-        bus,
-        cluster,
-        ephemeral: open_ephemeral(&config).await?,
-        receipts: sqlite.clone(),
-        push: sqlite.clone(),
-        media: store::media::open(&config).await?,
-        media_metadata: sqlite.clone(),
+    let (backends, database) = match config.storage {
+        Engine::Sqlite => {
+            let sqlite =
+                Arc::new(store::sqlite::SqliteStore::open(&config.data_dir.join("tern.db")).await?);
+            (
+                relational_backends(&config, sqlite.clone()).await?,
+                sqlite as _,
+            )
+        }
+        #[cfg(feature = "postgres")]
+        Engine::Postgres => {
+            let settings = config
+                .postgres
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("storage = \"postgres\" needs [postgres] url"))?;
+            let postgres = Arc::new(
+                store::postgres::PgStore::open(&settings.url, settings.max_connections)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("postgres: {e}"))?,
+            );
+            (
+                relational_backends(&config, postgres.clone()).await?,
+                postgres as _,
+            )
+        }
+        #[cfg(not(feature = "postgres"))]
+        Engine::Postgres => anyhow::bail!(
+            "storage = \"postgres\" is configured but this build lacks the `postgres` feature \
+             (cargo build --release -p homeserver --features postgres)"
+        ),
     };
     Ok((
         Services::new(config, backends, key, shutdown).await?,
-        sqlite,
+        database,
     ))
+}
+
+/// The backends around one relational engine, which serves every trait it
+/// can (accounts, rooms, receipts, pushers, media metadata).
+async fn relational_backends<S>(config: &Config, engine: Arc<S>) -> anyhow::Result<Backends>
+where
+    S: store::AccountStore
+        + store::RoomStore
+        + store::ReceiptStore
+        + store::PushStore
+        + store::media::MediaMetadataStore
+        + 'static,
+{
+    let (bus, cluster) = open_bus(config).await?;
+    Ok(Backends {
+        accounts: engine.clone(),
+        rooms: engine.clone(),
+        bus,
+        cluster,
+        ephemeral: open_ephemeral(config).await?,
+        receipts: engine.clone(),
+        push: engine.clone(),
+        media: store::media::open(config).await?,
+        media_metadata: engine,
+    })
 }
 
 /// The event bus: in-process, or shared with the other nodes of a cluster
@@ -150,7 +194,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    let (services, sqlite) = build_services(config, cancel.clone()).await?;
+    let (services, database) = build_services(config, cancel.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, server_name = %services.config.server_name, "listening");
     let app = api::router(services.clone());
     let stop = cancel.clone();
@@ -167,7 +211,7 @@ pub async fn serve(
     .await?;
     cancel.cancel();
     // Every acknowledged write is already durable; this flushes the rest.
-    sqlite.close().await;
+    database.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -191,5 +235,29 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+#[cfg(all(test, not(feature = "postgres")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn postgres_without_the_feature_is_a_clear_start_up_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            storage: Engine::Postgres,
+            postgres: Some(config::PostgresConfig {
+                url: "postgres://127.0.0.1/none".into(),
+                max_connections: 2,
+            }),
+            ..Config::default()
+        };
+        let err = build_services(config, CancellationToken::new())
+            .await
+            .err()
+            .expect("start-up must fail");
+        assert!(err.to_string().contains("`postgres` feature"), "{err}");
     }
 }

@@ -17,6 +17,7 @@
 
 mod assertions;
 mod client;
+mod engine;
 mod fcm;
 mod gateway;
 mod server;

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::engine::ServerDatabase;
+
 /// How long a freshly spawned server gets to answer `/versions`.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -51,6 +53,8 @@ pub struct TestServer {
     _log_tmp: TempDir,
     options: ServerOptions,
     runs: u32,
+    /// Where the data lives when the suite runs on PostgreSQL; dropped last.
+    database: Option<ServerDatabase>,
 }
 
 impl TestServer {
@@ -90,10 +94,11 @@ impl TestServer {
             // 0: the server binds a free port itself and logs which, so two
             // tests can never race for the same port.
             port: 0,
-            data_dir,
             _data_tmp: data_tmp,
             log_path: log_tmp.path().join("server.log"),
             _log_tmp: log_tmp,
+            database: ServerDatabase::for_data_dir(&data_dir),
+            data_dir,
             options,
             runs: 0,
         };
@@ -148,6 +153,9 @@ impl TestServer {
             .arg("--disable-rate-limits");
         if self.options.allow_registration {
             cmd.arg("--allow-registration");
+        }
+        if let Some(database) = &self.database {
+            cmd.arg("--postgres-url").arg(database.url());
         }
         cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         if let Some(toml) = &self.options.config_toml {

@@ -102,6 +102,11 @@ impl ServiceError {
 
 impl From<StoreError> for ServiceError {
     fn from(err: StoreError) -> Self {
-        ServiceError::internal(err)
+        match err {
+            // The engine refused the client's value (a NUL in text on
+            // PostgreSQL): a bad request, not a server fault.
+            StoreError::Invalid(reason) => ServiceError::invalid_param(reason),
+            err => ServiceError::internal(err),
+        }
     }
 }

@@ -17,6 +17,8 @@ pub mod cluster;
 pub mod kafka;
 pub mod media;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis_bus;
 #[cfg(feature = "redis")]
@@ -49,9 +51,36 @@ pub enum StoreError {
     /// A file or object store failed (media bytes).
     #[error("object storage error: {0}")]
     Io(String),
+    /// A value the engine cannot store, such as a NUL character in text
+    /// for PostgreSQL: the client's input is at fault, not the server.
+    #[error("value cannot be stored: {0}")]
+    Invalid(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            // PostgreSQL's character_not_in_repertoire: a NUL in a text value.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+                StoreError::Invalid(db.message().to_owned())
+            }
+            sqlx::Error::PoolClosed => StoreError::Closed,
+            _ => StoreError::Database(err.to_string()),
+        }
+    }
+}
+
+/// The relational engine as a whole (SQLite or PostgreSQL), for what only
+/// start-up and shutdown do with it; the services see the per-domain traits.
+#[async_trait]
+pub trait Database: Send + Sync {
+    /// Waits for queued writes to commit, then closes the connections.
+    async fn close(&self);
+}
 
 /// Resolves once an append is durable, with the positions it was given.
 pub type Durable = futures::future::BoxFuture<'static, StoreResult<Vec<StreamPos>>>;

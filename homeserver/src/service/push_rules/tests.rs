@@ -343,7 +343,7 @@ async fn service_stores_rules_and_evaluates_members() {
         server_name: "tern.test".into(),
         ..Default::default()
     };
-    let (services, sqlite) =
+    let (services, _database) =
         crate::build_services(config, tokio_util::sync::CancellationToken::new())
             .await
             .unwrap();
@@ -392,8 +392,11 @@ async fn service_stores_rules_and_evaluates_members() {
     assert_eq!(stored["global"]["room"][0]["rule_id"], ROOM);
 
     // A fresh service (empty cache) reads the stored ruleset.
+    let sqlite = crate::store::sqlite::SqliteStore::open(&dir.path().join("tern.db"))
+        .await
+        .unwrap();
     let fresh = PushRuleService::new(
-        sqlite.clone(),
+        std::sync::Arc::new(sqlite),
         std::sync::Arc::new(crate::store::memory::MemoryBus::new(16)),
     );
     let got = fresh

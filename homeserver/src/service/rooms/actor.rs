@@ -442,7 +442,13 @@ impl Core {
                     match (&err, retry) {
                         // Another node changed the state: authorize again
                         // against the reloaded head (which may now refuse).
-                        (StoreError::Stale, Some(retry)) => self.submit(
+                        // A conflict in a cluster is either a retried txn
+                        // that another node committed (the retry finds it in
+                        // the store and answers with its event id) or a
+                        // byte-identical event built on the same stale
+                        // parent elsewhere (the reloaded head gives it
+                        // another parent, so another id).
+                        (StoreError::Stale | StoreError::Conflict, Some(retry)) => self.submit(
                             room_id,
                             Job::Send {
                                 sender: retry.sender,

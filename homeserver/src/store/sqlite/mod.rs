@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{StoreError, StoredEvent};
+use super::{Database, StoreError, StoredEvent};
 use writer::AppendJob;
 
 /// SQLite-backed implementation of [`super::AccountStore`] and [`super::RoomStore`].
@@ -42,16 +42,6 @@ pub struct SqliteStore {
     /// position up to this one is committed too; every sync reads it, so it
     /// is kept here rather than asked of the database.
     account_data: AtomicI64,
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-            sqlx::Error::PoolClosed => StoreError::Closed,
-            _ => StoreError::Database(err.to_string()),
-        }
-    }
 }
 
 impl SqliteStore {
@@ -109,15 +99,6 @@ impl SqliteStore {
         })
     }
 
-    /// Waits for queued appends to commit and closes the database.
-    pub async fn close(&self) {
-        let (done_tx, done_rx) = oneshot::channel();
-        if self.writer.send(AppendJob::Flush(done_tx)).is_ok() {
-            let _ = done_rx.await;
-        }
-        self.pool.close().await;
-    }
-
     fn committed(&self) -> i64 {
         self.committed.load(Ordering::Acquire)
     }
@@ -145,12 +126,24 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
+#[async_trait::async_trait]
+impl Database for SqliteStore {
+    /// Waits for queued appends to commit and closes the database.
+    async fn close(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.writer.send(AppendJob::Flush(done_tx)).is_ok() {
+            let _ = done_rx.await;
+        }
+        self.pool.close().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::SqliteStore;
-    use crate::store::conformance;
+    use crate::store::{conformance, Database};
 
     async fn open_temp() -> (tempfile::TempDir, Arc<SqliteStore>) {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,216 @@
+//! [`PushStore`] on PostgreSQL. Pusher changes are rare: plain pool writes.
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use super::{parse_json, PgStore};
+use crate::store::{OutboxPush, PushStore, PusherRecord, QueuedPush, StoreResult};
+
+const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, \
+     device_display_name, profile_tag, lang, data, device_id, created_ts";
+
+fn pusher_from_row(row: &PgRow) -> StoreResult<PusherRecord> {
+    let data: String = row.try_get(8)?;
+    Ok(PusherRecord {
+        user_id: row.try_get(0)?,
+        app_id: row.try_get(1)?,
+        pushkey: row.try_get(2)?,
+        kind: row.try_get(3)?,
+        app_display_name: row.try_get(4)?,
+        device_display_name: row.try_get(5)?,
+        profile_tag: row.try_get(6)?,
+        lang: row.try_get(7)?,
+        data: parse_json(&data)?,
+        device_id: row.try_get(9)?,
+        created_ts: row.try_get(10)?,
+    })
+}
+
+#[async_trait]
+impl PushStore for PgStore {
+    async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        if !append {
+            sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id != $3")
+                .bind(&pusher.app_id)
+                .bind(&pusher.pushkey)
+                .bind(&pusher.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Replacing takes a new `seq`, as SQLite's INSERT OR REPLACE takes a
+        // new rowid.
+        sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+            .bind(&pusher.user_id)
+            .bind(&pusher.app_id)
+            .bind(&pusher.pushkey)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO pushers ({PUSHER_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&pusher.user_id)
+        .bind(&pusher.app_id)
+        .bind(&pusher.pushkey)
+        .bind(&pusher.kind)
+        .bind(&pusher.app_display_name)
+        .bind(&pusher.device_display_name)
+        .bind(&pusher.profile_tag)
+        .bind(&pusher.lang)
+        .bind(pusher.data.to_string())
+        .bind(&pusher.device_id)
+        .bind(pusher.created_ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> StoreResult<bool> {
+        let done =
+            sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+                .bind(user_id)
+                .bind(app_id)
+                .bind(pushkey)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn pushers(&self, user_id: &str) -> StoreResult<Vec<PusherRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts, seq"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pusher_from_row).collect()
+    }
+
+    async fn delete_device_pushers(
+        &self,
+        user_id: &str,
+        device_id: Option<&str>,
+        keep_device: Option<&str>,
+    ) -> StoreResult<()> {
+        let query = match device_id {
+            Some(device) => {
+                sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2")
+                    .bind(user_id)
+                    .bind(device)
+            }
+            None => sqlx::query(
+                "DELETE FROM pushers WHERE user_id = $1 AND device_id IS DISTINCT FROM $2",
+            )
+            .bind(user_id)
+            .bind(keep_device),
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn all_pushers(&self) -> StoreResult<Vec<PusherRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PUSHER_COLUMNS} FROM pushers ORDER BY created_ts, seq"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pusher_from_row).collect()
+    }
+
+    async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2")
+            .bind(app_id)
+            .bind(pushkey)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn enqueue_pushes(&self, pushes: Vec<OutboxPush>, now_ts: i64) -> StoreResult<()> {
+        if pushes.is_empty() {
+            return Ok(());
+        }
+        // One statement for the whole list, arrays zipped by unnest.
+        let mut users = Vec::with_capacity(pushes.len());
+        let mut apps = Vec::with_capacity(pushes.len());
+        let mut keys = Vec::with_capacity(pushes.len());
+        let mut urls = Vec::with_capacity(pushes.len());
+        let mut bodies = Vec::with_capacity(pushes.len());
+        for push in pushes {
+            users.push(push.user_id);
+            apps.push(push.app_id);
+            keys.push(push.pushkey);
+            urls.push(push.url);
+            bodies.push(push.body.to_string());
+        }
+        sqlx::query(
+            "INSERT INTO push_outbox (user_id, app_id, pushkey, url, body, next_ts) \
+             SELECT u, a, k, url, b, $6 FROM \
+             unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+             WITH ORDINALITY AS t(u, a, k, url, b, ord) ORDER BY ord",
+        )
+        .bind(&users)
+        .bind(&apps)
+        .bind(&keys)
+        .bind(&urls)
+        .bind(&bodies)
+        .bind(now_ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_pushes(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<QueuedPush>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, app_id, pushkey, url, body, attempts FROM push_outbox \
+             WHERE next_ts <= $1 ORDER BY next_ts, id LIMIT $2",
+        )
+        .bind(now_ts)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get(5)?;
+                Ok(QueuedPush {
+                    id: row.try_get(0)?,
+                    push: OutboxPush {
+                        user_id: row.try_get(1)?,
+                        app_id: row.try_get(2)?,
+                        pushkey: row.try_get(3)?,
+                        url: row.try_get(4)?,
+                        body: parse_json(&body)?,
+                    },
+                    attempts: row.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_push_due(&self) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MIN(next_ts) FROM push_outbox")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn finish_push(&self, id: i64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM push_outbox WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn retry_push(&self, id: i64, attempts: i64, next_ts: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE push_outbox SET attempts = $1, next_ts = $2 WHERE id = $3")
+            .bind(attempts)
+            .bind(next_ts)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! The real binary on PostgreSQL (`storage = "postgres"`): the client flows
+//! work, and an acknowledged message survives `kill -9` exactly once.
+//!
+//! Needs `TERN_TEST_POSTGRES_URL` (a role that may create databases; `psql`
+//! on the PATH) and a binary built with `--features homeserver/postgres`;
+//! `scripts/test.sh` provides both. Without the variable each test says it
+//! was skipped. Every test gets a database of its own, dropped at the end.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tern_tests::{assert_ok, enc, message_bodies, Client, ServerOptions, TestServer, V3};
+
+/// A database created for one test, dropped when the guard goes (also when
+/// the test panics).
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    fn create() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("TERN_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: TERN_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = format!(
+            "tern_bb_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        Some(Self { admin_url, name })
+    }
+
+    /// The admin URL with this database in its path.
+    fn url(&self) -> String {
+        let (base, query) = match self.admin_url.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (self.admin_url.as_str(), String::new()),
+        };
+        let (server, _) = base.rsplit_once('/').expect("URL has a database path");
+        format!("{server}/{}{query}", self.name)
+    }
+
+    fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            config_toml: Some(format!(
+                "storage = \"postgres\"\n[postgres]\nurl = \"{}\"\nmax_connections = 8\n",
+                self.url()
+            )),
+            ..ServerOptions::default()
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // No assertion here: a panic while a test is already panicking aborts.
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = Command::new("psql")
+            .args([self.admin_url.as_str(), "-qc", &sql])
+            .output();
+    }
+}
+
+/// Runs `sql` with psql and returns its unaligned output.
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_create_send_and_sync_on_postgres() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut server = TestServer::start_with(db.server_options()).await;
+    let alice = Client::register(&server, "alice").await;
+    let bob = Client::register(&server, "bob").await;
+    let room = alice
+        .create_room(&json!({"preset": "public_chat", "name": "On PG"}))
+        .await;
+    assert_ok(bob.join(&room).await);
+    let since = tern_tests::next_batch(&bob.sync(None, 0, None).await);
+
+    let event_id = alice.send_text(&room, "t1", "hello from postgres").await;
+    bob.sync_until(&since, Duration::from_secs(10), None, |r| {
+        r["rooms"]["join"][room.as_str()]["timeline"]["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["event_id"] == event_id.as_str()))
+    })
+    .await;
+
+    // Account data, filters and the state read back from the database.
+    let (status, _) = alice
+        .put(
+            &format!("{V3}/user/{}/account_data/org.example", enc(&alice.user_id)),
+            &json!({"x": 1}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // It really is in PostgreSQL, not in a SQLite file in the data directory.
+    let stored = psql(
+        &db.url(),
+        &format!("SELECT count(*) FROM events WHERE event_id = '{event_id}'"),
+    );
+    assert_eq!(stored, "1");
+    assert!(!server.data_dir().join("tern.db").exists());
+    server.restart().await;
+    let (status, data) = alice
+        .get(&format!(
+            "{V3}/user/{}/account_data/org.example",
+            enc(&alice.user_id)
+        ))
+        .await;
+    assert_eq!((status, data), (200, json!({"x": 1})));
+    let (status, name) = bob
+        .get(&format!("{V3}/rooms/{}/state/m.room.name/", enc(&room)))
+        .await;
+    assert_eq!((status, name["name"].clone()), (200, json!("On PG")));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_sends_survive_sigkill_on_postgres() {
+    const TASKS: usize = 6;
+    const SENDS: usize = 25;
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut server = TestServer::start_with(db.server_options()).await;
+    let alice = Client::register(&server, "alice").await;
+    let room = alice.create_room(&json!({"preset": "private_chat"})).await;
+
+    // (txn id, body) -> event id of every acknowledged send.
+    let acks: Arc<Mutex<HashMap<(String, String), String>>> = Arc::default();
+    let mut senders = Vec::new();
+    for task in 0..TASKS {
+        let (client, room, acks) = (alice.clone(), room.clone(), acks.clone());
+        senders.push(tokio::spawn(async move {
+            for i in 0..SENDS {
+                let (txn, body) = (format!("pg-{task}-{i}"), format!("msg-{task}-{i}"));
+                match client.try_send_text(&room, &txn, &body).await {
+                    Ok((200, resp)) => {
+                        let id = resp["event_id"].as_str().expect("event_id").to_owned();
+                        acks.lock().unwrap().insert((txn, body), id);
+                    }
+                    Ok((status, resp)) => panic!("send {txn} got {status} {resp}"),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks.lock().unwrap().len() < TASKS * SENDS / 2 {
+        assert!(Instant::now() < deadline, "sends too slow");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.kill_hard();
+    for sender in senders {
+        sender.await.expect("sender panicked");
+    }
+    let acks = acks.lock().unwrap().clone();
+    assert!(acks.len() < TASKS * SENDS, "the kill came after every send");
+    eprintln!(
+        "{} of {} sends acknowledged before SIGKILL",
+        acks.len(),
+        TASKS * SENDS
+    );
+    server.restart().await;
+
+    // Every acknowledged message is there exactly once, under its id.
+    let history = alice.room_history(&room).await;
+    let bodies = message_bodies(&history);
+    for ((txn, body), event_id) in &acks {
+        assert_eq!(
+            bodies.iter().filter(|b| *b == body).count(),
+            1,
+            "{txn}: {body} must be in the history exactly once"
+        );
+        assert!(
+            history.iter().any(|e| e["event_id"] == event_id.as_str()),
+            "{txn}: acknowledged event {event_id} missing"
+        );
+    }
+    // A retried transaction id gets the same event id and adds nothing.
+    for ((txn, body), event_id) in acks.iter().take(10) {
+        assert_eq!(
+            &alice.send_text(&room, txn, body).await,
+            event_id,
+            "retry of {txn}"
+        );
+    }
+    let after = message_bodies(&alice.room_history(&room).await);
+    assert_eq!(after.len(), bodies.len(), "retries must not add events");
+    server.stop().await;
+}
