@@ -30,6 +30,9 @@ use crate::store::{EventBus, ReceiptRecord, ReceiptStore, RoomStore, StoredEvent
 
 /// How often the store's heads are compared with this node's watermarks.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long events may wait above a gap in the timeline cache before the gap
+/// is read from the store: every sync on this node waits on it meanwhile.
+const GAP_PATIENCE: Duration = Duration::from_millis(100);
 /// Events or receipts read from the store per gap-filling query.
 const FILL_BATCH: usize = 1000;
 /// Messages applied together before waking anyone.
@@ -49,6 +52,11 @@ pub fn spawn_follower(services: Arc<Services>, parts: FollowerParts, shutdown: C
         let follower = Follower { services, parts };
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gap_tick = tokio::time::interval(GAP_PATIENCE);
+        gap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The watermark when a gap was last seen: a gap still there, with the
+        // watermark unmoved, a whole GAP_PATIENCE later is filled.
+        let mut gap_at = None;
         // The store's heads at the previous check.
         let mut seen = (0, 0);
         loop {
@@ -68,6 +76,9 @@ pub fn spawn_follower(services: Arc<Services>, parts: FollowerParts, shutdown: C
                 }
                 _ = tick.tick() => {
                     seen = follower.check(seen).await;
+                }
+                _ = gap_tick.tick() => {
+                    gap_at = follower.check_gap(gap_at).await;
                 }
             }
         }
@@ -199,6 +210,23 @@ impl Follower {
             }
         }
         (events_head, receipts_head)
+    }
+
+    /// Fills a gap below events waiting in the cache once it has lasted a
+    /// whole period: a message from another node is late or lost, and every
+    /// sync here waits on it.
+    async fn check_gap(&self, before: Option<i64>) -> Option<i64> {
+        let cache = &self.parts.cache;
+        let Some(lowest) = cache.lowest_pending() else {
+            return None;
+        };
+        let watermark = cache.watermark();
+        if before == Some(watermark) {
+            tracing::debug!(watermark, lowest, "filling a lasting gap from the store");
+            self.fill_events(watermark, lowest - 1).await;
+            return None;
+        }
+        Some(watermark)
     }
 
     async fn fill_events(&self, mut from: i64, upto: i64) {

@@ -73,10 +73,11 @@ impl TimelineCache {
         self.inner.lock().expect("cache lock").watermark
     }
 
-    /// Whether events above the watermark wait for a gap below them to fill
-    /// (in a cluster: a message from another node is late or lost).
-    pub fn has_gap(&self) -> bool {
-        !self.inner.lock().expect("cache lock").pending.is_empty()
+    /// The lowest position waiting above a gap, if any (in a cluster: a
+    /// message from another node is late or lost).
+    pub fn lowest_pending(&self) -> Option<StreamPos> {
+        let inner = self.inner.lock().expect("cache lock");
+        inner.pending.keys().next().copied()
     }
 
     /// Adds committed events, applies redactions `(room, target, redacted PDU)`

@@ -78,6 +78,9 @@ impl KafkaTransport {
             .set("group.id", format!("tern-node-{origin}"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            // A wake-up is only as fast as the fetch that carries it: an
+            // idle fetch waits at most this long for new messages.
+            .set("fetch.wait.max.ms", "20")
             .create()
             .map_err(|e| kafka_error("consumer", e))?;
         let (mut consumer, mut partitions) = partition_count(consumer, &settings.topic).await?;
