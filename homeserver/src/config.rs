@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod media;
+pub mod scylla;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,7 @@ pub struct FileConfig {
     pub sync: Option<SyncFileConfig>,
     pub redis: Option<RedisConfig>,
     pub kafka: Option<cluster::KafkaConfig>,
+    pub scylla: Option<scylla::ScyllaConfig>,
 }
 
 /// The `[redis]` section: typing and presence in Redis instead of memory,
@@ -205,6 +207,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// `None`: a single node, fan-out in this process.
     pub kafka: Option<cluster::KafkaConfig>,
+    /// `None`: timelines are read from the relational engine.
+    pub scylla: Option<scylla::ScyllaConfig>,
 }
 
 impl Default for Config {
@@ -223,6 +227,7 @@ impl Default for Config {
             sync: SyncConfig::default(),
             redis: None,
             kafka: None,
+            scylla: None,
         }
     }
 }
@@ -294,10 +299,14 @@ impl Config {
                 );
             }
         }
+        if let Some(scylla) = &file.scylla {
+            scylla.check()?;
+        }
         Ok(Self {
             presence,
             redis,
             kafka,
+            scylla: file.scylla,
             sync: SyncConfig { sse_keep_alive },
             push: file.push.unwrap_or_default(),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),

@@ -44,7 +44,7 @@ pub async fn build_services(
     let (bus, cluster) = open_bus(&config).await?;
     let backends = Backends {
         accounts: sqlite.clone(),
-        rooms: sqlite.clone(),
+        rooms: open_rooms(&config, sqlite.clone()).await?,
         bus,
         cluster,
         ephemeral: open_ephemeral(&config).await?,
@@ -93,6 +93,40 @@ async fn open_bus(
         Some(_) => anyhow::bail!(
             "[kafka] is configured but this build lacks the `kafka` feature \
              (cargo build --release -p homeserver --features kafka)"
+        ),
+    }
+}
+
+/// Rooms and timelines: the relational engine, with timeline reads served
+/// from ScyllaDB when `[scylla]` is set.
+async fn open_rooms(
+    config: &Config,
+    sqlite: Arc<store::sqlite::SqliteStore>,
+) -> anyhow::Result<Arc<dyn store::RoomStore>> {
+    match &config.scylla {
+        None => Ok(sqlite),
+        #[cfg(feature = "scylla")]
+        Some(scylla) => {
+            let settings = store::scylla::ScyllaSettings {
+                nodes: scylla.nodes.clone(),
+                keyspace: scylla.keyspace.clone(),
+                replication_factor: scylla.replication_factor,
+            };
+            let nodes = scylla.nodes.join(",");
+            let timeline = store::scylla::ScyllaTimeline::connect(&settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
+            // One checkpoint per relational database: this data directory's.
+            let writer = format!("{}:{}", config.server_name, config.data_dir.display());
+            let store = store::scylla::ScyllaTimelineStore::open(sqlite, timeline, &writer)
+                .await
+                .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "scylla"))]
+        Some(_) => anyhow::bail!(
+            "[scylla] is configured but this build lacks the `scylla` feature \
+             (cargo build --release -p homeserver --features scylla)"
         ),
     }
 }

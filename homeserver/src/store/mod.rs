@@ -19,6 +19,8 @@ pub mod media;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis_store;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
