@@ -118,9 +118,10 @@ async fn open_rooms(
                 .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
             // One checkpoint per relational database: this data directory's.
             let writer = format!("{}:{}", config.server_name, config.data_dir.display());
-            let store = store::scylla::ScyllaTimelineStore::open(sqlite, timeline, &writer)
-                .await
-                .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
+            let store =
+                store::scylla::ScyllaTimelineStore::open(sqlite, Arc::new(timeline), &writer)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
             Ok(Arc::new(store))
         }
         #[cfg(not(feature = "scylla"))]

@@ -14,6 +14,8 @@
 //! engine committed after the last checkpoint.
 
 mod buckets;
+#[cfg(test)]
+mod memory;
 mod schema;
 mod timeline;
 mod writer;
@@ -29,7 +31,7 @@ use crate::store::{
     StreamPos,
 };
 use buckets::{read_window, Window};
-pub use timeline::{ScyllaSettings, ScyllaTimeline};
+pub use timeline::{ScyllaSettings, ScyllaTimeline, TimelineTables};
 use writer::{Progress, WriteJob};
 
 /// Rooms read at once by a multi-room query.
@@ -38,7 +40,7 @@ const ROOM_CONCURRENCY: usize = 32;
 /// A [`RoomStore`] whose timeline reads come from ScyllaDB.
 pub struct ScyllaTimelineStore {
     inner: Arc<dyn RoomStore>,
-    timeline: Arc<ScyllaTimeline>,
+    timeline: Arc<dyn TimelineTables>,
     jobs: mpsc::UnboundedSender<WriteJob>,
     progress: Arc<Progress>,
 }
@@ -49,12 +51,11 @@ impl ScyllaTimelineStore {
     /// this process's checkpoint: one per relational database.
     pub async fn open(
         inner: Arc<dyn RoomStore>,
-        timeline: ScyllaTimeline,
+        timeline: Arc<dyn TimelineTables>,
         writer: &str,
     ) -> StoreResult<Self> {
-        let timeline = Arc::new(timeline);
         let from = timeline.progress(writer).await?;
-        let written = writer::catch_up(inner.as_ref(), &timeline, writer, from).await?;
+        let written = writer::catch_up(inner.as_ref(), timeline.as_ref(), writer, from).await?;
         if written > from {
             tracing::info!(from, written, "scylla timeline caught up");
         }
@@ -98,7 +99,12 @@ impl ScyllaTimelineStore {
     }
 
     async fn read(&self, room_id: &str, window: Window) -> StoreResult<Vec<StoredEvent>> {
-        read_window(self.timeline.as_ref(), room_id, window).await
+        read_window(
+            self.timeline.as_ref() as &dyn buckets::BucketSource,
+            room_id,
+            window,
+        )
+        .await
     }
 }
 
@@ -268,13 +274,17 @@ impl RoomStore for ScyllaTimelineStore {
 
 #[cfg(all(test, feature = "sqlite"))]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::memory::MemoryTables;
     use super::*;
     use crate::store::conformance;
     use crate::store::sqlite::SqliteStore;
+    use crate::store::StoreError;
 
     /// Settings for a fresh keyspace on the ScyllaDB named by `SCYLLA_URI`
     /// (`host:port[,host:port...]`), or `None` (and a note) without it.
-    fn test_settings(test: &str) -> Option<ScyllaSettings> {
+    fn scylla_settings(test: &str) -> Option<ScyllaSettings> {
         let Ok(uri) = std::env::var("SCYLLA_URI") else {
             eprintln!("{test}: skipped: SCYLLA_URI not set");
             return None;
@@ -294,59 +304,137 @@ mod tests {
         })
     }
 
+    async fn drop_keyspace(settings: &ScyllaSettings) {
+        let timeline = ScyllaTimeline::connect(settings).await.unwrap();
+        timeline.drop_keyspace(&settings.keyspace).await.unwrap();
+    }
+
     async fn sqlite(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
         Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap())
     }
 
     #[tokio::test]
+    async fn memory_timeline_passes_the_room_store_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let tables = Arc::new(MemoryTables::default());
+        let store = ScyllaTimelineStore::open(sqlite(&dir).await, tables, "test")
+            .await
+            .unwrap();
+        conformance::room_store(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
     async fn scylla_timeline_passes_the_room_store_suite() {
-        let Some(settings) = test_settings("scylla_timeline_passes_the_room_store_suite") else {
+        let Some(settings) = scylla_settings("scylla_timeline_passes_the_room_store_suite") else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let timeline = ScyllaTimeline::connect(&settings).await.unwrap();
+        let timeline = Arc::new(ScyllaTimeline::connect(&settings).await.unwrap());
         let store = ScyllaTimelineStore::open(sqlite(&dir).await, timeline, "test")
             .await
             .unwrap();
         conformance::room_store(Arc::new(store)).await;
-        ScyllaTimeline::connect(&settings)
-            .await
-            .unwrap()
-            .drop_keyspace(&settings.keyspace)
-            .await
-            .unwrap();
+        drop_keyspace(&settings).await;
     }
 
-    /// Events the relational engine committed while Scylla missed them (a
-    /// crash between the two writes, or a timeline added to a running
-    /// server) are copied at start-up, redactions included.
-    #[tokio::test]
-    async fn scylla_timeline_catches_up_at_start() {
-        let Some(settings) = test_settings("scylla_timeline_catches_up_at_start") else {
-            return;
-        };
+    /// Events the relational engine committed while the timeline missed
+    /// them (a crash between the two writes, or a timeline added to a
+    /// running server) are copied at start-up, and only those.
+    async fn catches_up_at_start(open_tables: impl Fn() -> Arc<dyn TimelineTables>) {
         let dir = tempfile::tempdir().unwrap();
         let inner = sqlite(&dir).await;
         conformance::append_sample(inner.as_ref(), "!r:test", 5).await;
-        let timeline = ScyllaTimeline::connect(&settings).await.unwrap();
-        let store = ScyllaTimelineStore::open(inner.clone(), timeline, "test")
+        let store = ScyllaTimelineStore::open(inner.clone(), open_tables(), "test")
             .await
             .unwrap();
         conformance::check_sample(&store, "!r:test", 5).await;
-        // Behind Scylla's back again; the next start copies only the rest.
+        assert_eq!(open_tables().progress("test").await.unwrap(), 5);
+        drop(store);
         conformance::append_sample(inner.as_ref(), "!r2:test", 3).await;
-        let timeline = ScyllaTimeline::connect(&settings).await.unwrap();
-        let store = ScyllaTimelineStore::open(inner, timeline, "test")
+        let store = ScyllaTimelineStore::open(inner, open_tables(), "test")
             .await
             .unwrap();
         conformance::check_sample(&store, "!r2:test", 3).await;
         let latest = store.latest_event("!r:test").await.unwrap().unwrap();
         assert_eq!(latest.event_id, "$!r:test-4");
-        ScyllaTimeline::connect(&settings)
-            .await
-            .unwrap()
-            .drop_keyspace(&settings.keyspace)
+        assert_eq!(open_tables().progress("test").await.unwrap(), 8);
+    }
+
+    #[tokio::test]
+    async fn memory_timeline_catches_up_at_start() {
+        let tables = Arc::new(MemoryTables::default());
+        catches_up_at_start(|| tables.clone()).await;
+    }
+
+    #[tokio::test]
+    async fn scylla_timeline_catches_up_at_start() {
+        let Some(settings) = scylla_settings("scylla_timeline_catches_up_at_start") else {
+            return;
+        };
+        let timeline: Arc<dyn TimelineTables> =
+            Arc::new(ScyllaTimeline::connect(&settings).await.unwrap());
+        catches_up_at_start(|| timeline.clone()).await;
+        drop_keyspace(&settings).await;
+    }
+
+    /// While the timeline cannot be written, appends commit in the
+    /// relational engine but are not acknowledged, and readers are held
+    /// back to what the timeline has; the next append after it recovers
+    /// copies everything missed.
+    #[tokio::test]
+    async fn a_failed_write_is_repaired_by_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = sqlite(&dir).await;
+        let tables = Arc::new(MemoryTables::default());
+        let store = ScyllaTimelineStore::open(inner.clone(), tables.clone(), "test")
             .await
             .unwrap();
+        conformance::append_sample(&store, "!r:test", 3).await;
+        let before = store.events_position().await.unwrap();
+        assert_eq!(before, 3);
+
+        tables.fail_writes.store(true, Ordering::SeqCst);
+        let redaction = NewEvent {
+            kind: "m.room.redaction".into(),
+            pdu: Arc::new(serde_json::json!({
+                "type": "m.room.redaction",
+                "content": {"redacts": "$!r:test-1"},
+            })),
+            redaction: Some((
+                "$!r:test-1".into(),
+                serde_json::json!({"type": "m.room.message", "content": {}}),
+            )),
+            ..conformance::sample_message("!r:test", 10)
+        };
+        let failed = store.append(vec![redaction]).unwrap().await;
+        assert!(matches!(failed, Err(StoreError::Database(_))));
+        // Committed in the relational engine, not readable from the timeline.
+        assert_eq!(inner.events_position().await.unwrap(), 4);
+        assert_eq!(store.events_position().await.unwrap(), before);
+        assert!(store.get_event("$!r:test-10").await.unwrap().is_none());
+
+        tables.fail_writes.store(false, Ordering::SeqCst);
+        let next = conformance::sample_message("!r:test", 11);
+        let positions = store.append(vec![next]).unwrap().await.unwrap();
+        assert_eq!(positions, vec![5]);
+        assert_eq!(store.events_position().await.unwrap(), 5);
+        let page = store
+            .room_events("!r:test", 5, Direction::Backward, 10)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "$!r:test-11",
+                "$!r:test-10",
+                "$!r:test-2",
+                "$!r:test-1",
+                "$!r:test-0"
+            ]
+        );
+        // The redaction the failed write carried was applied by the repair.
+        let redacted = store.get_event("$!r:test-1").await.unwrap().unwrap();
+        assert_eq!(redacted.pdu["content"], serde_json::json!({}));
     }
 }

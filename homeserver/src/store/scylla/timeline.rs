@@ -81,6 +81,22 @@ struct Statements {
     update_progress: PreparedStatement,
 }
 
+/// What the timeline store needs of its tables: ScyllaDB's in production,
+/// a map in memory in the tests of the write path.
+#[async_trait]
+pub trait TimelineTables: BucketSource {
+    /// Upserts events: the bucket index first, so a reader that finds a row
+    /// can always find its bucket. Idempotent, so a retry is harmless.
+    async fn write_events(&self, events: &[StoredEvent]) -> StoreResult<()>;
+    /// Replaces the PDU of `event_id` with its redacted form, if the event
+    /// is in the timeline.
+    async fn redact(&self, event_id: &str, redacted: &Value) -> StoreResult<()>;
+    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>>;
+    /// How far `writer` has copied the relational engine (0: never).
+    async fn progress(&self, writer: &str) -> StoreResult<StreamPos>;
+    async fn set_progress(&self, writer: &str, stream: StreamPos) -> StoreResult<()>;
+}
+
 /// The timeline tables of one keyspace.
 pub struct ScyllaTimeline {
     session: Session,
@@ -133,30 +149,14 @@ impl ScyllaTimeline {
         })
     }
 
-    /// Upserts events: the bucket index first, so a reader that finds a row
-    /// can always find its bucket. Idempotent, so a retry is harmless.
-    pub async fn write_events(&self, events: &[StoredEvent]) -> StoreResult<()> {
-        let mut buckets: Vec<(&str, i64)> = events
-            .iter()
-            .map(|e| (e.room_id.as_str(), bucket_of(e.stream)))
-            .collect();
-        buckets.sort_unstable();
-        buckets.dedup();
-        // In chunks of joined futures rather than a buffered stream: the
-        // futures borrow `self`, and a stream of them is not `Send` enough
-        // for `async_trait`.
-        for chunk in buckets.chunks(WRITE_CONCURRENCY) {
-            try_join_all(chunk.iter().map(|&(room, bucket)| async move {
-                self.session
-                    .execute_unpaged(&self.statements.insert_bucket, (room, bucket))
-                    .await
-                    .map_err(db)
-            }))
-            .await?;
-        }
-        for chunk in events.chunks(WRITE_CONCURRENCY) {
-            try_join_all(chunk.iter().map(|event| self.write_event(event))).await?;
-        }
+    /// Drops the whole keyspace (tests clean up after themselves).
+    #[cfg(test)]
+    pub async fn drop_keyspace(&self, keyspace: &str) -> StoreResult<()> {
+        schema::check_keyspace(keyspace)?;
+        self.session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+            .await
+            .map_err(db)?;
         Ok(())
     }
 
@@ -196,9 +196,46 @@ impl ScyllaTimeline {
         Ok(())
     }
 
-    /// Replaces the PDU of `event_id` with its redacted form, if the event
-    /// is in the timeline (an update of a missing row would create one).
-    pub async fn redact(&self, event_id: &str, redacted: &Value) -> StoreResult<()> {
+    async fn locate(&self, event_id: &str) -> StoreResult<Option<(String, i64)>> {
+        self.session
+            .execute_unpaged(&self.statements.find_event_id, (event_id,))
+            .await
+            .map_err(db)?
+            .into_rows_result()
+            .map_err(db)?
+            .maybe_first_row::<(String, i64)>()
+            .map_err(db)
+    }
+}
+
+#[async_trait]
+impl TimelineTables for ScyllaTimeline {
+    async fn write_events(&self, events: &[StoredEvent]) -> StoreResult<()> {
+        let mut buckets: Vec<(&str, i64)> = events
+            .iter()
+            .map(|e| (e.room_id.as_str(), bucket_of(e.stream)))
+            .collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        // In chunks of joined futures rather than a buffered stream: the
+        // futures borrow `self`, and a stream of them is not `Send` enough
+        // for `async_trait`.
+        for chunk in buckets.chunks(WRITE_CONCURRENCY) {
+            try_join_all(chunk.iter().map(|&(room, bucket)| async move {
+                self.session
+                    .execute_unpaged(&self.statements.insert_bucket, (room, bucket))
+                    .await
+                    .map_err(db)
+            }))
+            .await?;
+        }
+        for chunk in events.chunks(WRITE_CONCURRENCY) {
+            try_join_all(chunk.iter().map(|event| self.write_event(event))).await?;
+        }
+        Ok(())
+    }
+
+    async fn redact(&self, event_id: &str, redacted: &Value) -> StoreResult<()> {
         let Some((room_id, stream)) = self.locate(event_id).await? else {
             return Ok(());
         };
@@ -212,18 +249,7 @@ impl ScyllaTimeline {
         Ok(())
     }
 
-    async fn locate(&self, event_id: &str) -> StoreResult<Option<(String, i64)>> {
-        self.session
-            .execute_unpaged(&self.statements.find_event_id, (event_id,))
-            .await
-            .map_err(db)?
-            .into_rows_result()
-            .map_err(db)?
-            .maybe_first_row::<(String, i64)>()
-            .map_err(db)
-    }
-
-    pub async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
+    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
         let Some((room_id, stream)) = self.locate(event_id).await? else {
             return Ok(None);
         };
@@ -242,19 +268,7 @@ impl ScyllaTimeline {
         row.map(event_from_row).transpose()
     }
 
-    /// Drops the whole keyspace (tests clean up after themselves).
-    #[cfg(test)]
-    pub async fn drop_keyspace(&self, keyspace: &str) -> StoreResult<()> {
-        schema::check_keyspace(keyspace)?;
-        self.session
-            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
-    /// How far `writer` has copied the relational engine (0: never).
-    pub async fn progress(&self, writer: &str) -> StoreResult<StreamPos> {
+    async fn progress(&self, writer: &str) -> StoreResult<StreamPos> {
         let row = self
             .session
             .execute_unpaged(&self.statements.select_progress, (writer,))
@@ -267,7 +281,7 @@ impl ScyllaTimeline {
         Ok(row.map_or(0, |(stream,)| stream))
     }
 
-    pub async fn set_progress(&self, writer: &str, stream: StreamPos) -> StoreResult<()> {
+    async fn set_progress(&self, writer: &str, stream: StreamPos) -> StoreResult<()> {
         self.session
             .execute_unpaged(&self.statements.update_progress, (writer, stream))
             .await

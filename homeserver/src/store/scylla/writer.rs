@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::timeline::ScyllaTimeline;
+use super::timeline::TimelineTables;
 use crate::store::{Durable, NewEvent, RoomStore, StoreError, StoreResult, StoredEvent, StreamPos};
 
 /// Appends gathered into one group at most.
@@ -140,7 +140,7 @@ fn redacts(pdu: &Value) -> Option<&str> {
 /// of what the relational engine holds now.
 pub async fn catch_up(
     inner: &dyn RoomStore,
-    timeline: &ScyllaTimeline,
+    timeline: &dyn TimelineTables,
     writer: &str,
     from: StreamPos,
 ) -> StoreResult<StreamPos> {
@@ -170,7 +170,7 @@ pub async fn catch_up(
 pub async fn run(
     mut jobs: mpsc::UnboundedReceiver<WriteJob>,
     inner: Arc<dyn RoomStore>,
-    timeline: Arc<ScyllaTimeline>,
+    timeline: Arc<dyn TimelineTables>,
     progress: Arc<Progress>,
     writer: String,
 ) {
@@ -194,14 +194,14 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        write_group(group, inner.as_ref(), &timeline, &progress, &writer).await;
+        write_group(group, inner.as_ref(), timeline.as_ref(), &progress, &writer).await;
     }
 }
 
 async fn write_group(
     group: Vec<WriteJob>,
     inner: &dyn RoomStore,
-    timeline: &ScyllaTimeline,
+    timeline: &dyn TimelineTables,
     progress: &Progress,
     writer: &str,
 ) {
@@ -270,7 +270,7 @@ async fn write_group(
 }
 
 async fn write_rows(
-    timeline: &ScyllaTimeline,
+    timeline: &dyn TimelineTables,
     rows: &[StoredEvent],
     redactions: &[(String, Value)],
 ) -> StoreResult<()> {
