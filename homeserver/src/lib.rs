@@ -209,3 +209,26 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[scylla]` in a build without the engine is refused at start-up,
+    /// saying which feature is missing (with it, the engine connects).
+    #[cfg(not(feature = "scylla"))]
+    #[tokio::test]
+    async fn scylla_without_the_feature_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            scylla: Some(toml::from_str("").unwrap()),
+            ..Config::default()
+        };
+        let err = match build_services(config, CancellationToken::new()).await {
+            Ok(_) => panic!("started without the scylla feature"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains("lacks the `scylla` feature"), "{err}");
+    }
+}

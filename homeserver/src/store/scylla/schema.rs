@@ -20,6 +20,7 @@ pub const FIND_EVENT_ID: &str = "SELECT room_id, stream FROM events_by_id WHERE 
 pub const REDACT_EVENT: &str =
     "UPDATE room_events SET pdu = ? WHERE room_id = ? AND bucket = ? AND stream = ?";
 /// The columns every event read returns, in `StoredEvent` order.
+#[cfg(test)]
 pub const EVENT_COLUMNS: &str =
     "event_id, room_id, stream, sender, type, state_key, pdu, txn_device, txn_id, visibility";
 pub const SELECT_EVENT: &str = "SELECT event_id, room_id, stream, sender, type, state_key, pdu, \
@@ -40,7 +41,8 @@ pub const SELECT_BUCKETS_FORWARD: &str = "SELECT bucket FROM room_buckets \
 pub const SELECT_PROGRESS: &str = "SELECT stream FROM timeline_progress WHERE writer = ?";
 pub const UPDATE_PROGRESS: &str = "INSERT INTO timeline_progress (writer, stream) VALUES (?, ?)";
 
-/// Every prepared statement, for the tests (and to prepare them all at once).
+/// Every prepared statement, for the tests.
+#[cfg(test)]
 pub const PREPARED: &[&str] = &[
     INSERT_EVENT,
     INSERT_EVENT_ID,
@@ -88,8 +90,7 @@ pub fn split_statements(text: &str) -> Vec<String> {
     let mut current = String::new();
     for line in text.lines() {
         let mut in_string = false;
-        let mut chars = line.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
+        for (i, c) in line.char_indices() {
             match c {
                 '\'' => {
                     in_string = !in_string;
@@ -116,6 +117,7 @@ pub fn split_statements(text: &str) -> Vec<String> {
 }
 
 /// The shape of one `CREATE TABLE`, as far as the tests need it.
+#[cfg(test)]
 #[derive(Debug, PartialEq, Eq)]
 pub struct TableShape {
     pub name: String,
@@ -129,6 +131,7 @@ pub struct TableShape {
 /// Parses a `CREATE TABLE [IF NOT EXISTS] name (col type, ..., PRIMARY KEY
 /// (...)) [WITH CLUSTERING ORDER BY (...)]` statement; `None` for anything
 /// else or anything malformed.
+#[cfg(test)]
 pub fn parse_create_table(statement: &str) -> Option<TableShape> {
     let rest = strip_prefix_ci(statement.trim(), "CREATE TABLE ")?;
     let rest = strip_prefix_ci(rest, "IF NOT EXISTS ").unwrap_or(rest);
@@ -182,12 +185,14 @@ pub fn parse_create_table(statement: &str) -> Option<TableShape> {
     })
 }
 
+#[cfg(test)]
 fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &text[prefix.len()..])
 }
 
+#[cfg(test)]
 fn matching_paren(text: &str, open: usize) -> Option<usize> {
     let mut depth = 0usize;
     for (i, c) in text.char_indices().skip_while(|(i, _)| *i < open) {
@@ -207,6 +212,7 @@ fn matching_paren(text: &str, open: usize) -> Option<usize> {
 
 /// Splits on commas that are not inside parentheses or angle brackets
 /// (`map<text, text>`).
+#[cfg(test)]
 fn split_top_level(text: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut depth = 0i32;
