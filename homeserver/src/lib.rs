@@ -210,13 +210,12 @@ pub async fn shutdown_signal() {
     }
 }
 
-#[cfg(test)]
+/// `[scylla]` in a build without the engine is refused at start-up,
+/// saying which feature is missing (with it, the engine connects).
+#[cfg(all(test, not(feature = "scylla")))]
 mod tests {
     use super::*;
 
-    /// `[scylla]` in a build without the engine is refused at start-up,
-    /// saying which feature is missing (with it, the engine connects).
-    #[cfg(not(feature = "scylla"))]
     #[tokio::test]
     async fn scylla_without_the_feature_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
