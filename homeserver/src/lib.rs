@@ -101,10 +101,10 @@ async fn open_bus(
 /// from ScyllaDB when `[scylla]` is set.
 async fn open_rooms(
     config: &Config,
-    sqlite: Arc<store::sqlite::SqliteStore>,
+    relational: Arc<dyn store::RoomStore>,
 ) -> anyhow::Result<Arc<dyn store::RoomStore>> {
     match &config.scylla {
-        None => Ok(sqlite),
+        None => Ok(relational),
         #[cfg(feature = "scylla")]
         Some(scylla) => {
             let settings = store::scylla::ScyllaSettings {
@@ -117,11 +117,12 @@ async fn open_rooms(
                 .await
                 .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
             // One checkpoint per relational database: this data directory's.
-            let writer = format!("{}:{}", config.server_name, config.data_dir.display());
-            let store =
-                store::scylla::ScyllaTimelineStore::open(sqlite, Arc::new(timeline), &writer)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
+            let data_dir = std::fs::canonicalize(&config.data_dir)?;
+            let writer = format!("{}:{}", config.server_name, data_dir.display());
+            let timeline = Arc::new(timeline);
+            let store = store::scylla::ScyllaTimelineStore::open(relational, timeline, &writer)
+                .await
+                .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
             Ok(Arc::new(store))
         }
         #[cfg(not(feature = "scylla"))]
