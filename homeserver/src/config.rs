@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod media;
+pub mod scylla;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,6 +91,7 @@ pub struct FileConfig {
     pub redis: Option<RedisConfig>,
     pub postgres: Option<PostgresConfig>,
     pub kafka: Option<cluster::KafkaConfig>,
+    pub scylla: Option<scylla::ScyllaConfig>,
 }
 
 /// The `[postgres]` section: where `storage = "postgres"` keeps its data.
@@ -231,6 +233,8 @@ pub struct Config {
     pub postgres: Option<PostgresConfig>,
     /// `None`: a single node, fan-out in this process.
     pub kafka: Option<cluster::KafkaConfig>,
+    /// `None`: timelines are read from the relational engine.
+    pub scylla: Option<scylla::ScyllaConfig>,
 }
 
 impl Default for Config {
@@ -250,6 +254,7 @@ impl Default for Config {
             redis: None,
             postgres: None,
             kafka: None,
+            scylla: None,
         }
     }
 }
@@ -343,12 +348,16 @@ impl Config {
                 );
             }
         }
+        if let Some(scylla) = &file.scylla {
+            scylla.check()?;
+        }
         Ok(Self {
             presence,
             redis,
             postgres,
             storage,
             kafka,
+            scylla: file.scylla,
             sync: SyncConfig { sse_keep_alive },
             push: file.push.unwrap_or_default(),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),

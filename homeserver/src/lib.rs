@@ -92,7 +92,7 @@ where
     let (bus, cluster) = open_bus(config).await?;
     Ok(Backends {
         accounts: engine.clone(),
-        rooms: engine.clone(),
+        rooms: open_rooms(config, engine.clone()).await?,
         bus,
         cluster,
         ephemeral: open_ephemeral(config).await?,
@@ -156,6 +156,42 @@ async fn open_bus(
         Some(_) => anyhow::bail!(
             "[kafka] is configured but this build lacks the `kafka` feature \
              (cargo build --release -p homeserver --features kafka)"
+        ),
+    }
+}
+
+/// Rooms and timelines: the relational engine, with timeline reads served
+/// from ScyllaDB when `[scylla]` is set.
+async fn open_rooms(
+    config: &Config,
+    relational: Arc<dyn store::RoomStore>,
+) -> anyhow::Result<Arc<dyn store::RoomStore>> {
+    match &config.scylla {
+        None => Ok(relational),
+        #[cfg(feature = "scylla")]
+        Some(scylla) => {
+            let settings = store::scylla::ScyllaSettings {
+                nodes: scylla.nodes.clone(),
+                keyspace: scylla.keyspace.clone(),
+                replication_factor: scylla.replication_factor,
+            };
+            let nodes = scylla.nodes.join(",");
+            let timeline = store::scylla::ScyllaTimeline::connect(&settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
+            // One checkpoint per relational database: this data directory's.
+            let data_dir = std::fs::canonicalize(&config.data_dir)?;
+            let writer = format!("{}:{}", config.server_name, data_dir.display());
+            let timeline = Arc::new(timeline);
+            let store = store::scylla::ScyllaTimelineStore::open(relational, timeline, &writer)
+                .await
+                .map_err(|e| anyhow::anyhow!("scylla at {nodes}: {e}"))?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "scylla"))]
+        Some(_) => anyhow::bail!(
+            "[scylla] is configured but this build lacks the `scylla` feature \
+             (cargo build --release -p homeserver --features scylla)"
         ),
     }
 }
@@ -238,10 +274,11 @@ pub async fn shutdown_signal() {
     }
 }
 
-#[cfg(all(test, not(feature = "postgres")))]
+#[cfg(all(test, any(not(feature = "postgres"), not(feature = "scylla"))))]
 mod tests {
     use super::*;
 
+    #[cfg(not(feature = "postgres"))]
     #[tokio::test]
     async fn postgres_without_the_feature_is_a_clear_start_up_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -259,5 +296,23 @@ mod tests {
             .err()
             .expect("start-up must fail");
         assert!(err.to_string().contains("`postgres` feature"), "{err}");
+    }
+
+    /// `[scylla]` in a build without the engine is refused at start-up,
+    /// saying which feature is missing (with it, the engine connects).
+    #[cfg(not(feature = "scylla"))]
+    #[tokio::test]
+    async fn scylla_without_the_feature_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            scylla: Some(toml::from_str("").unwrap()),
+            ..Config::default()
+        };
+        let err = match build_services(config, CancellationToken::new()).await {
+            Ok(_) => panic!("started without the scylla feature"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains("lacks the `scylla` feature"), "{err}");
     }
 }

@@ -217,9 +217,7 @@ impl Follower {
     /// sync here waits on it.
     async fn check_gap(&self, before: Option<i64>) -> Option<i64> {
         let cache = &self.parts.cache;
-        let Some(lowest) = cache.lowest_pending() else {
-            return None;
-        };
+        let lowest = cache.lowest_pending()?;
         let watermark = cache.watermark();
         if before == Some(watermark) {
             tracing::debug!(watermark, lowest, "filling a lasting gap from the store");

@@ -23,6 +23,8 @@ pub mod postgres;
 pub mod redis_bus;
 #[cfg(feature = "redis")]
 pub mod redis_store;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -144,6 +144,11 @@ fn event(room: &str, n: usize, state_key: Option<&str>, txn: Option<&str>) -> Ne
     }
 }
 
+/// A message of `room` (`$room-n`), for engines' own tests.
+pub fn sample_message(room: &str, n: usize) -> NewEvent {
+    event(room, n, None, None)
+}
+
 /// Appends a join and `count - 1` messages to `room`.
 pub async fn append_sample(store: &dyn RoomStore, room: &str, count: usize) {
     store.create_room(room, "11", "@a:test").await.unwrap();
