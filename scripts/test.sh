@@ -17,6 +17,10 @@ fi
 # The OpenAPI contract tests: validators, schemathesis, a client generator.
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
 
+# The Docker deployment files, validated statically (no Docker engine here):
+# cheap, so before the build.
+TERN_VENV="$VENV" scripts/check-docker.sh
+
 # Redis for typing and presence in the distributed deployment: installed
 # from Debian's packages and started if this machine has none running.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

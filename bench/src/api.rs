@@ -37,12 +37,18 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
-/// One shared HTTP client plus the server's base URL. Cloning is cheap: the
+/// One shared HTTP client plus the servers' base URLs. Cloning is cheap: the
 /// connection pool inside `reqwest::Client` is shared.
+///
+/// Several URLs (comma-separated) are nodes of one deployment: each user
+/// sticks to one node, picked from a hash of their access token, as a load
+/// balancer with session affinity would; requests without a token take the
+/// nodes in turn.
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
-    base: String,
+    bases: std::sync::Arc<Vec<String>>,
+    turn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Api {
@@ -65,10 +71,35 @@ impl Api {
             .tcp_nodelay(true)
             .timeout(timeout)
             .build()?;
+        let bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if bases.is_empty() {
+            bail!("--url names no server");
+        }
         Ok(Self {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            bases: std::sync::Arc::new(bases),
+            turn: Default::default(),
         })
+    }
+
+    /// The node a request goes to: the token's, or the next in turn.
+    fn base(&self, token: Option<&str>) -> &str {
+        let n = self.bases.len();
+        let index = match token {
+            _ if n == 1 => 0,
+            Some(token) => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                token.hash(&mut hasher);
+                hasher.finish() as usize % n
+            }
+            None => self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n,
+        };
+        &self.bases[index]
     }
 
     /// Sends a request and returns the JSON body, or an error naming the
@@ -82,7 +113,7 @@ impl Api {
     ) -> anyhow::Result<Value> {
         let mut req = self
             .http
-            .request(method.clone(), format!("{}{path}", self.base));
+            .request(method.clone(), format!("{}{path}", self.base(token)));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -222,7 +253,7 @@ impl Api {
         }
         let resp = self
             .http
-            .get(format!("{}{V3}/sync", self.base))
+            .get(format!("{}{V3}/sync", self.base(Some(token))))
             .bearer_auth(token)
             .query(&query)
             .send()
@@ -265,7 +296,7 @@ impl Api {
         }
         let resp = self
             .http
-            .get(format!("{}{V3}/sync", self.base))
+            .get(format!("{}{V3}/sync", self.base(Some(token))))
             .bearer_auth(token)
             .header("accept", "text/event-stream")
             .query(&query)

@@ -50,7 +50,8 @@ use crate::report::{
     about = "Load generator for Matrix homeservers"
 )]
 struct Args {
-    /// Base URL of the homeserver, e.g. http://127.0.0.1:8008
+    /// Base URL of the homeserver, e.g. http://127.0.0.1:8008; several,
+    /// comma-separated, are nodes of one deployment (users spread over them)
     #[arg(long)]
     url: String,
     /// Number of users to register (each runs one sync loop); default 8,

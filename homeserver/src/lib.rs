@@ -127,10 +127,29 @@ async fn open_bus(
                 std::process::id(),
                 service::accounts::random_token(9)
             );
-            let transport = store::kafka::KafkaTransport::connect(&settings, origin)
+            let kafka_transport = store::kafka::KafkaTransport::connect(&settings, origin.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("kafka at {}: {e}", kafka.brokers))?;
-            let bus = Arc::new(store::cluster::ClusterBus::new(Arc::new(transport)));
+            let transport: Arc<dyn store::cluster::ClusterTransport> = Arc::new(kafka_transport);
+            // Typing and presence wake-ups over Redis pub/sub (`[redis]` is
+            // required with `[kafka]`), the rest over Kafka.
+            #[cfg(feature = "redis")]
+            let transport: Arc<dyn store::cluster::ClusterTransport> = match &config.redis {
+                Some(redis) => Arc::new(store::redis_bus::SplitTransport {
+                    ephemeral: Arc::new(
+                        store::redis_bus::RedisTransport::connect(
+                            &redis.url,
+                            &redis.key_prefix,
+                            origin,
+                        )
+                        .await
+                        .map_err(|e| anyhow::anyhow!("redis at {}: {e}", redis.url))?,
+                    ),
+                    ordered: transport,
+                }),
+                None => transport,
+            };
+            let bus = Arc::new(store::cluster::ClusterBus::new(transport));
             Ok((bus.clone(), Some(bus)))
         }
         #[cfg(not(feature = "kafka"))]

@@ -35,6 +35,19 @@ impl Client {
         }
     }
 
+    /// The same device talking to another server (another node of a cluster).
+    pub fn on(&self, server: &TestServer) -> Self {
+        self.on_url(&server.base_url())
+    }
+
+    /// [`Self::on`] by address, for a server that may be gone by then.
+    pub fn on_url(&self, base_url: &str) -> Self {
+        Client {
+            base_url: base_url.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// The same device with another (or no) access token.
     pub fn with_token(&self, token: Option<&str>) -> Self {
         Client {

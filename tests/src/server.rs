@@ -68,6 +68,12 @@ impl TestServer {
         Self::launch(dir.to_path_buf(), None, ServerOptions::default()).await
     }
 
+    /// Starts a server with options on an existing data directory: nodes of
+    /// a cluster share one (and so one signing key).
+    pub async fn start_in(dir: &Path, options: ServerOptions) -> Self {
+        Self::launch(dir.to_path_buf(), None, options).await
+    }
+
     /// Starts a server with the given options on a fresh temporary data directory.
     pub async fn start_with(options: ServerOptions) -> Self {
         let tmp = tempfile::Builder::new()

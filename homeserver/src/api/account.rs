@@ -100,7 +100,8 @@ pub async fn register(
     }
     services
         .rate_limiter
-        .check(Action::Register, &peer.ip().to_string())?;
+        .check(Action::Register, &peer.ip().to_string())
+        .await?;
     if body.password.as_deref().is_none_or(str::is_empty) {
         return Err(ApiError::new(
             ErrorKind::InvalidParam,
@@ -193,7 +194,8 @@ pub async fn login(
     }
     services
         .rate_limiter
-        .check(Action::Login, &peer.ip().to_string())?;
+        .check(Action::Login, &peer.ip().to_string())
+        .await?;
     let user = identified_user(body.identifier.as_ref(), body.user.as_deref())?;
     let password = body
         .password

@@ -73,16 +73,46 @@ async fn shared() -> Shared {
 }
 
 async fn node(shared: &Shared, transport: Arc<dyn ClusterTransport>) -> Router {
-    node_on(shared, &shared.store, transport).await
+    node_with_services(shared, transport).await.0
+}
+
+async fn node_with_services(
+    shared: &Shared,
+    transport: Arc<dyn ClusterTransport>,
+) -> (Router, Arc<Services>) {
+    node_configured(shared, transport, true).await
 }
 
 /// A node on `stores`, with the shared data directory (signing key) and
 /// ephemeral engine.
 async fn node_on(shared: &Shared, stores: &Stores, transport: Arc<dyn ClusterTransport>) -> Router {
+    node_on_stores(shared, stores, transport, true).await.0
+}
+
+async fn node_configured(
+    shared: &Shared,
+    transport: Arc<dyn ClusterTransport>,
+    disable_rate_limits: bool,
+) -> (Router, Arc<Services>) {
+    node_on_stores(
+        shared,
+        &shared.store.clone(),
+        transport,
+        disable_rate_limits,
+    )
+    .await
+}
+
+async fn node_on_stores(
+    shared: &Shared,
+    stores: &Stores,
+    transport: Arc<dyn ClusterTransport>,
+    disable_rate_limits: bool,
+) -> (Router, Arc<Services>) {
     let config = Config {
         data_dir: shared.dir.path().to_owned(),
         allow_registration: true,
-        disable_rate_limits: true,
+        disable_rate_limits,
         ..Config::default()
     };
     let bus = Arc::new(ClusterBus::new(transport));
@@ -101,7 +131,9 @@ async fn node_on(shared: &Shared, stores: &Stores, transport: Arc<dyn ClusterTra
     let services = Services::new(config, backends, key, CancellationToken::new())
         .await
         .unwrap();
-    super::router(services).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))))
+    let app = super::router(services.clone())
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+    (app, services)
 }
 
 /// A room made by `alice` on `a` that `bob` joined through `b`.
@@ -310,6 +342,137 @@ async fn a_node_that_misses_the_bus_catches_up_from_the_store() {
     assert!(bodies(&at_b, &room).is_empty(), "{at_b}");
     let after = sync(&b, &alice, at_b["next_batch"].as_str(), 2_500).await;
     assert!(bodies(&after, &room).is_empty(), "repeated: {after}");
+}
+
+/// Nodes race on one room's state: B never hears of A's changes (a deaf
+/// bus), so only the store's check stands between B's stale view and an
+/// event the room's authorization rules forbid.
+#[tokio::test]
+async fn a_stale_node_cannot_commit_what_the_current_state_forbids() {
+    let shared = shared().await;
+    let a = node(&shared, MemoryCluster::default().join(1)).await;
+    let b = node(&shared, MemoryCluster::default().join(2)).await;
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    let room = shared_room(&a, &b, &alice, &bob).await;
+    let put_state = |app: &Router, token: &str, kind: &str, content: Value| {
+        let app = app.clone();
+        let token = token.to_owned();
+        let uri = format!("/_matrix/client/v3/rooms/{room}/state/{kind}/");
+        async move { call(&app, "PUT", &uri, Some(&token), Some(&content.to_string())).await }
+    };
+    // Bob may rename the room (power 50); his node loads that view.
+    let levels = json!({"users": {"@alice:localhost": 100, "@bob:localhost": 50},
+                        "state_default": 50, "events_default": 0});
+    let (status, body) = put_state(&a, &alice, "m.room.power_levels", levels).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = put_state(&b, &bob, "m.room.name", json!({"name": "by bob"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Alice demotes Bob on A; B still believes he may rename.
+    let demoted = json!({"users": {"@alice:localhost": 100}, "state_default": 50,
+                         "events_default": 0});
+    let (status, _) = put_state(&a, &alice, "m.room.power_levels", demoted).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = put_state(&b, &bob, "m.room.name", json!({"name": "stale"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["errcode"], "M_FORBIDDEN");
+    // Messages are still his to send: the retry authorizes against the new state.
+    send(&b, &bob, &room, "m1", "still here").await;
+
+    // Kicked on A, Bob can no longer send through B.
+    let (status, _) = call(
+        &a,
+        "POST",
+        &format!("/_matrix/client/v3/rooms/{room}/kick"),
+        Some(&alice),
+        Some(r#"{"user_id":"@bob:localhost"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(
+        &b,
+        "PUT",
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/m2"),
+        Some(&bob),
+        Some(r#"{"msgtype":"m.text","body":"after the kick"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // What the room holds: the name Bob set while allowed, nothing after.
+    let (status, name) = call(
+        &a,
+        "GET",
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.name/"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(name["name"], "by bob");
+}
+
+#[tokio::test]
+async fn a_user_syncing_on_one_node_counts_as_connected_on_the_other() {
+    let shared = shared().await;
+    let hub = MemoryCluster::default();
+    let (a, services_a) = node_with_services(&shared, hub.join(1)).await;
+    let b = node(&shared, hub.join(2)).await;
+    let _alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    // Push decisions on A skip users who are syncing, wherever they sync.
+    assert!(!services_a.presence.is_connected("@bob:localhost").await);
+    sync(&b, &bob, None, 0).await;
+    assert!(services_a.presence.is_connected("@bob:localhost").await);
+    assert!(!services_a.presence.is_connected("@alice:localhost").await);
+}
+
+#[tokio::test]
+async fn spreading_sends_over_nodes_buys_no_extra_rate() {
+    let shared = shared().await;
+    let hub = MemoryCluster::default();
+    let (a, _) = node_configured(&shared, hub.join(1), false).await;
+    let (b, _) = node_configured(&shared, hub.join(2), false).await;
+    let alice = register(&a, "alice").await;
+    let (status, created) = call(
+        &a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    // The message budget is a burst of 50: alternate nodes until refused.
+    let mut refused = None;
+    let started = Instant::now();
+    for n in 0..100 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        let (status, body) = call(
+            app,
+            "PUT",
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/r{n}"),
+            Some(&alice),
+            Some(r#"{"msgtype":"m.text","body":"x"}"#),
+        )
+        .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+            refused = Some(n);
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let refused = refused.expect("never limited across two nodes");
+    // One shared bucket: 50 plus what refilled meanwhile (10/s). Two
+    // buckets, one per node, would have taken 100.
+    let refilled = (started.elapsed().as_secs_f64() * 10.0).ceil() as usize;
+    assert!(
+        refused >= 50 && refused <= 51 + refilled && refused < 100,
+        "limited after {refused} sends ({refilled} refilled)"
+    );
 }
 
 /// Two nodes, each with its own PostgreSQL engine (pool and writer) on one

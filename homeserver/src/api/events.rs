@@ -55,7 +55,8 @@ pub async fn send(
     }
     services
         .rate_limiter
-        .check(Action::Message, &auth.who.user_id)?;
+        .check(Action::Message, &auth.who.user_id)
+        .await?;
     let request = EventRequest {
         kind,
         state_key: None,

@@ -125,7 +125,14 @@ impl Follower {
         if events.is_empty() {
             return;
         }
-        let rooms: HashSet<&str> = events.iter().map(|e| e.room_id.as_str()).collect();
+        // Only a state change matters to this node's room actors: a message
+        // from elsewhere just forks the DAG (legal), and a state change the
+        // actor has not seen yet is caught by the store's check anyway.
+        let rooms: HashSet<&str> = events
+            .iter()
+            .filter(|e| e.state_key.is_some())
+            .map(|e| e.room_id.as_str())
+            .collect();
         for room_id in rooms {
             self.services.rooms.head_moved_elsewhere(room_id);
         }

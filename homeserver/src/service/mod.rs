@@ -149,6 +149,8 @@ impl Services {
             backends.bus.as_ref(),
             shutdown.clone(),
         );
+        let clustered = backends.cluster.is_some();
+        let shared_ephemeral = backends.ephemeral.clone();
         let follower = backends.cluster.map(|bus| cluster::FollowerParts {
             bus,
             cache: cache.clone(),
@@ -189,7 +191,11 @@ impl Services {
                 config.media.max_upload_bytes,
                 shutdown.clone(),
             ),
-            rate_limiter: RateLimiter::new(!config.disable_rate_limits),
+            rate_limiter: if clustered {
+                RateLimiter::shared(!config.disable_rate_limits, shared_ephemeral)
+            } else {
+                RateLimiter::new(!config.disable_rate_limits)
+            },
             config,
             shutdown: shutdown.clone(),
         });

@@ -214,7 +214,7 @@ impl Sender {
             if pushers.is_empty() {
                 continue;
             }
-            if !parts.notify_connected && parts.presence.is_connected(&user_id) {
+            if !parts.notify_connected && parts.presence.is_connected(&user_id).await {
                 continue;
             }
             let ruleset = parts.push_rules.get_ruleset(&user_id).await?;

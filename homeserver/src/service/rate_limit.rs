@@ -2,10 +2,11 @@
 //! sending, registering, logging in.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
+use crate::store::Ephemeral;
 
 /// Which budget an action draws from: `(burst, refill per second)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +29,9 @@ impl Action {
 pub struct RateLimiter {
     enabled: bool,
     buckets: Mutex<HashMap<(Action, String), (f64, Instant)>>,
+    /// In a cluster the buckets live in the shared ephemeral engine (Redis),
+    /// so spreading requests over nodes buys no extra budget.
+    shared: Option<Arc<dyn Ephemeral>>,
 }
 
 impl RateLimiter {
@@ -35,14 +39,44 @@ impl RateLimiter {
         Self {
             enabled,
             buckets: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// A limiter whose buckets every node of a cluster shares.
+    pub fn shared(enabled: bool, ephemeral: Arc<dyn Ephemeral>) -> Self {
+        Self {
+            shared: Some(ephemeral),
+            ..Self::new(enabled)
         }
     }
 
     /// Takes one token for `key`, or says how long to wait.
-    pub fn check(&self, action: Action, key: &str) -> ServiceResult<()> {
+    pub async fn check(&self, action: Action, key: &str) -> ServiceResult<()> {
         if !self.enabled {
             return Ok(());
         }
+        if let Some(shared) = &self.shared {
+            let (burst, rate) = action.budget();
+            let bucket = format!("{action:?}:{key}");
+            return match shared.take_token(&bucket, burst, rate).await {
+                Ok(None) => Ok(()),
+                Ok(Some(retry_after_ms)) => Err(ServiceError::new(
+                    ErrorKind::LimitExceeded { retry_after_ms },
+                    "Too many requests",
+                )),
+                // Redis away: refusing everyone would turn an outage of the
+                // limiter into an outage of the service.
+                Err(err) => {
+                    tracing::warn!(%err, "shared rate limit unavailable");
+                    Ok(())
+                }
+            };
+        }
+        self.check_local(action, key)
+    }
+
+    fn check_local(&self, action: Action, key: &str) -> ServiceResult<()> {
         let (burst, rate) = action.budget();
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limit lock");
@@ -78,21 +112,23 @@ mod tests {
     fn bursts_then_refuses_with_retry_after() {
         let limiter = RateLimiter::new(true);
         for _ in 0..5 {
-            limiter.check(Action::Register, "1.2.3.4").unwrap();
+            limiter.check_local(Action::Register, "1.2.3.4").unwrap();
         }
-        let err = limiter.check(Action::Register, "1.2.3.4").unwrap_err();
+        let err = limiter
+            .check_local(Action::Register, "1.2.3.4")
+            .unwrap_err();
         match err.kind {
             ErrorKind::LimitExceeded { retry_after_ms } => assert!(retry_after_ms > 0),
             other => panic!("unexpected {other:?}"),
         }
-        limiter.check(Action::Register, "5.6.7.8").unwrap();
+        limiter.check_local(Action::Register, "5.6.7.8").unwrap();
     }
 
-    #[test]
-    fn disabled_never_refuses() {
+    #[tokio::test]
+    async fn disabled_never_refuses() {
         let limiter = RateLimiter::new(false);
         for _ in 0..1000 {
-            limiter.check(Action::Register, "x").unwrap();
+            limiter.check(Action::Register, "x").await.unwrap();
         }
     }
 }

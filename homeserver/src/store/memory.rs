@@ -72,6 +72,10 @@ struct Typing {
 pub struct MemoryEphemeral {
     typing: Mutex<Typing>,
     presence: Mutex<Presence>,
+    /// User -> (node, connected until, ms).
+    connected: Mutex<HashMap<String, (String, i64)>>,
+    /// Rate-limit buckets: key -> (tokens, last refill ms).
+    buckets: Mutex<HashMap<String, (f64, i64)>>,
 }
 
 #[derive(Default)]
@@ -213,6 +217,52 @@ impl Ephemeral for MemoryEphemeral {
     async fn presence_position(&self) -> StoreResult<StreamPos> {
         Ok(self.presence.lock().expect("presence lock").position)
     }
+
+    async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()> {
+        let until = now_ms() + ttl_ms;
+        let mut connected = self.connected.lock().expect("connected lock");
+        // Expired entries go whenever the map is written: it stays as small
+        // as the set of users connected lately.
+        let now = now_ms();
+        connected.retain(|_, (_, until)| *until > now);
+        for user in user_ids {
+            connected.insert(user.clone(), (node.to_owned(), until));
+        }
+        Ok(())
+    }
+
+    async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>> {
+        let now = now_ms();
+        let mut buckets = self.buckets.lock().expect("buckets lock");
+        if buckets.len() > 100_000 {
+            // Full buckets carry no information: dropping them is harmless.
+            buckets
+                .retain(|_, (tokens, at)| *tokens + (now - *at) as f64 / 1000.0 * per_sec < burst);
+        }
+        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now));
+        *tokens = (*tokens + (now - *at) as f64 / 1000.0 * per_sec).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(None)
+        } else {
+            Ok(Some(((1.0 - *tokens) / per_sec * 1000.0).ceil() as u64))
+        }
+    }
+
+    async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>> {
+        let connected = self.connected.lock().expect("connected lock");
+        Ok(connected
+            .get(user_id)
+            .filter(|(_, until)| *until > now_ms())
+            .map(|(node, _)| node.clone()))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
+pub mod redis_bus;
+#[cfg(feature = "redis")]
 pub mod redis_store;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -42,6 +44,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage is shutting down")]
     Closed,
+    /// The room's state moved on since the event was authorized (another
+    /// node of a cluster changed it): authorize again and retry.
+    #[error("the room's state changed meanwhile")]
+    Stale,
     /// A file or object store failed (media bytes).
     #[error("object storage error: {0}")]
     Io(String),
@@ -200,6 +206,12 @@ pub struct NewEvent {
     pub membership: Option<String>,
     /// Redacted PDU that replaces the event it redacts.
     pub redaction: Option<(String, Value)>,
+    /// The room's state head (its latest state event) this event was
+    /// authorized against; `None` for a room's first event. The engine
+    /// refuses the event with [`StoreError::Stale`] when the room's head is
+    /// another by then: a node of a cluster changed the state meanwhile, and
+    /// the event must be authorized again. A state event becomes the head.
+    pub built_on: Option<String>,
 }
 
 /// Where a room listing or paging starts.
@@ -561,4 +573,14 @@ pub trait Ephemeral: Send + Sync {
     ) -> StoreResult<Vec<(String, PresenceRecord)>>;
     /// Highest position of the presence stream.
     async fn presence_position(&self) -> StoreResult<StreamPos>;
+    /// Records that each of `user_ids` has a sync open on `node`, for
+    /// `ttl_ms` unless renewed: which user is connected to which node, for
+    /// every node of a cluster to see.
+    async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()>;
+    /// The node `user_id` is connected to, if any entry is still live.
+    async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>>;
+    /// Takes one token from the bucket `key` (holding at most `burst`,
+    /// refilled at `per_sec`): `None` if taken, else the milliseconds until
+    /// one is there. Shared by every node, so a cluster limits a user once.
+    async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>>;
 }

@@ -42,7 +42,31 @@ pub struct RedisEphemeral {
     set_typing: Script,
     expire_typing: Script,
     set_presence: Script,
+    take_token: Script,
 }
+
+/// KEYS: bucket hash. ARGV: burst, refill per second. A token bucket on the
+/// server's clock (every node agrees on it); returns 0 when a token was
+/// taken, else the milliseconds until one is there. The key expires once a
+/// full bucket would be back, so idle users cost nothing.
+const TAKE_TOKEN: &str = r#"
+local burst = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tokens = tonumber(redis.call("HGET", KEYS[1], "tokens") or burst)
+local at = tonumber(redis.call("HGET", KEYS[1], "at") or now)
+tokens = math.min(burst, tokens + (now - at) / 1000 * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) / rate * 1000)
+end
+redis.call("HSET", KEYS[1], "tokens", tostring(tokens), "at", now)
+redis.call("PEXPIRE", KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return wait
+"#;
 
 /// KEYS: room hash, changed hash, expiry zset, position.
 /// ARGV: room, user, until (or "" to stop), time to live ms.
@@ -161,6 +185,7 @@ impl RedisEphemeral {
             set_typing: Script::new(SET_TYPING),
             expire_typing: Script::new(EXPIRE_TYPING),
             set_presence: Script::new(SET_PRESENCE),
+            take_token: Script::new(TAKE_TOKEN),
         })
     }
 
@@ -370,6 +395,42 @@ impl Ephemeral for RedisEphemeral {
     async fn presence_position(&self) -> StoreResult<StreamPos> {
         let pos: Option<StreamPos> = self.conn().get(self.key("presence:pos")).await?;
         Ok(pos.unwrap_or(0))
+    }
+
+    async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()> {
+        if user_ids.is_empty() {
+            return Ok(());
+        }
+        // One key per user with a TTL: Redis forgets whoever stops renewing.
+        let mut pipe = redis::pipe();
+        for user in user_ids {
+            pipe.cmd("SET")
+                .arg(self.key(&format!("conn:{user}")))
+                .arg(node)
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>> {
+        let wait: i64 = self
+            .take_token
+            .key(self.key(&format!("bucket:{key}")))
+            .arg(burst)
+            .arg(per_sec)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok((wait > 0).then_some(wait as u64))
+    }
+
+    async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .conn()
+            .get(self.key(&format!("conn:{user_id}")))
+            .await?)
     }
 }
 

@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod connections;
 mod tracker;
 
 use super::error::{ServiceError, ServiceResult};
@@ -129,18 +130,28 @@ impl PresenceService {
         notifier: Arc<Notifier>,
         shutdown: CancellationToken,
     ) -> Self {
+        // Unique per process: leases name the node a user syncs on.
+        let node = bus.clustered().then(|| {
+            format!(
+                "{}-{}",
+                std::process::id(),
+                crate::service::accounts::random_token(6)
+            )
+        });
         let inner = Arc::new(Inner {
             config,
             ephemeral,
             bus,
             accounts,
+            node,
             local: Mutex::new(HashMap::new()),
             timers: Mutex::new(Timers::default()),
             nudge: Notify::new(),
             announcing: tokio::sync::Mutex::new(()),
         });
         if inner.config.enabled {
-            tokio::spawn(inner.clone().run_timers(shutdown));
+            tokio::spawn(inner.clone().run_timers(shutdown.clone()));
+            tokio::spawn(inner.clone().renew_leases(shutdown));
         }
         Self {
             inner,
@@ -181,6 +192,7 @@ impl PresenceService {
                 }
             })
             .await?;
+        self.inner.lease(user_id).await;
         Ok(SyncGuard {
             inner: Some((self.inner.clone(), user_id.to_owned())),
         })
@@ -281,15 +293,27 @@ impl PresenceService {
         })
     }
 
-    /// Whether the user has a sync open on this node, or had one within the
-    /// offline grace period (between two long-polls). Always false with
-    /// presence off.
-    pub fn is_connected(&self, user_id: &str) -> bool {
+    /// Whether the user has a sync open, or had one within the offline
+    /// grace period (between two long-polls): on this node, or in a cluster
+    /// on any node. Always false with presence off.
+    pub async fn is_connected(&self, user_id: &str) -> bool {
         let grace = self.inner.config.offline_after.as_millis() as i64;
-        let local = self.inner.local.lock().expect("presence lock");
-        local
-            .get(user_id)
-            .is_some_and(|e| e.syncing > 0 || now_ms() - e.last_sync_end < grace)
+        let here = {
+            let local = self.inner.local.lock().expect("presence lock");
+            local
+                .get(user_id)
+                .is_some_and(|e| e.syncing > 0 || now_ms() - e.last_sync_end < grace)
+        };
+        if here || self.inner.node.is_none() || !self.enabled() {
+            return here;
+        }
+        match self.inner.ephemeral.connected_node(user_id).await {
+            Ok(node) => node.is_some(),
+            Err(err) => {
+                tracing::warn!(%err, "reading a connection lease failed");
+                false
+            }
+        }
     }
 
     /// Position of the presence stream, for sync tokens.

@@ -29,6 +29,9 @@ pub(super) struct Local {
     pub(super) stored_active: i64,
     /// The deadline of this user's live entry in the timer heap, if any.
     pub(super) scheduled: Option<i64>,
+    /// Until when the cluster believes the user connected here (0: never
+    /// told; see `connections.rs`).
+    pub(super) leased_until: i64,
 }
 
 #[derive(Default)]
@@ -41,6 +44,9 @@ pub(super) struct Inner {
     pub(super) ephemeral: Arc<dyn Ephemeral>,
     pub(super) bus: Arc<dyn EventBus>,
     pub(super) accounts: Arc<dyn AccountStore>,
+    /// This node's name in connection leases; `None` on a single node,
+    /// which needs none.
+    pub(super) node: Option<String>,
     pub(super) local: Mutex<HashMap<String, Local>>,
     pub(super) timers: Mutex<Timers>,
     pub(super) nudge: Notify,
@@ -129,6 +135,7 @@ impl Inner {
                 record,
                 syncing: 0,
                 last_sync_end: 0,
+                leased_until: 0,
                 scheduled: None,
             });
         Ok(())

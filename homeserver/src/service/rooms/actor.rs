@@ -21,12 +21,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::auth::{authorize, Proposed};
 use super::state::{RoomState, StateEntry};
 use super::{now_ms, EventRequest};
-use crate::service::error::{ServiceError, ServiceResult};
+use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::service::keys::ServerKey;
 use crate::service::pdu::{build_pdu, redact_pdu, PduParts};
 use crate::service::timeline_cache::TimelineCache;
 use crate::store::cluster::ClusterMessage;
-use crate::store::{Durable, EventBus, NewEvent, RoomStore, StoredEvent, StreamNotice, StreamPos};
+use crate::store::{
+    Durable, EventBus, NewEvent, RoomStore, StoreError, StoredEvent, StreamNotice, StreamPos,
+};
 
 /// How long an actor waits for work before it stops.
 const IDLE: Duration = Duration::from_secs(30);
@@ -45,6 +47,9 @@ pub(super) struct RoomHandle {
     pub state: Arc<RoomState>,
     pub last_event_id: Option<String>,
     pub depth: i64,
+    /// The latest state event: what new events are authorized against, and
+    /// what the store checks is still current when they are appended.
+    pub state_head: Option<String>,
 }
 
 /// Work for a room's actor.
@@ -58,6 +63,8 @@ pub(super) enum Job {
         /// The room is being created: start from empty state.
         create: bool,
         reply: oneshot::Sender<ServiceResult<Vec<String>>>,
+        /// Earlier attempts that met a state change from another node.
+        attempt: u8,
     },
     /// Reply with the current state, `None` if the room is unknown.
     Snapshot(oneshot::Sender<ServiceResult<Option<Arc<RoomState>>>>),
@@ -126,12 +133,26 @@ impl Committed {
     }
 }
 
-/// A reply owed once a round's append is durable.
+/// A reply owed once a round's append is durable, and (on a node of a
+/// cluster) what is needed to build the request again.
 type Owed = (
     oneshot::Sender<ServiceResult<Vec<String>>>,
     Vec<String>,
     Option<TxnKey>,
+    Option<Retry>,
 );
+
+/// A request kept for another attempt: in a cluster, another node can change
+/// a room's state between authorizing an event here and appending it.
+struct Retry {
+    sender: String,
+    requests: Vec<EventRequest>,
+    create: bool,
+    attempt: u8,
+}
+
+/// Attempts per request before a conflicting room gives up on it.
+const MAX_ATTEMPTS: u8 = 8;
 
 impl Core {
     pub fn new(
@@ -243,6 +264,15 @@ impl Core {
         let mut owed: Vec<Owed> = Vec::new();
         for job in jobs.drain(..) {
             match job {
+                // Reload at once if nothing of this round was built on the
+                // old head yet, so the jobs behind it see the fresh one.
+                Job::Reload if events.is_empty() => match self.load(room_id).await {
+                    Ok(fresh) => {
+                        *head = fresh;
+                        *loaded = true;
+                    }
+                    Err(_) => *loaded = false,
+                },
                 Job::Reload => *loaded = false,
                 Job::Snapshot(reply) => {
                     let _ = reply.send(Ok(head.as_ref().map(|h| h.state.clone())));
@@ -253,6 +283,7 @@ impl Core {
                     txn,
                     create,
                     reply,
+                    attempt,
                 } => {
                     let seen = txn.as_ref().and_then(|k| {
                         self.recent_txn(k).or_else(|| {
@@ -282,6 +313,13 @@ impl Core {
                             continue;
                         }
                     };
+                    // Only a cluster can race: a single node keeps no copy.
+                    let retry = (self.bus.clustered() && attempt < MAX_ATTEMPTS).then(|| Retry {
+                        sender: sender.clone(),
+                        requests: requests.clone(),
+                        create,
+                        attempt: attempt + 1,
+                    });
                     match self
                         .prepare_all(base, room_id, &sender, requests, txn.as_ref())
                         .await
@@ -297,7 +335,29 @@ impl Core {
                             }
                             *head = Some(next);
                             events.extend(built);
-                            owed.push((reply, ids, txn));
+                            owed.push((reply, ids, txn, retry));
+                        }
+                        // In a cluster this head may lag a change made on
+                        // another node that allows the request: confirm the
+                        // refusal once against a fresh head.
+                        Err(err)
+                            if err.kind == ErrorKind::Forbidden
+                                && attempt == 0
+                                && retry.is_some() =>
+                        {
+                            let retry = retry.expect("checked above");
+                            self.submit(room_id, Job::Reload);
+                            self.submit(
+                                room_id,
+                                Job::Send {
+                                    sender: retry.sender,
+                                    requests: retry.requests,
+                                    txn,
+                                    create: retry.create,
+                                    reply,
+                                    attempt: retry.attempt,
+                                },
+                            );
                         }
                         Err(err) => {
                             let _ = reply.send(Err(err));
@@ -319,7 +379,7 @@ impl Core {
             Err(err) => {
                 *loaded = false;
                 self.forget_txns(&owed);
-                for (reply, _, _) in owed {
+                for (reply, _, _, _) in owed {
                     let _ = reply.send(Err(err.clone().into()));
                 }
             }
@@ -352,7 +412,7 @@ impl Core {
 
     fn forget_txns(&self, owed: &[Owed]) {
         let mut recent = self.recent_txns.lock().expect("txn lock");
-        for key in owed.iter().filter_map(|(_, _, txn)| txn.as_ref()) {
+        for key in owed.iter().filter_map(|(_, _, txn, _)| txn.as_ref()) {
             recent.ids.remove(key);
         }
     }
@@ -369,7 +429,7 @@ impl Core {
         match durable.await {
             Ok(positions) => {
                 self.publish(room_id, committed, &positions).await;
-                for (reply, ids, _) in owed {
+                for (reply, ids, _, _) in owed {
                     let _ = reply.send(Ok(ids));
                 }
             }
@@ -378,8 +438,31 @@ impl Core {
                 // events: have the actor reload it from the store.
                 self.forget_txns(&owed);
                 self.submit(room_id, Job::Reload);
-                for (reply, _, _) in owed {
-                    let _ = reply.send(Err(err.clone().into()));
+                for (reply, _, txn, retry) in owed {
+                    match (&err, retry) {
+                        // Another node changed the state: authorize again
+                        // against the reloaded head (which may now refuse).
+                        // A conflict in a cluster is either a retried txn
+                        // that another node committed (the retry finds it in
+                        // the store and answers with its event id) or a
+                        // byte-identical event built on the same stale
+                        // parent elsewhere (the reloaded head gives it
+                        // another parent, so another id).
+                        (StoreError::Stale | StoreError::Conflict, Some(retry)) => self.submit(
+                            room_id,
+                            Job::Send {
+                                sender: retry.sender,
+                                requests: retry.requests,
+                                txn,
+                                create: retry.create,
+                                reply,
+                                attempt: retry.attempt,
+                            },
+                        ),
+                        _ => {
+                            let _ = reply.send(Err(err.clone().into()));
+                        }
+                    }
                 }
             }
         }
@@ -434,7 +517,14 @@ impl Core {
             );
         }
         let latest = self.store.latest_event(room_id).await?;
+        // Each (type, key)'s newest event is current, so the newest of those
+        // is the room's latest state event.
+        let state_head = state_events
+            .iter()
+            .max_by_key(|e| e.stream)
+            .map(|e| e.event_id.clone());
         Ok(Some(RoomHandle {
+            state_head,
             state: Arc::new(state),
             last_event_id: latest.as_ref().map(|e| e.event_id.clone()),
             depth: latest
@@ -546,7 +636,13 @@ impl Core {
         }
         handle.last_event_id = Some(event_id.clone());
         handle.depth += 1;
+        let built_on = if state_key.is_some() {
+            handle.state_head.replace(event_id.clone())
+        } else {
+            handle.state_head.clone()
+        };
         Ok(NewEvent {
+            built_on,
             event_id,
             room_id: room_id.to_owned(),
             sender: sender.to_owned(),

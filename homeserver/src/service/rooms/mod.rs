@@ -137,6 +137,7 @@ impl RoomService {
             txn,
             create,
             reply,
+            attempt: 0,
         };
         self.core.submit(room_id, job);
         answer.await.map_err(ServiceError::internal)?

@@ -140,6 +140,7 @@ fn event(room: &str, n: usize, state_key: Option<&str>, txn: Option<&str>) -> Ne
         visibility: "shared".into(),
         membership: state_key.map(|_| "join".to_string()),
         redaction: None,
+        built_on: None,
     }
 }
 
@@ -310,9 +311,33 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
     assert!(after.iter().any(|e| e.room_id == "!gap:test"));
     assert_eq!(store.events_after(p10, 5).await.unwrap().len(), 5);
     assert!(store.events_after(head, 10).await.unwrap().is_empty());
+
+    // Appends check the state they were authorized against: the room's
+    // state head is its latest state event ("$!gap:test-0", the join).
+    let built_on = |n: usize, state: Option<&str>, on: &str| NewEvent {
+        built_on: Some(on.to_owned()),
+        ..event("!gap:test", n, state, None)
+    };
+    let ok = store.append(vec![built_on(700, None, "$!gap:test-0")]);
+    ok.unwrap().await.unwrap();
+    let stale = store.append(vec![built_on(701, None, "$!gap:test-elsewhere")]);
+    assert!(matches!(stale.unwrap().await, Err(StoreError::Stale)));
+    // A state event moves the head; what was built on the old one is stale,
+    // and in one append a later event may build on an earlier one.
+    let moved = store.append(vec![
+        built_on(702, Some("@b:test"), "$!gap:test-0"),
+        built_on(703, None, "$!gap:test-702"),
+    ]);
+    moved.unwrap().await.unwrap();
+    let old = store.append(vec![built_on(704, None, "$!gap:test-0")]);
+    assert!(matches!(old.unwrap().await, Err(StoreError::Stale)));
+    assert!(store.get_event("$!gap:test-701").await.unwrap().is_none());
+    assert!(store.get_event("$!gap:test-704").await.unwrap().is_none());
 }
 
 pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
+    connections(store.as_ref()).await;
+    rate_limits(store.as_ref()).await;
     let rooms = vec!["!r:test".to_string(), "!quiet:test".to_string()];
     let start = store.typing_position().await.unwrap();
     let p1 = store
@@ -366,6 +391,48 @@ pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
     assert_eq!(store.next_typing_expiry().await.unwrap(), None);
 
     presence(store.as_ref()).await;
+}
+
+/// A shared token bucket: the burst, then a refusal with the wait, per key.
+async fn rate_limits(store: &dyn Ephemeral) {
+    let key = format!("conf-{}", std::process::id());
+    for _ in 0..3 {
+        assert_eq!(store.take_token(&key, 3.0, 0.5).await.unwrap(), None);
+    }
+    let wait = store.take_token(&key, 3.0, 0.5).await.unwrap();
+    assert!(wait.is_some_and(|ms| ms > 0 && ms <= 2_000), "{wait:?}");
+    assert_eq!(
+        store
+            .take_token(&format!("{key}-other"), 3.0, 0.5)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Which user is connected to which node: renewed, moved, expired.
+async fn connections(store: &dyn Ephemeral) {
+    let users = vec!["@c1:test".to_string(), "@c2:test".to_string()];
+    assert_eq!(store.connected_node("@c1:test").await.unwrap(), None);
+    store.set_connected(&users, "node-a", 60_000).await.unwrap();
+    assert_eq!(
+        store.connected_node("@c2:test").await.unwrap().as_deref(),
+        Some("node-a")
+    );
+    // A user who moves is where they connected last.
+    store
+        .set_connected(&users[..1], "node-b", 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.connected_node("@c1:test").await.unwrap().as_deref(),
+        Some("node-b")
+    );
+    // Not renewed: gone.
+    store.set_connected(&users, "node-b", 50).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert_eq!(store.connected_node("@c1:test").await.unwrap(), None);
+    assert_eq!(store.connected_node("@c2:test").await.unwrap(), None);
 }
 
 async fn presence(store: &dyn Ephemeral) {

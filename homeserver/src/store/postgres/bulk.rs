@@ -35,6 +35,14 @@ pub async fn append_jobs(
         }
         positions.push(job_positions);
     }
+    // A stale event sends the batch job by job, where its job fails alone.
+    let Some(state_heads) = super::state_head::check(tx, events.iter().map(|(e, _)| *e)).await?
+    else {
+        sqlx::query("ROLLBACK TO SAVEPOINT bulk")
+            .execute(&mut *tx)
+            .await?;
+        return Ok(None);
+    };
     if insert_events(tx, &events).await? != total as u64 {
         sqlx::query("ROLLBACK TO SAVEPOINT bulk")
             .execute(&mut *tx)
@@ -53,6 +61,7 @@ pub async fn append_jobs(
         }
     }
     advance_heads(tx, &events).await?;
+    super::state_head::store(tx, &state_heads).await?;
     *last = pos;
     Ok(Some(positions))
 }

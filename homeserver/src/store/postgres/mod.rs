@@ -25,6 +25,7 @@ mod media;
 mod push;
 mod receipts;
 mod rooms;
+mod state_head;
 mod writer;
 
 use std::str::FromStr;

@@ -80,6 +80,7 @@ fn message(room: &str, id: String) -> NewEvent {
         visibility: "shared".into(),
         membership: None,
         redaction: None,
+        built_on: None,
     }
 }
 

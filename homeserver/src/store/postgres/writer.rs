@@ -253,6 +253,10 @@ async fn append_job(
     events: &[NewEvent],
     last: &mut StreamPos,
 ) -> StoreResult<StoreResult<Vec<StreamPos>>> {
+    // Checked before anything is written, so a stale job needs no rollback.
+    let Some(state_heads) = super::state_head::check(tx, events.iter()).await? else {
+        return Ok(Err(StoreError::Stale));
+    };
     let savepoint = events.len() > 1;
     if savepoint {
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
@@ -285,6 +289,11 @@ async fn append_job(
                 failure = Some(err);
                 break;
             }
+        }
+    }
+    if failure.is_none() {
+        if let Err(err) = super::state_head::store(tx, &state_heads).await {
+            failure = Some(err);
         }
     }
     match failure {

@@ -152,7 +152,12 @@ fn write_batch(
                 let mut failure = None;
                 for event in &events {
                     let pos = *last + 1;
-                    match insert_event(&tx, event, pos) {
+                    let written = match built_on_current_state(&tx, event) {
+                        Ok(true) => insert_event(&tx, event, pos).map_err(db_error),
+                        Ok(false) => Err(StoreError::Stale),
+                        Err(err) => Err(db_error(err)),
+                    };
+                    match written {
                         Ok(()) => {
                             *last = pos;
                             positions.push(pos);
@@ -171,13 +176,35 @@ fn write_batch(
                     Some(err) => {
                         tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
                         *last = before;
-                        done.appends.push((reply, Err(db_error(err))));
+                        done.appends.push((reply, Err(err)));
                     }
                 }
             }
         }
     }
     tx.commit()
+}
+
+/// Whether the room's state is still what `event` was authorized against
+/// (see `NewEvent::built_on`); a state event then becomes the new head.
+fn built_on_current_state(conn: &Connection, event: &NewEvent) -> rusqlite::Result<bool> {
+    if let Some(built_on) = &event.built_on {
+        let head: Option<String> = conn
+            .prepare_cached("SELECT state_head FROM rooms WHERE room_id = ?")?
+            .query_row(params![event.room_id], |row| row.get(0))
+            .or_else(|err| match err {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                err => Err(err),
+            })?;
+        if head.as_ref().is_some_and(|head| head != built_on) {
+            return Ok(false);
+        }
+    }
+    if event.state_key.is_some() {
+        conn.prepare_cached("UPDATE rooms SET state_head = ? WHERE room_id = ?")?
+            .execute(params![event.event_id, event.room_id])?;
+    }
+    Ok(true)
 }
 
 fn insert_event(conn: &Connection, event: &NewEvent, pos: StreamPos) -> rusqlite::Result<()> {

@@ -1,0 +1,352 @@
+//! Three homeserver processes as one deployment: PostgreSQL for the store,
+//! Redis for typing and presence, a Kafka-protocol broker for the cluster
+//! bus (librdkafka's mock cluster, `tern-kafka-mock`). Users on different
+//! nodes chat, and a node killed with `kill -9` mid-load loses nothing that
+//! was acknowledged and repeats nothing.
+//!
+//! Needs `TERN_TEST_POSTGRES_URL` (a database the test may create databases
+//! from) and Redis at `TERN_TEST_REDIS_URL`; `scripts/test.sh` provides both.
+//! Without the PostgreSQL variable the tests print that they were skipped.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tern_tests::{
+    assert_ok, enc, joined_timeline, message_bodies, next_batch, Client, ServerOptions, TestServer,
+    V3,
+};
+
+/// The shared services of one test, removed again when it ends.
+struct Stack {
+    broker: Child,
+    brokers: String,
+    admin_url: String,
+    database: String,
+    redis_prefix: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.broker.kill();
+        let _ = self.broker.wait();
+        let _ = Command::new("psql")
+            .args([
+                &self.admin_url,
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
+            ])
+            .output();
+        if let Ok(client) = redis::Client::open(redis_url()) {
+            if let Ok(mut conn) = client.get_connection() {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}*", self.redis_prefix))
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+                }
+            }
+        }
+    }
+}
+
+fn redis_url() -> String {
+    std::env::var("TERN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Starts the broker and creates an empty database; `None` (skipped) without
+/// `TERN_TEST_POSTGRES_URL`.
+fn stack(name: &str) -> Option<Stack> {
+    let Ok(admin_url) = std::env::var("TERN_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: TERN_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let database = format!("tern_{name}_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([
+            &admin_url,
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+            "-qc",
+            &format!("CREATE DATABASE {database}"),
+        ])
+        .output()
+        .expect("run psql");
+    assert!(created.status.success(), "{created:?}");
+    let mut broker = Command::new(env!("CARGO_BIN_EXE_tern-kafka-mock"))
+        .args(["tern.events", "8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tern-kafka-mock");
+    let mut line = String::new();
+    BufReader::new(broker.stdout.take().expect("broker stdout"))
+        .read_line(&mut line)
+        .expect("read the broker's address");
+    Some(Stack {
+        broker,
+        brokers: line.trim().to_owned(),
+        admin_url,
+        database,
+        redis_prefix: format!("tern-cluster-{name}-{}:", std::process::id()),
+        dir: tempfile::tempdir().expect("data dir"),
+    })
+}
+
+impl Stack {
+    fn database_url(&self) -> String {
+        // The admin URL with our database in place of its own.
+        match self.admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{}", self.database),
+            None => panic!("TERN_TEST_POSTGRES_URL needs a database path"),
+        }
+    }
+
+    fn options(&self) -> ServerOptions {
+        ServerOptions {
+            config_toml: Some(format!(
+                "storage = \"postgres\"\n\
+                 [postgres]\nurl = \"{}\"\n\
+                 [redis]\nurl = \"{}\"\nkey_prefix = \"{}\"\n\
+                 [kafka]\nbrokers = \"{}\"\ntopic = \"tern.events\"\npartitions = 8\n",
+                self.database_url(),
+                redis_url(),
+                self.redis_prefix,
+                self.brokers
+            )),
+            env: vec![("TERN_PRESENCE_OFFLINE_MS".into(), "1000".into())],
+            ..ServerOptions::default()
+        }
+    }
+
+    /// Three nodes on one data directory, so they share the signing key.
+    async fn nodes(&self) -> Vec<TestServer> {
+        let first = TestServer::start_in(self.dir.path(), self.options()).await;
+        let second = TestServer::start_in(self.dir.path(), self.options()).await;
+        let third = TestServer::start_in(self.dir.path(), self.options()).await;
+        vec![first, second, third]
+    }
+}
+
+fn ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The room's message ids as one node serves its history.
+async fn history_ids(client: &Client, room: &str) -> Vec<String> {
+    ids(&client.room_history(room).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_on_three_nodes_chat_with_receipts_typing_and_presence() {
+    let Some(stack) = stack("chat") else { return };
+    let nodes = stack.nodes().await;
+    let alice = Client::register(&nodes[0], "alice").await;
+    let bob = Client::register(&nodes[1], "bob").await;
+    let carol = Client::register(&nodes[2], "carol").await;
+
+    // A group made on node 1, joined through nodes 2 and 3.
+    let room = alice
+        .create_room(&json!({"preset": "private_chat",
+                             "invite": [&bob.user_id, &carol.user_id]}))
+        .await;
+    assert_ok(bob.join(&room).await);
+    assert_ok(carol.join(&room).await);
+    let since: Vec<String> = [&alice, &bob, &carol]
+        .iter()
+        .map(|c| async move { next_batch(&c.sync(None, 0, None).await) })
+        .collect::<futures::future::JoinAll<_>>()
+        .await;
+
+    alice.send_text(&room, "a1", "from node 1").await;
+    bob.send_text(&room, "b1", "from node 2").await;
+    carol.send_text(&room, "c1", "from node 3").await;
+
+    // Each sees all three, on their own node, in the same order.
+    let mut orders = Vec::new();
+    for (client, since) in [&alice, &bob, &carol].iter().zip(&since) {
+        let mut seen: Vec<Value> = Vec::new();
+        let mut token = since.clone();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while ids(&seen).len() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: saw {seen:?}",
+                client.user_id
+            );
+            let resp = client.sync(Some(&token), 5_000, None).await;
+            seen.extend(joined_timeline(&resp, &room));
+            token = next_batch(&resp);
+        }
+        let bodies = message_bodies(&seen);
+        assert_eq!(bodies.len(), 3, "{bodies:?}");
+        orders.push(ids(&seen));
+    }
+    assert_eq!(orders[0], orders[1]);
+    assert_eq!(orders[1], orders[2]);
+    for client in [&alice, &bob, &carol] {
+        assert_eq!(history_ids(client, &room).await, orders[0]);
+    }
+
+    // Typing on node 2 reaches node 3; a read receipt on node 3 reaches node 1.
+    let fresh = next_batch(&carol.sync(None, 0, None).await);
+    let typing = format!("{V3}/rooms/{}/typing/{}", enc(&room), enc(&bob.user_id));
+    assert_ok(
+        bob.put(&typing, &json!({"typing": true, "timeout": 20_000}))
+            .await,
+    );
+    carol
+        .sync_until(&fresh, Duration::from_secs(10), None, |r| {
+            r["rooms"]["join"][&room]["ephemeral"]["events"]
+                .to_string()
+                .contains(&bob.user_id)
+        })
+        .await;
+    let alice_at = next_batch(&alice.sync(None, 0, None).await);
+    let last = orders[0].last().unwrap().clone();
+    assert_ok(
+        carol
+            .post(
+                &format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room), enc(&last)),
+                &json!({}),
+            )
+            .await,
+    );
+    alice
+        .sync_until(&alice_at, Duration::from_secs(10), None, |r| {
+            let receipts = r["rooms"]["join"][&room]["ephemeral"]["events"].to_string();
+            receipts.contains("m.read") && receipts.contains(&carol.user_id)
+        })
+        .await;
+
+    // Presence: Carol, syncing on node 3, is online for Alice on node 1.
+    let status = assert_ok(
+        alice
+            .get(&format!("{V3}/presence/{}/status", enc(&carol.user_id)))
+            .await,
+    );
+    assert_eq!(status["presence"], "online", "{status}");
+
+    // A one-to-one chat between nodes 1 and 3, both ways.
+    let dave = Client::register(&nodes[0], "dave").await;
+    let erin = Client::register(&nodes[2], "erin").await;
+    let dm = dave
+        .create_room(&json!({"preset": "trusted_private_chat", "is_direct": true,
+                             "invite": [&erin.user_id]}))
+        .await;
+    assert_ok(erin.join(&dm).await);
+    let erin_at = next_batch(&erin.sync(None, 0, None).await);
+    dave.send_text(&dm, "d1", "hi erin").await;
+    erin.sync_until(&erin_at, Duration::from_secs(10), None, |r| {
+        message_bodies(&joined_timeline(r, &dm)) == ["hi erin"]
+    })
+    .await;
+    let dave_at = next_batch(&dave.sync(None, 0, None).await);
+    erin.send_text(&dm, "e1", "hi dave").await;
+    dave.sync_until(&dave_at, Duration::from_secs(10), None, |r| {
+        message_bodies(&joined_timeline(r, &dm)) == ["hi dave"]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_mid_load_loses_and_repeats_nothing() {
+    let Some(stack) = stack("kill") else { return };
+    let mut nodes = stack.nodes().await;
+    let owner = Client::register(&nodes[0], "owner").await;
+    let room = owner.create_room(&json!({"preset": "public_chat"})).await;
+    // One sender per node, and a reader on node 2 (the one that will die).
+    let mut senders = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let sender = Client::register(node, &format!("sender{n}")).await;
+        assert_ok(sender.join(&room).await);
+        senders.push(sender);
+    }
+    let reader = Client::register(&nodes[1], "reader").await;
+    assert_ok(reader.join(&room).await);
+    let mut since = next_batch(&reader.sync(None, 0, None).await);
+
+    const PER_SENDER: usize = 40;
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, String>::new()));
+    let backups: Vec<String> = vec![
+        nodes[0].base_url(),
+        nodes[2].base_url(),
+        nodes[0].base_url(),
+    ];
+    let mut tasks = Vec::new();
+    for (n, sender) in senders.into_iter().enumerate() {
+        let acknowledged = acknowledged.clone();
+        let backup = sender.on_url(&backups[n]);
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = sender;
+            let mut moved = false;
+            for i in 0..PER_SENDER {
+                let txn = format!("s{n}-{i}");
+                let body = format!("sender{n} message {i}");
+                // Retry the same txn, on another node once this one is gone:
+                // the deployment must answer with the same event, not a copy.
+                let mut tries = 0;
+                let event_id = loop {
+                    match client.try_send_text(&room, &txn, &body).await {
+                        Ok((200, resp)) => break resp["event_id"].as_str().unwrap().to_owned(),
+                        _ if !moved => {
+                            client = backup.clone();
+                            moved = true;
+                        }
+                        other => {
+                            tries += 1;
+                            assert!(tries < 50, "{txn}: {other:?}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                };
+                let previous = acknowledged.lock().unwrap().insert(body, event_id.clone());
+                assert!(previous.is_none());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    // Kill node 2 (reader's and sender1's node) while everyone sends.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    nodes[1].kill_hard();
+
+    // The reader resumes on node 3 with the token node 2 gave it.
+    let reader = reader.on(&nodes[2]);
+    let mut seen: Vec<String> = Vec::new();
+    let mut bodies: Vec<String> = Vec::new();
+    for task in tasks {
+        task.await.expect("sender task");
+    }
+    let expected = acknowledged.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bodies.len() < expected.len() && Instant::now() < deadline {
+        let resp = reader.sync(Some(&since), 3_000, None).await;
+        let events = joined_timeline(&resp, &room);
+        seen.extend(ids(&events));
+        bodies.extend(message_bodies(&events));
+        since = next_batch(&resp);
+    }
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a message was delivered twice");
+    for (body, event_id) in &expected {
+        assert!(
+            seen.contains(event_id),
+            "acknowledged {body} ({event_id}) never arrived"
+        );
+    }
+    assert_eq!(expected.len(), 3 * PER_SENDER);
+    // Both surviving nodes serve the same history, each message once.
+    let on_first = history_ids(&reader.on(&nodes[0]), &room).await;
+    let on_third = history_ids(&reader, &room).await;
+    assert_eq!(on_first, on_third);
+    assert_eq!(on_first.len(), 3 * PER_SENDER);
+}
