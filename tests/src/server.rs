@@ -97,7 +97,11 @@ impl TestServer {
             _data_tmp: data_tmp,
             log_path: log_tmp.path().join("server.log"),
             _log_tmp: log_tmp,
-            database: ServerDatabase::for_data_dir(&data_dir),
+            // A test that configures its own database keeps it.
+            database: match &options.config_toml {
+                Some(toml) if toml.contains("[postgres]") => None,
+                _ => ServerDatabase::for_data_dir(&data_dir),
+            },
             data_dir,
             options,
             runs: 0,

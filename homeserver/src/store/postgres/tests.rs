@@ -286,3 +286,47 @@ async fn nul_in_text_is_invalid_input_not_a_failed_batch() {
     store.close().await;
     db.drop().await;
 }
+
+/// Within one batch, jobs are judged against the state head in queue order:
+/// one built on a head an earlier job moved is stale and fails alone; one
+/// built on the new head commits.
+#[tokio::test]
+async fn stale_jobs_in_a_batch_fail_alone() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let store = db.open().await;
+    store.create_room("!s:test", "11", "@a:test").await.unwrap();
+    let state = |id: &str, on: Option<&str>| NewEvent {
+        kind: "m.room.name".into(),
+        state_key: Some(String::new()),
+        built_on: on.map(str::to_owned),
+        ..message("!s:test", id.into())
+    };
+    let plain = |id: &str, on: &str| NewEvent {
+        built_on: Some(on.to_owned()),
+        ..message("!s:test", id.into())
+    };
+    store
+        .append(vec![state("$s0", None)])
+        .unwrap()
+        .await
+        .unwrap();
+    // One batch: s1 moves the head from s0; m1 still builds on s0; m2 on s1.
+    let s1 = store.append(vec![state("$s1", Some("$s0"))]).unwrap();
+    let m1 = store.append(vec![plain("$m1", "$s0")]).unwrap();
+    let m2 = store.append(vec![plain("$m2", "$s1")]).unwrap();
+    let (s1, m1, m2) = futures::join!(s1, m1, m2);
+    assert_eq!(s1.unwrap(), vec![2]);
+    assert!(matches!(m1, Err(crate::store::StoreError::Stale)), "{m1:?}");
+    assert_eq!(m2.unwrap(), vec![3], "positions stay gap-free");
+    assert!(store.get_event("$m1").await.unwrap().is_none());
+    let head: Option<String> =
+        sqlx::query_scalar("SELECT state_head FROM rooms WHERE room_id = '!s:test'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(head.as_deref(), Some("$s1"));
+    store.close().await;
+    db.drop().await;
+}
