@@ -512,7 +512,7 @@ BREAKAGES = [
         "docker/config/tern.toml",
         'keyspace = "tern"',
         'keyspac = "tern"',
-        "unknown key scylla.'keyspac'",
+        "unknown key or section 'scylla.keyspac'",
     ),
     (
         "docker/config/tern.toml",
