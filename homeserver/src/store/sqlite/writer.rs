@@ -123,7 +123,12 @@ fn write_batch(
     pos: &mut Positions,
     done: &mut Done,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: take the write lock first. A batch may begin with a read
+    // (the state-head check), and in WAL mode a deferred transaction whose
+    // snapshot went stale (another connection, such as `create_room` on the
+    // pool, committed meanwhile) fails its first write at once with "database
+    // is locked" instead of waiting.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let last = &mut pos.events;
     for job in batch.drain(..) {
         match job {
