@@ -145,7 +145,15 @@ class Contract:
             headers.setdefault("Content-Type", "application/json")
         elif data is not None:
             kwargs["data"] = data
-        resp = self.http.request(method, self.base_url + path, **kwargs)
+        try:
+            resp = self.http.request(method, self.base_url + path, **kwargs)
+        except requests.exceptions.ConnectionError:
+            # The server may close a kept-alive connection after answering a
+            # request whose body it did not read (a 404 upload, say); like any
+            # HTTP client, retry an idempotent request once on a fresh one.
+            if method not in ("GET", "HEAD"):
+                raise
+            resp = self.http.request(method, self.base_url + path, **kwargs)
         where = f"{method} {path} -> {resp.status_code} {resp.text[:500]!r}"
         # A request without a token is checked for its answer only: the
         # spec (rightly) calls it invalid.
