@@ -1,7 +1,7 @@
 // The top of the app: the sign-in page, or the two panes (chats and the
 // open chat) that collapse to one on a narrow screen.
 
-import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 
 import type { Session } from "../api";
 import { Client } from "../client";
@@ -57,15 +57,20 @@ function Main({ session, onSignedOut }: { session: Session; onSignedOut: () => v
     document.title = total > 0 ? `(${total}) Tern` : "Tern";
   }, [total]);
 
+  // Back on the list (narrow screens): focus the chat we came from. A layout
+  // effect runs in the same task that shows the list, so the focus is there
+  // as soon as the list is.
+  const focusOnBack = useRef<string | null>(null);
   const back = () => {
+    focusOnBack.current = returnFocus.current;
     setRoomId(null);
-    // Back on the list (narrow screens): focus the chat we came from.
-    const id = returnFocus.current;
-    requestAnimationFrame(() => {
-      const button = id ? document.querySelector<HTMLElement>(`[data-room-id="${CSS.escape(id)}"] .room-open`) : null;
-      button?.focus();
-    });
   };
+  useLayoutEffect(() => {
+    const id = focusOnBack.current;
+    if (roomId || !id) return;
+    focusOnBack.current = null;
+    document.querySelector<HTMLElement>(`[data-room-id="${CSS.escape(id)}"] .room-open`)?.focus();
+  }, [roomId]);
 
   const logOut = async () => {
     client.stop();
