@@ -2,7 +2,7 @@
 //! Redis for typing and presence, a Kafka-protocol broker for the cluster
 //! bus (librdkafka's mock cluster, `tern-kafka-mock`). Users on different
 //! nodes chat, and a node killed with `kill -9` mid-load loses nothing that
-//! was acknowledged and repeats nothing.
+//! was acknowledged and repeats nothing, in sync or in push notifications.
 //!
 //! Needs `TERN_TEST_POSTGRES_URL` (a database the test may create databases
 //! from) and Redis at `TERN_TEST_REDIS_URL`; `scripts/test.sh` provides both.
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tern_tests::{
-    assert_ok, enc, joined_timeline, message_bodies, next_batch, Client, ServerOptions, TestServer,
-    V3,
+    assert_ok, enc, joined_timeline, message_bodies, next_batch, Client, FakeGateway, GatewayMode,
+    ServerOptions, TestServer, V3,
 };
 
 /// The shared services of one test, removed again when it ends.
@@ -275,6 +275,26 @@ async fn killing_a_node_mid_load_loses_and_repeats_nothing() {
     let reader = Client::register(&nodes[1], "reader").await;
     assert_ok(reader.join(&room).await);
     let mut since = next_batch(&reader.sync(None, 0, None).await);
+    // A member who is offline with a phone: every message is pushed to it
+    // once, decided by whichever node holds the room's share of the push
+    // consumer group, dead or alive.
+    let gateway = FakeGateway::start(GatewayMode::Accept).await;
+    let phone = Client::register(&nodes[2], "phone").await;
+    assert_ok(phone.join(&room).await);
+    let pusher = json!({
+        "pushkey": "phone-key", "kind": "http", "app_id": "org.example.chat",
+        "app_display_name": "Chat", "device_display_name": "Phone", "lang": "en",
+        "data": {"url": gateway.url()},
+    });
+    assert_ok(phone.post(&format!("{V3}/pushers/set"), &pusher).await);
+    // Once one message is pushed, every node knows the pusher.
+    let (_, first) = owner
+        .try_send_text(&room, "warm-up", "before the load")
+        .await
+        .unwrap();
+    gateway
+        .wait_for(first["event_id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
 
     const PER_SENDER: usize = 40;
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, String>::new()));
@@ -317,14 +337,36 @@ async fn killing_a_node_mid_load_loses_and_repeats_nothing() {
             }
         }));
     }
-    // Kill node 2 (reader's and sender1's node) while everyone sends.
+    // Someone who is online only through node 2 and never comes back: with
+    // their node gone, nobody times them out but the lease sweep.
+    let ghost = Client::register(&nodes[1], "ghost").await;
+    assert_ok(ghost.join(&room).await);
+    let ghost_sync = {
+        let ghost = ghost.clone();
+        tokio::spawn(async move {
+            let path = format!("{V3}/sync?timeout=60000");
+            let _ = ghost
+                .try_request(reqwest::Method::GET, &path, None, None)
+                .await;
+        })
+    };
+    let ghost_status = format!("{V3}/presence/{}/status", enc(&ghost.user_id));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // (Node 1 may take a moment to see that they share the room.)
+    while owner.get(&ghost_status).await.1["presence"] != "online" {
+        assert!(Instant::now() < deadline, "the ghost never came online");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Kill node 2 (reader's, sender1's and the ghost's node) while everyone
+    // sends.
     tokio::time::sleep(Duration::from_millis(600)).await;
     nodes[1].kill_hard();
+    let killed_at = Instant::now();
 
     // The reader resumes on node 3 with the token node 2 gave it.
     let reader = reader.on(&nodes[2]);
     let mut seen: Vec<String> = Vec::new();
-    let mut bodies: Vec<String> = Vec::new();
     for task in tasks {
         task.await.expect("sender task");
     }
@@ -333,7 +375,7 @@ async fn killing_a_node_mid_load_loses_and_repeats_nothing() {
     // A timeline limit above the whole load: nothing may be skipped as
     // `limited` (which a client would fill by paging back).
     let filter = r#"{"room":{"timeline":{"limit":1000}}}"#;
-    while bodies.len() < expected.len() && Instant::now() < deadline {
+    while expected.values().any(|id| !seen.contains(id)) && Instant::now() < deadline {
         let resp = reader.sync(Some(&since), 3_000, Some(filter)).await;
         assert_ne!(
             resp["rooms"]["join"][&room]["timeline"]["limited"],
@@ -342,7 +384,6 @@ async fn killing_a_node_mid_load_loses_and_repeats_nothing() {
         );
         let events = joined_timeline(&resp, &room);
         seen.extend(ids(&events));
-        bodies.extend(message_bodies(&events));
         since = next_batch(&resp);
     }
     let unique: HashSet<&String> = seen.iter().collect();
@@ -358,5 +399,50 @@ async fn killing_a_node_mid_load_loses_and_repeats_nothing() {
     let on_first = history_ids(&reader.on(&nodes[0]), &room).await;
     let on_third = history_ids(&reader, &room).await;
     assert_eq!(on_first, on_third);
-    assert_eq!(on_first.len(), 3 * PER_SENDER);
+    assert_eq!(on_first.len(), 3 * PER_SENDER + 1);
+
+    // Every acknowledged message reached the phone's gateway, once. A node
+    // that dies holding the room's partition hands it over after the group's
+    // session timeout (10 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pushed = |gateway: &FakeGateway| -> Vec<String> {
+        gateway
+            .received()
+            .iter()
+            .filter_map(|n| n["event_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    while expected.values().any(|id| !pushed(&gateway).contains(id)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pushed = pushed(&gateway);
+    for (body, event_id) in &expected {
+        assert!(
+            pushed.contains(event_id),
+            "{body} ({event_id}) was never pushed"
+        );
+    }
+    let unique: HashSet<&String> = pushed.iter().collect();
+    assert_eq!(
+        unique.len(),
+        pushed.len(),
+        "a message was pushed twice: {pushed:?}"
+    );
+
+    // The ghost goes offline once their lease runs out (20 s plus the
+    // offline grace), keeping a last-seen time from before the kill.
+    ghost_sync.await.expect("ghost sync task");
+    let status = loop {
+        let status = assert_ok(owner.get(&ghost_status).await);
+        if status["presence"] == "offline" {
+            break status;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "the ghost is still {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let ago = status["last_active_ago"].as_u64().expect("last seen kept");
+    assert!(ago >= killed_at.elapsed().as_millis() as u64, "{status}");
 }

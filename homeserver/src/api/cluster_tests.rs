@@ -428,6 +428,80 @@ async fn a_user_syncing_on_one_node_counts_as_connected_on_the_other() {
     assert!(!services_a.presence.is_connected("@alice:localhost").await);
 }
 
+/// Every node hears of every event, but an event's pushes are decided once
+/// for the cluster: one queued notification per pusher, not one per node.
+#[tokio::test]
+async fn an_event_is_pushed_once_however_many_nodes_hear_of_it() {
+    let shared = shared().await;
+    let hub = MemoryCluster::default();
+    let a = node(&shared, hub.join(1)).await;
+    let b = node(&shared, hub.join(2)).await;
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    let room = shared_room(&a, &b, &alice, &bob).await;
+    // Nobody listens on port 9: the notification stays queued, retried.
+    let pusher = json!({
+        "pushkey": "bob-phone", "kind": "http", "app_id": "org.example.chat",
+        "app_display_name": "Chat", "device_display_name": "Phone", "lang": "en",
+        "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify"},
+    });
+    let (status, body) = call(
+        &b,
+        "POST",
+        "/_matrix/client/v3/pushers/set",
+        Some(&bob),
+        Some(&pusher.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Both nodes know the pusher once its change crossed the bus.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let on_a = send(&a, &alice, &room, "p1", "from A").await;
+    let on_b = send(&b, &alice, &room, "p2", "from B").await;
+    let mut queued = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(queued.contains(&on_a) && queued.contains(&on_b)) {
+        assert!(Instant::now() < deadline, "pushes not queued: {queued:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Everything in the outbox, leased or not.
+        for q in shared
+            .store
+            .push
+            .claim_pushes(i64::MAX, i64::MAX, 100)
+            .await
+            .unwrap()
+        {
+            queued.push(
+                q.push.body["notification"]["event_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+            shared.store.push.finish_push(q.id).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for q in shared
+        .store
+        .push
+        .claim_pushes(i64::MAX, i64::MAX, 100)
+        .await
+        .unwrap()
+    {
+        queued.push(
+            q.push.body["notification"]["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    queued.sort();
+    let mut expected = vec![on_a, on_b];
+    expected.sort();
+    assert_eq!(queued, expected);
+}
+
 #[tokio::test]
 async fn spreading_sends_over_nodes_buys_no_extra_rate() {
     let shared = shared().await;

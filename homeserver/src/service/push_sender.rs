@@ -6,9 +6,14 @@
 //! members with pushers, evaluates their push rules (the same evaluation
 //! that gives unread counts), leaves out by default those connected right
 //! now (the seed: notify offline users), and writes a notification per
-//! pusher to the outbox in one transaction. Another task drains the outbox:
-//! each notification is leased (its due time moved past the request
-//! timeout) and sent on its own task, so one slow gateway never holds up
+//! pusher to the outbox in one transaction. On a cluster the events come
+//! from a Kafka consumer group instead (`EventBus::claim_events`): each event
+//! is decided by one node, and a node that dies hands its share to the
+//! others, which resume from the group's committed offsets; the outbox
+//! remembers per room the newest event decided, so an event handed out twice
+//! is queued once. Another task drains the outbox: each notification is
+//! taken and leased in one statement (its due time moved past the request
+//! timeout, so no other node takes it) and sent on its own task, so one slow gateway never holds up
 //! another's notifications or any message delivery. 2xx finishes it, and
 //! pushkeys the gateway lists as `rejected` are removed; 5xx, 429 and
 //! network errors are retried with exponential backoff; other 4xx give up.
@@ -19,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::stream::{BoxStream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +36,7 @@ use super::pushers::PusherService;
 use super::rooms::{now_ms, RoomService};
 use super::timeline_cache::TimelineCache;
 use super::unread::{display_name, push_context, UnreadService};
+use crate::store::cluster::ClaimedEvents;
 use crate::store::{
     EventBus, OutboxPush, PushStore, QueuedPush, RoomStore, StoredEvent, StreamNotice,
 };
@@ -85,27 +91,20 @@ pub fn spawn(parts: PushSenderParts, bus: &dyn EventBus, shutdown: CancellationT
         nudge: Notify::new(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     });
-    let mut notices = bus.subscribe();
     let events = sender.clone();
     let stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                next = notices.next() => match next {
-                    Some(StreamNotice::RoomEvent { stream, room_id, .. }) if stream != i64::MAX => {
-                        if let Err(err) = events.on_event(&room_id, stream).await {
-                            tracing::warn!(error = %err.message, "deciding pushes failed");
-                        }
-                    }
-                    Some(_) => {}
-                    None => return,
-                },
-            }
-        }
-    });
+    // On a cluster each committed event is handed to one node, which decides
+    // its pushes for all; on one node every event is this node's.
+    match bus.claim_events("push") {
+        Some(claimed) => tokio::spawn(events.decide_claimed(claimed, stop)),
+        None => tokio::spawn(events.decide_notified(bus.subscribe(), stop)),
+    };
     tokio::spawn(sender.drain(shutdown));
 }
+
+/// Events older than this when a node gets to them are not pushed: a node
+/// that joins a new consumer group reads the whole retained log first.
+const MAX_AGE_MS: i64 = 10 * 60 * 1000;
 
 /// The room-wide parts of a notification.
 struct EventInfo<'a> {
@@ -162,6 +161,56 @@ fn backoff_ms(attempts: i64) -> i64 {
 }
 
 impl Sender {
+    /// One node: decides for each event the bus announces.
+    async fn decide_notified(
+        self: Arc<Self>,
+        mut notices: BoxStream<'static, StreamNotice>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                next = notices.next() => match next {
+                    Some(StreamNotice::RoomEvent { stream, room_id, .. }) if stream != i64::MAX => {
+                        if let Err(err) = self.on_event(&room_id, stream).await {
+                            tracing::warn!(error = %err.message, "deciding pushes failed");
+                        }
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// A cluster: decides for the events handed to this node, then says so.
+    async fn decide_claimed(
+        self: Arc<Self>,
+        mut claimed: BoxStream<'static, ClaimedEvents>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let ClaimedEvents { events, done } = tokio::select! {
+                _ = stop.cancelled() => return,
+                next = claimed.next() => match next {
+                    Some(next) => next,
+                    None => return,
+                },
+            };
+            let oldest = now_ms() - MAX_AGE_MS;
+            for event in events {
+                let ts = event.pdu["origin_server_ts"].as_i64().unwrap_or(i64::MAX);
+                if event.stream == i64::MAX || ts < oldest {
+                    continue;
+                }
+                if let Err(err) = self.decide(&event).await {
+                    tracing::warn!(error = %err.message, "deciding pushes failed");
+                }
+            }
+            done();
+        }
+    }
+
     async fn on_event(&self, room_id: &str, stream: i64) -> super::error::ServiceResult<()> {
         let parts = &self.parts;
         if !parts.pushers.anyone_has_pushers() {
@@ -177,9 +226,19 @@ impl Sender {
                 .next()
                 .and_then(|(_, s)| s.events.into_iter().next()),
         };
-        let Some(event) = event else {
+        match event {
+            Some(event) => self.decide(&event).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Queues the notifications one event calls for.
+    async fn decide(&self, event: &StoredEvent) -> super::error::ServiceResult<()> {
+        let parts = &self.parts;
+        if !parts.pushers.anyone_has_pushers() {
             return Ok(());
-        };
+        }
+        let (room_id, stream) = (event.room_id.as_str(), event.stream);
         let Some(state) = parts.rooms.state_snapshot(room_id).await? else {
             return Ok(());
         };
@@ -196,7 +255,7 @@ impl Sender {
         let context = push_context(room_id, &state);
         let prepared = PreparedEvent::new(&event.pdu, &context);
         let info = EventInfo {
-            event: &event,
+            event,
             sender_name: state
                 .get("m.room.member", &event.sender)
                 .and_then(|e| e.content.get("displayname"))
@@ -281,8 +340,12 @@ impl Sender {
                 });
             }
         }
-        if !queued.is_empty() {
-            parts.store.enqueue_pushes(queued, now_ms()).await?;
+        if !queued.is_empty()
+            && parts
+                .store
+                .enqueue_pushes(room_id, stream, queued, now_ms())
+                .await?
+        {
             self.nudge.notify_one();
         }
         Ok(())
@@ -293,7 +356,16 @@ impl Sender {
     async fn drain(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let now = now_ms();
-            let due = match self.parts.store.due_pushes(now, MAX_IN_FLIGHT).await {
+            // Leased as taken, so a crash mid-request means a retry, not a
+            // loss, and no other node takes it meanwhile. Only as many as
+            // can be sent now are taken.
+            let free = self.in_flight.available_permits().max(1);
+            let due = match self
+                .parts
+                .store
+                .claim_pushes(now, now + LEASE_MS, free)
+                .await
+            {
                 Ok(due) => due,
                 Err(err) => {
                     tracing::warn!(%err, "reading the push outbox failed");
@@ -301,17 +373,6 @@ impl Sender {
                 }
             };
             for queued in due {
-                // Leased first, so a crash mid-request means a retry, not a loss.
-                let lease = now + LEASE_MS;
-                if let Err(err) = self
-                    .parts
-                    .store
-                    .retry_push(queued.id, queued.attempts, lease)
-                    .await
-                {
-                    tracing::warn!(%err, "leasing a push failed");
-                    continue;
-                }
                 let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
                     return;
                 };

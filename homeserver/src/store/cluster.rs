@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::{BroadcastStream, UnboundedReceiverStream};
 
 use super::memory::MemoryBus;
 use super::{EventBus, ReceiptRecord, StoreResult, StoredEvent, StreamNotice};
@@ -72,6 +72,22 @@ impl ClusterMessage {
     }
 }
 
+/// A shared message given to one node of a group (a Kafka consumer group),
+/// whoever sent it. `done` once it is handled: a node that dies before that
+/// leaves it to the node that takes over its share, so a handler must cope
+/// with seeing a message twice.
+pub struct Claimed {
+    pub message: ClusterMessage,
+    pub done: Box<dyn FnOnce() + Send>,
+}
+
+/// Committed events given to this node alone to act on once for the whole
+/// cluster (deciding push notifications), and how to mark them handled.
+pub struct ClaimedEvents {
+    pub events: Vec<StoredEvent>,
+    pub done: Box<dyn FnOnce() + Send>,
+}
+
 /// Carries messages between the nodes of one deployment.
 pub trait ClusterTransport: Send + Sync {
     /// Hands a message to every other node. Never waits: the sender's work is
@@ -79,6 +95,12 @@ pub trait ClusterTransport: Send + Sync {
     fn send(&self, message: ClusterMessage);
     /// Messages from the other nodes (never this node's own). Taken once.
     fn incoming(&self) -> BoxStream<'static, ClusterMessage>;
+    /// Every node's messages, shared out among the nodes of `group`: each
+    /// goes to one of them, in order per room. `None` when the transport
+    /// has no groups. Taken once per group.
+    fn claim(&self, _group: &str) -> Option<BoxStream<'static, Claimed>> {
+        None
+    }
 }
 
 /// The event bus of a cluster node: notices fan out in-process at once, and
@@ -89,6 +111,9 @@ pub struct ClusterBus {
     local: MemoryBus,
     transport: Arc<dyn ClusterTransport>,
     incoming: Mutex<Option<BoxStream<'static, ClusterMessage>>>,
+    /// Without groups in the transport, each node acts on the events it
+    /// committed itself: they are copied here as they are shared.
+    own_events: Mutex<Option<mpsc::UnboundedSender<Vec<StoredEvent>>>>,
 }
 
 impl ClusterBus {
@@ -98,6 +123,7 @@ impl ClusterBus {
             local: MemoryBus::new(65_536),
             transport,
             incoming: Mutex::new(Some(incoming)),
+            own_events: Mutex::new(None),
         }
     }
 
@@ -141,7 +167,38 @@ impl EventBus for ClusterBus {
     }
 
     fn share(&self, message: ClusterMessage) {
+        if let ClusterMessage::Events { events, .. } = &message {
+            if let Some(own) = &*self.own_events.lock().expect("own events lock") {
+                let _ = own.send(events.clone());
+            }
+        }
         self.transport.send(message);
+    }
+
+    fn claim_events(&self, group: &str) -> Option<BoxStream<'static, ClaimedEvents>> {
+        if let Some(claimed) = self.transport.claim(group) {
+            return Some(
+                claimed
+                    .map(|Claimed { message, done }| match message {
+                        ClusterMessage::Events { events, .. } => ClaimedEvents { events, done },
+                        _ => ClaimedEvents {
+                            events: Vec::new(),
+                            done,
+                        },
+                    })
+                    .boxed(),
+            );
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.own_events.lock().expect("own events lock") = Some(tx);
+        Some(
+            UnboundedReceiverStream::new(rx)
+                .map(|events| ClaimedEvents {
+                    events,
+                    done: Box::new(|| {}),
+                })
+                .boxed(),
+        )
     }
 }
 

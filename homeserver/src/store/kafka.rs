@@ -6,14 +6,16 @@
 //! doubles a message. Every node reads every partition from the end, with no
 //! consumer group: it wants all messages, and whatever it missed while it was
 //! down it reads from the store, which is the record (see `service::cluster`).
+//! Work done once for the whole cluster (deciding push notifications) reads
+//! the same topic in a consumer group (`claim`).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::cluster::{ClusterMessage, ClusterTransport};
+use super::cluster::{Claimed, ClusterMessage, ClusterTransport};
 use super::{StoreError, StoreResult};
 
 /// How long start-up waits for the brokers before giving up.
@@ -49,6 +51,7 @@ struct Envelope {
 
 pub struct KafkaTransport {
     producer: FutureProducer,
+    brokers: String,
     topic: String,
     origin: String,
     consumer: Mutex<Option<StreamConsumer>>,
@@ -105,6 +108,7 @@ impl KafkaTransport {
         tracing::info!(brokers = %settings.brokers, topic = %settings.topic, partitions, "kafka cluster transport ready");
         Ok(Self {
             producer,
+            brokers: settings.brokers.clone(),
             topic: settings.topic.clone(),
             origin,
             consumer: Mutex::new(Some(consumer)),
@@ -194,6 +198,103 @@ impl ClusterTransport for KafkaTransport {
             }
             Err((err, _)) => tracing::warn!(%err, "queueing a cluster message failed"),
         }
+    }
+
+    /// A consumer group over the topic: Kafka shares the partitions out
+    /// among the group's live nodes and moves a dead node's partitions to
+    /// the others, which resume from the group's committed offsets. An
+    /// offset is stored only once its message is `done`, and committed
+    /// within a second, so a message is handled at least once.
+    fn claim(&self, group: &str) -> Option<BoxStream<'static, Claimed>> {
+        let group_id = format!("{}-{group}", self.topic);
+        let consumer: StreamConsumer = match ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &group_id)
+            .set("client.id", format!("{group_id}-{}", self.origin))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            // A new group starts at the oldest message still kept; the
+            // handler skips what is too old to matter.
+            .set("auto.offset.reset", "earliest")
+            // A node that died stops holding its partitions after this.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "20")
+            .create()
+        {
+            Ok(consumer) => consumer,
+            Err(err) => {
+                tracing::error!(%err, group = %group_id, "joining the kafka consumer group failed");
+                return None;
+            }
+        };
+        if let Err(err) = consumer.subscribe(&[&self.topic]) {
+            tracing::error!(%err, group = %group_id, "joining the kafka consumer group failed");
+            return None;
+        }
+        let consumer = Arc::new(consumer);
+        let (tx, rx) = mpsc::channel(INCOMING_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                // Leaves the group once nobody reads: the consumer closes,
+                // committing what was done, and its share moves on.
+                let received = tokio::select! {
+                    _ = tx.closed() => {
+                        // What was done is committed before leaving, so the
+                        // next holder starts right after it.
+                        let consumer = consumer.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            consumer.commit_consumer_state(CommitMode::Sync)
+                        })
+                        .await;
+                        return;
+                    }
+                    received = consumer.recv() => received,
+                };
+                let (message, topic, partition, offset) = match received {
+                    Ok(m) => {
+                        let at = (m.topic().to_owned(), m.partition(), m.offset());
+                        let message = m
+                            .payload()
+                            .and_then(|p| serde_json::from_slice::<Envelope>(p).ok())
+                            .map(|e| e.message);
+                        (message, at.0, at.1, at.2)
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "reading the kafka consumer group failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let store = {
+                    let consumer = Arc::downgrade(&consumer);
+                    move || {
+                        // librdkafka commits the offset after the one stored
+                        // here (`rd_kafka_offset_store`). A partition taken
+                        // away meanwhile refuses: its new holder reads this
+                        // message again.
+                        if let Some(consumer) = consumer.upgrade() {
+                            let _ = consumer.store_offset(&topic, partition, offset);
+                        }
+                    }
+                };
+                let Some(message) = message else {
+                    tracing::warn!("an unreadable cluster message was skipped");
+                    store();
+                    continue;
+                };
+                let claimed = Claimed {
+                    message,
+                    done: Box::new(store),
+                };
+                if tx.send(claimed).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Some(ReceiverStream::new(rx).boxed())
     }
 
     fn incoming(&self) -> BoxStream<'static, ClusterMessage> {
@@ -308,6 +409,68 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(500), at_a.next())
                 .await
                 .is_err()
+        );
+    }
+
+    /// A consumer group resumes from its committed offsets: what a node
+    /// marked done is not handed out again, and what it had not is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_resumes_where_the_last_holder_left_off() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("g", 4, 1).unwrap();
+        let settings = KafkaSettings {
+            brokers: cluster.bootstrap_servers(),
+            topic: "g".into(),
+            partitions: 4,
+            replication_factor: 1,
+        };
+        let a = KafkaTransport::connect(&settings, "a".into())
+            .await
+            .unwrap();
+        // Sent before anyone joined the group: a new group reads from the
+        // start. The sender's own messages count too.
+        for n in 0..20 {
+            a.send(notice(n, &format!("!room{}:t", n % 5)));
+        }
+        let stream_of = |message: &ClusterMessage| match message {
+            ClusterMessage::Notice {
+                notice: StreamNotice::Typing { stream, .. },
+            } => *stream,
+            other => panic!("unexpected {other:?}"),
+        };
+        let mut first = a.claim("push").expect("kafka has groups");
+        let mut done = Vec::new();
+        for _ in 0..10 {
+            let claimed = tokio::time::timeout(Duration::from_secs(20), first.next())
+                .await
+                .expect("the group handed out nothing")
+                .unwrap();
+            done.push(stream_of(&claimed.message));
+            (claimed.done)();
+        }
+        // The holder goes away with ten messages done (and maybe more read
+        // but not done); another node takes over the group.
+        drop(first);
+        let b = KafkaTransport::connect(&settings, "b".into())
+            .await
+            .unwrap();
+        let mut second = b.claim("push").unwrap();
+        let mut rest = Vec::new();
+        let mut wait = Duration::from_secs(30);
+        // Everything the group hands out, until it has been quiet a while.
+        while let Ok(next) = tokio::time::timeout(wait, second.next()).await {
+            let claimed = next.unwrap();
+            rest.push(stream_of(&claimed.message));
+            (claimed.done)();
+            wait = Duration::from_secs(3);
+        }
+        let mut all: Vec<i64> = done.iter().chain(&rest).copied().collect();
+        all.sort_unstable();
+        // Nothing lost, and nothing done handed out again.
+        assert_eq!(
+            all,
+            (0..20).collect::<Vec<_>>(),
+            "done {done:?}, then {rest:?}"
         );
     }
 }

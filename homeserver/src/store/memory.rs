@@ -221,10 +221,10 @@ impl Ephemeral for MemoryEphemeral {
     async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()> {
         let until = now_ms() + ttl_ms;
         let mut connected = self.connected.lock().expect("connected lock");
-        // Expired entries go whenever the map is written: it stays as small
-        // as the set of users connected lately.
+        // Entries long expired go whenever the map is written (the lapsed
+        // ones are normally taken by `take_lapsed_connections` before).
         let now = now_ms();
-        connected.retain(|_, (_, until)| *until > now);
+        connected.retain(|_, (_, until)| *until > now - 3_600_000);
         for user in user_ids {
             connected.insert(user.clone(), (node.to_owned(), until));
         }
@@ -256,6 +256,20 @@ impl Ephemeral for MemoryEphemeral {
             .get(user_id)
             .filter(|(_, until)| *until > now_ms())
             .map(|(node, _)| node.clone()))
+    }
+
+    async fn take_lapsed_connections(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<String>> {
+        let mut connected = self.connected.lock().expect("connected lock");
+        let lapsed: Vec<String> = connected
+            .iter()
+            .filter(|(_, (_, until))| *until <= now_ts)
+            .map(|(user, _)| user.clone())
+            .take(limit)
+            .collect();
+        for user in &lapsed {
+            connected.remove(user);
+        }
+        Ok(lapsed)
     }
 }
 

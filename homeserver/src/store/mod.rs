@@ -437,10 +437,26 @@ pub trait PushStore: Send + Sync {
     /// Removes the pusher `(app_id, pushkey)` from whoever holds it (a
     /// gateway said the key is dead).
     async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StoreResult<()>;
-    /// Queues notifications durably; due at once.
-    async fn enqueue_pushes(&self, pushes: Vec<OutboxPush>, now_ts: i64) -> StoreResult<()>;
-    /// Up to `limit` queued notifications due by `now_ts`, oldest first.
-    async fn due_pushes(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<QueuedPush>>;
+    /// Queues the notifications for the event of `room_id` at `stream`,
+    /// durably and due at once, unless pushes for that event or a later one
+    /// of the room were queued already (false then, and nothing is queued):
+    /// an event handed out twice is never pushed twice.
+    async fn enqueue_pushes(
+        &self,
+        room_id: &str,
+        stream: i64,
+        pushes: Vec<OutboxPush>,
+        now_ts: i64,
+    ) -> StoreResult<bool>;
+    /// Takes up to `limit` queued notifications due by `now_ts`, oldest
+    /// first, and makes them due again only at `lease_until`, in one step:
+    /// two senders never take the same notification.
+    async fn claim_pushes(
+        &self,
+        now_ts: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<QueuedPush>>;
     /// The earliest time a queued notification falls due, if any.
     async fn next_push_due(&self) -> StoreResult<Option<i64>>;
     /// A notification was delivered or given up: forget it.
@@ -507,6 +523,12 @@ pub trait EventBus: Send + Sync {
     }
     /// Tells the other nodes what this one committed (nothing on one node).
     fn share(&self, _message: cluster::ClusterMessage) {}
+    /// On a cluster, the committed events this node acts on for `group` on
+    /// behalf of all nodes (each event goes to one node of the group). `None`
+    /// on one node, where every [`StreamNotice::RoomEvent`] is its own.
+    fn claim_events(&self, _group: &str) -> Option<BoxStream<'static, cluster::ClaimedEvents>> {
+        None
+    }
 }
 
 /// Presence states as the spec names them.
@@ -581,6 +603,10 @@ pub trait Ephemeral: Send + Sync {
     async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()>;
     /// The node `user_id` is connected to, if any entry is still live.
     async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>>;
+    /// Takes up to `limit` users whose connection ran out by `now_ts`
+    /// without renewal (they left, or their node died): each is handed to
+    /// one caller only, which sees to their presence.
+    async fn take_lapsed_connections(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<String>>;
     /// Takes one token from the bucket `key` (holding at most `burst`,
     /// refilled at `per_sec`): `None` if taken, else the milliseconds until
     /// one is there. Shared by every node, so a cluster limits a user once.

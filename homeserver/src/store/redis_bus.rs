@@ -13,7 +13,7 @@ use futures::stream::{BoxStream, StreamExt};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{ClusterMessage, ClusterTransport};
+use super::cluster::{Claimed, ClusterMessage, ClusterTransport};
 use super::{StoreError, StoreResult, StreamNotice};
 
 #[derive(Serialize, Deserialize)]
@@ -110,6 +110,10 @@ impl ClusterTransport for SplitTransport {
 
     fn incoming(&self) -> BoxStream<'static, ClusterMessage> {
         futures::stream::select(self.ephemeral.incoming(), self.ordered.incoming()).boxed()
+    }
+
+    fn claim(&self, group: &str) -> Option<BoxStream<'static, Claimed>> {
+        self.ordered.claim(group)
     }
 }
 

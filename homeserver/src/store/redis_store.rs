@@ -43,7 +43,18 @@ pub struct RedisEphemeral {
     expire_typing: Script,
     set_presence: Script,
     take_token: Script,
+    take_lapsed: Script,
 }
+
+/// KEYS: the lease deadlines (a sorted set). ARGV: now, limit. Removes and
+/// returns the users whose lease ran out, so two nodes never take the same.
+const TAKE_LAPSED: &str = r#"
+local users = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, ARGV[2])
+if #users > 0 then
+  redis.call("ZREM", KEYS[1], unpack(users))
+end
+return users
+"#;
 
 /// KEYS: bucket hash. ARGV: burst, refill per second. A token bucket on the
 /// server's clock (every node agrees on it); returns 0 when a token was
@@ -186,6 +197,7 @@ impl RedisEphemeral {
             expire_typing: Script::new(EXPIRE_TYPING),
             set_presence: Script::new(SET_PRESENCE),
             take_token: Script::new(TAKE_TOKEN),
+            take_lapsed: Script::new(TAKE_LAPSED),
         })
     }
 
@@ -402,6 +414,9 @@ impl Ephemeral for RedisEphemeral {
             return Ok(());
         }
         // One key per user with a TTL: Redis forgets whoever stops renewing.
+        // The deadlines also go in one sorted set, so a user whose node died
+        // is found without scanning anyone else.
+        let until = now_ms() + ttl_ms.max(1);
         let mut pipe = redis::pipe();
         for user in user_ids {
             pipe.cmd("SET")
@@ -411,6 +426,12 @@ impl Ephemeral for RedisEphemeral {
                 .arg(ttl_ms.max(1))
                 .ignore();
         }
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(self.key("conn-deadlines"));
+        for user in user_ids {
+            zadd.arg(until).arg(user);
+        }
+        pipe.add_command(zadd).ignore();
         pipe.query_async::<()>(&mut self.conn()).await?;
         Ok(())
     }
@@ -430,6 +451,16 @@ impl Ephemeral for RedisEphemeral {
         Ok(self
             .conn()
             .get(self.key(&format!("conn:{user_id}")))
+            .await?)
+    }
+
+    async fn take_lapsed_connections(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<String>> {
+        Ok(self
+            .take_lapsed
+            .key(self.key("conn-deadlines"))
+            .arg(now_ts)
+            .arg(limit.max(1))
+            .invoke_async(&mut self.conn())
             .await?)
     }
 }

@@ -6,6 +6,12 @@
 //! not fresh, and renewed in one batch for everyone syncing here (or within
 //! the offline grace period) every third of its length. A node that dies
 //! stops renewing, and its users' leases run out by themselves.
+//!
+//! The leases also keep presence right across nodes. A user who moved to
+//! another node is that node's to time out: this node's record of them is
+//! stale, and it drops it rather than announce it. A user whose node died has
+//! nobody to time them out: every node sweeps the leases that ran out (Redis
+//! hands each to one node) and sets those users offline, keeping last seen.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +20,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::tracker::Inner;
 use crate::service::rooms::now_ms;
+use crate::store::PresenceState;
 
 /// How long a lease lasts without renewal.
 pub(super) const LEASE: Duration = Duration::from_secs(20);
+/// How often each node looks for leases that ran out.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Lapsed leases taken at a time.
+const SWEEP_BATCH: usize = 500;
 
 impl Inner {
     /// Length of a lease: past its renewal, a user counts as connected for
@@ -85,5 +96,85 @@ impl Inner {
                 tracing::warn!(%err, "renewing connection leases failed");
             }
         }
+    }
+
+    /// Whether `user_id` now syncs on another node, which keeps their
+    /// presence; this node's record of them is then dropped.
+    pub(super) async fn moved_elsewhere(&self, user_id: &str) -> bool {
+        let Some(node) = &self.node else {
+            return false;
+        };
+        let holder = match self.ephemeral.connected_node(user_id).await {
+            Ok(Some(holder)) if &holder != node => holder,
+            _ => return false,
+        };
+        let mut local = self.local.lock().expect("presence lock");
+        if local.get(user_id).is_some_and(|e| e.syncing == 0) {
+            tracing::debug!(user = %user_id, %holder, "presence moved to another node");
+            local.remove(user_id);
+            return true;
+        }
+        false
+    }
+
+    /// Sets offline the users whose lease ran out with no node left to do
+    /// it, until shutdown.
+    pub(super) async fn sweep_lapsed(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.node.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            loop {
+                let lapsed = match self
+                    .ephemeral
+                    .take_lapsed_connections(now_ms(), SWEEP_BATCH)
+                    .await
+                {
+                    Ok(lapsed) => lapsed,
+                    Err(err) => {
+                        tracing::warn!(%err, "reading lapsed connections failed");
+                        break;
+                    }
+                };
+                for user_id in &lapsed {
+                    self.lapsed(user_id).await;
+                }
+                if lapsed.len() < SWEEP_BATCH {
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn lapsed(&self, user_id: &str) {
+        // Known here: this node's own timers see to them.
+        if self
+            .local
+            .lock()
+            .expect("presence lock")
+            .contains_key(user_id)
+        {
+            return;
+        }
+        // Back on some node meanwhile.
+        if !matches!(self.ephemeral.connected_node(user_id).await, Ok(None)) {
+            return;
+        }
+        let offline = self
+            .update(user_id, |entry, _| {
+                let moved = entry.record.state != PresenceState::Offline;
+                entry.record.state = PresenceState::Offline;
+                moved
+            })
+            .await;
+        if let Err(err) = offline {
+            tracing::warn!(error = %err.message, "setting a lapsed user offline failed");
+        }
+        self.forget_if_idle(user_id);
     }
 }

@@ -151,7 +151,8 @@ impl PresenceService {
         });
         if inner.config.enabled {
             tokio::spawn(inner.clone().run_timers(shutdown.clone()));
-            tokio::spawn(inner.clone().renew_leases(shutdown));
+            tokio::spawn(inner.clone().renew_leases(shutdown.clone()));
+            tokio::spawn(inner.clone().sweep_lapsed(shutdown));
         }
         Self {
             inner,

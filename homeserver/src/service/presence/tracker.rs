@@ -245,7 +245,9 @@ impl Inner {
             }
         }
         for user_id in changed {
-            self.announce(&user_id).await;
+            if !self.moved_elsewhere(&user_id).await {
+                self.announce(&user_id).await;
+            }
         }
         for user_id in fired {
             self.forget_if_idle(&user_id);

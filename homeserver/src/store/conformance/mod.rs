@@ -433,11 +433,46 @@ async fn connections(store: &dyn Ephemeral) {
         store.connected_node("@c1:test").await.unwrap().as_deref(),
         Some("node-b")
     );
+    // Nobody's lease has lapsed yet.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    assert!(store
+        .take_lapsed_connections(now(), 10)
+        .await
+        .unwrap()
+        .is_empty());
     // Not renewed: gone.
     store.set_connected(&users, "node-b", 50).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(120)).await;
     assert_eq!(store.connected_node("@c1:test").await.unwrap(), None);
     assert_eq!(store.connected_node("@c2:test").await.unwrap(), None);
+    // The lapsed are handed out once each, `limit` at a time.
+    let first = store.take_lapsed_connections(now(), 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let mut all = first;
+    all.extend(store.take_lapsed_connections(now(), 10).await.unwrap());
+    all.sort();
+    assert_eq!(all, users);
+    assert!(store
+        .take_lapsed_connections(now(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // A renewed lease is not lapsed.
+    store.set_connected(&users, "node-a", 50).await.unwrap();
+    store
+        .set_connected(&users[..1], "node-a", 60_000)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert_eq!(
+        store.take_lapsed_connections(now(), 10).await.unwrap(),
+        vec!["@c2:test".to_string()]
+    );
 }
 
 async fn presence(store: &dyn Ephemeral) {

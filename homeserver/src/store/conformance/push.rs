@@ -112,22 +112,58 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         body: json!({"notification": {"n": n}}),
     };
     assert_eq!(store.next_push_due().await.unwrap(), None);
-    store
-        .enqueue_pushes(vec![push(1), push(2)], 100)
+    assert!(store
+        .enqueue_pushes("!r:t", 7, vec![push(1), push(2)], 100)
         .await
-        .unwrap();
+        .unwrap());
+    // The same event again, or an older one of the room, queues nothing;
+    // a newer one, or another room's, does.
+    assert!(!store
+        .enqueue_pushes("!r:t", 7, vec![push(8)], 100)
+        .await
+        .unwrap());
+    assert!(!store
+        .enqueue_pushes("!r:t", 6, vec![push(8)], 100)
+        .await
+        .unwrap());
     assert_eq!(store.next_push_due().await.unwrap(), Some(100));
-    assert!(store.due_pushes(99, 10).await.unwrap().is_empty());
-    let due = store.due_pushes(100, 10).await.unwrap();
+    assert!(store.claim_pushes(99, 1_000, 10).await.unwrap().is_empty());
+    let due = store.claim_pushes(100, 1_000, 10).await.unwrap();
     assert_eq!(due.len(), 2);
     assert_eq!(due[0].push, push(1));
+    assert_eq!(due[1].push, push(2));
     assert_eq!(due[0].attempts, 0);
+    // Taken: leased until 1,000, so nobody else takes them before.
+    assert!(store.claim_pushes(999, 2_000, 10).await.unwrap().is_empty());
+    assert_eq!(store.next_push_due().await.unwrap(), Some(1_000));
     store.retry_push(due[0].id, 1, 500).await.unwrap();
     store.finish_push(due[1].id).await.unwrap();
-    assert!(store.due_pushes(499, 10).await.unwrap().is_empty());
-    let again = store.due_pushes(500, 10).await.unwrap();
+    assert!(store.claim_pushes(499, 1_000, 10).await.unwrap().is_empty());
+    let again = store.claim_pushes(500, 1_000, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 1);
     store.finish_push(again[0].id).await.unwrap();
     assert_eq!(store.next_push_due().await.unwrap(), None);
+
+    // Two senders taking at once never take the same notification.
+    assert!(store
+        .enqueue_pushes("!r:t", 8, (10..50).map(push).collect(), 100)
+        .await
+        .unwrap());
+    assert!(store
+        .enqueue_pushes("!other:t", 1, vec![push(99)], 100)
+        .await
+        .unwrap());
+    let (a, b) = tokio::join!(
+        store.claim_pushes(100, 1_000, 25),
+        store.claim_pushes(100, 1_000, 25)
+    );
+    let mut ids: Vec<i64> = a.unwrap().iter().chain(&b.unwrap()).map(|q| q.id).collect();
+    assert_eq!(ids.len(), 41);
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 41, "a notification was taken twice");
+    for id in ids {
+        store.finish_push(id).await.unwrap();
+    }
 }

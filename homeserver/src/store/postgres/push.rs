@@ -129,9 +129,32 @@ impl PushStore for PgStore {
         Ok(())
     }
 
-    async fn enqueue_pushes(&self, pushes: Vec<OutboxPush>, now_ts: i64) -> StoreResult<()> {
+    async fn enqueue_pushes(
+        &self,
+        room_id: &str,
+        stream: i64,
+        pushes: Vec<OutboxPush>,
+        now_ts: i64,
+    ) -> StoreResult<bool> {
         if pushes.is_empty() {
-            return Ok(());
+            return Ok(true);
+        }
+        let mut tx = self.pool.begin().await?;
+        // The row lock taken here holds a second decider of the same room
+        // until this one commits; it then finds the event decided.
+        let fresh = sqlx::query(
+            "INSERT INTO push_progress (room_id, stream) VALUES ($1, $2) \
+             ON CONFLICT (room_id) DO UPDATE SET stream = excluded.stream \
+             WHERE push_progress.stream < excluded.stream",
+        )
+        .bind(room_id)
+        .bind(stream)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !fresh {
+            return Ok(false);
         }
         // One statement for the whole list, arrays zipped by unnest.
         let mut users = Vec::with_capacity(pushes.len());
@@ -158,20 +181,31 @@ impl PushStore for PgStore {
         .bind(&urls)
         .bind(&bodies)
         .bind(now_ts)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(true)
     }
 
-    async fn due_pushes(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<QueuedPush>> {
-        let rows = sqlx::query(
-            "SELECT id, user_id, app_id, pushkey, url, body, attempts FROM push_outbox \
-             WHERE next_ts <= $1 ORDER BY next_ts, id LIMIT $2",
+    async fn claim_pushes(
+        &self,
+        now_ts: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<QueuedPush>> {
+        // SKIP LOCKED: nodes draining at once take different rows.
+        let mut rows = sqlx::query(
+            "UPDATE push_outbox SET next_ts = $2 WHERE id IN ( \
+               SELECT id FROM push_outbox WHERE next_ts <= $1 \
+               ORDER BY next_ts, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, user_id, app_id, pushkey, url, body, attempts",
         )
         .bind(now_ts)
+        .bind(lease_until)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
+        rows.sort_by_key(|row| row.try_get::<i64, _>(0).unwrap_or_default());
         rows.iter()
             .map(|row| {
                 let body: String = row.try_get(5)?;

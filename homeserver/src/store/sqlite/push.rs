@@ -117,8 +117,31 @@ impl PushStore for SqliteStore {
         Ok(())
     }
 
-    async fn enqueue_pushes(&self, pushes: Vec<OutboxPush>, now_ts: i64) -> StoreResult<()> {
+    async fn enqueue_pushes(
+        &self,
+        room_id: &str,
+        stream: i64,
+        pushes: Vec<OutboxPush>,
+        now_ts: i64,
+    ) -> StoreResult<bool> {
+        if pushes.is_empty() {
+            return Ok(true);
+        }
         let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO push_progress (room_id, stream) VALUES (?, ?) \
+             ON CONFLICT (room_id) DO UPDATE SET stream = excluded.stream \
+             WHERE push_progress.stream < excluded.stream",
+        )
+        .bind(room_id)
+        .bind(stream)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !fresh {
+            return Ok(false);
+        }
         for push in pushes {
             sqlx::query(
                 "INSERT INTO push_outbox (user_id, app_id, pushkey, url, body, next_ts) \
@@ -134,18 +157,27 @@ impl PushStore for SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
-    async fn due_pushes(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<QueuedPush>> {
-        let rows = sqlx::query(
-            "SELECT id, user_id, app_id, pushkey, url, body, attempts FROM push_outbox \
-             WHERE next_ts <= ? ORDER BY next_ts, id LIMIT ?",
+    async fn claim_pushes(
+        &self,
+        now_ts: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<QueuedPush>> {
+        // One statement, so one write lock: nobody else takes these rows.
+        let mut rows = sqlx::query(
+            "UPDATE push_outbox SET next_ts = ? WHERE id IN ( \
+               SELECT id FROM push_outbox WHERE next_ts <= ? ORDER BY next_ts, id LIMIT ?) \
+             RETURNING id, user_id, app_id, pushkey, url, body, attempts",
         )
+        .bind(lease_until)
         .bind(now_ts)
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
+        rows.sort_by_key(|row| row.try_get::<i64, _>(0).unwrap_or_default());
         rows.iter()
             .map(|row| {
                 let body: String = row.try_get(5)?;
