@@ -1,7 +1,9 @@
--- Per room, the newest event whose push notifications were queued. On a
--- cluster an event can be handed to two nodes (one died before saying it was
--- done); the second finds it decided here and queues nothing.
-CREATE TABLE push_progress (
-    room_id TEXT PRIMARY KEY,
-    stream  INTEGER NOT NULL
+-- The events whose push notifications were queued (by global stream
+-- position), kept for an hour. On a cluster an event can be handed to two
+-- nodes (one died before saying it was done); the second finds it here and
+-- queues nothing.
+CREATE TABLE push_decided (
+    stream     INTEGER PRIMARY KEY,
+    decided_ts INTEGER NOT NULL
 );
+CREATE INDEX push_decided_ts ON push_decided (decided_ts);

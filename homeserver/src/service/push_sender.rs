@@ -10,8 +10,8 @@
 //! from a Kafka consumer group instead (`EventBus::claim_events`): each event
 //! is decided by one node, and a node that dies hands its share to the
 //! others, which resume from the group's committed offsets; the outbox
-//! remembers per room the newest event decided, so an event handed out twice
-//! is queued once. Another task drains the outbox: each notification is
+//! remembers which events were decided, so an event handed out twice is
+//! queued once. Another task drains the outbox: each notification is
 //! taken and leased in one statement (its due time moved past the request
 //! timeout, so no other node takes it) and sent on its own task, so one slow gateway never holds up
 //! another's notifications or any message delivery. 2xx finishes it, and
@@ -50,6 +50,8 @@ const FIRST_BACKOFF_MS: i64 = 1_000;
 const MAX_BACKOFF_MS: i64 = 3_600_000;
 /// After this many failed attempts a notification is dropped.
 const MAX_ATTEMPTS: i64 = 15;
+/// The longest the drain sleeps without looking at the outbox.
+const IDLE_MS: i64 = 5_000;
 /// Requests to gateways in flight at once.
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -340,12 +342,7 @@ impl Sender {
                 });
             }
         }
-        if !queued.is_empty()
-            && parts
-                .store
-                .enqueue_pushes(room_id, stream, queued, now_ms())
-                .await?
-        {
+        if !queued.is_empty() && parts.store.enqueue_pushes(stream, queued, now_ms()).await? {
             self.nudge.notify_one();
         }
         Ok(())
@@ -383,9 +380,11 @@ impl Sender {
                     this.nudge.notify_one();
                 });
             }
+            // Never idle long: on a cluster other nodes queue rows (and a
+            // dead node's leases run out) without nudging this one.
             let wait = match self.parts.store.next_push_due().await {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64),
-                _ => Duration::from_secs(60),
+                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, IDLE_MS) as u64),
+                _ => Duration::from_millis(IDLE_MS as u64),
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -437,13 +437,11 @@ pub trait PushStore: Send + Sync {
     /// Removes the pusher `(app_id, pushkey)` from whoever holds it (a
     /// gateway said the key is dead).
     async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StoreResult<()>;
-    /// Queues the notifications for the event of `room_id` at `stream`,
-    /// durably and due at once, unless pushes for that event or a later one
-    /// of the room were queued already (false then, and nothing is queued):
-    /// an event handed out twice is never pushed twice.
+    /// Queues the notifications for the event at `stream`, durably and due
+    /// at once, unless that event's were queued already (false then, and
+    /// nothing is queued): an event handed out twice is never pushed twice.
     async fn enqueue_pushes(
         &self,
-        room_id: &str,
         stream: i64,
         pushes: Vec<OutboxPush>,
         now_ts: i64,

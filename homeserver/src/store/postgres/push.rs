@@ -131,7 +131,6 @@ impl PushStore for PgStore {
 
     async fn enqueue_pushes(
         &self,
-        room_id: &str,
         stream: i64,
         pushes: Vec<OutboxPush>,
         now_ts: i64,
@@ -140,19 +139,22 @@ impl PushStore for PgStore {
             return Ok(true);
         }
         let mut tx = self.pool.begin().await?;
-        // The row lock taken here holds a second decider of the same room
-        // until this one commits; it then finds the event decided.
-        let fresh = sqlx::query(
-            "INSERT INTO push_progress (room_id, stream) VALUES ($1, $2) \
-             ON CONFLICT (room_id) DO UPDATE SET stream = excluded.stream \
-             WHERE push_progress.stream < excluded.stream",
-        )
-        .bind(room_id)
-        .bind(stream)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        // Events of one room reach the decider in the order their nodes'
+        // producers delivered them, not in stream order: each is recorded.
+        let fresh = sqlx::query("INSERT INTO push_decided (stream, decided_ts) VALUES ($1, $2) ON CONFLICT (stream) DO NOTHING")
+            .bind(stream)
+            .bind(now_ts)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
             > 0;
+        if stream % 1024 == 0 {
+            // A redelivery comes within minutes; an hour is plenty.
+            sqlx::query("DELETE FROM push_decided WHERE decided_ts < $1")
+                .bind(now_ts - 3_600_000)
+                .execute(&mut *tx)
+                .await?;
+        }
         if !fresh {
             return Ok(false);
         }

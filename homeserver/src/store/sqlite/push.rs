@@ -119,7 +119,6 @@ impl PushStore for SqliteStore {
 
     async fn enqueue_pushes(
         &self,
-        room_id: &str,
         stream: i64,
         pushes: Vec<OutboxPush>,
         now_ts: i64,
@@ -128,17 +127,22 @@ impl PushStore for SqliteStore {
             return Ok(true);
         }
         let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO push_progress (room_id, stream) VALUES (?, ?) \
-             ON CONFLICT (room_id) DO UPDATE SET stream = excluded.stream \
-             WHERE push_progress.stream < excluded.stream",
-        )
-        .bind(room_id)
-        .bind(stream)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        // Events of one room reach the decider in the order their nodes'
+        // producers delivered them, not in stream order: each is recorded.
+        let fresh = sqlx::query("INSERT INTO push_decided (stream, decided_ts) VALUES (?, ?) ON CONFLICT (stream) DO NOTHING")
+            .bind(stream)
+            .bind(now_ts)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
             > 0;
+        if stream % 1024 == 0 {
+            // A redelivery comes within minutes; an hour is plenty.
+            sqlx::query("DELETE FROM push_decided WHERE decided_ts < ?")
+                .bind(now_ts - 3_600_000)
+                .execute(&mut *tx)
+                .await?;
+        }
         if !fresh {
             return Ok(false);
         }
