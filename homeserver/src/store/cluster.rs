@@ -11,6 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -93,6 +94,12 @@ pub trait ClusterTransport: Send + Sync {
     /// Hands a message to every other node. Never waits: the sender's work is
     /// already durable, and a lost message is repaired from the store.
     fn send(&self, message: ClusterMessage);
+    /// Like [`send`](Self::send), and resolves once the transport holds the
+    /// message durably (Kafka's brokers acknowledged it) or gave up on it.
+    fn send_durable(&self, message: ClusterMessage) -> BoxFuture<'static, ()> {
+        self.send(message);
+        futures::future::ready(()).boxed()
+    }
     /// Messages from the other nodes (never this node's own). Taken once.
     fn incoming(&self) -> BoxStream<'static, ClusterMessage>;
     /// Every node's messages, shared out among the nodes of `group`: each
@@ -173,6 +180,15 @@ impl EventBus for ClusterBus {
             }
         }
         self.transport.send(message);
+    }
+
+    fn share_durable(&self, message: ClusterMessage) -> BoxFuture<'static, ()> {
+        if let ClusterMessage::Events { events, .. } = &message {
+            if let Some(own) = &*self.own_events.lock().expect("own events lock") {
+                let _ = own.send(events.clone());
+            }
+        }
+        self.transport.send_durable(message)
     }
 
     fn claim_events(&self, group: &str) -> Option<BoxStream<'static, ClaimedEvents>> {

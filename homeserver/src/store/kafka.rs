@@ -12,6 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -169,8 +170,11 @@ async fn create_topic(settings: &KafkaSettings) -> StoreResult<()> {
     Ok(())
 }
 
-impl ClusterTransport for KafkaTransport {
-    fn send(&self, message: ClusterMessage) {
+impl KafkaTransport {
+    /// Queues `message` in the producer (in call order, so one room's
+    /// messages keep their order) and returns what resolves once the
+    /// brokers acknowledged it, or the producer gave up on it.
+    fn produce(&self, message: ClusterMessage) -> Option<BoxFuture<'static, ()>> {
         let key = message.partition_key().to_owned();
         let envelope = Envelope {
             origin: self.origin.clone(),
@@ -180,13 +184,13 @@ impl ClusterTransport for KafkaTransport {
             Ok(bytes) => bytes,
             Err(err) => {
                 tracing::warn!(%err, "encoding a cluster message failed");
-                return;
+                return None;
             }
         };
         let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
         match self.producer.send_result(record) {
-            Ok(delivery) => {
-                tokio::spawn(async move {
+            Ok(delivery) => Some(
+                async move {
                     match delivery.await {
                         Ok(Ok(_)) => {}
                         Ok(Err((err, _))) => {
@@ -194,10 +198,27 @@ impl ClusterTransport for KafkaTransport {
                         }
                         Err(_) => tracing::warn!("a cluster message was dropped"),
                     }
-                });
+                }
+                .boxed(),
+            ),
+            Err((err, _)) => {
+                tracing::warn!(%err, "queueing a cluster message failed");
+                None
             }
-            Err((err, _)) => tracing::warn!(%err, "queueing a cluster message failed"),
         }
+    }
+}
+
+impl ClusterTransport for KafkaTransport {
+    fn send(&self, message: ClusterMessage) {
+        if let Some(delivered) = self.produce(message) {
+            tokio::spawn(delivered);
+        }
+    }
+
+    fn send_durable(&self, message: ClusterMessage) -> BoxFuture<'static, ()> {
+        self.produce(message)
+            .unwrap_or_else(|| futures::future::ready(()).boxed())
     }
 
     /// A consumer group over the topic: Kafka shares the partitions out

@@ -521,6 +521,15 @@ pub trait EventBus: Send + Sync {
     }
     /// Tells the other nodes what this one committed (nothing on one node).
     fn share(&self, _message: cluster::ClusterMessage) {}
+    /// Like [`share`](Self::share), and resolves once the message is durable
+    /// on the bus (at once on one node).
+    fn share_durable(
+        &self,
+        message: cluster::ClusterMessage,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        self.share(message);
+        Box::pin(futures::future::ready(()))
+    }
     /// On a cluster, the committed events this node acts on for `group` on
     /// behalf of all nodes (each event goes to one node of the group). `None`
     /// on one node, where every [`StreamNotice::RoomEvent`] is its own.

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -105,6 +106,15 @@ impl ClusterTransport for SplitTransport {
                 notice: StreamNotice::Typing { .. } | StreamNotice::Presence { .. },
             } => self.ephemeral.send(message),
             _ => self.ordered.send(message),
+        }
+    }
+
+    fn send_durable(&self, message: ClusterMessage) -> BoxFuture<'static, ()> {
+        match &message {
+            ClusterMessage::Notice {
+                notice: StreamNotice::Typing { .. } | StreamNotice::Presence { .. },
+            } => self.ephemeral.send_durable(message),
+            _ => self.ordered.send_durable(message),
         }
     }
 

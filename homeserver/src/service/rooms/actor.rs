@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,6 +35,9 @@ use crate::store::{
 const IDLE: Duration = Duration::from_secs(30);
 /// Most requests built in one round.
 const ROUND: usize = 512;
+/// How long a send waits for its events to be on the cluster bus before it
+/// is answered anyway (they are committed in the store either way).
+const BUS_WAIT: Duration = Duration::from_secs(5);
 /// Recent transactions remembered; far more than can be in flight at once.
 const RECENT_TXNS: usize = 65_536;
 
@@ -428,7 +432,19 @@ impl Core {
     ) {
         match durable.await {
             Ok(positions) => {
-                self.publish(room_id, committed, &positions).await;
+                let on_bus = self.publish(room_id, committed, &positions).await;
+                // On a cluster the sender hears back once the events are on
+                // Kafka too: the push consumer group decides notifications
+                // from the log, so an event acknowledged but still in a
+                // dead node's producer would never be pushed. Bounded, so a
+                // Kafka outage slows sends but does not stop them (the store
+                // has the events; syncs read them there).
+                if tokio::time::timeout(BUS_WAIT, on_bus).await.is_err() {
+                    tracing::warn!(
+                        room_id,
+                        "events not on the cluster bus in time; answering anyway"
+                    );
+                }
                 for (reply, ids, _, _) in owed {
                     let _ = reply.send(Ok(ids));
                 }
@@ -468,7 +484,14 @@ impl Core {
         }
     }
 
-    async fn publish(&self, room_id: &str, committed: Vec<Committed>, positions: &[StreamPos]) {
+    /// Makes a round's events visible and shares them with the other
+    /// nodes; returns what resolves once the bus holds them durably.
+    async fn publish(
+        &self,
+        room_id: &str,
+        committed: Vec<Committed>,
+        positions: &[StreamPos],
+    ) -> BoxFuture<'static, ()> {
         let mut events = Vec::with_capacity(committed.len());
         let mut redactions = Vec::new();
         for (mut c, pos) in committed.into_iter().zip(positions) {
@@ -478,14 +501,16 @@ impl Core {
             }
             events.push(c.event);
         }
-        if self.bus.clustered() {
-            // Other nodes cache the events from this message; one of a room
-            // goes to one partition, so they arrive in commit order.
-            self.bus.share(ClusterMessage::Events {
+        // Other nodes cache the events from this message; one of a room
+        // goes to one partition, so they arrive in commit order.
+        let on_bus = if self.bus.clustered() {
+            self.bus.share_durable(ClusterMessage::Events {
                 events: events.clone(),
                 redactions: redactions.clone(),
-            });
-        }
+            })
+        } else {
+            futures::future::ready(()).boxed()
+        };
         for visible in self.cache.insert(events, redactions) {
             let notice = StreamNotice::RoomEvent {
                 stream: visible.stream,
@@ -496,6 +521,7 @@ impl Core {
                 tracing::warn!(%err, "publishing a stream notice failed");
             }
         }
+        on_bus
     }
 
     /// Reads a room's head from the store; `None` if the room has no events.
