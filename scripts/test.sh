@@ -49,6 +49,10 @@ export TERN_TEST_POSTGRES_URL="${TERN_TEST_POSTGRES_URL:-postgres://postgres@127
 FEATURES=(--features homeserver/s3,homeserver/redis,homeserver/kafka,homeserver/postgres,homeserver/scylla)
 cargo build --release --workspace --all-targets "${FEATURES[@]}"
 export TERN_BIN="$CARGO_TARGET_DIR/release/homeserver"
+# Lint every engine's code, ScyllaDB's included (it is compiled and linted
+# here though it cannot run). --release reuses the build scripts' outputs
+# (librdkafka's C build among them) from the build above.
+cargo clippy --release --workspace --all-targets --all-features -- -D warnings
 
 # Web client: Debian's Chromium for the browser tests, npm packages from the
 # lockfile. The built dist/ is committed (the binary embeds it); a stale one

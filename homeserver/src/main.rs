@@ -1,10 +1,25 @@
 //! The `homeserver` binary: parse configuration, then hand over to the library.
 
+use std::time::Duration;
+
 use clap::Parser;
 use homeserver::config::{Args, Config};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// How long the runtime waits, once the server stopped, for blocking work
+/// still running (a Kafka commit with every broker down never returns).
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(serve());
+    // Dropping the runtime would wait for blocking tasks without end.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    result
+}
+
+async fn serve() -> anyhow::Result<()> {
     keep_large_allocations_out_of_the_heap();
     tracing_subscriber::fmt()
         .with_env_filter(

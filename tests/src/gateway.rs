@@ -17,6 +17,9 @@ pub enum GatewayMode {
     Reject(Vec<String>),
     /// 500, so the homeserver retries.
     Fail,
+    /// Records the request and never answers (until the sender gives up
+    /// and closes the connection): a gateway that hangs.
+    Hang,
 }
 
 #[derive(Default)]
@@ -85,6 +88,11 @@ impl FakeGateway {
                             s.mode.clone().unwrap_or(GatewayMode::Accept)
                         };
                         let (status, reply) = match mode {
+                            GatewayMode::Hang => {
+                                let mut rest = Vec::new();
+                                let _ = reader.read_to_end(&mut rest).await;
+                                return;
+                            }
                             GatewayMode::Accept => ("200 OK", json!({"rejected": []})),
                             GatewayMode::Reject(keys) => ("200 OK", json!({"rejected": keys})),
                             GatewayMode::Fail => ("500 Internal Server Error", json!({})),

@@ -1,7 +1,9 @@
 //! Push notifications end to end: a fake push gateway in the test receives
 //! what the server sends. An offline recipient gets one; a syncing one does
 //! not; a muted room sends none; a mention is highlighted; rejected pushkeys
-//! are removed; failures are retried; the outbox survives `kill -9`.
+//! are removed; failures are retried; the outbox survives `kill -9`, and so
+//! does an acknowledged message whose pushes were not decided yet; a gateway
+//! that hangs holds up nobody else's notifications.
 
 use std::time::Duration;
 
@@ -206,6 +208,108 @@ async fn a_queued_notification_survives_kill_9() {
     }
     let last = gateway.received().pop().unwrap();
     assert_eq!(last["event_id"], event_id);
+}
+
+/// The server dies right after acknowledging a burst of messages, before
+/// it could decide all their pushes: on start it decides the rest, so every
+/// acknowledged message reaches the offline member's phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_acknowledged_before_a_crash_are_all_pushed() {
+    let mut server = start().await;
+    let gateway = FakeGateway::start(GatewayMode::Accept).await;
+    let (alice, _bob, room) = setup(&server, &gateway).await;
+
+    // Eight senders at once: group commits outpace the decider, which
+    // takes one event at a time, so some are undecided when the server dies.
+    let sends = (0..8).map(|sender| {
+        let (alice, room) = (&alice, &room);
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..40 {
+                let txn = format!("burst-{sender}-{i}");
+                ids.push(send(alice, room, &txn, text(&txn)).await);
+            }
+            ids
+        }
+    });
+    let acked: std::collections::HashSet<String> = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(acked.len(), 320);
+    server.kill_hard();
+    let pushed = |gateway: &FakeGateway| -> std::collections::HashSet<String> {
+        gateway
+            .received()
+            .iter()
+            .filter_map(|n| n["event_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    eprintln!(
+        "{} of {} acknowledged messages pushed before the crash",
+        pushed(&gateway).intersection(&acked).count(),
+        acked.len()
+    );
+
+    server.restart().await;
+    // Notifications taken for sending when the server died go out when
+    // their lease (30 s) runs out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing: Vec<_> = acked.difference(&pushed(&gateway)).cloned().collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} acknowledged messages were never pushed, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Only the room's messages were pushed, none of them invented.
+    assert!(pushed(&gateway).is_subset(&acked));
+}
+
+/// A gateway that stops answering holds some of the server's sending slots,
+/// never all: another user's notification goes out while it hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_gateway_does_not_hold_up_other_users_pushes() {
+    let server = start().await;
+    let hanging = FakeGateway::start(GatewayMode::Hang).await;
+    let healthy = FakeGateway::start(GatewayMode::Accept).await;
+    let (alice, _bob, room) = setup(&server, &hanging).await;
+    let dave = Client::register(&server, "dave").await;
+    let other_room = alice.create_room(&json!({"preset": "public_chat"})).await;
+    let (status, body) = dave.join(&other_room).await;
+    assert_eq!(status, 200, "join: {body}");
+    add_pusher(&dave, "dave-phone", &healthy.url()).await;
+
+    // More notifications for Bob's hanging gateway than the server has
+    // requests in flight at once (64).
+    for i in 0..80 {
+        send(&alice, &room, &format!("h{i}"), text("hello?")).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hanging.received().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hanging gateway was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Its requests wait 10 s for an answer; Dave's goes out long before.
+    let event_id = send(&alice, &other_room, "d1", text("are you there?")).await;
+    let notification = healthy.wait_for(&event_id, Duration::from_secs(3)).await;
+    assert_eq!(notification["devices"][0]["pushkey"], "dave-phone");
+    eprintln!(
+        "the hanging gateway holds {} requests",
+        hanging.received().len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -468,7 +468,7 @@ async fn an_event_is_pushed_once_however_many_nodes_hear_of_it() {
         for q in shared
             .store
             .push
-            .claim_pushes(i64::MAX, i64::MAX, 100)
+            .claim_pushes(i64::MAX, i64::MAX, 100, &[])
             .await
             .unwrap()
         {
@@ -485,7 +485,7 @@ async fn an_event_is_pushed_once_however_many_nodes_hear_of_it() {
     for q in shared
         .store
         .push
-        .claim_pushes(i64::MAX, i64::MAX, 100)
+        .claim_pushes(i64::MAX, i64::MAX, 100, &[])
         .await
         .unwrap()
     {

@@ -13,15 +13,23 @@
 //! remembers which events were decided, so an event handed out twice is
 //! queued once. Another task drains the outbox: each notification is
 //! taken and leased in one statement (its due time moved past the request
-//! timeout, so no other node takes it) and sent on its own task, so one slow gateway never holds up
-//! another's notifications or any message delivery. 2xx finishes it, and
+//! timeout, so no other node takes it) and sent on its own task, so one
+//! slow gateway never holds up another's notifications or any message
+//! delivery. 2xx finishes it, and
 //! pushkeys the gateway lists as `rejected` are removed; 5xx, 429 and
 //! network errors are retried with exponential backoff; other 4xx give up.
 //! A crash loses nothing queued: the lease runs out and it is sent again.
+//! Nor anything committed but not yet decided: on one node the decider
+//! saves how far it got about once a second and, on start, decides the
+//! events committed after that (on a cluster the consumer group's offsets
+//! do this). A destination has at most [`MAX_PER_DESTINATION`] requests in
+//! flight; the drain leaves the rest of its notifications queued, so a
+//! gateway that hangs holds a few of the slots, never all of them.
 //! FCM notifications are queued already in FCM's message shape, and FCM's
 //! `UNREGISTERED` answer removes the pusher as a gateway's `rejected` does.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
@@ -54,6 +62,17 @@ const MAX_ATTEMPTS: i64 = 15;
 const IDLE_MS: i64 = 5_000;
 /// Requests to gateways in flight at once.
 const MAX_IN_FLIGHT: usize = 64;
+/// Requests to one destination (a gateway's URL, or FCM) in flight at once:
+/// a quarter of the slots, so a gateway that stops answering delays only
+/// its own notifications.
+const MAX_PER_DESTINATION: usize = MAX_IN_FLIGHT / 4;
+/// When every due notification is for a busy destination, the drain waits
+/// this long (or for a slot to free) before looking again.
+const BUSY_WAIT_MS: i64 = 1_000;
+/// How often one node saves how far it decided pushes.
+const SAVE_PROGRESS: Duration = Duration::from_secs(1);
+/// Events read from the store per step of the catch-up at start.
+const CATCH_UP_PAGE: usize = 256;
 
 /// Everything the sender reads.
 pub struct PushSenderParts {
@@ -79,6 +98,55 @@ struct Sender {
     http: reqwest::Client,
     nudge: Notify,
     in_flight: Arc<Semaphore>,
+    destinations: Arc<Destinations>,
+}
+
+/// Requests in flight per destination.
+#[derive(Default)]
+struct Destinations(Mutex<HashMap<String, usize>>);
+
+/// One request's hold on its destination; given back when dropped.
+struct DestinationSlot {
+    destinations: Arc<Destinations>,
+    url: String,
+}
+
+impl Destinations {
+    /// A slot for a request to `url`, unless it has all it may have.
+    fn try_take(self: &Arc<Self>, url: &str) -> Option<DestinationSlot> {
+        let mut counts = self.0.lock().expect("destinations lock");
+        let count = counts.entry(url.to_owned()).or_default();
+        if *count >= MAX_PER_DESTINATION {
+            return None;
+        }
+        *count += 1;
+        Some(DestinationSlot {
+            destinations: self.clone(),
+            url: url.to_owned(),
+        })
+    }
+
+    /// The destinations with all the requests they may have.
+    fn busy(&self) -> Vec<String> {
+        let counts = self.0.lock().expect("destinations lock");
+        counts
+            .iter()
+            .filter(|(_, &n)| n >= MAX_PER_DESTINATION)
+            .map(|(url, _)| url.clone())
+            .collect()
+    }
+}
+
+impl Drop for DestinationSlot {
+    fn drop(&mut self) {
+        let mut counts = self.destinations.0.lock().expect("destinations lock");
+        if let Some(count) = counts.get_mut(&self.url) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.url);
+            }
+        }
+    }
 }
 
 /// Starts the sender's two tasks.
@@ -92,6 +160,7 @@ pub fn spawn(parts: PushSenderParts, bus: &dyn EventBus, shutdown: CancellationT
         http,
         nudge: Notify::new(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        destinations: Arc::default(),
     });
     let events = sender.clone();
     let stop = shutdown.clone();
@@ -163,26 +232,101 @@ fn backoff_ms(attempts: i64) -> i64 {
 }
 
 impl Sender {
-    /// One node: decides for each event the bus announces.
+    /// One node: decides for the events committed since the position saved
+    /// last (a crash can come between an event's commit and its decision),
+    /// then for each event the bus announces, saving how far it got. The bus
+    /// was subscribed to before the catch-up read the store, so no event
+    /// falls between the two; the bus announces events in stream order.
     async fn decide_notified(
         self: Arc<Self>,
         mut notices: BoxStream<'static, StreamNotice>,
         stop: CancellationToken,
     ) {
+        let caught_up = match self.catch_up().await {
+            Ok(through) => through,
+            Err(err) => {
+                tracing::warn!(error = %err.message, "deciding pushes missed while stopped failed");
+                0
+            }
+        };
+        let (mut through, mut saved) = (caught_up, caught_up);
+        let mut save = tokio::time::interval(SAVE_PROGRESS);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
+                _ = save.tick() => {
+                    if through > saved {
+                        match self.parts.store.set_pushes_decided_through(through).await {
+                            Ok(()) => saved = through,
+                            Err(err) => tracing::warn!(%err, "saving push progress failed"),
+                        }
+                    }
+                }
                 next = notices.next() => match next {
                     Some(StreamNotice::RoomEvent { stream, room_id, .. }) if stream != i64::MAX => {
+                        if stream <= caught_up {
+                            continue;
+                        }
                         if let Err(err) = self.on_event(&room_id, stream).await {
                             tracing::warn!(error = %err.message, "deciding pushes failed");
                         }
+                        through = through.max(stream);
                     }
                     Some(_) => {}
-                    None => return,
+                    None => break,
                 },
             }
         }
+        if through > saved {
+            if let Err(err) = self.parts.store.set_pushes_decided_through(through).await {
+                tracing::warn!(%err, "saving push progress failed");
+            }
+        }
+    }
+
+    /// Decides for the events committed after the saved position (younger
+    /// than [`MAX_AGE_MS`]); returns the position it got to. Events already
+    /// queued are not queued again (the outbox remembers them).
+    async fn catch_up(&self) -> super::error::ServiceResult<i64> {
+        let parts = &self.parts;
+        let saved = parts.store.pushes_decided_through().await?;
+        let Some(mut through) = saved.filter(|_| parts.pushers.anyone_has_pushers()) else {
+            // First start, or nobody to push to: nothing before now is due.
+            let head = parts.room_store.events_position().await?;
+            parts.store.set_pushes_decided_through(head).await?;
+            return Ok(head);
+        };
+        let oldest = now_ms() - MAX_AGE_MS;
+        let mut decided = 0usize;
+        loop {
+            let events = parts
+                .room_store
+                .events_after(through, CATCH_UP_PAGE)
+                .await?;
+            let Some(last) = events.last().map(|e| e.stream) else {
+                break;
+            };
+            for event in &events {
+                let ts = event.pdu["origin_server_ts"].as_i64().unwrap_or(i64::MAX);
+                if event.stream == i64::MAX || ts < oldest {
+                    continue;
+                }
+                if let Err(err) = self.decide(event).await {
+                    tracing::warn!(error = %err.message, "deciding pushes failed");
+                }
+                decided += 1;
+            }
+            through = last;
+            parts.store.set_pushes_decided_through(through).await?;
+        }
+        if decided > 0 {
+            tracing::info!(
+                decided,
+                "decided pushes for events committed before the last stop"
+            );
+        }
+        Ok(through)
     }
 
     /// A cluster: decides for the events handed to this node, then says so.
@@ -292,6 +436,11 @@ impl Sender {
                 .first()
                 .map(|c| c.notifications)
                 .unwrap_or(1);
+            // Read already (on another device, or before a catch-up after a
+            // restart got to it): nothing to tell.
+            if parts.unread.has_read(&user_id, room_id, stream) {
+                continue;
+            }
             for pusher in pushers.iter() {
                 let mut data = pusher.data.clone();
                 let event_id_only =
@@ -357,10 +506,11 @@ impl Sender {
             // loss, and no other node takes it meanwhile. Only as many as
             // can be sent now are taken.
             let free = self.in_flight.available_permits().max(1);
+            let busy = self.destinations.busy();
             let due = match self
                 .parts
                 .store
-                .claim_pushes(now, now + LEASE_MS, free)
+                .claim_pushes(now, now + LEASE_MS, free, &busy)
                 .await
             {
                 Ok(due) => due,
@@ -369,7 +519,22 @@ impl Sender {
                     Vec::new()
                 }
             };
+            let took_all = due.len() >= free;
             for queued in due {
+                let Some(slot) = self.destinations.try_take(&queued.push.url) else {
+                    // More for one destination than it may have in flight:
+                    // back to the queue, due now and not an attempt; rounds
+                    // skip that destination until one of its requests ends.
+                    if let Err(err) = self
+                        .parts
+                        .store
+                        .retry_push(queued.id, queued.attempts, now)
+                        .await
+                    {
+                        tracing::warn!(%err, "updating the push outbox failed");
+                    }
+                    continue;
+                };
                 let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
                     return;
                 };
@@ -377,15 +542,22 @@ impl Sender {
                 tokio::spawn(async move {
                     this.send(queued).await;
                     drop(permit);
+                    drop(slot);
                     this.nudge.notify_one();
                 });
             }
             // Never idle long: on a cluster other nodes queue rows (and a
             // dead node's leases run out) without nudging this one.
-            let wait = match self.parts.store.next_push_due().await {
-                Ok(Some(at)) => Duration::from_millis((at - now_ms()).clamp(0, IDLE_MS) as u64),
-                _ => Duration::from_millis(IDLE_MS as u64),
+            let mut wait_ms = match self.parts.store.next_push_due().await {
+                Ok(Some(at)) => (at - now_ms()).clamp(0, IDLE_MS),
+                _ => IDLE_MS,
             };
+            // What is due may all be for busy destinations, which a round
+            // skips: wait for one of their requests to end (it nudges).
+            if !took_all && !self.destinations.busy().is_empty() {
+                wait_ms = wait_ms.max(BUSY_WAIT_MS);
+            }
+            let wait = Duration::from_millis(wait_ms as u64);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.nudge.notified() => {}

@@ -175,6 +175,15 @@ impl UnreadService {
         entries.get_or_create(user_id, room_id).mark_read(upto);
     }
 
+    /// Whether the user has read `room_id` up to the event at `stream`, as
+    /// far as the last [`counts`](Self::counts) for that room knows.
+    pub fn has_read(&self, user_id: &str, room_id: &str, stream: StreamPos) -> bool {
+        let entries = self.entries.lock().expect("unread lock");
+        entries
+            .get(user_id, room_id)
+            .is_some_and(|entry| entry.read_upto >= stream)
+    }
+
     /// Counts for each of `room_ids` (joined rooms), in their order, as of
     /// event position `upto`.
     pub async fn counts(

@@ -33,6 +33,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Messages read but not yet handled; past this the reader waits (Kafka keeps
 /// the rest), so a slow node never grows memory without bound.
 const INCOMING_BUFFER: usize = 4096;
+/// How long a node leaving a consumer group waits to commit its offsets.
+const LEAVE_WAIT: Duration = Duration::from_secs(3);
 
 /// Where the brokers are and how the topic is laid out.
 #[derive(Debug, Clone)]
@@ -265,11 +267,15 @@ impl ClusterTransport for KafkaTransport {
                     _ = tx.closed() => {
                         // What was done is committed before leaving, so the
                         // next holder starts right after it.
+                        // Bounded: with every broker down the commit never
+                        // returns, and a node must still stop.
                         let consumer = consumer.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
+                        let commit = tokio::task::spawn_blocking(move || {
                             consumer.commit_consumer_state(CommitMode::Sync)
-                        })
-                        .await;
+                        });
+                        if tokio::time::timeout(LEAVE_WAIT, commit).await.is_err() {
+                            tracing::warn!(group = %group_id, "committing the consumer group's offsets timed out");
+                        }
                         return;
                     }
                     received = consumer.recv() => received,

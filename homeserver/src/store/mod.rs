@@ -448,12 +448,15 @@ pub trait PushStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Takes up to `limit` queued notifications due by `now_ts`, oldest
     /// first, and makes them due again only at `lease_until`, in one step:
-    /// two senders never take the same notification.
+    /// two senders never take the same notification. Notifications for the
+    /// destinations (`url`s) in `skip_urls` are left where they are: those
+    /// gateways have as many requests in flight as they may.
     async fn claim_pushes(
         &self,
         now_ts: i64,
         lease_until: i64,
         limit: usize,
+        skip_urls: &[String],
     ) -> StoreResult<Vec<QueuedPush>>;
     /// The earliest time a queued notification falls due, if any.
     async fn next_push_due(&self) -> StoreResult<Option<i64>>;
@@ -461,6 +464,11 @@ pub trait PushStore: Send + Sync {
     async fn finish_push(&self, id: i64) -> StoreResult<()>;
     /// A notification failed: try again at `next_ts`.
     async fn retry_push(&self, id: i64, attempts: i64, next_ts: i64) -> StoreResult<()>;
+    /// One node: the stream position through which every event's pushes
+    /// were decided, if one was ever saved.
+    async fn pushes_decided_through(&self) -> StoreResult<Option<i64>>;
+    /// Saves that position.
+    async fn set_pushes_decided_through(&self, stream: i64) -> StoreResult<()>;
 }
 
 /// One notification for one pusher, as queued.

@@ -119,19 +119,31 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
     // The same event again queues nothing.
     assert!(!store.enqueue_pushes(7, vec![push(8)], 100).await.unwrap());
     assert_eq!(store.next_push_due().await.unwrap(), Some(100));
-    assert!(store.claim_pushes(99, 1_000, 10).await.unwrap().is_empty());
-    let due = store.claim_pushes(100, 1_000, 10).await.unwrap();
+    assert!(store
+        .claim_pushes(99, 1_000, 10, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    let due = store.claim_pushes(100, 1_000, 10, &[]).await.unwrap();
     assert_eq!(due.len(), 2);
     assert_eq!(due[0].push, push(1));
     assert_eq!(due[1].push, push(2));
     assert_eq!(due[0].attempts, 0);
     // Taken: leased until 1,000, so nobody else takes them before.
-    assert!(store.claim_pushes(999, 2_000, 10).await.unwrap().is_empty());
+    assert!(store
+        .claim_pushes(999, 2_000, 10, &[])
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(store.next_push_due().await.unwrap(), Some(1_000));
     store.retry_push(due[0].id, 1, 500).await.unwrap();
     store.finish_push(due[1].id).await.unwrap();
-    assert!(store.claim_pushes(499, 1_000, 10).await.unwrap().is_empty());
-    let again = store.claim_pushes(500, 1_000, 10).await.unwrap();
+    assert!(store
+        .claim_pushes(499, 1_000, 10, &[])
+        .await
+        .unwrap()
+        .is_empty());
+    let again = store.claim_pushes(500, 1_000, 10, &[]).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 1);
     store.finish_push(again[0].id).await.unwrap();
@@ -144,8 +156,8 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         .unwrap());
     assert!(store.enqueue_pushes(1, vec![push(99)], 100).await.unwrap());
     let (a, b) = tokio::join!(
-        store.claim_pushes(100, 1_000, 25),
-        store.claim_pushes(100, 1_000, 25)
+        store.claim_pushes(100, 1_000, 25, &[]),
+        store.claim_pushes(100, 1_000, 25, &[])
     );
     let mut ids: Vec<i64> = a.unwrap().iter().chain(&b.unwrap()).map(|q| q.id).collect();
     assert_eq!(ids.len(), 41);
@@ -155,4 +167,32 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
     for id in ids {
         store.finish_push(id).await.unwrap();
     }
+
+    // A destination with all the requests it may have is skipped, and its
+    // notifications stay queued for later.
+    let slow = push(60);
+    let mut fast = push(61);
+    fast.url = "https://other.example/_matrix/push/v1/notify".into();
+    assert!(store
+        .enqueue_pushes(9, vec![slow.clone(), fast.clone()], 100)
+        .await
+        .unwrap());
+    let skipped = store
+        .claim_pushes(100, 1_000, 10, std::slice::from_ref(&slow.url))
+        .await
+        .unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].push, fast);
+    let rest = store.claim_pushes(100, 1_000, 10, &[]).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].push, slow);
+    for q in skipped.iter().chain(&rest) {
+        store.finish_push(q.id).await.unwrap();
+    }
+
+    // How far one node decided pushes: nothing saved, then the last saved.
+    assert_eq!(store.pushes_decided_through().await.unwrap(), None);
+    store.set_pushes_decided_through(41).await.unwrap();
+    store.set_pushes_decided_through(57).await.unwrap();
+    assert_eq!(store.pushes_decided_through().await.unwrap(), Some(57));
 }

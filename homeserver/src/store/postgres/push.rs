@@ -194,17 +194,20 @@ impl PushStore for PgStore {
         now_ts: i64,
         lease_until: i64,
         limit: usize,
+        skip_urls: &[String],
     ) -> StoreResult<Vec<QueuedPush>> {
         // SKIP LOCKED: nodes draining at once take different rows.
         let mut rows = sqlx::query(
             "UPDATE push_outbox SET next_ts = $2 WHERE id IN ( \
                SELECT id FROM push_outbox WHERE next_ts <= $1 \
+               AND NOT (url = ANY($4::text[])) \
                ORDER BY next_ts, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING id, user_id, app_id, pushkey, url, body, attempts",
         )
         .bind(now_ts)
         .bind(lease_until)
         .bind(limit as i64)
+        .bind(skip_urls)
         .fetch_all(&self.pool)
         .await?;
         rows.sort_by_key(|row| row.try_get::<i64, _>(0).unwrap_or_default());
@@ -247,6 +250,25 @@ impl PushStore for PgStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn pushes_decided_through(&self) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT stream FROM push_caught_up WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_pushes_decided_through(&self, stream: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO push_caught_up (id, stream) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET stream = EXCLUDED.stream",
+        )
+        .bind(stream)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

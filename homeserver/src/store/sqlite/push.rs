@@ -169,15 +169,19 @@ impl PushStore for SqliteStore {
         now_ts: i64,
         lease_until: i64,
         limit: usize,
+        skip_urls: &[String],
     ) -> StoreResult<Vec<QueuedPush>> {
         // One statement, so one write lock: nobody else takes these rows.
         let mut rows = sqlx::query(
             "UPDATE push_outbox SET next_ts = ? WHERE id IN ( \
-               SELECT id FROM push_outbox WHERE next_ts <= ? ORDER BY next_ts, id LIMIT ?) \
+               SELECT id FROM push_outbox WHERE next_ts <= ? \
+               AND url NOT IN (SELECT value FROM json_each(?)) \
+               ORDER BY next_ts, id LIMIT ?) \
              RETURNING id, user_id, app_id, pushkey, url, body, attempts",
         )
         .bind(lease_until)
         .bind(now_ts)
+        .bind(serde_json::to_string(skip_urls).unwrap_or_else(|_| "[]".into()))
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
@@ -222,6 +226,25 @@ impl PushStore for SqliteStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn pushes_decided_through(&self) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT stream FROM push_caught_up WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_pushes_decided_through(&self, stream: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO push_caught_up (id, stream) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET stream = excluded.stream",
+        )
+        .bind(stream)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }
