@@ -32,6 +32,10 @@ pub struct Args {
     /// Where the database and signing key live [default: ./data].
     #[arg(long, env = "TERN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The URL clients reach this server at (`https://matrix.example.org`),
+    /// announced in `/.well-known/matrix/client` [default: from the request's Host].
+    #[arg(long, env = "TERN_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
     /// Let anyone register an account.
     #[arg(long, env = "TERN_ALLOW_REGISTRATION")]
     pub allow_registration: bool,
@@ -80,6 +84,7 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub server_name: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub public_base_url: Option<String>,
     pub allow_registration: Option<bool>,
     pub disable_rate_limits: Option<bool>,
     pub max_request_bytes: Option<usize>,
@@ -218,6 +223,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub server_name: String,
     pub data_dir: PathBuf,
+    /// What `/.well-known/matrix/client` announces; `None`: `http://` and
+    /// the request's Host, fine on one machine, not behind a shared cache.
+    pub public_base_url: Option<String>,
     pub allow_registration: bool,
     pub disable_rate_limits: bool,
     /// Largest request body accepted, in bytes.
@@ -243,6 +251,7 @@ impl Default for Config {
             listen: "127.0.0.1:8008".parse().expect("valid default address"),
             server_name: "localhost".into(),
             data_dir: PathBuf::from("./data"),
+            public_base_url: None,
             allow_registration: false,
             disable_rate_limits: false,
             max_request_bytes: 1024 * 1024,
@@ -282,6 +291,11 @@ impl Config {
         {
             anyhow::bail!("invalid server name {server_name:?}");
         }
+        let public_base_url = args
+            .public_base_url
+            .or(file.public_base_url)
+            .map(|url| public_base_url(&url))
+            .transpose()?;
         let presence_file = file.presence.unwrap_or_default();
         let presence = PresenceConfig {
             enabled: presence_file.enabled.unwrap_or(defaults.presence.enabled),
@@ -363,6 +377,7 @@ impl Config {
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
             server_name,
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            public_base_url,
             allow_registration: args.allow_registration
                 || file
                     .allow_registration
@@ -377,9 +392,47 @@ impl Config {
     }
 }
 
+/// Checks `public_base_url`: an absolute http(s) URL with nothing after the
+/// path, returned without a trailing slash (clients append `/_matrix/...`).
+fn public_base_url(url: &str) -> anyhow::Result<String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("public_base_url {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host_str().is_none()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+        || !parsed.username().is_empty()
+    {
+        anyhow::bail!(
+            "public_base_url {url:?} must be an http(s) URL like https://matrix.example.org"
+        );
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_base_urls_are_checked() {
+        assert_eq!(
+            public_base_url("https://matrix.example.org/").unwrap(),
+            "https://matrix.example.org"
+        );
+        assert_eq!(
+            public_base_url("http://10.0.0.5:8008").unwrap(),
+            "http://10.0.0.5:8008"
+        );
+        for bad in [
+            "matrix.example.org",
+            "ftp://x.example",
+            "https://x.example/?a=b",
+            "https://u@x.example",
+        ] {
+            assert!(public_base_url(bad).is_err(), "{bad} was accepted");
+        }
+    }
 
     #[test]
     fn flags_win_over_the_file() {

@@ -3,7 +3,7 @@
 // images and files, message info, history, notifications, a server restart,
 // and the phone-width layout. The scenarios run in order and share state.
 
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -237,6 +237,10 @@ describe("web client", () => {
   });
 
   it("sends an image and a file; the other side sees the image", async () => {
+    // What Bob's page fetches: the inline image must be a thumbnail, not the
+    // whole file.
+    const fetched: string[] = [];
+    bob.on("request", (request) => fetched.push(request.url()));
     await alice.getByTestId("file-input").setInputFiles([
       { name: "bands.png", mimeType: "image/png", buffer: makePng(640, 480) },
       { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("minutes of the meeting\n") },
@@ -245,7 +249,14 @@ describe("web client", () => {
     await image.waitFor();
     await eventually("the image to decode", () => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0));
     expect(await image.evaluate((img: HTMLImageElement) => img.src.startsWith("blob:"))).toBe(true);
-    await bob.getByRole("button", { name: "Download notes.txt" }).waitFor();
+    expect(fetched.some((url) => url.includes("/_matrix/client/v1/media/thumbnail/"))).toBe(true);
+    expect(fetched.some((url) => url.includes("/_matrix/client/v1/media/download/"))).toBe(false);
+    // The file downloads with its name and exactly the bytes Alice sent.
+    const downloadButton = bob.getByRole("button", { name: "Download notes.txt" });
+    await downloadButton.waitFor();
+    const [download] = await Promise.all([bob.waitForEvent("download"), downloadButton.click()]);
+    expect(download.suggestedFilename()).toBe("notes.txt");
+    expect(readFileSync(await download.path(), "utf8")).toBe("minutes of the meeting\n");
     await alice.locator(".message", { has: alice.locator("img[alt='bands.png']") }).locator(".tick:not([data-tick='sending'])").waitFor();
     await message(alice, "notes.txt").locator(".tick[data-tick]").waitFor();
     await shot(bob, "05-bob-image");

@@ -15,12 +15,17 @@ use tower::ServiceExt;
 use crate::config::Config;
 
 pub(super) async fn app() -> (tempfile::TempDir, Router) {
+    app_with(Config::default()).await
+}
+
+/// The app on `config`, with a fresh data directory and registration open.
+async fn app_with(config: Config) -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_owned(),
         allow_registration: true,
         disable_rate_limits: true,
-        ..Config::default()
+        ..config
     };
     let (services, _) = crate::build_services(config, CancellationToken::new())
         .await
@@ -65,6 +70,46 @@ pub(super) async fn register(app: &Router, name: &str) -> String {
     .await;
     assert_eq!(status, StatusCode::OK, "{json}");
     json["access_token"].as_str().unwrap().to_owned()
+}
+
+/// `base_url` of `/.well-known/matrix/client` asked for with `host`.
+async fn well_known_base_url(app: &Router, host: &str) -> String {
+    let request = Request::builder()
+        .uri("/.well-known/matrix/client")
+        .header("host", host)
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json: Value = serde_json::from_slice(&bytes).unwrap();
+    json["m.homeserver"]["base_url"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn well_known_announces_the_configured_url_or_a_plain_host() {
+    let (_dir, app) = app().await;
+    assert_eq!(
+        well_known_base_url(&app, "chat.example:8448").await,
+        "http://chat.example:8448"
+    );
+    // Not a host[:port]: the listen address, never the header's text.
+    assert_eq!(
+        well_known_base_url(&app, "evil.example/phish?x=1").await,
+        "http://127.0.0.1:8008"
+    );
+    let (_dir, app) = app_with(Config {
+        public_base_url: Some("https://matrix.example.org".into()),
+        ..Config::default()
+    })
+    .await;
+    assert_eq!(
+        well_known_base_url(&app, "chat.example:8448").await,
+        "https://matrix.example.org"
+    );
 }
 
 #[tokio::test]

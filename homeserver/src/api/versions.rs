@@ -24,12 +24,25 @@ pub async fn versions() -> Json<Value> {
 /// # `GET /.well-known/matrix/client`
 /// <https://spec.matrix.org/v1.11/client-server-api/#getwell-knownmatrixclient>
 pub async fn well_known(State(services): State<Arc<Services>>, headers: HeaderMap) -> Json<Value> {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| services.config.listen.to_string());
-    Json(json!({"m.homeserver": {"base_url": format!("http://{host}")}}))
+    let base_url = match &services.config.public_base_url {
+        Some(url) => url.clone(),
+        // Unset (one machine, the embedded default): where the client found
+        // us, if the Host header is a plain host[:port], else our address.
+        None => {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| {
+                    !h.is_empty()
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                })
+                .map(str::to_owned)
+                .unwrap_or_else(|| services.config.listen.to_string());
+            format!("http://{host}")
+        }
+    };
+    Json(json!({"m.homeserver": {"base_url": base_url}}))
 }
 
 /// # `GET /_matrix/client/v3/capabilities`
