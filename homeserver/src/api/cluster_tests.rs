@@ -502,6 +502,78 @@ async fn an_event_is_pushed_once_however_many_nodes_hear_of_it() {
     assert_eq!(queued, expected);
 }
 
+/// Everything in the outbox (leased or not), by event id, emptied.
+async fn take_queued(shared: &Shared) -> Vec<String> {
+    let mut queued = Vec::new();
+    for q in shared
+        .store
+        .push
+        .claim_pushes(i64::MAX, i64::MAX, 100, &[])
+        .await
+        .unwrap()
+    {
+        queued.push(
+            q.push.body["notification"]["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        shared.store.push.finish_push(q.id).await.unwrap();
+    }
+    queued
+}
+
+/// A send that one node committed but never got to push (here A never
+/// heard of the pusher, as if it died right after its commit) is pushed
+/// once its client retries the transaction on another node: the answer
+/// from the store puts the event on the bus again.
+#[tokio::test]
+async fn a_retry_answered_from_the_store_is_pushed() {
+    let shared = shared().await;
+    let hub = MemoryCluster::default();
+    // A talks to nobody and hears nobody.
+    let lonely = MemoryCluster::default();
+    let a = node(&shared, lonely.join(1)).await;
+    let b = node(&shared, hub.join(2)).await;
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    let room = shared_room(&a, &b, &alice, &bob).await;
+    let pusher = json!({
+        "pushkey": "bob-phone", "kind": "http", "app_id": "org.example.chat",
+        "app_display_name": "Chat", "device_display_name": "Phone", "lang": "en",
+        "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify"},
+    });
+    let (status, body) = call(
+        &b,
+        "POST",
+        "/_matrix/client/v3/pushers/set",
+        Some(&bob),
+        Some(&pusher.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let first = send(&a, &alice, &room, "t1", "hello?").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(take_queued(&shared).await.is_empty(), "A pushed after all");
+    // The retry on B finds the committed event and answers with its id.
+    let again = send(&b, &alice, &room, "t1", "hello?").await;
+    assert_eq!(again, first);
+    let mut queued = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !queued.contains(&first) {
+        assert!(
+            Instant::now() < deadline,
+            "the retried event was never pushed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        queued.extend(take_queued(&shared).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    queued.extend(take_queued(&shared).await);
+    assert_eq!(queued, vec![first], "pushed more than once");
+}
+
 #[tokio::test]
 async fn spreading_sends_over_nodes_buys_no_extra_rate() {
     let shared = shared().await;

@@ -297,7 +297,21 @@ impl Core {
                         })
                     });
                     if let Some(event_id) = seen {
-                        let _ = reply.send(Ok(vec![event_id]));
+                        let from_store = txn.as_ref().is_some_and(|k| self.recent_txn(k).is_none());
+                        if from_store && self.bus.clustered() {
+                            // Committed by a node that died before it
+                            // answered, and maybe before Kafka had the
+                            // event: the push group decides from Kafka, so
+                            // it is shared again before the answer. Nodes
+                            // and the push group ignore what they have.
+                            let core = self.clone();
+                            tokio::spawn(async move {
+                                core.share_again(&event_id).await;
+                                let _ = reply.send(Ok(vec![event_id]));
+                            });
+                        } else {
+                            let _ = reply.send(Ok(vec![event_id]));
+                        }
                         continue;
                     }
                     if let Err(err) = &durable_txns_error {
@@ -412,6 +426,30 @@ impl Core {
             .await?
             .into_iter()
             .collect())
+    }
+
+    /// Puts a committed event on the cluster bus again, durably (bounded
+    /// like a send's wait). Not a redaction: followers apply those only
+    /// with the message that commits them, and redactions push nobody.
+    async fn share_again(&self, event_id: &str) {
+        let event = match self.store.get_event(event_id).await {
+            Ok(Some(event)) if event.kind != "m.room.redaction" => event,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(%err, "reading a retried event failed");
+                return;
+            }
+        };
+        let on_bus = self.bus.share_durable(ClusterMessage::Events {
+            events: vec![event],
+            redactions: Vec::new(),
+        });
+        if tokio::time::timeout(BUS_WAIT, on_bus).await.is_err() {
+            tracing::warn!(
+                event_id,
+                "a retried event was not on the cluster bus in time"
+            );
+        }
     }
 
     fn forget_txns(&self, owed: &[Owed]) {
