@@ -439,21 +439,7 @@ async fn an_event_is_pushed_once_however_many_nodes_hear_of_it() {
     let alice = register(&a, "alice").await;
     let bob = register(&b, "bob").await;
     let room = shared_room(&a, &b, &alice, &bob).await;
-    // Nobody listens on port 9: the notification stays queued, retried.
-    let pusher = json!({
-        "pushkey": "bob-phone", "kind": "http", "app_id": "org.example.chat",
-        "app_display_name": "Chat", "device_display_name": "Phone", "lang": "en",
-        "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify"},
-    });
-    let (status, body) = call(
-        &b,
-        "POST",
-        "/_matrix/client/v3/pushers/set",
-        Some(&bob),
-        Some(&pusher.to_string()),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    set_unreachable_pusher(&b, &bob).await;
     // Both nodes know the pusher once its change crossed the bus.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -464,42 +450,27 @@ async fn an_event_is_pushed_once_however_many_nodes_hear_of_it() {
     while !(queued.contains(&on_a) && queued.contains(&on_b)) {
         assert!(Instant::now() < deadline, "pushes not queued: {queued:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // Everything in the outbox, leased or not.
-        for q in shared
-            .store
-            .push
-            .claim_pushes(i64::MAX, i64::MAX, 100, &[])
-            .await
-            .unwrap()
-        {
-            queued.push(
-                q.push.body["notification"]["event_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            );
-            shared.store.push.finish_push(q.id).await.unwrap();
-        }
+        queued.extend(take_queued(&shared).await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for q in shared
-        .store
-        .push
-        .claim_pushes(i64::MAX, i64::MAX, 100, &[])
-        .await
-        .unwrap()
-    {
-        queued.push(
-            q.push.body["notification"]["event_id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    queued.extend(take_queued(&shared).await);
     queued.sort();
     let mut expected = vec![on_a, on_b];
     expected.sort();
     assert_eq!(queued, expected);
+}
+
+/// Gives `user` a pusher on `app` to a gateway nobody listens on (port 9):
+/// its notifications stay queued, for the test to read.
+async fn set_unreachable_pusher(app: &Router, user: &str) {
+    let pusher = json!({
+        "pushkey": "phone", "kind": "http", "app_id": "org.example.chat",
+        "app_display_name": "Chat", "device_display_name": "Phone", "lang": "en",
+        "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify"},
+    });
+    let path = "/_matrix/client/v3/pushers/set";
+    let (status, body) = call(app, "POST", path, Some(user), Some(&pusher.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 /// Everything in the outbox (leased or not), by event id, emptied.
@@ -538,20 +509,7 @@ async fn a_retry_answered_from_the_store_is_pushed() {
     let alice = register(&a, "alice").await;
     let bob = register(&b, "bob").await;
     let room = shared_room(&a, &b, &alice, &bob).await;
-    let pusher = json!({
-        "pushkey": "bob-phone", "kind": "http", "app_id": "org.example.chat",
-        "app_display_name": "Chat", "device_display_name": "Phone", "lang": "en",
-        "data": {"url": "http://127.0.0.1:9/_matrix/push/v1/notify"},
-    });
-    let (status, body) = call(
-        &b,
-        "POST",
-        "/_matrix/client/v3/pushers/set",
-        Some(&bob),
-        Some(&pusher.to_string()),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    set_unreachable_pusher(&b, &bob).await;
 
     let first = send(&a, &alice, &room, "t1", "hello?").await;
     tokio::time::sleep(Duration::from_millis(300)).await;

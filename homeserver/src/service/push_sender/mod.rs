@@ -28,14 +28,17 @@
 //! FCM notifications are queued already in FCM's message shape, and FCM's
 //! `UNREGISTERED` answer removes the pusher as a gateway's `rejected` does.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+mod destinations;
+
+use destinations::Destinations;
 
 use super::fcm::{self, Fcm};
 use super::presence::PresenceService;
@@ -99,54 +102,6 @@ struct Sender {
     nudge: Notify,
     in_flight: Arc<Semaphore>,
     destinations: Arc<Destinations>,
-}
-
-/// Requests in flight per destination.
-#[derive(Default)]
-struct Destinations(Mutex<HashMap<String, usize>>);
-
-/// One request's hold on its destination; given back when dropped.
-struct DestinationSlot {
-    destinations: Arc<Destinations>,
-    url: String,
-}
-
-impl Destinations {
-    /// A slot for a request to `url`, unless it has all it may have.
-    fn try_take(self: &Arc<Self>, url: &str) -> Option<DestinationSlot> {
-        let mut counts = self.0.lock().expect("destinations lock");
-        let count = counts.entry(url.to_owned()).or_default();
-        if *count >= MAX_PER_DESTINATION {
-            return None;
-        }
-        *count += 1;
-        Some(DestinationSlot {
-            destinations: self.clone(),
-            url: url.to_owned(),
-        })
-    }
-
-    /// The destinations with all the requests they may have.
-    fn busy(&self) -> Vec<String> {
-        let counts = self.0.lock().expect("destinations lock");
-        counts
-            .iter()
-            .filter(|(_, &n)| n >= MAX_PER_DESTINATION)
-            .map(|(url, _)| url.clone())
-            .collect()
-    }
-}
-
-impl Drop for DestinationSlot {
-    fn drop(&mut self) {
-        let mut counts = self.destinations.0.lock().expect("destinations lock");
-        if let Some(count) = counts.get_mut(&self.url) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.url);
-            }
-        }
-    }
 }
 
 /// Starts the sender's two tasks.
