@@ -147,6 +147,15 @@ impl ClusterBus {
     pub async fn publish_local(&self, notice: StreamNotice) {
         let _ = self.local.publish(notice).await;
     }
+
+    /// Copies events being shared to `own_events`, if someone acts on them.
+    fn keep_own(&self, message: &ClusterMessage) {
+        if let ClusterMessage::Events { events, .. } = message {
+            if let Some(own) = &*self.own_events.lock().expect("own events lock") {
+                let _ = own.send(events.clone());
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -174,20 +183,12 @@ impl EventBus for ClusterBus {
     }
 
     fn share(&self, message: ClusterMessage) {
-        if let ClusterMessage::Events { events, .. } = &message {
-            if let Some(own) = &*self.own_events.lock().expect("own events lock") {
-                let _ = own.send(events.clone());
-            }
-        }
+        self.keep_own(&message);
         self.transport.send(message);
     }
 
     fn share_durable(&self, message: ClusterMessage) -> BoxFuture<'static, ()> {
-        if let ClusterMessage::Events { events, .. } = &message {
-            if let Some(own) = &*self.own_events.lock().expect("own events lock") {
-                let _ = own.send(events.clone());
-            }
-        }
+        self.keep_own(&message);
         self.transport.send_durable(message)
     }
 

@@ -99,23 +99,25 @@ pub struct SplitTransport {
     pub ordered: Arc<dyn ClusterTransport>,
 }
 
-impl ClusterTransport for SplitTransport {
-    fn send(&self, message: ClusterMessage) {
-        match &message {
+impl SplitTransport {
+    /// Which transport carries `message`.
+    fn route(&self, message: &ClusterMessage) -> &dyn ClusterTransport {
+        match message {
             ClusterMessage::Notice {
                 notice: StreamNotice::Typing { .. } | StreamNotice::Presence { .. },
-            } => self.ephemeral.send(message),
-            _ => self.ordered.send(message),
+            } => &*self.ephemeral,
+            _ => &*self.ordered,
         }
+    }
+}
+
+impl ClusterTransport for SplitTransport {
+    fn send(&self, message: ClusterMessage) {
+        self.route(&message).send(message);
     }
 
     fn send_durable(&self, message: ClusterMessage) -> BoxFuture<'static, ()> {
-        match &message {
-            ClusterMessage::Notice {
-                notice: StreamNotice::Typing { .. } | StreamNotice::Presence { .. },
-            } => self.ephemeral.send_durable(message),
-            _ => self.ordered.send_durable(message),
-        }
+        self.route(&message).send_durable(message)
     }
 
     fn incoming(&self) -> BoxStream<'static, ClusterMessage> {

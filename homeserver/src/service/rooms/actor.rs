@@ -289,15 +289,17 @@ impl Core {
                     reply,
                     attempt,
                 } => {
+                    // Sent already: by this node (remembered), or found in
+                    // the store (committed before a restart, or by another
+                    // node).
                     let seen = txn.as_ref().and_then(|k| {
-                        self.recent_txn(k).or_else(|| {
+                        self.recent_txn(k).map(|id| (id, false)).or_else(|| {
                             durable_txns
                                 .get(&(k.1.clone(), k.2.clone(), k.3.clone()))
-                                .cloned()
+                                .map(|id| (id.clone(), true))
                         })
                     });
-                    if let Some(event_id) = seen {
-                        let from_store = txn.as_ref().is_some_and(|k| self.recent_txn(k).is_none());
+                    if let Some((event_id, from_store)) = seen {
                         if from_store && self.bus.clustered() {
                             // Committed by a node that died before it
                             // answered, and maybe before Kafka had the
