@@ -10,11 +10,14 @@
 //! - [`service`]: the Matrix rules. Accounts, room authorization, event
 //!   building and signing, history visibility, sync assembly, the notifier
 //!   that wakes waiting syncs. Knows nothing of HTTP or of any database.
-//! - [`store`]: the traits the services depend on (`AccountStore`,
-//!   `RoomStore`, `EventBus`, `Ephemeral`) and their conformance suite.
+//! - [`store`]: the traits the services depend on, one file each
+//!   (`AccountStore`, `RoomStore`, `ReceiptStore`, `PushStore`, `EventBus`,
+//!   `Ephemeral`, media), `StoreError`, and their conformance suite.
 //! - `store::sqlite`, `store::memory`: the embedded engines, behind cargo
 //!   features; `store::postgres` (feature `postgres`) is the relational
-//!   engine several nodes share, chosen by `storage = "postgres"`.
+//!   engine several nodes share, chosen by `storage = "postgres"`. The
+//!   queries both relational engines run are written once in `store/sql/`
+//!   and compiled inside each, against its `dialect`.
 //!
 //! [`run`] wires the layers from a [`config::Config`] and serves until the
 //! shutdown future resolves, then drains requests and flushes writes.

@@ -105,8 +105,11 @@ impl From<StoreError> for ServiceError {
         match err {
             // The engine refused the client's value (a NUL in text on
             // PostgreSQL): a bad request, not a server fault.
-            StoreError::Invalid(reason) => ServiceError::invalid_param(reason),
-            err => ServiceError::internal(err),
+            StoreError::Invalid(reason) => {
+                tracing::debug!(%reason, "refused a value the store cannot hold");
+                ServiceError::invalid_param("The request holds a value the server cannot store")
+            }
+            err => ServiceError::internal(crate::store::chain(&err)),
         }
     }
 }

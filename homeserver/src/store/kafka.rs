@@ -60,8 +60,8 @@ pub struct KafkaTransport {
     consumer: Mutex<Option<StreamConsumer>>,
 }
 
-fn kafka_error(context: &str, err: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(format!("kafka {context}: {err}"))
+fn kafka_error(context: &str, err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::database(format!("kafka {context}"), err)
 }
 
 impl KafkaTransport {
@@ -95,10 +95,10 @@ impl KafkaTransport {
             (consumer, partitions) = partition_count(consumer, &settings.topic).await?;
         }
         if partitions == 0 {
-            return Err(kafka_error(
-                "metadata",
-                format!("topic {} has no partitions", settings.topic),
-            ));
+            return Err(StoreError::database_says(format!(
+                "kafka metadata: topic {} has no partitions",
+                settings.topic
+            )));
         }
         let mut list = TopicPartitionList::new();
         for partition in 0..partitions as i32 {

@@ -33,7 +33,7 @@ pub struct RedisTransport {
 
 impl RedisTransport {
     pub async fn connect(url: &str, prefix: &str, origin: String) -> StoreResult<Self> {
-        let err = |e: redis::RedisError| StoreError::Database(format!("redis bus: {e}"));
+        let err = |e: redis::RedisError| StoreError::database("redis bus", e);
         let client = redis::Client::open(url).map_err(err)?;
         let conn = ConnectionManager::new(client.clone()).await.map_err(err)?;
         let channel = format!("{prefix}bus");

@@ -32,7 +32,7 @@ const MAX_TYPING_MS: i64 = 24 * 3600 * 1000;
 
 impl From<redis::RedisError> for StoreError {
     fn from(err: redis::RedisError) -> Self {
-        StoreError::Database(format!("redis: {err}"))
+        StoreError::database("redis", err)
     }
 }
 
@@ -166,7 +166,7 @@ fn record(fields: &[(String, String)]) -> StoreResult<Option<PresenceRecord>> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let corrupt = |what: &str| StoreError::Corrupt(format!("presence hash: {what}"));
+    let corrupt = |what: &str| StoreError::corrupt_says(format!("presence hash: {what}"));
     let state = match get("state") {
         Some("online") => PresenceState::Online,
         Some("unavailable") => PresenceState::Unavailable,

@@ -469,7 +469,7 @@ impl MediaService {
             .body
             .try_collect()
             .await
-            .map_err(|e| ServiceError::from(StoreError::Io(e.to_string())))?;
+            .map_err(|e| ServiceError::from(StoreError::io("reading the upload", e)))?;
         let bytes = chunks.concat();
         let made = tokio::task::spawn_blocking(move || thumbnail::generate(&bytes, spec))
             .await

@@ -40,7 +40,7 @@ impl FsMediaStore {
 
     fn path_of(&self, key: &str) -> StoreResult<PathBuf> {
         if !is_valid_key(key) {
-            return Err(StoreError::Io(format!("invalid media key {key:?}")));
+            return Err(StoreError::io_says(format!("invalid media key {key:?}")));
         }
         Ok(self.root.join("objects").join(key))
     }
@@ -60,7 +60,7 @@ impl FsMediaStore {
 }
 
 fn io_error(err: io::Error) -> StoreError {
-    StoreError::Io(err.to_string())
+    StoreError::io("media file", err)
 }
 
 /// Makes a rename in `dir` durable.

@@ -36,8 +36,10 @@ pub struct S3MediaStore {
     presign_ttl: Option<Duration>,
 }
 
-fn s3_error(op: &str, err: impl std::error::Error) -> StoreError {
-    StoreError::Io(format!("s3 {op}: {}", DisplayErrorContext(err)))
+fn s3_error(op: &str, err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    // The SDK's Display is terse; its context names the failing step.
+    let context = format!("s3 {op}: {}", DisplayErrorContext(&err));
+    StoreError::io(context, err)
 }
 
 impl S3MediaStore {
@@ -95,7 +97,7 @@ impl S3MediaStore {
         if is_valid_key(key) {
             Ok(())
         } else {
-            Err(StoreError::Io(format!("invalid media key {key:?}")))
+            Err(StoreError::io_says(format!("invalid media key {key:?}")))
         }
     }
 
@@ -177,7 +179,7 @@ impl Parts {
             }
             match self.body.next().await {
                 Some(Ok(chunk)) => self.carry = chunk,
-                Some(Err(e)) => return Err(StoreError::Io(format!("upload stream: {e}"))),
+                Some(Err(e)) => return Err(StoreError::io("upload stream", e)),
                 None => self.ended = true,
             }
         }
@@ -213,7 +215,7 @@ impl MediaStore for S3MediaStore {
             .map_err(|e| s3_error("create multipart upload", e))?;
         let upload_id = created
             .upload_id
-            .ok_or_else(|| StoreError::Io("s3: multipart upload without an id".into()))?;
+            .ok_or_else(|| StoreError::io_says("s3: multipart upload without an id"))?;
         let result = self.put_multipart(key, &upload_id, first, &mut parts).await;
         if result.is_err() {
             let aborted = self
@@ -248,7 +250,7 @@ impl MediaStore for S3MediaStore {
         let len = output
             .content_length
             .and_then(|l| u64::try_from(l).ok())
-            .ok_or_else(|| StoreError::Io("s3 get object: no content length".into()))?;
+            .ok_or_else(|| StoreError::io_says("s3 get object: no content length"))?;
         let body = futures::stream::unfold(output.body, |mut body| async move {
             body.next()
                 .await

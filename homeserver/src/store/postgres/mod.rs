@@ -21,23 +21,32 @@
 
 mod accounts;
 mod bulk;
-mod media;
-mod push;
-mod receipts;
+mod dialect;
 mod rooms;
 mod state_head;
 mod writer;
 
+/// What the relational core compiles against (see `store/sql`).
+mod engine {
+    pub(super) use super::dialect;
+    pub(super) type Store = super::PgStore;
+    pub(super) type Row = sqlx::postgres::PgRow;
+}
+
+/// The queries PostgreSQL shares with SQLite, compiled for PostgreSQL.
+#[path = "../sql/mod.rs"]
+mod sql;
+
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Row};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
+use tokio::sync::mpsc;
 
-use super::{Database, StoreError, StoreResult, StoredEvent, StreamPos};
-use writer::Job;
+use super::{StoreError, StoreResult, StreamPos};
+use sql::Job;
+use sql::Stream;
 
 /// PostgreSQL-backed implementation of every relational store trait.
 pub struct PgStore {
@@ -67,14 +76,19 @@ impl PgStore {
         sqlx::migrate!("../migrations/postgres")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+            .map_err(|e| StoreError::database("migration failed", e))?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer::run(options, rx));
         Ok(Self { pool, writer: tx })
     }
 
     /// The committed head of a positioned stream (see the module docs).
-    async fn stream_position(&self, name: &str) -> StoreResult<StreamPos> {
+    async fn position(&self, stream: Stream) -> StoreResult<StreamPos> {
+        let name = match stream {
+            Stream::Events => "events",
+            Stream::Receipts => "receipts",
+            Stream::AccountData => "account_data",
+        };
         Ok(
             sqlx::query_scalar("SELECT pos FROM stream_positions WHERE name = $1")
                 .bind(name)
@@ -82,55 +96,15 @@ impl PgStore {
                 .await?,
         )
     }
-}
 
-#[async_trait::async_trait]
-impl Database for PgStore {
-    async fn close(&self) {
-        let (done_tx, done_rx) = oneshot::channel();
-        if self.writer.send(Job::Flush(done_tx)).is_ok() {
-            let _ = done_rx.await;
-        }
-        self.pool.close().await;
+    /// Nothing to note: positions are read from `stream_positions`.
+    fn account_data_committed(&self, _pos: StreamPos) {}
+
+    /// No bound: positions commit in order (see the module docs), so
+    /// whatever one statement sees of a stream is gap-free.
+    fn read_bound(&self, _stream: Stream) -> StreamPos {
+        StreamPos::MAX
     }
-}
-
-/// Columns every event query selects from `events e`, in the order
-/// [`event_from_row`] reads.
-const EVENT_COLUMNS: &str = "e.stream, e.event_id, e.room_id, e.sender, e.type, e.state_key, \
-     e.pdu, e.txn_device, e.txn_id, e.visibility";
-
-fn event_from_row(row: &PgRow) -> StoreResult<StoredEvent> {
-    let pdu: String = row.try_get(6)?;
-    let pdu = serde_json::from_str(&pdu).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let txn_device: Option<String> = row.try_get(7)?;
-    let txn_id: Option<String> = row.try_get(8)?;
-    Ok(StoredEvent {
-        stream: row.try_get(0)?,
-        event_id: row.try_get(1)?,
-        room_id: row.try_get(2)?,
-        sender: row.try_get(3)?,
-        kind: row.try_get(4)?,
-        state_key: row.try_get(5)?,
-        pdu: Arc::new(pdu),
-        txn: txn_device.zip(txn_id),
-        visibility: row.try_get(9)?,
-    })
-}
-
-/// PostgreSQL text cannot hold NUL. Writes that share the group commit are
-/// checked before they are queued: one such value would otherwise fail the
-/// whole batch, every other room's sends with it. (JSON columns need no
-/// check: serialised JSON escapes NUL as `\u0000`.)
-fn reject_nul<'a>(values: impl IntoIterator<Item = &'a str>) -> StoreResult<()> {
-    match values.into_iter().any(|v| v.contains('\0')) {
-        true => Err(StoreError::Invalid("text contains a NUL character".into())),
-        false => Ok(()),
-    }
-}
-
-fn parse_json(text: &str) -> StoreResult<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

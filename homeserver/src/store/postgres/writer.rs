@@ -14,25 +14,11 @@ use sqlx::{Connection, Executor, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::bulk;
+use super::sql::Job;
 use crate::store::{NewEvent, NewReceipt, StoreError, StoreResult, StreamPos};
 
 /// Most jobs folded into one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 512;
-
-pub enum Job {
-    Append {
-        events: Vec<NewEvent>,
-        reply: oneshot::Sender<StoreResult<Vec<StreamPos>>>,
-    },
-    /// Receipts share the group commit: under load they arrive as often as
-    /// messages, and a transaction of their own each would contend with it.
-    Receipts {
-        receipts: Vec<NewReceipt>,
-        reply: oneshot::Sender<StoreResult<Vec<Option<StreamPos>>>>,
-    },
-    /// Replies once everything queued before it has committed.
-    Flush(oneshot::Sender<()>),
-}
 
 /// A reply owed once the batch's outcome is known, with the job's own result.
 type Owed<T> = (oneshot::Sender<StoreResult<T>>, StoreResult<T>);
@@ -80,7 +66,7 @@ pub async fn run(options: PgConnectOptions, mut rx: mpsc::UnboundedReceiver<Job>
                 // Nothing of this batch is durable: fail every job in it.
                 // (A commit whose acknowledgement was lost may in fact have
                 // committed; a retried send then finds its txn id.)
-                tracing::error!(error = %err, "postgres group commit failed");
+                tracing::error!(error = %crate::store::chain(&err), "postgres group commit failed");
                 if let Some(mut c) = conn.take() {
                     // Reuse the connection only if it is sane again.
                     if c.execute("ROLLBACK").await.is_ok() {
@@ -238,7 +224,7 @@ async fn begin(
         }
     }
     if counters.events.is_none() && events || counters.receipts.is_none() && receipts {
-        return Err(StoreError::Corrupt("stream_positions row missing".into()));
+        return Err(StoreError::corrupt_says("stream_positions row missing"));
     }
     Ok(counters)
 }

@@ -35,7 +35,7 @@ impl MemoryTables {
 
     fn check_up(&self) -> StoreResult<()> {
         if self.fail_writes.load(Ordering::SeqCst) {
-            Err(StoreError::Database("scylla: unreachable (test)".into()))
+            Err(StoreError::database_says("scylla: unreachable (test)"))
         } else {
             Ok(())
         }

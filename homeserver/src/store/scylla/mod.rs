@@ -417,7 +417,7 @@ mod tests {
             ..conformance::sample_message("!r:test", 10)
         };
         let failed = store.append(vec![redaction]).unwrap().await;
-        assert!(matches!(failed, Err(StoreError::Database(_))));
+        assert!(matches!(failed, Err(StoreError::Database { .. })));
         // Committed in the relational engine, not readable from the timeline.
         assert_eq!(inner.events_position().await.unwrap(), 4);
         assert_eq!(store.events_position().await.unwrap(), before);

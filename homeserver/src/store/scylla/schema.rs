@@ -68,7 +68,7 @@ pub fn check_keyspace(name: &str) -> Result<(), StoreError> {
     if valid {
         Ok(())
     } else {
-        Err(StoreError::Database(format!(
+        Err(StoreError::database_says(format!(
             "invalid scylla keyspace name {name:?}: letters, digits and _, at most 48"
         )))
     }

@@ -45,14 +45,14 @@ type EventRow = (
     String,
 );
 
-fn db(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(format!("scylla: {err}"))
+fn db(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::database("scylla", err)
 }
 
 fn event_from_row(row: EventRow) -> StoreResult<StoredEvent> {
     let (event_id, room_id, stream, sender, kind, state_key, pdu, device, txn_id, visibility) = row;
     let pdu: Value = serde_json::from_str(&pdu)
-        .map_err(|e| StoreError::Corrupt(format!("pdu of {event_id}: {e}")))?;
+        .map_err(|e| StoreError::corrupt(format!("pdu of {event_id}"), e))?;
     Ok(StoredEvent {
         stream,
         event_id,
@@ -109,7 +109,7 @@ impl ScyllaTimeline {
     pub async fn connect(settings: &ScyllaSettings) -> StoreResult<Self> {
         schema::check_keyspace(&settings.keyspace)?;
         if settings.nodes.is_empty() {
-            return Err(db("no nodes configured"));
+            return Err(StoreError::database_says("scylla: no nodes configured"));
         }
         // Token aware: a prepared statement goes straight to a replica of
         // its partition. LOCAL_QUORUM both ways: a read sees every
@@ -138,7 +138,7 @@ impl ScyllaTimeline {
                 session
                     .query_unpaged(statement, ())
                     .await
-                    .map_err(|e| db(format!("{name}: {e}")))?;
+                    .map_err(|e| StoreError::database(format!("scylla migration {name}"), e))?;
             }
         }
         session.await_schema_agreement().await.map_err(db)?;

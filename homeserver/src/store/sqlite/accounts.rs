@@ -1,134 +1,17 @@
-//! [`AccountStore`] on SQLite.
+//! The account writes SQLite does its own way (the rest is in `../sql`).
 
-use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::Row;
 
 use super::SqliteStore;
-use crate::store::{
-    AccountDataEntry, AccountStore, StoreError, StoreResult, StreamPos, TokenOwner, UserRecord,
-};
+use crate::store::StoreResult;
 
-fn parse_json(text: &str) -> StoreResult<Value> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-#[async_trait]
-impl AccountStore for SqliteStore {
-    async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO users (user_id, password_hash, displayname, avatar_url, created_ts) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&user.user_id)
-        .bind(&user.password_hash)
-        .bind(&user.displayname)
-        .bind(&user.avatar_url)
-        .bind(user.created_ts)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(
-            "SELECT user_id, password_hash, displayname, avatar_url, created_ts FROM users \
-             WHERE user_id = ?",
-        )
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(UserRecord {
-                user_id: row.try_get(0)?,
-                password_hash: row.try_get(1)?,
-                displayname: row.try_get(2)?,
-                avatar_url: row.try_get(3)?,
-                created_ts: row.try_get(4)?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE user_id = ?")
-            .bind(hash)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET displayname = ? WHERE user_id = ?")
-            .bind(name)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET avatar_url = ? WHERE user_id = ?")
-            .bind(url)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn create_device_with_token(
-        &self,
-        user_id: &str,
-        device_id: &str,
-        display_name: Option<&str>,
-        token_hash: &str,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        // Logging in again with an existing device id replaces its old token.
-        sqlx::query("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?")
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO devices (user_id, device_id, display_name) VALUES (?, ?, ?) \
-             ON CONFLICT (user_id, device_id) DO UPDATE SET \
-             display_name = COALESCE(excluded.display_name, display_name)",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(display_name)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO access_tokens (token_hash, user_id, device_id) VALUES (?, ?, ?)")
-            .bind(token_hash)
-            .bind(user_id)
-            .bind(device_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<TokenOwner>> {
-        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            Ok(TokenOwner {
-                user_id: row.try_get(0)?,
-                device_id: row.try_get(1)?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn delete_token(&self, token_hash: &str) -> StoreResult<()> {
+impl SqliteStore {
+    /// Deletes a token and its device. SQLite has no data-modifying CTE, so
+    /// a transaction of two statements.
+    pub(super) async fn delete_token_and_device(&self, token_hash: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         let owner = sqlx::query(
-            "DELETE FROM access_tokens WHERE token_hash = ? RETURNING user_id, device_id",
+            "DELETE FROM access_tokens WHERE token_hash = $1 RETURNING user_id, device_id",
         )
         .bind(token_hash)
         .fetch_optional(&mut *tx)
@@ -136,7 +19,7 @@ impl AccountStore for SqliteStore {
         if let Some(row) = owner {
             let user_id: String = row.try_get(0)?;
             let device_id: String = row.try_get(1)?;
-            sqlx::query("DELETE FROM devices WHERE user_id = ? AND device_id = ?")
+            sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
                 .bind(user_id)
                 .bind(device_id)
                 .execute(&mut *tx)
@@ -144,124 +27,5 @@ impl AccountStore for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn delete_all_tokens(
-        &self,
-        user_id: &str,
-        keep_device: Option<&str>,
-    ) -> StoreResult<Vec<String>> {
-        let keep = keep_device.unwrap_or("");
-        let mut tx = self.pool.begin().await?;
-        let hashes: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM access_tokens WHERE user_id = ? AND device_id != ? RETURNING token_hash",
-        )
-        .bind(user_id)
-        .bind(keep)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM devices WHERE user_id = ? AND device_id != ?")
-            .bind(user_id)
-            .bind(keep)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(hashes)
-    }
-
-    async fn save_filter(&self, user_id: &str, filter: &Value) -> StoreResult<i64> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO filters (user_id, filter_id, filter) VALUES (?1, \
-             (SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = ?1), ?2) \
-             RETURNING filter_id",
-        )
-        .bind(user_id)
-        .bind(filter.to_string())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
-    }
-
-    async fn get_filter(&self, user_id: &str, filter_id: i64) -> StoreResult<Option<Value>> {
-        let text: Option<String> =
-            sqlx::query_scalar("SELECT filter FROM filters WHERE user_id = ? AND filter_id = ?")
-                .bind(user_id)
-                .bind(filter_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        text.as_deref().map(parse_json).transpose()
-    }
-
-    async fn set_account_data(
-        &self,
-        user_id: &str,
-        room_id: Option<&str>,
-        kind: &str,
-        content: &Value,
-    ) -> StoreResult<StreamPos> {
-        // One statement, so SQLite's single writer makes the MAX()+1 race free.
-        let pos: i64 = sqlx::query_scalar(
-            "INSERT INTO account_data (user_id, room_id, type, content, stream) VALUES \
-             (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(stream), 0) + 1 FROM account_data)) \
-             ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, \
-             stream = excluded.stream RETURNING stream",
-        )
-        .bind(user_id)
-        .bind(room_id.unwrap_or(""))
-        .bind(kind)
-        .bind(content.to_string())
-        .fetch_one(&self.pool)
-        .await?;
-        self.account_data
-            .fetch_max(pos, std::sync::atomic::Ordering::AcqRel);
-        Ok(pos)
-    }
-
-    async fn get_account_data(
-        &self,
-        user_id: &str,
-        room_id: Option<&str>,
-        kind: &str,
-    ) -> StoreResult<Option<Value>> {
-        let text: Option<String> = sqlx::query_scalar(
-            "SELECT content FROM account_data WHERE user_id = ? AND room_id = ? AND type = ?",
-        )
-        .bind(user_id)
-        .bind(room_id.unwrap_or(""))
-        .bind(kind)
-        .fetch_optional(&self.pool)
-        .await?;
-        text.as_deref().map(parse_json).transpose()
-    }
-
-    async fn account_data_since(
-        &self,
-        user_id: &str,
-        since: StreamPos,
-    ) -> StoreResult<Vec<AccountDataEntry>> {
-        let rows = sqlx::query(
-            "SELECT room_id, type, content, stream FROM account_data \
-             WHERE user_id = ? AND stream > ? ORDER BY stream",
-        )
-        .bind(user_id)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let room_id: String = row.try_get(0)?;
-                let content: String = row.try_get(2)?;
-                Ok(AccountDataEntry {
-                    room_id: (!room_id.is_empty()).then_some(room_id),
-                    kind: row.try_get(1)?,
-                    content: parse_json(&content)?,
-                    stream: row.try_get(3)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn account_data_position(&self) -> StoreResult<StreamPos> {
-        Ok(self.account_data.load(std::sync::atomic::Ordering::Acquire))
     }
 }

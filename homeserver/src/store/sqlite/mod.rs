@@ -5,11 +5,20 @@
 //! single transaction (group commit): many concurrent sends cost one fsync.
 
 mod accounts;
-mod media;
-mod push;
-mod receipts;
+mod dialect;
 mod rooms;
 mod writer;
+
+/// What the relational core compiles against (see `store/sql`).
+mod engine {
+    pub(super) use super::dialect;
+    pub(super) type Store = super::SqliteStore;
+    pub(super) type Row = sqlx::sqlite::SqliteRow;
+}
+
+/// The queries SQLite shares with PostgreSQL, compiled for SQLite.
+#[path = "../sql/mod.rs"]
+mod sql;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -18,21 +27,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Row};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::ConnectOptions;
+use tokio::sync::mpsc;
 
-use super::{Database, StoreError, StoredEvent};
-use writer::AppendJob;
+use super::{StoreError, StoreResult, StreamPos};
+use sql::Job;
+use sql::Stream;
 
 /// SQLite-backed implementation of [`super::AccountStore`] and [`super::RoomStore`].
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Unbounded so that queueing never waits (see `RoomStore::append`); the
     /// queue is bounded in practice by the requests in flight.
-    writer: mpsc::UnboundedSender<AppendJob>,
+    writer: mpsc::UnboundedSender<Job>,
     /// Highest committed event position, advanced by the writer after commit.
     committed: Arc<AtomicI64>,
     /// Highest committed receipt position, advanced by the writer after commit.
@@ -65,7 +74,7 @@ impl SqliteStore {
         sqlx::migrate!("../migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+            .map_err(|e| StoreError::database("migration failed", e))?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(stream), 0) FROM events")
             .fetch_one(&pool)
             .await?;
@@ -89,7 +98,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("tern-sqlite-writer".into())
             .spawn(move || writer::run(conn, rx, positions))
-            .map_err(|e| StoreError::Database(format!("cannot start the writer: {e}")))?;
+            .map_err(|e| StoreError::database("cannot start the writer", e))?;
         Ok(Self {
             pool,
             writer: tx,
@@ -99,42 +108,26 @@ impl SqliteStore {
         })
     }
 
-    fn committed(&self) -> i64 {
-        self.committed.load(Ordering::Acquire)
-    }
-}
-
-/// Columns every event query selects, in the order [`event_from_row`] reads.
-const EVENT_COLUMNS: &str =
-    "stream, event_id, room_id, sender, type, state_key, pdu, txn_device, txn_id, visibility";
-
-fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    let pdu: String = row.try_get(6)?;
-    let pdu = serde_json::from_str(&pdu).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let txn_device: Option<String> = row.try_get(7)?;
-    let txn_id: Option<String> = row.try_get(8)?;
-    Ok(StoredEvent {
-        stream: row.try_get(0)?,
-        event_id: row.try_get(1)?,
-        room_id: row.try_get(2)?,
-        sender: row.try_get(3)?,
-        kind: row.try_get(4)?,
-        state_key: row.try_get(5)?,
-        pdu: Arc::new(pdu),
-        txn: txn_device.zip(txn_id),
-        visibility: row.try_get(9)?,
-    })
-}
-
-#[async_trait::async_trait]
-impl Database for SqliteStore {
-    /// Waits for queued appends to commit and closes the database.
-    async fn close(&self) {
-        let (done_tx, done_rx) = oneshot::channel();
-        if self.writer.send(AppendJob::Flush(done_tx)).is_ok() {
-            let _ = done_rx.await;
+    /// The highest position of `stream` that reads may return: what the
+    /// writer has committed and announced, never a row still in flight.
+    fn read_bound(&self, stream: Stream) -> StreamPos {
+        match stream {
+            Stream::Events => self.committed.load(Ordering::Acquire),
+            Stream::Receipts => self.committed_receipts.load(Ordering::Acquire),
+            Stream::AccountData => self.account_data.load(Ordering::Acquire),
         }
-        self.pool.close().await;
+    }
+
+    /// Account data commits on the pool, one statement each; the position is
+    /// known from its `RETURNING`.
+    fn account_data_committed(&self, pos: StreamPos) {
+        self.account_data.fetch_max(pos, Ordering::AcqRel);
+    }
+
+    /// The highest committed position of `stream`, kept in memory: this
+    /// process is the database's only writer.
+    async fn position(&self, stream: Stream) -> StoreResult<StreamPos> {
+        Ok(self.read_bound(stream))
     }
 }
 

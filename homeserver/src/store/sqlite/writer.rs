@@ -15,25 +15,11 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::sql::Job;
 use crate::store::{NewEvent, NewReceipt, StoreError, StoreResult, StreamPos};
 
 /// Most appends folded into one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 512;
-
-pub enum AppendJob {
-    Append {
-        events: Vec<NewEvent>,
-        reply: oneshot::Sender<StoreResult<Vec<StreamPos>>>,
-    },
-    /// Receipts share the group commit: under load they arrive as often as
-    /// messages, and a transaction of their own each would contend with it.
-    Receipts {
-        receipts: Vec<NewReceipt>,
-        reply: oneshot::Sender<StoreResult<Vec<Option<StreamPos>>>>,
-    },
-    /// Replies once everything queued before it has committed.
-    Flush(oneshot::Sender<()>),
-}
 
 /// The writer's stream counters and the committed positions it publishes.
 pub struct Positions {
@@ -46,7 +32,7 @@ pub struct Positions {
 fn db_error(err: rusqlite::Error) -> StoreError {
     match err.sqlite_error_code() {
         Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict,
-        _ => StoreError::Database(err.to_string()),
+        _ => StoreError::database("sqlite writer", err),
     }
 }
 
@@ -62,7 +48,7 @@ pub fn open(path: &Path) -> StoreResult<Connection> {
 }
 
 /// Runs the writer until every sender is gone; call on a dedicated thread.
-pub fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<AppendJob>, mut pos: Positions) {
+pub fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, mut pos: Positions) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -88,10 +74,11 @@ pub fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<AppendJob>, mut
             }
             Err(err) => {
                 // Nothing of this batch is durable: fail every job in it.
-                tracing::error!(error = %err, "group commit failed");
+                let err = StoreError::database("group commit", err);
+                tracing::error!(error = %crate::store::chain(&err), "group commit failed");
                 pos.events = start_events;
                 pos.receipts = start_receipts;
-                let failed = || StoreError::Database(err.to_string());
+                let failed = || err.clone();
                 for (reply, _) in done.appends {
                     let _ = reply.send(Err(failed()));
                 }
@@ -119,7 +106,7 @@ struct Done {
 
 fn write_batch(
     conn: &mut Connection,
-    batch: &mut Vec<AppendJob>,
+    batch: &mut Vec<Job>,
     pos: &mut Positions,
     done: &mut Done,
 ) -> rusqlite::Result<()> {
@@ -132,8 +119,8 @@ fn write_batch(
     let last = &mut pos.events;
     for job in batch.drain(..) {
         match job {
-            AppendJob::Flush(flush) => done.flushes.push(flush),
-            AppendJob::Receipts { receipts, reply } => {
+            Job::Flush(flush) => done.flushes.push(flush),
+            Job::Receipts { receipts, reply } => {
                 tx.execute_batch("SAVEPOINT job")?;
                 let before = pos.receipts;
                 match insert_receipts(&tx, &receipts, &mut pos.receipts) {
@@ -148,7 +135,7 @@ fn write_batch(
                     }
                 }
             }
-            AppendJob::Append { events, reply } => {
+            Job::Append { events, reply } => {
                 // A savepoint per job: one bad job (say, a duplicate
                 // transaction id) fails alone, not the whole batch.
                 tx.execute_batch("SAVEPOINT job")?;

@@ -1,47 +1,36 @@
-//! [`PushStore`] on SQLite. Pusher changes are rare: plain pool writes.
+//! [`PushStore`] on either relational engine. Pusher changes are rare: plain
+//! pool writes.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::Row as _;
 
-use super::SqliteStore;
-use crate::store::{OutboxPush, PushStore, PusherRecord, QueuedPush, StoreError, StoreResult};
-
-const PUSHER_COLUMNS: &str = "user_id, app_id, pushkey, kind, app_display_name, \
-     device_display_name, profile_tag, lang, data, device_id, created_ts";
-
-fn pusher_from_row(row: &SqliteRow) -> StoreResult<PusherRecord> {
-    let data: String = row.try_get(8)?;
-    Ok(PusherRecord {
-        user_id: row.try_get(0)?,
-        app_id: row.try_get(1)?,
-        pushkey: row.try_get(2)?,
-        kind: row.try_get(3)?,
-        app_display_name: row.try_get(4)?,
-        device_display_name: row.try_get(5)?,
-        profile_tag: row.try_get(6)?,
-        lang: row.try_get(7)?,
-        data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        device_id: row.try_get(9)?,
-        created_ts: row.try_get(10)?,
-    })
-}
+use super::engine::{dialect, Store};
+use super::rows::{self, json, PUSHER_COLUMNS};
+use crate::store::{OutboxPush, PushStore, PusherRecord, QueuedPush, StoreResult};
 
 #[async_trait]
-impl PushStore for SqliteStore {
+impl PushStore for Store {
     async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         if !append {
-            sqlx::query("DELETE FROM pushers WHERE app_id = ? AND pushkey = ? AND user_id != ?")
+            sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id != $3")
                 .bind(&pusher.app_id)
                 .bind(&pusher.pushkey)
                 .bind(&pusher.user_id)
                 .execute(&mut *tx)
                 .await?;
         }
+        // Deleted and inserted rather than updated: a replaced pusher takes a
+        // new place in the insertion order, as the spec's listing expects.
+        sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
+            .bind(&pusher.user_id)
+            .bind(&pusher.app_id)
+            .bind(&pusher.pushkey)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(&format!(
-            "INSERT OR REPLACE INTO pushers ({PUSHER_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO pushers ({PUSHER_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(&pusher.user_id)
         .bind(&pusher.app_id)
@@ -62,7 +51,7 @@ impl PushStore for SqliteStore {
 
     async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> StoreResult<bool> {
         let done =
-            sqlx::query("DELETE FROM pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?")
+            sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
                 .bind(user_id)
                 .bind(app_id)
                 .bind(pushkey)
@@ -73,12 +62,13 @@ impl PushStore for SqliteStore {
 
     async fn pushers(&self, user_id: &str) -> StoreResult<Vec<PusherRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = ? ORDER BY created_ts, rowid"
+            "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts, {}",
+            dialect::INSERTION_ORDER
         ))
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(pusher_from_row).collect()
+        rows.iter().map(rows::pusher).collect()
     }
 
     async fn delete_device_pushers(
@@ -88,12 +78,16 @@ impl PushStore for SqliteStore {
         keep_device: Option<&str>,
     ) -> StoreResult<()> {
         let query = match device_id {
-            Some(device) => sqlx::query("DELETE FROM pushers WHERE user_id = ? AND device_id = ?")
-                .bind(user_id)
-                .bind(device),
-            None => sqlx::query("DELETE FROM pushers WHERE user_id = ? AND device_id IS NOT ?")
-                .bind(user_id)
-                .bind(keep_device),
+            Some(device) => {
+                sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2")
+                    .bind(user_id)
+                    .bind(device)
+            }
+            None => sqlx::query(
+                "DELETE FROM pushers WHERE user_id = $1 AND device_id IS DISTINCT FROM $2",
+            )
+            .bind(user_id)
+            .bind(keep_device),
         };
         query.execute(&self.pool).await?;
         Ok(())
@@ -101,15 +95,16 @@ impl PushStore for SqliteStore {
 
     async fn all_pushers(&self) -> StoreResult<Vec<PusherRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {PUSHER_COLUMNS} FROM pushers ORDER BY created_ts, rowid"
+            "SELECT {PUSHER_COLUMNS} FROM pushers ORDER BY created_ts, {}",
+            dialect::INSERTION_ORDER
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(pusher_from_row).collect()
+        rows.iter().map(rows::pusher).collect()
     }
 
     async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM pushers WHERE app_id = ? AND pushkey = ?")
+        sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2")
             .bind(app_id)
             .bind(pushkey)
             .execute(&self.pool)
@@ -129,16 +124,19 @@ impl PushStore for SqliteStore {
         let mut tx = self.pool.begin().await?;
         // Events of one room reach the decider in the order their nodes'
         // producers delivered them, not in stream order: each is recorded.
-        let fresh = sqlx::query("INSERT INTO push_decided (stream, decided_ts) VALUES (?, ?) ON CONFLICT (stream) DO NOTHING")
-            .bind(stream)
-            .bind(now_ts)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
+        let fresh = sqlx::query(
+            "INSERT INTO push_decided (stream, decided_ts) VALUES ($1, $2) \
+             ON CONFLICT (stream) DO NOTHING",
+        )
+        .bind(stream)
+        .bind(now_ts)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
             > 0;
         if stream % 1024 == 0 {
             // A redelivery comes within minutes; an hour is plenty.
-            sqlx::query("DELETE FROM push_decided WHERE decided_ts < ?")
+            sqlx::query("DELETE FROM push_decided WHERE decided_ts < $1")
                 .bind(now_ts - 3_600_000)
                 .execute(&mut *tx)
                 .await?;
@@ -146,20 +144,7 @@ impl PushStore for SqliteStore {
         if !fresh {
             return Ok(false);
         }
-        for push in pushes {
-            sqlx::query(
-                "INSERT INTO push_outbox (user_id, app_id, pushkey, url, body, next_ts) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&push.user_id)
-            .bind(&push.app_id)
-            .bind(&push.pushkey)
-            .bind(&push.url)
-            .bind(push.body.to_string())
-            .bind(now_ts)
-            .execute(&mut *tx)
-            .await?;
-        }
+        dialect::insert_outbox(&mut tx, pushes, now_ts).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -171,18 +156,20 @@ impl PushStore for SqliteStore {
         limit: usize,
         skip_urls: &[String],
     ) -> StoreResult<Vec<QueuedPush>> {
-        // One statement, so one write lock: nobody else takes these rows.
-        let mut rows = sqlx::query(
-            "UPDATE push_outbox SET next_ts = ? WHERE id IN ( \
-               SELECT id FROM push_outbox WHERE next_ts <= ? \
-               AND url NOT IN (SELECT value FROM json_each(?)) \
-               ORDER BY next_ts, id LIMIT ?) \
+        // One statement. On PostgreSQL, SKIP LOCKED lets nodes draining at
+        // once take different rows; SQLite's single writer does that alone.
+        let mut rows = sqlx::query(&format!(
+            "UPDATE push_outbox SET next_ts = $2 WHERE id IN ( \
+               SELECT id FROM push_outbox WHERE next_ts <= $1 AND NOT ({}) \
+               ORDER BY next_ts, id LIMIT $3{}) \
              RETURNING id, user_id, app_id, pushkey, url, body, attempts",
-        )
-        .bind(lease_until)
+            dialect::in_list("url", "$4"),
+            dialect::SKIP_LOCKED
+        ))
         .bind(now_ts)
-        .bind(serde_json::to_string(skip_urls).unwrap_or_else(|_| "[]".into()))
+        .bind(lease_until)
         .bind(limit as i64)
+        .bind(dialect::list(skip_urls)?)
         .fetch_all(&self.pool)
         .await?;
         rows.sort_by_key(|row| row.try_get::<i64, _>(0).unwrap_or_default());
@@ -196,8 +183,7 @@ impl PushStore for SqliteStore {
                         app_id: row.try_get(2)?,
                         pushkey: row.try_get(3)?,
                         url: row.try_get(4)?,
-                        body: serde_json::from_str(&body)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        body: json(&body)?,
                     },
                     attempts: row.try_get(6)?,
                 })
@@ -212,7 +198,7 @@ impl PushStore for SqliteStore {
     }
 
     async fn finish_push(&self, id: i64) -> StoreResult<()> {
-        sqlx::query("DELETE FROM push_outbox WHERE id = ?")
+        sqlx::query("DELETE FROM push_outbox WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -220,7 +206,7 @@ impl PushStore for SqliteStore {
     }
 
     async fn retry_push(&self, id: i64, attempts: i64, next_ts: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE push_outbox SET attempts = ?, next_ts = ? WHERE id = ?")
+        sqlx::query("UPDATE push_outbox SET attempts = $1, next_ts = $2 WHERE id = $3")
             .bind(attempts)
             .bind(next_ts)
             .bind(id)
@@ -239,7 +225,7 @@ impl PushStore for SqliteStore {
 
     async fn set_pushes_decided_through(&self, stream: i64) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO push_caught_up (id, stream) VALUES (1, ?) \
+            "INSERT INTO push_caught_up (id, stream) VALUES (1, $1) \
              ON CONFLICT (id) DO UPDATE SET stream = excluded.stream",
         )
         .bind(stream)

@@ -1,44 +1,25 @@
-//! [`MediaMetadataStore`] on SQLite. Media writes are rare and independent of
-//! the event stream, so they go through the pool, not the group-commit writer.
+//! [`MediaMetadataStore`] on either relational engine. Media writes are rare
+//! and independent of the event stream, so they go through the pool, not the
+//! group-commit writer.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 
-use super::SqliteStore;
+use super::engine::Store;
+use super::rows::{self, MEDIA_COLUMNS};
 use crate::store::media::{MediaMetadataStore, MediaRecord, UploadedContent};
 use crate::store::{StoreError, StoreResult};
 
-fn size_from_db(size: Option<i64>) -> StoreResult<Option<u64>> {
-    size.map(|s| u64::try_from(s).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .transpose()
-}
-
 fn size_to_db(size: u64) -> StoreResult<i64> {
-    i64::try_from(size).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn record_from_row(row: &SqliteRow) -> StoreResult<MediaRecord> {
-    Ok(MediaRecord {
-        media_id: row.try_get(0)?,
-        uploader: row.try_get(1)?,
-        content_type: row.try_get(2)?,
-        filename: row.try_get(3)?,
-        size: size_from_db(row.try_get(4)?)?,
-        sha256: row.try_get(5)?,
-        created_ts: row.try_get(6)?,
-        pending_until_ts: row.try_get(7)?,
-    })
+    i64::try_from(size).map_err(|e| StoreError::corrupt("media size", e))
 }
 
 #[async_trait]
-impl MediaMetadataStore for SqliteStore {
+impl MediaMetadataStore for Store {
     async fn insert_media(&self, record: &MediaRecord) -> StoreResult<()> {
         let size = record.size.map(size_to_db).transpose()?;
-        sqlx::query(
-            "INSERT INTO media (media_id, uploader, content_type, filename, size, sha256, \
-             created_ts, pending_until_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        sqlx::query(&format!(
+            "INSERT INTO media ({MEDIA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
         .bind(&record.media_id)
         .bind(&record.uploader)
         .bind(&record.content_type)
@@ -54,8 +35,8 @@ impl MediaMetadataStore for SqliteStore {
 
     async fn complete_media(&self, media_id: &str, content: &UploadedContent) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE media SET content_type = ?, filename = ?, size = ?, sha256 = ?, \
-             pending_until_ts = NULL WHERE media_id = ? AND pending_until_ts IS NOT NULL",
+            "UPDATE media SET content_type = $1, filename = $2, size = $3, sha256 = $4, \
+             pending_until_ts = NULL WHERE media_id = $5 AND pending_until_ts IS NOT NULL",
         )
         .bind(&content.content_type)
         .bind(&content.filename)
@@ -68,19 +49,18 @@ impl MediaMetadataStore for SqliteStore {
     }
 
     async fn get_media(&self, media_id: &str) -> StoreResult<Option<MediaRecord>> {
-        let row = sqlx::query(
-            "SELECT media_id, uploader, content_type, filename, size, sha256, created_ts, \
-             pending_until_ts FROM media WHERE media_id = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {MEDIA_COLUMNS} FROM media WHERE media_id = $1"
+        ))
         .bind(media_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(record_from_row).transpose()
+        row.as_ref().map(rows::media).transpose()
     }
 
     async fn count_pending_media(&self, uploader: &str, now_ts: i64) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM media WHERE uploader = ? AND pending_until_ts > ?",
+            "SELECT COUNT(*) FROM media WHERE uploader = $1 AND pending_until_ts > $2",
         )
         .bind(uploader)
         .bind(now_ts)
@@ -90,7 +70,7 @@ impl MediaMetadataStore for SqliteStore {
     }
 
     async fn delete_expired_media(&self, now_ts: i64) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM media WHERE pending_until_ts <= ?")
+        let done = sqlx::query("DELETE FROM media WHERE pending_until_ts <= $1")
             .bind(now_ts)
             .execute(&self.pool)
             .await?;

@@ -1,0 +1,88 @@
+//! Accounts, devices, tokens, filters and account data: [`AccountStore`].
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{StoreResult, StreamPos};
+
+/// A registered account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub user_id: String,
+    pub password_hash: Option<String>,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub created_ts: i64,
+}
+
+/// The user and device an access token acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// One account-data entry; `room_id` is `None` for global account data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountDataEntry {
+    pub room_id: Option<String>,
+    pub kind: String,
+    pub content: Value,
+    pub stream: StreamPos,
+}
+
+/// Accounts, devices, access tokens, profiles, filters and account data.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates an account; `StoreError::Conflict` if the id is taken.
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()>;
+    async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> StoreResult<()>;
+    async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> StoreResult<()>;
+
+    /// Creates (or replaces) a device and binds a new access token to it.
+    /// Tokens are stored hashed; the caller passes the hash.
+    async fn create_device_with_token(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+        token_hash: &str,
+    ) -> StoreResult<()>;
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<TokenOwner>>;
+    /// Deletes the token and the device it belongs to.
+    async fn delete_token(&self, token_hash: &str) -> StoreResult<()>;
+    /// Deletes every token and device of a user, except `keep_device` if given.
+    /// Returns the hashes of the deleted tokens so caches can drop them.
+    async fn delete_all_tokens(
+        &self,
+        user_id: &str,
+        keep_device: Option<&str>,
+    ) -> StoreResult<Vec<String>>;
+
+    async fn save_filter(&self, user_id: &str, filter: &Value) -> StoreResult<i64>;
+    async fn get_filter(&self, user_id: &str, filter_id: i64) -> StoreResult<Option<Value>>;
+
+    /// Stores account data and returns its position in the account-data stream.
+    async fn set_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+        content: &Value,
+    ) -> StoreResult<StreamPos>;
+    async fn get_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+    ) -> StoreResult<Option<Value>>;
+    /// Account data changed after `since` (all of it when `since` is 0).
+    async fn account_data_since(
+        &self,
+        user_id: &str,
+        since: StreamPos,
+    ) -> StoreResult<Vec<AccountDataEntry>>;
+    async fn account_data_position(&self) -> StoreResult<StreamPos>;
+}

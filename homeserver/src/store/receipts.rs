@@ -1,0 +1,64 @@
+//! Read and delivery receipts: [`ReceiptStore`].
+
+use async_trait::async_trait;
+
+use super::{StoreResult, StreamPos};
+
+/// A receipt to record: `user_id` has received or read `room_id` up to
+/// `event_id` (at `event_stream` in the event stream).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NewReceipt {
+    pub room_id: String,
+    pub user_id: String,
+    pub receipt_type: String,
+    pub thread_id: Option<String>,
+    pub event_id: String,
+    /// Who sent the event: the one user who sees delivered receipts for it.
+    pub event_sender: String,
+    pub event_stream: StreamPos,
+    pub ts: i64,
+}
+
+/// A receipt as stored, with its position in the receipts stream.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptRecord {
+    pub receipt: NewReceipt,
+    pub stream: StreamPos,
+}
+
+/// Read and delivery receipts: durable and stream-positioned.
+#[async_trait]
+pub trait ReceiptStore: Send + Sync {
+    /// Moves receipts forward, atomically and durably. For each, the new
+    /// position in the receipts stream, or `None` where the user's receipt of
+    /// that type already covered a later (or the same) event.
+    async fn set_receipts(&self, receipts: Vec<NewReceipt>) -> StoreResult<Vec<Option<StreamPos>>>;
+    /// Receipts of these rooms that moved after `since`.
+    async fn receipts_since(
+        &self,
+        room_ids: &[String],
+        since: StreamPos,
+    ) -> StoreResult<Vec<ReceiptRecord>>;
+    async fn receipts_position(&self) -> StoreResult<StreamPos>;
+    /// Up to `limit` durable receipts of every room after `after`, in stream
+    /// order (a cluster node's gap filling, like `RoomStore::events_after`).
+    async fn receipts_after(
+        &self,
+        after: StreamPos,
+        limit: usize,
+    ) -> StoreResult<Vec<ReceiptRecord>>;
+    /// For each of `room_ids` where `user_id` has a read receipt (`m.read` or
+    /// `m.read.private`, any thread): the position of the latest event read.
+    async fn read_positions(
+        &self,
+        user_id: &str,
+        room_ids: &[String],
+    ) -> StoreResult<Vec<(String, StreamPos)>>;
+    /// For each user and receipt type in a room: the earliest time a receipt
+    /// of theirs covered the event at `event_stream`.
+    async fn receipt_times(
+        &self,
+        room_id: &str,
+        event_stream: StreamPos,
+    ) -> StoreResult<Vec<(String, String, i64)>>;
+}

@@ -1,0 +1,177 @@
+//! Rooms, their timelines, current state and membership: [`RoomStore`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{StoreResult, StreamPos};
+
+/// Resolves once an append is durable, with the positions it was given.
+pub type Durable = futures::future::BoxFuture<'static, StoreResult<Vec<StreamPos>>>;
+
+/// An event as stored: the signed PDU plus the columns queries need.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredEvent {
+    pub stream: StreamPos,
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    /// The full federation-format PDU (possibly redacted).
+    pub pdu: Arc<Value>,
+    /// `(device_id, txn_id)` of the client request that sent it, if local.
+    pub txn: Option<(String, String)>,
+    /// The room's history visibility when the event was sent.
+    pub visibility: String,
+}
+
+impl AsRef<StoredEvent> for StoredEvent {
+    fn as_ref(&self) -> &StoredEvent {
+        self
+    }
+}
+
+/// Everything one append writes, atomically: the event, the room's current
+/// state and membership if it is a state event, and an optional redaction.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub pdu: Arc<Value>,
+    pub txn: Option<(String, String)>,
+    pub visibility: String,
+    /// `membership` value when this is an `m.room.member` event.
+    pub membership: Option<String>,
+    /// Redacted PDU that replaces the event it redacts.
+    pub redaction: Option<(String, Value)>,
+    /// The room's state head (its latest state event) this event was
+    /// authorized against; `None` for a room's first event. The engine
+    /// refuses the event with [`StoreError::Stale`] when the room's head is
+    /// another by then: a node of a cluster changed the state meanwhile, and
+    /// the event must be authorized again. A state event becomes the head.
+    pub built_on: Option<String>,
+}
+
+/// Where a room listing or paging starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Backward,
+    Forward,
+}
+
+/// Per-room result of a multi-room timeline query.
+#[derive(Debug, Clone, Default)]
+pub struct RoomSlice {
+    /// Events in stream order (oldest first).
+    pub events: Vec<StoredEvent>,
+    /// True when more events in the window were left out by the limit.
+    pub limited: bool,
+}
+
+/// A user's membership in one room as of the latest event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipRecord {
+    pub room_id: String,
+    pub user_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream: StreamPos,
+}
+
+/// Rooms, their event timelines, current state and membership.
+///
+/// `append` is the single write: the event log and the derived views
+/// (current state, membership) change in one atomic, durable step, so a crash
+/// never leaves state that disagrees with the timeline.
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    async fn create_room(&self, room_id: &str, version: &str, creator: &str) -> StoreResult<()>;
+    async fn room_exists(&self, room_id: &str) -> StoreResult<bool>;
+
+    /// Queues events for appending and returns a future that resolves, with
+    /// their stream positions, once they are durable. Calls are committed in
+    /// the order they are made, so a caller may queue the next event of a room
+    /// before the previous one is durable.
+    ///
+    /// Deliberately not `async`: queueing must finish in the call itself. The
+    /// room service advances a room's head and queues its event with no await
+    /// in between, so a cancelled request can never leave a head that names an
+    /// event which was never queued.
+    fn append(&self, events: Vec<NewEvent>) -> StoreResult<Durable>;
+    /// Highest durable position of the event stream.
+    async fn events_position(&self) -> StoreResult<StreamPos>;
+    /// Up to `limit` durable events of every room after `after`, in stream
+    /// order: how a node of a cluster fills a gap its bus left.
+    async fn events_after(&self, after: StreamPos, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+
+    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>>;
+    /// The event id a device's transaction produced in a room, for idempotent sends.
+    async fn find_txn(
+        &self,
+        room_id: &str,
+        sender: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> StoreResult<Option<String>>;
+    /// [`RoomStore::find_txn`] for many `(sender, device_id, txn_id)` of one
+    /// room in one round trip: the event id of each one found.
+    async fn find_txns(
+        &self,
+        room_id: &str,
+        txns: &[(String, String, String)],
+    ) -> StoreResult<Vec<((String, String, String), String)>>;
+    /// Last event of a room (for `prev_events`) and its depth.
+    async fn latest_event(&self, room_id: &str) -> StoreResult<Option<StoredEvent>>;
+
+    /// Events of one room from `from` (exclusive) in `dir`, at most `limit`.
+    async fn room_events(
+        &self,
+        room_id: &str,
+        from: StreamPos,
+        dir: Direction,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>>;
+    /// For each room, the last `limit` events with `after < stream <= upto`,
+    /// in one round trip however many rooms there are.
+    async fn recent_events(
+        &self,
+        room_ids: &[String],
+        after: StreamPos,
+        upto: StreamPos,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, RoomSlice)>>;
+
+    /// Current state events of one room.
+    async fn current_state(&self, room_id: &str) -> StoreResult<Vec<StoredEvent>>;
+    /// Current state of many rooms in one round trip, optionally only entries
+    /// changed in `(after, upto]`.
+    async fn current_state_of_rooms(
+        &self,
+        room_ids: &[String],
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> StoreResult<Vec<StoredEvent>>;
+
+    /// Every room the user has a membership in (any kind).
+    async fn memberships_of_user(&self, user_id: &str) -> StoreResult<Vec<MembershipRecord>>;
+    /// Memberships of a room, every kind.
+    async fn members(&self, room_id: &str) -> StoreResult<Vec<MembershipRecord>>;
+    /// The user's membership changes in a room: `(stream, membership)` oldest first.
+    async fn membership_history(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Vec<(StreamPos, String)>>;
+
+    async fn set_alias(&self, alias: &str, room_id: &str, creator: &str) -> StoreResult<()>;
+    async fn get_alias(&self, alias: &str) -> StoreResult<Option<(String, String)>>;
+    async fn delete_alias(&self, alias: &str) -> StoreResult<bool>;
+    async fn aliases_of_room(&self, room_id: &str) -> StoreResult<Vec<String>>;
+    async fn set_room_public(&self, room_id: &str, public: bool) -> StoreResult<()>;
+    async fn public_rooms(&self) -> StoreResult<Vec<String>>;
+}

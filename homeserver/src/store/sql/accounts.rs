@@ -1,0 +1,264 @@
+//! [`AccountStore`] on either relational engine.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::Row as _;
+
+use super::engine::{dialect, Store};
+use super::rows::json;
+use super::Stream;
+use crate::store::{
+    AccountDataEntry, AccountStore, StoreError, StoreResult, StreamPos, TokenOwner, UserRecord,
+};
+
+/// Attempts at taking the next filter id when another connection took it
+/// first (only PostgreSQL has concurrent writers).
+const FILTER_ID_ATTEMPTS: usize = 3;
+
+#[async_trait]
+impl AccountStore for Store {
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (user_id, password_hash, displayname, avatar_url, created_ts) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&user.user_id)
+        .bind(&user.password_hash)
+        .bind(&user.displayname)
+        .bind(&user.avatar_url)
+        .bind(user.created_ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT user_id, password_hash, displayname, avatar_url, created_ts FROM users \
+             WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(UserRecord {
+                user_id: row.try_get(0)?,
+                password_hash: row.try_get(1)?,
+                displayname: row.try_get(2)?,
+                avatar_url: row.try_get(3)?,
+                created_ts: row.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()> {
+        self.set_user_column("password_hash", user_id, Some(hash))
+            .await
+    }
+
+    async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> StoreResult<()> {
+        self.set_user_column("displayname", user_id, name).await
+    }
+
+    async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> StoreResult<()> {
+        self.set_user_column("avatar_url", user_id, url).await
+    }
+
+    async fn create_device_with_token(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+        token_hash: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // Logging in again with an existing device id replaces its old token.
+        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO devices (user_id, device_id, display_name) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, device_id) DO UPDATE SET \
+             display_name = COALESCE(excluded.display_name, devices.display_name)",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .bind(display_name)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO access_tokens (token_hash, user_id, device_id) VALUES ($1, $2, $3)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<TokenOwner>> {
+        let row = sqlx::query("SELECT user_id, device_id FROM access_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(TokenOwner {
+                user_id: row.try_get(0)?,
+                device_id: row.try_get(1)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_token(&self, token_hash: &str) -> StoreResult<()> {
+        self.delete_token_and_device(token_hash).await
+    }
+
+    async fn delete_all_tokens(
+        &self,
+        user_id: &str,
+        keep_device: Option<&str>,
+    ) -> StoreResult<Vec<String>> {
+        let keep = keep_device.unwrap_or("");
+        let mut tx = self.pool.begin().await?;
+        let hashes: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id != $2 \
+             RETURNING token_hash",
+        )
+        .bind(user_id)
+        .bind(keep)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id != $2")
+            .bind(user_id)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(hashes)
+    }
+
+    async fn save_filter(&self, user_id: &str, filter: &Value) -> StoreResult<i64> {
+        // MAX()+1 races with a concurrent save by the same user on another
+        // connection; the primary key catches it and we take the next id.
+        let mut attempt = 0;
+        loop {
+            let saved = sqlx::query_scalar(
+                "INSERT INTO filters (user_id, filter_id, filter) VALUES ($1, \
+                 (SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1), $2) \
+                 RETURNING filter_id",
+            )
+            .bind(user_id)
+            .bind(filter.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from);
+            attempt += 1;
+            match saved {
+                Err(StoreError::Conflict) if attempt < FILTER_ID_ATTEMPTS => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_filter(&self, user_id: &str, filter_id: i64) -> StoreResult<Option<Value>> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2")
+                .bind(user_id)
+                .bind(filter_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        text.as_deref().map(json).transpose()
+    }
+
+    async fn set_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+        content: &Value,
+    ) -> StoreResult<StreamPos> {
+        // Global account data is stored under room '' (the key cannot hold NULL).
+        let pos: StreamPos = sqlx::query_scalar(dialect::INSERT_ACCOUNT_DATA)
+            .bind(user_id)
+            .bind(room_id.unwrap_or(""))
+            .bind(kind)
+            .bind(content.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        self.account_data_committed(pos);
+        Ok(pos)
+    }
+
+    async fn get_account_data(
+        &self,
+        user_id: &str,
+        room_id: Option<&str>,
+        kind: &str,
+    ) -> StoreResult<Option<Value>> {
+        let text: Option<String> = sqlx::query_scalar(
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
+        )
+        .bind(user_id)
+        .bind(room_id.unwrap_or(""))
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        text.as_deref().map(json).transpose()
+    }
+
+    async fn account_data_since(
+        &self,
+        user_id: &str,
+        since: StreamPos,
+    ) -> StoreResult<Vec<AccountDataEntry>> {
+        let rows = sqlx::query(
+            "SELECT room_id, type, content, stream FROM account_data \
+             WHERE user_id = $1 AND stream > $2 ORDER BY stream",
+        )
+        .bind(user_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let room_id: String = row.try_get(0)?;
+                let content: String = row.try_get(2)?;
+                Ok(AccountDataEntry {
+                    room_id: (!room_id.is_empty()).then_some(room_id),
+                    kind: row.try_get(1)?,
+                    content: json(&content)?,
+                    stream: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn account_data_position(&self) -> StoreResult<StreamPos> {
+        self.position(Stream::AccountData).await
+    }
+}
+
+impl Store {
+    /// One nullable text column of `users`; `column` is one of ours, never input.
+    async fn set_user_column(
+        &self,
+        column: &'static str,
+        user_id: &str,
+        value: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "UPDATE users SET {column} = $1 WHERE user_id = $2"
+        ))
+        .bind(value)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
