@@ -268,9 +268,7 @@ export class Client {
   async startDirectChat(userId: string): Promise<string> {
     for (const room of Object.values(this.state.rooms)) {
       if (room.membership !== "join" || room.name) continue;
-      const others = Object.entries(room.members).filter(
-        ([id, m]) => id !== this.userId && (m.membership === "join" || m.membership === "invite"),
-      );
+      const others = Object.entries(room.members).filter(([id, m]) => id !== this.userId && (m.membership === "join" || m.membership === "invite"));
       if (others.length === 1 && others[0][0] === userId) return room.roomId;
     }
     const { room_id } = await this.api.createRoom({ is_direct: true, invite: [userId], preset: "trusted_private_chat" });

@@ -122,7 +122,8 @@ function ChatSubtitle({ client, room }: { client: Client; room: Room }) {
     let text: string;
     if (room.members[partner]?.membership === "invite") text = "invited";
     else if (presence?.presence === "online") text = "online";
-    else if (presence?.lastActiveTs !== undefined) text = (presence.presence === "unavailable" ? "away · " : "") + formatLastSeen(presence.lastActiveTs, Date.now());
+    else if (presence?.lastActiveTs !== undefined)
+      text = (presence.presence === "unavailable" ? "away · " : "") + formatLastSeen(presence.lastActiveTs, Date.now());
     else text = "offline";
     return (
       <p class="chat-subtitle" data-presence-text>
