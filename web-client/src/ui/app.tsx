@@ -10,6 +10,7 @@ import { clearSession, loadSession, saveSession } from "../session";
 import { ChatView } from "./chat";
 import { useClientVersion } from "./common";
 import { Login } from "./login";
+import { useDesktopNotifications } from "./notifications";
 import { Sidebar } from "./sidebar";
 
 export function App() {
@@ -42,7 +43,7 @@ function Main({ session, onSignedOut }: { session: Session; onSignedOut: () => v
     returnFocus.current = id;
     setRoomId(id);
   }, []);
-  client.onOpenRoom = openRoom;
+  useDesktopNotifications(client, openRoom);
 
   // A room we left (or declined) closes; one just created waits for sync.
   const room = roomId ? client.state.rooms[roomId] : undefined;

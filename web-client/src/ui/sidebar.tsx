@@ -3,8 +3,8 @@
 
 import { useEffect, useState } from "preact/hooks";
 
-import { describe, type Client } from "../client";
-import { formatListTime } from "../format";
+import type { Client } from "../client";
+import { formatListTime, messageSummary } from "../format";
 import { directPartner, displayName, lastMessage, roomName, sortedRooms, type Room } from "../store";
 import { Avatar, PresenceDot, useTick } from "./common";
 import { NewChatDialog, NewGroupDialog } from "./dialogs";
@@ -96,7 +96,7 @@ function RoomItem({ client, room, selected, onOpen, now }: { client: Client; roo
   let preview = "";
   if (last?.type === "m.room.message") {
     const who = last.sender === me ? "You" : partner ? "" : displayName(room, last.sender);
-    preview = (who ? `${who}: ` : "") + describe(last.content);
+    preview = (who ? `${who}: ` : "") + messageSummary(last.content);
   }
   useEffect(() => {
     if (partner) client.ensurePresence(partner);
