@@ -6,7 +6,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { Client } from "../client";
 import { formatDay, formatLastSeen } from "../format";
 import { directPartner, displayName, otherMembers, roomName, tickOf, visibleItems, type Room, type TimelineItem } from "../store";
-import { Avatar, PresenceDot, useClientVersion, useTick } from "./common";
+import { Avatar, PresenceDot, useClientVersion, useNow } from "./common";
 import { ImageDialog, InviteDialog, LeaveDialog, MessageInfoDialog } from "./dialogs";
 import { Message, noticeText } from "./message";
 
@@ -20,7 +20,7 @@ type Dialog = { kind: "invite" } | { kind: "leave" } | { kind: "info"; eventId: 
 
 export function ChatView({ client, roomId, onBack }: Props) {
   useClientVersion(client);
-  useTick(30_000);
+  const now = useNow(30_000);
   const [dialog, setDialog] = useState<Dialog | null>(null);
   const room = client.state.rooms[roomId];
 
@@ -66,7 +66,7 @@ export function ChatView({ client, roomId, onBack }: Props) {
         <Avatar name={name} id={room.roomId} />
         <div class="chat-title">
           <h2>{name}</h2>
-          <ChatSubtitle client={client} room={room} />
+          <ChatSubtitle client={client} room={room} now={now} />
         </div>
         <button type="button" class="icon" onClick={() => setDialog({ kind: "invite" })} aria-label="Invite someone" title="Invite someone">
           <svg viewBox="0 0 24 24" aria-hidden="true">
@@ -82,6 +82,7 @@ export function ChatView({ client, roomId, onBack }: Props) {
       <MessageList
         client={client}
         room={room}
+        now={now}
         onInfo={(eventId) => setDialog({ kind: "info", eventId })}
         onOpenImage={(mxc, n) => setDialog({ kind: "image", mxc, name: n })}
       />
@@ -111,7 +112,7 @@ function ChatHeaderShell({ onBack, title }: { onBack: () => void; title: string 
 }
 
 /** One-on-one: the other person's presence or last seen; group: members. */
-function ChatSubtitle({ client, room }: { client: Client; room: Room }) {
+function ChatSubtitle({ client, room, now }: { client: Client; room: Room; now: number }) {
   const me = client.userId;
   const partner = directPartner(room, me);
   useEffect(() => {
@@ -122,8 +123,7 @@ function ChatSubtitle({ client, room }: { client: Client; room: Room }) {
     let text: string;
     if (room.members[partner]?.membership === "invite") text = "invited";
     else if (presence?.presence === "online") text = "online";
-    else if (presence?.lastActiveTs !== undefined)
-      text = (presence.presence === "unavailable" ? "away · " : "") + formatLastSeen(presence.lastActiveTs, Date.now());
+    else if (presence?.lastActiveTs !== undefined) text = (presence.presence === "unavailable" ? "away · " : "") + formatLastSeen(presence.lastActiveTs, now);
     else text = "offline";
     return (
       <p class="chat-subtitle" data-presence-text>
@@ -166,11 +166,13 @@ function useReadReceipts(client: Client, roomId: string) {
 function MessageList({
   client,
   room,
+  now,
   onInfo,
   onOpenImage,
 }: {
   client: Client;
   room: Room;
+  now: number;
   onInfo: (eventId: string) => void;
   onOpenImage: (mxc: string, name: string) => void;
 }) {
@@ -179,7 +181,6 @@ function MessageList({
   const anchor = useRef<{ height: number; top: number } | null>(null);
   const me = client.userId;
   const items = visibleItems(room);
-  const now = Date.now();
   const paging = client.isPaginating(room.roomId);
 
   const loadOlder = () => {

@@ -6,7 +6,7 @@ import { useEffect, useState } from "preact/hooks";
 import type { Client } from "../client";
 import { formatListTime, messageSummary } from "../format";
 import { directPartner, displayName, lastMessage, roomName, sortedRooms, type Room } from "../store";
-import { Avatar, PresenceDot, useTick } from "./common";
+import { Avatar, PresenceDot, useNow } from "./common";
 import { NewChatDialog, NewGroupDialog } from "./dialogs";
 
 interface Props {
@@ -18,9 +18,8 @@ interface Props {
 
 export function Sidebar({ client, selected, onOpen, onLogOut }: Props) {
   const [dialog, setDialog] = useState<"chat" | "group" | null>(null);
-  const [permission, setPermission] = useState(typeof Notification === "undefined" ? "denied" : Notification.permission);
-  useTick(60_000);
-  const now = Date.now();
+  const [permission, setPermission] = useState(() => (typeof Notification === "undefined" ? "denied" : Notification.permission));
+  const now = useNow(60_000);
   const rooms = sortedRooms(client.state);
   const me = client.userId;
 
