@@ -176,31 +176,31 @@ function MessageList({
   onInfo: (eventId: string) => void;
   onOpenImage: (mxc: string, name: string) => void;
 }) {
-  const ref = useRef<HTMLDivElement>(null);
-  const atBottom = useRef(true);
-  const anchor = useRef<{ height: number; top: number } | null>(null);
+  const listRef = useRef<HTMLDivElement>(null);
+  const atBottomRef = useRef(true);
+  const anchorRef = useRef<{ height: number; top: number } | null>(null);
   const me = client.userId;
   const items = visibleItems(room);
   const paging = client.isPaginating(room.roomId);
 
   const loadOlder = () => {
-    const el = ref.current;
+    const el = listRef.current;
     if (!el || room.prevBatch === null || client.isPaginating(room.roomId)) return;
-    anchor.current = { height: el.scrollHeight, top: el.scrollTop };
+    anchorRef.current = { height: el.scrollHeight, top: el.scrollTop };
     client.paginate(room.roomId).catch(() => {
-      anchor.current = null;
+      anchorRef.current = null;
     });
   };
 
   // Keep the view where the reader is: at the bottom for new messages, on
   // the same message when older ones are added above.
   useLayoutEffect(() => {
-    const el = ref.current;
+    const el = listRef.current;
     if (!el) return;
-    if (anchor.current && !client.isPaginating(room.roomId)) {
-      el.scrollTop = anchor.current.top + (el.scrollHeight - anchor.current.height);
-      anchor.current = null;
-    } else if (atBottom.current) {
+    if (anchorRef.current && !client.isPaginating(room.roomId)) {
+      el.scrollTop = anchorRef.current.top + (el.scrollHeight - anchorRef.current.height);
+      anchorRef.current = null;
+    } else if (atBottomRef.current) {
       el.scrollTop = el.scrollHeight;
     }
     // Not enough to fill the screen yet: fetch more.
@@ -208,8 +208,8 @@ function MessageList({
   });
 
   const onScroll = () => {
-    const el = ref.current!;
-    atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
+    const el = listRef.current!;
+    atBottomRef.current = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
     if (el.scrollTop < 300) loadOlder();
   };
 
@@ -260,7 +260,7 @@ function MessageList({
   }
 
   return (
-    <div class="messages" ref={ref} onScroll={onScroll} tabIndex={0} role="log" aria-label="Messages">
+    <div class="messages" ref={listRef} onScroll={onScroll} tabIndex={0} role="log" aria-label="Messages">
       <div class="history-edge">
         {room.prevBatch === null ? (
           <span>Start of the conversation</span>
@@ -277,16 +277,16 @@ function MessageList({
 
 function Composer({ client, roomId }: { client: Client; roomId: string }) {
   const [text, setText] = useState("");
-  const input = useRef<HTMLTextAreaElement>(null);
-  const file = useRef<HTMLInputElement>(null);
+  const inputRef = useRef<HTMLTextAreaElement>(null);
+  const fileRef = useRef<HTMLInputElement>(null);
 
   useEffect(() => {
-    input.current?.focus();
+    inputRef.current?.focus();
   }, [roomId]);
 
   // Grow with the text, up to the CSS max-height.
   useLayoutEffect(() => {
-    const el = input.current;
+    const el = inputRef.current;
     if (!el) return;
     el.style.height = "auto";
     el.style.height = `${el.scrollHeight + 2}px`;
@@ -297,7 +297,7 @@ function Composer({ client, roomId }: { client: Client; roomId: string }) {
     if (!body) return;
     client.sendText(roomId, body);
     setText("");
-    input.current?.focus();
+    inputRef.current?.focus();
   };
 
   const onKeyDown = (e: KeyboardEvent) => {
@@ -311,7 +311,7 @@ function Composer({ client, roomId }: { client: Client; roomId: string }) {
     const target = e.currentTarget as HTMLInputElement;
     for (const f of Array.from(target.files ?? [])) void client.sendFile(roomId, f);
     target.value = "";
-    input.current?.focus();
+    inputRef.current?.focus();
   };
 
   return (
@@ -322,14 +322,14 @@ function Composer({ client, roomId }: { client: Client; roomId: string }) {
         send();
       }}
     >
-      <input ref={file} type="file" multiple class="visually-hidden" tabIndex={-1} aria-hidden="true" onChange={onFiles} data-testid="file-input" />
-      <button type="button" class="icon" onClick={() => file.current?.click()} aria-label="Attach a file or image" title="Attach">
+      <input ref={fileRef} type="file" multiple class="visually-hidden" tabIndex={-1} aria-hidden="true" onChange={onFiles} data-testid="file-input" />
+      <button type="button" class="icon" onClick={() => fileRef.current?.click()} aria-label="Attach a file or image" title="Attach">
         <svg viewBox="0 0 24 24" aria-hidden="true">
           <path d="M16.5 6v11.5a4 4 0 0 1-8 0V5a2.5 2.5 0 0 1 5 0v10.5a1 1 0 0 1-2 0V6H10v9.5a2.5 2.5 0 0 0 5 0V5a4 4 0 0 0-8 0v12.5a5.5 5.5 0 0 0 11 0V6h-1.5z" />
         </svg>
       </button>
       <textarea
-        ref={input}
+        ref={inputRef}
         rows={1}
         aria-label="Message"
         placeholder="Type a message"

@@ -7,7 +7,7 @@ import type { Presence } from "../store";
 
 /** Re-renders the calling view whenever the client changes. */
 export function useClientVersion(client: Client): number {
-  const [, bump] = useReducer((n: number, _: void) => n + 1, 0);
+  const [, bump] = useReducer<number, void>((n) => n + 1, 0);
   useEffect(() => client.subscribe(() => bump()), [client]);
   return client.version;
 }
