@@ -91,10 +91,13 @@ cargo test --release --workspace "${FEATURES[@]}" -- --test-threads=2
 # behaviour on both relational engines.
 TERN_TEST_ENGINE=postgres cargo test --release -p tern-tests -- --test-threads=2
 
-# The web client: its sync-state unit tests, then end to end in headless
-# Chromium against the client the binary itself serves.
+# The web client: lint (eslint) and formatting (prettier), its unit tests,
+# then end to end in headless Chromium against the client the binary itself
+# serves.
 (
     cd web-client
+    npm run lint
+    npm run format:check
     npm test
     TERN_SERVES_WEB_CLIENT=1 npm run e2e
 )

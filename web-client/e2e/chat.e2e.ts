@@ -257,7 +257,10 @@ describe("web client", () => {
     const [download] = await Promise.all([bob.waitForEvent("download"), downloadButton.click()]);
     expect(download.suggestedFilename()).toBe("notes.txt");
     expect(readFileSync(await download.path(), "utf8")).toBe("minutes of the meeting\n");
-    await alice.locator(".message", { has: alice.locator("img[alt='bands.png']") }).locator(".tick:not([data-tick='sending'])").waitFor();
+    await alice
+      .locator(".message", { has: alice.locator("img[alt='bands.png']") })
+      .locator(".tick:not([data-tick='sending'])")
+      .waitFor();
     await message(alice, "notes.txt").locator(".tick[data-tick]").waitFor();
     await shot(bob, "05-bob-image");
 
@@ -285,9 +288,7 @@ describe("web client", () => {
       Object.defineProperty(document, "hidden", { get: () => true, configurable: true });
     });
     await send(bob, "Ping while you are away");
-    const shown = await eventually("a notification", () =>
-      alice.evaluate(() => (window as unknown as { shown: { title: string; body?: string }[] }).shown[0]),
-    );
+    const shown = await eventually("a notification", () => alice.evaluate(() => (window as unknown as { shown: { title: string; body?: string }[] }).shown[0]));
     expect(shown).toEqual({ title: "bob", body: "Ping while you are away" });
     await alice.evaluate(() => {
       delete (document as unknown as { hidden?: boolean }).hidden;
@@ -297,14 +298,11 @@ describe("web client", () => {
   it("pages back through history without showing anything twice", async () => {
     const { accessToken } = await session(alice);
     for (let i = 1; i <= 60; i++) {
-      const response = await fetch(
-        `${homeserver.url}/_matrix/client/v3/rooms/${encodeURIComponent(dmRoomId)}/send/m.room.message/history-${i}`,
-        {
-          method: "PUT",
-          headers: { Authorization: `Bearer ${accessToken}`, "Content-Type": "application/json" },
-          body: JSON.stringify({ msgtype: "m.text", body: `history ${i}` }),
-        },
-      );
+      const response = await fetch(`${homeserver.url}/_matrix/client/v3/rooms/${encodeURIComponent(dmRoomId)}/send/m.room.message/history-${i}`, {
+        method: "PUT",
+        headers: { Authorization: `Bearer ${accessToken}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ msgtype: "m.text", body: `history ${i}` }),
+      });
       expect(response.status).toBe(200);
     }
     await message(bob, "history 60").waitFor();

@@ -40,11 +40,10 @@ export class Homeserver {
     mkdirSync(ARTIFACTS, { recursive: true });
     this.starts += 1;
     const log = createWriteStream(join(ARTIFACTS, `homeserver-${this.starts}.log`));
-    const child = spawn(
-      binary,
-      ["--listen", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir, "--allow-registration", "--disable-rate-limits"],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1" } },
-    );
+    const child = spawn(binary, ["--listen", `127.0.0.1:${this.port}`, "--data-dir", this.dataDir, "--allow-registration", "--disable-rate-limits"], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1" },
+    });
     this.process = child;
     child.stdout!.pipe(log);
     this.port = await new Promise<number>((resolvePort, reject) => {
@@ -76,9 +75,7 @@ export class Homeserver {
     this.process = undefined;
     if (!child || child.exitCode !== null || child.signalCode !== null) return { code: child?.exitCode ?? null, signal: null, ms: 0 };
     const started = Date.now();
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
-      child.once("exit", (code, signal) => done({ code, signal })),
-    );
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => child.once("exit", (code, signal) => done({ code, signal })));
     child.kill("SIGTERM");
     const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
     const result = await exited;

@@ -1,6 +1,8 @@
 // The signed-in client: the store, the sync stream and every action the UI
-// takes (send, upload, page back, rooms, receipts, typing, notifications).
-// Views subscribe and re-render on `changed()`.
+// takes (send, upload, page back, rooms, receipts, typing). Views subscribe
+// and re-render on `changed()`; new messages from others are handed to
+// `onArrivals` listeners (the UI's desktop notifications). How any of it
+// looks is the UI's business (src/ui/, src/format.ts).
 
 import { Api, isRetryable, type Session } from "./api";
 import {
@@ -10,12 +12,10 @@ import {
   applySync,
   confirmEcho,
   createState,
-  displayName,
   forgetRoom,
   markRead,
   pendingReadReceipt,
   removeEcho,
-  roomName,
   updateEcho,
   type Arrival,
   type ClientState,
@@ -47,11 +47,10 @@ export class Client {
   status: SyncStatus = "connecting";
   /** Bumped on every change; views compare it. */
   version = 0;
-  /** The UI's handler for a click on a notification. */
-  onOpenRoom?: (roomId: string) => void;
 
   private readonly sync: SyncConnection;
   private readonly listeners = new Set<() => void>();
+  private readonly arrivalListeners = new Set<(arrivals: Arrival[]) => void>();
   private notifyScheduled = false;
   private readonly sendQueues = new Map<string, Promise<void>>();
   private readonly files = new Map<string, OutgoingFile>();
@@ -71,7 +70,7 @@ export class Client {
       onSync: (sync) => {
         const arrivals = applySync(this.state, sync, Date.now());
         this.synced = true;
-        this.notifyArrivals(arrivals);
+        if (arrivals.length > 0) for (const listener of this.arrivalListeners) listener(arrivals);
         this.changed();
       },
       onStatus: (status) => {
@@ -104,11 +103,19 @@ export class Client {
       }
     }
     this.listeners.clear();
+    this.arrivalListeners.clear();
   }
 
   subscribe(listener: () => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Hears of each sync's new messages from others, as they are applied
+   *  (none from the first sync: that is history, not news). */
+  onArrivals(listener: (arrivals: Arrival[]) => void): () => void {
+    this.arrivalListeners.add(listener);
+    return () => this.arrivalListeners.delete(listener);
   }
 
   /** Coalesces a burst of changes into one render. */
@@ -268,9 +275,7 @@ export class Client {
   async startDirectChat(userId: string): Promise<string> {
     for (const room of Object.values(this.state.rooms)) {
       if (room.membership !== "join" || room.name) continue;
-      const others = Object.entries(room.members).filter(
-        ([id, m]) => id !== this.userId && (m.membership === "join" || m.membership === "invite"),
-      );
+      const others = Object.entries(room.members).filter(([id, m]) => id !== this.userId && (m.membership === "join" || m.membership === "invite"));
       if (others.length === 1 && others[0][0] === userId) return room.roomId;
     }
     const { room_id } = await this.api.createRoom({ is_direct: true, invite: [userId], preset: "trusted_private_chat" });
@@ -358,32 +363,4 @@ export class Client {
       () => this.presenceAsked.delete(userId),
     );
   }
-
-  // ---- notifications ---------------------------------------------------
-
-  private notifyArrivals(arrivals: Arrival[]): void {
-    if (arrivals.length === 0 || !document.hidden) return;
-    if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
-    for (const { roomId, event } of arrivals) {
-      const room = this.state.rooms[roomId];
-      if (!room) continue;
-      const sender = displayName(room, event.sender);
-      const name = roomName(room, this.userId);
-      const body = describe(event.content);
-      const title = name === sender ? sender : `${sender} in ${name}`;
-      const notification = new Notification(title, { body, tag: roomId });
-      notification.onclick = () => {
-        window.focus();
-        this.onOpenRoom?.(roomId);
-        notification.close();
-      };
-    }
-  }
-}
-
-/** A one-line text for a message (room list, notifications). */
-export function describe(content: Record<string, unknown>): string {
-  const body = typeof content.body === "string" ? content.body : "";
-  const kind = { "m.image": "Photo", "m.file": "File", "m.video": "Video", "m.audio": "Audio" }[String(content.msgtype)];
-  return kind ? `${kind}: ${body}` : body;
 }

@@ -1,4 +1,4 @@
-// Times and sizes as people read them.
+// Times, sizes and messages as people read them.
 
 const time = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const weekday = new Intl.DateTimeFormat(undefined, { weekday: "short" });
@@ -50,4 +50,13 @@ export function formatSize(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+const MEDIA_KIND: Record<string, string> = { "m.image": "Photo", "m.file": "File", "m.video": "Video", "m.audio": "Audio" };
+
+/** A one-line text for a message's content (room list, notifications). */
+export function messageSummary(content: Record<string, unknown>): string {
+  const body = typeof content.body === "string" ? content.body : "";
+  const kind = MEDIA_KIND[String(content.msgtype)];
+  return kind ? `${kind}: ${body}` : body;
 }

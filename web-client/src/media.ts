@@ -26,11 +26,7 @@ export function clearMediaCache(): void {
 }
 
 /** The object URL of a medium, once loaded; `failed` if it could not be. */
-export function useMediaUrl(
-  api: Api,
-  mxc: string | undefined,
-  thumbnail?: { width: number; height: number },
-): { url?: string; failed: boolean } {
+export function useMediaUrl(api: Api, mxc: string | undefined, thumbnail?: { width: number; height: number }): { url?: string; failed: boolean } {
   const [result, setResult] = useState<{ url?: string; failed: boolean }>({ failed: false });
   const width = thumbnail?.width;
   const height = thumbnail?.height;

@@ -220,9 +220,7 @@ function appendEvents(room: Room, events: MatrixEvent[]): TimelineItem[] {
     if (!event.event_id || known.has(event.event_id)) continue;
     known.add(event.event_id);
     const item = toItem(event);
-    const echo = room.echoes.findIndex(
-      (e) => e.eventId === event.event_id || (item.txnId !== undefined && e.txnId === item.txnId),
-    );
+    const echo = room.echoes.findIndex((e) => e.eventId === event.event_id || (item.txnId !== undefined && e.txnId === item.txnId));
     if (echo >= 0) {
       item.txnId ??= room.echoes[echo].txnId;
       if (room.echoes[echo].localUrl) item.localUrl = room.echoes[echo].localUrl;

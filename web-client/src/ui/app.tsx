@@ -10,6 +10,7 @@ import { clearSession, loadSession, saveSession } from "../session";
 import { ChatView } from "./chat";
 import { useClientVersion } from "./common";
 import { Login } from "./login";
+import { useDesktopNotifications } from "./notifications";
 import { Sidebar } from "./sidebar";
 
 export function App() {
@@ -30,27 +31,28 @@ export function App() {
 function Main({ session, onSignedOut }: { session: Session; onSignedOut: () => void }) {
   const client = useMemo(() => new Client(session, onSignedOut), [session, onSignedOut]);
   const [roomId, setRoomId] = useState<string | null>(null);
-  const returnFocus = useRef<string | null>(null);
+  const returnFocusRef = useRef<string | null>(null);
   useClientVersion(client);
+
+  const openRoom = useCallback((id: string) => {
+    returnFocusRef.current = id;
+    setRoomId(id);
+  }, []);
+  useDesktopNotifications(client, openRoom);
 
   useEffect(() => {
     client.start();
     return () => client.stop();
   }, [client]);
 
-  const openRoom = useCallback((id: string) => {
-    returnFocus.current = id;
-    setRoomId(id);
-  }, []);
-  client.onOpenRoom = openRoom;
-
   // A room we left (or declined) closes; one just created waits for sync.
+  // Rooms count as seen once they were there while open.
   const room = roomId ? client.state.rooms[roomId] : undefined;
-  const seen = useRef(new Set<string>());
-  if (room) seen.current.add(room.roomId);
+  const seenRef = useRef(new Set<string>());
   useEffect(() => {
-    if (roomId && !room && seen.current.has(roomId)) setRoomId(null);
-  });
+    if (room) seenRef.current.add(room.roomId);
+    else if (roomId && seenRef.current.has(roomId)) setRoomId(null);
+  }, [roomId, room]);
 
   const total = Object.values(client.state.rooms).reduce((n, r) => n + (r.membership === "join" ? r.unread : 0), 0);
   useEffect(() => {
@@ -60,15 +62,15 @@ function Main({ session, onSignedOut }: { session: Session; onSignedOut: () => v
   // Back on the list (narrow screens): focus the chat we came from. A layout
   // effect runs in the same task that shows the list, so the focus is there
   // as soon as the list is.
-  const focusOnBack = useRef<string | null>(null);
+  const focusOnBackRef = useRef<string | null>(null);
   const back = () => {
-    focusOnBack.current = returnFocus.current;
+    focusOnBackRef.current = returnFocusRef.current;
     setRoomId(null);
   };
   useLayoutEffect(() => {
-    const id = focusOnBack.current;
+    const id = focusOnBackRef.current;
     if (roomId || !id) return;
-    focusOnBack.current = null;
+    focusOnBackRef.current = null;
     document.querySelector<HTMLElement>(`[data-room-id="${CSS.escape(id)}"] .room-open`)?.focus();
   }, [roomId]);
 

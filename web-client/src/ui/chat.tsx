@@ -6,7 +6,7 @@ import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { Client } from "../client";
 import { formatDay, formatLastSeen } from "../format";
 import { directPartner, displayName, otherMembers, roomName, tickOf, visibleItems, type Room, type TimelineItem } from "../store";
-import { Avatar, PresenceDot, useClientVersion, useTick } from "./common";
+import { Avatar, PresenceDot, useClientVersion, useNow } from "./common";
 import { ImageDialog, InviteDialog, LeaveDialog, MessageInfoDialog } from "./dialogs";
 import { Message, noticeText } from "./message";
 
@@ -20,7 +20,7 @@ type Dialog = { kind: "invite" } | { kind: "leave" } | { kind: "info"; eventId: 
 
 export function ChatView({ client, roomId, onBack }: Props) {
   useClientVersion(client);
-  useTick(30_000);
+  const now = useNow(30_000);
   const [dialog, setDialog] = useState<Dialog | null>(null);
   const room = client.state.rooms[roomId];
 
@@ -66,7 +66,7 @@ export function ChatView({ client, roomId, onBack }: Props) {
         <Avatar name={name} id={room.roomId} />
         <div class="chat-title">
           <h2>{name}</h2>
-          <ChatSubtitle client={client} room={room} />
+          <ChatSubtitle client={client} room={room} now={now} />
         </div>
         <button type="button" class="icon" onClick={() => setDialog({ kind: "invite" })} aria-label="Invite someone" title="Invite someone">
           <svg viewBox="0 0 24 24" aria-hidden="true">
@@ -82,6 +82,7 @@ export function ChatView({ client, roomId, onBack }: Props) {
       <MessageList
         client={client}
         room={room}
+        now={now}
         onInfo={(eventId) => setDialog({ kind: "info", eventId })}
         onOpenImage={(mxc, n) => setDialog({ kind: "image", mxc, name: n })}
       />
@@ -111,7 +112,7 @@ function ChatHeaderShell({ onBack, title }: { onBack: () => void; title: string 
 }
 
 /** One-on-one: the other person's presence or last seen; group: members. */
-function ChatSubtitle({ client, room }: { client: Client; room: Room }) {
+function ChatSubtitle({ client, room, now }: { client: Client; room: Room; now: number }) {
   const me = client.userId;
   const partner = directPartner(room, me);
   useEffect(() => {
@@ -122,7 +123,7 @@ function ChatSubtitle({ client, room }: { client: Client; room: Room }) {
     let text: string;
     if (room.members[partner]?.membership === "invite") text = "invited";
     else if (presence?.presence === "online") text = "online";
-    else if (presence?.lastActiveTs !== undefined) text = (presence.presence === "unavailable" ? "away · " : "") + formatLastSeen(presence.lastActiveTs, Date.now());
+    else if (presence?.lastActiveTs !== undefined) text = (presence.presence === "unavailable" ? "away · " : "") + formatLastSeen(presence.lastActiveTs, now);
     else text = "offline";
     return (
       <p class="chat-subtitle" data-presence-text>
@@ -165,40 +166,41 @@ function useReadReceipts(client: Client, roomId: string) {
 function MessageList({
   client,
   room,
+  now,
   onInfo,
   onOpenImage,
 }: {
   client: Client;
   room: Room;
+  now: number;
   onInfo: (eventId: string) => void;
   onOpenImage: (mxc: string, name: string) => void;
 }) {
-  const ref = useRef<HTMLDivElement>(null);
-  const atBottom = useRef(true);
-  const anchor = useRef<{ height: number; top: number } | null>(null);
+  const listRef = useRef<HTMLDivElement>(null);
+  const atBottomRef = useRef(true);
+  const anchorRef = useRef<{ height: number; top: number } | null>(null);
   const me = client.userId;
   const items = visibleItems(room);
-  const now = Date.now();
   const paging = client.isPaginating(room.roomId);
 
   const loadOlder = () => {
-    const el = ref.current;
+    const el = listRef.current;
     if (!el || room.prevBatch === null || client.isPaginating(room.roomId)) return;
-    anchor.current = { height: el.scrollHeight, top: el.scrollTop };
+    anchorRef.current = { height: el.scrollHeight, top: el.scrollTop };
     client.paginate(room.roomId).catch(() => {
-      anchor.current = null;
+      anchorRef.current = null;
     });
   };
 
   // Keep the view where the reader is: at the bottom for new messages, on
   // the same message when older ones are added above.
   useLayoutEffect(() => {
-    const el = ref.current;
+    const el = listRef.current;
     if (!el) return;
-    if (anchor.current && !client.isPaginating(room.roomId)) {
-      el.scrollTop = anchor.current.top + (el.scrollHeight - anchor.current.height);
-      anchor.current = null;
-    } else if (atBottom.current) {
+    if (anchorRef.current && !client.isPaginating(room.roomId)) {
+      el.scrollTop = anchorRef.current.top + (el.scrollHeight - anchorRef.current.height);
+      anchorRef.current = null;
+    } else if (atBottomRef.current) {
       el.scrollTop = el.scrollHeight;
     }
     // Not enough to fill the screen yet: fetch more.
@@ -206,8 +208,8 @@ function MessageList({
   });
 
   const onScroll = () => {
-    const el = ref.current!;
-    atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
+    const el = listRef.current!;
+    atBottomRef.current = el.scrollHeight - el.scrollTop - el.clientHeight < 60;
     if (el.scrollTop < 300) loadOlder();
   };
 
@@ -258,7 +260,7 @@ function MessageList({
   }
 
   return (
-    <div class="messages" ref={ref} onScroll={onScroll} tabIndex={0} role="log" aria-label="Messages">
+    <div class="messages" ref={listRef} onScroll={onScroll} tabIndex={0} role="log" aria-label="Messages">
       <div class="history-edge">
         {room.prevBatch === null ? (
           <span>Start of the conversation</span>
@@ -275,16 +277,16 @@ function MessageList({
 
 function Composer({ client, roomId }: { client: Client; roomId: string }) {
   const [text, setText] = useState("");
-  const input = useRef<HTMLTextAreaElement>(null);
-  const file = useRef<HTMLInputElement>(null);
+  const inputRef = useRef<HTMLTextAreaElement>(null);
+  const fileRef = useRef<HTMLInputElement>(null);
 
   useEffect(() => {
-    input.current?.focus();
+    inputRef.current?.focus();
   }, [roomId]);
 
   // Grow with the text, up to the CSS max-height.
   useLayoutEffect(() => {
-    const el = input.current;
+    const el = inputRef.current;
     if (!el) return;
     el.style.height = "auto";
     el.style.height = `${el.scrollHeight + 2}px`;
@@ -295,7 +297,7 @@ function Composer({ client, roomId }: { client: Client; roomId: string }) {
     if (!body) return;
     client.sendText(roomId, body);
     setText("");
-    input.current?.focus();
+    inputRef.current?.focus();
   };
 
   const onKeyDown = (e: KeyboardEvent) => {
@@ -309,7 +311,7 @@ function Composer({ client, roomId }: { client: Client; roomId: string }) {
     const target = e.currentTarget as HTMLInputElement;
     for (const f of Array.from(target.files ?? [])) void client.sendFile(roomId, f);
     target.value = "";
-    input.current?.focus();
+    inputRef.current?.focus();
   };
 
   return (
@@ -320,14 +322,14 @@ function Composer({ client, roomId }: { client: Client; roomId: string }) {
         send();
       }}
     >
-      <input ref={file} type="file" multiple class="visually-hidden" tabIndex={-1} aria-hidden="true" onChange={onFiles} data-testid="file-input" />
-      <button type="button" class="icon" onClick={() => file.current?.click()} aria-label="Attach a file or image" title="Attach">
+      <input ref={fileRef} type="file" multiple class="visually-hidden" tabIndex={-1} aria-hidden="true" onChange={onFiles} data-testid="file-input" />
+      <button type="button" class="icon" onClick={() => fileRef.current?.click()} aria-label="Attach a file or image" title="Attach">
         <svg viewBox="0 0 24 24" aria-hidden="true">
           <path d="M16.5 6v11.5a4 4 0 0 1-8 0V5a2.5 2.5 0 0 1 5 0v10.5a1 1 0 0 1-2 0V6H10v9.5a2.5 2.5 0 0 0 5 0V5a4 4 0 0 0-8 0v12.5a5.5 5.5 0 0 0 11 0V6h-1.5z" />
         </svg>
       </button>
       <textarea
-        ref={input}
+        ref={inputRef}
         rows={1}
         aria-label="Message"
         placeholder="Type a message"

@@ -1,25 +1,27 @@
 // Small pieces shared by the views.
 
-import { useEffect, useReducer } from "preact/hooks";
+import { useEffect, useReducer, useState } from "preact/hooks";
 
 import type { Client } from "../client";
 import type { Presence } from "../store";
 
 /** Re-renders the calling view whenever the client changes. */
 export function useClientVersion(client: Client): number {
-  const [, bump] = useReducer((n: number, _: void) => n + 1, 0);
+  const [, bump] = useReducer<number, void>((n) => n + 1, 0);
   useEffect(() => client.subscribe(() => bump()), [client]);
   return client.version;
 }
 
-/** Re-renders every `ms` (relative times such as "last seen 5 min ago"). */
-export function useTick(ms: number): number {
-  const [n, bump] = useReducer((x: number, _: void) => x + 1, 0);
+/** The time, renewed every `ms` (and so a re-render then): for relative
+ *  times such as "last seen 5 min ago" and "Yesterday". Read from state,
+ *  not the clock, so that rendering stays pure. */
+export function useNow(ms: number): number {
+  const [now, setNow] = useState(Date.now);
   useEffect(() => {
-    const timer = setInterval(() => bump(), ms);
+    const timer = setInterval(() => setNow(Date.now()), ms);
     return () => clearInterval(timer);
   }, [ms]);
-  return n;
+  return now;
 }
 
 const PALETTE = ["#8a3ffc", "#0f62fe", "#007d79", "#b8480b", "#9f1853", "#198038", "#6929c4", "#005d5d"];

@@ -12,11 +12,11 @@ import { displayName, type Room } from "../store";
 import { normalizeUserId } from "./common";
 
 export function Modal({ title, onClose, children, wide }: { title: string; onClose: () => void; children: ComponentChildren; wide?: boolean }) {
-  const ref = useRef<HTMLDialogElement>(null);
+  const dialogRef = useRef<HTMLDialogElement>(null);
   // Layout effect: focus returns in the same commit that removes the dialog.
   useLayoutEffect(() => {
     const opener = document.activeElement as HTMLElement | null;
-    const dialog = ref.current!;
+    const dialog = dialogRef.current!;
     dialog.showModal();
     return () => {
       if (dialog.open) dialog.close();
@@ -26,7 +26,7 @@ export function Modal({ title, onClose, children, wide }: { title: string; onClo
   const titleId = `dialog-${title.replace(/\W+/g, "-").toLowerCase()}`;
   return (
     <dialog
-      ref={ref}
+      ref={dialogRef}
       class={`modal ${wide ? "wide" : ""}`}
       aria-labelledby={titleId}
       onCancel={(e) => {
@@ -35,7 +35,7 @@ export function Modal({ title, onClose, children, wide }: { title: string; onClo
       }}
       onClick={(e) => {
         // A click on the backdrop (the dialog itself, outside its content).
-        if (e.target === ref.current) onClose();
+        if (e.target === dialogRef.current) onClose();
       }}
     >
       <div class="modal-body">

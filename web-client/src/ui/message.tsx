@@ -111,17 +111,17 @@ export function Message({ client, room, item, tick, showSender, onInfo, onOpenIm
   let content: preact.JSX.Element;
   if (msgtype === "m.image") content = <ImageBody client={client} item={item} onOpen={onOpenImage} />;
   else if (msgtype === "m.file" || msgtype === "m.video" || msgtype === "m.audio") content = <FileBody client={client} item={item} />;
-  else if (msgtype === "m.emote") content = <p class="text emote">* {displayName(room, item.sender)} {body}</p>;
+  else if (msgtype === "m.emote")
+    content = (
+      <p class="text emote">
+        * {displayName(room, item.sender)} {body}
+      </p>
+    );
   else if (typeof item.content.body === "string") content = <p class="text">{body}</p>;
   else content = <p class="text deleted">Message deleted</p>;
 
   return (
-    <li
-      class={`message ${own ? "own" : "other"}`}
-      data-event-id={item.eventId}
-      data-txn-id={item.txnId}
-      data-sender={item.sender}
-    >
+    <li class={`message ${own ? "own" : "other"}`} data-event-id={item.eventId} data-txn-id={item.txnId} data-sender={item.sender}>
       <div class="bubble">
         {showSender && !own && <span class="sender">{displayName(room, item.sender)}</span>}
         {content}

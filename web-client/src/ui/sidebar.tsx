@@ -3,10 +3,10 @@
 
 import { useEffect, useState } from "preact/hooks";
 
-import { describe, type Client } from "../client";
-import { formatListTime } from "../format";
+import type { Client } from "../client";
+import { formatListTime, messageSummary } from "../format";
 import { directPartner, displayName, lastMessage, roomName, sortedRooms, type Room } from "../store";
-import { Avatar, PresenceDot, useTick } from "./common";
+import { Avatar, PresenceDot, useNow } from "./common";
 import { NewChatDialog, NewGroupDialog } from "./dialogs";
 
 interface Props {
@@ -18,9 +18,8 @@ interface Props {
 
 export function Sidebar({ client, selected, onOpen, onLogOut }: Props) {
   const [dialog, setDialog] = useState<"chat" | "group" | null>(null);
-  const [permission, setPermission] = useState(typeof Notification === "undefined" ? "denied" : Notification.permission);
-  useTick(60_000);
-  const now = Date.now();
+  const [permission, setPermission] = useState(() => (typeof Notification === "undefined" ? "denied" : Notification.permission));
+  const now = useNow(60_000);
   const rooms = sortedRooms(client.state);
   const me = client.userId;
 
@@ -96,7 +95,7 @@ function RoomItem({ client, room, selected, onOpen, now }: { client: Client; roo
   let preview = "";
   if (last?.type === "m.room.message") {
     const who = last.sender === me ? "You" : partner ? "" : displayName(room, last.sender);
-    preview = (who ? `${who}: ` : "") + describe(last.content);
+    preview = (who ? `${who}: ` : "") + messageSummary(last.content);
   }
   useEffect(() => {
     if (partner) client.ensurePresence(partner);
