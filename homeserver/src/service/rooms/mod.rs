@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 pub use create::CreateRoomRequest;
 pub use read::{MessagesPage, PageRequest, RoomEventFilter};
 
-use self::actor::{Core, Job};
+use self::actor::{Core, Job, SendJob};
 use self::state::RoomState;
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::keys::ServerKey;
@@ -131,14 +131,14 @@ impl RoomService {
         create: bool,
     ) -> ServiceResult<Vec<String>> {
         let (reply, answer) = oneshot::channel();
-        let job = Job::Send {
+        let job = Job::Send(SendJob {
             sender: sender.to_owned(),
             requests,
             txn,
             create,
             reply,
             attempt: 0,
-        };
+        });
         self.core.submit(room_id, job);
         answer.await.map_err(ServiceError::internal)?
     }

@@ -1,0 +1,315 @@
+//! Building a send: each request authorized against the room head, built
+//! and signed, and the head advanced as if it were appended.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::commit::{Batch, Owed};
+use super::txns::DurableTxns;
+use super::{Core, Job, RoomHandle, SendJob, TxnKey};
+use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
+use crate::service::pdu::{build_pdu, redact_pdu, PduParts};
+use crate::service::rooms::auth::{authorize, Proposed};
+use crate::service::rooms::state::{RoomState, StateEntry};
+use crate::service::rooms::{now_ms, EventRequest};
+use crate::store::{NewEvent, StoredEvent};
+
+/// Attempts per request before a conflicting room gives up on it.
+const MAX_ATTEMPTS: u8 = 8;
+
+/// A request kept for another attempt: in a cluster, another node can change
+/// a room's state between authorizing an event here and appending it.
+pub(super) struct Retry {
+    sender: String,
+    requests: Vec<EventRequest>,
+    create: bool,
+    attempt: u8,
+}
+
+impl Retry {
+    /// The send again, as a job for the room's actor.
+    pub fn into_job(
+        self,
+        txn: Option<TxnKey>,
+        reply: oneshot::Sender<ServiceResult<Vec<String>>>,
+    ) -> Job {
+        Job::Send(SendJob {
+            sender: self.sender,
+            requests: self.requests,
+            txn,
+            create: self.create,
+            reply,
+            attempt: self.attempt,
+        })
+    }
+}
+
+impl Core {
+    /// Builds one send into the round's batch on the head, or answers it at
+    /// once: sent already, refused, or (in a cluster) sent back to the queue
+    /// to be tried against a fresh head.
+    pub(super) async fn build(
+        self: &Arc<Self>,
+        room_id: &str,
+        head: &mut Option<RoomHandle>,
+        durable_txns: &DurableTxns,
+        job: SendJob,
+        batch: &mut Batch,
+    ) {
+        let SendJob {
+            sender,
+            requests,
+            txn,
+            create,
+            reply,
+            attempt,
+        } = job;
+        if let Some((event_id, from_store)) = self.sent_already(txn.as_ref(), durable_txns) {
+            self.answer_sent_already(reply, event_id, from_store);
+            return;
+        }
+        if let Err(err) = durable_txns {
+            let _ = reply.send(Err(err.clone()));
+            return;
+        }
+        let base = match (head.as_ref(), create) {
+            (None, true) => RoomHandle::default(),
+            (Some(h), false) => h.clone(),
+            (Some(_), true) => {
+                let _ = reply.send(Err(ServiceError::forbidden("The room already exists")));
+                return;
+            }
+            (None, false) => {
+                let _ = reply.send(Err(ServiceError::not_found("Unknown room")));
+                return;
+            }
+        };
+        // Only a cluster can race: a single node keeps no copy.
+        let retry = (self.bus.clustered() && attempt < MAX_ATTEMPTS).then(|| Retry {
+            sender: sender.clone(),
+            requests: requests.clone(),
+            create,
+            attempt: attempt + 1,
+        });
+        match self
+            .prepare_all(base, room_id, &sender, requests, txn.as_ref())
+            .await
+        {
+            Ok((next, built)) => {
+                let ids: Vec<String> = built.iter().map(|e| e.event_id.clone()).collect();
+                if let (Some(key), Some(id)) = (&txn, ids.first()) {
+                    self.remember_txn(key, id);
+                }
+                *head = Some(next);
+                batch.add(
+                    built,
+                    Owed {
+                        reply,
+                        ids,
+                        txn,
+                        retry,
+                    },
+                );
+            }
+            // In a cluster this head may lag a change made on another node
+            // that allows the request: confirm the refusal once against a
+            // fresh head.
+            Err(err) if err.kind == ErrorKind::Forbidden && attempt == 0 && retry.is_some() => {
+                let retry = retry.expect("checked above");
+                self.submit(room_id, Job::Reload);
+                self.submit(room_id, retry.into_job(txn, reply));
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+
+    /// Reads a room's head from the store; `None` if the room has no events.
+    pub(super) async fn load(&self, room_id: &str) -> ServiceResult<Option<RoomHandle>> {
+        let state_events = self.store.current_state(room_id).await?;
+        if state_events.is_empty() {
+            return Ok(None);
+        }
+        let mut state = RoomState::default();
+        for event in &state_events {
+            state.insert(
+                &event.kind,
+                event.state_key.as_deref().unwrap_or(""),
+                StateEntry {
+                    event_id: event.event_id.clone(),
+                    sender: event.sender.clone(),
+                    content: event.pdu.get("content").cloned().unwrap_or(json!({})),
+                },
+            );
+        }
+        let latest = self.store.latest_event(room_id).await?;
+        // Each (type, key)'s newest event is current, so the newest of those
+        // is the room's latest state event.
+        let state_head = state_events
+            .iter()
+            .max_by_key(|e| e.stream)
+            .map(|e| e.event_id.clone());
+        Ok(Some(RoomHandle {
+            state_head,
+            state: Arc::new(state),
+            last_event_id: latest.as_ref().map(|e| e.event_id.clone()),
+            depth: latest
+                .as_ref()
+                .and_then(|e| e.pdu.get("depth").and_then(Value::as_i64))
+                .unwrap_or(0),
+        }))
+    }
+
+    /// Builds several events on a copy of the head, so the head changes only
+    /// if all of them are valid.
+    async fn prepare_all(
+        &self,
+        mut scratch: RoomHandle,
+        room_id: &str,
+        sender: &str,
+        requests: Vec<EventRequest>,
+        txn: Option<&TxnKey>,
+    ) -> ServiceResult<(RoomHandle, Vec<NewEvent>)> {
+        let mut events = Vec::with_capacity(requests.len());
+        let txn = txn.map(|(_, _, device, txn)| (device.clone(), txn.clone()));
+        for request in requests {
+            events.push(
+                self.prepare(&mut scratch, room_id, sender, request, txn.clone())
+                    .await?,
+            );
+        }
+        Ok((scratch, events))
+    }
+
+    /// Authorizes, builds and signs one event against the room head, and
+    /// advances the head as if it were appended.
+    async fn prepare(
+        &self,
+        handle: &mut RoomHandle,
+        room_id: &str,
+        sender: &str,
+        request: EventRequest,
+        txn: Option<(String, String)>,
+    ) -> ServiceResult<NewEvent> {
+        let EventRequest {
+            kind,
+            state_key,
+            content,
+        } = request;
+        if !content.is_object() {
+            return Err(ServiceError::bad_json(
+                "Event content must be a JSON object",
+            ));
+        }
+        authorize(
+            &handle.state,
+            &Proposed {
+                kind: &kind,
+                sender,
+                state_key: state_key.as_deref(),
+                content: &content,
+            },
+        )?;
+        let redaction_target = if kind == "m.room.redaction" {
+            Some(
+                self.check_redaction(&handle.state, room_id, sender, &content)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let auth_events =
+            handle
+                .state
+                .auth_event_ids(&kind, sender, state_key.as_deref(), &content);
+        let visibility = handle.state.history_visibility().to_owned();
+        let (event_id, pdu) = build_pdu(
+            &self.key,
+            &self.server_name,
+            PduParts {
+                room_id,
+                sender,
+                kind: &kind,
+                state_key: state_key.as_deref(),
+                content,
+                prev_events: handle.last_event_id.iter().cloned().collect(),
+                auth_events,
+                depth: handle.depth + 1,
+                origin_server_ts: now_ms(),
+            },
+        )?;
+        let redaction = match redaction_target {
+            Some(target) => Some((
+                target.event_id.clone(),
+                redact_pdu(&target.pdu, &event_id, &pdu)?,
+            )),
+            None => None,
+        };
+        let membership = (kind == "m.room.member")
+            .then(|| pdu["content"]["membership"].as_str().map(str::to_owned))
+            .flatten();
+        if let Some(key) = &state_key {
+            // Only state events keep their content in the room head.
+            Arc::make_mut(&mut handle.state).insert(
+                &kind,
+                key,
+                StateEntry {
+                    event_id: event_id.clone(),
+                    sender: sender.to_owned(),
+                    content: pdu["content"].clone(),
+                },
+            );
+        }
+        handle.last_event_id = Some(event_id.clone());
+        handle.depth += 1;
+        let built_on = if state_key.is_some() {
+            handle.state_head.replace(event_id.clone())
+        } else {
+            handle.state_head.clone()
+        };
+        Ok(NewEvent {
+            built_on,
+            event_id,
+            room_id: room_id.to_owned(),
+            sender: sender.to_owned(),
+            kind,
+            state_key,
+            pdu: Arc::new(pdu),
+            txn,
+            visibility,
+            membership,
+            redaction,
+        })
+    }
+
+    /// A redaction must name an event of this room that the sender sent or
+    /// has the power to redact.
+    async fn check_redaction(
+        &self,
+        state: &RoomState,
+        room_id: &str,
+        sender: &str,
+        content: &Value,
+    ) -> ServiceResult<StoredEvent> {
+        let target_id = content
+            .get("redacts")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ServiceError::bad_json("content.redacts is required"))?;
+        let target = self
+            .store
+            .get_event(target_id)
+            .await?
+            .filter(|e| e.room_id == room_id)
+            .ok_or_else(|| ServiceError::not_found("Event not found"))?;
+        let levels = state.power_levels();
+        if target.sender != sender && levels.user_level(sender) < levels.redact {
+            return Err(ServiceError::forbidden(
+                "You do not have permission to redact this event",
+            ));
+        }
+        Ok(target)
+    }
+}

@@ -1,0 +1,227 @@
+//! One task per active room builds that room's events.
+//!
+//! Events of a room must be built one after another: each names the previous
+//! one in `prev_events` and is checked against the state the previous ones
+//! left. Requests for a room are sent to its actor, which drains everything
+//! queued since its last round, builds those events in order and queues them
+//! on the store as one append. A busy room thus pays one task hand-off per
+//! round rather than a lock hand-off per event, and nothing a request started
+//! is left half done if the client hangs up: the actor owns the work.
+//!
+//! Rooms are independent, so their actors run in parallel. An actor stops
+//! when its room is idle and is started again by the next request.
+//!
+//! A round (`Core::round`) takes its steps from the files here: look up
+//! retried transactions (`txns.rs`), build each request on the head
+//! (`build.rs`), append the round and answer once it is durable
+//! (`commit.rs`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+mod build;
+mod commit;
+mod txns;
+
+use self::commit::Batch;
+use self::txns::RecentTxns;
+use super::state::RoomState;
+use super::EventRequest;
+use crate::service::error::{ServiceError, ServiceResult};
+use crate::service::keys::ServerKey;
+use crate::service::timeline_cache::TimelineCache;
+use crate::store::{EventBus, RoomStore};
+
+/// How long an actor waits for work before it stops.
+const IDLE: Duration = Duration::from_secs(30);
+/// Most requests built in one round.
+const ROUND: usize = 512;
+/// How long a send waits for its events to be on the cluster bus before it
+/// is answered anyway (they are committed in the store either way).
+const BUS_WAIT: Duration = Duration::from_secs(5);
+
+/// `(room, user, device, txn)` of a client transaction.
+pub type TxnKey = (String, String, String, String);
+
+/// In-memory head of one room. The state is shared copy-on-write with
+/// readers that took a snapshot.
+#[derive(Clone, Default)]
+pub(super) struct RoomHandle {
+    pub state: Arc<RoomState>,
+    pub last_event_id: Option<String>,
+    pub depth: i64,
+    /// The latest state event: what new events are authorized against, and
+    /// what the store checks is still current when they are appended.
+    pub state_head: Option<String>,
+}
+
+/// Work for a room's actor.
+pub(super) enum Job {
+    Send(SendJob),
+    /// Reply with the current state, `None` if the room is unknown.
+    Snapshot(oneshot::Sender<ServiceResult<Option<Arc<RoomState>>>>),
+    /// An append failed: reload the head from the store.
+    Reload,
+}
+
+/// Build these events atomically (all or none) and reply, once durable,
+/// with their ids.
+pub(super) struct SendJob {
+    pub sender: String,
+    pub requests: Vec<EventRequest>,
+    pub txn: Option<TxnKey>,
+    /// The room is being created: start from empty state.
+    pub create: bool,
+    pub reply: oneshot::Sender<ServiceResult<Vec<String>>>,
+    /// Earlier attempts that met a state change from another node.
+    pub attempt: u8,
+}
+
+/// What building and committing events needs, shared by the room service,
+/// every actor and the tasks that finish appends.
+pub(super) struct Core {
+    pub store: Arc<dyn RoomStore>,
+    pub key: Arc<ServerKey>,
+    pub server_name: String,
+    bus: Arc<dyn EventBus>,
+    cache: Arc<TimelineCache>,
+    actors: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    recent_txns: Mutex<RecentTxns>,
+}
+
+impl Core {
+    pub fn new(
+        store: Arc<dyn RoomStore>,
+        bus: Arc<dyn EventBus>,
+        cache: Arc<TimelineCache>,
+        key: Arc<ServerKey>,
+        server_name: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            key,
+            server_name,
+            bus,
+            cache,
+            actors: Mutex::new(HashMap::new()),
+            recent_txns: Mutex::new(RecentTxns::default()),
+        })
+    }
+
+    /// Has a running actor reload its head from the store before its next
+    /// round: another node appended to the room. An idle room has no actor
+    /// and loads afresh on first use anyway.
+    pub fn reload_if_running(&self, room_id: &str) {
+        if let Some(tx) = self.actors.lock().expect("actors lock").get(room_id) {
+            let _ = tx.send(Job::Reload);
+        }
+    }
+
+    /// Hands a job to the room's actor, starting one if none runs.
+    pub fn submit(self: &Arc<Self>, room_id: &str, mut job: Job) {
+        let mut actors = self.actors.lock().expect("actors lock");
+        if let Some(tx) = actors.get(room_id) {
+            match tx.send(job) {
+                Ok(()) => return,
+                // The actor stopped after we looked it up: start a new one.
+                Err(mpsc::error::SendError(back)) => job = back,
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(job);
+        actors.insert(room_id.to_owned(), tx);
+        tokio::spawn(self.clone().run(room_id.to_owned(), rx));
+    }
+
+    async fn run(self: Arc<Self>, room_id: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut head: Option<RoomHandle> = None;
+        let mut loaded = false;
+        let mut jobs = Vec::with_capacity(ROUND);
+        loop {
+            let received = tokio::time::timeout(IDLE, rx.recv_many(&mut jobs, ROUND)).await;
+            if !matches!(received, Ok(n) if n > 0) {
+                // Idle: stop, unless a job slipped in while we decided to.
+                let mut actors = self.actors.lock().expect("actors lock");
+                if !rx.is_empty() {
+                    continue;
+                }
+                actors.remove(&room_id);
+                return;
+            }
+            if !loaded {
+                match self.load(&room_id).await {
+                    Ok(h) => head = h,
+                    Err(err) => {
+                        for job in jobs.drain(..) {
+                            fail(job, err.clone());
+                        }
+                        continue;
+                    }
+                }
+                loaded = true;
+            }
+            self.round(&room_id, &mut head, &mut loaded, &mut jobs)
+                .await;
+            if head.is_none() && loaded && rx.is_empty() {
+                // Unknown rooms keep no actor: a flood of bogus ids costs nothing.
+                let mut actors = self.actors.lock().expect("actors lock");
+                if rx.is_empty() {
+                    actors.remove(&room_id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One round: build every queued request in order, queue all the events
+    /// as one append, and leave a task to reply once they are durable.
+    async fn round(
+        self: &Arc<Self>,
+        room_id: &str,
+        head: &mut Option<RoomHandle>,
+        loaded: &mut bool,
+        jobs: &mut Vec<Job>,
+    ) {
+        let durable_txns = self.durable_txns(room_id, jobs).await;
+        let mut batch = Batch::default();
+        for job in jobs.drain(..) {
+            match job {
+                // Reload at once if nothing of this round was built on the
+                // old head yet, so the jobs behind it see the fresh one.
+                Job::Reload if batch.is_empty() => match self.load(room_id).await {
+                    Ok(fresh) => {
+                        *head = fresh;
+                        *loaded = true;
+                    }
+                    Err(_) => *loaded = false,
+                },
+                Job::Reload => *loaded = false,
+                Job::Snapshot(reply) => {
+                    let _ = reply.send(Ok(head.as_ref().map(|h| h.state.clone())));
+                }
+                Job::Send(job) => {
+                    self.build(room_id, head, &durable_txns, job, &mut batch)
+                        .await
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.append(room_id, loaded, batch);
+        }
+    }
+}
+
+fn fail(job: Job, err: ServiceError) {
+    match job {
+        Job::Send(SendJob { reply, .. }) => {
+            let _ = reply.send(Err(err));
+        }
+        Job::Snapshot(reply) => {
+            let _ = reply.send(Err(err));
+        }
+        Job::Reload => {}
+    }
+}

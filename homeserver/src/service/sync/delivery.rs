@@ -1,0 +1,58 @@
+//! Delivery receipts (`tern.delivered`): a sync proves what the client
+//! holds, and the rooms whose messages it now has get a receipt.
+
+use super::SyncService;
+use crate::service::rooms::Requester;
+use crate::service::token::SyncToken;
+
+impl SyncService {
+    /// A sync from `since` proves the client holds everything up to it:
+    /// record `tern.delivered` for each room that had messages (not state
+    /// events) from others since the last proof. Runs in the background; the sync does not wait.
+    pub(super) fn acknowledge_delivery(&self, who: &Requester, since: SyncToken) {
+        let upto = since.events.min(self.cache.watermark());
+        let previous = {
+            let mut delivered = self.delivered.lock().expect("delivered lock");
+            let previous = delivered.get(&who.user_id).copied().unwrap_or(0);
+            if upto <= previous {
+                return;
+            }
+            delivered.insert(who.user_id.clone(), upto);
+            previous
+        };
+        // Memberships are cached by the previous sync; without them, wait
+        // for the next one rather than query here.
+        let Some(memberships) = self.cache.memberships(&who.user_id) else {
+            return;
+        };
+        let mut receipts = Vec::new();
+        for m in memberships.iter().filter(|m| m.membership == "join") {
+            let Some(events) = self.cache.recent_shared(&m.room_id, previous, upto) else {
+                continue;
+            };
+            // Ticks are for messages: state events (joins, names) get none.
+            let last = events
+                .iter()
+                .rev()
+                .find(|e| e.sender != who.user_id && e.state_key.is_none());
+            if let Some(last) = last {
+                receipts.push((
+                    m.room_id.clone(),
+                    last.event_id.clone(),
+                    last.sender.clone(),
+                    last.stream,
+                ));
+            }
+        }
+        if receipts.is_empty() {
+            return;
+        }
+        let service = self.receipts.clone();
+        let user_id = who.user_id.clone();
+        tokio::spawn(async move {
+            if let Err(err) = service.mark_delivered(&user_id, receipts).await {
+                tracing::warn!(error = %err.message, "recording delivery failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,223 @@
+//! Joined rooms (`rooms.join`): timelines, the state a client lacks, and
+//! unread counts.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{json, Map, Value};
+
+use super::plan::{Pass, Plan};
+use super::SyncService;
+use crate::service::error::ServiceResult;
+use crate::service::token::pagination_token;
+use crate::store::{RoomSlice, StoredEvent, StreamPos};
+
+/// Adds an event to one section (`ephemeral`, `account_data`) of a joined
+/// room's entry, creating an entry with an empty timeline if the room had none.
+pub(super) fn push_room_event(
+    join: &mut Map<String, Value>,
+    room_id: &str,
+    section: &str,
+    event: Value,
+    upto: StreamPos,
+) {
+    let room = join.entry(room_id.to_owned()).or_insert_with(|| {
+        json!({
+            "timeline": {"events": [], "limited": false, "prev_batch": pagination_token(upto)},
+            "state": {"events": []},
+            "ephemeral": {"events": []},
+            "account_data": {"events": []},
+            "unread_notifications": {},
+        })
+    });
+    if let Some(Value::Array(list)) = room.get_mut(section).and_then(|s| s.get_mut("events")) {
+        list.push(event);
+    }
+}
+
+impl SyncService {
+    /// Adds every joined room with something to show (and every room shown
+    /// in full) to `join`. Returns the people who came to share a room with
+    /// the user since the token.
+    pub(super) async fn add_joined_rooms(
+        &self,
+        pass: &Pass<'_>,
+        plan: &Plan<'_>,
+        join: &mut Map<String, Value>,
+    ) -> ServiceResult<HashSet<String>> {
+        let timelines = self.timelines(pass, plan).await?;
+        let state_by_room = self.state(pass, plan, &timelines).await?;
+        let mut newly_shared = self.members_of_new_rooms(pass, plan).await;
+
+        let join_streams: HashMap<&str, StreamPos> = plan
+            .joined
+            .iter()
+            .map(|(m, _)| (m.room_id.as_str(), m.stream))
+            .collect();
+        let full: HashSet<&str> = plan.full.iter().map(String::as_str).collect();
+        for (room_id, slice) in timelines {
+            let join_stream = join_streams.get(room_id.as_str()).copied().unwrap_or(0);
+            let events = self
+                .visible(&pass.who.user_id, &room_id, join_stream, slice.events)
+                .await?;
+            // Whoever joined a room of the user's since the token.
+            if pass.since.is_some() {
+                newly_shared.extend(
+                    events
+                        .iter()
+                        .filter(|e| {
+                            e.kind == "m.room.member" && e.pdu["content"]["membership"] == "join"
+                        })
+                        .filter_map(|e| e.state_key.clone()),
+                );
+            }
+            if events.is_empty() && !full.contains(room_id.as_str()) {
+                continue;
+            }
+            let state = state_by_room.get(&room_id).map(Vec::as_slice);
+            let entry = self.joined_room(pass, &events, slice.limited, state);
+            join.insert(room_id, entry);
+        }
+        Ok(newly_shared)
+    }
+
+    /// The joined rooms' timelines. Incremental rooms come from the cache
+    /// when it holds everything since the token; the rest from the store in
+    /// one batch.
+    async fn timelines(
+        &self,
+        pass: &Pass<'_>,
+        plan: &Plan<'_>,
+    ) -> ServiceResult<Vec<(String, RoomSlice)>> {
+        let (since, upto, limit) = (pass.since_events, pass.upto.events, pass.limit);
+        let mut timelines = Vec::with_capacity(plan.joined.len());
+        let mut uncached = Vec::new();
+        for room_id in &plan.incremental {
+            match self.cache.recent(room_id, since, upto, limit) {
+                Some(slice) => timelines.push((room_id.clone(), slice)),
+                None => uncached.push(room_id.clone()),
+            }
+        }
+        timelines.extend(
+            self.rooms
+                .recent_events(&uncached, since, upto, limit)
+                .await?,
+        );
+        timelines.extend(self.rooms.recent_events(&plan.full, 0, upto, limit).await?);
+        Ok(timelines)
+    }
+
+    /// State by room: everything for full rooms; for incremental rooms with
+    /// a gap, the state that changed in the gap.
+    async fn state(
+        &self,
+        pass: &Pass<'_>,
+        plan: &Plan<'_>,
+        timelines: &[(String, RoomSlice)],
+    ) -> ServiceResult<HashMap<String, Vec<StoredEvent>>> {
+        let incremental: HashSet<&str> = plan.incremental.iter().map(String::as_str).collect();
+        let gapped: Vec<String> = timelines
+            .iter()
+            .filter(|(room, slice)| slice.limited && incremental.contains(room.as_str()))
+            .map(|(room, _)| room.clone())
+            .collect();
+        let upto = pass.upto.events;
+        let mut state_by_room: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+        for event in self
+            .rooms
+            .current_state_of_rooms(&plan.full, 0, upto)
+            .await?
+        {
+            state_by_room
+                .entry(event.room_id.clone())
+                .or_default()
+                .push(event);
+        }
+        for event in self
+            .rooms
+            .current_state_of_rooms(&gapped, pass.since_events, upto)
+            .await?
+        {
+            state_by_room
+                .entry(event.room_id.clone())
+                .or_default()
+                .push(event);
+        }
+        Ok(state_by_room)
+    }
+
+    /// People who came to share a room with the user since the token: the
+    /// members of rooms the user joined (and, found in the timelines,
+    /// whoever joined a room of theirs). Their presence goes out even if it
+    /// did not move.
+    async fn members_of_new_rooms(&self, pass: &Pass<'_>, plan: &Plan<'_>) -> HashSet<String> {
+        let mut newly_shared: HashSet<String> = HashSet::new();
+        if pass.since.is_some() {
+            for (m, _) in plan
+                .joined
+                .iter()
+                .filter(|(m, _)| m.stream > pass.since_events)
+            {
+                newly_shared.extend(self.notifier.room_members(&m.room_id).await.iter().cloned());
+            }
+        }
+        newly_shared
+    }
+
+    /// One joined room's entry: the timeline, and the state before it that
+    /// the timeline does not show.
+    fn joined_room(
+        &self,
+        pass: &Pass<'_>,
+        events: &[StoredEvent],
+        limited: bool,
+        state: Option<&[StoredEvent]>,
+    ) -> Value {
+        let filter = &pass.filter.room;
+        let timeline_ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        let first_stream = events
+            .first()
+            .map(|e| e.stream)
+            .unwrap_or(pass.upto.events + 1);
+        let state: Vec<Value> = state
+            .map(|list| {
+                list.iter()
+                    .filter(|e| {
+                        !timeline_ids.contains(e.event_id.as_str()) && e.stream < first_stream
+                    })
+                    .filter(|e| filter.state.matches(e))
+                    .map(|e| self.format(e, pass.who, pass.now))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let prev_batch = pagination_token(first_stream - 1);
+        let timeline: Vec<Value> = events
+            .iter()
+            .filter(|e| filter.timeline.matches(e))
+            .map(|e| self.format(e, pass.who, pass.now))
+            .collect();
+        json!({
+            "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
+            "state": {"events": state},
+            "ephemeral": {"events": []},
+            "account_data": {"events": []},
+            "unread_notifications": {},
+        })
+    }
+
+    /// Unread counts for every joined room the response shows.
+    pub(super) async fn add_unread_counts(
+        &self,
+        pass: &Pass<'_>,
+        join: &mut Map<String, Value>,
+    ) -> ServiceResult<()> {
+        let shown: Vec<String> = join.keys().cloned().collect();
+        let counts = self
+            .unread
+            .counts(&pass.who.user_id, &shown, pass.upto.events)
+            .await?;
+        for (entry, c) in join.values_mut().zip(counts) {
+            entry["unread_notifications"] = c.to_json();
+        }
+        Ok(())
+    }
+}

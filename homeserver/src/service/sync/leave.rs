@@ -1,0 +1,54 @@
+//! Rooms the user left or was banned from (`rooms.leave`).
+
+use serde_json::{json, Map, Value};
+
+use super::plan::Pass;
+use super::SyncService;
+use crate::service::error::ServiceResult;
+use crate::service::token::pagination_token;
+use crate::store::MembershipRecord;
+
+impl SyncService {
+    /// Each room left with its timeline up to the leave: what happened
+    /// between the token and the user's departure.
+    pub(super) async fn left_rooms(
+        &self,
+        pass: &Pass<'_>,
+        leaves: &[&MembershipRecord],
+    ) -> ServiceResult<Map<String, Value>> {
+        let who = pass.who;
+        let mut leave = Map::new();
+        for m in leaves {
+            let slices = self
+                .rooms
+                .recent_events(
+                    std::slice::from_ref(&m.room_id),
+                    pass.since_events,
+                    m.stream,
+                    pass.limit,
+                )
+                .await?;
+            let Some((_, slice)) = slices.into_iter().next() else {
+                continue;
+            };
+            let events = self
+                .visible(&who.user_id, &m.room_id, 0, slice.events)
+                .await?;
+            let first_stream = events.first().map(|e| e.stream).unwrap_or(m.stream);
+            let timeline: Vec<Value> = events
+                .iter()
+                .map(|e| self.format(e, who, pass.now))
+                .collect();
+            leave.insert(
+                m.room_id.clone(),
+                json!({
+                    "timeline": {"events": timeline, "limited": slice.limited,
+                                 "prev_batch": pagination_token(first_stream - 1)},
+                    "state": {"events": []},
+                    "account_data": {"events": []},
+                }),
+            );
+        }
+        Ok(leave)
+    }
+}

@@ -1,0 +1,118 @@
+//! The `AccountStore` part of the conformance suite: users, devices,
+//! tokens and account data.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::store::{AccountStore, StoreError, UserRecord};
+
+fn user(id: &str) -> UserRecord {
+    UserRecord {
+        user_id: id.into(),
+        password_hash: Some("hash".into()),
+        displayname: None,
+        avatar_url: None,
+        created_ts: 1,
+    }
+}
+
+pub async fn account_store(store: Arc<dyn AccountStore>) {
+    store.create_user(&user("@a:test")).await.unwrap();
+    assert!(matches!(
+        store.create_user(&user("@a:test")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        store.get_user("@a:test").await.unwrap().unwrap().user_id,
+        "@a:test"
+    );
+    assert!(store.get_user("@nobody:test").await.unwrap().is_none());
+
+    store
+        .set_displayname("@a:test", Some("Alice"))
+        .await
+        .unwrap();
+    store.set_password_hash("@a:test", "new").await.unwrap();
+    let got = store.get_user("@a:test").await.unwrap().unwrap();
+    assert_eq!(got.displayname.as_deref(), Some("Alice"));
+    assert_eq!(got.password_hash.as_deref(), Some("new"));
+
+    // Tokens: create, find, replace on re-login of the same device, delete.
+    store
+        .create_device_with_token("@a:test", "D1", None, "h1")
+        .await
+        .unwrap();
+    store
+        .create_device_with_token("@a:test", "D2", None, "h2")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_token("h1").await.unwrap().unwrap().device_id,
+        "D1"
+    );
+    store
+        .create_device_with_token("@a:test", "D1", None, "h1b")
+        .await
+        .unwrap();
+    assert!(store.find_token("h1").await.unwrap().is_none());
+    store.delete_token("h1b").await.unwrap();
+    assert!(store.find_token("h1b").await.unwrap().is_none());
+    store
+        .create_device_with_token("@a:test", "D3", None, "h3")
+        .await
+        .unwrap();
+    let removed = store
+        .delete_all_tokens("@a:test", Some("D3"))
+        .await
+        .unwrap();
+    assert_eq!(removed, vec!["h2".to_string()]);
+    assert!(store.find_token("h3").await.unwrap().is_some());
+
+    // Filters get per-user ids and round-trip.
+    let f0 = store
+        .save_filter("@a:test", &json!({"room": {}}))
+        .await
+        .unwrap();
+    let f1 = store
+        .save_filter("@a:test", &json!({"presence": {}}))
+        .await
+        .unwrap();
+    assert_ne!(f0, f1);
+    assert_eq!(
+        store.get_filter("@a:test", f1).await.unwrap(),
+        Some(json!({"presence": {}}))
+    );
+    assert_eq!(store.get_filter("@b:test", f1).await.unwrap(), None);
+
+    // Account data is stream-positioned: positions grow, `since` filters.
+    let p1 = store
+        .set_account_data("@a:test", None, "m.direct", &json!({"x": 1}))
+        .await
+        .unwrap();
+    let p2 = store
+        .set_account_data("@a:test", Some("!r:test"), "m.tag", &json!({"t": 1}))
+        .await
+        .unwrap();
+    assert!(p2 > p1);
+    let p3 = store
+        .set_account_data("@a:test", None, "m.direct", &json!({"x": 2}))
+        .await
+        .unwrap();
+    assert!(p3 > p2);
+    let since = store.account_data_since("@a:test", p2).await.unwrap();
+    assert_eq!(since.len(), 1);
+    assert_eq!(since[0].content, json!({"x": 2}));
+    assert_eq!(
+        store.account_data_since("@a:test", 0).await.unwrap().len(),
+        2
+    );
+    assert_eq!(store.account_data_position().await.unwrap(), p3);
+    assert_eq!(
+        store
+            .get_account_data("@a:test", Some("!r:test"), "m.tag")
+            .await
+            .unwrap(),
+        Some(json!({"t": 1}))
+    );
+}
