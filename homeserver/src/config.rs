@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
 /// Command-line flags. Scripts and benchmarks rely on these exact spellings.
@@ -21,6 +21,9 @@ use serde::Deserialize;
     about = "Tern: a Matrix-compatible homeserver"
 )]
 pub struct Args {
+    /// Without one, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML configuration file.
     #[arg(long, env = "TERN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -62,6 +65,18 @@ pub struct Args {
     /// Join a cluster whose nodes share what they commit over these Kafka brokers (`host:port,...`).
     #[arg(long, env = "TERN_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
+}
+
+/// What the binary does instead of serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reads a configuration file exactly as the server would (with the
+    /// environment and flags over it), prints one line, and exits non-zero
+    /// if the server would refuse it.
+    CheckConfig {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
 }
 
 /// Which storage engine backs accounts, rooms and timelines. Each engine is
@@ -307,6 +322,16 @@ impl Config {
         let config = Self::with_defaults(settings)?;
         config.check()?;
         Ok(config)
+    }
+
+    /// What `homeserver check-config FILE` checks: the configuration the
+    /// server would run with if started with `--config FILE`.
+    pub fn from_file_and_args(file: PathBuf, args: Args) -> anyhow::Result<Self> {
+        Self::from_args(Args {
+            config: Some(file),
+            command: None,
+            ..args
+        })
     }
 
     /// Each setting as given, or its default; values checked on their own.
