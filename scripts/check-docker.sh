@@ -3,7 +3,9 @@
 # for machines with no Docker engine, CI among them. Installs its tools into
 # the test venv (PyPI) and nginx from Debian's packages, then runs
 # scripts/check_docker.py: the checks, and their self-test, which breaks a
-# scratch copy once per check to prove each one can fail.
+# scratch copy once per check to prove each one can fail. The node configs are
+# checked by `homeserver check-config`: build the binary first (TERN_BIN, or
+# release/homeserver under CARGO_TARGET_DIR, default ~/.cache/tern-target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

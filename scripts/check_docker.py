@@ -10,13 +10,17 @@ against the compose-spec JSON schema. This adds what a schema cannot see:
 - docker/compose.yaml: pinned images, every depends_on target defined (and
   health-checked when waited on as healthy), bind-mounted files present,
   named volumes declared, build context and Dockerfile present;
-- docker/config/*.toml: valid TOML whose sections and keys are all fields of
-  the server's config structs (read from homeserver/src/config*.rs, so the
-  check follows the code), hosts that are compose services, and limits that
+- docker/config/*.toml: accepted by `homeserver check-config` (the server's
+  own parser, so the check follows the code: unknown keys, bad values,
+  settings that conflict), hosts that are compose services, and limits that
   agree with nginx and the Kafka topic;
 - docker/nginx/nginx.conf: upstream hosts are compose services, then
   `nginx -t` on a copy whose upstream hosts are 127.0.0.1 (compose names do
   not resolve here).
+
+The homeserver binary is $TERN_BIN, else release/homeserver under
+$CARGO_TARGET_DIR (default ~/.cache/tern-target, as scripts/test.sh), else
+target/release/homeserver: build it first.
 
 Usage: check_docker.py [REPO_ROOT]: exits 1 listing every problem found.
        check_docker.py --self-test [REPO_ROOT]: breaks a scratch copy of the
@@ -24,6 +28,7 @@ Usage: check_docker.py [REPO_ROOT]: exits 1 listing every problem found.
 """
 
 import fnmatch
+import os
 import re
 import shutil
 import subprocess
@@ -38,18 +43,6 @@ from ruamel.yaml import YAML, YAMLError
 
 # Tags that move: an image with one of these (or none) is not pinned.
 FLOATING_TAGS = {"latest", "stable", "mainline", "edge", "rolling", "current", "nightly"}
-
-# Sections the brief of the distributed deployment names but whose config
-# structs may not be merged yet: their keys until the code has them. Once a
-# struct for the section exists in homeserver/src/config*.rs, it wins.
-PENDING_SECTIONS = {
-    "postgres": {"url", "max_connections"},
-    "scylla": {"nodes", "keyspace", "replication_factor"},
-}
-
-# Likewise for values of config enums: `storage = "postgres"`.
-PENDING_VARIANTS = {"Engine": {"postgres"}}
-
 
 class Checker:
     def __init__(self, root: Path):
@@ -259,85 +252,47 @@ class Checker:
 
     # ---- node configuration --------------------------------------------
 
-    def config_sources(self) -> list[Path]:
-        sources = [self.root / "homeserver/src/config.rs"]
-        sources += sorted((self.root / "homeserver/src/config").glob("*.rs"))
-        return [source for source in sources if source.is_file()]
+    def homeserver_binary(self) -> Path | None:
+        candidates = [os.environ.get("TERN_BIN")]
+        target = os.environ.get("CARGO_TARGET_DIR") or str(Path.home() / ".cache/tern-target")
+        candidates += [f"{target}/release/homeserver", str(self.root / "target/release/homeserver")]
+        for candidate in candidates:
+            if candidate and Path(candidate).is_file():
+                return Path(candidate)
+        return None
 
-    def config_structs(self) -> dict[str, dict[str, str]]:
-        """struct name -> {field: type} for the config structs in the source."""
-        structs: dict[str, dict[str, str]] = {}
-        for source in self.config_sources():
-            text = source.read_text()
-            for match in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", text, re.DOTALL):
-                fields = re.findall(r"^\s*pub (\w+): ([^\n]+),$", match.group(2), re.MULTILINE)
-                structs[match.group(1)] = dict(fields)
-        return structs
-
-    def config_enums(self) -> dict[str, set[str]]:
-        """enum name -> its variants as the TOML spells them (the config
-        enums are all `rename_all = "lowercase"`)."""
-        enums: dict[str, set[str]] = {}
-        for source in self.config_sources():
-            text = source.read_text()
-            pattern = r'rename_all = "lowercase"\)\]\s*pub enum (\w+) \{(.*?)\n\}'
-            for match in re.finditer(pattern, text, re.DOTALL):
-                variants = re.findall(r"^\s*(\w+),$", match.group(2), re.MULTILINE)
-                enums[match.group(1)] = {v.lower() for v in variants}
-        return enums
-
-    def check_toml_keys(
-        self, where: str, table: dict, struct: str, structs: dict[str, dict[str, str]], path: str
-    ) -> None:
-        enums = self.config_enums()
-        fields = structs.get(struct)
-        if fields is None:
+    def check_config_file(self, where: str, path: Path) -> None:
+        """The server's own parser: `homeserver check-config FILE`. Without
+        this machine's TERN_* variables, which the nodes do not get."""
+        binary = self.homeserver_binary()
+        if binary is None:
+            self.fail(where, "no homeserver binary to check it with: build it or set TERN_BIN")
             return
-        for key, value in table.items():
-            dotted = f"{path}{key}"
-            if key not in fields:
-                pending = PENDING_SECTIONS.get(dotted) if not path else None
-                if pending is None:
-                    self.fail(where, f"unknown key or section {dotted!r}")
-                    continue
-                if isinstance(value, dict):
-                    for inner in value:
-                        if inner not in pending:
-                            self.fail(where, f"unknown key {dotted}.{inner!r}")
-                continue
-            inner = re.findall(r"(\w+)>*$", fields[key].replace(" ", ""))
-            inner = inner[0] if inner else ""
-            tables = value if isinstance(value, list) else [value]
-            for item in tables:
-                if not isinstance(item, dict):
-                    continue
-                if inner in structs:
-                    self.check_toml_keys(where, item, inner, structs, dotted + ".")
-                else:
-                    self.fail(where, f"{dotted!r} is a table, but the server reads a value there")
-            if isinstance(value, str) and inner in enums:
-                allowed = enums[inner] | PENDING_VARIANTS.get(inner, set())
-                if value not in allowed:
-                    self.fail(where, f"{dotted} = {value!r}: not one of {sorted(allowed)}")
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TERN_")}
+        result = subprocess.run(
+            [str(binary), "check-config", str(path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).strip()
+            self.fail(where, f"homeserver check-config refuses it: {output}")
 
     def check_configs(self, compose: dict, nginx_text: str) -> None:
         configs = sorted((self.docker / "config").glob("*.toml"))
         if not configs:
             self.fail("docker/config", "no node configuration (*.toml)")
-        structs = self.config_structs()
-        if "FileConfig" not in structs:
-            self.fail(
-                "homeserver/src/config.rs", "no FileConfig struct to check the node configs against"
-            )
         services = set((compose.get("services") or {}).keys())
         for path in configs:
             where = str(path.relative_to(self.root))
+            self.check_config_file(where, path)
             try:
                 config = tomllib.loads(path.read_text())
             except tomllib.TOMLDecodeError as err:
                 self.fail(where, f"is not valid TOML: {err}")
                 continue
-            self.check_toml_keys(where, config, "FileConfig", structs, "")
             for host in self.config_hosts(config):
                 if host not in services:
                     self.fail(where, f"names host {host!r}, which is not a compose service")
@@ -505,20 +460,26 @@ BREAKAGES = [
         "docker/config/tern.toml",
         "key_prefix =",
         "key_prefx =",
-        "unknown key or section 'redis.key_prefx'",
+        "unknown field: found `key_prefx`",
     ),
-    ("docker/config/tern.toml", "[scylla]", "[cassandra]", "unknown key or section 'cassandra'"),
+    ("docker/config/tern.toml", "[scylla]", "[cassandra]", "unknown field: found `cassandra`"),
     (
         "docker/config/tern.toml",
         'keyspace = "tern"',
         'keyspac = "tern"',
-        "unknown key or section 'scylla.keyspac'",
+        "unknown field: found `keyspac`",
     ),
     (
         "docker/config/tern.toml",
         'backend = "s3"',
         'backend = "gcs"',
-        "media.backend = 'gcs': not one of",
+        "unknown variant: found `gcs`",
+    ),
+    (
+        "docker/config/tern.toml",
+        "partitions = 64",
+        "partitions = 0",
+        "kafka.partitions and kafka.replication_factor must be at least 1",
     ),
     (
         "docker/config/tern.toml",

@@ -17,10 +17,6 @@ fi
 # The OpenAPI contract tests: validators, schemathesis, a client generator.
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
 
-# The Docker deployment files, validated statically (no Docker engine here):
-# cheap, so before the build.
-TERN_VENV="$VENV" scripts/check-docker.sh
-
 # Redis for typing and presence in the distributed deployment: installed
 # from Debian's packages and started if this machine has none running.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
@@ -49,6 +45,9 @@ export TERN_TEST_POSTGRES_URL="${TERN_TEST_POSTGRES_URL:-postgres://postgres@127
 FEATURES=(--features homeserver/s3,homeserver/redis,homeserver/kafka,homeserver/postgres,homeserver/scylla)
 cargo build --release --workspace --all-targets "${FEATURES[@]}"
 export TERN_BIN="$CARGO_TARGET_DIR/release/homeserver"
+# The Docker deployment files, validated statically (no Docker engine here);
+# the node configs by the binary just built (`homeserver check-config`).
+TERN_VENV="$VENV" scripts/check-docker.sh
 # Lint every engine's code, ScyllaDB's included (it is compiled and linted
 # here though it cannot run). --release reuses the build scripts' outputs
 # (librdkafka's C build among them) from the build above.

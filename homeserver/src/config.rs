@@ -4,12 +4,13 @@
 pub mod cluster;
 pub mod media;
 pub mod scylla;
+mod sources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
 /// Command-line flags. Scripts and benchmarks rely on these exact spellings.
@@ -20,6 +21,9 @@ use serde::Deserialize;
     about = "Tern: a Matrix-compatible homeserver"
 )]
 pub struct Args {
+    /// Without one, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML configuration file.
     #[arg(long, env = "TERN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -63,6 +67,18 @@ pub struct Args {
     pub kafka_brokers: Option<String>,
 }
 
+/// What the binary does instead of serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reads a configuration file exactly as the server would (with the
+    /// environment and flags over it), prints one line, and exits non-zero
+    /// if the server would refuse it.
+    CheckConfig {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+}
+
 /// Which storage engine backs accounts, rooms and timelines. Each engine is
 /// compiled in by its cargo feature; the variant exists either way, so a
 /// build without the feature can say so instead of failing to parse.
@@ -77,7 +93,8 @@ pub enum Engine {
     Postgres,
 }
 
-/// The settings file; every field is optional.
+/// The settings file, and what flags and environment merge into it
+/// ([`sources`]); every field is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -177,6 +194,17 @@ pub struct SyncConfig {
     pub sse_keep_alive: Duration,
 }
 
+impl SyncConfig {
+    fn from_file(file: SyncFileConfig) -> Self {
+        Self {
+            sse_keep_alive: file
+                .sse_keep_alive_ms
+                .map(Duration::from_millis)
+                .unwrap_or(Self::default().sse_keep_alive),
+        }
+    }
+}
+
 impl Default for SyncConfig {
     fn default() -> Self {
         Self {
@@ -205,6 +233,23 @@ pub struct PresenceConfig {
     /// A user whose last sync ended this long ago becomes `offline`; covers
     /// the gap between one long-poll and the next.
     pub offline_after: Duration,
+}
+
+impl PresenceConfig {
+    fn from_file(file: PresenceFileConfig) -> Self {
+        let defaults = Self::default();
+        Self {
+            enabled: file.enabled.unwrap_or(defaults.enabled),
+            idle_after: file
+                .idle_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.idle_after),
+            offline_after: file
+                .offline_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.offline_after),
+        }
+    }
 }
 
 impl Default for PresenceConfig {
@@ -269,127 +314,97 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Resolves flags and environment (already merged by clap) over the file.
+    /// Resolves the configuration: the file, then environment and flags over
+    /// it, then defaults for what none of them sets; then checks the rules
+    /// that span settings.
     pub fn from_args(args: Args) -> anyhow::Result<Self> {
-        let file: FileConfig = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
+        let settings = sources::merge_sources(&args)?;
+        let config = Self::with_defaults(settings)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// What `homeserver check-config FILE` checks: the configuration the
+    /// server would run with if started with `--config FILE`.
+    pub fn from_file_and_args(file: PathBuf, args: Args) -> anyhow::Result<Self> {
+        Self::from_args(Args {
+            config: Some(file),
+            command: None,
+            ..args
+        })
+    }
+
+    /// Each setting as given, or its default; values checked on their own.
+    fn with_defaults(settings: FileConfig) -> anyhow::Result<Self> {
         let defaults = Config::default();
-        let server_name = args
-            .server_name
-            .or(file.server_name)
-            .unwrap_or(defaults.server_name);
-        if server_name.is_empty()
-            || !server_name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-        {
-            anyhow::bail!("invalid server name {server_name:?}");
-        }
-        let public_base_url = args
-            .public_base_url
-            .or(file.public_base_url)
-            .map(|url| public_base_url(&url))
-            .transpose()?;
-        let presence_file = file.presence.unwrap_or_default();
-        let presence = PresenceConfig {
-            enabled: presence_file.enabled.unwrap_or(defaults.presence.enabled),
-            idle_after: args
-                .presence_idle_ms
-                .or(presence_file.idle_ms)
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.presence.idle_after),
-            offline_after: args
-                .presence_offline_ms
-                .or(presence_file.offline_ms)
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.presence.offline_after),
-        };
-        let sse_keep_alive = args
-            .sse_keep_alive_ms
-            .or(file.sync.and_then(|s| s.sse_keep_alive_ms))
-            .map(Duration::from_millis)
-            .unwrap_or(defaults.sync.sse_keep_alive);
-        if sse_keep_alive.is_zero() {
+        Ok(Self {
+            listen: settings.listen.unwrap_or(defaults.listen),
+            server_name: settings.server_name.unwrap_or(defaults.server_name),
+            data_dir: settings.data_dir.unwrap_or(defaults.data_dir),
+            public_base_url: settings
+                .public_base_url
+                .as_deref()
+                .map(public_base_url)
+                .transpose()?,
+            allow_registration: settings
+                .allow_registration
+                .unwrap_or(defaults.allow_registration),
+            disable_rate_limits: settings
+                .disable_rate_limits
+                .unwrap_or(defaults.disable_rate_limits),
+            max_request_bytes: settings
+                .max_request_bytes
+                .unwrap_or(defaults.max_request_bytes),
+            storage: settings.storage.unwrap_or(defaults.storage),
+            presence: PresenceConfig::from_file(settings.presence.unwrap_or_default()),
+            push: settings.push.unwrap_or_default(),
+            media: media::MediaConfig::from_file(settings.media)?,
+            sync: SyncConfig::from_file(settings.sync.unwrap_or_default()),
+            redis: settings.redis,
+            postgres: settings.postgres,
+            kafka: settings.kafka,
+            scylla: settings.scylla,
+        })
+    }
+
+    /// The rules no single setting can check alone.
+    fn check(&self) -> anyhow::Result<()> {
+        check_server_name(&self.server_name)?;
+        if self.sync.sse_keep_alive.is_zero() {
             anyhow::bail!("sync.sse_keep_alive_ms must be above zero");
         }
-        let redis = match (args.redis_url, file.redis) {
-            (Some(url), file) => Some(RedisConfig {
-                url,
-                key_prefix: file
-                    .map(|r| r.key_prefix)
-                    .unwrap_or_else(default_redis_prefix),
-            }),
-            (None, file) => file,
-        };
-        let args_chose_postgres = args.postgres_url.is_some();
-        let postgres = match (args.postgres_url, file.postgres) {
-            (Some(url), file) => Some(PostgresConfig {
-                url,
-                max_connections: file
-                    .map(|p| p.max_connections)
-                    .unwrap_or_else(default_postgres_connections),
-            }),
-            (None, file) => file,
-        };
-        // A PostgreSQL URL on the command line or in the environment selects
-        // the engine unless the file names one.
-        let storage = match (file.storage, &postgres) {
-            (Some(engine), _) => engine,
-            (None, Some(_)) if args_chose_postgres => Engine::Postgres,
-            (None, _) => defaults.storage,
-        };
-        if storage == Engine::Postgres && postgres.is_none() {
+        if self.storage == Engine::Postgres && self.postgres.is_none() {
             anyhow::bail!(
                 "storage = \"postgres\" needs [postgres] url (or --postgres-url / TERN_POSTGRES_URL)"
             );
         }
-        let kafka = match (args.kafka_brokers, file.kafka) {
-            (Some(brokers), file) => Some(cluster::KafkaConfig::with_brokers(brokers, file)),
-            (None, file) => file,
-        };
-        if let Some(kafka) = &kafka {
+        if let Some(kafka) = &self.kafka {
             kafka.check()?;
-            if redis.is_none() {
+            if self.redis.is_none() {
                 anyhow::bail!(
                     "[kafka] joins a cluster, whose nodes must share typing and presence: \
                      set [redis] too"
                 );
             }
         }
-        if let Some(scylla) = &file.scylla {
+        if let Some(scylla) = &self.scylla {
             scylla.check()?;
         }
-        Ok(Self {
-            presence,
-            redis,
-            postgres,
-            storage,
-            kafka,
-            scylla: file.scylla,
-            sync: SyncConfig { sse_keep_alive },
-            push: file.push.unwrap_or_default(),
-            listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
-            server_name,
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
-            public_base_url,
-            allow_registration: args.allow_registration
-                || file
-                    .allow_registration
-                    .unwrap_or(defaults.allow_registration),
-            disable_rate_limits: args.disable_rate_limits
-                || file
-                    .disable_rate_limits
-                    .unwrap_or(defaults.disable_rate_limits),
-            max_request_bytes: file.max_request_bytes.unwrap_or(defaults.max_request_bytes),
-            media: media::MediaConfig::from_file(file.media)?,
-        })
+        Ok(())
     }
+}
+
+/// Server names appear in every user and room id: a host name or address
+/// and an optional port, nothing else.
+fn check_server_name(server_name: &str) -> anyhow::Result<()> {
+    if server_name.is_empty()
+        || !server_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    {
+        anyhow::bail!("invalid server name {server_name:?}");
+    }
+    Ok(())
 }
 
 /// Checks `public_base_url`: an absolute http(s) URL with nothing after the
@@ -508,6 +523,49 @@ mod tests {
         let args = ["homeserver", "--config", path.to_str().unwrap()];
         let err = Config::from_args(Args::parse_from(args)).unwrap_err();
         assert!(err.to_string().contains("[postgres] url"), "{err}");
+    }
+
+    #[test]
+    fn flags_keep_the_rest_of_their_file_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.toml");
+        std::fs::write(
+            &path,
+            "[redis]\nurl = \"redis://file\"\nkey_prefix = \"f:\"\n\
+             [kafka]\nbrokers = \"file:9092\"\ntopic = \"t\"\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "homeserver",
+            "--config",
+            path.to_str().unwrap(),
+            "--redis-url",
+            "redis://flag",
+            "--kafka-brokers",
+            "flag:9092",
+            "--presence-idle-ms",
+            "7",
+        ]);
+        let config = Config::from_args(args).unwrap();
+        let redis = config.redis.unwrap();
+        assert_eq!(
+            (redis.url.as_str(), redis.key_prefix.as_str()),
+            ("redis://flag", "f:")
+        );
+        let kafka = config.kafka.unwrap();
+        assert_eq!(
+            (kafka.brokers.as_str(), kafka.topic.as_str()),
+            ("flag:9092", "t")
+        );
+        assert_eq!(config.presence.idle_after, Duration::from_millis(7));
+        assert_eq!(config.presence.offline_after, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let args = Args::parse_from(["homeserver", "--config", "/nonexistent/tern.toml"]);
+        let err = Config::from_args(args).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/tern.toml"), "{err}");
     }
 
     #[test]

@@ -1,25 +1,46 @@
 //! The `homeserver` binary: parse configuration, then hand over to the library.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use homeserver::config::{Args, Config};
+use homeserver::config::{Args, Command, Config};
 
 /// How long the runtime waits, once the server stopped, for blocking work
 /// still running (a Kafka commit with every broker down never returns).
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
+    let mut args = Args::parse();
+    if let Some(Command::CheckConfig { file }) = args.command.take() {
+        return Ok(check_config(file, args));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(serve());
+    let result = runtime.block_on(serve(args));
     // Dropping the runtime would wait for blocking tasks without end.
     runtime.shutdown_timeout(EXIT_GRACE);
-    result
+    result.map(|()| ExitCode::SUCCESS)
 }
 
-async fn serve() -> anyhow::Result<()> {
+/// `homeserver check-config FILE`, for operators and scripts/check_docker.py:
+/// one line, and a failing exit status if the server would refuse the file.
+fn check_config(file: PathBuf, args: Args) -> ExitCode {
+    match Config::from_file_and_args(file.clone(), args) {
+        Ok(_) => {
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{}: {err:#}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     keep_large_allocations_out_of_the_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -29,7 +50,7 @@ async fn serve() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = Config::from_args(Args::parse())?;
+    let config = Config::from_args(args)?;
     homeserver::run(config, homeserver::shutdown_signal()).await
 }
 

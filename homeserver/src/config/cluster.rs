@@ -19,19 +19,6 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
-    /// Settings for brokers named on the command line, the rest defaulted.
-    pub fn with_brokers(brokers: String, file: Option<KafkaConfig>) -> Self {
-        match file {
-            Some(file) => Self { brokers, ..file },
-            None => Self {
-                brokers,
-                topic: default_topic(),
-                partitions: default_partitions(),
-                replication_factor: default_replication(),
-            },
-        }
-    }
-
     pub fn check(&self) -> anyhow::Result<()> {
         if self.brokers.trim().is_empty() {
             anyhow::bail!("kafka.brokers must name at least one broker");

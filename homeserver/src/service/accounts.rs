@@ -5,7 +5,7 @@
 //! tokens are 256 random bits; only their SHA-256 is stored, and a small cache
 //! spares the database a lookup on every request.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{
@@ -13,6 +13,7 @@ use argon2::password_hash::{
 };
 use argon2::Argon2;
 use base64::Engine;
+use lru::LruCache;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -33,7 +34,7 @@ pub struct AccountService {
     store: Arc<dyn AccountStore>,
     bus: Arc<dyn EventBus>,
     server_name: String,
-    tokens: Mutex<HashMap<String, TokenOwner>>,
+    tokens: Mutex<LruCache<String, TokenOwner>>,
     hash_permits: tokio::sync::Semaphore,
 }
 
@@ -59,6 +60,10 @@ fn random_device_id() -> String {
 /// Argon2 takes ~19 MiB per hash by design; at most this many run at once so a
 /// burst of logins cannot grow memory without bound.
 const CONCURRENT_HASHES: usize = 2;
+
+/// Tokens whose owners are kept in memory. Bounded, so a flood of valid
+/// tokens cannot grow memory without limit; the least recently used goes.
+const CACHED_TOKENS: NonZeroUsize = NonZeroUsize::new(100_000).expect("non-zero");
 
 async fn hash_password(password: String) -> ServiceResult<String> {
     tokio::task::spawn_blocking(move || {
@@ -89,7 +94,7 @@ impl AccountService {
             store,
             bus,
             server_name,
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(LruCache::new(CACHED_TOKENS)),
             hash_permits: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
         }
     }
@@ -293,12 +298,10 @@ impl AccountService {
                 let owner = self.store.find_token(&hash).await?.ok_or_else(|| {
                     ServiceError::new(ErrorKind::UnknownToken, "Unknown access token")
                 })?;
-                let mut cache = self.tokens.lock().expect("token cache");
-                // Bounded: a flood of valid tokens cannot grow memory without limit.
-                if cache.len() > 100_000 {
-                    cache.clear();
-                }
-                cache.insert(hash, owner.clone());
+                self.tokens
+                    .lock()
+                    .expect("token cache")
+                    .put(hash, owner.clone());
                 owner
             }
         };
@@ -311,7 +314,7 @@ impl AccountService {
     pub async fn logout(&self, token: &str) -> ServiceResult<()> {
         let hash = hash_token(token);
         self.store.delete_token(&hash).await?;
-        self.tokens.lock().expect("token cache").remove(&hash);
+        self.tokens.lock().expect("token cache").pop(&hash);
         self.share_forgotten(vec![hash], None);
         Ok(())
     }
@@ -328,16 +331,21 @@ impl AccountService {
     pub fn forget_tokens(&self, hashes: &[String]) {
         let mut cache = self.tokens.lock().expect("token cache");
         for hash in hashes {
-            cache.remove(hash);
+            cache.pop(hash);
         }
     }
 
     /// Drops every cached token of one device.
     pub fn forget_device_tokens(&self, user_id: &str, device_id: &str) {
-        self.tokens
-            .lock()
-            .expect("token cache")
-            .retain(|_, owner| !(owner.user_id == user_id && owner.device_id == device_id));
+        let mut cache = self.tokens.lock().expect("token cache");
+        let revoked: Vec<String> = cache
+            .iter()
+            .filter(|(_, owner)| owner.user_id == user_id && owner.device_id == device_id)
+            .map(|(hash, _)| hash.clone())
+            .collect();
+        for hash in revoked {
+            cache.pop(&hash);
+        }
     }
 
     /// Tells the other nodes of a cluster to drop revoked tokens too: a

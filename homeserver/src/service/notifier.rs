@@ -7,13 +7,19 @@
 //! its user, so an idle sync costs one small channel and no work.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use lru::LruCache;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{EventBus, RoomStore, StreamNotice};
+
+/// Rooms whose members are kept; past this the least recently used room's
+/// list goes (and is read again from the store when a notice needs it).
+const MAX_ROOMS: NonZeroUsize = NonZeroUsize::new(50_000).expect("non-zero");
 
 /// How long presence changes are gathered before the wake-ups go out.
 const PRESENCE_BATCH: std::time::Duration = std::time::Duration::from_millis(250);
@@ -27,7 +33,7 @@ pub struct Notifier {
     waiters: Mutex<Waiters>,
     /// Joined and invited members per room, loaded on first use and dropped
     /// whenever the room's membership changes.
-    members: Mutex<HashMap<String, Arc<HashSet<String>>>>,
+    members: Mutex<LruCache<String, Arc<HashSet<String>>>>,
     store: Arc<dyn RoomStore>,
 }
 
@@ -35,7 +41,7 @@ impl Notifier {
     pub fn new(store: Arc<dyn RoomStore>) -> Arc<Self> {
         Arc::new(Self {
             waiters: Mutex::new(Waiters::default()),
-            members: Mutex::new(HashMap::new()),
+            members: Mutex::new(LruCache::new(MAX_ROOMS)),
             store,
         })
     }
@@ -126,7 +132,7 @@ impl Notifier {
         self.members
             .lock()
             .expect("members lock")
-            .insert(room_id.to_owned(), loaded.clone());
+            .put(room_id.to_owned(), loaded.clone());
         loaded
     }
 
@@ -183,7 +189,7 @@ impl Notifier {
                 ..
             } => {
                 if let Some(user) = &affected_user {
-                    self.members.lock().expect("members lock").remove(&room_id);
+                    self.members.lock().expect("members lock").pop(&room_id);
                     self.wake(user);
                 }
                 let members = self.room_members(&room_id).await;

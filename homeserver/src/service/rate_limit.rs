@@ -1,12 +1,19 @@
 //! Per-user (or per-address) token buckets for the actions spammers repeat:
 //! sending, registering, logging in.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::store::Ephemeral;
+
+/// Keys remembered in memory before the full buckets are dropped (a full
+/// bucket carries no information, so dropping it is harmless).
+const MAX_LOCAL_KEYS: usize = 100_000;
 
 /// Which budget an action draws from: `(burst, refill per second)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,11 +31,46 @@ impl Action {
             Action::Login => (10.0, 0.5),
         }
     }
+
+    /// The same budget as a GCRA quota: one token every `1 / rate` seconds,
+    /// at most `burst` saved up.
+    fn quota(self) -> Quota {
+        let (burst, rate) = self.budget();
+        let burst = NonZeroU32::new(burst as u32).expect("bursts are positive");
+        Quota::with_period(Duration::from_secs_f64(1.0 / rate))
+            .expect("rates are positive")
+            .allow_burst(burst)
+    }
+}
+
+/// This process's buckets, one keyed limiter per action.
+struct LocalBuckets {
+    message: DefaultKeyedRateLimiter<String>,
+    register: DefaultKeyedRateLimiter<String>,
+    login: DefaultKeyedRateLimiter<String>,
+}
+
+impl LocalBuckets {
+    fn new() -> Self {
+        Self {
+            message: DefaultKeyedRateLimiter::keyed(Action::Message.quota()),
+            register: DefaultKeyedRateLimiter::keyed(Action::Register.quota()),
+            login: DefaultKeyedRateLimiter::keyed(Action::Login.quota()),
+        }
+    }
+
+    fn of(&self, action: Action) -> &DefaultKeyedRateLimiter<String> {
+        match action {
+            Action::Message => &self.message,
+            Action::Register => &self.register,
+            Action::Login => &self.login,
+        }
+    }
 }
 
 pub struct RateLimiter {
     enabled: bool,
-    buckets: Mutex<HashMap<(Action, String), (f64, Instant)>>,
+    local: LocalBuckets,
     /// In a cluster the buckets live in the shared ephemeral engine (Redis),
     /// so spreading requests over nodes buys no extra budget.
     shared: Option<Arc<dyn Ephemeral>>,
@@ -38,7 +80,7 @@ impl RateLimiter {
     pub fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            buckets: Mutex::new(HashMap::new()),
+            local: LocalBuckets::new(),
             shared: None,
         }
     }
@@ -61,10 +103,7 @@ impl RateLimiter {
             let bucket = format!("{action:?}:{key}");
             return match shared.take_token(&bucket, burst, rate).await {
                 Ok(None) => Ok(()),
-                Ok(Some(retry_after_ms)) => Err(ServiceError::new(
-                    ErrorKind::LimitExceeded { retry_after_ms },
-                    "Too many requests",
-                )),
+                Ok(Some(retry_after_ms)) => Err(limit_exceeded(retry_after_ms)),
                 // Redis away: refusing everyone would turn an outage of the
                 // limiter into an outage of the service.
                 Err(err) => {
@@ -77,31 +116,23 @@ impl RateLimiter {
     }
 
     fn check_local(&self, action: Action, key: &str) -> ServiceResult<()> {
-        let (burst, rate) = action.budget();
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("rate limit lock");
-        if buckets.len() > 100_000 {
-            // Full buckets carry no information: dropping them is harmless.
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
+        let limiter = self.local.of(action);
+        if limiter.len() > MAX_LOCAL_KEYS {
+            limiter.retain_recent();
         }
-        let (tokens, at) = buckets
-            .entry((action, key.to_owned()))
-            .or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            let retry_after_ms = ((1.0 - *tokens) / rate * 1000.0).ceil() as u64;
-            Err(ServiceError::new(
-                ErrorKind::LimitExceeded { retry_after_ms },
-                "Too many requests",
-            ))
-        }
+        limiter.check_key(&key.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            // Rounded up, and at least 1: a client told 0 would retry at once.
+            limit_exceeded((wait.as_micros().div_ceil(1000) as u64).max(1))
+        })
     }
+}
+
+fn limit_exceeded(retry_after_ms: u64) -> ServiceError {
+    ServiceError::new(
+        ErrorKind::LimitExceeded { retry_after_ms },
+        "Too many requests",
+    )
 }
 
 #[cfg(test)]
@@ -122,6 +153,8 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         limiter.check_local(Action::Register, "5.6.7.8").unwrap();
+        // Each action has its own budget.
+        limiter.check_local(Action::Login, "1.2.3.4").unwrap();
     }
 
     #[tokio::test]

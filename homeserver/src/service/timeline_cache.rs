@@ -12,16 +12,19 @@
 //! them changes, which spares every sync a memberships query.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 
 use crate::store::{MembershipRecord, RoomSlice, StoredEvent, StreamPos};
 
 /// Events kept per room; older ones are read from the store.
 const EVENTS_PER_ROOM: usize = 64;
-/// Rooms kept; past this the cache forgets whole rooms.
-const MAX_ROOMS: usize = 20_000;
-/// Users whose memberships are kept.
-const MAX_USERS: usize = 100_000;
+/// Rooms kept; past this the cache forgets the least recently used room.
+const MAX_ROOMS: NonZeroUsize = NonZeroUsize::new(20_000).expect("non-zero");
+/// Users whose memberships are kept (the least recently used go first).
+const MAX_USERS: NonZeroUsize = NonZeroUsize::new(100_000).expect("non-zero");
 
 /// An event that became visible to syncs: what the notifier needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,9 +47,9 @@ struct Inner {
     watermark: StreamPos,
     /// Inserted above the watermark, waiting for the gap below to fill.
     pending: BTreeMap<StreamPos, Visible>,
-    rooms: HashMap<String, RoomEvents>,
+    rooms: LruCache<String, RoomEvents>,
     membership_changed: HashMap<String, StreamPos>,
-    memberships: HashMap<String, (StreamPos, Arc<Vec<MembershipRecord>>)>,
+    memberships: LruCache<String, (StreamPos, Arc<Vec<MembershipRecord>>)>,
 }
 
 pub struct TimelineCache {
@@ -61,9 +64,9 @@ impl TimelineCache {
                 floor: position,
                 watermark: position,
                 pending: BTreeMap::new(),
-                rooms: HashMap::new(),
+                rooms: LruCache::new(MAX_ROOMS),
                 membership_changed: HashMap::new(),
-                memberships: HashMap::new(),
+                memberships: LruCache::new(MAX_USERS),
             }),
         }
     }
@@ -108,7 +111,7 @@ impl TimelineCache {
                 .flatten();
             if let Some(user) = &affected {
                 inner.membership_changed.insert(user.clone(), event.stream);
-                inner.memberships.remove(user);
+                inner.memberships.pop(user);
             }
             inner.pending.insert(
                 event.stream,
@@ -118,14 +121,7 @@ impl TimelineCache {
                     affected_user: affected,
                 },
             );
-            let floor = inner.floor;
-            let room = inner
-                .rooms
-                .entry(event.room_id.clone())
-                .or_insert_with(|| RoomEvents {
-                    events: VecDeque::new(),
-                    complete_after: floor,
-                });
+            let room = inner.room_mut(&event.room_id);
             // Appends finish out of order across tasks: keep each room sorted.
             let at = room.events.partition_point(|e| e.stream < event.stream);
             room.events.insert(at, Arc::new(event));
@@ -134,12 +130,6 @@ impl TimelineCache {
                     room.complete_after = old.stream;
                 }
             }
-        }
-        if inner.rooms.len() > MAX_ROOMS {
-            inner.evict_rooms();
-        }
-        if inner.memberships.len() > MAX_USERS {
-            inner.memberships.clear();
         }
         let mut visible = Vec::new();
         loop {
@@ -162,9 +152,10 @@ impl TimelineCache {
         upto: StreamPos,
         limit: usize,
     ) -> Option<RoomSlice> {
-        let inner = self.inner.lock().expect("cache lock");
+        let mut inner = self.inner.lock().expect("cache lock");
+        let floor = inner.floor;
         let Some(room) = inner.rooms.get(room_id) else {
-            return (after >= inner.floor).then(RoomSlice::default);
+            return (after >= floor).then(RoomSlice::default);
         };
         if after < room.complete_after {
             return None;
@@ -191,9 +182,10 @@ impl TimelineCache {
         after: StreamPos,
         upto: StreamPos,
     ) -> Option<Vec<Arc<StoredEvent>>> {
-        let inner = self.inner.lock().expect("cache lock");
+        let mut inner = self.inner.lock().expect("cache lock");
+        let floor = inner.floor;
         let Some(room) = inner.rooms.get(room_id) else {
-            return (after >= inner.floor).then(Vec::new);
+            return (after >= floor).then(Vec::new);
         };
         if after < room.complete_after {
             return None;
@@ -205,13 +197,13 @@ impl TimelineCache {
 
     /// The user's memberships, if cached and unchanged since.
     pub fn memberships(&self, user_id: &str) -> Option<Arc<Vec<MembershipRecord>>> {
-        let inner = self.inner.lock().expect("cache lock");
-        let (loaded_at, list) = inner.memberships.get(user_id)?;
+        let mut inner = self.inner.lock().expect("cache lock");
         let changed = inner
             .membership_changed
             .get(user_id)
             .copied()
             .unwrap_or(i64::MIN);
+        let (loaded_at, list) = inner.memberships.get(user_id)?;
         (*loaded_at >= changed).then(|| list.clone())
     }
 
@@ -229,32 +221,34 @@ impl TimelineCache {
             .copied()
             .unwrap_or(i64::MIN);
         if loaded_at >= changed {
-            inner
-                .memberships
-                .insert(user_id.to_owned(), (loaded_at, list));
+            inner.memberships.put(user_id.to_owned(), (loaded_at, list));
         }
     }
 }
 
 impl Inner {
-    /// Forgets half the rooms. A room absent from the cache is then known
-    /// complete only after the newest event forgotten; a forgotten room that
-    /// gets a new event comes back complete after that same floor.
-    fn evict_rooms(&mut self) {
-        let victims: Vec<String> = self
-            .rooms
-            .keys()
-            .take(self.rooms.len() / 2)
-            .cloned()
-            .collect();
-        for room_id in victims {
-            if let Some(room) = self.rooms.remove(&room_id) {
-                if let Some(last) = room.events.back() {
-                    self.floor = self.floor.max(last.stream);
-                }
-                self.floor = self.floor.max(room.complete_after);
+    /// The room's cached events, a new empty entry if it has none. A room
+    /// that comes (back) into the cache is complete only after the floor.
+    fn room_mut(&mut self, room_id: &str) -> &mut RoomEvents {
+        if !self.rooms.contains(room_id) {
+            let fresh = RoomEvents {
+                events: VecDeque::new(),
+                complete_after: self.floor,
+            };
+            if let Some((_, forgotten)) = self.rooms.push(room_id.to_owned(), fresh) {
+                self.forget(forgotten);
             }
         }
+        self.rooms.get_mut(room_id).expect("inserted above")
+    }
+
+    /// Raises the floor past a room the cache let go: a room absent from the
+    /// cache is then known complete only after the newest event forgotten.
+    fn forget(&mut self, room: RoomEvents) {
+        if let Some(last) = room.events.back() {
+            self.floor = self.floor.max(last.stream);
+        }
+        self.floor = self.floor.max(room.complete_after);
     }
 }
 
@@ -328,11 +322,11 @@ mod tests {
     #[test]
     fn evicted_rooms_fall_back_to_the_store() {
         let cache = TimelineCache::new(0);
-        let events: Vec<StoredEvent> = (1..=(MAX_ROOMS as i64 + 1))
+        let events: Vec<StoredEvent> = (1..=(MAX_ROOMS.get() as i64 + 1))
             .map(|n| event(n, &format!("!r{n}"), None))
             .collect();
         cache.insert(events, vec![]);
-        let absent = (1..=(MAX_ROOMS as i64 + 1))
+        let absent = (1..=(MAX_ROOMS.get() as i64 + 1))
             .find(|n| cache.recent(&format!("!r{n}"), 0, i64::MAX, 5).is_none());
         assert!(
             absent.is_some(),

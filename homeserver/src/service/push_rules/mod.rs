@@ -16,9 +16,10 @@ mod evaluate;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
+use lru::LruCache;
 use ruma_common::push::{
     Action, AnyPushRuleRef, InsertPushRuleError, NewConditionalPushRule, NewPatternedPushRule,
     NewPushRule, NewSimplePushRule, PushCondition, RemovePushRuleError, RuleKind, Ruleset,
@@ -33,8 +34,9 @@ pub use evaluate::{contains_word, PreparedEvent, PushOutcome, PushPowerLevels, R
 /// The account data type that holds a user's ruleset.
 pub const PUSH_RULES_TYPE: &str = "m.push_rules";
 
-/// Parsed rulesets kept in memory; past this many users an arbitrary entry goes.
-const CACHE_CAPACITY: usize = 10_000;
+/// Parsed rulesets kept in memory; past this many users the least recently
+/// used goes.
+const CACHE_CAPACITY: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
 
 /// Every rule is tried for every message a user receives: a ruleset stops
 /// growing here (the server defaults are about 20).
@@ -43,22 +45,19 @@ const MAX_RULES: usize = 1_000;
 /// The kinds of rule the API accepts, in priority order.
 const KINDS: [&str; 5] = ["override", "content", "room", "sender", "underride"];
 
-#[derive(Default)]
 struct RulesetCache {
-    entries: HashMap<String, Arc<Ruleset>>,
+    entries: LruCache<String, Arc<Ruleset>>,
     /// Bumped by every write, so a load that raced a write does not cache
     /// what it read before the write.
     generation: u64,
 }
 
-impl RulesetCache {
-    fn insert(&mut self, user_id: &str, ruleset: Arc<Ruleset>) {
-        if self.entries.len() >= CACHE_CAPACITY && !self.entries.contains_key(user_id) {
-            if let Some(evicted) = self.entries.keys().next().cloned() {
-                self.entries.remove(&evicted);
-            }
+impl Default for RulesetCache {
+    fn default() -> Self {
+        Self {
+            entries: LruCache::new(CACHE_CAPACITY),
+            generation: 0,
         }
-        self.entries.insert(user_id.to_owned(), ruleset);
     }
 }
 
@@ -231,7 +230,7 @@ impl PushRuleService {
     pub fn forget(&self, user_id: &str) {
         let mut cache = self.cache.lock().expect("push rule cache poisoned");
         cache.generation += 1;
-        cache.entries.remove(user_id);
+        cache.entries.pop(user_id);
     }
 
     /// The spec's predefined rules for a user.
@@ -242,7 +241,7 @@ impl PushRuleService {
     /// The user's ruleset: stored if customised, else the server defaults.
     pub async fn get_ruleset(&self, user_id: &str) -> ServiceResult<Arc<Ruleset>> {
         let generation = {
-            let cache = self.cache.lock().expect("push rule cache poisoned");
+            let mut cache = self.cache.lock().expect("push rule cache poisoned");
             if let Some(ruleset) = cache.entries.get(user_id) {
                 return Ok(ruleset.clone());
             }
@@ -256,7 +255,7 @@ impl PushRuleService {
         let ruleset = Arc::new(Self::merge_stored(&user, stored));
         let mut cache = self.cache.lock().expect("push rule cache poisoned");
         if cache.generation == generation {
-            cache.insert(user_id, ruleset.clone());
+            cache.entries.put(user_id.to_owned(), ruleset.clone());
         }
         Ok(ruleset)
     }
@@ -413,7 +412,7 @@ impl PushRuleService {
         {
             let mut cache = self.cache.lock().expect("push rule cache poisoned");
             cache.generation += 1;
-            cache.insert(user_id, Arc::new(ruleset));
+            cache.entries.put(user_id.to_owned(), Arc::new(ruleset));
         }
         // The same notice as any account data change: wakes the owner's syncs.
         let notice = StreamNotice::AccountData {
@@ -438,7 +437,7 @@ impl PushRuleService {
         let prepared = PreparedEvent::new(event, room);
         // One lock for all the cache hits; only misses go to the store.
         let cached: Vec<Option<Arc<Ruleset>>> = {
-            let cache = self.cache.lock().expect("push rule cache poisoned");
+            let mut cache = self.cache.lock().expect("push rule cache poisoned");
             recipients
                 .iter()
                 .map(|(user_id, _)| cache.entries.get(user_id).cloned())
