@@ -248,7 +248,7 @@ async fn keep_alives_flow_and_a_closed_client_goes_offline() {
         events.iter().all(|e| e.event == "sync"),
         "only sync events: {events:?}"
     );
-    assert!(stream.comments >= 3, "keep-alives: {}", stream.comments);
+    assert!(stream.comments() >= 3, "keep-alives: {}", stream.comments());
     // Longer than the offline period: the open stream keeps bob online.
     let status = assert_ok(alice.get(&presence).await);
     assert_eq!(status["presence"], "online", "{status}");
