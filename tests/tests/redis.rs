@@ -6,11 +6,9 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tern_tests::{assert_ok, enc, next_batch, Client, ServerOptions, TestServer, V3};
-
-fn redis_url() -> String {
-    std::env::var("TERN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+use tern_tests::{
+    assert_ok, enc, eventually, next_batch, redis_url, room_of_two, ServerOptions, TestServer, V3,
+};
 
 async fn start(prefix: &str) -> TestServer {
     TestServer::start_with(ServerOptions {
@@ -44,10 +42,7 @@ fn typing_in(sync: &Value, room: &str) -> Option<Vec<String>> {
 async fn typing_and_presence_live_in_redis_and_last_seen_survives_a_restart() {
     let prefix = format!("tern-bb-{}:", std::process::id());
     let mut server = start(&prefix).await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    assert_ok(bob.join(&room).await);
+    let (alice, bob, room) = room_of_two(&server).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
 
     let path = format!("{V3}/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id));
@@ -64,15 +59,15 @@ async fn typing_and_presence_live_in_redis_and_last_seen_survives_a_restart() {
     // Alice syncs once (online), then stops: offline with a last seen.
     alice.sync(None, 0, None).await;
     let status_path = format!("{V3}/presence/{}/status", enc(&alice.user_id));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let before = loop {
+    let before = eventually("alice offline", async || {
         let status = assert_ok(bob.get(&status_path).await);
         if status["presence"] == "offline" {
-            break status;
+            Ok(status)
+        } else {
+            Err(status)
         }
-        assert!(std::time::Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     let seen_before = before["last_active_ago"].as_i64().expect("last seen");
 
     // A restart of the homeserver keeps it: it lives in Redis.
