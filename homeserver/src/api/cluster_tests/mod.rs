@@ -588,9 +588,7 @@ async fn spreading_sends_over_nodes_buys_no_extra_rate() {
 async fn two_nodes_with_their_own_postgres_engines() {
     use crate::store::Database;
 
-    let Some(db) = crate::store::postgres::test_db::TestDb::create().await else {
-        return;
-    };
+    let db = crate::store::postgres::test_db::TestDb::create().await;
     let shared = shared().await;
     let (pg_a, pg_b) = (db.open().await, db.open().await);
     let hub = MemoryCluster::default();
