@@ -74,3 +74,21 @@ pub fn next_batch(sync: &Value) -> String {
         .unwrap_or_else(|| panic!("no next_batch in {sync}"))
         .to_owned()
 }
+
+/// The user ids typing in `room` according to a sync response's latest
+/// `m.typing`, or `None` if it carries none.
+pub fn typing_in(sync: &Value, room: &str) -> Option<Vec<String>> {
+    sync["rooms"]["join"][room]["ephemeral"]["events"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "m.typing")
+        .map(|e| {
+            e["content"]["user_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|id| id.as_str().map(str::to_owned))
+                .collect()
+        })
+}

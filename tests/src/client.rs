@@ -301,6 +301,12 @@ impl Client {
         panic!("history of {room} did not end after 1000 pages");
     }
 
+    /// `GET /pushers`: this user's pushers; panics unless 200.
+    pub async fn pushers(&self) -> Vec<Value> {
+        let body = assert_ok(self.get(&format!("{V3}/pushers")).await);
+        body["pushers"].as_array().cloned().unwrap_or_default()
+    }
+
     /// `POST /join/{roomIdOrAlias}`.
     pub async fn join(&self, room_or_alias: &str) -> (u16, Value) {
         self.post(&format!("{V3}/join/{}", enc(room_or_alias)), &json!({}))

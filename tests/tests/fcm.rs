@@ -51,13 +51,6 @@ fn pusher(pushkey: &str) -> Value {
     })
 }
 
-async fn pushers_of(client: &Client) -> Vec<Value> {
-    assert_ok(client.get(&format!("{V3}/pushers")).await)["pushers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_members_get_fcm_messages_signed_for_their_tokens() {
     let fcm = FakeFcm::start(PUBLIC_KEY, EMAIL, PROJECT).await;
@@ -119,7 +112,7 @@ async fn offline_members_get_fcm_messages_signed_for_their_tokens() {
 
     // FCM said carol's token is dead: her pusher is gone.
     eventually("the dead token's pusher removed", async || {
-        pushers_of(&carol).await.is_empty()
+        carol.pushers().await.is_empty()
     })
     .await;
     assert_eq!(fcm.attempts("fcm-carol-dead"), 1);

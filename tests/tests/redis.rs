@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tern_tests::{
-    assert_ok, enc, eventually, next_batch, redis_url, room_of_two, ServerOptions, TestServer, V3,
+    assert_ok, enc, eventually, next_batch, redis_url, room_of_two, typing_in, ServerOptions,
+    TestServer, V3,
 };
 
 async fn start(prefix: &str) -> TestServer {
@@ -20,22 +21,6 @@ async fn start(prefix: &str) -> TestServer {
         ..ServerOptions::default()
     })
     .await
-}
-
-fn typing_in(sync: &Value, room: &str) -> Option<Vec<String>> {
-    sync["rooms"]["join"][room]["ephemeral"]["events"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|e| e["type"] == "m.typing")
-        .map(|e| {
-            e["content"]["user_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|u| u.as_str().unwrap().to_owned())
-                .collect()
-        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

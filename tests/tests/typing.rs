@@ -4,26 +4,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tern_tests::{assert_error, enc, next_batch, public_room, room_of_two, Client, TestServer, V3};
-
-/// `user_ids` of the latest `m.typing` for `room` in a sync response, if any.
-fn typing_in(sync: &Value, room: &str) -> Option<Vec<String>> {
-    sync["rooms"]["join"][room]["ephemeral"]["events"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|e| e["type"] == "m.typing")
-        .map(|e| {
-            e["content"]["user_ids"]
-                .as_array()
-                .map(|ids| {
-                    ids.iter()
-                        .filter_map(|id| id.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-}
+use tern_tests::{
+    assert_error, enc, next_batch, public_room, room_of_two, typing_in, Client, TestServer, V3,
+};
 
 async fn set_typing(client: &Client, room: &str, typing: bool, timeout: u64) -> (u16, Value) {
     let path = format!("{V3}/rooms/{}/typing/{}", enc(room), enc(&client.user_id));
