@@ -1,19 +1,19 @@
 //! Helpers for asserting on Matrix responses and building URLs.
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
+
+/// Everything but RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Percent-encodes one path segment or query value (everything but unreserved
 /// characters), so `#alias:server`, `$event` and JSON filters survive the URL.
 pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// The `errcode` of an error body, or `""` if there is none.
@@ -73,4 +73,22 @@ pub fn next_batch(sync: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no next_batch in {sync}"))
         .to_owned()
+}
+
+/// The user ids typing in `room` according to a sync response's latest
+/// `m.typing`, or `None` if it carries none.
+pub fn typing_in(sync: &Value, room: &str) -> Option<Vec<String>> {
+    sync["rooms"]["join"][room]["ephemeral"]["events"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "m.typing")
+        .map(|e| {
+            e["content"]["user_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|id| id.as_str().map(str::to_owned))
+                .collect()
+        })
 }

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::server::http_client;
-use crate::{assert_ok, enc, next_batch, TestServer, PASSWORD, V3};
+use crate::{assert_ok, enc, next_batch, text, TestServer, PASSWORD, V3};
 
 /// One device of one user talking to one server (or an anonymous caller).
 ///
@@ -186,28 +186,28 @@ impl Client {
             .to_owned()
     }
 
-    /// `PUT /rooms/{room}/send/m.room.message/{txn}` with a text message.
+    /// `PUT /rooms/{room}/send/m.room.message/{txn}` with `content`.
     /// Returns the raw outcome, including network errors, for crash tests.
-    pub async fn try_send_text(
+    pub async fn try_send(
         &self,
         room: &str,
         txn: &str,
-        body: &str,
+        content: &Value,
     ) -> Result<(u16, Value), reqwest::Error> {
-        let content = json!({"msgtype": "m.text", "body": body});
         self.try_request(
             Method::PUT,
             &format!("{V3}/rooms/{}/send/m.room.message/{}", enc(room), enc(txn)),
-            Some(serde_json::to_vec(&content).expect("serialize")),
+            Some(serde_json::to_vec(content).expect("serialize")),
             Some("application/json"),
         )
         .await
     }
 
-    /// Sends a text message; returns its event id, panics on failure.
-    pub async fn send_text(&self, room: &str, txn: &str, body: &str) -> String {
+    /// Sends an `m.room.message` with `content`; returns its event id,
+    /// panics on failure.
+    pub async fn send(&self, room: &str, txn: &str, content: &Value) -> String {
         let (status, resp) = self
-            .try_send_text(room, txn, body)
+            .try_send(room, txn, content)
             .await
             .unwrap_or_else(|e| panic!("send {txn}: {e}"));
         assert_eq!(status, 200, "send {txn}: {resp}");
@@ -215,6 +215,21 @@ impl Client {
             .as_str()
             .unwrap_or_else(|| panic!("no event_id in {resp}"))
             .to_owned()
+    }
+
+    /// [`Self::try_send`] with a text message.
+    pub async fn try_send_text(
+        &self,
+        room: &str,
+        txn: &str,
+        body: &str,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        self.try_send(room, txn, &text(body)).await
+    }
+
+    /// [`Self::send`] with a text message.
+    pub async fn send_text(&self, room: &str, txn: &str, body: &str) -> String {
+        self.send(room, txn, &text(body)).await
     }
 
     /// `GET /sync`; panics unless 200. `filter` is inline filter JSON or a filter id.
@@ -284,6 +299,12 @@ impl Client {
             }
         }
         panic!("history of {room} did not end after 1000 pages");
+    }
+
+    /// `GET /pushers`: this user's pushers; panics unless 200.
+    pub async fn pushers(&self) -> Vec<Value> {
+        let body = assert_ok(self.get(&format!("{V3}/pushers")).await);
+        body["pushers"].as_array().cloned().unwrap_or_default()
     }
 
     /// `POST /join/{roomIdOrAlias}`.

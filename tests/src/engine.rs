@@ -5,31 +5,55 @@
 //! create databases; `psql` on the PATH), every [`crate::TestServer`] gets a
 //! PostgreSQL database of its own, named after its data directory so that a
 //! restart finds the same data, and dropped with the server. The whole
-//! black-box suite then runs on PostgreSQL unchanged.
+//! black-box suite then runs on PostgreSQL unchanged. The tests that are
+//! about PostgreSQL itself make their own [`TestDatabase`].
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A PostgreSQL database that one test server keeps its data in.
-pub(crate) struct ServerDatabase {
+use crate::require_env;
+
+/// A PostgreSQL database created for one test (or one test server) on the
+/// server at `TERN_TEST_POSTGRES_URL`, dropped with this guard, also when
+/// the test panics.
+pub struct TestDatabase {
     admin_url: String,
     name: String,
 }
 
-impl ServerDatabase {
-    /// The database for `data_dir` when the suite runs on PostgreSQL.
+impl TestDatabase {
+    /// A new empty database whose name starts with `tern_{prefix}_`. Fails
+    /// the test without `TERN_TEST_POSTGRES_URL`.
+    pub fn create(prefix: &str) -> Self {
+        static CREATED: AtomicUsize = AtomicUsize::new(0);
+        let number = CREATED.fetch_add(1, Ordering::Relaxed);
+        let name = format!("tern_{prefix}_{}_{number}", std::process::id());
+        Self::create_named(name)
+    }
+
+    /// The database for `data_dir` when the suite runs on PostgreSQL: named
+    /// after the directory, so a restarted server finds the same data.
     pub(crate) fn for_data_dir(data_dir: &Path) -> Option<Self> {
         if std::env::var("TERN_TEST_ENGINE").ok().as_deref() != Some("postgres") {
             return None;
         }
-        let admin_url = std::env::var("TERN_TEST_POSTGRES_URL")
-            .expect("TERN_TEST_ENGINE=postgres needs TERN_TEST_POSTGRES_URL");
         let mut hasher = DefaultHasher::new();
         data_dir.hash(&mut hasher);
         std::process::id().hash(&mut hasher);
-        let name = format!("tern_bb_{:016x}", hasher.finish());
+        Some(Self::create_named(format!(
+            "tern_bb_{:016x}",
+            hasher.finish()
+        )))
+    }
+
+    fn create_named(name: String) -> Self {
+        let admin_url = require_env(
+            "TERN_TEST_POSTGRES_URL",
+            "a PostgreSQL role that may create databases (scripts/ensure-postgres.sh)",
+        );
         let out = Command::new("psql")
             .args([
                 admin_url.as_str(),
@@ -43,11 +67,11 @@ impl ServerDatabase {
             "creating {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Some(Self { admin_url, name })
+        Self { admin_url, name }
     }
 
     /// The admin URL with this database in its path.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let (base, query) = match self.admin_url.split_once('?') {
             Some((base, query)) => (base, format!("?{query}")),
             None => (self.admin_url.as_str(), String::new()),
@@ -57,7 +81,7 @@ impl ServerDatabase {
     }
 }
 
-impl Drop for ServerDatabase {
+impl Drop for TestDatabase {
     fn drop(&mut self) {
         // No assertion: a panic while a test is already panicking aborts.
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);

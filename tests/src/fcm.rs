@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,6 +15,8 @@ use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::eventually_within;
 
 /// The scope FCM's send endpoint wants.
 pub const FCM_SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -275,22 +277,19 @@ impl FakeFcm {
         event_id: &str,
         within: Duration,
     ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let found = self.messages().into_iter().find(|m| {
+        let what = format!("an FCM message for {registration_token} about {event_id}");
+        eventually_within(within, &what, async || {
+            let messages = self.messages();
+            let found = messages.iter().find(|m| {
                 m["message"]["token"] == registration_token
                     && m["message"]["data"]["event_id"] == event_id
             });
-            if let Some(message) = found {
-                return message;
+            match found {
+                Some(message) => Ok(message.clone()),
+                None => Err(messages),
             }
-            assert!(
-                Instant::now() < deadline,
-                "no FCM message for {registration_token} about {event_id} within {within:?}; got {:?}",
-                self.messages()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 

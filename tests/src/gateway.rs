@@ -2,11 +2,13 @@
 //! records every notification it is sent and answers as a test tells it.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
+use crate::eventually_within;
 
 /// How the gateway answers.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,21 +138,14 @@ impl FakeGateway {
 
     /// Waits until a notification for `event_id` arrives; panics after `within`.
     pub async fn wait_for(&self, event_id: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(n) = self
-                .received()
-                .into_iter()
-                .find(|n| n["event_id"] == event_id)
-            {
-                return n;
+        let what = format!("a notification for {event_id}");
+        eventually_within(within, &what, async || {
+            let received = self.received();
+            match received.iter().find(|n| n["event_id"] == event_id) {
+                Some(n) => Ok(n.clone()),
+                None => Err(received),
             }
-            assert!(
-                Instant::now() < deadline,
-                "no notification for {event_id} within {within:?}; got {:?}",
-                self.received()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::engine::ServerDatabase;
+use crate::engine::TestDatabase;
 
 /// How long a freshly spawned server gets to answer `/versions`.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,7 +54,7 @@ pub struct TestServer {
     options: ServerOptions,
     runs: u32,
     /// Where the data lives when the suite runs on PostgreSQL; dropped last.
-    database: Option<ServerDatabase>,
+    database: Option<TestDatabase>,
 }
 
 impl TestServer {
@@ -100,7 +100,7 @@ impl TestServer {
             // A test that configures its own database keeps it.
             database: match &options.config_toml {
                 Some(toml) if toml.contains("[postgres]") => None,
-                _ => ServerDatabase::for_data_dir(&data_dir),
+                _ => TestDatabase::for_data_dir(&data_dir),
             },
             data_dir,
             options,

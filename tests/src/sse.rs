@@ -1,10 +1,16 @@
 //! [`SseStream`]: a Server-Sent Events reader over a plain TCP socket, so a
 //! test controls exactly what a browser's EventSource would: the request
 //! headers (`Accept`, `Last-Event-ID`), when bytes are read (or not: a slow
-//! consumer), and how small the socket's receive buffer is.
+//! consumer), and how small the socket's receive buffer is. The HTTP/1.1
+//! framing (status line, headers, chunks) is read here; the event stream
+//! inside it is parsed by `eventsource-stream`.
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eventsource_stream::{EventStream, Eventsource};
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -40,21 +46,100 @@ pub struct SseRequest {
     pub recv_buffer: Option<u32>,
 }
 
+/// The response body as it arrives, de-chunked, handed to the SSE parser.
+type BodyBytes = Pin<Box<dyn Stream<Item = std::io::Result<Vec<u8>>> + Send>>;
+
 pub struct SseStream {
-    socket: TcpStream,
     pub status: u16,
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
-    /// Raw bytes read but not yet de-chunked.
-    raw: Vec<u8>,
-    /// De-chunked body text not yet parsed into events.
-    text: String,
-    chunked: bool,
-    /// The status line and headers have been read; body bytes follow.
-    in_body: bool,
-    /// Keep-alive comments seen so far.
-    pub comments: usize,
+    /// The body until events are first read ([`Self::body_json`] reads it
+    /// directly), then the events parsed from it.
+    body: Option<Body>,
+    events: Option<EventStream<BodyBytes>>,
+    seen: Arc<Mutex<Seen>>,
     ended: bool,
+}
+
+/// What the body carried besides events: keep-alive comments, which the
+/// parser drops, and the whole text, for a response that is not a stream.
+#[derive(Default)]
+struct Seen {
+    text: Vec<u8>,
+    comments: usize,
+    /// The next byte starts a line (where a `:` starts a comment).
+    mid_line: bool,
+}
+
+impl Seen {
+    fn record(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if !self.mid_line && b == b':' {
+                self.comments += 1;
+            }
+            self.mid_line = b != b'\n';
+        }
+        self.text.extend_from_slice(bytes);
+    }
+}
+
+/// The socket after the response head: yields the body's bytes, taken out
+/// of their chunks when the response is chunked.
+struct Body {
+    socket: TcpStream,
+    /// Bytes read but not yet handed on (a partial chunk).
+    raw: Vec<u8>,
+    chunked: bool,
+    done: bool,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Body {
+    /// The next piece of the body; `None` once it has ended (the last chunk,
+    /// or the connection closed).
+    async fn next_piece(&mut self) -> Option<std::io::Result<Vec<u8>>> {
+        loop {
+            if let Some(piece) = self.take_piece() {
+                self.seen.lock().unwrap().record(&piece);
+                return Some(Ok(piece));
+            }
+            if self.done {
+                return None;
+            }
+            let mut buf = [0u8; 16 * 1024];
+            match self.socket.read(&mut buf).await {
+                Ok(0) => self.done = true,
+                Ok(n) => self.raw.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    /// A whole chunk's data (or, unchunked, whatever was read), if there.
+    fn take_piece(&mut self) -> Option<Vec<u8>> {
+        if !self.chunked {
+            return (!self.raw.is_empty()).then(|| std::mem::take(&mut self.raw));
+        }
+        let line_end = find(&self.raw, b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+        if size == 0 {
+            self.done = true;
+            self.raw.clear();
+            return None;
+        }
+        let start = line_end + 2;
+        if self.raw.len() < start + size + 2 {
+            return None;
+        }
+        let piece = self.raw[start..start + size].to_vec();
+        self.raw.drain(..start + size + 2);
+        Some(piece)
+    }
 }
 
 impl SseStream {
@@ -86,52 +171,52 @@ impl SseStream {
             .write_all(head.as_bytes())
             .await
             .expect("send request");
-        let mut stream = SseStream {
-            socket,
-            status: 0,
-            headers: Vec::new(),
-            raw: Vec::new(),
-            text: String::new(),
-            chunked: false,
-            in_body: false,
-            comments: 0,
-            ended: false,
-        };
-        stream.read_head().await;
-        stream
-    }
 
-    async fn read_head(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let end = loop {
-            if let Some(pos) = find(&self.raw, b"\r\n\r\n") {
-                break pos;
+        let mut raw = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(end) = find(&raw, b"\r\n\r\n") {
+                    return end;
+                }
+                let mut buf = [0u8; 16 * 1024];
+                let n = socket.read(&mut buf).await.expect("read the response head");
+                assert!(n > 0, "connection closed before the response head");
+                raw.extend_from_slice(&buf[..n]);
             }
-            assert!(
-                self.fill(deadline).await,
-                "connection closed before the response head"
-            );
-        };
-        let head = String::from_utf8_lossy(&self.raw[..end]).into_owned();
-        self.raw.drain(..end + 4);
+        })
+        .await
+        .expect("no response head within 30 s");
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        raw.drain(..end + 4);
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
-        self.status = status_line
+        let status = status_line
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        for line in lines {
-            if let Some((name, value)) = line.split_once(':') {
-                self.headers
-                    .push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-            }
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        SseStream {
+            status,
+            headers,
+            body: Some(Body {
+                socket,
+                raw,
+                chunked,
+                done: false,
+                seen: seen.clone(),
+            }),
+            events: None,
+            seen,
+            ended: false,
         }
-        self.chunked = self
-            .header("transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-        self.in_body = true;
-        self.dechunk();
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -141,81 +226,67 @@ impl SseStream {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Reads more bytes; false on EOF or when the deadline passes.
-    async fn fill(&mut self, deadline: Instant) -> bool {
-        let mut buf = [0u8; 16 * 1024];
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.socket.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                self.ended = true;
-                false
-            }
-            Ok(Ok(n)) => {
-                self.raw.extend_from_slice(&buf[..n]);
-                if self.in_body {
-                    self.dechunk();
-                }
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Moves complete chunks (or everything, without chunking) to `text`.
-    fn dechunk(&mut self) {
-        if !self.chunked {
-            self.text.push_str(&String::from_utf8_lossy(&self.raw));
-            self.raw.clear();
-            return;
-        }
-        loop {
-            let Some(line_end) = find(&self.raw, b"\r\n") else {
-                return;
-            };
-            let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-                .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
-            if size == 0 {
-                self.ended = true;
-                self.raw.clear();
-                return;
-            }
-            let start = line_end + 2;
-            if self.raw.len() < start + size + 2 {
-                return;
-            }
-            self.text
-                .push_str(&String::from_utf8_lossy(&self.raw[start..start + size]));
-            self.raw.drain(..start + size + 2);
-        }
+    /// Keep-alive comments seen so far.
+    pub fn comments(&self) -> usize {
+        self.seen.lock().unwrap().comments
     }
 
     /// The whole body, for a response that is not a stream (errors).
     pub async fn body_json(&mut self) -> Value {
+        let body = self
+            .body
+            .as_mut()
+            .expect("body_json on a stream whose events were read");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(value) = serde_json::from_str::<Value>(&self.text) {
+            let text = body.seen.lock().unwrap().text.clone();
+            if let Ok(value) = serde_json::from_slice::<Value>(&text) {
                 return value;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let more = tokio::time::timeout(left, body.next_piece()).await;
             assert!(
-                self.fill(deadline).await || serde_json::from_str::<Value>(&self.text).is_ok(),
+                matches!(more, Ok(Some(Ok(_)))),
                 "no JSON body: {:?}",
-                self.text
+                String::from_utf8_lossy(&text)
             );
         }
+    }
+
+    /// The events parsed from the body, set up on first use.
+    fn events(&mut self) -> &mut EventStream<BodyBytes> {
+        if self.events.is_none() {
+            let body = self.body.take().expect("a body");
+            let bytes = futures::stream::unfold(body, |mut body| async move {
+                let piece = body.next_piece().await?;
+                Some((piece, body))
+            });
+            let bytes: BodyBytes = Box::pin(bytes);
+            self.events = Some(bytes.eventsource());
+        }
+        self.events.as_mut().unwrap()
     }
 
     /// The next event within `within`, skipping comments; `None` on timeout
     /// or when the server closed the stream.
     pub async fn next_event(&mut self, within: Duration) -> Option<SseEvent> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(event) = self.parse_one() {
-                return Some(event);
+        if self.ended {
+            return None;
+        }
+        // Cancel-safe: a piece half read stays in the stream for next time.
+        match tokio::time::timeout(within, self.events().next()).await {
+            Ok(Some(Ok(event))) => Some(SseEvent {
+                event: event.event,
+                id: (!event.id.is_empty()).then_some(event.id),
+                data: event.data,
+                retry: event.retry.map(|r| r.as_millis() as u64),
+            }),
+            Ok(Some(Err(e))) => panic!("not an event stream: {e}"),
+            Ok(None) => {
+                self.ended = true;
+                None
             }
-            if self.ended || !self.fill(deadline).await {
-                return None;
-            }
+            Err(_) => None,
         }
     }
 
@@ -239,54 +310,13 @@ impl SseStream {
     pub async fn idle_for(&mut self, within: Duration) -> Vec<SseEvent> {
         let deadline = Instant::now() + within;
         let mut events = Vec::new();
-        loop {
-            while let Some(event) = self.parse_one() {
-                events.push(event);
-            }
-            if self.ended || !self.fill(deadline).await {
-                return events;
-            }
+        while let Some(event) = self
+            .next_event(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            events.push(event);
         }
-    }
-
-    /// One event from `text`, if a whole one (ending in a blank line) is there.
-    fn parse_one(&mut self) -> Option<SseEvent> {
-        loop {
-            let end = self.text.find("\n\n")?;
-            let block: String = self.text[..end].to_owned();
-            self.text.drain(..end + 2);
-            let mut event = SseEvent {
-                event: "message".to_owned(),
-                id: None,
-                data: String::new(),
-                retry: None,
-            };
-            let mut has_field = false;
-            for line in block.lines() {
-                if line.starts_with(':') {
-                    self.comments += 1;
-                    continue;
-                }
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                has_field = true;
-                match field {
-                    "event" => event.event = value.to_owned(),
-                    "id" => event.id = Some(value.to_owned()),
-                    "retry" => event.retry = value.parse().ok(),
-                    "data" => {
-                        if !event.data.is_empty() {
-                            event.data.push('\n');
-                        }
-                        event.data.push_str(value);
-                    }
-                    _ => {}
-                }
-            }
-            if has_field {
-                return Some(event);
-            }
-        }
+        events
     }
 }
 

@@ -8,10 +8,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tern_tests::{enc, message_bodies, Client, TestServer, V3};
+use tokio::sync::Notify;
 
 const TASKS: usize = 8;
 const SENDS_PER_TASK: usize = 25;
@@ -57,20 +58,27 @@ async fn acknowledged_sends_survive_sigkill_exactly_once() {
     // 8 concurrent senders, each sending its 25 messages one after another and
     // stopping at the first network error (the server is gone).
     let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    // Told by the sender whose acknowledgement is the half-way one.
+    let half_acknowledged = Arc::new(Notify::new());
     let mut senders = Vec::new();
     for task in 0..TASKS {
         let (client, room, acks) = (alice.clone(), room.clone(), acks.clone());
+        let half_acknowledged = half_acknowledged.clone();
         senders.push(tokio::spawn(async move {
             for i in 0..SENDS_PER_TASK {
                 let (txn, body) = txn_of(task, i);
                 match client.try_send_text(&room, &txn, &body).await {
                     Ok((200, resp)) => {
                         let event_id = resp["event_id"].as_str().expect("event_id").to_owned();
-                        acks.lock().unwrap().push(Ack {
+                        let mut acks = acks.lock().unwrap();
+                        acks.push(Ack {
                             txn,
                             body,
                             event_id,
                         });
+                        if acks.len() == TOTAL / 2 {
+                            half_acknowledged.notify_one();
+                        }
                     }
                     Ok((status, resp)) => panic!("send {txn} got {status} {resp}"),
                     Err(_) => return,
@@ -81,15 +89,12 @@ async fn acknowledged_sends_survive_sigkill_exactly_once() {
 
     // Crash the server once about half of the sends are acknowledged, so that
     // the other half are in flight or not yet started.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acks.lock().unwrap().len() < TOTAL / 2 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {TOTAL} sends acknowledged after 60 s",
-            acks.lock().unwrap().len()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(60), half_acknowledged.notified())
+        .await
+        .unwrap_or_else(|_| {
+            let acked = acks.lock().unwrap().len();
+            panic!("only {acked} of {TOTAL} sends acknowledged after 60 s")
+        });
     server.kill_hard();
     for sender in senders {
         sender.await.expect("sender task panicked");

@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tern_tests::{assert_error, assert_ok, enc, Client, TestServer, V3};
+use tern_tests::{assert_error, assert_ok, enc, room_of_two, Client, TestServer, V3};
 
 /// `$` followed by exactly 43 characters of the URL-safe base64 alphabet.
 fn is_v4_event_id(id: &str) -> bool {
@@ -46,10 +46,7 @@ fn event_id_shape_check_itself() {
 #[tokio::test]
 async fn fetched_event_has_the_client_format() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    assert_ok(bob.join(&room).await);
+    let (alice, bob, room) = room_of_two(&server).await;
     let before = now_ms();
     let event_id = alice.send_text(&room, "t1", "hello world").await;
     let after = now_ms();

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tern_tests::{assert_error, assert_ok, Client, FakeFcm, ServerOptions, TestServer, V3};
+use tern_tests::{
+    assert_error, assert_ok, eventually, Client, FakeFcm, ServerOptions, TestServer, V3,
+};
 
 const APP: &str = "org.example.tern.android";
 const PROJECT: &str = "tern-test-project";
@@ -47,13 +49,6 @@ fn pusher(pushkey: &str) -> Value {
         "app_display_name": "Tern", "device_display_name": "Pixel", "lang": "en",
         "data": {},
     })
-}
-
-async fn pushers_of(client: &Client) -> Vec<Value> {
-    assert_ok(client.get(&format!("{V3}/pushers")).await)["pushers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,14 +111,10 @@ async fn offline_members_get_fcm_messages_signed_for_their_tokens() {
     assert_eq!(fcm.attempts("fcm-bob-flaky"), 3);
 
     // FCM said carol's token is dead: her pusher is gone.
-    let deadline = std::time::Instant::now() + WAIT;
-    while !pushers_of(&carol).await.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dead token's pusher kept"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the dead token's pusher removed", async || {
+        carol.pushers().await.is_empty()
+    })
+    .await;
     assert_eq!(fcm.attempts("fcm-carol-dead"), 1);
 
     // A mention is highlighted and sent at high priority; unread counts on.

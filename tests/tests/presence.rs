@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tern_tests::{assert_error, enc, next_batch, Client, ServerOptions, TestServer, V3};
+use tern_tests::{
+    assert_error, assert_ok, enc, eventually, next_batch, public_room, room_of_two, Client,
+    ServerOptions, TestServer, V3,
+};
 use tokio::task::JoinHandle;
 
 const IDLE_MS: u64 = 1_500;
@@ -33,13 +36,6 @@ fn presence_of(sync: &Value, user: &str) -> Option<Value> {
         .rev()
         .find(|e| e["type"] == "m.presence" && e["sender"] == user)
         .map(|e| e["content"].clone())
-}
-
-async fn shared_room(a: &Client, b: &Client) -> String {
-    let room = a.create_room(&json!({"preset": "public_chat"})).await;
-    let (status, body) = b.join(&room).await;
-    assert_eq!(status, 200, "join: {body}");
-    room
 }
 
 /// Keeps long-polling `/sync` for `client` (as an open app does) until aborted.
@@ -77,9 +73,7 @@ async fn status(client: &Client, user: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_then_unavailable_when_idle_then_offline_after_the_last_sync() {
     let server = start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = shared_room(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
 
     // Alice opens her app: she is online, active just now.
@@ -124,7 +118,7 @@ async fn status_messages_and_who_may_see_them() {
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
     let stranger = Client::register(&server, "stranger").await;
-    shared_room(&alice, &bob).await;
+    public_room(&alice, &[&bob]).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
     let stranger_since = next_batch(&stranger.sync(None, 0, None).await);
 
@@ -185,9 +179,7 @@ async fn status_messages_and_who_may_see_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_presence_offline_sync_does_not_bring_a_user_online() {
     let server = start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    shared_room(&alice, &bob).await;
+    let (alice, bob, _room) = room_of_two(&server).await;
 
     let (code, body) = alice
         .get(&format!("{V3}/sync?timeout=0&set_presence=offline"))
@@ -207,9 +199,7 @@ async fn set_presence_offline_sync_does_not_bring_a_user_online() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_can_hide_their_presence() {
     let server = start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    shared_room(&alice, &bob).await;
+    let (alice, bob, _room) = room_of_two(&server).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
     let syncing = keep_syncing(&alice);
     let (_, since) =
@@ -245,9 +235,7 @@ async fn a_user_can_hide_their_presence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_can_turn_presence_off() {
     let server = start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = shared_room(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let _ = alice.sync(None, 0, None).await;
 
     let no_presence = r#"{"presence": {"not_types": ["*"]}}"#;
@@ -278,7 +266,10 @@ async fn people_who_newly_share_a_room_see_each_others_presence() {
     let u2 = Client::register(&server, "u2").await;
     // u2 is online before u1 takes its token, and stays so.
     let syncing = keep_syncing(&u2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("u2 online", async || {
+        assert_ok(status(&u2, &u2.user_id).await)["presence"] == "online"
+    })
+    .await;
     let since = next_batch(&u1.sync(None, 0, None).await);
     assert!(presence_of(&u1.sync(None, 0, None).await, &u2.user_id).is_none());
 

@@ -7,9 +7,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use reqwest::Method;
+use serde_json::json;
 use tern_tests::{
-    assert_ok, enc, next_batch, Client, FakeGateway, GatewayMode, ServerOptions, TestServer, V3,
+    assert_ok, enc, eventually, eventually_within, next_batch, public_room, public_room_with, text,
+    Client, FakeGateway, GatewayMode, ServerOptions, TestServer, V3, WAIT,
 };
 
 const OFFLINE_MS: u64 = 300;
@@ -22,6 +24,13 @@ async fn start() -> TestServer {
     .await
 }
 
+/// `user`'s presence as `viewer` sees it.
+async fn presence_of(viewer: &Client, user: &Client) -> String {
+    let path = format!("{V3}/presence/{}/status", enc(&user.user_id));
+    let status = assert_ok(viewer.get(&path).await);
+    status["presence"].as_str().unwrap_or_default().to_owned()
+}
+
 async fn add_pusher(client: &Client, pushkey: &str, url: &str) {
     let body = json!({
         "pushkey": pushkey, "kind": "http", "app_id": "org.example.chat",
@@ -31,30 +40,14 @@ async fn add_pusher(client: &Client, pushkey: &str, url: &str) {
     assert_ok(client.post(&format!("{V3}/pushers/set"), &body).await);
 }
 
-async fn send(client: &Client, room: &str, txn: &str, content: Value) -> String {
-    let path = format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room));
-    let body = assert_ok(client.put(&path, &content).await);
-    body["event_id"].as_str().unwrap().to_owned()
-}
-
-/// A room of `alice` and `bob` (and `extra`), Bob with a pusher to `gateway`.
+/// A room "Team" of alice, bob and carol, Bob with a pusher to `gateway`.
 async fn setup(server: &TestServer, gateway: &FakeGateway) -> (Client, Client, String) {
     let alice = Client::register(server, "alice").await;
     let bob = Client::register(server, "bob").await;
     let carol = Client::register(server, "carol").await;
-    let room = alice
-        .create_room(&json!({"preset": "public_chat", "name": "Team"}))
-        .await;
-    for c in [&bob, &carol] {
-        let (status, body) = c.join(&room).await;
-        assert_eq!(status, 200, "join: {body}");
-    }
+    let room = public_room_with(&alice, &[&bob, &carol], json!({"name": "Team"})).await;
     add_pusher(&bob, "bob-phone", &gateway.url()).await;
     (alice, bob, room)
-}
-
-fn text(body: &str) -> Value {
-    json!({"msgtype": "m.text", "body": body})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +56,7 @@ async fn an_offline_user_is_pushed_and_a_mention_is_highlighted() {
     let gateway = FakeGateway::start(GatewayMode::Accept).await;
     let (alice, bob, room) = setup(&server, &gateway).await;
 
-    let event_id = send(&alice, &room, "t1", text("lunch?")).await;
+    let event_id = alice.send(&room, "t1", &text("lunch?")).await;
     let n = gateway.wait_for(&event_id, Duration::from_secs(10)).await;
     assert_eq!(n["room_id"], room);
     assert_eq!(n["type"], "m.room.message");
@@ -77,12 +70,7 @@ async fn an_offline_user_is_pushed_and_a_mention_is_highlighted() {
     assert_eq!(device["app_id"], "org.example.chat");
     assert!(device["data"].get("url").is_none(), "url is not sent: {n}");
 
-    let mention = send(
-        &alice,
-        &room,
-        "t2",
-        json!({"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}}),
-    )
+    let mention = alice.send(&room, "t2", &json!({"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}}))
     .await;
     let n = gateway.wait_for(&mention, Duration::from_secs(10)).await;
     assert_eq!(n["devices"][0]["tweaks"]["highlight"], true, "{n}");
@@ -112,16 +100,22 @@ async fn a_syncing_user_is_not_pushed_and_a_muted_room_is_silent() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let seen_live = send(&alice, &room, "t1", text("you are here")).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(gateway.received().is_empty(), "{:?}", gateway.received());
+    eventually("bob online", async || {
+        presence_of(&alice, &bob).await == "online"
+    })
+    .await;
+    let seen_live = alice.send(&room, "t1", &text("you are here")).await;
 
-    // He closes it: after the grace period he is pushed again.
+    // He closes it: once he is offline he is pushed again. That push is
+    // also the barrier: the message sent while he was online was decided
+    // before it, so had it been pushed it would be there by now.
     syncing.abort();
-    tokio::time::sleep(Duration::from_millis(OFFLINE_MS + 700)).await;
-    let after = send(&alice, &room, "t2", text("now you are gone")).await;
-    gateway.wait_for(&after, Duration::from_secs(10)).await;
+    eventually("bob offline", async || {
+        presence_of(&alice, &bob).await == "offline"
+    })
+    .await;
+    let after = alice.send(&room, "t2", &text("now you are gone")).await;
+    gateway.wait_for(&after, WAIT).await;
     assert!(gateway
         .received()
         .iter()
@@ -130,9 +124,13 @@ async fn a_syncing_user_is_not_pushed_and_a_muted_room_is_silent() {
     // A muted room sends nothing.
     let rule = format!("{V3}/pushrules/global/room/{}", enc(&room));
     assert_ok(bob.put(&rule, &json!({"actions": []})).await);
-    let muted = send(&alice, &room, "t3", text("muted")).await;
-    let probe = send(&alice, &room, "t4", text("still muted")).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let muted = alice.send(&room, "t3", &text("muted")).await;
+    let probe = alice.send(&room, "t4", &text("still muted")).await;
+    // The barrier: unmuted, the next message is pushed, after any the
+    // muted ones would have caused.
+    assert_ok(bob.request(Method::DELETE, &rule, None).await);
+    let barrier = alice.send(&room, "t5", &text("unmuted")).await;
+    gateway.wait_for(&barrier, WAIT).await;
     let received = gateway.received();
     assert!(
         received
@@ -149,37 +147,32 @@ async fn rejected_pushkeys_are_removed_and_failures_retried() {
     let (alice, bob, room) = setup(&server, &gateway).await;
 
     // The gateway fails at first: the server tries again until it accepts.
-    let event_id = send(&alice, &room, "t1", text("retry me")).await;
+    let event_id = alice.send(&room, "t1", &text("retry me")).await;
     gateway.wait_for(&event_id, Duration::from_secs(10)).await;
     gateway.set_mode(GatewayMode::Accept);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while gateway
-        .received()
-        .iter()
-        .filter(|n| n["event_id"] == event_id)
-        .count()
-        < 2
-    {
-        assert!(std::time::Instant::now() < deadline, "no retry arrived");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("a retry of the failed notification", async || {
+        let tries = gateway
+            .received()
+            .iter()
+            .filter(|n| n["event_id"] == event_id)
+            .count();
+        tries >= 2
+    })
+    .await;
 
     // The gateway says the key is dead: the pusher goes.
     gateway.set_mode(GatewayMode::Reject(vec!["bob-phone".into()]));
-    let dead = send(&alice, &room, "t2", text("to a dead phone")).await;
+    let dead = alice.send(&room, "t2", &text("to a dead phone")).await;
     gateway.wait_for(&dead, Duration::from_secs(10)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("the rejected pusher removed", async || {
         let listed = assert_ok(bob.get(&format!("{V3}/pushers")).await);
         if listed["pushers"].as_array().is_some_and(|p| p.is_empty()) {
-            break;
+            Ok(())
+        } else {
+            Err(listed)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pusher not removed: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,24 +181,23 @@ async fn a_queued_notification_survives_kill_9() {
     let gateway = FakeGateway::start(GatewayMode::Fail).await;
     let (alice, _bob, room) = setup(&server, &gateway).await;
 
-    let event_id = send(&alice, &room, "t1", text("do not lose me")).await;
-    // Queued and tried once (the gateway failed), then the server dies.
-    gateway.wait_for(&event_id, Duration::from_secs(10)).await;
-    // Let the failure be recorded (a retry in a second), then die.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let event_id = alice.send(&room, "t1", &text("do not lose me")).await;
+    // Queued and tried once (the gateway failed), then the server dies,
+    // before or after it noted the failure.
+    gateway.wait_for(&event_id, WAIT).await;
     server.kill_hard();
     gateway.set_mode(GatewayMode::Accept);
     let tried_before = gateway.received().len();
 
+    // Sent again after the restart: at once if the failure was noted (a
+    // retry is due in a second), else when the try's lease runs out (30 s).
     server.restart().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while gateway.received().len() == tried_before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the queued notification was not sent after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_within(
+        Duration::from_secs(60),
+        "the queued notification sent after the restart",
+        async || gateway.received().len() > tried_before,
+    )
+    .await;
     let last = gateway.received().pop().unwrap();
     assert_eq!(last["event_id"], event_id);
 }
@@ -227,7 +219,7 @@ async fn messages_acknowledged_before_a_crash_are_all_pushed() {
             let mut ids = Vec::new();
             for i in 0..40 {
                 let txn = format!("burst-{sender}-{i}");
-                ids.push(send(alice, room, &txn, text(&txn)).await);
+                ids.push(alice.send(room, &txn, &text(&txn)).await);
             }
             ids
         }
@@ -255,20 +247,23 @@ async fn messages_acknowledged_before_a_crash_are_all_pushed() {
     server.restart().await;
     // Notifications taken for sending when the server died go out when
     // their lease (30 s) runs out.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let missing: Vec<_> = acked.difference(&pushed(&gateway)).cloned().collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} acknowledged messages were never pushed, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(3)]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually_within(
+        Duration::from_secs(60),
+        "every acknowledged message pushed",
+        async || {
+            let missing: Vec<_> = acked.difference(&pushed(&gateway)).cloned().collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} missing, e.g. {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(3)]
+                ))
+            }
+        },
+    )
+    .await;
     // Only the room's messages were pushed, none of them invented.
     assert!(pushed(&gateway).is_subset(&acked));
 }
@@ -282,28 +277,23 @@ async fn a_hanging_gateway_does_not_hold_up_other_users_pushes() {
     let healthy = FakeGateway::start(GatewayMode::Accept).await;
     let (alice, _bob, room) = setup(&server, &hanging).await;
     let dave = Client::register(&server, "dave").await;
-    let other_room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    let (status, body) = dave.join(&other_room).await;
-    assert_eq!(status, 200, "join: {body}");
+    let other_room = public_room(&alice, &[&dave]).await;
     add_pusher(&dave, "dave-phone", &healthy.url()).await;
 
     // More notifications for Bob's hanging gateway than the server has
     // requests in flight at once (64).
     for i in 0..80 {
-        send(&alice, &room, &format!("h{i}"), text("hello?")).await;
+        alice.send(&room, &format!("h{i}"), &text("hello?")).await;
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while hanging.received().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the hanging gateway was never called"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It holds every request the server allows one destination (16).
+    eventually(
+        "the hanging gateway holding its share of the slots",
+        async || hanging.received().len() >= 16,
+    )
+    .await;
 
     // Its requests wait 10 s for an answer; Dave's goes out long before.
-    let event_id = send(&alice, &other_room, "d1", text("are you there?")).await;
+    let event_id = alice.send(&other_room, "d1", &text("are you there?")).await;
     let notification = healthy.wait_for(&event_id, Duration::from_secs(3)).await;
     assert_eq!(notification["devices"][0]["pushkey"], "dave-phone");
     eprintln!(
@@ -318,23 +308,14 @@ async fn the_notifications_list_pages_filters_and_marks_read() {
     let gateway = FakeGateway::start(GatewayMode::Accept).await;
     let (alice, bob, room) = setup(&server, &gateway).await;
 
-    let first = send(&alice, &room, "t1", text("one")).await;
-    send(
-        &alice,
-        &room,
-        "t2",
-        json!({"msgtype": "m.notice", "body": "bot"}),
-    )
+    let first = alice.send(&room, "t1", &text("one")).await;
+    alice
+        .send(&room, "t2", &json!({"msgtype": "m.notice", "body": "bot"}))
+        .await;
+    let mention = alice.send(&room, "t3", &json!({"msgtype": "m.text", "body": "bob?", "m.mentions": {"user_ids": [bob.user_id]}}))
     .await;
-    let mention = send(
-        &alice,
-        &room,
-        "t3",
-        json!({"msgtype": "m.text", "body": "bob?", "m.mentions": {"user_ids": [bob.user_id]}}),
-    )
-    .await;
-    let last = send(&alice, &room, "t4", text("three")).await;
-    send(&bob, &room, "b1", text("my own")).await;
+    let last = alice.send(&room, "t4", &text("three")).await;
+    bob.send(&room, "b1", &text("my own")).await;
 
     // Newest first; the notice and Bob's own message are not notifications.
     let list = assert_ok(bob.get(&format!("{V3}/notifications")).await);
@@ -376,21 +357,24 @@ async fn the_notifications_list_pages_filters_and_marks_read() {
     // Reading up to the mention marks it and the older one read.
     let receipt = format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room), enc(&mention));
     assert_ok(bob.post(&receipt, &json!({})).await);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let list = assert_ok(bob.get(&format!("{V3}/notifications")).await);
-        let read: Vec<bool> = list["notifications"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["read"].as_bool().unwrap())
-            .collect();
-        if read == [false, true, true] {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "read flags: {read:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the mention and the one before it marked read",
+        async || {
+            let list = assert_ok(bob.get(&format!("{V3}/notifications")).await);
+            let read: Vec<bool> = list["notifications"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["read"].as_bool().unwrap())
+                .collect();
+            if read == [false, true, true] {
+                Ok(())
+            } else {
+                Err(read)
+            }
+        },
+    )
+    .await;
 
     tern_tests::assert_error(
         &bob.get(&format!("{V3}/notifications?only=everything"))

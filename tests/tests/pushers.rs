@@ -18,21 +18,16 @@ fn pusher(pushkey: &str, url: &str) -> Value {
 
 const GATEWAY: &str = "https://push.example.org/_matrix/push/v1/notify";
 
-async fn pushers_of(client: &Client) -> Vec<Value> {
-    let body = assert_ok(client.get(&format!("{V3}/pushers")).await);
-    body["pushers"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_registers_replaces_and_deletes_pushers() {
     let server = TestServer::start().await;
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
-    assert!(pushers_of(&alice).await.is_empty());
+    assert!(alice.pushers().await.is_empty());
 
     let set = format!("{V3}/pushers/set");
     assert_ok(alice.post(&set, &pusher("key-1", GATEWAY)).await);
-    let listed = pushers_of(&alice).await;
+    let listed = alice.pushers().await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["pushkey"], "key-1");
     assert_eq!(listed[0]["kind"], "http");
@@ -41,31 +36,31 @@ async fn a_client_registers_replaces_and_deletes_pushers() {
     assert_eq!(listed[0]["data"]["url"], GATEWAY);
     assert_eq!(listed[0]["data"]["format"], "event_id_only");
     // Bob sees only his own.
-    assert!(pushers_of(&bob).await.is_empty());
+    assert!(bob.pushers().await.is_empty());
 
     // The same app and key again replaces it.
     let mut renamed = pusher("key-1", GATEWAY);
     renamed["device_display_name"] = json!("Alice's tablet");
     assert_ok(alice.post(&set, &renamed).await);
-    let listed = pushers_of(&alice).await;
+    let listed = alice.pushers().await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["device_display_name"], "Alice's tablet");
 
     // Bob registering the same key takes it over, unless he appends.
     assert_ok(bob.post(&set, &pusher("key-1", GATEWAY)).await);
-    assert!(pushers_of(&alice).await.is_empty());
+    assert!(alice.pushers().await.is_empty());
     assert_ok(alice.post(&set, &pusher("key-2", GATEWAY)).await);
     let mut appended = pusher("key-2", GATEWAY);
     appended["append"] = json!(true);
     assert_ok(bob.post(&set, &appended).await);
-    assert_eq!(pushers_of(&alice).await.len(), 1);
-    assert_eq!(pushers_of(&bob).await.len(), 2);
+    assert_eq!(alice.pushers().await.len(), 1);
+    assert_eq!(bob.pushers().await.len(), 2);
 
     // kind: null deletes.
     let delete = json!({"pushkey": "key-2", "app_id": "org.example.chat", "kind": null});
     assert_ok(alice.post(&set, &delete).await);
-    assert!(pushers_of(&alice).await.is_empty());
-    assert_eq!(pushers_of(&bob).await.len(), 2);
+    assert!(alice.pushers().await.is_empty());
+    assert_eq!(bob.pushers().await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +102,7 @@ async fn bad_pushers_are_refused() {
         401,
         "M_MISSING_TOKEN",
     );
-    assert!(pushers_of(&alice).await.is_empty(), "nothing was stored");
+    assert!(alice.pushers().await.is_empty(), "nothing was stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,16 +113,16 @@ async fn logging_out_removes_that_devices_pushers() {
     let set = format!("{V3}/pushers/set");
     assert_ok(phone.post(&set, &pusher("phone-key", GATEWAY)).await);
     assert_ok(laptop.post(&set, &pusher("laptop-key", GATEWAY)).await);
-    assert_eq!(pushers_of(&laptop).await.len(), 2);
+    assert_eq!(laptop.pushers().await.len(), 2);
 
     // The phone logs out: only its pusher goes.
     assert_ok(phone.post(&format!("{V3}/logout"), &json!({})).await);
-    let left = pushers_of(&laptop).await;
+    let left = laptop.pushers().await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["pushkey"], "laptop-key");
 
     // Logging out everywhere removes the rest.
     assert_ok(laptop.post(&format!("{V3}/logout/all"), &json!({})).await);
     let again = Client::login(&server, &laptop.user_id, tern_tests::PASSWORD).await;
-    assert!(pushers_of(&again).await.is_empty());
+    assert!(again.pushers().await.is_empty());
 }

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tern_tests::{assert_error, assert_ok, enc, next_batch, Client, TestServer, V3};
+use tern_tests::{
+    assert_error, assert_ok, enc, eventually, next_batch, public_room, room_of_two, Client,
+    TestServer, V3,
+};
 
 /// Receipt content of `room` in a sync response, merged over its m.receipt events.
 fn receipts_in(sync: &Value, room: &str) -> Value {
@@ -47,21 +50,10 @@ fn member<'a>(info: &'a Value, user: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{user} missing from message info: {info}"))
 }
 
-async fn group(owner: &Client, others: &[&Client]) -> String {
-    let room = owner.create_room(&json!({"preset": "public_chat"})).await;
-    for other in others {
-        let (status, body) = other.join(&room).await;
-        assert_eq!(status, 200, "join: {body}");
-    }
-    room
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_receipts_reach_members_and_private_ones_stay_private() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = group(&alice, &[&bob]).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let event = alice.send_text(&room, "t1", "hello").await;
     let since = next_batch(&alice.sync(None, 0, None).await);
 
@@ -100,7 +92,7 @@ async fn outsiders_can_neither_post_nor_see_receipts() {
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
     let eve = Client::register(&server, "eve").await;
-    let room = group(&alice, &[&bob]).await;
+    let room = public_room(&alice, &[&bob]).await;
     let event = alice.send_text(&room, "t1", "members only").await;
 
     assert_error(
@@ -141,7 +133,7 @@ async fn group_ticks_go_delivered_then_read() {
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
     let carol = Client::register(&server, "carol").await;
-    let room = group(&alice, &[&bob, &carol]).await;
+    let room = public_room(&alice, &[&bob, &carol]).await;
     let bob_since = next_batch(&bob.sync(None, 0, None).await);
     let carol_since = next_batch(&carol.sync(None, 0, None).await);
     let alice_since = next_batch(&alice.sync(None, 0, None).await);
@@ -170,15 +162,15 @@ async fn group_ticks_go_delivered_then_read() {
             !r[&event]["tern.delivered"][&bob.user_id].is_null()
         })
         .await;
-    let mut info = message_info(&alice, &room, &event).await;
-    for _ in 0..50 {
+    let info = eventually("delivered to all", async || {
+        let info = message_info(&alice, &room, &event).await;
         if info["delivered_to_all"] == true {
-            break;
+            Ok(info)
+        } else {
+            Err(info)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        info = message_info(&alice, &room, &event).await;
-    }
-    assert_eq!(info["delivered_to_all"], true, "{info}");
+    })
+    .await;
     assert_eq!(info["read_by_all"], false, "{info}");
     assert!(member(&info, &carol.user_id)["read_ts"].is_null());
     assert!(

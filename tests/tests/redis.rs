@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tern_tests::{assert_ok, enc, next_batch, Client, ServerOptions, TestServer, V3};
-
-fn redis_url() -> String {
-    std::env::var("TERN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+use serde_json::json;
+use tern_tests::{
+    assert_ok, enc, eventually, next_batch, redis_url, room_of_two, typing_in, ServerOptions,
+    TestServer, V3,
+};
 
 async fn start(prefix: &str) -> TestServer {
     TestServer::start_with(ServerOptions {
@@ -24,30 +23,11 @@ async fn start(prefix: &str) -> TestServer {
     .await
 }
 
-fn typing_in(sync: &Value, room: &str) -> Option<Vec<String>> {
-    sync["rooms"]["join"][room]["ephemeral"]["events"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|e| e["type"] == "m.typing")
-        .map(|e| {
-            e["content"]["user_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|u| u.as_str().unwrap().to_owned())
-                .collect()
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_and_presence_live_in_redis_and_last_seen_survives_a_restart() {
     let prefix = format!("tern-bb-{}:", std::process::id());
     let mut server = start(&prefix).await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    assert_ok(bob.join(&room).await);
+    let (alice, bob, room) = room_of_two(&server).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
 
     let path = format!("{V3}/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id));
@@ -64,15 +44,15 @@ async fn typing_and_presence_live_in_redis_and_last_seen_survives_a_restart() {
     // Alice syncs once (online), then stops: offline with a last seen.
     alice.sync(None, 0, None).await;
     let status_path = format!("{V3}/presence/{}/status", enc(&alice.user_id));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let before = loop {
+    let before = eventually("alice offline", async || {
         let status = assert_ok(bob.get(&status_path).await);
         if status["presence"] == "offline" {
-            break status;
+            Ok(status)
+        } else {
+            Err(status)
         }
-        assert!(std::time::Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     let seen_before = before["last_active_ago"].as_i64().expect("last seen");
 
     // A restart of the homeserver keeps it: it lives in Redis.

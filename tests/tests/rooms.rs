@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
-use tern_tests::{assert_error, assert_ok, enc, errcode, Client, TestServer, V3};
+use tern_tests::{
+    assert_error, assert_ok, enc, errcode, public_room, room_of_two, Client, TestServer, V3,
+};
 
 fn room_path(room: &str, rest: &str) -> String {
     format!("{V3}/rooms/{}{rest}", enc(room))
@@ -83,9 +85,7 @@ async fn kick_and_ban_need_power_and_bans_stick() {
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
     let carol = Client::register(&server, "carol").await;
-    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    assert_ok(bob.join(&room).await);
-    assert_ok(carol.join(&room).await);
+    let room = public_room(&alice, &[&bob, &carol]).await;
 
     // An ordinary member (power 0) can neither kick nor ban.
     let kick = room_path(&room, "/kick");
@@ -152,10 +152,7 @@ async fn try_send(client: &Client, room: &str) -> (u16, Value) {
 #[tokio::test]
 async fn state_events_can_be_set_and_read() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    assert_ok(bob.join(&room).await);
+    let (alice, bob, room) = room_of_two(&server).await;
 
     let topic_path = room_path(&room, "/state/m.room.topic/");
     assert_error(&alice.get(&topic_path).await, 404, "M_NOT_FOUND");
@@ -324,10 +321,7 @@ async fn aliases_resolve_and_can_be_joined() {
 #[tokio::test]
 async fn redaction_strips_message_content() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    assert_ok(bob.join(&room).await);
+    let (alice, bob, room) = room_of_two(&server).await;
     let secret = alice.send_text(&room, "t1", "my password is hunter2").await;
 
     // Bob has no power to redact someone else's message.

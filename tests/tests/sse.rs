@@ -7,19 +7,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tern_tests::{
-    assert_ok, enc, joined_timeline, message_bodies, next_batch, Client, ServerOptions, SseEvent,
-    SseRequest, SseStream, TestServer, V3,
+    assert_ok, enc, eventually, joined_timeline, message_bodies, next_batch, public_room,
+    room_of_two, Client, ServerOptions, SseEvent, SseRequest, SseStream, TestServer, V3,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
 const MSC2108: &str = "/_matrix/client/unstable/org.matrix.msc2108/sync/stream";
-
-/// A room alice made and bob joined.
-async fn shared_room(alice: &Client, bob: &Client) -> String {
-    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    assert_ok(bob.join(&room).await);
-    room
-}
 
 fn stream_request(client: &Client, path: &str) -> SseRequest {
     SseRequest {
@@ -50,9 +43,7 @@ async fn next_messages(stream: &mut SseStream, room: &str) -> (Vec<String>, SseE
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_has_the_sync_shape_and_follows_changes() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = shared_room(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     alice.send_text(&room, "t0", "before the stream").await;
 
     let mut stream =
@@ -119,9 +110,7 @@ async fn stream_has_the_sync_shape_and_follows_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_by_last_event_id_loses_nothing_and_repeats_nothing() {
     let mut server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = shared_room(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let path = format!("{V3}/sync");
     let mut received = Vec::new();
 
@@ -235,9 +224,7 @@ async fn keep_alives_flow_and_a_closed_client_goes_offline() {
         ..ServerOptions::default()
     })
     .await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    shared_room(&alice, &bob).await;
+    let (alice, bob, _room) = room_of_two(&server).await;
     let presence = format!("{V3}/presence/{}/status", enc(&bob.user_id));
 
     let mut stream =
@@ -248,7 +235,7 @@ async fn keep_alives_flow_and_a_closed_client_goes_offline() {
         events.iter().all(|e| e.event == "sync"),
         "only sync events: {events:?}"
     );
-    assert!(stream.comments >= 3, "keep-alives: {}", stream.comments);
+    assert!(stream.comments() >= 3, "keep-alives: {}", stream.comments());
     // Longer than the offline period: the open stream keeps bob online.
     let status = assert_ok(alice.get(&presence).await);
     assert_eq!(status["presence"], "online", "{status}");
@@ -256,15 +243,15 @@ async fn keep_alives_flow_and_a_closed_client_goes_offline() {
 
     // Closing the stream is noticed: bob goes offline after the period.
     drop(stream);
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    eventually("bob offline once his stream is closed", async || {
         let status = assert_ok(alice.get(&presence).await);
         if status["presence"] == "offline" {
-            break;
+            Ok(())
+        } else {
+            Err(status)
         }
-        assert!(std::time::Instant::now() < deadline, "still {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +260,7 @@ async fn a_slow_consumer_gets_a_limited_delta_and_holds_up_no_one() {
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
     let carol = Client::register(&server, "carol").await;
-    let room = shared_room(&alice, &bob).await;
+    let room = public_room(&alice, &[&bob]).await;
     assert_ok(carol.join(&room).await);
     let carol_since = next_batch(&carol.sync(None, 0, None).await);
 
@@ -330,9 +317,7 @@ async fn a_slow_consumer_gets_a_limited_delta_and_holds_up_no_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_ticks_need_proof_from_the_stream_client() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = shared_room(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let info = |event: String| {
         let alice = alice.clone();
         let room = room.clone();
@@ -353,16 +338,13 @@ async fn delivered_ticks_need_proof_from_the_stream_client() {
                 .unwrap_or_else(|| panic!("bob not in {body}"))
         }
     };
-    let delivered_soon = |event: String| {
+    let delivered = |event: String| {
         let info = &info;
         async move {
-            for _ in 0..50 {
-                if info(event.clone()).await["delivered_ts"].is_i64() {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            false
+            eventually("the delivered tick", async || {
+                info(event.clone()).await["delivered_ts"].is_i64()
+            })
+            .await
         }
     };
 
@@ -371,8 +353,11 @@ async fn delivered_ticks_need_proof_from_the_stream_client() {
     stream.next_sync(WAIT).await;
     let e1 = alice.send_text(&room, "d1", "one").await;
     let (_, event) = next_messages(&mut stream, &room).await;
-    // Written to bob's socket is not proof that bob has it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Written to bob's socket is not proof that bob has it. The barrier: a
+    // later message written to the same stream, after anything writing
+    // the first one would have recorded.
+    alice.send_text(&room, "d1b", "barrier").await;
+    next_messages(&mut stream, &room).await;
     assert!(info(e1.clone()).await["delivered_ts"].is_null());
     // An explicit ack with the event id is.
     assert_ok(
@@ -382,7 +367,8 @@ async fn delivered_ticks_need_proof_from_the_stream_client() {
         )
         .await,
     );
-    assert!(delivered_soon(e1).await, "ack records delivery");
+    // An ack records delivery.
+    delivered(e1).await;
 
     // So is the Last-Event-ID of a reconnect.
     let e2 = alice.send_text(&room, "d2", "two").await;
@@ -398,7 +384,8 @@ async fn delivered_ticks_need_proof_from_the_stream_client() {
     )
     .await;
     again.next_sync(WAIT).await;
-    assert!(delivered_soon(e2).await, "reconnect records delivery");
+    // A reconnect records delivery.
+    delivered(e2).await;
 
     let (status, body) = bob
         .post(
@@ -412,9 +399,7 @@ async fn delivered_ticks_need_proof_from_the_stream_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_read_receipt_clears_the_unread_count_in_the_same_event() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = shared_room(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let mut stream =
         SseStream::open(server.port(), stream_request(&bob, &format!("{V3}/sync"))).await;
     stream.next_sync(WAIT).await;

@@ -6,35 +6,36 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tern_tests::{enc, joined_timeline, message_bodies, next_batch, Client, TestServer, V3};
+use tern_tests::{
+    enc, joined_timeline, message_bodies, next_batch, room_of_two, Client, TestServer, V3,
+};
 
 /// A filter whose timeline limit is far above what these tests send.
 const BIG_TIMELINE: &str = r#"{"room":{"timeline":{"limit":100}}}"#;
 
-/// Creates a public room owned by `owner` and joins `member` to it.
-async fn shared_room(owner: &Client, member: &Client) -> String {
-    let room = owner.create_room(&json!({"preset": "public_chat"})).await;
-    let (status, body) = member.join(&room).await;
-    assert_eq!(status, 200, "join: {body}");
-    room
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_wakes_up_when_another_user_sends() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = shared_room(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let since = next_batch(&alice.sync(None, 0, None).await);
 
     let waiting = {
-        let alice = alice.clone();
+        let (alice, since) = (alice.clone(), since.clone());
         tokio::spawn(async move {
             let resp = alice.sync(Some(&since), 30_000, None).await;
             (resp, Instant::now())
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The barrier: a 1 s long-poll from the same token, begun after that
+    // one, runs to its timeout with nothing to report; the first one, with
+    // nothing to report either, must still be waiting.
+    let idle_since = Instant::now();
+    let idle = alice.sync(Some(&since), 1_000, None).await;
+    let idled = idle_since.elapsed();
+    assert!(
+        joined_timeline(&idle, &room).is_empty() && idled >= Duration::from_millis(900),
+        "an idle long-poll with timeout=1000 returned after {idled:?}: {idle}"
+    );
     assert!(
         !waiting.is_finished(),
         "sync with timeout=30000 returned before anything happened"
@@ -61,9 +62,7 @@ async fn long_poll_wakes_up_when_another_user_sends() {
 #[tokio::test]
 async fn old_since_token_resumes_across_graceful_restart_and_sigkill() {
     let mut server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = shared_room(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let start = next_batch(&alice.sync(None, 0, Some(BIG_TIMELINE)).await);
 
     let mut sent = Vec::new();
@@ -204,9 +203,7 @@ async fn invite_appears_in_rooms_invite_with_stripped_state() {
 #[tokio::test]
 async fn leave_appears_in_rooms_leave() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = shared_room(&alice, &bob).await;
+    let (_alice, bob, room) = room_of_two(&server).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
 
     let (status, body) = bob.leave(&room).await;

@@ -4,26 +4,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tern_tests::{assert_error, enc, next_batch, Client, TestServer, V3};
-
-/// `user_ids` of the latest `m.typing` for `room` in a sync response, if any.
-fn typing_in(sync: &Value, room: &str) -> Option<Vec<String>> {
-    sync["rooms"]["join"][room]["ephemeral"]["events"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|e| e["type"] == "m.typing")
-        .map(|e| {
-            e["content"]["user_ids"]
-                .as_array()
-                .map(|ids| {
-                    ids.iter()
-                        .filter_map(|id| id.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-}
+use tern_tests::{
+    assert_error, enc, next_batch, public_room, room_of_two, typing_in, Client, TestServer, V3,
+};
 
 async fn set_typing(client: &Client, room: &str, typing: bool, timeout: u64) -> (u16, Value) {
     let path = format!("{V3}/rooms/{}/typing/{}", enc(room), enc(&client.user_id));
@@ -32,19 +15,10 @@ async fn set_typing(client: &Client, room: &str, typing: bool, timeout: u64) -> 
         .await
 }
 
-async fn room_with(owner: &Client, member: &Client) -> String {
-    let room = owner.create_room(&json!({"preset": "public_chat"})).await;
-    let (status, body) = member.join(&room).await;
-    assert_eq!(status, 200, "join: {body}");
-    room
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_see_typing_start_and_stop() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = room_with(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
 
     let (status, body) = set_typing(&alice, &room, true, 30_000).await;
@@ -67,9 +41,7 @@ async fn members_see_typing_start_and_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_expires_after_its_timeout() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = room_with(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
 
     let started = Instant::now();
@@ -95,9 +67,7 @@ async fn typing_expires_after_its_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sending_a_message_stops_typing() {
     let server = TestServer::start().await;
-    let alice = Client::register(&server, "alice").await;
-    let bob = Client::register(&server, "bob").await;
-    let room = room_with(&alice, &bob).await;
+    let (alice, bob, room) = room_of_two(&server).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
 
     assert_eq!(set_typing(&alice, &room, true, 60_000).await.0, 200);
@@ -119,7 +89,7 @@ async fn only_members_type_and_only_for_themselves() {
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
     let eve = Client::register(&server, "eve").await;
-    let room = room_with(&alice, &bob).await;
+    let room = public_room(&alice, &[&bob]).await;
 
     // A non-member may not type in the room.
     assert_error(

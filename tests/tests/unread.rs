@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tern_tests::{enc, next_batch, Client, TestServer, V3};
+use tern_tests::{enc, next_batch, public_room_with, text, Client, TestServer, V3};
 
 /// `(notification_count, highlight_count)` of `room` in a sync response.
 fn counts(sync: &Value, room: &str) -> Option<(i64, i64)> {
@@ -26,28 +26,10 @@ async fn wait_counts(client: &Client, since: &str, room: &str, want: (i64, i64))
     next_batch(&resp)
 }
 
-async fn send(client: &Client, room: &str, txn: &str, content: Value) -> String {
-    let path = format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room));
-    let (status, body) = client.put(&path, &content).await;
-    assert_eq!(status, 200, "send: {body}");
-    body["event_id"].as_str().unwrap().to_owned()
-}
-
 async fn read_up_to(client: &Client, room: &str, kind: &str, event_id: &str) {
     let path = format!("{V3}/rooms/{}/receipt/{kind}/{}", enc(room), enc(event_id));
     let (status, body) = client.post(&path, &json!({})).await;
     assert_eq!(status, 200, "receipt: {body}");
-}
-
-async fn group(alice: &Client, others: &[&Client]) -> String {
-    let room = alice
-        .create_room(&json!({"preset": "public_chat", "name": "group"}))
-        .await;
-    for c in others {
-        let (status, body) = c.join(&room).await;
-        assert_eq!(status, 200, "join: {body}");
-    }
-    room
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,44 +38,28 @@ async fn counts_rise_with_messages_highlight_mentions_and_drop_on_read() {
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
     let carol = Client::register(&server, "carol").await;
-    let room = group(&alice, &[&bob, &carol]).await;
+    let room = public_room_with(&alice, &[&bob, &carol], json!({"name": "group"})).await;
     let initial = bob.sync(None, 0, None).await;
     assert_eq!(counts(&initial, &room), Some((0, 0)), "{initial}");
     let since = next_batch(&initial);
 
-    let first = send(
-        &alice,
-        &room,
-        "t1",
-        json!({"msgtype": "m.text", "body": "one"}),
-    )
-    .await;
-    send(
-        &alice,
-        &room,
-        "t2",
-        json!({"msgtype": "m.text", "body": "two"}),
-    )
-    .await;
+    let first = alice.send(&room, "t1", &text("one")).await;
+    alice.send(&room, "t2", &text("two")).await;
     // Notices (bots) do not count.
-    send(
-        &alice,
-        &room,
-        "t3",
-        json!({"msgtype": "m.notice", "body": "bot"}),
-    )
-    .await;
+    alice
+        .send(&room, "t3", &json!({"msgtype": "m.notice", "body": "bot"}))
+        .await;
     let since = wait_counts(&bob, &since, &room, (2, 0)).await;
 
     // A mention of Bob is highlighted.
-    let mention = send(
-        &alice,
-        &room,
-        "t4",
-        json!({"msgtype": "m.text", "body": "bob: look",
+    let mention = alice
+        .send(
+            &room,
+            "t4",
+            &json!({"msgtype": "m.text", "body": "bob: look",
                "m.mentions": {"user_ids": [bob.user_id]}}),
-    )
-    .await;
+        )
+        .await;
     let since = wait_counts(&bob, &since, &room, (3, 1)).await;
     // Carol was not mentioned: three plain messages for her.
     assert_eq!(
@@ -109,20 +75,8 @@ async fn counts_rise_with_messages_highlight_mentions_and_drop_on_read() {
     wait_counts(&bob, &since, &room, (0, 0)).await;
 
     // Bob's own messages never count for him.
-    send(
-        &bob,
-        &room,
-        "b1",
-        json!({"msgtype": "m.text", "body": "mine"}),
-    )
-    .await;
-    send(
-        &alice,
-        &room,
-        "t5",
-        json!({"msgtype": "m.text", "body": "after"}),
-    )
-    .await;
+    bob.send(&room, "b1", &text("mine")).await;
+    alice.send(&room, "t5", &text("after")).await;
 
     // After a restart the counts are rebuilt from receipts and history.
     server.restart().await;
@@ -137,30 +91,18 @@ async fn a_muted_room_does_not_count_and_direct_chats_do() {
     let server = TestServer::start().await;
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
-    let room = group(&alice, &[&bob]).await;
+    let room = public_room_with(&alice, &[&bob], json!({"name": "group"})).await;
     let since = next_batch(&bob.sync(None, 0, None).await);
 
     // Two members: the one-to-one rule notifies.
-    send(
-        &alice,
-        &room,
-        "t1",
-        json!({"msgtype": "m.text", "body": "hi"}),
-    )
-    .await;
+    alice.send(&room, "t1", &text("hi")).await;
     let since = wait_counts(&bob, &since, &room, (1, 0)).await;
 
     // Bob mutes the room with a room rule that does not notify.
     let rule = format!("{V3}/pushrules/global/room/{}", enc(&room));
     let (status, body) = bob.put(&rule, &json!({"actions": []})).await;
     assert_eq!(status, 200, "mute: {body}");
-    send(
-        &alice,
-        &room,
-        "t2",
-        json!({"msgtype": "m.text", "body": "still here"}),
-    )
-    .await;
+    alice.send(&room, "t2", &text("still here")).await;
     let resp = bob
         .sync_until(&since, Duration::from_secs(10), None, |r| {
             r["rooms"]["join"][&room]["timeline"]["events"]

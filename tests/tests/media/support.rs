@@ -9,7 +9,7 @@ use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tern_tests::{enc, Client, ServerOptions, TestServer};
+use tern_tests::{enc, require_env, Client, ServerOptions, TestServer};
 
 pub const CSP: &str =
     "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; \
@@ -22,31 +22,31 @@ pub struct Backend {
     pub s3_toml: Option<String>,
 }
 
-/// The filesystem engine, plus S3 when an endpoint is given.
+/// The filesystem engine and S3 (at `TERN_TEST_S3_ENDPOINT`; the tests
+/// fail without it).
 pub fn backends() -> Vec<Backend> {
     let mut backends = vec![Backend {
         name: "fs",
         s3_toml: None,
     }];
-    match std::env::var("TERN_TEST_S3_ENDPOINT") {
-        Ok(endpoint) => {
-            static BUCKETS: AtomicU32 = AtomicU32::new(0);
-            let bucket = format!(
-                "tern-test-{}-{}",
-                std::process::id(),
-                BUCKETS.fetch_add(1, Ordering::Relaxed)
-            );
-            backends.push(Backend {
-                name: "s3",
-                s3_toml: Some(format!(
-                    "backend = \"s3\"\n[media.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\n\
-                     access_key_id = \"test\"\nsecret_access_key = \"test\"\npath_style = true\n\
-                     create_bucket = true\n"
-                )),
-            });
-        }
-        Err(_) => eprintln!("S3 variant skipped: TERN_TEST_S3_ENDPOINT is not set"),
-    }
+    let endpoint = require_env(
+        "TERN_TEST_S3_ENDPOINT",
+        "an S3 server for the S3 media engine (scripts/test.sh starts moto)",
+    );
+    static BUCKETS: AtomicU32 = AtomicU32::new(0);
+    let bucket = format!(
+        "tern-test-{}-{}",
+        std::process::id(),
+        BUCKETS.fetch_add(1, Ordering::Relaxed)
+    );
+    backends.push(Backend {
+        name: "s3",
+        s3_toml: Some(format!(
+            "backend = \"s3\"\n[media.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\n\
+             access_key_id = \"test\"\nsecret_access_key = \"test\"\npath_style = true\n\
+             create_bucket = true\n"
+        )),
+    });
     backends
 }
 

@@ -1,7 +1,7 @@
 //! The conformance suite on PostgreSQL, each test in a database of its own,
 //! plus what only a shared database can get wrong: two engine instances
 //! (two nodes) appending at once. Needs `TERN_TEST_POSTGRES_URL` (a role that
-//! may create databases); without it each test says it was skipped.
+//! may create databases; `scripts/test.sh` sets it); without it they fail.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,9 +17,7 @@ use crate::store::{
 /// Runs `test` on a fresh store in a fresh database, then drops both.
 macro_rules! on_fresh_store {
     (|$store:ident| $body:expr) => {{
-        let Some(db) = TestDb::create().await else {
-            return;
-        };
+        let db = TestDb::create().await;
         let $store = db.open().await;
         $body;
         $store.close().await;
@@ -56,9 +54,7 @@ async fn media_metadata_conformance() {
 
 #[tokio::test]
 async fn appends_survive_reopen() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+    let db = TestDb::create().await;
     let store = db.open().await;
     conformance::append_sample(store.as_ref(), "!r:test", 5).await;
     store.close().await;
@@ -103,9 +99,7 @@ async fn visible_positions(store: &PgStore, rooms: &[String]) -> Vec<StreamPos> 
 /// reader on either never sees a position without every one below it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_share_gap_free_streams() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+    let db = TestDb::create().await;
     let nodes = [db.open().await, db.open().await];
     let rooms: Vec<String> = (0..4).map(|i| format!("!r{i}:test")).collect();
     for room in &rooms {
@@ -221,9 +215,7 @@ async fn two_nodes_share_gap_free_streams() {
 /// column follows its last event.
 #[tokio::test]
 async fn a_conflict_in_a_batch_fails_alone_and_heads_follow() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+    let db = TestDb::create().await;
     let store = db.open().await;
     store.create_room("!h:test", "11", "@a:test").await.unwrap();
     let with_txn = |id: &str, txn: &str| NewEvent {
@@ -261,9 +253,7 @@ async fn a_conflict_in_a_batch_fails_alone_and_heads_follow() {
 /// before it is queued, so it cannot fail the batch it would have joined.
 #[tokio::test]
 async fn nul_in_text_is_invalid_input_not_a_failed_batch() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+    let db = TestDb::create().await;
     let store = db.open().await;
     store.create_room("!n:test", "11", "@a:test").await.unwrap();
     let good = store
@@ -292,9 +282,7 @@ async fn nul_in_text_is_invalid_input_not_a_failed_batch() {
 /// built on the new head commits.
 #[tokio::test]
 async fn stale_jobs_in_a_batch_fail_alone() {
-    let Some(db) = TestDb::create().await else {
-        return;
-    };
+    let db = TestDb::create().await;
     let store = db.open().await;
     store.create_room("!s:test", "11", "@a:test").await.unwrap();
     let state = |id: &str, on: Option<&str>| NewEvent {
