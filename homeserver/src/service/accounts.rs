@@ -5,8 +5,9 @@
 //! tokens are 256 random bits; only their SHA-256 is stored, and a small cache
 //! spares the database a lookup on every request.
 
+use parking_lot::Mutex;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -291,17 +292,14 @@ impl AccountService {
     /// The user and device behind an access token.
     pub async fn authenticate(&self, token: &str) -> ServiceResult<Requester> {
         let hash = hash_token(token);
-        let cached = self.tokens.lock().expect("token cache").get(&hash).cloned();
+        let cached = self.tokens.lock().get(&hash).cloned();
         let owner = match cached {
             Some(owner) => owner,
             None => {
                 let owner = self.store.find_token(&hash).await?.ok_or_else(|| {
                     ServiceError::new(ErrorKind::UnknownToken, "Unknown access token")
                 })?;
-                self.tokens
-                    .lock()
-                    .expect("token cache")
-                    .put(hash, owner.clone());
+                self.tokens.lock().put(hash, owner.clone());
                 owner
             }
         };
@@ -314,7 +312,7 @@ impl AccountService {
     pub async fn logout(&self, token: &str) -> ServiceResult<()> {
         let hash = hash_token(token);
         self.store.delete_token(&hash).await?;
-        self.tokens.lock().expect("token cache").pop(&hash);
+        self.tokens.lock().pop(&hash);
         self.share_forgotten(vec![hash], None);
         Ok(())
     }
@@ -329,7 +327,7 @@ impl AccountService {
 
     /// Drops revoked tokens from this node's cache.
     pub fn forget_tokens(&self, hashes: &[String]) {
-        let mut cache = self.tokens.lock().expect("token cache");
+        let mut cache = self.tokens.lock();
         for hash in hashes {
             cache.pop(hash);
         }
@@ -337,7 +335,7 @@ impl AccountService {
 
     /// Drops every cached token of one device.
     pub fn forget_device_tokens(&self, user_id: &str, device_id: &str) {
-        let mut cache = self.tokens.lock().expect("token cache");
+        let mut cache = self.tokens.lock();
         let revoked: Vec<String> = cache
             .iter()
             .filter(|(_, owner)| owner.user_id == user_id && owner.device_id == device_id)

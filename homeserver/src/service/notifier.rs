@@ -6,9 +6,10 @@
 //! for typing and receipts, the room's members; for account data, its owner. A waiting sync holds a `watch` receiver for
 //! its user, so an idle sync costs one small channel and no work.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use lru::LruCache;
@@ -83,7 +84,7 @@ impl Notifier {
     /// A receiver that changes whenever something arrives for `user_id`.
     /// Subscribe *before* reading the store, so nothing slips in between.
     pub fn subscribe(&self, user_id: &str) -> watch::Receiver<u64> {
-        let mut waiters = self.waiters.lock().expect("waiters lock");
+        let mut waiters = self.waiters.lock();
         waiters
             .users
             .entry(user_id.to_owned())
@@ -92,7 +93,7 @@ impl Notifier {
     }
 
     fn wake(&self, user_id: &str) {
-        let mut waiters = self.waiters.lock().expect("waiters lock");
+        let mut waiters = self.waiters.lock();
         if let Some(sender) = waiters.users.get(user_id) {
             if sender.receiver_count() == 0 {
                 waiters.users.remove(user_id);
@@ -103,7 +104,7 @@ impl Notifier {
     }
 
     fn wake_all(&self) {
-        let mut waiters = self.waiters.lock().expect("waiters lock");
+        let mut waiters = self.waiters.lock();
         waiters.users.retain(|_, sender| {
             sender.send_modify(|n| *n += 1);
             sender.receiver_count() > 0
@@ -113,7 +114,7 @@ impl Notifier {
     /// The joined and invited members of a room, cached until its
     /// membership changes.
     pub async fn room_members(&self, room_id: &str) -> Arc<HashSet<String>> {
-        if let Some(found) = self.members.lock().expect("members lock").get(room_id) {
+        if let Some(found) = self.members.lock().get(room_id) {
             return found.clone();
         }
         let loaded: HashSet<String> = match self.store.members(room_id).await {
@@ -129,10 +130,7 @@ impl Notifier {
             }
         };
         let loaded = Arc::new(loaded);
-        self.members
-            .lock()
-            .expect("members lock")
-            .put(room_id.to_owned(), loaded.clone());
+        self.members.lock().put(room_id.to_owned(), loaded.clone());
         loaded
     }
 
@@ -170,7 +168,7 @@ impl Notifier {
                 stream: i64::MAX, ..
             } => {
                 // The bus says we missed notices: wake everyone, which is safe.
-                self.members.lock().expect("members lock").clear();
+                self.members.lock().clear();
                 self.wake_all();
             }
             StreamNotice::Receipt {
@@ -189,7 +187,7 @@ impl Notifier {
                 ..
             } => {
                 if let Some(user) = &affected_user {
-                    self.members.lock().expect("members lock").pop(&room_id);
+                    self.members.lock().pop(&room_id);
                     self.wake(user);
                 }
                 let members = self.room_members(&room_id).await;

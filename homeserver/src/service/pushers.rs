@@ -2,8 +2,9 @@
 //! push notifications go. Validation lives here; delivery to the gateways is
 //! the push sender's job.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -106,7 +107,7 @@ impl PusherService {
                 .or_default()
                 .push(pusher);
         }
-        *self.index.lock().expect("pusher index lock") = index
+        *self.index.lock() = index
             .into_iter()
             .map(|(user, list)| (user, Arc::new(list)))
             .collect();
@@ -114,17 +115,12 @@ impl PusherService {
     }
 
     pub fn anyone_has_pushers(&self) -> bool {
-        !self.index.lock().expect("pusher index lock").is_empty()
+        !self.index.lock().is_empty()
     }
 
     /// The user's pushers (empty for most users), without a query.
     pub fn pushers_of(&self, user_id: &str) -> Arc<Vec<PusherRecord>> {
-        self.index
-            .lock()
-            .expect("pusher index lock")
-            .get(user_id)
-            .cloned()
-            .unwrap_or_default()
+        self.index.lock().get(user_id).cloned().unwrap_or_default()
     }
 
     /// The user logged out `device_id`, or (`None`) every device but

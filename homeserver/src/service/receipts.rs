@@ -3,8 +3,9 @@
 //! client's next `/sync` proves it received events, and per-member "message
 //! info" for one event.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -70,7 +71,7 @@ impl ReceiptService {
 
     /// Adds committed receipts; returns those that became visible, in order.
     fn remember(&self, records: Vec<ReceiptRecord>) -> Vec<ReceiptRecord> {
-        let mut recent = self.recent.lock().expect("receipts lock");
+        let mut recent = self.recent.lock();
         for record in records {
             // In a cluster a receipt can arrive twice (its message, and the
             // store when a gap is filled): the first one counts.
@@ -248,7 +249,7 @@ impl ReceiptService {
 
     /// Up to here every committed receipt is visible to syncs.
     pub fn position(&self) -> StreamPos {
-        self.recent.lock().expect("receipts lock").watermark
+        self.recent.lock().watermark
     }
 
     /// `m.receipt` events per room for receipts that moved after `since`,
@@ -297,7 +298,7 @@ impl ReceiptService {
             return Ok(Vec::new());
         }
         {
-            let recent = self.recent.lock().expect("receipts lock");
+            let recent = self.recent.lock();
             if since >= recent.floor {
                 let mut found = Vec::new();
                 for room_id in room_ids {

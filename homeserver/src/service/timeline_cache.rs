@@ -11,9 +11,10 @@
 //! The cache also remembers each user's memberships, dropped whenever one of
 //! them changes, which spares every sync a memberships query.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use lru::LruCache;
 
@@ -73,13 +74,13 @@ impl TimelineCache {
 
     /// Highest position up to which every committed event is visible.
     pub fn watermark(&self) -> StreamPos {
-        self.inner.lock().expect("cache lock").watermark
+        self.inner.lock().watermark
     }
 
     /// The lowest position waiting above a gap, if any (in a cluster: a
     /// message from another node is late or lost).
     pub fn lowest_pending(&self) -> Option<StreamPos> {
-        let inner = self.inner.lock().expect("cache lock");
+        let inner = self.inner.lock();
         inner.pending.keys().next().copied()
     }
 
@@ -90,7 +91,7 @@ impl TimelineCache {
         events: Vec<StoredEvent>,
         redactions: Vec<(String, String, Arc<serde_json::Value>)>,
     ) -> Vec<Visible> {
-        let mut inner = self.inner.lock().expect("cache lock");
+        let mut inner = self.inner.lock();
         for (room_id, target, pdu) in redactions {
             if let Some(room) = inner.rooms.get_mut(&room_id) {
                 if let Some(slot) = room.events.iter_mut().find(|e| e.event_id == target) {
@@ -152,7 +153,7 @@ impl TimelineCache {
         upto: StreamPos,
         limit: usize,
     ) -> Option<RoomSlice> {
-        let mut inner = self.inner.lock().expect("cache lock");
+        let mut inner = self.inner.lock();
         let floor = inner.floor;
         let Some(room) = inner.rooms.get(room_id) else {
             return (after >= floor).then(RoomSlice::default);
@@ -182,7 +183,7 @@ impl TimelineCache {
         after: StreamPos,
         upto: StreamPos,
     ) -> Option<Vec<Arc<StoredEvent>>> {
-        let mut inner = self.inner.lock().expect("cache lock");
+        let mut inner = self.inner.lock();
         let floor = inner.floor;
         let Some(room) = inner.rooms.get(room_id) else {
             return (after >= floor).then(Vec::new);
@@ -197,7 +198,7 @@ impl TimelineCache {
 
     /// The user's memberships, if cached and unchanged since.
     pub fn memberships(&self, user_id: &str) -> Option<Arc<Vec<MembershipRecord>>> {
-        let mut inner = self.inner.lock().expect("cache lock");
+        let mut inner = self.inner.lock();
         let changed = inner
             .membership_changed
             .get(user_id)
@@ -214,7 +215,7 @@ impl TimelineCache {
         loaded_at: StreamPos,
         list: Arc<Vec<MembershipRecord>>,
     ) {
-        let mut inner = self.inner.lock().expect("cache lock");
+        let mut inner = self.inner.lock();
         let changed = inner
             .membership_changed
             .get(user_id)

@@ -15,8 +15,9 @@
 //! read receipt, then at most [`MAX_COUNTED`] events after it. Nothing about
 //! counts is written to disk, so a restart loses nothing.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -171,14 +172,14 @@ impl UnreadService {
 
     /// The user read `room_id` up to the event at `upto`: its count drops.
     pub fn mark_read(&self, user_id: &str, room_id: &str, upto: StreamPos) {
-        let mut entries = self.entries.lock().expect("unread lock");
+        let mut entries = self.entries.lock();
         entries.get_or_create(user_id, room_id).mark_read(upto);
     }
 
     /// Whether the user has read `room_id` up to the event at `stream`, as
     /// far as the last [`counts`](Self::counts) for that room knows.
     pub fn has_read(&self, user_id: &str, room_id: &str, stream: StreamPos) -> bool {
-        let entries = self.entries.lock().expect("unread lock");
+        let entries = self.entries.lock();
         entries
             .get(user_id, room_id)
             .is_some_and(|entry| entry.read_upto >= stream)
@@ -196,7 +197,7 @@ impl UnreadService {
         let mut build = Vec::new();
         let mut catch_up = Vec::new();
         {
-            let entries = self.entries.lock().expect("unread lock");
+            let entries = self.entries.lock();
             for room_id in room_ids {
                 match entries.get(user_id, room_id).and_then(|e| e.evaluated_upto) {
                     None => build.push(room_id.clone()),
@@ -227,7 +228,7 @@ impl UnreadService {
             let found = self.evaluate(user_id, &room_id, &events).await?;
             self.apply(user_id, &room_id, Some(from), upto, found);
         }
-        let entries = self.entries.lock().expect("unread lock");
+        let entries = self.entries.lock();
         Ok(room_ids
             .iter()
             .map(|room_id| {
@@ -256,7 +257,7 @@ impl UnreadService {
         // A receipt posted moments ago may not be written yet; the entry
         // `mark_read` left in memory knows it.
         let read: HashMap<&String, StreamPos> = {
-            let entries = self.entries.lock().expect("unread lock");
+            let entries = self.entries.lock();
             room_ids
                 .iter()
                 .map(|room_id| {
@@ -285,7 +286,7 @@ impl UnreadService {
                 slice.into_iter().filter(|e| e.stream > read_upto).collect();
             let found = self.evaluate(user_id, room_id, &events).await?;
             {
-                let mut entries = self.entries.lock().expect("unread lock");
+                let mut entries = self.entries.lock();
                 let entry = entries.get_or_create(user_id, room_id);
                 entry.read_upto = entry.read_upto.max(read_upto);
             }
@@ -304,7 +305,7 @@ impl UnreadService {
         upto: StreamPos,
         found: Vec<(StreamPos, bool)>,
     ) {
-        let mut entries = self.entries.lock().expect("unread lock");
+        let mut entries = self.entries.lock();
         let entry = entries.get_or_create(user_id, room_id);
         if entry.evaluated_upto != from {
             return;

@@ -8,7 +8,8 @@
 //! costs latency, not data: every node also reads whatever it missed from the
 //! store (see `service::cluster`).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt};
@@ -138,7 +139,6 @@ impl ClusterBus {
     pub fn incoming(&self) -> BoxStream<'static, ClusterMessage> {
         self.incoming
             .lock()
-            .expect("incoming lock")
             .take()
             .unwrap_or_else(|| futures::stream::empty().boxed())
     }
@@ -151,7 +151,7 @@ impl ClusterBus {
     /// Copies events being shared to `own_events`, if someone acts on them.
     fn keep_own(&self, message: &ClusterMessage) {
         if let ClusterMessage::Events { events, .. } = message {
-            if let Some(own) = &*self.own_events.lock().expect("own events lock") {
+            if let Some(own) = &*self.own_events.lock() {
                 let _ = own.send(events.clone());
             }
         }
@@ -207,7 +207,7 @@ impl EventBus for ClusterBus {
             );
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        *self.own_events.lock().expect("own events lock") = Some(tx);
+        *self.own_events.lock() = Some(tx);
         Some(
             UnboundedReceiverStream::new(rx)
                 .map(|events| ClaimedEvents {

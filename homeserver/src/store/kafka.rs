@@ -9,7 +9,8 @@
 //! Work done once for the whole cluster (deciding push notifications) reads
 //! the same topic in a consumer group (`claim`).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
@@ -325,7 +326,7 @@ impl ClusterTransport for KafkaTransport {
     }
 
     fn incoming(&self) -> BoxStream<'static, ClusterMessage> {
-        let Some(consumer) = self.consumer.lock().expect("consumer lock").take() else {
+        let Some(consumer) = self.consumer.lock().take() else {
             return futures::stream::empty().boxed();
         };
         let origin = self.origin.clone();

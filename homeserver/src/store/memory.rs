@@ -1,8 +1,8 @@
 //! In-process engines for the embedded deployment: the event bus is a tokio
 //! broadcast channel and ephemeral data lives in a map with expiry times.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
@@ -66,7 +66,7 @@ struct Typing {
     rooms: HashMap<String, RoomTyping>,
 }
 
-/// Typing and presence in memory. `std::sync::Mutex` because no lock is held
+/// Typing and presence in memory. A blocking mutex (not tokio's) because no lock is held
 /// across an await and the critical sections are a few map operations.
 #[derive(Default)]
 pub struct MemoryEphemeral {
@@ -96,7 +96,7 @@ impl Ephemeral for MemoryEphemeral {
         user_id: &str,
         until_ts: Option<i64>,
     ) -> StoreResult<Option<StreamPos>> {
-        let mut typing = self.typing.lock().expect("typing lock");
+        let mut typing = self.typing.lock();
         let next = typing.position + 1;
         let room = typing.rooms.entry(room_id.to_owned()).or_default();
         let changed = match until_ts {
@@ -112,7 +112,7 @@ impl Ephemeral for MemoryEphemeral {
     }
 
     async fn expire_typing(&self, now_ts: i64) -> StoreResult<Vec<(String, StreamPos)>> {
-        let mut typing = self.typing.lock().expect("typing lock");
+        let mut typing = self.typing.lock();
         let mut position = typing.position;
         let mut changed = Vec::new();
         for (room_id, room) in typing.rooms.iter_mut() {
@@ -129,7 +129,7 @@ impl Ephemeral for MemoryEphemeral {
     }
 
     async fn next_typing_expiry(&self) -> StoreResult<Option<i64>> {
-        let typing = self.typing.lock().expect("typing lock");
+        let typing = self.typing.lock();
         Ok(typing
             .rooms
             .values()
@@ -142,7 +142,7 @@ impl Ephemeral for MemoryEphemeral {
         room_ids: &[String],
         since: StreamPos,
     ) -> StoreResult<Vec<(String, Vec<String>)>> {
-        let typing = self.typing.lock().expect("typing lock");
+        let typing = self.typing.lock();
         Ok(room_ids
             .iter()
             .filter_map(|room_id| {
@@ -157,7 +157,7 @@ impl Ephemeral for MemoryEphemeral {
     }
 
     async fn typing_position(&self) -> StoreResult<StreamPos> {
-        Ok(self.typing.lock().expect("typing lock").position)
+        Ok(self.typing.lock().position)
     }
 
     async fn set_presence(
@@ -166,7 +166,7 @@ impl Ephemeral for MemoryEphemeral {
         presence: PresenceRecord,
         announce: bool,
     ) -> StoreResult<Option<StreamPos>> {
-        let mut guard = self.presence.lock().expect("presence lock");
+        let mut guard = self.presence.lock();
         let state = &mut *guard;
         let previous = state.users.get(user_id).map(|(_, pos)| *pos).unwrap_or(0);
         let position = if announce {
@@ -182,12 +182,12 @@ impl Ephemeral for MemoryEphemeral {
     }
 
     async fn get_presence(&self, user_id: &str) -> StoreResult<Option<PresenceRecord>> {
-        let state = self.presence.lock().expect("presence lock");
+        let state = self.presence.lock();
         Ok(state.users.get(user_id).map(|(record, _)| record.clone()))
     }
 
     async fn presences(&self, user_ids: &[String]) -> StoreResult<Vec<(String, PresenceRecord)>> {
-        let state = self.presence.lock().expect("presence lock");
+        let state = self.presence.lock();
         Ok(user_ids
             .iter()
             .filter_map(|id| {
@@ -202,7 +202,7 @@ impl Ephemeral for MemoryEphemeral {
         since: StreamPos,
         limit: usize,
     ) -> StoreResult<Vec<(String, PresenceRecord)>> {
-        let state = self.presence.lock().expect("presence lock");
+        let state = self.presence.lock();
         Ok(state
             .changes
             .range(since + 1..)
@@ -215,12 +215,12 @@ impl Ephemeral for MemoryEphemeral {
     }
 
     async fn presence_position(&self) -> StoreResult<StreamPos> {
-        Ok(self.presence.lock().expect("presence lock").position)
+        Ok(self.presence.lock().position)
     }
 
     async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()> {
         let until = now_ms() + ttl_ms;
-        let mut connected = self.connected.lock().expect("connected lock");
+        let mut connected = self.connected.lock();
         // Entries long expired go whenever the map is written (the lapsed
         // ones are normally taken by `take_lapsed_connections` before).
         let now = now_ms();
@@ -233,7 +233,7 @@ impl Ephemeral for MemoryEphemeral {
 
     async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>> {
         let now = now_ms();
-        let mut buckets = self.buckets.lock().expect("buckets lock");
+        let mut buckets = self.buckets.lock();
         if buckets.len() > 100_000 {
             // Full buckets carry no information: dropping them is harmless.
             buckets
@@ -251,7 +251,7 @@ impl Ephemeral for MemoryEphemeral {
     }
 
     async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>> {
-        let connected = self.connected.lock().expect("connected lock");
+        let connected = self.connected.lock();
         Ok(connected
             .get(user_id)
             .filter(|(_, until)| *until > now_ms())
@@ -259,7 +259,7 @@ impl Ephemeral for MemoryEphemeral {
     }
 
     async fn take_lapsed_connections(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<String>> {
-        let mut connected = self.connected.lock().expect("connected lock");
+        let mut connected = self.connected.lock();
         let lapsed: Vec<String> = connected
             .iter()
             .filter(|(_, (_, until))| *until <= now_ts)

@@ -28,7 +28,7 @@ pub struct RedisTransport {
     conn: ConnectionManager,
     channel: String,
     origin: String,
-    incoming: std::sync::Mutex<Option<BoxStream<'static, ClusterMessage>>>,
+    incoming: parking_lot::Mutex<Option<BoxStream<'static, ClusterMessage>>>,
 }
 
 impl RedisTransport {
@@ -55,7 +55,7 @@ impl RedisTransport {
             conn,
             channel,
             origin,
-            incoming: std::sync::Mutex::new(Some(incoming)),
+            incoming: parking_lot::Mutex::new(Some(incoming)),
         })
     }
 }
@@ -86,7 +86,6 @@ impl ClusterTransport for RedisTransport {
     fn incoming(&self) -> BoxStream<'static, ClusterMessage> {
         self.incoming
             .lock()
-            .expect("incoming lock")
             .take()
             .unwrap_or_else(|| futures::stream::empty().boxed())
     }

@@ -11,8 +11,9 @@
 pub mod disposition;
 pub mod thumbnail;
 
+use parking_lot::Mutex;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -191,7 +192,7 @@ impl MediaService {
         let counted = {
             let tally = tally.clone();
             upload.body.map(move |chunk| {
-                let mut tally = tally.lock().expect("tally lock");
+                let mut tally = tally.lock();
                 let chunk = chunk.inspect_err(|_| tally.client_failed = true)?;
                 tally.len += chunk.len() as u64;
                 if tally.len > limit {
@@ -206,7 +207,7 @@ impl MediaService {
             .store
             .put(&content_key(media_id), counted.boxed())
             .await;
-        let tally = std::mem::take(&mut *tally.lock().expect("tally lock"));
+        let tally = std::mem::take(&mut *tally.lock());
         match stored {
             Ok(_) => Ok(UploadedContent {
                 content_type: upload.content_type,

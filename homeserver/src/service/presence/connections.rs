@@ -41,7 +41,7 @@ impl Inner {
         let Some(node) = &self.node else { return };
         let now = now_ms();
         let fresh = {
-            let mut local = self.local.lock().expect("presence lock");
+            let mut local = self.local.lock();
             match local.get_mut(user_id) {
                 Some(entry) if entry.leased_until > now + self.lease_ms() / 2 => true,
                 Some(entry) => {
@@ -78,7 +78,7 @@ impl Inner {
             let now = now_ms();
             let grace = self.config.offline_after.as_millis() as i64;
             let users: Vec<String> = {
-                let mut local = self.local.lock().expect("presence lock");
+                let mut local = self.local.lock();
                 local
                     .iter_mut()
                     .filter(|(_, e)| e.syncing > 0 || now - e.last_sync_end < grace)
@@ -108,7 +108,7 @@ impl Inner {
             Ok(Some(holder)) if &holder != node => holder,
             _ => return false,
         };
-        let mut local = self.local.lock().expect("presence lock");
+        let mut local = self.local.lock();
         if local.get(user_id).is_some_and(|e| e.syncing == 0) {
             tracing::debug!(user = %user_id, %holder, "presence moved to another node");
             local.remove(user_id);
@@ -153,12 +153,7 @@ impl Inner {
 
     async fn lapsed(&self, user_id: &str) {
         // Known here: this node's own timers see to them.
-        if self
-            .local
-            .lock()
-            .expect("presence lock")
-            .contains_key(user_id)
-        {
+        if self.local.lock().contains_key(user_id) {
             return;
         }
         // Back on some node meanwhile.

@@ -22,8 +22,9 @@
 //! then see them as offline, without a last-seen time, as WhatsApp lets
 //! people hide "last seen".
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -70,7 +71,7 @@ impl Drop for SyncGuard {
             return;
         };
         let now = now_ms();
-        let mut local = inner.local.lock().expect("presence lock");
+        let mut local = inner.local.lock();
         if let Some(entry) = local.get_mut(&user_id) {
             entry.syncing = entry.syncing.saturating_sub(1);
             entry.last_sync_end = now;
@@ -300,7 +301,7 @@ impl PresenceService {
     pub async fn is_connected(&self, user_id: &str) -> bool {
         let grace = self.inner.config.offline_after.as_millis() as i64;
         let here = {
-            let local = self.inner.local.lock().expect("presence lock");
+            let local = self.inner.local.lock();
             local
                 .get(user_id)
                 .is_some_and(|e| e.syncing > 0 || now_ms() - e.last_sync_end < grace)

@@ -2,9 +2,10 @@
 //! their deadlines in one timer heap, and the announcements of changes.
 //! `PresenceService` (the parent module) applies the rules through it.
 
+use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -65,7 +66,6 @@ impl Inner {
         entry.scheduled = Some(deadline);
         self.timers
             .lock()
-            .expect("timers lock")
             .heap
             .push(Reverse((deadline, user_id.to_owned())));
         self.nudge.notify_one();
@@ -75,7 +75,7 @@ impl Inner {
     pub(super) async fn announce(&self, user_id: &str) {
         let _turn = self.announcing.lock().await;
         let record = {
-            let mut local = self.local.lock().expect("presence lock");
+            let mut local = self.local.lock();
             match local.get_mut(user_id) {
                 Some(entry) => {
                     entry.stored_active = entry.record.last_active_ts;
@@ -102,12 +102,7 @@ impl Inner {
     /// Loads the user's bookkeeping if this node holds none: the stored
     /// record, else offline with the hidden flag from account data.
     pub(super) async fn load(&self, user_id: &str) -> ServiceResult<()> {
-        if self
-            .local
-            .lock()
-            .expect("presence lock")
-            .contains_key(user_id)
-        {
+        if self.local.lock().contains_key(user_id) {
             return Ok(());
         }
         let record = match self.ephemeral.get_presence(user_id).await? {
@@ -128,7 +123,6 @@ impl Inner {
         };
         self.local
             .lock()
-            .expect("presence lock")
             .entry(user_id.to_owned())
             .or_insert(Local {
                 stored_active: record.last_active_ts,
@@ -151,7 +145,7 @@ impl Inner {
         self.load(user_id).await?;
         let now = now_ms();
         let (announce, silent) = {
-            let mut local = self.local.lock().expect("presence lock");
+            let mut local = self.local.lock();
             let Some(entry) = local.get_mut(user_id) else {
                 return Ok(());
             };
@@ -187,7 +181,7 @@ impl Inner {
         let now = now_ms();
         let mut due = Vec::new();
         {
-            let mut timers = self.timers.lock().expect("timers lock");
+            let mut timers = self.timers.lock();
             while let Some(Reverse((at, _))) = timers.heap.peek() {
                 if *at > now {
                     break;
@@ -203,7 +197,7 @@ impl Inner {
         let mut changed = Vec::new();
         let mut fired = Vec::new();
         {
-            let mut local = self.local.lock().expect("presence lock");
+            let mut local = self.local.lock();
             for (at, user_id) in due {
                 let Some(entry) = local.get_mut(&user_id) else {
                     continue;
@@ -257,7 +251,7 @@ impl Inner {
     /// Drops the bookkeeping of a user who is offline and not syncing: the
     /// store keeps their record (and last seen).
     pub(super) fn forget_if_idle(&self, user_id: &str) {
-        let mut local = self.local.lock().expect("presence lock");
+        let mut local = self.local.lock();
         if local.get(user_id).is_some_and(|e| {
             e.syncing == 0 && e.record.state == PresenceState::Offline && e.scheduled.is_none()
         }) {
@@ -267,13 +261,7 @@ impl Inner {
 
     pub(super) async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let next = self
-                .timers
-                .lock()
-                .expect("timers lock")
-                .heap
-                .peek()
-                .map(|Reverse((at, _))| *at);
+            let next = self.timers.lock().heap.peek().map(|Reverse((at, _))| *at);
             let wait = match next {
                 Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64),
                 None => Duration::from_secs(3600),

@@ -16,8 +16,9 @@ mod evaluate;
 #[cfg(test)]
 mod tests;
 
+use parking_lot::Mutex;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use lru::LruCache;
 use ruma_common::push::{
@@ -228,7 +229,7 @@ impl PushRuleService {
 
     /// Drops a user's cached ruleset: another node changed it.
     pub fn forget(&self, user_id: &str) {
-        let mut cache = self.cache.lock().expect("push rule cache poisoned");
+        let mut cache = self.cache.lock();
         cache.generation += 1;
         cache.entries.pop(user_id);
     }
@@ -241,7 +242,7 @@ impl PushRuleService {
     /// The user's ruleset: stored if customised, else the server defaults.
     pub async fn get_ruleset(&self, user_id: &str) -> ServiceResult<Arc<Ruleset>> {
         let generation = {
-            let mut cache = self.cache.lock().expect("push rule cache poisoned");
+            let mut cache = self.cache.lock();
             if let Some(ruleset) = cache.entries.get(user_id) {
                 return Ok(ruleset.clone());
             }
@@ -253,7 +254,7 @@ impl PushRuleService {
             .get_account_data(user_id, None, PUSH_RULES_TYPE)
             .await?;
         let ruleset = Arc::new(Self::merge_stored(&user, stored));
-        let mut cache = self.cache.lock().expect("push rule cache poisoned");
+        let mut cache = self.cache.lock();
         if cache.generation == generation {
             cache.entries.put(user_id.to_owned(), ruleset.clone());
         }
@@ -410,7 +411,7 @@ impl PushRuleService {
             .set_account_data(user_id, None, PUSH_RULES_TYPE, &content)
             .await?;
         {
-            let mut cache = self.cache.lock().expect("push rule cache poisoned");
+            let mut cache = self.cache.lock();
             cache.generation += 1;
             cache.entries.put(user_id.to_owned(), Arc::new(ruleset));
         }
@@ -437,7 +438,7 @@ impl PushRuleService {
         let prepared = PreparedEvent::new(event, room);
         // One lock for all the cache hits; only misses go to the store.
         let cached: Vec<Option<Arc<Ruleset>>> = {
-            let mut cache = self.cache.lock().expect("push rule cache poisoned");
+            let mut cache = self.cache.lock();
             recipients
                 .iter()
                 .map(|(user_id, _)| cache.entries.get(user_id).cloned())

@@ -1,8 +1,9 @@
 //! Requests in flight per destination (a gateway's URL, or FCM), so the
 //! drain can leave a destination that has all it may have out of a round.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::MAX_PER_DESTINATION;
 
@@ -19,7 +20,7 @@ pub(super) struct DestinationSlot {
 impl Destinations {
     /// A slot for a request to `url`, unless it has all it may have.
     pub(super) fn try_take(self: &Arc<Self>, url: &str) -> Option<DestinationSlot> {
-        let mut counts = self.0.lock().expect("destinations lock");
+        let mut counts = self.0.lock();
         let count = counts.entry(url.to_owned()).or_default();
         if *count >= MAX_PER_DESTINATION {
             return None;
@@ -33,7 +34,7 @@ impl Destinations {
 
     /// The destinations with all the requests they may have.
     pub(super) fn busy(&self) -> Vec<String> {
-        let counts = self.0.lock().expect("destinations lock");
+        let counts = self.0.lock();
         counts
             .iter()
             .filter(|(_, &n)| n >= MAX_PER_DESTINATION)
@@ -44,7 +45,7 @@ impl Destinations {
 
 impl Drop for DestinationSlot {
     fn drop(&mut self) {
-        let mut counts = self.destinations.0.lock().expect("destinations lock");
+        let mut counts = self.destinations.0.lock();
         if let Some(count) = counts.get_mut(&self.url) {
             *count -= 1;
             if *count == 0 {

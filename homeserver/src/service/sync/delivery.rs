@@ -12,7 +12,7 @@ impl SyncService {
     pub(super) fn acknowledge_delivery(&self, who: &Requester, since: SyncToken) {
         let upto = since.events.min(self.cache.watermark());
         let previous = {
-            let mut delivered = self.delivered.lock().expect("delivered lock");
+            let mut delivered = self.delivered.lock();
             let previous = delivered.get(&who.user_id).copied().unwrap_or(0);
             if upto <= previous {
                 return;

@@ -13,8 +13,9 @@
 //! receipts (`ephemeral.rs`), presence (`presence.rs`). Recording delivery
 //! when a client proves what it holds is `delivery.rs`.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};

@@ -112,9 +112,8 @@ async fn connections(store: &dyn Ephemeral) {
         .is_empty());
     // Not renewed: gone.
     store.set_connected(&users, "node-b", 50).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
-    assert_eq!(store.connected_node("@c1:test").await.unwrap(), None);
-    assert_eq!(store.connected_node("@c2:test").await.unwrap(), None);
+    lapsed(store, "@c1:test").await;
+    lapsed(store, "@c2:test").await;
     // The lapsed are handed out once each, `limit` at a time.
     let first = store.take_lapsed_connections(now(), 1).await.unwrap();
     assert_eq!(first.len(), 1);
@@ -133,11 +132,28 @@ async fn connections(store: &dyn Ephemeral) {
         .set_connected(&users[..1], "node-a", 60_000)
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    lapsed(store, "@c2:test").await;
+    assert_eq!(
+        store.connected_node("@c1:test").await.unwrap().as_deref(),
+        Some("node-a")
+    );
     assert_eq!(
         store.take_lapsed_connections(now(), 10).await.unwrap(),
         vec!["@c2:test".to_string()]
     );
+}
+
+/// Waits until `user`'s lease has run out (leases lapse with time: the
+/// condition is the lease, not a fixed pause).
+async fn lapsed(store: &dyn Ephemeral, user: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.connected_node(user).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{user}'s lease never lapsed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 async fn presence(store: &dyn Ephemeral) {

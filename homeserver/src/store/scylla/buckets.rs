@@ -126,8 +126,9 @@ pub async fn read_window(
 
 #[cfg(test)]
 mod tests {
+    use parking_lot::Mutex;
     use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use serde_json::json;
 
@@ -165,7 +166,7 @@ mod tests {
         }
 
         fn take_reads(&self) -> Vec<String> {
-            std::mem::take(&mut self.reads.lock().unwrap())
+            std::mem::take(&mut self.reads.lock())
         }
     }
 
@@ -179,10 +180,7 @@ mod tests {
             dir: Direction,
             limit: usize,
         ) -> StoreResult<Vec<i64>> {
-            self.reads
-                .lock()
-                .unwrap()
-                .push(format!("index {low}..={high}"));
+            self.reads.lock().push(format!("index {low}..={high}"));
             let mut found: Vec<i64> = self
                 .rows
                 .keys()
@@ -205,7 +203,7 @@ mod tests {
             dir: Direction,
             limit: usize,
         ) -> StoreResult<Vec<StoredEvent>> {
-            self.reads.lock().unwrap().push(format!("bucket {bucket}"));
+            self.reads.lock().push(format!("bucket {bucket}"));
             let Some(rows) = self.rows.get(&(room_id.to_owned(), bucket)) else {
                 return Ok(Vec::new());
             };

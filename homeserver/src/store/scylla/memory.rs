@@ -2,9 +2,10 @@
 //! write path and the paging of [`super::ScyllaTimelineStore`] tested
 //! without a ScyllaDB.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -29,8 +30,8 @@ pub struct MemoryTables {
 }
 
 impl MemoryTables {
-    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
-        self.tables.lock().expect("tables lock")
+    fn tables(&self) -> parking_lot::MutexGuard<'_, Tables> {
+        self.tables.lock()
     }
 
     fn check_up(&self) -> StoreResult<()> {

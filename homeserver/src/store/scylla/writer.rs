@@ -8,7 +8,8 @@
 //! acknowledged event is readable from Scylla, and `written` (below which
 //! every committed position is in Scylla) only grows.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -104,9 +105,8 @@ impl Progress {
         self.lock().written
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
-        // The state is a few integers, consistent after every statement.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, ProgressState> {
+        self.state.lock()
     }
 }
 

@@ -16,8 +16,9 @@
 //! (`build.rs`), append the round and answer once it is durable
 //! (`commit.rs`).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -115,14 +116,14 @@ impl Core {
     /// round: another node appended to the room. An idle room has no actor
     /// and loads afresh on first use anyway.
     pub fn reload_if_running(&self, room_id: &str) {
-        if let Some(tx) = self.actors.lock().expect("actors lock").get(room_id) {
+        if let Some(tx) = self.actors.lock().get(room_id) {
             let _ = tx.send(Job::Reload);
         }
     }
 
     /// Hands a job to the room's actor, starting one if none runs.
     pub fn submit(self: &Arc<Self>, room_id: &str, mut job: Job) {
-        let mut actors = self.actors.lock().expect("actors lock");
+        let mut actors = self.actors.lock();
         if let Some(tx) = actors.get(room_id) {
             match tx.send(job) {
                 Ok(()) => return,
@@ -144,7 +145,7 @@ impl Core {
             let received = tokio::time::timeout(IDLE, rx.recv_many(&mut jobs, ROUND)).await;
             if !matches!(received, Ok(n) if n > 0) {
                 // Idle: stop, unless a job slipped in while we decided to.
-                let mut actors = self.actors.lock().expect("actors lock");
+                let mut actors = self.actors.lock();
                 if !rx.is_empty() {
                     continue;
                 }
@@ -167,7 +168,7 @@ impl Core {
                 .await;
             if head.is_none() && loaded && rx.is_empty() {
                 // Unknown rooms keep no actor: a flood of bogus ids costs nothing.
-                let mut actors = self.actors.lock().expect("actors lock");
+                let mut actors = self.actors.lock();
                 if rx.is_empty() {
                     actors.remove(&room_id);
                     return;

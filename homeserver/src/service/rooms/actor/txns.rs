@@ -41,26 +41,20 @@ impl RecentTxns {
 impl Core {
     /// The event id of a recent send of this transaction.
     pub fn recent_txn(&self, key: &TxnKey) -> Option<String> {
-        self.recent_txns
-            .lock()
-            .expect("txn lock")
-            .ids
-            .get(key)
-            .cloned()
+        self.recent_txns.lock().ids.get(key).cloned()
     }
 
     /// Remembers a send's first event id while the send is in flight.
     pub(super) fn remember_txn(&self, key: &TxnKey, event_id: &str) {
         self.recent_txns
             .lock()
-            .expect("txn lock")
             .insert(key.clone(), event_id.to_owned());
     }
 
     /// Forgets transactions whose round was not committed: their retries
     /// must build again.
     pub(super) fn forget_txns(&self, owed: &[Owed]) {
-        let mut recent = self.recent_txns.lock().expect("txn lock");
+        let mut recent = self.recent_txns.lock();
         for key in owed.iter().filter_map(|o| o.txn.as_ref()) {
             recent.ids.remove(key);
         }
