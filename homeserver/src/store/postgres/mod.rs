@@ -35,6 +35,10 @@ mod engine {
 
 /// The queries PostgreSQL shares with SQLite, compiled for PostgreSQL.
 #[path = "../sql/mod.rs"]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "the core is compiled once per engine on purpose (see store/sql)"
+)]
 mod sql;
 
 use std::str::FromStr;

@@ -18,6 +18,10 @@ mod engine {
 
 /// The queries SQLite shares with PostgreSQL, compiled for SQLite.
 #[path = "../sql/mod.rs"]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "the core is compiled once per engine on purpose (see store/sql)"
+)]
 mod sql;
 
 use std::path::Path;
