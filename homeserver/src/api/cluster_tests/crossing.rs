@@ -144,10 +144,22 @@ async fn a_node_that_misses_the_bus_catches_up_from_the_store() {
 
     // A token from A that is ahead of B's cache never makes B repeat events.
     send(&a, &alice, &room, "late", "late").await;
-    let alice_sync = sync(&a, &alice, None, 0).await;
-    let ahead = alice_sync["next_batch"].as_str().unwrap().to_owned();
+    // A's token is ahead only once A's cache has passed bob's join, which
+    // B committed and A (hearing nobody) fills from the store: until then
+    // A hands out a token from before it, and B rightly serves what
+    // follows. Wait for A's sync to show "late".
+    let ahead = eventually("A's sync reaching \"late\"", async || {
+        let alice_sync = sync(&a, &alice, None, 0).await;
+        bodies(&alice_sync, &room)
+            .contains(&"late".to_owned())
+            .then(|| alice_sync["next_batch"].as_str().unwrap().to_owned())
+    })
+    .await;
     let at_b = sync(&b, &alice, Some(&ahead), 0).await;
-    assert!(bodies(&at_b, &room).is_empty(), "{at_b}");
+    assert!(
+        bodies(&at_b, &room).is_empty(),
+        "since {ahead} from A, B answered {at_b}"
+    );
     // The barrier: a later message, which B serves after "late" had it
     // been going to repeat it.
     send(&a, &alice, &room, "barrier", "barrier").await;
