@@ -349,10 +349,10 @@ impl AccountService {
     /// Tells the other nodes of a cluster to drop revoked tokens too: a
     /// logout on one node must hold on all of them.
     fn share_forgotten(&self, hashes: Vec<String>, device: Option<(String, String)>) {
-        if self.bus.clustered() {
-            self.bus
-                .share(ClusterMessage::ForgetTokens { hashes, device });
-        }
+        self.bus.share(&|| ClusterMessage::ForgetTokens {
+            hashes: hashes.clone(),
+            device: device.clone(),
+        });
     }
 
     pub async fn change_password(

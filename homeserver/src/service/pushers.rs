@@ -92,9 +92,7 @@ impl PusherService {
     /// cluster rebuild theirs.
     async fn reindex(&self) -> ServiceResult<()> {
         let reloaded = self.reload().await;
-        if self.bus.clustered() {
-            self.bus.share(ClusterMessage::PushersChanged);
-        }
+        self.bus.share(&|| ClusterMessage::PushersChanged);
         reloaded
     }
 

@@ -212,8 +212,8 @@ impl ReceiptService {
             .zip(positions)
             .filter_map(|(receipt, stream)| stream.map(|stream| ReceiptRecord { receipt, stream }))
             .collect::<Vec<_>>();
-        if self.bus.clustered() && !committed.is_empty() {
-            self.bus.share(ClusterMessage::Receipts {
+        if !committed.is_empty() {
+            self.bus.share(&|| ClusterMessage::Receipts {
                 records: committed.clone(),
             });
         }

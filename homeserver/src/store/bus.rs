@@ -37,20 +37,21 @@ pub trait EventBus: Send + Sync {
     async fn publish(&self, notice: StreamNotice) -> StoreResult<()>;
     /// A stream of every notice published after the call.
     fn subscribe(&self) -> BoxStream<'static, StreamNotice>;
-    /// Whether other nodes listen; callers build a [`cluster::ClusterMessage`]
-    /// only then, so a single node pays nothing.
+    /// Whether other nodes write to the same rooms, so a room's state can
+    /// move under this node (a commit may come back stale and be retried).
     fn clustered(&self) -> bool {
         false
     }
-    /// Tells the other nodes what this one committed (nothing on one node).
-    fn share(&self, _message: cluster::ClusterMessage) {}
+    /// Tells the other nodes what this one committed. `message` builds what
+    /// to send and is called only where other nodes listen: a single node
+    /// builds (and copies) nothing.
+    fn share(&self, _message: &dyn Fn() -> cluster::ClusterMessage) {}
     /// Like [`share`](Self::share), and resolves once the message is durable
     /// on the bus (at once on one node).
     fn share_durable(
         &self,
-        message: cluster::ClusterMessage,
+        _message: &dyn Fn() -> cluster::ClusterMessage,
     ) -> futures::future::BoxFuture<'static, ()> {
-        self.share(message);
         Box::pin(futures::future::ready(()))
     }
     /// On a cluster, the committed events this node acts on for `group` on

@@ -182,12 +182,14 @@ impl EventBus for ClusterBus {
         true
     }
 
-    fn share(&self, message: ClusterMessage) {
+    fn share(&self, message: &dyn Fn() -> ClusterMessage) {
+        let message = message();
         self.keep_own(&message);
         self.transport.send(message);
     }
 
-    fn share_durable(&self, message: ClusterMessage) -> BoxFuture<'static, ()> {
+    fn share_durable(&self, message: &dyn Fn() -> ClusterMessage) -> BoxFuture<'static, ()> {
+        let message = message();
         self.keep_own(&message);
         self.transport.send_durable(message)
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use futures::future::{BoxFuture, FutureExt};
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -170,14 +170,10 @@ impl Core {
         }
         // Other nodes cache the events from this message; one of a room
         // goes to one partition, so they arrive in commit order.
-        let on_bus = if self.bus.clustered() {
-            self.bus.share_durable(ClusterMessage::Events {
-                events: events.clone(),
-                redactions: redactions.clone(),
-            })
-        } else {
-            futures::future::ready(()).boxed()
-        };
+        let on_bus = self.bus.share_durable(&|| ClusterMessage::Events {
+            events: events.clone(),
+            redactions: redactions.clone(),
+        });
         for visible in self.cache.insert(events, redactions) {
             let notice = StreamNotice::RoomEvent {
                 stream: visible.stream,

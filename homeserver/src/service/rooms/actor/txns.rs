@@ -135,8 +135,8 @@ impl Core {
                 return;
             }
         };
-        let on_bus = self.bus.share_durable(ClusterMessage::Events {
-            events: vec![event],
+        let on_bus = self.bus.share_durable(&|| ClusterMessage::Events {
+            events: vec![event.clone()],
             redactions: Vec::new(),
         });
         if tokio::time::timeout(BUS_WAIT, on_bus).await.is_err() {
