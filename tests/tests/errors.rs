@@ -384,14 +384,6 @@ async fn malformed_input_sweep_never_gives_5xx_and_always_an_errcode() {
             Some(json!([1])),
             true,
         ),
-        // A flag of the wrong type: stored as given, it would come back
-        // from GET .../filter/{id} against the spec's schema.
-        probe(
-            M::POST,
-            format!("{V3}/user/{me}/filter"),
-            Some(json!({"room": {"state": {"lazy_load_members": {"x": 1}}}})),
-            true,
-        ),
         probe(
             M::PUT,
             format!("{V3}/user/{other}/account_data/x.y"),

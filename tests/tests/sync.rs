@@ -308,3 +308,19 @@ async fn sync_filter_id_from_filter_upload_works() {
     assert_eq!(timeline.len(), 1, "filter id limits the timeline: {resp}");
     assert_eq!(message_bodies(&timeline), ["m3"]);
 }
+
+/// A filter is returned as it was stored, so a flag of the wrong type is
+/// refused on upload rather than served back against the spec's schema.
+#[tokio::test]
+async fn a_filter_flag_of_the_wrong_type_is_refused() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server, "alice").await;
+    let path = format!("{V3}/user/{}/filter", enc(&alice.user_id));
+    let bad = json!({"room": {"state": {"lazy_load_members": {"x": 1}}}});
+    let (status, body) = alice.post(&path, &bad).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errcode"], "M_BAD_JSON");
+    let good = json!({"room": {"state": {"lazy_load_members": true}}});
+    let (status, body) = alice.post(&path, &good).await;
+    assert_eq!(status, 200, "{body}");
+}
