@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ruma_common::{OwnedServerName, ServerName};
 use serde::Deserialize;
 
 /// Command-line flags. Scripts and benchmarks rely on these exact spellings.
@@ -266,7 +267,7 @@ impl Default for PresenceConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub server_name: String,
+    pub server_name: OwnedServerName,
     pub data_dir: PathBuf,
     /// What `/.well-known/matrix/client` announces; `None`: `http://` and
     /// the request's Host, fine on one machine, not behind a shared cache.
@@ -294,7 +295,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8008".parse().expect("valid default address"),
-            server_name: "localhost".into(),
+            server_name: ruma_common::owned_server_name!("localhost"),
             data_dir: PathBuf::from("./data"),
             public_base_url: None,
             allow_registration: false,
@@ -339,7 +340,11 @@ impl Config {
         let defaults = Config::default();
         Ok(Self {
             listen: settings.listen.unwrap_or(defaults.listen),
-            server_name: settings.server_name.unwrap_or(defaults.server_name),
+            server_name: match settings.server_name {
+                Some(name) => ServerName::parse(&name)
+                    .map_err(|e| anyhow::anyhow!("invalid server name {name:?}: {e}"))?,
+                None => defaults.server_name,
+            },
             data_dir: settings.data_dir.unwrap_or(defaults.data_dir),
             public_base_url: settings
                 .public_base_url
@@ -369,7 +374,6 @@ impl Config {
 
     /// The rules no single setting can check alone.
     fn check(&self) -> anyhow::Result<()> {
-        check_server_name(&self.server_name)?;
         if self.sync.sse_keep_alive.is_zero() {
             anyhow::bail!("sync.sse_keep_alive_ms must be above zero");
         }
@@ -392,19 +396,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Server names appear in every user and room id: a host name or address
-/// and an optional port, nothing else.
-fn check_server_name(server_name: &str) -> anyhow::Result<()> {
-    if server_name.is_empty()
-        || !server_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-    {
-        anyhow::bail!("invalid server name {server_name:?}");
-    }
-    Ok(())
 }
 
 /// Checks `public_base_url`: an absolute http(s) URL with nothing after the

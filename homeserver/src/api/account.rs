@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use axum::Json;
+use ruma_common::OwnedDeviceId;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -35,7 +36,7 @@ pub struct RegisterRequest {
     pub username: Option<String>,
     pub password: Option<String>,
     pub auth: Option<AuthData>,
-    pub device_id: Option<String>,
+    pub device_id: Option<OwnedDeviceId>,
     pub initial_device_display_name: Option<String>,
     #[serde(default)]
     pub inhibit_login: bool,
@@ -157,7 +158,7 @@ pub struct LoginRequest {
     pub identifier: Option<UserIdentifier>,
     pub user: Option<String>,
     pub password: Option<String>,
-    pub device_id: Option<String>,
+    pub device_id: Option<OwnedDeviceId>,
     pub initial_device_display_name: Option<String>,
 }
 
@@ -274,7 +275,7 @@ pub async fn change_password(
         return Err(uia_required("m.login.password"));
     };
     let user = identified_user(data.identifier.as_ref(), data.user.as_deref())
-        .unwrap_or_else(|_| auth.who.user_id.clone());
+        .unwrap_or_else(|_| auth.who.user_id.to_string());
     let password = data.password.as_deref().unwrap_or_default();
     let verified = services.accounts.check_password(&user, password).await?;
     if verified != auth.who.user_id {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use ruma_common::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
@@ -11,10 +12,10 @@ use super::extract::{Auth, MatrixJson, MatrixPath};
 use crate::service::error::ErrorKind;
 use crate::service::presence::HIDE_PRESENCE_TYPE;
 use crate::service::push_rules::PUSH_RULES_TYPE;
-use crate::service::rooms::RoomService;
+
 use crate::service::Services;
 
-fn own_user(auth: &Auth, user_id: &str) -> ApiResult<()> {
+fn own_user(auth: &Auth, user_id: &UserId) -> ApiResult<()> {
     if auth.who.user_id != user_id {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
@@ -29,7 +30,7 @@ fn own_user(auth: &Auth, user_id: &str) -> ApiResult<()> {
 pub async fn get_global(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((user_id, kind)): MatrixPath<(String, String)>,
+    MatrixPath((user_id, kind)): MatrixPath<(OwnedUserId, String)>,
 ) -> ApiResult<Json<Value>> {
     own_user(&auth, &user_id)?;
     if kind == PUSH_RULES_TYPE {
@@ -51,7 +52,7 @@ pub async fn get_global(
 pub async fn put_global(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((user_id, kind)): MatrixPath<(String, String)>,
+    MatrixPath((user_id, kind)): MatrixPath<(OwnedUserId, String)>,
     MatrixJson(content): MatrixJson<Value>,
 ) -> ApiResult<Json<Value>> {
     own_user(&auth, &user_id)?;
@@ -79,10 +80,9 @@ pub async fn put_global(
 pub async fn get_room(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((user_id, room_id, kind)): MatrixPath<(String, String, String)>,
+    MatrixPath((user_id, room_id, kind)): MatrixPath<(OwnedUserId, OwnedRoomId, String)>,
 ) -> ApiResult<Json<Value>> {
     own_user(&auth, &user_id)?;
-    RoomService::check_room_id(&room_id)?;
     let content = services
         .accounts
         .get_account_data(&user_id, Some(&room_id), &kind)
@@ -97,11 +97,10 @@ pub async fn get_room(
 pub async fn put_room(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((user_id, room_id, kind)): MatrixPath<(String, String, String)>,
+    MatrixPath((user_id, room_id, kind)): MatrixPath<(OwnedUserId, OwnedRoomId, String)>,
     MatrixJson(content): MatrixJson<Value>,
 ) -> ApiResult<Json<Value>> {
     own_user(&auth, &user_id)?;
-    RoomService::check_room_id(&room_id)?;
     services
         .accounts
         .set_account_data(&user_id, Some(&room_id), &kind, content)

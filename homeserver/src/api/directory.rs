@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use ruma_common::{OwnedRoomAliasId, OwnedRoomId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -17,7 +18,7 @@ use crate::service::Services;
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3directoryroomroomalias>
 pub async fn get_alias(
     State(services): State<Arc<Services>>,
-    MatrixPath(alias): MatrixPath<String>,
+    MatrixPath(alias): MatrixPath<OwnedRoomAliasId>,
 ) -> ApiResult<Json<Value>> {
     let room_id = services.rooms.resolve_alias(&alias).await?;
     Ok(Json(
@@ -27,7 +28,7 @@ pub async fn get_alias(
 
 #[derive(Debug, Deserialize)]
 pub struct AliasBody {
-    pub room_id: String,
+    pub room_id: OwnedRoomId,
 }
 
 /// # `PUT /_matrix/client/v3/directory/room/{roomAlias}`
@@ -35,7 +36,7 @@ pub struct AliasBody {
 pub async fn put_alias(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(alias): MatrixPath<String>,
+    MatrixPath(alias): MatrixPath<OwnedRoomAliasId>,
     MatrixJson(body): MatrixJson<AliasBody>,
 ) -> Result<Json<Value>, (StatusCode, ApiError)> {
     match services
@@ -58,7 +59,7 @@ pub async fn put_alias(
 pub async fn delete_alias(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(alias): MatrixPath<String>,
+    MatrixPath(alias): MatrixPath<OwnedRoomAliasId>,
 ) -> ApiResult<Json<Value>> {
     services.rooms.delete_alias(&auth.who, &alias).await?;
     Ok(Json(json!({})))
@@ -69,7 +70,7 @@ pub async fn delete_alias(
 pub async fn room_aliases(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
 ) -> ApiResult<Json<Value>> {
     let aliases = services
         .rooms

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use ruma_common::{OwnedEventId, OwnedRoomId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -12,9 +13,7 @@ use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
 use crate::service::error::ErrorKind;
 use crate::service::pdu::client_event_for;
 use crate::service::rate_limit::Action;
-use crate::service::rooms::{
-    now_ms, EventRequest, PageRequest, Requester, RoomEventFilter, RoomService,
-};
+use crate::service::rooms::{now_ms, EventRequest, PageRequest, Requester, RoomEventFilter};
 use crate::service::token::{pagination_token, parse_pagination_token};
 use crate::service::Services;
 use crate::store::{Direction, StoredEvent};
@@ -39,10 +38,9 @@ fn check_txn_id(txn_id: &str) -> ApiResult<()> {
 pub async fn send(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, kind, txn_id)): MatrixPath<(String, String, String)>,
+    MatrixPath((room_id, kind, txn_id)): MatrixPath<(OwnedRoomId, String, String)>,
     MatrixJson(content): MatrixJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    RoomService::check_room_id(&room_id)?;
     check_txn_id(&txn_id)?;
     if kind.is_empty() || kind.len() > 255 {
         return Err(ApiError::new(ErrorKind::InvalidParam, "Invalid event type"));
@@ -55,7 +53,7 @@ pub async fn send(
     }
     services
         .rate_limiter
-        .check(Action::Message, &auth.who.user_id)
+        .check(Action::Message, auth.who.user_id.as_str())
         .await?;
     let request = EventRequest {
         kind,
@@ -82,10 +80,9 @@ pub struct RedactBody {
 pub async fn redact(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, event_id, txn_id)): MatrixPath<(String, String, String)>,
+    MatrixPath((room_id, event_id, txn_id)): MatrixPath<(OwnedRoomId, OwnedEventId, String)>,
     MatrixJson(body): MatrixJson<RedactBody>,
 ) -> ApiResult<Json<Value>> {
-    RoomService::check_room_id(&room_id)?;
     check_txn_id(&txn_id)?;
     let mut content = json!({"redacts": event_id});
     if let Some(reason) = body.reason {
@@ -120,7 +117,7 @@ const MAX_PAGE: i64 = 1000;
 pub async fn messages(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixQuery(query): MatrixQuery<MessagesQuery>,
 ) -> ApiResult<Json<Value>> {
     let dir = match query.dir.as_deref() {
@@ -192,7 +189,7 @@ pub async fn messages(
 pub async fn get_event(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, event_id)): MatrixPath<(String, String)>,
+    MatrixPath((room_id, event_id)): MatrixPath<(OwnedRoomId, OwnedEventId)>,
 ) -> ApiResult<Json<Value>> {
     let event = services
         .rooms
@@ -211,7 +208,7 @@ pub struct ContextQuery {
 pub async fn context(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, event_id)): MatrixPath<(String, String)>,
+    MatrixPath((room_id, event_id)): MatrixPath<(OwnedRoomId, OwnedEventId)>,
     MatrixQuery(query): MatrixQuery<ContextQuery>,
 ) -> ApiResult<Json<Value>> {
     let limit = query.limit.unwrap_or(10).clamp(0, 100) as usize;

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::TryStreamExt;
+use ruma_common::OwnedServerName;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -212,7 +213,7 @@ pub async fn create(State(services): State<Arc<Services>>, auth: Auth) -> ApiRes
 pub async fn upload_reserved(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((server_name, media_id)): MatrixPath<(String, String)>,
+    MatrixPath((server_name, media_id)): MatrixPath<(OwnedServerName, String)>,
     MatrixQuery(query): MatrixQuery<UploadQuery>,
     headers: HeaderMap,
     body: Body,
@@ -235,7 +236,7 @@ pub async fn config(State(services): State<Arc<Services>>, _auth: Auth) -> Json<
 
 async fn serve_download(
     services: &Services,
-    (server_name, media_id): (String, String),
+    (server_name, media_id): (OwnedServerName, String),
     file_name: Option<String>,
     query: DownloadQuery,
 ) -> ApiResult<Response> {
@@ -254,7 +255,7 @@ async fn serve_download(
 
 async fn serve_thumbnail(
     services: &Services,
-    (server_name, media_id): (String, String),
+    (server_name, media_id): (OwnedServerName, String),
     query: ThumbnailQuery,
 ) -> ApiResult<Response> {
     let request = ThumbnailRequest {
@@ -275,7 +276,7 @@ async fn serve_thumbnail(
 pub async fn download(
     State(services): State<Arc<Services>>,
     _auth: Auth,
-    MatrixPath(path): MatrixPath<(String, String)>,
+    MatrixPath(path): MatrixPath<(OwnedServerName, String)>,
     MatrixQuery(query): MatrixQuery<DownloadQuery>,
 ) -> ApiResult<Response> {
     serve_download(&services, path, None, query).await
@@ -286,7 +287,7 @@ pub async fn download(
 pub async fn download_as(
     State(services): State<Arc<Services>>,
     _auth: Auth,
-    MatrixPath((server_name, media_id, file_name)): MatrixPath<(String, String, String)>,
+    MatrixPath((server_name, media_id, file_name)): MatrixPath<(OwnedServerName, String, String)>,
     MatrixQuery(query): MatrixQuery<DownloadQuery>,
 ) -> ApiResult<Response> {
     serve_download(&services, (server_name, media_id), Some(file_name), query).await
@@ -297,7 +298,7 @@ pub async fn download_as(
 pub async fn thumbnail(
     State(services): State<Arc<Services>>,
     _auth: Auth,
-    MatrixPath(path): MatrixPath<(String, String)>,
+    MatrixPath(path): MatrixPath<(OwnedServerName, String)>,
     MatrixQuery(query): MatrixQuery<ThumbnailQuery>,
 ) -> ApiResult<Response> {
     serve_thumbnail(&services, path, query).await
@@ -309,7 +310,7 @@ pub async fn thumbnail(
 /// Deprecated and unauthenticated; off when `media.legacy_endpoints = false`.
 pub async fn legacy_download(
     State(services): State<Arc<Services>>,
-    MatrixPath(path): MatrixPath<(String, String)>,
+    MatrixPath(path): MatrixPath<(OwnedServerName, String)>,
     MatrixQuery(query): MatrixQuery<DownloadQuery>,
 ) -> ApiResult<Response> {
     serve_download(&services, path, None, query).await
@@ -321,7 +322,7 @@ pub async fn legacy_download(
 /// Deprecated and unauthenticated; off when `media.legacy_endpoints = false`.
 pub async fn legacy_download_as(
     State(services): State<Arc<Services>>,
-    MatrixPath((server_name, media_id, file_name)): MatrixPath<(String, String, String)>,
+    MatrixPath((server_name, media_id, file_name)): MatrixPath<(OwnedServerName, String, String)>,
     MatrixQuery(query): MatrixQuery<DownloadQuery>,
 ) -> ApiResult<Response> {
     serve_download(&services, (server_name, media_id), Some(file_name), query).await
@@ -333,7 +334,7 @@ pub async fn legacy_download_as(
 /// Deprecated and unauthenticated; off when `media.legacy_endpoints = false`.
 pub async fn legacy_thumbnail(
     State(services): State<Arc<Services>>,
-    MatrixPath(path): MatrixPath<(String, String)>,
+    MatrixPath(path): MatrixPath<(OwnedServerName, String)>,
     MatrixQuery(query): MatrixQuery<ThumbnailQuery>,
 ) -> ApiResult<Response> {
     serve_thumbnail(&services, path, query).await

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use ruma_common::OwnedUserId;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -24,7 +25,7 @@ pub struct StatusBody {
 pub async fn set_status(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(user_id): MatrixPath<String>,
+    MatrixPath(user_id): MatrixPath<OwnedUserId>,
     MatrixJson(body): MatrixJson<StatusBody>,
 ) -> ApiResult<Json<Value>> {
     if auth.who.user_id != user_id {
@@ -46,7 +47,7 @@ pub async fn set_status(
 pub async fn get_status(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(user_id): MatrixPath<String>,
+    MatrixPath(user_id): MatrixPath<OwnedUserId>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
         services

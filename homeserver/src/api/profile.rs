@@ -4,22 +4,21 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use ruma_common::{OwnedUserId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
 use crate::service::error::ErrorKind;
-use crate::service::identifiers::check_user_id;
 use crate::service::Services;
 
 /// # `GET /_matrix/client/v3/profile/{userId}`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3profileuserid>
 pub async fn get_profile(
     State(services): State<Arc<Services>>,
-    MatrixPath(user_id): MatrixPath<String>,
+    MatrixPath(user_id): MatrixPath<OwnedUserId>,
 ) -> ApiResult<Json<Value>> {
-    check_user_id(&user_id)?;
     let profile = services.accounts.profile(&user_id).await?;
     let mut out = json!({});
     if let Some(name) = profile.displayname {
@@ -35,9 +34,8 @@ pub async fn get_profile(
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3profileuseriddisplayname>
 pub async fn get_displayname(
     State(services): State<Arc<Services>>,
-    MatrixPath(user_id): MatrixPath<String>,
+    MatrixPath(user_id): MatrixPath<OwnedUserId>,
 ) -> ApiResult<Json<Value>> {
-    check_user_id(&user_id)?;
     let profile = services.accounts.profile(&user_id).await?;
     match profile.displayname {
         Some(name) => Ok(Json(json!({"displayname": name}))),
@@ -49,9 +47,8 @@ pub async fn get_displayname(
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3profileuseridavatar_url>
 pub async fn get_avatar_url(
     State(services): State<Arc<Services>>,
-    MatrixPath(user_id): MatrixPath<String>,
+    MatrixPath(user_id): MatrixPath<OwnedUserId>,
 ) -> ApiResult<Json<Value>> {
-    check_user_id(&user_id)?;
     let profile = services.accounts.profile(&user_id).await?;
     match profile.avatar_url {
         Some(url) => Ok(Json(json!({"avatar_url": url}))),
@@ -69,7 +66,7 @@ pub struct AvatarUrl {
     pub avatar_url: Option<String>,
 }
 
-fn own_profile(auth: &Auth, user_id: &str) -> ApiResult<()> {
+fn own_profile(auth: &Auth, user_id: &UserId) -> ApiResult<()> {
     if auth.who.user_id != user_id {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
@@ -84,7 +81,7 @@ fn own_profile(auth: &Auth, user_id: &str) -> ApiResult<()> {
 pub async fn set_displayname(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(user_id): MatrixPath<String>,
+    MatrixPath(user_id): MatrixPath<OwnedUserId>,
     MatrixJson(body): MatrixJson<DisplayName>,
 ) -> ApiResult<Json<Value>> {
     own_profile(&auth, &user_id)?;
@@ -107,7 +104,7 @@ pub async fn set_displayname(
 pub async fn set_avatar_url(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(user_id): MatrixPath<String>,
+    MatrixPath(user_id): MatrixPath<OwnedUserId>,
     MatrixJson(body): MatrixJson<AvatarUrl>,
 ) -> ApiResult<Json<Value>> {
     own_profile(&auth, &user_id)?;

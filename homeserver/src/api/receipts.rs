@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use ruma_common::{OwnedEventId, OwnedRoomId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -24,7 +25,7 @@ pub struct ReceiptBody {
 pub async fn post_receipt(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, receipt_type, event_id)): MatrixPath<(String, String, String)>,
+    MatrixPath((room_id, receipt_type, event_id)): MatrixPath<(OwnedRoomId, String, OwnedEventId)>,
     MatrixJson(body): MatrixJson<ReceiptBody>,
 ) -> ApiResult<Json<Value>> {
     services
@@ -48,11 +49,11 @@ pub async fn post_receipt(
 #[derive(Debug, Deserialize)]
 pub struct ReadMarkersBody {
     #[serde(rename = "m.fully_read")]
-    pub fully_read: Option<String>,
+    pub fully_read: Option<OwnedEventId>,
     #[serde(rename = "m.read")]
-    pub read: Option<String>,
+    pub read: Option<OwnedEventId>,
     #[serde(rename = "m.read.private")]
-    pub read_private: Option<String>,
+    pub read_private: Option<OwnedEventId>,
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/read_markers`
@@ -60,7 +61,7 @@ pub struct ReadMarkersBody {
 pub async fn read_markers(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<ReadMarkersBody>,
 ) -> ApiResult<Json<Value>> {
     if let Some(event_id) = &body.fully_read {
@@ -112,7 +113,7 @@ pub async fn read_markers(
 pub async fn message_info(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, event_id)): MatrixPath<(String, String)>,
+    MatrixPath((room_id, event_id)): MatrixPath<(OwnedRoomId, OwnedEventId)>,
 ) -> ApiResult<Json<Value>> {
     let info = services
         .receipts

@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use ruma_common::{OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
 use crate::service::pdu::client_event;
-use crate::service::rooms::{now_ms, CreateRoomRequest, RoomService};
+use crate::service::rooms::{now_ms, CreateRoomRequest};
 use crate::service::Services;
 
 /// # `POST /_matrix/client/v3/createRoom`
@@ -34,7 +35,7 @@ pub struct ReasonBody {
 pub async fn join(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room): MatrixPath<String>,
+    MatrixPath(room): MatrixPath<OwnedRoomOrAliasId>,
     MatrixJson(body): MatrixJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
     let room_id = services
@@ -49,11 +50,10 @@ pub async fn join(
 pub async fn join_by_id(
     state: State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     body: MatrixJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    RoomService::check_room_id(&room_id)?;
-    join(state, auth, MatrixPath(room_id), body).await
+    join(state, auth, MatrixPath(room_id.into()), body).await
 }
 
 /// # `GET /_matrix/client/v3/joined_rooms`
@@ -68,7 +68,7 @@ pub async fn joined_rooms(
 
 #[derive(Debug, Deserialize)]
 pub struct TargetBody {
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     pub reason: Option<String>,
 }
 
@@ -77,10 +77,9 @@ pub struct TargetBody {
 pub async fn invite(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<TargetBody>,
 ) -> ApiResult<Json<Value>> {
-    RoomService::check_room_id(&room_id)?;
     services
         .rooms
         .invite(&auth.who, &room_id, &body.user_id, body.reason.as_deref())
@@ -93,10 +92,9 @@ pub async fn invite(
 pub async fn leave(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<ReasonBody>,
 ) -> ApiResult<Json<Value>> {
-    RoomService::check_room_id(&room_id)?;
     services
         .rooms
         .leave(&auth.who, &room_id, body.reason.as_deref())
@@ -109,9 +107,8 @@ pub async fn leave(
 pub async fn forget(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
 ) -> ApiResult<Json<Value>> {
-    RoomService::check_room_id(&room_id)?;
     services.rooms.forget(&auth.who, &room_id).await?;
     Ok(Json(json!({})))
 }
@@ -121,10 +118,9 @@ pub async fn forget(
 pub async fn kick(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<TargetBody>,
 ) -> ApiResult<Json<Value>> {
-    RoomService::check_room_id(&room_id)?;
     services
         .rooms
         .kick(&auth.who, &room_id, &body.user_id, body.reason.as_deref())
@@ -137,10 +133,9 @@ pub async fn kick(
 pub async fn ban(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<TargetBody>,
 ) -> ApiResult<Json<Value>> {
-    RoomService::check_room_id(&room_id)?;
     services
         .rooms
         .ban(&auth.who, &room_id, &body.user_id, body.reason.as_deref())
@@ -153,10 +148,9 @@ pub async fn ban(
 pub async fn unban(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<TargetBody>,
 ) -> ApiResult<Json<Value>> {
-    RoomService::check_room_id(&room_id)?;
     services
         .rooms
         .unban(&auth.who, &room_id, &body.user_id, body.reason.as_deref())
@@ -177,7 +171,7 @@ pub struct MembersQuery {
 pub async fn members(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixQuery(query): MatrixQuery<MembersQuery>,
 ) -> ApiResult<Json<Value>> {
     let events = services
@@ -202,7 +196,7 @@ pub async fn members(
 pub async fn joined_members(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
 ) -> ApiResult<Json<Value>> {
     let events = services
         .rooms

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use ruma_common::OwnedRoomId;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
@@ -18,7 +19,7 @@ use crate::service::Services;
 pub async fn get_state(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(room_id): MatrixPath<String>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
 ) -> ApiResult<Json<Value>> {
     let events = services
         .rooms
@@ -38,7 +39,7 @@ pub async fn get_state(
 pub async fn get_state_event(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, kind, state_key)): MatrixPath<(String, String, String)>,
+    MatrixPath((room_id, kind, state_key)): MatrixPath<(OwnedRoomId, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let content = services
         .rooms
@@ -51,7 +52,7 @@ pub async fn get_state_event(
 pub async fn get_state_event_empty_key(
     state: State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, kind)): MatrixPath<(String, String)>,
+    MatrixPath((room_id, kind)): MatrixPath<(OwnedRoomId, String)>,
 ) -> ApiResult<Json<Value>> {
     get_state_event(state, auth, MatrixPath((room_id, kind, String::new()))).await
 }
@@ -61,7 +62,7 @@ pub async fn get_state_event_empty_key(
 pub async fn put_state_event(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, kind, state_key)): MatrixPath<(String, String, String)>,
+    MatrixPath((room_id, kind, state_key)): MatrixPath<(OwnedRoomId, String, String)>,
     MatrixJson(content): MatrixJson<Value>,
 ) -> ApiResult<Json<Value>> {
     if kind.is_empty() || kind.len() > 255 {
@@ -78,7 +79,7 @@ pub async fn put_state_event(
 pub async fn put_state_event_empty_key(
     state: State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, kind)): MatrixPath<(String, String)>,
+    MatrixPath((room_id, kind)): MatrixPath<(OwnedRoomId, String)>,
     body: MatrixJson<Value>,
 ) -> ApiResult<Json<Value>> {
     put_state_event(

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ruma_common::{OwnedUserId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -132,7 +133,7 @@ pub async fn sync_request(
     })
 }
 
-fn own_user(auth: &Auth, user_id: &str) -> ApiResult<()> {
+fn own_user(auth: &Auth, user_id: &UserId) -> ApiResult<()> {
     if auth.who.user_id != user_id {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
@@ -147,7 +148,7 @@ fn own_user(auth: &Auth, user_id: &str) -> ApiResult<()> {
 pub async fn create_filter(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath(user_id): MatrixPath<String>,
+    MatrixPath(user_id): MatrixPath<OwnedUserId>,
     MatrixJson(body): MatrixJson<Value>,
 ) -> ApiResult<Json<Value>> {
     own_user(&auth, &user_id)?;
@@ -162,7 +163,7 @@ pub async fn create_filter(
 pub async fn get_filter(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((user_id, filter_id)): MatrixPath<(String, String)>,
+    MatrixPath((user_id, filter_id)): MatrixPath<(OwnedUserId, String)>,
 ) -> ApiResult<Json<Value>> {
     own_user(&auth, &user_id)?;
     let not_found = || ApiError::new(ErrorKind::NotFound, "Unknown filter");

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
+use ruma_common::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -22,7 +23,7 @@ pub struct TypingBody {
 pub async fn set_typing(
     State(services): State<Arc<Services>>,
     auth: Auth,
-    MatrixPath((room_id, user_id)): MatrixPath<(String, String)>,
+    MatrixPath((room_id, user_id)): MatrixPath<(OwnedRoomId, OwnedUserId)>,
     MatrixJson(body): MatrixJson<TypingBody>,
 ) -> ApiResult<Json<Value>> {
     services

@@ -6,6 +6,7 @@
 //! spares the database a lookup on every request.
 
 use parking_lot::Mutex;
+use ruma_common::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, RoomId, UserId};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -26,15 +27,15 @@ use crate::store::{AccountStore, EventBus, StoreError, StreamNotice, TokenOwner,
 
 /// What a successful login or registration hands the client.
 pub struct Session {
-    pub user_id: String,
-    pub device_id: String,
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
     pub access_token: Option<String>,
 }
 
 pub struct AccountService {
     store: Arc<dyn AccountStore>,
     bus: Arc<dyn EventBus>,
-    server_name: String,
+    server_name: OwnedServerName,
     tokens: Mutex<LruCache<String, TokenOwner>>,
     hash_permits: tokio::sync::Semaphore,
 }
@@ -49,13 +50,14 @@ pub fn random_token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
-fn random_device_id() -> String {
+fn random_device_id() -> OwnedDeviceId {
     use rand::Rng;
-    rand::thread_rng()
+    let id: String = rand::thread_rng()
         .sample_iter(&rand::distributions::Uniform::from(b'A'..=b'Z'))
         .take(10)
         .map(char::from)
-        .collect()
+        .collect();
+    id.into()
 }
 
 /// Argon2 takes ~19 MiB per hash by design; at most this many run at once so a
@@ -90,7 +92,11 @@ async fn verify_password(password: String, hash: String) -> ServiceResult<bool> 
 }
 
 impl AccountService {
-    pub fn new(store: Arc<dyn AccountStore>, bus: Arc<dyn EventBus>, server_name: String) -> Self {
+    pub fn new(
+        store: Arc<dyn AccountStore>,
+        bus: Arc<dyn EventBus>,
+        server_name: OwnedServerName,
+    ) -> Self {
         Self {
             store,
             bus,
@@ -100,17 +106,17 @@ impl AccountService {
         }
     }
 
-    pub async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> ServiceResult<()> {
+    pub async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> ServiceResult<()> {
         Ok(self.store.set_displayname(user_id, name).await?)
     }
 
-    pub async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> ServiceResult<()> {
+    pub async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> ServiceResult<()> {
         Ok(self.store.set_avatar_url(user_id, url).await?)
     }
 
     pub async fn save_filter(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         filter: &serde_json::Value,
     ) -> ServiceResult<i64> {
         Ok(self.store.save_filter(user_id, filter).await?)
@@ -118,7 +124,7 @@ impl AccountService {
 
     pub async fn get_filter(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         filter_id: i64,
     ) -> ServiceResult<Option<serde_json::Value>> {
         Ok(self.store.get_filter(user_id, filter_id).await?)
@@ -127,8 +133,8 @@ impl AccountService {
     /// Stores account data and wakes the owner's syncs.
     pub async fn set_account_data(
         &self,
-        user_id: &str,
-        room_id: Option<&str>,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
         kind: &str,
         content: serde_json::Value,
     ) -> ServiceResult<()> {
@@ -154,15 +160,15 @@ impl AccountService {
 
     pub async fn get_account_data(
         &self,
-        user_id: &str,
-        room_id: Option<&str>,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
         kind: &str,
     ) -> ServiceResult<Option<serde_json::Value>> {
         Ok(self.store.get_account_data(user_id, room_id, kind).await?)
     }
 
     /// Checks that a user name is well formed and free.
-    pub async fn check_available(&self, username: &str) -> ServiceResult<String> {
+    pub async fn check_available(&self, username: &str) -> ServiceResult<OwnedUserId> {
         let user_id = local_user_id(username, &self.server_name)?;
         if self.store.get_user(&user_id).await?.is_some() {
             return Err(ServiceError::new(
@@ -177,7 +183,7 @@ impl AccountService {
         &self,
         username: Option<&str>,
         password: Option<&str>,
-        device_id: Option<&str>,
+        device_id: Option<&DeviceId>,
         device_name: Option<&str>,
         inhibit_login: bool,
     ) -> ServiceResult<Session> {
@@ -204,15 +210,10 @@ impl AccountService {
             }
             None => None,
         };
-        let localpart = user_id[1..]
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
         let record = UserRecord {
             user_id: user_id.clone(),
             password_hash,
-            displayname: Some(localpart),
+            displayname: Some(user_id.localpart().to_owned()),
             avatar_url: None,
             created_ts: now_ms(),
         };
@@ -225,7 +226,7 @@ impl AccountService {
         if inhibit_login {
             return Ok(Session {
                 user_id,
-                device_id: device_id.map(str::to_owned).unwrap_or_default(),
+                device_id: device_id.map_or_else(|| "".into(), ToOwned::to_owned),
                 access_token: None,
             });
         }
@@ -234,12 +235,12 @@ impl AccountService {
 
     async fn open_session(
         &self,
-        user_id: &str,
-        device_id: Option<&str>,
+        user_id: &UserId,
+        device_id: Option<&DeviceId>,
         device_name: Option<&str>,
     ) -> ServiceResult<Session> {
         let device_id = match device_id {
-            Some(d) if !d.is_empty() && d.len() <= 255 => d.to_owned(),
+            Some(d) if !d.as_str().is_empty() && d.as_str().len() <= 255 => d.to_owned(),
             Some(_) => return Err(ServiceError::invalid_param("Invalid device_id")),
             None => random_device_id(),
         };
@@ -259,7 +260,7 @@ impl AccountService {
     }
 
     /// Verifies a password for `user` (a localpart or full user id).
-    pub async fn check_password(&self, user: &str, password: &str) -> ServiceResult<String> {
+    pub async fn check_password(&self, user: &str, password: &str) -> ServiceResult<OwnedUserId> {
         let denied = || ServiceError::forbidden("Invalid username or password");
         let user_id = local_user_id(user, &self.server_name).map_err(|_| denied())?;
         let record = self.store.get_user(&user_id).await?.ok_or_else(denied)?;
@@ -282,7 +283,7 @@ impl AccountService {
         &self,
         user: &str,
         password: &str,
-        device_id: Option<&str>,
+        device_id: Option<&DeviceId>,
         device_name: Option<&str>,
     ) -> ServiceResult<Session> {
         let user_id = self.check_password(user, password).await?;
@@ -318,7 +319,11 @@ impl AccountService {
     }
 
     /// Revokes every token of the user, except on `keep_device` if given.
-    pub async fn logout_all(&self, user_id: &str, keep_device: Option<&str>) -> ServiceResult<()> {
+    pub async fn logout_all(
+        &self,
+        user_id: &UserId,
+        keep_device: Option<&DeviceId>,
+    ) -> ServiceResult<()> {
         let hashes = self.store.delete_all_tokens(user_id, keep_device).await?;
         self.forget_tokens(&hashes);
         self.share_forgotten(hashes, None);
@@ -334,7 +339,7 @@ impl AccountService {
     }
 
     /// Drops every cached token of one device.
-    pub fn forget_device_tokens(&self, user_id: &str, device_id: &str) {
+    pub fn forget_device_tokens(&self, user_id: &UserId, device_id: &DeviceId) {
         let mut cache = self.tokens.lock();
         let revoked: Vec<String> = cache
             .iter()
@@ -348,7 +353,7 @@ impl AccountService {
 
     /// Tells the other nodes of a cluster to drop revoked tokens too: a
     /// logout on one node must hold on all of them.
-    fn share_forgotten(&self, hashes: Vec<String>, device: Option<(String, String)>) {
+    fn share_forgotten(&self, hashes: Vec<String>, device: Option<(OwnedUserId, OwnedDeviceId)>) {
         self.bus.share(&|| ClusterMessage::ForgetTokens {
             hashes: hashes.clone(),
             device: device.clone(),
@@ -381,7 +386,7 @@ impl AccountService {
         Ok(())
     }
 
-    pub async fn profile(&self, user_id: &str) -> ServiceResult<UserRecord> {
+    pub async fn profile(&self, user_id: &UserId) -> ServiceResult<UserRecord> {
         self.store
             .get_user(user_id)
             .await?

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use ruma_common::{EventId, RoomId};
 use tokio_util::sync::CancellationToken;
 
 use super::receipts::{READ, READ_PRIVATE};
@@ -139,10 +140,10 @@ impl Follower {
         // Only a state change matters to this node's room actors: a message
         // from elsewhere just forks the DAG (legal), and a state change the
         // actor has not seen yet is caught by the store's check anyway.
-        let rooms: HashSet<&str> = events
+        let rooms: HashSet<&RoomId> = events
             .iter()
             .filter(|e| e.state_key.is_some())
-            .map(|e| e.room_id.as_str())
+            .map(|e| e.room_id.as_ref())
             .collect();
         for room_id in rooms {
             self.services.rooms.head_moved_elsewhere(room_id);
@@ -248,8 +249,8 @@ impl Follower {
             for event in events.iter().filter(|e| e.kind == "m.room.redaction") {
                 // Room version 11 keeps `redacts` in the content.
                 let target = event.pdu.get("content").and_then(|c| c.get("redacts"));
-                let Some(target) = target.or(event.pdu.get("redacts")).and_then(|v| v.as_str())
-                else {
+                let target = target.or(event.pdu.get("redacts")).and_then(|v| v.as_str());
+                let Some(Ok(target)) = target.map(<&EventId>::try_from) else {
                     continue;
                 };
                 if let Ok(Some(stored)) = self.parts.rooms.get_event(target).await {

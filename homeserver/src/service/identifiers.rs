@@ -1,6 +1,7 @@
-//! Matrix identifier checks (spec appendix "Identifier Grammar").
+//! The user ids this server hands out (ruma checks the grammar of the rest).
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
+use ruma_common::{OwnedUserId, ServerName, UserId};
 
 /// Localparts this server hands out: `a-z 0-9 . _ = - /`, as the spec
 /// recommends for new user ids.
@@ -12,37 +13,11 @@ pub fn is_valid_localpart(localpart: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b))
 }
 
-/// A user id with a sigil, a localpart and a server name.
-pub fn check_user_id(user_id: &str) -> ServiceResult<()> {
-    let valid = user_id.len() <= 255
-        && user_id
-            .strip_prefix('@')
-            .and_then(|rest| rest.split_once(':'))
-            .is_some_and(|(local, server)| {
-                !local.is_empty()
-                    && !server.is_empty()
-                    && local
-                        .bytes()
-                        .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
-                    && server
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-            });
-    if valid {
-        Ok(())
-    } else {
-        Err(ServiceError::new(
-            ErrorKind::InvalidParam,
-            format!("'{user_id}' is not a valid user id"),
-        ))
-    }
-}
-
 /// `@localpart:server` from a bare localpart or a full user id of this server.
-pub fn local_user_id(input: &str, server_name: &str) -> ServiceResult<String> {
+pub fn local_user_id(input: &str, server_name: &ServerName) -> ServiceResult<OwnedUserId> {
     let localpart = match input.strip_prefix('@') {
         Some(rest) => match rest.split_once(':') {
-            Some((local, server)) if server == server_name => local,
+            Some((local, server)) if server == server_name.as_str() => local,
             _ => return Err(ServiceError::forbidden("Not a user of this server")),
         },
         None => input,
@@ -54,27 +29,22 @@ pub fn local_user_id(input: &str, server_name: &str) -> ServiceResult<String> {
             "User names may contain only a-z, 0-9, '.', '_', '=', '-', '/' and '+'",
         ));
     }
-    Ok(format!("@{localpart}:{server_name}"))
+    UserId::parse(format!("@{localpart}:{server_name}"))
+        .map_err(|e| ServiceError::new(ErrorKind::InvalidUsername, e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ruma_common::server_name;
 
     #[test]
     fn localparts_follow_the_grammar() {
         assert!(is_valid_localpart("alice.b_1"));
         assert!(!is_valid_localpart("Bad User!"));
         assert!(!is_valid_localpart(""));
-        assert_eq!(local_user_id("Alice", "hs").unwrap(), "@alice:hs");
-        assert!(local_user_id("@a:other", "hs").is_err());
-    }
-
-    #[test]
-    fn user_ids_need_sigil_and_server() {
-        assert!(check_user_id("@a:hs").is_ok());
-        assert!(check_user_id("a:hs").is_err());
-        assert!(check_user_id("@a").is_err());
-        assert!(check_user_id("@:hs").is_err());
+        let hs = server_name!("hs");
+        assert_eq!(local_user_id("Alice", hs).unwrap(), "@alice:hs");
+        assert!(local_user_id("@a:other", hs).is_err());
     }
 }

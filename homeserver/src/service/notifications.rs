@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ruma_common::OwnedRoomId;
+use ruma_events::room::member::MembershipState;
 use serde_json::{json, Value};
 
 use super::error::{ServiceError, ServiceResult};
@@ -84,16 +86,16 @@ impl NotificationService {
     ) -> ServiceResult<Value> {
         let limit = request.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         // Joined rooms and when the user joined each.
-        let joined: HashMap<String, StreamPos> = self
+        let joined: HashMap<OwnedRoomId, StreamPos> = self
             .store
             .memberships_of_user(&who.user_id)
             .await?
             .into_iter()
-            .filter(|m| m.membership == "join")
+            .filter(|m| m.membership == MembershipState::Join)
             .map(|m| (m.room_id, m.stream))
             .collect();
-        let room_ids: Vec<String> = joined.keys().cloned().collect();
-        let read: HashMap<String, StreamPos> = self
+        let room_ids: Vec<OwnedRoomId> = joined.keys().cloned().collect();
+        let read: HashMap<OwnedRoomId, StreamPos> = self
             .receipts
             .read_positions(&who.user_id, &room_ids)
             .await?
@@ -106,7 +108,7 @@ impl NotificationService {
         let mut scanned = 0;
         let mut found = Vec::new();
         let mut exhausted = false;
-        let mut contexts: HashMap<String, (RoomPushContext, String)> = HashMap::new();
+        let mut contexts: HashMap<OwnedRoomId, (RoomPushContext, String)> = HashMap::new();
         while found.len() < limit && scanned < MAX_SCANNED {
             // The newest BATCH events of each room before `before`; merged,
             // the newest BATCH overall are exact.

@@ -7,6 +7,8 @@
 //! its user, so an idle sync costs one small channel and no work.
 
 use parking_lot::Mutex;
+use ruma_common::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma_events::room::member::MembershipState;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -27,14 +29,14 @@ const PRESENCE_BATCH: std::time::Duration = std::time::Duration::from_millis(250
 
 #[derive(Default)]
 struct Waiters {
-    users: HashMap<String, watch::Sender<u64>>,
+    users: HashMap<OwnedUserId, watch::Sender<u64>>,
 }
 
 pub struct Notifier {
     waiters: Mutex<Waiters>,
     /// Joined and invited members per room, loaded on first use and dropped
     /// whenever the room's membership changes.
-    members: Mutex<LruCache<String, Arc<HashSet<String>>>>,
+    members: Mutex<LruCache<OwnedRoomId, Arc<HashSet<OwnedUserId>>>>,
     store: Arc<dyn RoomStore>,
 }
 
@@ -55,7 +57,7 @@ impl Notifier {
             // Presence changes come in bursts (a team logging in, a server
             // start): they are gathered for PRESENCE_BATCH and each
             // co-member woken once for the lot, not once per change.
-            let mut presence: HashSet<String> = HashSet::new();
+            let mut presence: HashSet<OwnedUserId> = HashSet::new();
             let flush = tokio::time::sleep(PRESENCE_BATCH);
             tokio::pin!(flush);
             loop {
@@ -83,7 +85,7 @@ impl Notifier {
 
     /// A receiver that changes whenever something arrives for `user_id`.
     /// Subscribe *before* reading the store, so nothing slips in between.
-    pub fn subscribe(&self, user_id: &str) -> watch::Receiver<u64> {
+    pub fn subscribe(&self, user_id: &UserId) -> watch::Receiver<u64> {
         let mut waiters = self.waiters.lock();
         waiters
             .users
@@ -92,7 +94,7 @@ impl Notifier {
             .subscribe()
     }
 
-    fn wake(&self, user_id: &str) {
+    fn wake(&self, user_id: &UserId) {
         let mut waiters = self.waiters.lock();
         if let Some(sender) = waiters.users.get(user_id) {
             if sender.receiver_count() == 0 {
@@ -113,14 +115,19 @@ impl Notifier {
 
     /// The joined and invited members of a room, cached until its
     /// membership changes.
-    pub async fn room_members(&self, room_id: &str) -> Arc<HashSet<String>> {
+    pub async fn room_members(&self, room_id: &RoomId) -> Arc<HashSet<OwnedUserId>> {
         if let Some(found) = self.members.lock().get(room_id) {
             return found.clone();
         }
-        let loaded: HashSet<String> = match self.store.members(room_id).await {
+        let loaded: HashSet<OwnedUserId> = match self.store.members(room_id).await {
             Ok(list) => list
                 .into_iter()
-                .filter(|m| m.membership == "join" || m.membership == "invite")
+                .filter(|m| {
+                    matches!(
+                        m.membership,
+                        MembershipState::Join | MembershipState::Invite
+                    )
+                })
                 .map(|m| m.user_id)
                 .collect(),
             Err(err) => {
@@ -136,12 +143,15 @@ impl Notifier {
 
     /// Wakes each user whose presence changed and everyone who shares a
     /// joined room with one of them, once.
-    async fn wake_for_presence(&self, changed: HashSet<String>) {
-        let mut targets: HashSet<String> = HashSet::new();
+    async fn wake_for_presence(&self, changed: HashSet<OwnedUserId>) {
+        let mut targets: HashSet<OwnedUserId> = HashSet::new();
         for user_id in changed {
             match self.store.memberships_of_user(&user_id).await {
                 Ok(list) => {
-                    for m in list.iter().filter(|m| m.membership == "join") {
+                    for m in list
+                        .iter()
+                        .filter(|m| m.membership == MembershipState::Join)
+                    {
                         targets.extend(self.room_members(&m.room_id).await.iter().cloned());
                     }
                 }
@@ -164,9 +174,7 @@ impl Notifier {
             StreamNotice::Presence { user_id, .. } => {
                 self.wake_for_presence(HashSet::from([user_id])).await
             }
-            StreamNotice::RoomEvent {
-                stream: i64::MAX, ..
-            } => {
+            StreamNotice::Lagged => {
                 // The bus says we missed notices: wake everyone, which is safe.
                 self.members.lock().clear();
                 self.wake_all();

@@ -6,6 +6,7 @@
 
 use ruma_common::canonical_json::{redact, CanonicalJsonObject, CanonicalJsonValue};
 use ruma_common::room_version_rules::RoomVersionRules;
+use ruma_common::{DeviceId, EventId, OwnedEventId, RoomId, ServerName, UserId};
 use serde_json::{json, Map, Value};
 
 use super::error::{ServiceError, ServiceResult};
@@ -19,13 +20,13 @@ pub const MAX_PDU_BYTES: usize = 65_536;
 
 /// The parts of a new event that the room service decides.
 pub struct PduParts<'a> {
-    pub room_id: &'a str,
-    pub sender: &'a str,
+    pub room_id: &'a RoomId,
+    pub sender: &'a UserId,
     pub kind: &'a str,
     pub state_key: Option<&'a str>,
     pub content: Value,
-    pub prev_events: Vec<String>,
-    pub auth_events: Vec<String>,
+    pub prev_events: Vec<OwnedEventId>,
+    pub auth_events: Vec<OwnedEventId>,
     pub depth: i64,
     pub origin_server_ts: i64,
 }
@@ -33,9 +34,9 @@ pub struct PduParts<'a> {
 /// Builds, hashes and signs a PDU; returns its event id and JSON.
 pub fn build_pdu(
     key: &ServerKey,
-    server_name: &str,
+    server_name: &ServerName,
     parts: PduParts<'_>,
-) -> ServiceResult<(String, Value)> {
+) -> ServiceResult<(OwnedEventId, Value)> {
     let mut pdu = json!({
         "auth_events": parts.auth_events,
         "content": parts.content,
@@ -53,24 +54,33 @@ pub fn build_pdu(
 }
 
 /// Hashes and signs `pdu` in place and derives the reference-hash event id.
-pub fn sign_pdu(key: &ServerKey, server_name: &str, pdu: Value) -> ServiceResult<(String, Value)> {
+pub fn sign_pdu(
+    key: &ServerKey,
+    server_name: &ServerName,
+    pdu: Value,
+) -> ServiceResult<(OwnedEventId, Value)> {
     sign_with_rules(key, server_name, pdu, &RoomVersionRules::V11)
 }
 
 fn sign_with_rules(
     key: &ServerKey,
-    server_name: &str,
+    server_name: &ServerName,
     pdu: Value,
     rules: &RoomVersionRules,
-) -> ServiceResult<(String, Value)> {
+) -> ServiceResult<(OwnedEventId, Value)> {
     let mut object = to_canonical_object(pdu)?;
-    ruma_signatures::hash_and_sign_event(server_name, &key.pair, &mut object, &rules.redaction)
-        .map_err(|e| match e {
-            ruma_signatures::JsonError::PduTooLarge => {
-                ServiceError::new(super::error::ErrorKind::TooLarge, "Event is too large")
-            }
-            other => ServiceError::bad_json(format!("Event cannot be signed: {other}")),
-        })?;
+    ruma_signatures::hash_and_sign_event(
+        server_name.as_str(),
+        &key.pair,
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(|e| match e {
+        ruma_signatures::JsonError::PduTooLarge => {
+            ServiceError::new(super::error::ErrorKind::TooLarge, "Event is too large")
+        }
+        other => ServiceError::bad_json(format!("Event cannot be signed: {other}")),
+    })?;
     let hash = ruma_signatures::reference_hash(&object, rules).map_err(|e| match e {
         ruma_signatures::JsonError::PduTooLarge => {
             ServiceError::new(super::error::ErrorKind::TooLarge, "Event is too large")
@@ -78,7 +88,8 @@ fn sign_with_rules(
         other => ServiceError::bad_json(format!("Event cannot be hashed: {other}")),
     })?;
     let value = serde_json::to_value(&object).map_err(ServiceError::internal)?;
-    Ok((format!("${hash}"), value))
+    let event_id = EventId::parse(format!("${hash}")).map_err(ServiceError::internal)?;
+    Ok((event_id, value))
 }
 
 fn to_canonical_object(value: Value) -> ServiceResult<CanonicalJsonObject> {
@@ -94,7 +105,11 @@ fn to_canonical_object(value: Value) -> ServiceResult<CanonicalJsonObject> {
 
 /// The redacted form of a PDU under room-version-11 rules; `unsigned.redacted_because`
 /// holds the redaction in the client format, as clients read it.
-pub fn redact_pdu(pdu: &Value, redaction_id: &str, redaction_pdu: &Value) -> ServiceResult<Value> {
+pub fn redact_pdu(
+    pdu: &Value,
+    redaction_id: &EventId,
+    redaction_pdu: &Value,
+) -> ServiceResult<Value> {
     let object = to_canonical_object(pdu.clone())?;
     let mut redacted =
         redact(object, &RoomVersionRules::V11.redaction, None).map_err(ServiceError::internal)?;
@@ -129,7 +144,7 @@ const FEDERATION_KEYS: &[&str] = &[
 /// and `unsigned` (age, and the transaction id for the sending device only).
 pub fn client_event(
     pdu: &Value,
-    event_id: &str,
+    event_id: &EventId,
     now_ms: i64,
     transaction_id: Option<&str>,
     with_room_id: bool,
@@ -147,7 +162,7 @@ pub fn client_event(
     if let Some(redacts) = pdu.get("content").and_then(|c| c.get("redacts")) {
         out.insert("redacts".into(), redacts.clone());
     }
-    out.insert("event_id".into(), Value::String(event_id.to_owned()));
+    out.insert("event_id".into(), Value::String(event_id.to_string()));
     let ts = pdu
         .get("origin_server_ts")
         .and_then(Value::as_i64)
@@ -168,8 +183,8 @@ pub fn client_event(
 /// the transaction id goes only to the device that sent the event.
 pub fn client_event_for(
     event: &crate::store::StoredEvent,
-    user_id: &str,
-    device_id: &str,
+    user_id: &UserId,
+    device_id: &DeviceId,
     now_ms: i64,
     with_room_id: bool,
 ) -> Value {
@@ -186,6 +201,7 @@ mod tests {
     use ruma_signatures::Ed25519KeyPair;
 
     use super::*;
+    use ruma_common::{event_id, owned_event_id, room_id, server_name, user_id};
 
     /// The signing key of the spec's "Cryptographic test vectors" (appendices).
     fn spec_key() -> ServerKey {
@@ -222,8 +238,13 @@ mod tests {
             "sender": "@a:domain", "signatures": {}, "type": "X",
             "unsigned": {"age_ts": 1000000}
         });
-        let (_, signed) =
-            sign_with_rules(&spec_key(), "domain", event, &RoomVersionRules::V1).unwrap();
+        let (_, signed) = sign_with_rules(
+            &spec_key(),
+            server_name!("domain"),
+            event,
+            &RoomVersionRules::V1,
+        )
+        .unwrap();
         assert_eq!(
             signed["hashes"]["sha256"],
             "5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos"
@@ -243,8 +264,13 @@ mod tests {
             "type": "m.room.message", "room_id": "!r:domain", "sender": "@u:domain",
             "signatures": {}, "unsigned": {"age_ts": 1000000}
         });
-        let (_, signed) =
-            sign_with_rules(&spec_key(), "domain", event, &RoomVersionRules::V1).unwrap();
+        let (_, signed) = sign_with_rules(
+            &spec_key(),
+            server_name!("domain"),
+            event,
+            &RoomVersionRules::V1,
+        )
+        .unwrap();
         assert_eq!(
             signed["hashes"]["sha256"],
             "onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g"
@@ -270,32 +296,33 @@ mod tests {
     fn event_ids_are_url_safe_reference_hashes() {
         let key = spec_key();
         let parts = PduParts {
-            room_id: "!r:test",
-            sender: "@a:test",
+            room_id: room_id!("!r:test"),
+            sender: user_id!("@a:test"),
             kind: "m.room.message",
             state_key: None,
             content: json!({"body": "hi", "msgtype": "m.text"}),
-            prev_events: vec!["$p".into()],
+            prev_events: vec![owned_event_id!("$p")],
             auth_events: vec![],
             depth: 2,
             origin_server_ts: 5,
         };
-        let (id, pdu) = build_pdu(&key, "test", parts).unwrap();
+        let (id, pdu) = build_pdu(&key, server_name!("test"), parts).unwrap();
+        let id = id.as_str();
         assert!(id.starts_with('$'));
         assert_eq!(id.len(), 44);
         assert!(id[1..]
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         // The id does not depend on unsigned data or signatures.
-        let (again, _) = sign_pdu(&key, "test", pdu).unwrap();
-        assert_eq!(id, again);
+        let (again, _) = sign_pdu(&key, server_name!("test"), pdu).unwrap();
+        assert_eq!(id, again.as_str());
     }
 
     #[test]
     fn floats_are_refused() {
         let parts = PduParts {
-            room_id: "!r:test",
-            sender: "@a:test",
+            room_id: room_id!("!r:test"),
+            sender: user_id!("@a:test"),
             kind: "m.room.message",
             state_key: None,
             content: json!({"n": 1.5}),
@@ -304,7 +331,7 @@ mod tests {
             depth: 1,
             origin_server_ts: 5,
         };
-        assert!(build_pdu(&spec_key(), "test", parts).is_err());
+        assert!(build_pdu(&spec_key(), server_name!("test"), parts).is_err());
     }
 
     #[test]
@@ -312,7 +339,7 @@ mod tests {
         let pdu = json!({"type": "m.room.message", "content": {}, "depth": 3,
             "hashes": {}, "signatures": {}, "origin_server_ts": 100, "sender": "@a:t",
             "room_id": "!r:t", "prev_events": [], "auth_events": []});
-        let ev = client_event(&pdu, "$e", 150, Some("txn1"), false);
+        let ev = client_event(&pdu, event_id!("$e"), 150, Some("txn1"), false);
         assert!(ev.get("depth").is_none() && ev.get("room_id").is_none());
         assert_eq!(ev["unsigned"]["age"], 50);
         assert_eq!(ev["unsigned"]["transaction_id"], "txn1");

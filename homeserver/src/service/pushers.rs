@@ -3,6 +3,7 @@
 //! the push sender's job.
 
 use parking_lot::Mutex;
+use ruma_common::{DeviceId, OwnedUserId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ pub struct PusherService {
     bus: Arc<dyn EventBus>,
     /// Every user's pushers, so deciding pushes for a message costs no
     /// query; rebuilt after each (rare) change.
-    index: Mutex<HashMap<String, Arc<Vec<PusherRecord>>>>,
+    index: Mutex<HashMap<OwnedUserId, Arc<Vec<PusherRecord>>>>,
 }
 
 fn missing(field: &str) -> ServiceError {
@@ -98,7 +99,7 @@ impl PusherService {
 
     /// Rebuilds the in-memory index from the store (pushers change rarely).
     pub async fn reload(&self) -> ServiceResult<()> {
-        let mut index: HashMap<String, Vec<PusherRecord>> = HashMap::new();
+        let mut index: HashMap<OwnedUserId, Vec<PusherRecord>> = HashMap::new();
         for pusher in self.store.all_pushers().await? {
             index
                 .entry(pusher.user_id.clone())
@@ -117,7 +118,7 @@ impl PusherService {
     }
 
     /// The user's pushers (empty for most users), without a query.
-    pub fn pushers_of(&self, user_id: &str) -> Arc<Vec<PusherRecord>> {
+    pub fn pushers_of(&self, user_id: &UserId) -> Arc<Vec<PusherRecord>> {
         self.index.lock().get(user_id).cloned().unwrap_or_default()
     }
 
@@ -125,9 +126,9 @@ impl PusherService {
     /// `keep_device`: their pushers go with them.
     pub async fn remove_for_logout(
         &self,
-        user_id: &str,
-        device_id: Option<&str>,
-        keep_device: Option<&str>,
+        user_id: &UserId,
+        device_id: Option<&DeviceId>,
+        keep_device: Option<&DeviceId>,
     ) -> ServiceResult<()> {
         self.store
             .delete_device_pushers(user_id, device_id, keep_device)
@@ -145,7 +146,7 @@ impl PusherService {
     }
 
     /// `GET /pushers`, in the spec's shape.
-    pub async fn list(&self, user_id: &str) -> ServiceResult<Value> {
+    pub async fn list(&self, user_id: &UserId) -> ServiceResult<Value> {
         let pushers: Vec<Value> = self
             .store
             .pushers(user_id)

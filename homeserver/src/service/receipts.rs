@@ -4,6 +4,8 @@
 //! info" for one event.
 
 use parking_lot::Mutex;
+use ruma_common::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma_events::room::member::MembershipState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -33,17 +35,17 @@ struct RecentReceipts {
     floor: StreamPos,
     watermark: StreamPos,
     /// Each room's receipts in stream order.
-    rooms: HashMap<String, VecDeque<ReceiptRecord>>,
+    rooms: HashMap<OwnedRoomId, VecDeque<ReceiptRecord>>,
     /// Every kept receipt's position and room, oldest first: the eviction order.
-    order: VecDeque<(StreamPos, String)>,
+    order: VecDeque<(StreamPos, OwnedRoomId)>,
     pending: BTreeMap<StreamPos, ReceiptRecord>,
 }
 
 /// What a client posted: a receipt of a type on an event, maybe in a thread.
 pub struct PostedReceipt<'a> {
-    pub room_id: &'a str,
+    pub room_id: &'a RoomId,
     pub receipt_type: &'a str,
-    pub event_id: &'a str,
+    pub event_id: &'a EventId,
     pub thread_id: Option<String>,
 }
 
@@ -137,13 +139,7 @@ impl ReceiptService {
         {
             return Err(ServiceError::invalid_param("Invalid thread_id"));
         }
-        let joined = rooms
-            .state_snapshot(room_id)
-            .await?
-            .is_some_and(|state| state.is_joined(&who.user_id));
-        if !joined {
-            return Err(ServiceError::forbidden("You are not joined to this room"));
-        }
+        rooms.require_joined(room_id, &who.user_id).await?;
         let event = rooms.get_event(&who.user_id, room_id, event_id).await?;
         let ts = now_ms();
         let make = |kind: &str| NewReceipt {
@@ -172,8 +168,8 @@ impl ReceiptService {
     /// (`room, event id, event sender, event position`).
     pub async fn mark_delivered(
         self: &Arc<Self>,
-        user_id: &str,
-        upto: Vec<(String, String, String, StreamPos)>,
+        user_id: &UserId,
+        upto: Vec<(OwnedRoomId, OwnedEventId, OwnedUserId, StreamPos)>,
     ) -> ServiceResult<()> {
         let ts = now_ms();
         let receipts = upto
@@ -257,15 +253,15 @@ impl ReceiptService {
     /// delivered receipts only for events they sent.
     pub async fn receipt_events(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         since: StreamPos,
-        viewer: &str,
-    ) -> ServiceResult<Vec<(String, Value)>> {
+        viewer: &UserId,
+    ) -> ServiceResult<Vec<(OwnedRoomId, Value)>> {
         if room_ids.is_empty() {
             return Ok(Vec::new());
         }
         let records = self.receipts_since(room_ids, since).await?;
-        let mut by_room: HashMap<String, Map<String, Value>> = HashMap::new();
+        let mut by_room: HashMap<OwnedRoomId, Map<String, Value>> = HashMap::new();
         for ReceiptRecord { receipt: r, .. } in records {
             let private = r.receipt_type == READ_PRIVATE && r.user_id != viewer;
             let not_for_viewer = r.receipt_type == DELIVERED && r.event_sender != viewer;
@@ -278,9 +274,9 @@ impl ReceiptService {
             }
             let content = by_room.entry(r.room_id.clone()).or_default();
             let event = content
-                .entry(r.event_id.clone())
+                .entry(r.event_id.to_string())
                 .or_insert_with(|| json!({}));
-            event[&r.receipt_type][&r.user_id] = data;
+            event[&r.receipt_type][r.user_id.as_str()] = data;
         }
         Ok(by_room
             .into_iter()
@@ -291,7 +287,7 @@ impl ReceiptService {
     /// From memory when it holds everything since `since`, else from the store.
     async fn receipts_since(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         since: StreamPos,
     ) -> ServiceResult<Vec<ReceiptRecord>> {
         if room_ids.is_empty() {
@@ -324,23 +320,20 @@ impl ReceiptService {
         &self,
         rooms: &RoomService,
         who: &Requester,
-        room_id: &str,
-        event_id: &str,
+        room_id: &RoomId,
+        event_id: &EventId,
     ) -> ServiceResult<Value> {
         let event = rooms.get_event(&who.user_id, room_id, event_id).await?;
-        let state = rooms
-            .state_snapshot(room_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        let state = rooms.known_state(room_id).await?;
         let times = self.store.receipt_times(room_id, event.stream).await?;
-        let time_of = |user: &str, kind: &str| {
+        let time_of = |user: &UserId, kind: &str| {
             times
                 .iter()
                 .find(|(u, k, _)| u == user && k == kind)
                 .map(|(_, _, ts)| *ts)
         };
-        let mut members: Vec<String> = state
-            .members_with("join")
+        let mut members: Vec<OwnedUserId> = state
+            .members_with(MembershipState::Join)
             .into_iter()
             .filter(|m| *m != event.sender)
             .collect();

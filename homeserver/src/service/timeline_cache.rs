@@ -12,12 +12,14 @@
 //! them changes, which spares every sync a memberships query.
 
 use parking_lot::Mutex;
+use ruma_common::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use lru::LruCache;
 
+use crate::store::cluster::Redaction;
 use crate::store::{MembershipRecord, RoomSlice, StoredEvent, StreamPos};
 
 /// Events kept per room; older ones are read from the store.
@@ -31,9 +33,9 @@ const MAX_USERS: NonZeroUsize = NonZeroUsize::new(100_000).expect("non-zero");
 #[derive(Debug, Clone, PartialEq)]
 pub struct Visible {
     pub stream: StreamPos,
-    pub room_id: String,
+    pub room_id: OwnedRoomId,
     /// The target of a membership change.
-    pub affected_user: Option<String>,
+    pub affected_user: Option<OwnedUserId>,
 }
 
 struct RoomEvents {
@@ -48,9 +50,9 @@ struct Inner {
     watermark: StreamPos,
     /// Inserted above the watermark, waiting for the gap below to fill.
     pending: BTreeMap<StreamPos, Visible>,
-    rooms: LruCache<String, RoomEvents>,
-    membership_changed: HashMap<String, StreamPos>,
-    memberships: LruCache<String, (StreamPos, Arc<Vec<MembershipRecord>>)>,
+    rooms: LruCache<OwnedRoomId, RoomEvents>,
+    membership_changed: HashMap<OwnedUserId, StreamPos>,
+    memberships: LruCache<OwnedUserId, (StreamPos, Arc<Vec<MembershipRecord>>)>,
 }
 
 pub struct TimelineCache {
@@ -86,11 +88,7 @@ impl TimelineCache {
 
     /// Adds committed events, applies redactions `(room, target, redacted PDU)`
     /// to cached targets, and returns the events that became visible, in order.
-    pub fn insert(
-        &self,
-        events: Vec<StoredEvent>,
-        redactions: Vec<(String, String, Arc<serde_json::Value>)>,
-    ) -> Vec<Visible> {
+    pub fn insert(&self, events: Vec<StoredEvent>, redactions: Vec<Redaction>) -> Vec<Visible> {
         let mut inner = self.inner.lock();
         for (room_id, target, pdu) in redactions {
             if let Some(room) = inner.rooms.get_mut(&room_id) {
@@ -108,7 +106,12 @@ impl TimelineCache {
                 continue;
             }
             let affected = (event.kind == "m.room.member")
-                .then(|| event.state_key.clone())
+                .then(|| {
+                    event
+                        .state_key
+                        .as_deref()
+                        .and_then(|k| UserId::parse(k).ok())
+                })
                 .flatten();
             if let Some(user) = &affected {
                 inner.membership_changed.insert(user.clone(), event.stream);
@@ -148,7 +151,7 @@ impl TimelineCache {
     /// the cache cannot be sure it holds all of them.
     pub fn recent(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         after: StreamPos,
         upto: StreamPos,
         limit: usize,
@@ -179,7 +182,7 @@ impl TimelineCache {
     /// instead of copying them: for readers that only look.
     pub fn recent_shared(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         after: StreamPos,
         upto: StreamPos,
     ) -> Option<Vec<Arc<StoredEvent>>> {
@@ -197,7 +200,7 @@ impl TimelineCache {
     }
 
     /// The user's memberships, if cached and unchanged since.
-    pub fn memberships(&self, user_id: &str) -> Option<Arc<Vec<MembershipRecord>>> {
+    pub fn memberships(&self, user_id: &UserId) -> Option<Arc<Vec<MembershipRecord>>> {
         let mut inner = self.inner.lock();
         let changed = inner
             .membership_changed
@@ -211,7 +214,7 @@ impl TimelineCache {
     /// Remembers memberships read from the store when the watermark was `loaded_at`.
     pub fn store_memberships(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         loaded_at: StreamPos,
         list: Arc<Vec<MembershipRecord>>,
     ) {
@@ -230,7 +233,7 @@ impl TimelineCache {
 impl Inner {
     /// The room's cached events, a new empty entry if it has none. A room
     /// that comes (back) into the cache is complete only after the floor.
-    fn room_mut(&mut self, room_id: &str) -> &mut RoomEvents {
+    fn room_mut(&mut self, room_id: &RoomId) -> &mut RoomEvents {
         if !self.rooms.contains(room_id) {
             let fresh = RoomEvents {
                 events: VecDeque::new(),
@@ -256,13 +259,14 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ruma_common::{owned_user_id, room_id, user_id};
 
     fn event(stream: StreamPos, room: &str, member: Option<&str>) -> StoredEvent {
         StoredEvent {
             stream,
-            event_id: format!("$e{stream}"),
-            room_id: room.into(),
-            sender: "@a:t".into(),
+            event_id: ruma_common::EventId::parse(format!("$e{stream}")).unwrap(),
+            room_id: RoomId::parse(room).unwrap(),
+            sender: owned_user_id!("@a:t"),
             kind: if member.is_some() {
                 "m.room.member"
             } else {
@@ -294,41 +298,48 @@ mod tests {
         let cache = TimelineCache::new(0);
         let events: Vec<StoredEvent> = (1..=100).map(|n| event(n, "!a", None)).collect();
         cache.insert(events, vec![]);
-        let slice = cache.recent("!a", 90, 100, 5).unwrap();
+        let slice = cache.recent(room_id!("!a"), 90, 100, 5).unwrap();
         assert_eq!(
             slice.events.iter().map(|e| e.stream).collect::<Vec<_>>(),
             vec![96, 97, 98, 99, 100]
         );
         assert!(slice.limited);
         // The oldest events were evicted: the store must answer.
-        assert!(cache.recent("!a", 10, 100, 5).is_none());
+        assert!(cache.recent(room_id!("!a"), 10, 100, 5).is_none());
         // A room never seen since start-up has nothing new.
-        assert!(cache.recent("!quiet", 0, 100, 5).unwrap().events.is_empty());
+        assert!(cache
+            .recent(room_id!("!quiet"), 0, 100, 5)
+            .unwrap()
+            .events
+            .is_empty());
     }
 
     #[test]
     fn memberships_are_dropped_when_they_change() {
         let cache = TimelineCache::new(0);
-        cache.store_memberships("@u:t", 0, Arc::new(Vec::new()));
-        assert!(cache.memberships("@u:t").is_some());
+        cache.store_memberships(user_id!("@u:t"), 0, Arc::new(Vec::new()));
+        assert!(cache.memberships(user_id!("@u:t")).is_some());
         cache.insert(vec![event(1, "!a", Some("@u:t"))], vec![]);
-        assert!(cache.memberships("@u:t").is_none());
+        assert!(cache.memberships(user_id!("@u:t")).is_none());
         // A list read before the change is refused.
-        cache.store_memberships("@u:t", 0, Arc::new(Vec::new()));
-        assert!(cache.memberships("@u:t").is_none());
-        cache.store_memberships("@u:t", 1, Arc::new(Vec::new()));
-        assert!(cache.memberships("@u:t").is_some());
+        cache.store_memberships(user_id!("@u:t"), 0, Arc::new(Vec::new()));
+        assert!(cache.memberships(user_id!("@u:t")).is_none());
+        cache.store_memberships(user_id!("@u:t"), 1, Arc::new(Vec::new()));
+        assert!(cache.memberships(user_id!("@u:t")).is_some());
     }
 
     #[test]
     fn evicted_rooms_fall_back_to_the_store() {
         let cache = TimelineCache::new(0);
         let events: Vec<StoredEvent> = (1..=(MAX_ROOMS.get() as i64 + 1))
-            .map(|n| event(n, &format!("!r{n}"), None))
+            .map(|n| event(n, &format!("!r{n}:t"), None))
             .collect();
         cache.insert(events, vec![]);
-        let absent = (1..=(MAX_ROOMS.get() as i64 + 1))
-            .find(|n| cache.recent(&format!("!r{n}"), 0, i64::MAX, 5).is_none());
+        let absent = (1..=(MAX_ROOMS.get() as i64 + 1)).find(|n| {
+            cache
+                .recent(&RoomId::parse(format!("!r{n}:t")).unwrap(), 0, i64::MAX, 5)
+                .is_none()
+        });
         assert!(
             absent.is_some(),
             "some evicted room must not claim to be complete"

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ruma_common::{RoomId, UserId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -53,24 +54,17 @@ impl TypingService {
         &self,
         rooms: &RoomService,
         who: &Requester,
-        room_id: &str,
-        user_id: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
         typing: bool,
         timeout_ms: Option<u64>,
     ) -> ServiceResult<()> {
-        RoomService::check_room_id(room_id)?;
         if user_id != who.user_id {
             return Err(ServiceError::forbidden(
                 "You can only set your own typing state",
             ));
         }
-        let joined = rooms
-            .state_snapshot(room_id)
-            .await?
-            .is_some_and(|state| state.is_joined(&who.user_id));
-        if !joined {
-            return Err(ServiceError::forbidden("You are not joined to this room"));
-        }
+        rooms.require_joined(room_id, &who.user_id).await?;
         let until = typing.then(|| {
             let timeout = timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS);
             now_ms() + timeout as i64
@@ -86,7 +80,7 @@ impl TypingService {
     }
 
     /// A typist who sends a message has stopped typing.
-    pub async fn stop(&self, room_id: &str, user_id: &str) -> ServiceResult<()> {
+    pub async fn stop(&self, room_id: &RoomId, user_id: &UserId) -> ServiceResult<()> {
         if let Some(stream) = self.ephemeral.set_typing(room_id, user_id, None).await? {
             announce(self.bus.as_ref(), room_id, stream).await;
         }
@@ -98,7 +92,7 @@ impl TypingService {
     }
 }
 
-async fn announce(bus: &dyn EventBus, room_id: &str, stream: StreamPos) {
+async fn announce(bus: &dyn EventBus, room_id: &RoomId, stream: StreamPos) {
     let notice = StreamNotice::Typing {
         stream,
         room_id: room_id.to_owned(),

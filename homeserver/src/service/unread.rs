@@ -16,6 +16,8 @@
 //! counts is written to disk, so a restart loses nothing.
 
 use parking_lot::Mutex;
+use ruma_common::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma_events::room::member::MembershipState;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -80,18 +82,18 @@ impl Entry {
 /// finds its entries allocates nothing.
 #[derive(Default)]
 struct Entries {
-    by_user: HashMap<String, HashMap<String, Entry>>,
+    by_user: HashMap<OwnedUserId, HashMap<OwnedRoomId, Entry>>,
     len: usize,
 }
 
 impl Entries {
-    fn get(&self, user_id: &str, room_id: &str) -> Option<&Entry> {
+    fn get(&self, user_id: &UserId, room_id: &RoomId) -> Option<&Entry> {
         self.by_user.get(user_id)?.get(room_id)
     }
 
     /// The entry, created if missing. Past [`MAX_ENTRIES`] the map starts
     /// over; entries are rebuilt from the store as syncs need them.
-    fn get_or_create(&mut self, user_id: &str, room_id: &str) -> &mut Entry {
+    fn get_or_create(&mut self, user_id: &UserId, room_id: &RoomId) -> &mut Entry {
         if self.len >= MAX_ENTRIES {
             self.by_user.clear();
             self.len = 0;
@@ -118,7 +120,7 @@ pub struct UnreadService {
 }
 
 /// What the push rules need to know about a room.
-pub(super) fn push_context(room_id: &str, state: &RoomState) -> RoomPushContext {
+pub(super) fn push_context(room_id: &RoomId, state: &RoomState) -> RoomPushContext {
     let levels = state.power_levels();
     let notifications_room = state
         .get("m.room.power_levels", "")
@@ -126,7 +128,7 @@ pub(super) fn push_context(room_id: &str, state: &RoomState) -> RoomPushContext 
         .unwrap_or(50);
     RoomPushContext {
         room_id: room_id.to_owned(),
-        member_count: state.members_with("join").len() as u64,
+        member_count: state.members_with(MembershipState::Join).len() as u64,
         power_levels: Some(PushPowerLevels {
             users: levels.users,
             users_default: levels.users_default,
@@ -135,21 +137,14 @@ pub(super) fn push_context(room_id: &str, state: &RoomState) -> RoomPushContext 
     }
 }
 
-pub(super) fn display_name(state: &RoomState, user_id: &str) -> String {
+pub(super) fn display_name(state: &RoomState, user_id: &UserId) -> String {
     state
-        .get("m.room.member", user_id)
+        .get("m.room.member", user_id.as_str())
         .and_then(|e| e.content.get("displayname"))
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .unwrap_or_else(|| {
-            // Without a display name, the localpart is what people type.
-            user_id
-                .trim_start_matches('@')
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
+        // Without a display name, the localpart is what people type.
+        .unwrap_or_else(|| user_id.localpart().to_owned())
 }
 
 impl UnreadService {
@@ -171,14 +166,14 @@ impl UnreadService {
     }
 
     /// The user read `room_id` up to the event at `upto`: its count drops.
-    pub fn mark_read(&self, user_id: &str, room_id: &str, upto: StreamPos) {
+    pub fn mark_read(&self, user_id: &UserId, room_id: &RoomId, upto: StreamPos) {
         let mut entries = self.entries.lock();
         entries.get_or_create(user_id, room_id).mark_read(upto);
     }
 
     /// Whether the user has read `room_id` up to the event at `stream`, as
     /// far as the last [`counts`](Self::counts) for that room knows.
-    pub fn has_read(&self, user_id: &str, room_id: &str, stream: StreamPos) -> bool {
+    pub fn has_read(&self, user_id: &UserId, room_id: &RoomId, stream: StreamPos) -> bool {
         let entries = self.entries.lock();
         entries
             .get(user_id, room_id)
@@ -189,8 +184,8 @@ impl UnreadService {
     /// event position `upto`.
     pub async fn counts(
         &self,
-        user_id: &str,
-        room_ids: &[String],
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
         upto: StreamPos,
     ) -> ServiceResult<Vec<UnreadCounts>> {
         // Which rooms need building, and which catching up (from where).
@@ -244,11 +239,11 @@ impl UnreadService {
     /// after them in one batch.
     async fn build(
         &self,
-        user_id: &str,
-        room_ids: &[String],
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
         upto: StreamPos,
     ) -> ServiceResult<()> {
-        let stored: HashMap<String, StreamPos> = self
+        let stored: HashMap<OwnedRoomId, StreamPos> = self
             .receipts
             .read_positions(user_id, room_ids)
             .await?
@@ -256,7 +251,7 @@ impl UnreadService {
             .collect();
         // A receipt posted moments ago may not be written yet; the entry
         // `mark_read` left in memory knows it.
-        let read: HashMap<&String, StreamPos> = {
+        let read: HashMap<&OwnedRoomId, StreamPos> = {
             let entries = self.entries.lock();
             room_ids
                 .iter()
@@ -271,7 +266,7 @@ impl UnreadService {
                 .collect()
         };
         let since = read.values().copied().min().unwrap_or(0);
-        let mut slices: HashMap<String, Vec<StoredEvent>> = self
+        let mut slices: HashMap<OwnedRoomId, Vec<StoredEvent>> = self
             .store
             .recent_events(room_ids, since, upto, MAX_COUNTED)
             .await?
@@ -299,8 +294,8 @@ impl UnreadService {
     /// further meanwhile (`from` is where this evaluation started).
     fn apply(
         &self,
-        user_id: &str,
-        room_id: &str,
+        user_id: &UserId,
+        room_id: &RoomId,
         from: Option<StreamPos>,
         upto: StreamPos,
         found: Vec<(StreamPos, bool)>,
@@ -323,8 +318,8 @@ impl UnreadService {
     /// Which of `events` notify `user_id`, and which of those highlight.
     async fn evaluate<E: AsRef<StoredEvent> + Sync>(
         &self,
-        user_id: &str,
-        room_id: &str,
+        user_id: &UserId,
+        room_id: &RoomId,
         events: &[E],
     ) -> ServiceResult<Vec<(StreamPos, bool)>> {
         let candidates: Vec<&StoredEvent> = events
@@ -357,6 +352,7 @@ impl UnreadService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ruma_common::user_id;
 
     #[test]
     fn reading_drops_what_was_read() {
@@ -389,6 +385,9 @@ mod tests {
     #[test]
     fn display_name_falls_back_to_the_localpart() {
         let state = RoomState::default();
-        assert_eq!(display_name(&state, "@alice:example.org"), "alice");
+        assert_eq!(
+            display_name(&state, user_id!("@alice:example.org")),
+            "alice"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Accounts, devices, tokens, filters and account data: [`AccountStore`].
 
 use async_trait::async_trait;
+use ruma_common::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 
 use super::{StoreResult, StreamPos};
@@ -8,7 +9,7 @@ use super::{StoreResult, StreamPos};
 /// A registered account.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRecord {
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     pub password_hash: Option<String>,
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
@@ -18,14 +19,14 @@ pub struct UserRecord {
 /// The user and device an access token acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenOwner {
-    pub user_id: String,
-    pub device_id: String,
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
 }
 
 /// One account-data entry; `room_id` is `None` for global account data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountDataEntry {
-    pub room_id: Option<String>,
+    pub room_id: Option<OwnedRoomId>,
     pub kind: String,
     pub content: Value,
     pub stream: StreamPos,
@@ -36,17 +37,17 @@ pub struct AccountDataEntry {
 pub trait AccountStore: Send + Sync {
     /// Creates an account; `StoreError::Conflict` if the id is taken.
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
-    async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>>;
-    async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()>;
-    async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> StoreResult<()>;
-    async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> StoreResult<()>;
+    async fn get_user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>>;
+    async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StoreResult<()>;
+    async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StoreResult<()>;
+    async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> StoreResult<()>;
 
     /// Creates (or replaces) a device and binds a new access token to it.
     /// Tokens are stored hashed; the caller passes the hash.
     async fn create_device_with_token(
         &self,
-        user_id: &str,
-        device_id: &str,
+        user_id: &UserId,
+        device_id: &DeviceId,
         display_name: Option<&str>,
         token_hash: &str,
     ) -> StoreResult<()>;
@@ -57,31 +58,31 @@ pub trait AccountStore: Send + Sync {
     /// Returns the hashes of the deleted tokens so caches can drop them.
     async fn delete_all_tokens(
         &self,
-        user_id: &str,
-        keep_device: Option<&str>,
+        user_id: &UserId,
+        keep_device: Option<&DeviceId>,
     ) -> StoreResult<Vec<String>>;
 
-    async fn save_filter(&self, user_id: &str, filter: &Value) -> StoreResult<i64>;
-    async fn get_filter(&self, user_id: &str, filter_id: i64) -> StoreResult<Option<Value>>;
+    async fn save_filter(&self, user_id: &UserId, filter: &Value) -> StoreResult<i64>;
+    async fn get_filter(&self, user_id: &UserId, filter_id: i64) -> StoreResult<Option<Value>>;
 
     /// Stores account data and returns its position in the account-data stream.
     async fn set_account_data(
         &self,
-        user_id: &str,
-        room_id: Option<&str>,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
         kind: &str,
         content: &Value,
     ) -> StoreResult<StreamPos>;
     async fn get_account_data(
         &self,
-        user_id: &str,
-        room_id: Option<&str>,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
         kind: &str,
     ) -> StoreResult<Option<Value>>;
     /// Account data changed after `since` (all of it when `since` is 0).
     async fn account_data_since(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         since: StreamPos,
     ) -> StoreResult<Vec<AccountDataEntry>>;
     async fn account_data_position(&self) -> StoreResult<StreamPos>;

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use super::{cluster, StoreResult, StreamPos};
 
@@ -12,23 +13,35 @@ pub enum StreamNotice {
     /// A room event at `stream`; `affected_user` is the target of a membership change.
     RoomEvent {
         stream: StreamPos,
-        room_id: String,
-        affected_user: Option<String>,
+        room_id: OwnedRoomId,
+        affected_user: Option<OwnedUserId>,
     },
     /// Account data of `user_id` at `stream` in the account-data stream.
-    AccountData { stream: StreamPos, user_id: String },
+    AccountData {
+        stream: StreamPos,
+        user_id: OwnedUserId,
+    },
     /// Who types in `room_id` changed, at `stream` in the typing stream.
-    Typing { stream: StreamPos, room_id: String },
+    Typing {
+        stream: StreamPos,
+        room_id: OwnedRoomId,
+    },
     /// The presence of `user_id` changed, at `stream` in the presence stream.
-    Presence { stream: StreamPos, user_id: String },
+    Presence {
+        stream: StreamPos,
+        user_id: OwnedUserId,
+    },
     /// A receipt in `room_id` moved, at `stream` in the receipts stream;
     /// `only_user` is set when only that user may see it (delivered ticks
     /// go to the message's sender, not to the whole room).
     Receipt {
         stream: StreamPos,
-        room_id: String,
-        only_user: Option<String>,
+        room_id: OwnedRoomId,
+        only_user: Option<OwnedUserId>,
     },
+    /// The subscriber fell behind and missed notices: wake every sync, which
+    /// is always safe. Seen only locally, never published.
+    Lagged,
 }
 
 /// Fan-out of stream notices to every node, so waiting syncs wake at once.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, StreamExt};
+use ruma_common::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
@@ -23,7 +24,7 @@ use super::memory::MemoryBus;
 use super::{EventBus, ReceiptRecord, StoreResult, StoredEvent, StreamNotice};
 
 /// A redaction applied to a cached target: `(room, target id, redacted PDU)`.
-pub type Redaction = (String, String, Arc<Value>);
+pub type Redaction = (OwnedRoomId, OwnedEventId, Arc<Value>);
 
 /// One message from one node to all the others.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,7 +45,7 @@ pub enum ClusterMessage {
     /// (`(user, device)`, a re-login with the same device id).
     ForgetTokens {
         hashes: Vec<String>,
-        device: Option<(String, String)>,
+        device: Option<(OwnedUserId, OwnedDeviceId)>,
     },
     /// Some user's pushers changed: reload the pusher index.
     PushersChanged,
@@ -56,13 +57,16 @@ impl ClusterMessage {
     pub fn partition_key(&self) -> &str {
         match self {
             Self::Events { events, .. } => events.first().map_or("", |e| e.room_id.as_str()),
-            Self::Receipts { records } => records.first().map_or("", |r| &r.receipt.room_id),
+            Self::Receipts { records } => {
+                records.first().map_or("", |r| r.receipt.room_id.as_str())
+            }
             Self::Notice { notice } => match notice {
                 StreamNotice::RoomEvent { room_id, .. }
                 | StreamNotice::Typing { room_id, .. }
-                | StreamNotice::Receipt { room_id, .. } => room_id,
+                | StreamNotice::Receipt { room_id, .. } => room_id.as_str(),
                 StreamNotice::AccountData { user_id, .. }
-                | StreamNotice::Presence { user_id, .. } => user_id,
+                | StreamNotice::Presence { user_id, .. } => user_id.as_str(),
+                StreamNotice::Lagged => "",
             },
             Self::ForgetTokens { hashes, device } => device
                 .as_ref()
@@ -269,6 +273,7 @@ impl ClusterTransport for MemoryNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ruma_common::{owned_room_id, owned_user_id};
 
     #[tokio::test]
     async fn nodes_hear_each_other_but_not_themselves() {
@@ -281,7 +286,7 @@ mod tests {
         b.send(ClusterMessage::Notice {
             notice: StreamNotice::Typing {
                 stream: 3,
-                room_id: "!r:t".into(),
+                room_id: owned_room_id!("!r:t"),
             },
         });
         assert!(matches!(
@@ -294,7 +299,7 @@ mod tests {
                     notice,
                     StreamNotice::Typing {
                         stream: 3,
-                        room_id: "!r:t".into()
+                        room_id: owned_room_id!("!r:t")
                     }
                 )
             }
@@ -307,8 +312,8 @@ mod tests {
         let message = ClusterMessage::Notice {
             notice: StreamNotice::Receipt {
                 stream: 9,
-                room_id: "!room:t".into(),
-                only_user: Some("@u:t".into()),
+                room_id: owned_room_id!("!room:t"),
+                only_user: Some(owned_user_id!("@u:t")),
             },
         };
         let json = serde_json::to_string(&message).unwrap();

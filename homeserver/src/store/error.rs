@@ -131,6 +131,16 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// A stored identifier (or membership) as its typed form: text that does not
+/// parse is a corrupt record, since only valid ids are ever written.
+pub fn parse_id<T>(text: String) -> StoreResult<T>
+where
+    T: TryFrom<String>,
+    T::Error: Error + Send + Sync + 'static,
+{
+    T::try_from(text).map_err(|e| StoreError::corrupt("stored identifier", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

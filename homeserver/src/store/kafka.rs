@@ -372,7 +372,7 @@ mod tests {
         ClusterMessage::Notice {
             notice: StreamNotice::Typing {
                 stream,
-                room_id: room.into(),
+                room_id: room.try_into().unwrap(),
             },
         }
     }

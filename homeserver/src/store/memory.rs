@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
+use ruma_common::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
@@ -25,13 +26,6 @@ impl MemoryBus {
     }
 }
 
-/// What a subscriber sees when it fell behind: a notice that wakes all syncs.
-pub const LAGGED: StreamNotice = StreamNotice::RoomEvent {
-    stream: i64::MAX,
-    room_id: String::new(),
-    affected_user: None,
-};
-
 #[async_trait]
 impl EventBus for MemoryBus {
     async fn publish(&self, notice: StreamNotice) -> StoreResult<()> {
@@ -44,7 +38,7 @@ impl EventBus for MemoryBus {
         BroadcastStream::new(self.sender.subscribe())
             .map(|item| match item {
                 Ok(notice) => notice,
-                Err(BroadcastStreamRecvError::Lagged(_)) => LAGGED,
+                Err(BroadcastStreamRecvError::Lagged(_)) => StreamNotice::Lagged,
             })
             .boxed()
     }
@@ -54,7 +48,7 @@ impl EventBus for MemoryBus {
 #[derive(Default)]
 struct RoomTyping {
     /// Typist -> until (ms since the epoch).
-    users: HashMap<String, i64>,
+    users: HashMap<OwnedUserId, i64>,
     changed_at: StreamPos,
 }
 
@@ -63,7 +57,7 @@ struct Typing {
     position: StreamPos,
     /// Rooms stay after their last typist stops, so a sync since before the
     /// stop still learns of it; one small entry per room that ever had typing.
-    rooms: HashMap<String, RoomTyping>,
+    rooms: HashMap<OwnedRoomId, RoomTyping>,
 }
 
 /// Typing and presence in memory. A blocking mutex (not tokio's) because no lock is held
@@ -73,7 +67,7 @@ pub struct MemoryEphemeral {
     typing: Mutex<Typing>,
     presence: Mutex<Presence>,
     /// User -> (node, connected until, ms).
-    connected: Mutex<HashMap<String, (String, i64)>>,
+    connected: Mutex<HashMap<OwnedUserId, (String, i64)>>,
     /// Rate-limit buckets: key -> (tokens, last refill ms).
     buckets: Mutex<HashMap<String, (f64, i64)>>,
 }
@@ -82,18 +76,18 @@ pub struct MemoryEphemeral {
 struct Presence {
     position: StreamPos,
     /// Each user's record and the position of its last announced change.
-    users: HashMap<String, (PresenceRecord, StreamPos)>,
+    users: HashMap<OwnedUserId, (PresenceRecord, StreamPos)>,
     /// Announced changes by position, one entry per user (the latest), so
     /// reading the changes since a token costs only the changes.
-    changes: BTreeMap<StreamPos, String>,
+    changes: BTreeMap<StreamPos, OwnedUserId>,
 }
 
 #[async_trait]
 impl Ephemeral for MemoryEphemeral {
     async fn set_typing(
         &self,
-        room_id: &str,
-        user_id: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
         until_ts: Option<i64>,
     ) -> StoreResult<Option<StreamPos>> {
         let mut typing = self.typing.lock();
@@ -111,7 +105,7 @@ impl Ephemeral for MemoryEphemeral {
         Ok(Some(next))
     }
 
-    async fn expire_typing(&self, now_ts: i64) -> StoreResult<Vec<(String, StreamPos)>> {
+    async fn expire_typing(&self, now_ts: i64) -> StoreResult<Vec<(OwnedRoomId, StreamPos)>> {
         let mut typing = self.typing.lock();
         let mut position = typing.position;
         let mut changed = Vec::new();
@@ -139,16 +133,16 @@ impl Ephemeral for MemoryEphemeral {
 
     async fn typing_since(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         since: StreamPos,
-    ) -> StoreResult<Vec<(String, Vec<String>)>> {
+    ) -> StoreResult<Vec<(OwnedRoomId, Vec<OwnedUserId>)>> {
         let typing = self.typing.lock();
         Ok(room_ids
             .iter()
             .filter_map(|room_id| {
                 let room = typing.rooms.get(room_id)?;
                 (room.changed_at > since).then(|| {
-                    let mut users: Vec<String> = room.users.keys().cloned().collect();
+                    let mut users: Vec<OwnedUserId> = room.users.keys().cloned().collect();
                     users.sort();
                     (room_id.clone(), users)
                 })
@@ -162,7 +156,7 @@ impl Ephemeral for MemoryEphemeral {
 
     async fn set_presence(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         presence: PresenceRecord,
         announce: bool,
     ) -> StoreResult<Option<StreamPos>> {
@@ -181,12 +175,15 @@ impl Ephemeral for MemoryEphemeral {
         Ok(announce.then_some(position))
     }
 
-    async fn get_presence(&self, user_id: &str) -> StoreResult<Option<PresenceRecord>> {
+    async fn get_presence(&self, user_id: &UserId) -> StoreResult<Option<PresenceRecord>> {
         let state = self.presence.lock();
         Ok(state.users.get(user_id).map(|(record, _)| record.clone()))
     }
 
-    async fn presences(&self, user_ids: &[String]) -> StoreResult<Vec<(String, PresenceRecord)>> {
+    async fn presences(
+        &self,
+        user_ids: &[OwnedUserId],
+    ) -> StoreResult<Vec<(OwnedUserId, PresenceRecord)>> {
         let state = self.presence.lock();
         Ok(user_ids
             .iter()
@@ -201,7 +198,7 @@ impl Ephemeral for MemoryEphemeral {
         &self,
         since: StreamPos,
         limit: usize,
-    ) -> StoreResult<Vec<(String, PresenceRecord)>> {
+    ) -> StoreResult<Vec<(OwnedUserId, PresenceRecord)>> {
         let state = self.presence.lock();
         Ok(state
             .changes
@@ -218,7 +215,12 @@ impl Ephemeral for MemoryEphemeral {
         Ok(self.presence.lock().position)
     }
 
-    async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()> {
+    async fn set_connected(
+        &self,
+        user_ids: &[OwnedUserId],
+        node: &str,
+        ttl_ms: i64,
+    ) -> StoreResult<()> {
         let until = now_ms() + ttl_ms;
         let mut connected = self.connected.lock();
         // Entries long expired go whenever the map is written (the lapsed
@@ -250,7 +252,7 @@ impl Ephemeral for MemoryEphemeral {
         }
     }
 
-    async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>> {
+    async fn connected_node(&self, user_id: &UserId) -> StoreResult<Option<String>> {
         let connected = self.connected.lock();
         Ok(connected
             .get(user_id)
@@ -258,9 +260,13 @@ impl Ephemeral for MemoryEphemeral {
             .map(|(node, _)| node.clone()))
     }
 
-    async fn take_lapsed_connections(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<String>> {
+    async fn take_lapsed_connections(
+        &self,
+        now_ts: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<OwnedUserId>> {
         let mut connected = self.connected.lock();
-        let lapsed: Vec<String> = connected
+        let lapsed: Vec<OwnedUserId> = connected
             .iter()
             .filter(|(_, (_, until))| *until <= now_ts)
             .map(|(user, _)| user.clone())
@@ -287,6 +293,7 @@ mod tests {
 
     use super::*;
     use crate::store::conformance;
+    use ruma_common::owned_user_id;
 
     #[tokio::test]
     async fn ephemeral_conformance() {
@@ -300,7 +307,7 @@ mod tests {
         let mut b = bus.subscribe();
         let notice = StreamNotice::AccountData {
             stream: 3,
-            user_id: "@a:test".into(),
+            user_id: owned_user_id!("@a:test"),
         };
         bus.publish(notice.clone()).await.unwrap();
         assert_eq!(a.next().await.unwrap(), notice);

@@ -37,11 +37,11 @@ pub mod conformance;
 pub use accounts::{AccountDataEntry, AccountStore, TokenOwner, UserRecord};
 pub use bus::{EventBus, StreamNotice};
 pub use ephemeral::{Ephemeral, PresenceRecord, PresenceState};
-pub use error::{chain, Cause, StoreError, StoreResult};
+pub use error::{chain, parse_id, Cause, StoreError, StoreResult};
 pub use push::{OutboxPush, PushStore, PusherRecord, QueuedPush};
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiptStore};
 pub use rooms::{
-    Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StoredEvent,
+    Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StoredEvent, TxnKey,
 };
 
 /// A position in a totally ordered stream. Positions only grow, and a position

@@ -1,6 +1,7 @@
 //! Pushers and the notification outbox: [`PushStore`].
 
 use async_trait::async_trait;
+use ruma_common::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::Value;
 
 use super::StoreResult;
@@ -8,7 +9,7 @@ use super::StoreResult;
 /// A push target a client registered (`POST /pushers/set`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PusherRecord {
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     pub app_id: String,
     pub pushkey: String,
     /// `http` (a Matrix push gateway).
@@ -19,7 +20,7 @@ pub struct PusherRecord {
     pub lang: String,
     /// `url`, `format` and whatever else the client put there.
     pub data: Value,
-    pub device_id: Option<String>,
+    pub device_id: Option<OwnedDeviceId>,
     pub created_ts: i64,
 }
 
@@ -31,17 +32,22 @@ pub trait PushStore: Send + Sync {
     /// user, in the same transaction (the spec's default).
     async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> StoreResult<()>;
     /// Removes one pusher; whether it existed.
-    async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> StoreResult<bool>;
+    async fn delete_pusher(
+        &self,
+        user_id: &UserId,
+        app_id: &str,
+        pushkey: &str,
+    ) -> StoreResult<bool>;
     /// A user's pushers, oldest first.
-    async fn pushers(&self, user_id: &str) -> StoreResult<Vec<PusherRecord>>;
+    async fn pushers(&self, user_id: &UserId) -> StoreResult<Vec<PusherRecord>>;
     /// Removes the pushers registered from the user's devices: one device,
     /// or (`device_id` `None`) every device but `keep_device`. A logged-out
     /// phone must stop getting the user's notifications.
     async fn delete_device_pushers(
         &self,
-        user_id: &str,
-        device_id: Option<&str>,
-        keep_device: Option<&str>,
+        user_id: &UserId,
+        device_id: Option<&DeviceId>,
+        keep_device: Option<&DeviceId>,
     ) -> StoreResult<()>;
     /// Every pusher (read once at start-up to know who has any).
     async fn all_pushers(&self) -> StoreResult<Vec<PusherRecord>>;
@@ -85,7 +91,7 @@ pub trait PushStore: Send + Sync {
 /// One notification for one pusher, as queued.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxPush {
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     pub app_id: String,
     pub pushkey: String,
     pub url: String,

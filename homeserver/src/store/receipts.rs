@@ -1,6 +1,7 @@
 //! Read and delivery receipts: [`ReceiptStore`].
 
 use async_trait::async_trait;
+use ruma_common::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::{StoreResult, StreamPos};
 
@@ -8,13 +9,13 @@ use super::{StoreResult, StreamPos};
 /// `event_id` (at `event_stream` in the event stream).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewReceipt {
-    pub room_id: String,
-    pub user_id: String,
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
     pub receipt_type: String,
     pub thread_id: Option<String>,
-    pub event_id: String,
+    pub event_id: OwnedEventId,
     /// Who sent the event: the one user who sees delivered receipts for it.
-    pub event_sender: String,
+    pub event_sender: OwnedUserId,
     pub event_stream: StreamPos,
     pub ts: i64,
 }
@@ -36,7 +37,7 @@ pub trait ReceiptStore: Send + Sync {
     /// Receipts of these rooms that moved after `since`.
     async fn receipts_since(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         since: StreamPos,
     ) -> StoreResult<Vec<ReceiptRecord>>;
     async fn receipts_position(&self) -> StoreResult<StreamPos>;
@@ -51,14 +52,14 @@ pub trait ReceiptStore: Send + Sync {
     /// `m.read.private`, any thread): the position of the latest event read.
     async fn read_positions(
         &self,
-        user_id: &str,
-        room_ids: &[String],
-    ) -> StoreResult<Vec<(String, StreamPos)>>;
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
+    ) -> StoreResult<Vec<(OwnedRoomId, StreamPos)>>;
     /// For each user and receipt type in a room: the earliest time a receipt
     /// of theirs covered the event at `event_stream`.
     async fn receipt_times(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         event_stream: StreamPos,
-    ) -> StoreResult<Vec<(String, String, i64)>>;
+    ) -> StoreResult<Vec<(OwnedUserId, String, i64)>>;
 }

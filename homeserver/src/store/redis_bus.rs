@@ -132,6 +132,7 @@ impl ClusterTransport for SplitTransport {
 mod tests {
     use super::*;
     use crate::store::cluster::MemoryCluster;
+    use ruma_common::owned_room_id;
     use std::time::Duration;
 
     fn redis_url() -> String {
@@ -164,7 +165,7 @@ mod tests {
         a.send(ClusterMessage::Notice {
             notice: StreamNotice::Typing {
                 stream: 1,
-                room_id: "!r:t".into(),
+                room_id: owned_room_id!("!r:t"),
             },
         });
         a.send(ClusterMessage::PushersChanged);

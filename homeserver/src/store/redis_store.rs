@@ -21,8 +21,11 @@
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
+use ruma_common::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-use super::{Ephemeral, PresenceRecord, PresenceState, StoreError, StoreResult, StreamPos};
+use super::{
+    parse_id, Ephemeral, PresenceRecord, PresenceState, StoreError, StoreResult, StreamPos,
+};
 
 /// Presence records outlive their user's last change by this much.
 const PRESENCE_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -212,8 +215,8 @@ impl RedisEphemeral {
 
     async fn user_records(
         &self,
-        user_ids: &[String],
-    ) -> StoreResult<Vec<(String, PresenceRecord)>> {
+        user_ids: &[OwnedUserId],
+    ) -> StoreResult<Vec<(OwnedUserId, PresenceRecord)>> {
         if user_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -261,8 +264,8 @@ fn now_ms() -> i64 {
 impl Ephemeral for RedisEphemeral {
     async fn set_typing(
         &self,
-        room_id: &str,
-        user_id: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
         until_ts: Option<i64>,
     ) -> StoreResult<Option<StreamPos>> {
         let until = until_ts.map(|t| t.to_string()).unwrap_or_default();
@@ -274,8 +277,8 @@ impl Ephemeral for RedisEphemeral {
             .key(self.key("typing:changed"))
             .key(self.key("typing:expiry"))
             .key(self.key("typing:pos"))
-            .arg(room_id)
-            .arg(user_id)
+            .arg(room_id.as_str())
+            .arg(user_id.as_str())
             .arg(until)
             .arg(ttl)
             .invoke_async(&mut self.conn())
@@ -283,7 +286,7 @@ impl Ephemeral for RedisEphemeral {
         Ok(pos)
     }
 
-    async fn expire_typing(&self, now_ts: i64) -> StoreResult<Vec<(String, StreamPos)>> {
+    async fn expire_typing(&self, now_ts: i64) -> StoreResult<Vec<(OwnedRoomId, StreamPos)>> {
         let pairs: Vec<(String, StreamPos)> = self
             .expire_typing
             .key(self.key("typing:expiry"))
@@ -293,7 +296,10 @@ impl Ephemeral for RedisEphemeral {
             .arg(self.key("typing:room:"))
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(pairs)
+        pairs
+            .into_iter()
+            .map(|(room, pos)| Ok((parse_id(room)?, pos)))
+            .collect()
     }
 
     async fn next_typing_expiry(&self) -> StoreResult<Option<i64>> {
@@ -306,18 +312,18 @@ impl Ephemeral for RedisEphemeral {
 
     async fn typing_since(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         since: StreamPos,
-    ) -> StoreResult<Vec<(String, Vec<String>)>> {
+    ) -> StoreResult<Vec<(OwnedRoomId, Vec<OwnedUserId>)>> {
         if room_ids.is_empty() {
             return Ok(Vec::new());
         }
         let changed: Vec<Option<StreamPos>> = redis::cmd("HMGET")
             .arg(self.key("typing:changed"))
-            .arg(room_ids)
+            .arg(room_ids.iter().map(|r| r.as_str()).collect::<Vec<_>>())
             .query_async(&mut self.conn())
             .await?;
-        let moved: Vec<&String> = room_ids
+        let moved: Vec<&OwnedRoomId> = room_ids
             .iter()
             .zip(changed)
             .filter(|(_, pos)| pos.is_some_and(|p| p > since))
@@ -331,14 +337,18 @@ impl Ephemeral for RedisEphemeral {
             pipe.hkeys(self.key(&format!("typing:room:{room}")));
         }
         let typists: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
-        Ok(moved
+        moved
             .into_iter()
             .zip(typists)
-            .map(|(room, mut users)| {
+            .map(|(room, users)| {
+                let mut users = users
+                    .into_iter()
+                    .map(parse_id)
+                    .collect::<StoreResult<Vec<OwnedUserId>>>()?;
                 users.sort();
-                (room.clone(), users)
+                Ok((room.clone(), users))
             })
-            .collect())
+            .collect()
     }
 
     async fn typing_position(&self) -> StoreResult<StreamPos> {
@@ -348,7 +358,7 @@ impl Ephemeral for RedisEphemeral {
 
     async fn set_presence(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         presence: PresenceRecord,
         announce: bool,
     ) -> StoreResult<Option<StreamPos>> {
@@ -357,7 +367,7 @@ impl Ephemeral for RedisEphemeral {
             .key(self.key(&format!("presence:user:{user_id}")))
             .key(self.key("presence:changes"))
             .key(self.key("presence:pos"))
-            .arg(user_id)
+            .arg(user_id.as_str())
             .arg(if announce { "1" } else { "0" })
             .arg(state_name(presence.state))
             .arg(presence.status_msg.as_deref().unwrap_or(""))
@@ -374,7 +384,7 @@ impl Ephemeral for RedisEphemeral {
         Ok(pos)
     }
 
-    async fn get_presence(&self, user_id: &str) -> StoreResult<Option<PresenceRecord>> {
+    async fn get_presence(&self, user_id: &UserId) -> StoreResult<Option<PresenceRecord>> {
         let fields: Vec<(String, String)> = self
             .conn()
             .hgetall(self.key(&format!("presence:user:{user_id}")))
@@ -382,7 +392,10 @@ impl Ephemeral for RedisEphemeral {
         record(&fields)
     }
 
-    async fn presences(&self, user_ids: &[String]) -> StoreResult<Vec<(String, PresenceRecord)>> {
+    async fn presences(
+        &self,
+        user_ids: &[OwnedUserId],
+    ) -> StoreResult<Vec<(OwnedUserId, PresenceRecord)>> {
         self.user_records(user_ids).await
     }
 
@@ -390,7 +403,7 @@ impl Ephemeral for RedisEphemeral {
         &self,
         since: StreamPos,
         limit: usize,
-    ) -> StoreResult<Vec<(String, PresenceRecord)>> {
+    ) -> StoreResult<Vec<(OwnedUserId, PresenceRecord)>> {
         let users: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.key("presence:changes"))
             .arg(format!("({since}"))
@@ -401,6 +414,10 @@ impl Ephemeral for RedisEphemeral {
             .arg(limit)
             .query_async(&mut self.conn())
             .await?;
+        let users = users
+            .into_iter()
+            .map(parse_id)
+            .collect::<StoreResult<Vec<_>>>()?;
         self.user_records(&users).await
     }
 
@@ -409,7 +426,12 @@ impl Ephemeral for RedisEphemeral {
         Ok(pos.unwrap_or(0))
     }
 
-    async fn set_connected(&self, user_ids: &[String], node: &str, ttl_ms: i64) -> StoreResult<()> {
+    async fn set_connected(
+        &self,
+        user_ids: &[OwnedUserId],
+        node: &str,
+        ttl_ms: i64,
+    ) -> StoreResult<()> {
         if user_ids.is_empty() {
             return Ok(());
         }
@@ -429,7 +451,7 @@ impl Ephemeral for RedisEphemeral {
         let mut zadd = redis::cmd("ZADD");
         zadd.arg(self.key("conn-deadlines"));
         for user in user_ids {
-            zadd.arg(until).arg(user);
+            zadd.arg(until).arg(user.as_str());
         }
         pipe.add_command(zadd).ignore();
         pipe.query_async::<()>(&mut self.conn()).await?;
@@ -447,21 +469,26 @@ impl Ephemeral for RedisEphemeral {
         Ok((wait > 0).then_some(wait as u64))
     }
 
-    async fn connected_node(&self, user_id: &str) -> StoreResult<Option<String>> {
+    async fn connected_node(&self, user_id: &UserId) -> StoreResult<Option<String>> {
         Ok(self
             .conn()
             .get(self.key(&format!("conn:{user_id}")))
             .await?)
     }
 
-    async fn take_lapsed_connections(&self, now_ts: i64, limit: usize) -> StoreResult<Vec<String>> {
-        Ok(self
+    async fn take_lapsed_connections(
+        &self,
+        now_ts: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<OwnedUserId>> {
+        let users: Vec<String> = self
             .take_lapsed
             .key(self.key("conn-deadlines"))
             .arg(now_ts)
             .arg(limit.max(1))
             .invoke_async(&mut self.conn())
-            .await?)
+            .await?;
+        users.into_iter().map(parse_id).collect()
     }
 }
 
@@ -471,6 +498,7 @@ mod tests {
 
     use super::*;
     use crate::store::conformance;
+    use ruma_common::{owned_room_id, owned_user_id, room_id, user_id};
 
     /// Redis on 127.0.0.1:6379 unless `TERN_TEST_REDIS_URL` says otherwise.
     fn url() -> String {
@@ -493,18 +521,21 @@ mod tests {
         let a = RedisEphemeral::connect(&url(), &prefix).await.unwrap();
         let b = RedisEphemeral::connect(&url(), &prefix).await.unwrap();
         let p1 = a
-            .set_typing("!r:x", "@a:x", Some(i64::MAX / 2))
+            .set_typing(room_id!("!r:x"), user_id!("@a:x"), Some(i64::MAX / 2))
             .await
             .unwrap();
         let p2 = b
-            .set_typing("!r:x", "@b:x", Some(i64::MAX / 2))
+            .set_typing(room_id!("!r:x"), user_id!("@b:x"), Some(i64::MAX / 2))
             .await
             .unwrap();
         assert!(p2 > p1);
-        let seen = a.typing_since(&["!r:x".into()], 0).await.unwrap();
+        let seen = a.typing_since(&[owned_room_id!("!r:x")], 0).await.unwrap();
         assert_eq!(
             seen,
-            vec![("!r:x".into(), vec!["@a:x".into(), "@b:x".into()])]
+            vec![(
+                owned_room_id!("!r:x"),
+                vec![owned_user_id!("@a:x"), owned_user_id!("@b:x")]
+            )]
         );
         let record = PresenceRecord {
             state: PresenceState::Online,
@@ -512,9 +543,15 @@ mod tests {
             last_active_ts: 5,
             hidden: false,
         };
-        let pos = b.set_presence("@b:x", record.clone(), true).await.unwrap();
+        let pos = b
+            .set_presence(user_id!("@b:x"), record.clone(), true)
+            .await
+            .unwrap();
         assert_eq!(a.presence_position().await.unwrap(), pos.unwrap());
-        assert_eq!(a.get_presence("@b:x").await.unwrap(), Some(record));
+        assert_eq!(
+            a.get_presence(user_id!("@b:x")).await.unwrap(),
+            Some(record)
+        );
         a.clear().await.unwrap();
     }
 }

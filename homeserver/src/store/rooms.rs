@@ -3,6 +3,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ruma_common::{
+    DeviceId, EventId, OwnedDeviceId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId,
+    RoomAliasId, RoomId, UserId,
+};
+use ruma_events::room::member::MembershipState;
 use serde_json::Value;
 
 use super::{StoreResult, StreamPos};
@@ -14,15 +19,15 @@ pub type Durable = futures::future::BoxFuture<'static, StoreResult<Vec<StreamPos
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
     pub stream: StreamPos,
-    pub event_id: String,
-    pub room_id: String,
-    pub sender: String,
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub sender: OwnedUserId,
     pub kind: String,
     pub state_key: Option<String>,
     /// The full federation-format PDU (possibly redacted).
     pub pdu: Arc<Value>,
     /// `(device_id, txn_id)` of the client request that sent it, if local.
-    pub txn: Option<(String, String)>,
+    pub txn: Option<(OwnedDeviceId, String)>,
     /// The room's history visibility when the event was sent.
     pub visibility: String,
 }
@@ -37,25 +42,28 @@ impl AsRef<StoredEvent> for StoredEvent {
 /// state and membership if it is a state event, and an optional redaction.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub event_id: String,
-    pub room_id: String,
-    pub sender: String,
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub sender: OwnedUserId,
     pub kind: String,
     pub state_key: Option<String>,
     pub pdu: Arc<Value>,
-    pub txn: Option<(String, String)>,
+    pub txn: Option<(OwnedDeviceId, String)>,
     pub visibility: String,
     /// `membership` value when this is an `m.room.member` event.
-    pub membership: Option<String>,
+    pub membership: Option<MembershipState>,
     /// Redacted PDU that replaces the event it redacts.
-    pub redaction: Option<(String, Value)>,
+    pub redaction: Option<(OwnedEventId, Value)>,
     /// The room's state head (its latest state event) this event was
     /// authorized against; `None` for a room's first event. The engine
     /// refuses the event with [`StoreError::Stale`] when the room's head is
     /// another by then: a node of a cluster changed the state meanwhile, and
     /// the event must be authorized again. A state event becomes the head.
-    pub built_on: Option<String>,
+    pub built_on: Option<OwnedEventId>,
 }
+
+/// A client transaction: `(sender, device_id, txn_id)`.
+pub type TxnKey = (OwnedUserId, OwnedDeviceId, String);
 
 /// Where a room listing or paging starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,10 +84,10 @@ pub struct RoomSlice {
 /// A user's membership in one room as of the latest event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembershipRecord {
-    pub room_id: String,
-    pub user_id: String,
-    pub membership: String,
-    pub event_id: String,
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
+    pub membership: MembershipState,
+    pub event_id: OwnedEventId,
     pub stream: StreamPos,
 }
 
@@ -90,8 +98,13 @@ pub struct MembershipRecord {
 /// never leaves state that disagrees with the timeline.
 #[async_trait]
 pub trait RoomStore: Send + Sync {
-    async fn create_room(&self, room_id: &str, version: &str, creator: &str) -> StoreResult<()>;
-    async fn room_exists(&self, room_id: &str) -> StoreResult<bool>;
+    async fn create_room(
+        &self,
+        room_id: &RoomId,
+        version: &str,
+        creator: &UserId,
+    ) -> StoreResult<()>;
+    async fn room_exists(&self, room_id: &RoomId) -> StoreResult<bool>;
 
     /// Queues events for appending and returns a future that resolves, with
     /// their stream positions, once they are durable. Calls are committed in
@@ -109,29 +122,29 @@ pub trait RoomStore: Send + Sync {
     /// order: how a node of a cluster fills a gap its bus left.
     async fn events_after(&self, after: StreamPos, limit: usize) -> StoreResult<Vec<StoredEvent>>;
 
-    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>>;
+    async fn get_event(&self, event_id: &EventId) -> StoreResult<Option<StoredEvent>>;
     /// The event id a device's transaction produced in a room, for idempotent sends.
     async fn find_txn(
         &self,
-        room_id: &str,
-        sender: &str,
-        device_id: &str,
+        room_id: &RoomId,
+        sender: &UserId,
+        device_id: &DeviceId,
         txn_id: &str,
-    ) -> StoreResult<Option<String>>;
+    ) -> StoreResult<Option<OwnedEventId>>;
     /// [`RoomStore::find_txn`] for many `(sender, device_id, txn_id)` of one
     /// room in one round trip: the event id of each one found.
     async fn find_txns(
         &self,
-        room_id: &str,
-        txns: &[(String, String, String)],
-    ) -> StoreResult<Vec<((String, String, String), String)>>;
+        room_id: &RoomId,
+        txns: &[TxnKey],
+    ) -> StoreResult<Vec<(TxnKey, OwnedEventId)>>;
     /// Last event of a room (for `prev_events`) and its depth.
-    async fn latest_event(&self, room_id: &str) -> StoreResult<Option<StoredEvent>>;
+    async fn latest_event(&self, room_id: &RoomId) -> StoreResult<Option<StoredEvent>>;
 
     /// Events of one room from `from` (exclusive) in `dir`, at most `limit`.
     async fn room_events(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         from: StreamPos,
         dir: Direction,
         limit: usize,
@@ -140,38 +153,46 @@ pub trait RoomStore: Send + Sync {
     /// in one round trip however many rooms there are.
     async fn recent_events(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         after: StreamPos,
         upto: StreamPos,
         limit: usize,
-    ) -> StoreResult<Vec<(String, RoomSlice)>>;
+    ) -> StoreResult<Vec<(OwnedRoomId, RoomSlice)>>;
 
     /// Current state events of one room.
-    async fn current_state(&self, room_id: &str) -> StoreResult<Vec<StoredEvent>>;
+    async fn current_state(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>>;
     /// Current state of many rooms in one round trip, optionally only entries
     /// changed in `(after, upto]`.
     async fn current_state_of_rooms(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         after: StreamPos,
         upto: StreamPos,
     ) -> StoreResult<Vec<StoredEvent>>;
 
     /// Every room the user has a membership in (any kind).
-    async fn memberships_of_user(&self, user_id: &str) -> StoreResult<Vec<MembershipRecord>>;
+    async fn memberships_of_user(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRecord>>;
     /// Memberships of a room, every kind.
-    async fn members(&self, room_id: &str) -> StoreResult<Vec<MembershipRecord>>;
+    async fn members(&self, room_id: &RoomId) -> StoreResult<Vec<MembershipRecord>>;
     /// The user's membership changes in a room: `(stream, membership)` oldest first.
     async fn membership_history(
         &self,
-        room_id: &str,
-        user_id: &str,
-    ) -> StoreResult<Vec<(StreamPos, String)>>;
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<(StreamPos, MembershipState)>>;
 
-    async fn set_alias(&self, alias: &str, room_id: &str, creator: &str) -> StoreResult<()>;
-    async fn get_alias(&self, alias: &str) -> StoreResult<Option<(String, String)>>;
-    async fn delete_alias(&self, alias: &str) -> StoreResult<bool>;
-    async fn aliases_of_room(&self, room_id: &str) -> StoreResult<Vec<String>>;
-    async fn set_room_public(&self, room_id: &str, public: bool) -> StoreResult<()>;
-    async fn public_rooms(&self) -> StoreResult<Vec<String>>;
+    async fn set_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> StoreResult<()>;
+    async fn get_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> StoreResult<Option<(OwnedRoomId, OwnedUserId)>>;
+    async fn delete_alias(&self, alias: &RoomAliasId) -> StoreResult<bool>;
+    async fn aliases_of_room(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedRoomAliasId>>;
+    async fn set_room_public(&self, room_id: &RoomId, public: bool) -> StoreResult<()>;
+    async fn public_rooms(&self) -> StoreResult<Vec<OwnedRoomId>>;
 }

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use ruma_common::user_id;
 
 use super::*;
 
@@ -184,8 +185,23 @@ async fn a_user_syncing_on_one_node_counts_as_connected_on_the_other() {
     let _alice = register(&a, "alice").await;
     let bob = register(&b, "bob").await;
     // Push decisions on A skip users who are syncing, wherever they sync.
-    assert!(!services_a.presence.is_connected("@bob:localhost").await);
+    assert!(
+        !services_a
+            .presence
+            .is_connected(user_id!("@bob:localhost"))
+            .await
+    );
     sync(&b, &bob, None, 0).await;
-    assert!(services_a.presence.is_connected("@bob:localhost").await);
-    assert!(!services_a.presence.is_connected("@alice:localhost").await);
+    assert!(
+        services_a
+            .presence
+            .is_connected(user_id!("@bob:localhost"))
+            .await
+    );
+    assert!(
+        !services_a
+            .presence
+            .is_connected(user_id!("@alice:localhost"))
+            .await
+    );
 }

@@ -4,6 +4,7 @@
 //! on, so they stay in the outbox for the test to read.
 
 use axum::http::StatusCode;
+use ruma_common::user_id;
 use serde_json::json;
 
 use super::*;
@@ -21,7 +22,11 @@ async fn an_event_is_pushed_once_however_many_nodes_hear_of_it() {
     let room = shared_room(&a, &b, &alice, &bob).await;
     set_unreachable_pusher(&b, &bob, "phone").await;
     eventually("A knowing the pusher set on B", async || {
-        (!services_a.pushers.pushers_of("@bob:localhost").is_empty()).then_some(())
+        (!services_a
+            .pushers
+            .pushers_of(user_id!("@bob:localhost"))
+            .is_empty())
+        .then_some(())
     })
     .await;
 

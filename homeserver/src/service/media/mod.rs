@@ -12,6 +12,7 @@ pub mod disposition;
 pub mod thumbnail;
 
 use parking_lot::Mutex;
+use ruma_common::{OwnedServerName, ServerName, UserId};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +81,7 @@ pub struct ThumbnailRequest {
 pub struct MediaService {
     store: Arc<dyn MediaStore>,
     metadata: Arc<dyn MediaMetadataStore>,
-    server_name: String,
+    server_name: OwnedServerName,
     max_upload_bytes: u64,
     thumbnail_workers: Semaphore,
     shutdown: CancellationToken,
@@ -96,7 +97,7 @@ struct Tally {
 }
 
 /// `mxc://{server}/{media_id}`.
-pub fn mxc_uri(server_name: &str, media_id: &str) -> String {
+pub fn mxc_uri(server_name: &ServerName, media_id: &str) -> String {
     format!("mxc://{server_name}/{media_id}")
 }
 
@@ -142,7 +143,7 @@ impl MediaService {
     pub fn new(
         store: Arc<dyn MediaStore>,
         metadata: Arc<dyn MediaMetadataStore>,
-        server_name: String,
+        server_name: OwnedServerName,
         max_upload_bytes: u64,
         shutdown: CancellationToken,
     ) -> Self {
@@ -224,14 +225,14 @@ impl MediaService {
     }
 
     /// `POST /upload`: stores the bytes and returns the new `mxc://` URI.
-    pub async fn upload(&self, uploader: &str, upload: Upload) -> ServiceResult<String> {
+    pub async fn upload(&self, uploader: &UserId, upload: Upload) -> ServiceResult<String> {
         self.check_upload(&upload)?;
         let media_id = Alphanumeric.sample_string(&mut rand::thread_rng(), MEDIA_ID_LEN);
         let content = self.store_content(&media_id, upload).await?;
         self.metadata
             .insert_media(&MediaRecord {
                 media_id: media_id.clone(),
-                uploader: uploader.to_owned(),
+                uploader: uploader.to_string(),
                 content_type: content.content_type,
                 filename: content.filename,
                 size: Some(content.size),
@@ -245,14 +246,19 @@ impl MediaService {
 
     /// `POST /create`: reserves a media id for a later upload. Returns the
     /// `mxc://` URI and when the reservation expires (ms since the epoch).
-    pub async fn create_pending(&self, uploader: &str) -> ServiceResult<(String, i64)> {
+    pub async fn create_pending(&self, uploader: &UserId) -> ServiceResult<(String, i64)> {
         let now = now_ms();
         // Reservations are rare; sweeping the expired ones here needs no task.
         let expired = self.metadata.delete_expired_media(now).await?;
         if expired > 0 {
             tracing::debug!(expired, "forgot expired media reservations");
         }
-        if self.metadata.count_pending_media(uploader, now).await? >= MAX_PENDING_PER_USER {
+        if self
+            .metadata
+            .count_pending_media(uploader.as_str(), now)
+            .await?
+            >= MAX_PENDING_PER_USER
+        {
             return Err(ServiceError::new(
                 ErrorKind::LimitExceeded {
                     retry_after_ms: 60_000,
@@ -265,7 +271,7 @@ impl MediaService {
         self.metadata
             .insert_media(&MediaRecord {
                 media_id: media_id.clone(),
-                uploader: uploader.to_owned(),
+                uploader: uploader.to_string(),
                 content_type: None,
                 filename: None,
                 size: None,
@@ -280,14 +286,14 @@ impl MediaService {
     /// `PUT /upload/{serverName}/{mediaId}`: fills a reservation of `uploader`.
     pub async fn upload_pending(
         &self,
-        uploader: &str,
-        server_name: &str,
+        uploader: &UserId,
+        server_name: &ServerName,
         media_id: &str,
         upload: Upload,
     ) -> ServiceResult<()> {
         self.check_upload(&upload)?;
         let record = self.local_record(server_name, media_id).await?;
-        if record.uploader != uploader {
+        if record.uploader != uploader.as_str() {
             return Err(ServiceError::forbidden(
                 "This media id was reserved by another user",
             ));
@@ -316,7 +322,11 @@ impl MediaService {
 
     /// The record of local media, or `M_NOT_FOUND` (remote media included:
     /// this server does not federate).
-    async fn local_record(&self, server_name: &str, media_id: &str) -> ServiceResult<MediaRecord> {
+    async fn local_record(
+        &self,
+        server_name: &ServerName,
+        media_id: &str,
+    ) -> ServiceResult<MediaRecord> {
         if !is_valid_media_id(media_id) {
             return Err(ServiceError::invalid_param("Invalid media id"));
         }
@@ -333,7 +343,7 @@ impl MediaService {
     /// reserved upload; `M_NOT_YET_UPLOADED` after that.
     async fn uploaded_record(
         &self,
-        server_name: &str,
+        server_name: &ServerName,
         media_id: &str,
         timeout_ms: Option<u64>,
     ) -> ServiceResult<MediaRecord> {
@@ -365,7 +375,7 @@ impl MediaService {
     /// `allow_redirect` lets an object store hand out a presigned URL.
     pub async fn download(
         &self,
-        server_name: &str,
+        server_name: &ServerName,
         media_id: &str,
         file_name: Option<&str>,
         timeout_ms: Option<u64>,
@@ -408,7 +418,7 @@ impl MediaService {
     /// A thumbnail of local media, made on first request and cached.
     pub async fn thumbnail(
         &self,
-        server_name: &str,
+        server_name: &ServerName,
         media_id: &str,
         request: ThumbnailRequest,
         timeout_ms: Option<u64>,

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ruma_common::{OwnedUserId, UserId};
 use tokio_util::sync::CancellationToken;
 
 use super::tracker::Inner;
@@ -37,7 +38,7 @@ impl Inner {
     }
 
     /// A sync of `user_id` began here: make sure the cluster knows.
-    pub(super) async fn lease(&self, user_id: &str) {
+    pub(super) async fn lease(&self, user_id: &UserId) {
         let Some(node) = &self.node else { return };
         let now = now_ms();
         let fresh = {
@@ -77,7 +78,7 @@ impl Inner {
             }
             let now = now_ms();
             let grace = self.config.offline_after.as_millis() as i64;
-            let users: Vec<String> = {
+            let users: Vec<OwnedUserId> = {
                 let mut local = self.local.lock();
                 local
                     .iter_mut()
@@ -100,7 +101,7 @@ impl Inner {
 
     /// Whether `user_id` now syncs on another node, which keeps their
     /// presence; this node's record of them is then dropped.
-    pub(super) async fn moved_elsewhere(&self, user_id: &str) -> bool {
+    pub(super) async fn moved_elsewhere(&self, user_id: &UserId) -> bool {
         let Some(node) = &self.node else {
             return false;
         };
@@ -151,7 +152,7 @@ impl Inner {
         }
     }
 
-    async fn lapsed(&self, user_id: &str) {
+    async fn lapsed(&self, user_id: &UserId) {
         // Known here: this node's own timers see to them.
         if self.local.lock().contains_key(user_id) {
             return;

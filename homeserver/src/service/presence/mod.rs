@@ -23,6 +23,8 @@
 //! people hide "last seen".
 
 use parking_lot::Mutex;
+use ruma_common::{OwnedRoomId, OwnedUserId, UserId};
+use ruma_events::room::member::MembershipState;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -34,7 +36,6 @@ mod connections;
 mod tracker;
 
 use super::error::{ServiceError, ServiceResult};
-use super::identifiers::check_user_id;
 use super::notifier::Notifier;
 use super::rooms::now_ms;
 use crate::config::PresenceConfig;
@@ -62,7 +63,7 @@ pub struct PresenceService {
 /// Held for the length of one sync request; its drop marks the end of the
 /// connection (also when the client goes away mid-wait).
 pub struct SyncGuard {
-    inner: Option<(Arc<Inner>, String)>,
+    inner: Option<(Arc<Inner>, OwnedUserId)>,
 }
 
 impl Drop for SyncGuard {
@@ -105,7 +106,12 @@ fn state_name(state: PresenceState) -> &'static str {
 
 /// The `content` of an `m.presence` event (and of `GET .../status`) as
 /// `viewer` may see it.
-pub fn presence_content(user_id: &str, record: &PresenceRecord, viewer: &str, now: i64) -> Value {
+pub fn presence_content(
+    user_id: &UserId,
+    record: &PresenceRecord,
+    viewer: &UserId,
+    now: i64,
+) -> Value {
     if record.hidden && viewer != user_id {
         return json!({"presence": "offline"});
     }
@@ -170,7 +176,7 @@ impl PresenceService {
     /// (absent means online). Hold the guard until the request ends.
     pub async fn sync_started(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         set_presence: Option<PresenceState>,
     ) -> ServiceResult<SyncGuard> {
         if !self.enabled() {
@@ -203,7 +209,7 @@ impl PresenceService {
     /// The user did something (sent, typed, read): they are active now, and
     /// back online if they had gone idle.
     /// Never fails the request it rides on: a lost bump only ages last seen.
-    pub async fn activity(&self, user_id: &str) {
+    pub async fn activity(&self, user_id: &UserId) {
         if !self.enabled() {
             return;
         }
@@ -226,7 +232,7 @@ impl PresenceService {
     /// `PUT /presence/{userId}/status`.
     pub async fn set_status(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         state: PresenceState,
         status_msg: Option<String>,
     ) -> ServiceResult<()> {
@@ -254,7 +260,7 @@ impl PresenceService {
     }
 
     /// The user changed their `tern.presence` account data.
-    pub async fn set_hidden(&self, user_id: &str, hidden: bool) -> ServiceResult<()> {
+    pub async fn set_hidden(&self, user_id: &UserId, hidden: bool) -> ServiceResult<()> {
         if !self.enabled() {
             return Ok(());
         }
@@ -271,15 +277,14 @@ impl PresenceService {
 
     /// `GET /presence/{userId}/status`: for the user and those who share a
     /// room with them.
-    pub async fn get_status(&self, viewer: &str, user_id: &str) -> ServiceResult<Value> {
-        check_user_id(user_id)?;
+    pub async fn get_status(&self, viewer: &UserId, user_id: &UserId) -> ServiceResult<Value> {
         if viewer != user_id {
-            let rooms: Vec<String> = self
+            let rooms: Vec<OwnedRoomId> = self
                 .rooms
                 .memberships_of_user(viewer)
                 .await?
                 .into_iter()
-                .filter(|m| m.membership == "join")
+                .filter(|m| m.membership == MembershipState::Join)
                 .map(|m| m.room_id)
                 .collect();
             if !self.shares_room(user_id, &rooms).await {
@@ -298,7 +303,7 @@ impl PresenceService {
     /// Whether the user has a sync open, or had one within the offline
     /// grace period (between two long-polls): on this node, or in a cluster
     /// on any node. Always false with presence off.
-    pub async fn is_connected(&self, user_id: &str) -> bool {
+    pub async fn is_connected(&self, user_id: &UserId) -> bool {
         let grace = self.inner.config.offline_after.as_millis() as i64;
         let here = {
             let local = self.inner.local.lock();
@@ -323,7 +328,7 @@ impl PresenceService {
         Ok(self.inner.ephemeral.presence_position().await?)
     }
 
-    async fn shares_room(&self, user_id: &str, rooms: &[String]) -> bool {
+    async fn shares_room(&self, user_id: &UserId, rooms: &[OwnedRoomId]) -> bool {
         for room_id in rooms {
             if self.notifier.room_members(room_id).await.contains(user_id) {
                 return true;
@@ -341,8 +346,8 @@ impl PresenceService {
     /// users are left out, as on a first sync.
     pub async fn current_events(
         &self,
-        viewer: &str,
-        users: &[String],
+        viewer: &UserId,
+        users: &[OwnedUserId],
     ) -> ServiceResult<Vec<Value>> {
         if !self.enabled() || users.is_empty() {
             return Ok(Vec::new());
@@ -361,8 +366,8 @@ impl PresenceService {
 
     pub async fn sync_events(
         &self,
-        user_id: &str,
-        joined_rooms: &[String],
+        user_id: &UserId,
+        joined_rooms: &[OwnedRoomId],
         since: Option<StreamPos>,
         upto: StreamPos,
     ) -> ServiceResult<Vec<Value>> {
@@ -370,7 +375,7 @@ impl PresenceService {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let event = |(id, record): (String, PresenceRecord)| json!({"type": "m.presence", "content": presence_content(&id, &record, user_id, now), "sender": id});
+        let event = |(id, record): (OwnedUserId, PresenceRecord)| json!({"type": "m.presence", "content": presence_content(&id, &record, user_id, now), "sender": id});
         if let Some(since) = since.filter(|s| *s <= upto) {
             if since == upto {
                 return Ok(Vec::new());
@@ -390,12 +395,12 @@ impl PresenceService {
                 return Ok(events);
             }
         }
-        let mut users: HashSet<String> = HashSet::new();
+        let mut users: HashSet<OwnedUserId> = HashSet::new();
         users.insert(user_id.to_owned());
         for room_id in joined_rooms {
             users.extend(self.notifier.room_members(room_id).await.iter().cloned());
         }
-        let users: Vec<String> = users.into_iter().collect();
+        let users: Vec<OwnedUserId> = users.into_iter().collect();
         Ok(self
             .inner
             .ephemeral
@@ -412,6 +417,7 @@ impl PresenceService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ruma_common::user_id;
 
     fn record(state: PresenceState, ts: i64, hidden: bool) -> PresenceRecord {
         PresenceRecord {
@@ -425,9 +431,9 @@ mod tests {
     #[test]
     fn content_computes_ages_when_read() {
         let c = presence_content(
-            "@a:x",
+            user_id!("@a:x"),
             &record(PresenceState::Online, 1_000, false),
-            "@b:x",
+            user_id!("@b:x"),
             31_000,
         );
         assert_eq!(c["presence"], "online");
@@ -435,16 +441,16 @@ mod tests {
         assert_eq!(c["currently_active"], true);
         assert_eq!(c["status_msg"], "lunch");
         let c = presence_content(
-            "@a:x",
+            user_id!("@a:x"),
             &record(PresenceState::Online, 0, false),
-            "@b:x",
+            user_id!("@b:x"),
             61_000,
         );
         assert_eq!(c["currently_active"], false);
         let c = presence_content(
-            "@a:x",
+            user_id!("@a:x"),
             &record(PresenceState::Unavailable, 0, false),
-            "@b:x",
+            user_id!("@b:x"),
             1,
         );
         assert_eq!(c["currently_active"], false);
@@ -454,11 +460,11 @@ mod tests {
     fn hidden_presence_shows_only_to_its_owner() {
         let hidden = record(PresenceState::Online, 1_000, true);
         assert_eq!(
-            presence_content("@a:x", &hidden, "@b:x", 2_000),
+            presence_content(user_id!("@a:x"), &hidden, user_id!("@b:x"), 2_000),
             json!({"presence": "offline"})
         );
         assert_eq!(
-            presence_content("@a:x", &hidden, "@a:x", 2_000)["presence"],
+            presence_content(user_id!("@a:x"), &hidden, user_id!("@a:x"), 2_000)["presence"],
             "online"
         );
     }

@@ -3,6 +3,7 @@
 //! `PresenceService` (the parent module) applies the rules through it.
 
 use parking_lot::Mutex;
+use ruma_common::{OwnedUserId, UserId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub(super) struct Local {
 
 #[derive(Default)]
 pub(super) struct Timers {
-    pub(super) heap: BinaryHeap<Reverse<(i64, String)>>,
+    pub(super) heap: BinaryHeap<Reverse<(i64, OwnedUserId)>>,
 }
 
 pub(super) struct Inner {
@@ -48,7 +49,7 @@ pub(super) struct Inner {
     /// This node's name in connection leases; `None` on a single node,
     /// which needs none.
     pub(super) node: Option<String>,
-    pub(super) local: Mutex<HashMap<String, Local>>,
+    pub(super) local: Mutex<HashMap<OwnedUserId, Local>>,
     pub(super) timers: Mutex<Timers>,
     pub(super) nudge: Notify,
     /// Serialises announcements, so the store never ends on an older state
@@ -59,7 +60,7 @@ pub(super) struct Inner {
 impl Inner {
     /// Puts the user's next deadline in the heap unless an earlier one is
     /// already there (which will reschedule when it fires).
-    pub(super) fn schedule(&self, entry: &mut Local, user_id: &str, deadline: i64) {
+    pub(super) fn schedule(&self, entry: &mut Local, user_id: &UserId, deadline: i64) {
         if entry.scheduled.is_some_and(|s| s <= deadline) {
             return;
         }
@@ -72,7 +73,7 @@ impl Inner {
     }
 
     /// Writes the user's current record and announces it.
-    pub(super) async fn announce(&self, user_id: &str) {
+    pub(super) async fn announce(&self, user_id: &UserId) {
         let _turn = self.announcing.lock().await;
         let record = {
             let mut local = self.local.lock();
@@ -101,7 +102,7 @@ impl Inner {
 
     /// Loads the user's bookkeeping if this node holds none: the stored
     /// record, else offline with the hidden flag from account data.
-    pub(super) async fn load(&self, user_id: &str) -> ServiceResult<()> {
+    pub(super) async fn load(&self, user_id: &UserId) -> ServiceResult<()> {
         if self.local.lock().contains_key(user_id) {
             return Ok(());
         }
@@ -139,7 +140,7 @@ impl Inner {
     /// should hear of it. Schedules the idle timer when the user is online.
     pub(super) async fn update(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         change: impl FnOnce(&mut Local, i64) -> bool,
     ) -> ServiceResult<()> {
         self.load(user_id).await?;
@@ -250,7 +251,7 @@ impl Inner {
 
     /// Drops the bookkeeping of a user who is offline and not syncing: the
     /// store keeps their record (and last seen).
-    pub(super) fn forget_if_idle(&self, user_id: &str) {
+    pub(super) fn forget_if_idle(&self, user_id: &UserId) {
         let mut local = self.local.lock();
         if local.get(user_id).is_some_and(|e| {
             e.syncing == 0 && e.record.state == PresenceState::Offline && e.scheduled.is_none()

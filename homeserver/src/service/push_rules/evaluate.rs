@@ -17,7 +17,7 @@ use ruma_common::push::{
 };
 use ruma_common::room_version_rules::{AuthorizationRules, RoomPowerLevelsRules};
 use ruma_common::serde::Raw;
-use ruma_common::{OwnedRoomId, OwnedUserId};
+use ruma_common::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
 
 use super::defaults::{CONTAINS_DISPLAY_NAME, ROOM_NOTIF};
@@ -54,7 +54,7 @@ impl PushOutcome {
 /// The room facts push conditions read, as of the event.
 #[derive(Debug, Clone)]
 pub struct RoomPushContext {
-    pub room_id: String,
+    pub room_id: OwnedRoomId,
     /// Joined members (`room_member_count`).
     pub member_count: u64,
     /// `None` when the room has no `m.room.power_levels`: conditions on the
@@ -154,19 +154,19 @@ impl PreparedEvent {
     pub async fn evaluate(
         &self,
         ruleset: &Ruleset,
-        user_id: &str,
+        user_id: &UserId,
         display_name: &str,
     ) -> PushOutcome {
-        let (Some(room_id), Ok(user)) = (&self.room_id, OwnedUserId::try_from(user_id)) else {
+        let Some(room_id) = &self.room_id else {
             return PushOutcome::default();
         };
-        if self.sender.as_deref() == Some(user_id) {
+        if self.sender.as_deref() == Some(user_id.as_str()) {
             return PushOutcome::default();
         }
         let mut ctx = PushConditionRoomCtx::new(
             room_id.clone(),
             self.member_count,
-            user,
+            user_id.to_owned(),
             display_name.to_owned(),
         );
         if let Some(power_levels) = &self.power_levels {

@@ -47,7 +47,7 @@ const MAX_RULES: usize = 1_000;
 const KINDS: [&str; 5] = ["override", "content", "room", "sender", "underride"];
 
 struct RulesetCache {
-    entries: LruCache<String, Arc<Ruleset>>,
+    entries: LruCache<OwnedUserId, Arc<Ruleset>>,
     /// Bumped by every write, so a load that raced a write does not cache
     /// what it read before the write.
     generation: u64,
@@ -75,10 +75,6 @@ pub struct PushRuleService {
     cache: Mutex<RulesetCache>,
     /// Serialises read-modify-write of rulesets (changes are rare).
     writes: tokio::sync::Mutex<()>,
-}
-
-fn parse_user_id(user_id: &str) -> ServiceResult<OwnedUserId> {
-    OwnedUserId::try_from(user_id).map_err(|_| ServiceError::invalid_param("Invalid user ID"))
 }
 
 /// The rule kind named in a path: `M_INVALID_PARAM` for anything else.
@@ -228,7 +224,7 @@ impl PushRuleService {
     }
 
     /// Drops a user's cached ruleset: another node changed it.
-    pub fn forget(&self, user_id: &str) {
+    pub fn forget(&self, user_id: &UserId) {
         let mut cache = self.cache.lock();
         cache.generation += 1;
         cache.entries.pop(user_id);
@@ -240,7 +236,7 @@ impl PushRuleService {
     }
 
     /// The user's ruleset: stored if customised, else the server defaults.
-    pub async fn get_ruleset(&self, user_id: &str) -> ServiceResult<Arc<Ruleset>> {
+    pub async fn get_ruleset(&self, user_id: &UserId) -> ServiceResult<Arc<Ruleset>> {
         let generation = {
             let mut cache = self.cache.lock();
             if let Some(ruleset) = cache.entries.get(user_id) {
@@ -248,12 +244,11 @@ impl PushRuleService {
             }
             cache.generation
         };
-        let user = parse_user_id(user_id)?;
         let stored = self
             .store
             .get_account_data(user_id, None, PUSH_RULES_TYPE)
             .await?;
-        let ruleset = Arc::new(Self::merge_stored(&user, stored));
+        let ruleset = Arc::new(Self::merge_stored(user_id, stored));
         let mut cache = self.cache.lock();
         if cache.generation == generation {
             cache.entries.put(user_id.to_owned(), ruleset.clone());
@@ -280,12 +275,17 @@ impl PushRuleService {
     }
 
     /// `GET /pushrules/global/`: the ruleset as JSON.
-    pub async fn get_ruleset_json(&self, user_id: &str) -> ServiceResult<Value> {
+    pub async fn get_ruleset_json(&self, user_id: &UserId) -> ServiceResult<Value> {
         Ok(ruleset_json(&*self.get_ruleset(user_id).await?))
     }
 
     /// One rule as JSON.
-    pub async fn get_rule(&self, user_id: &str, kind: &str, rule_id: &str) -> ServiceResult<Value> {
+    pub async fn get_rule(
+        &self,
+        user_id: &UserId,
+        kind: &str,
+        rule_id: &str,
+    ) -> ServiceResult<Value> {
         let kind = parse_kind(kind)?;
         let ruleset = self.get_ruleset(user_id).await?;
         let rule = ruleset.get(kind, rule_id).ok_or_else(rule_not_found)?;
@@ -294,7 +294,7 @@ impl PushRuleService {
 
     pub async fn get_enabled(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         kind: &str,
         rule_id: &str,
     ) -> ServiceResult<bool> {
@@ -306,7 +306,7 @@ impl PushRuleService {
 
     pub async fn get_actions(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         kind: &str,
         rule_id: &str,
     ) -> ServiceResult<Value> {
@@ -319,7 +319,7 @@ impl PushRuleService {
     /// Creates or replaces a user-defined rule (`body` is the request JSON).
     pub async fn set_rule(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         kind: &str,
         rule_id: &str,
         body: &Value,
@@ -348,7 +348,12 @@ impl PushRuleService {
     }
 
     /// Deletes a user-defined rule; server-default rules cannot be deleted.
-    pub async fn delete_rule(&self, user_id: &str, kind: &str, rule_id: &str) -> ServiceResult<()> {
+    pub async fn delete_rule(
+        &self,
+        user_id: &UserId,
+        kind: &str,
+        rule_id: &str,
+    ) -> ServiceResult<()> {
         let kind = parse_kind(kind)?;
         self.modify(user_id, |ruleset| {
             ruleset.remove(kind, rule_id).map_err(|err| match err {
@@ -363,7 +368,7 @@ impl PushRuleService {
 
     pub async fn set_enabled(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         kind: &str,
         rule_id: &str,
         enabled: bool,
@@ -380,7 +385,7 @@ impl PushRuleService {
     /// Replaces a rule's actions (server-default rules included).
     pub async fn set_actions(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         kind: &str,
         rule_id: &str,
         actions: &Value,
@@ -399,7 +404,7 @@ impl PushRuleService {
     /// on error nothing is stored.
     async fn modify(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         change: impl FnOnce(&mut Ruleset) -> ServiceResult<()>,
     ) -> ServiceResult<()> {
         let _write = self.writes.lock().await;
@@ -433,8 +438,8 @@ impl PushRuleService {
         &self,
         event: &Value,
         room: &RoomPushContext,
-        recipients: &[(String, String)],
-    ) -> Vec<(String, PushOutcome)> {
+        recipients: &[(OwnedUserId, String)],
+    ) -> Vec<(OwnedUserId, PushOutcome)> {
         let prepared = PreparedEvent::new(event, room);
         // One lock for all the cache hits; only misses go to the store.
         let cached: Vec<Option<Arc<Ruleset>>> = {
@@ -454,13 +459,7 @@ impl PushRuleService {
                 Ok(ruleset) => ruleset,
                 Err(err) => {
                     tracing::warn!(%err, user = %user_id, "push rules unavailable, using defaults");
-                    match parse_user_id(user_id) {
-                        Ok(user) => Arc::new(defaults::server_default(&user)),
-                        Err(_) => {
-                            outcomes.push((user_id.clone(), PushOutcome::default()));
-                            continue;
-                        }
-                    }
+                    Arc::new(defaults::server_default(user_id))
                 }
             };
             let outcome = prepared.evaluate(&ruleset, user_id, display_name).await;

@@ -3,51 +3,58 @@
 use std::collections::HashMap;
 
 use ruma_common::push::{NewConditionalPushRule, NewPushRule, NewSimplePushRule, Ruleset};
-use ruma_common::{OwnedRoomId, OwnedUserId};
+use ruma_common::{owned_room_id, owned_server_name, owned_user_id, user_id};
+use ruma_common::{OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{json, Value};
 
 use super::*;
 
 const ROOM: &str = "!room:tern.test";
-const ALICE: &str = "@alice:tern.test";
-const BOB: &str = "@bob:tern.test";
 
-fn defaults(user: &str) -> Ruleset {
-    PushRuleService::server_default(&OwnedUserId::try_from(user).unwrap())
+fn alice() -> &'static UserId {
+    user_id!("@alice:tern.test")
+}
+
+fn bob() -> &'static UserId {
+    user_id!("@bob:tern.test")
+}
+
+fn defaults(user: &UserId) -> Ruleset {
+    PushRuleService::server_default(user)
 }
 
 fn room(member_count: u64) -> RoomPushContext {
     RoomPushContext {
-        room_id: ROOM.to_owned(),
+        room_id: owned_room_id!("!room:tern.test"),
         member_count,
         power_levels: Some(PushPowerLevels {
-            users: HashMap::from([(ALICE.to_owned(), 100)]),
+            users: HashMap::from([(alice().to_string(), 100)]),
             users_default: 0,
             notifications_room: 50,
         }),
     }
 }
 
-fn message(sender: &str, content: Value) -> Value {
+fn message(sender: &UserId, content: Value) -> Value {
     json!({
         "type": "m.room.message", "sender": sender, "room_id": ROOM,
         "event_id": "$e", "origin_server_ts": 1, "content": content,
     })
 }
 
-fn text(sender: &str, body: &str) -> Value {
+fn text(sender: &UserId, body: &str) -> Value {
     message(sender, json!({"msgtype": "m.text", "body": body}))
 }
 
 async fn outcome(ruleset: &Ruleset, event: &Value, room: &RoomPushContext) -> PushOutcome {
     PreparedEvent::new(event, room)
-        .evaluate(ruleset, BOB, "Bobby Tables")
+        .evaluate(ruleset, bob(), "Bobby Tables")
         .await
 }
 
 #[test]
 fn default_ruleset_has_the_spec_rules_in_order() {
-    let rules = defaults(BOB);
+    let rules = defaults(bob());
     let overrides: Vec<&str> = rules.override_.iter().map(|r| r.rule_id.as_str()).collect();
     assert_eq!(
         &overrides[..9],
@@ -84,7 +91,7 @@ fn default_ruleset_has_the_spec_rules_in_order() {
 
 #[tokio::test]
 async fn group_message_notifies_without_sound() {
-    let got = outcome(&defaults(BOB), &text(ALICE, "hello all"), &room(5)).await;
+    let got = outcome(&defaults(bob()), &text(alice(), "hello all"), &room(5)).await;
     assert_eq!(
         got,
         PushOutcome {
@@ -97,56 +104,66 @@ async fn group_message_notifies_without_sound() {
 
 #[tokio::test]
 async fn one_to_one_message_notifies_with_sound() {
-    let got = outcome(&defaults(BOB), &text(ALICE, "hi"), &room(2)).await;
+    let got = outcome(&defaults(bob()), &text(alice(), "hi"), &room(2)).await;
     assert!(got.notify && !got.highlight);
     assert_eq!(got.sound.as_deref(), Some("default"));
-    let encrypted = json!({"type": "m.room.encrypted", "sender": ALICE, "content": {}});
-    let got = outcome(&defaults(BOB), &encrypted, &room(2)).await;
+    let encrypted = json!({"type": "m.room.encrypted", "sender": alice(), "content": {}});
+    let got = outcome(&defaults(bob()), &encrypted, &room(2)).await;
     assert_eq!(got.sound.as_deref(), Some("default"));
-    let got = outcome(&defaults(BOB), &encrypted, &room(3)).await;
+    let got = outcome(&defaults(bob()), &encrypted, &room(3)).await;
     assert!(got.notify && got.sound.is_none());
 }
 
 #[tokio::test]
 async fn user_mention_highlights() {
     let event = message(
-        ALICE,
-        json!({"msgtype": "m.text", "body": "look", "m.mentions": {"user_ids": [BOB]}}),
+        alice(),
+        json!({"msgtype": "m.text", "body": "look", "m.mentions": {"user_ids": [bob()]}}),
     );
-    let got = outcome(&defaults(BOB), &event, &room(5)).await;
+    let got = outcome(&defaults(bob()), &event, &room(5)).await;
     assert!(got.notify && got.highlight);
     assert_eq!(got.sound.as_deref(), Some("default"));
     // Someone else mentioned: a plain message.
     let other = message(
-        ALICE,
+        alice(),
         json!({"msgtype": "m.text", "body": "look", "m.mentions": {"user_ids": ["@carol:tern.test"]}}),
     );
-    let got = outcome(&defaults(BOB), &other, &room(5)).await;
+    let got = outcome(&defaults(bob()), &other, &room(5)).await;
     assert!(got.notify && !got.highlight);
 }
 
 #[tokio::test]
 async fn display_name_and_user_name_mentions_highlight() {
-    let got = outcome(&defaults(BOB), &text(ALICE, "hey bobby tables!"), &room(5)).await;
+    let got = outcome(
+        &defaults(bob()),
+        &text(alice(), "hey bobby tables!"),
+        &room(5),
+    )
+    .await;
     assert!(got.highlight, "display name: {got:?}");
-    let got = outcome(&defaults(BOB), &text(ALICE, "ping bob"), &room(5)).await;
+    let got = outcome(&defaults(bob()), &text(alice(), "ping bob"), &room(5)).await;
     assert!(got.highlight, "user name: {got:?}");
-    let got = outcome(&defaults(BOB), &text(ALICE, "Bobby Tablesque"), &room(5)).await;
+    let got = outcome(
+        &defaults(bob()),
+        &text(alice(), "Bobby Tablesque"),
+        &room(5),
+    )
+    .await;
     assert!(!got.highlight, "partial word: {got:?}");
     // With m.mentions present, the legacy body rules step aside.
     let event = message(
-        ALICE,
+        alice(),
         json!({"msgtype": "m.text", "body": "bobby tables", "m.mentions": {}}),
     );
-    let got = outcome(&defaults(BOB), &event, &room(5)).await;
+    let got = outcome(&defaults(bob()), &event, &room(5)).await;
     assert!(got.notify && !got.highlight);
 }
 
 #[tokio::test]
 async fn display_name_is_matched_literally() {
-    let event = text(ALICE, "just a message");
+    let event = text(alice(), "just a message");
     let got = PreparedEvent::new(&event, &room(5))
-        .evaluate(&defaults(BOB), BOB, "*")
+        .evaluate(&defaults(bob()), bob(), "*")
         .await;
     assert!(!got.highlight);
     assert!(contains_word("hi (star*)!", "star*"));
@@ -155,29 +172,34 @@ async fn display_name_is_matched_literally() {
 
 #[tokio::test]
 async fn notices_do_not_notify() {
-    let notice = message(ALICE, json!({"msgtype": "m.notice", "body": "bot"}));
-    let got = outcome(&defaults(BOB), &notice, &room(2)).await;
+    let notice = message(alice(), json!({"msgtype": "m.notice", "body": "bot"}));
+    let got = outcome(&defaults(bob()), &notice, &room(2)).await;
     assert_eq!(got, PushOutcome::default());
 }
 
 #[tokio::test]
 async fn room_mention_needs_power() {
-    let event = |sender: &str| {
+    let event = |sender: &UserId| {
         message(
             sender,
             json!({"msgtype": "m.text", "body": "all", "m.mentions": {"room": true}}),
         )
     };
-    let got = outcome(&defaults(BOB), &event(ALICE), &room(5)).await;
+    let got = outcome(&defaults(bob()), &event(alice()), &room(5)).await;
     assert!(got.highlight, "power 100: {got:?}");
-    let got = outcome(&defaults(BOB), &event("@carol:tern.test"), &room(5)).await;
+    let got = outcome(
+        &defaults(bob()),
+        &event(user_id!("@carol:tern.test")),
+        &room(5),
+    )
+    .await;
     assert!(!got.highlight, "power 0: {got:?}");
     // Legacy `@room` in the body, no m.mentions.
-    let got = outcome(&defaults(BOB), &text(ALICE, "@room hi"), &room(5)).await;
+    let got = outcome(&defaults(bob()), &text(alice(), "@room hi"), &room(5)).await;
     assert!(got.highlight, "legacy @room: {got:?}");
     let got = outcome(
-        &defaults(BOB),
-        &text("@carol:tern.test", "@room hi"),
+        &defaults(bob()),
+        &text(user_id!("@carol:tern.test"), "@room hi"),
         &room(5),
     )
     .await;
@@ -186,7 +208,7 @@ async fn room_mention_needs_power() {
 
 #[tokio::test]
 async fn muted_room_does_not_notify() {
-    let mut rules = defaults(BOB);
+    let mut rules = defaults(bob());
     let room_id = OwnedRoomId::try_from(ROOM).unwrap();
     rules
         .insert(
@@ -195,27 +217,27 @@ async fn muted_room_does_not_notify() {
             None,
         )
         .unwrap();
-    let got = outcome(&rules, &text(ALICE, "hello"), &room(5)).await;
+    let got = outcome(&rules, &text(alice(), "hello"), &room(5)).await;
     assert_eq!(got, PushOutcome::default());
     // dont_notify (legacy) is the same as no actions.
     let body = json!({"actions": ["dont_notify"]});
     let actions = parse_actions(&body["actions"]).unwrap();
     rules.set_actions(RuleKind::Room, ROOM, actions).unwrap();
-    let got = outcome(&rules, &text(ALICE, "hello"), &room(5)).await;
+    let got = outcome(&rules, &text(alice(), "hello"), &room(5)).await;
     assert_eq!(got, PushOutcome::default());
 }
 
 #[tokio::test]
 async fn master_rule_silences_everything() {
-    let mut rules = defaults(BOB);
+    let mut rules = defaults(bob());
     rules
         .set_enabled(RuleKind::Override, ".m.rule.master", true)
         .unwrap();
     let mention = message(
-        ALICE,
-        json!({"msgtype": "m.text", "body": "x", "m.mentions": {"user_ids": [BOB]}}),
+        alice(),
+        json!({"msgtype": "m.text", "body": "x", "m.mentions": {"user_ids": [bob()]}}),
     );
-    for event in [text(ALICE, "hello"), mention] {
+    for event in [text(alice(), "hello"), mention] {
         let got = outcome(&rules, &event, &room(2)).await;
         assert_eq!(got, PushOutcome::default());
     }
@@ -223,8 +245,8 @@ async fn master_rule_silences_everything() {
 
 #[tokio::test]
 async fn own_events_never_notify() {
-    let got = PreparedEvent::new(&text(BOB, "bob"), &room(2))
-        .evaluate(&defaults(BOB), BOB, "Bobby")
+    let got = PreparedEvent::new(&text(bob(), "bob"), &room(2))
+        .evaluate(&defaults(bob()), bob(), "Bobby")
         .await;
     assert_eq!(got, PushOutcome::default());
 }
@@ -242,7 +264,7 @@ fn custom_override(rules: &mut Ruleset, id: &str, conditions: Value, actions: Va
 
 #[tokio::test]
 async fn event_property_conditions_on_custom_rules() {
-    let mut rules = defaults(BOB);
+    let mut rules = defaults(bob());
     custom_override(
         &mut rules,
         "flagged",
@@ -256,19 +278,19 @@ async fn event_property_conditions_on_custom_rules() {
         json!(["notify", {"set_tweak": "sound", "value": "bell"}]),
     );
     let urgent = message(
-        ALICE,
+        alice(),
         json!({"msgtype": "m.text", "body": "x", "urgent": true}),
     );
     let got = outcome(&rules, &urgent, &room(5)).await;
     assert!(got.highlight);
     assert_eq!(got.sound.as_deref(), Some("alarm"));
     let not_urgent = message(
-        ALICE,
+        alice(),
         json!({"msgtype": "m.text", "body": "x", "urgent": "true"}),
     );
     assert!(!outcome(&rules, &not_urgent, &room(5)).await.highlight);
     let tagged = message(
-        ALICE,
+        alice(),
         json!({"msgtype": "m.text", "body": "x", "tags": ["blue", "red"]}),
     );
     let got = outcome(&rules, &tagged, &room(5)).await;
@@ -277,7 +299,7 @@ async fn event_property_conditions_on_custom_rules() {
 
 #[tokio::test]
 async fn glob_and_member_count_conditions_on_custom_rules() {
-    let mut rules = defaults(BOB);
+    let mut rules = defaults(bob());
     custom_override(
         &mut rules,
         "cake",
@@ -293,13 +315,23 @@ async fn glob_and_member_count_conditions_on_custom_rules() {
         json!([{"kind": "event_match", "key": "sender", "pattern": "@bot_?:*"}]),
         json!([]),
     );
-    let got = outcome(&rules, &text(ALICE, "the cakeisalie"), &room(5)).await;
+    let got = outcome(&rules, &text(alice(), "the cakeisalie"), &room(5)).await;
     assert!(got.highlight, "glob: {got:?}");
-    let got = outcome(&rules, &text(ALICE, "the cakeisalie"), &room(3)).await;
+    let got = outcome(&rules, &text(alice(), "the cakeisalie"), &room(3)).await;
     assert!(!got.highlight, "member count: {got:?}");
-    let got = outcome(&rules, &text("@bot_1:tern.test", "hello"), &room(5)).await;
+    let got = outcome(
+        &rules,
+        &text(user_id!("@bot_1:tern.test"), "hello"),
+        &room(5),
+    )
+    .await;
     assert_eq!(got, PushOutcome::default(), "sender glob");
-    let got = outcome(&rules, &text("@bot_12:tern.test", "hello"), &room(5)).await;
+    let got = outcome(
+        &rules,
+        &text(user_id!("@bot_12:tern.test"), "hello"),
+        &room(5),
+    )
+    .await;
     assert!(got.notify, "? matches one character: {got:?}");
 }
 
@@ -321,8 +353,8 @@ fn unknown_kinds_are_invalid() {
 
 #[test]
 fn stored_rulesets_pick_up_new_defaults() {
-    let user = OwnedUserId::try_from(BOB).unwrap();
-    let mut stored = defaults(BOB);
+    let user = bob().to_owned();
+    let mut stored = defaults(bob());
     stored.override_.shift_remove(".m.rule.roomnotif");
     stored
         .set_enabled(RuleKind::Override, ".m.rule.master", true)
@@ -340,7 +372,7 @@ async fn service_stores_rules_and_evaluates_members() {
     let dir = tempfile::tempdir().unwrap();
     let config = crate::config::Config {
         data_dir: dir.path().to_owned(),
-        server_name: "tern.test".into(),
+        server_name: owned_server_name!("tern.test"),
         ..Default::default()
     };
     let (services, _database) =
@@ -356,11 +388,11 @@ async fn service_stores_rules_and_evaluates_members() {
     }
     let rules = &services.push_rules;
     let recipients = [
-        (BOB.to_owned(), "Bob".to_owned()),
-        ("@carol:tern.test".to_owned(), "Carol".to_owned()),
+        (bob().to_owned(), "Bob".to_owned()),
+        (owned_user_id!("@carol:tern.test"), "Carol".to_owned()),
     ];
-    let event = text(ALICE, "hello");
-    let notify_of = |outcomes: Vec<(String, PushOutcome)>| -> Vec<bool> {
+    let event = text(alice(), "hello");
+    let notify_of = |outcomes: Vec<(OwnedUserId, PushOutcome)>| -> Vec<bool> {
         outcomes.into_iter().map(|(_, o)| o.notify).collect()
     };
     let got = rules
@@ -371,7 +403,7 @@ async fn service_stores_rules_and_evaluates_members() {
     // Bob mutes the room: stored, cached anew, and only Bob is silenced.
     rules
         .set_rule(
-            BOB,
+            bob(),
             "room",
             ROOM,
             &json!({"actions": []}),
@@ -385,7 +417,7 @@ async fn service_stores_rules_and_evaluates_members() {
     assert_eq!(notify_of(got), [false, true]);
     let stored = services
         .accounts
-        .get_account_data(BOB, None, PUSH_RULES_TYPE)
+        .get_account_data(bob(), None, PUSH_RULES_TYPE)
         .await
         .unwrap()
         .expect("m.push_rules stored");
@@ -404,11 +436,11 @@ async fn service_stores_rules_and_evaluates_members() {
         .await;
     assert_eq!(notify_of(got), [false, true]);
 
-    rules.delete_rule(BOB, "room", ROOM).await.unwrap();
+    rules.delete_rule(bob(), "room", ROOM).await.unwrap();
     let got = rules
         .evaluate_for_members(&event, &room(5), &recipients)
         .await;
     assert_eq!(notify_of(got), [true, true]);
-    let err = rules.delete_rule(BOB, "room", ROOM).await.unwrap_err();
+    let err = rules.delete_rule(bob(), "room", ROOM).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
 }

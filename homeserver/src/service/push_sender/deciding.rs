@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
+use ruma_common::{RoomId, UserId};
+use ruma_events::room::member::MembershipState;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -108,7 +110,7 @@ impl Sender {
                     }
                 }
                 next = notices.next() => match next {
-                    Some(StreamNotice::RoomEvent { stream, room_id, .. }) if stream != i64::MAX => {
+                    Some(StreamNotice::RoomEvent { stream, room_id, .. }) => {
                         if stream <= caught_up {
                             continue;
                         }
@@ -201,7 +203,7 @@ impl Sender {
         }
     }
 
-    async fn on_event(&self, room_id: &str, stream: i64) -> ServiceResult<()> {
+    async fn on_event(&self, room_id: &RoomId, stream: i64) -> ServiceResult<()> {
         let parts = &self.parts;
         if !parts.pushers.anyone_has_pushers() {
             return Ok(());
@@ -228,16 +230,17 @@ impl Sender {
         if !parts.pushers.anyone_has_pushers() {
             return Ok(());
         }
-        let (room_id, stream) = (event.room_id.as_str(), event.stream);
+        let (room_id, stream) = (&event.room_id, event.stream);
         let Some(state) = parts.rooms.state_snapshot(room_id).await? else {
             return Ok(());
         };
-        let mut recipients = state.members_with("join");
+        let mut recipients = state.members_with(MembershipState::Join);
         // An invitee is not joined yet but should hear of the invite.
         if event.kind == "m.room.member" {
-            if let Some(target) = &event.state_key {
+            let target = event.state_key.as_deref().map(UserId::parse);
+            if let Some(Ok(target)) = target {
                 if event.pdu["content"]["membership"] == "invite" {
-                    recipients.push(target.clone());
+                    recipients.push(target);
                 }
             }
         }
@@ -247,7 +250,7 @@ impl Sender {
         let info = EventInfo {
             event,
             sender_name: state
-                .get("m.room.member", &event.sender)
+                .get("m.room.member", event.sender.as_str())
                 .and_then(|e| e.content.get("displayname"))
                 .and_then(Value::as_str)
                 .map(str::to_owned),

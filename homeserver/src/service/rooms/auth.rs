@@ -1,15 +1,17 @@
 //! The room-version-11 authorization rules, applied to every event this
 //! server creates before it is signed and stored.
 
+use ruma_common::UserId;
+use ruma_events::room::member::MembershipState;
 use serde_json::Value;
 
-use super::state::{PowerLevels, RoomState};
+use super::state::{membership_of, PowerLevels, RoomState};
 use crate::service::error::{ServiceError, ServiceResult};
 
 /// The parts of a proposed event the rules look at.
 pub struct Proposed<'a> {
     pub kind: &'a str,
-    pub sender: &'a str,
+    pub sender: &'a UserId,
     pub state_key: Option<&'a str>,
     pub content: &'a Value,
 }
@@ -47,7 +49,7 @@ pub fn authorize(state: &RoomState, event: &Proposed<'_>) -> ServiceResult<()> {
         )));
     }
     if let Some(key) = event.state_key {
-        if key.starts_with('@') && key != event.sender {
+        if key.starts_with('@') && key != event.sender.as_str() {
             return Err(deny("You cannot set state keyed by another user id"));
         }
     }
@@ -58,67 +60,68 @@ pub fn authorize(state: &RoomState, event: &Proposed<'_>) -> ServiceResult<()> {
 }
 
 fn authorize_membership(state: &RoomState, event: &Proposed<'_>) -> ServiceResult<()> {
+    use MembershipState::{Ban, Invite, Join, Knock, Leave};
     let target = event
         .state_key
         .ok_or_else(|| ServiceError::bad_json("Membership events need a state_key"))?;
-    let membership = event
-        .content
-        .get("membership")
-        .and_then(Value::as_str)
+    let target = <&UserId>::try_from(target)
+        .map_err(|_| ServiceError::bad_json("A membership's state_key must be a user id"))?;
+    let membership = membership_of(event.content)
         .ok_or_else(|| ServiceError::bad_json("Membership events need content.membership"))?;
-    let current = state.membership(target).unwrap_or("leave");
+    let current = state.membership(target).unwrap_or(Leave);
     let sender_joined = state.is_joined(event.sender);
     let levels = state.power_levels();
     let sender_level = levels.user_level(event.sender);
     let target_level = levels.user_level(target);
 
     match membership {
-        "join" => {
+        Join => {
             if event.sender != target {
                 return Err(deny("You can only join on your own behalf"));
             }
             // The creator's own first join, right after the create event.
-            if state.creator() == Some(target) && state.get("m.room.member", target).is_none() {
+            if state.creator() == Some(target)
+                && state.get("m.room.member", target.as_str()).is_none()
+            {
                 return Ok(());
             }
             match (current, state.join_rule()) {
-                ("ban", _) => Err(deny("You are banned from this room")),
-                (_, "public") => Ok(()),
-                ("invite" | "join", _) => Ok(()),
+                (Ban, _) => Err(deny("You are banned from this room")),
+                (_, "public") | (Invite | Join, _) => Ok(()),
                 _ => Err(deny("You are not invited to this room")),
             }
         }
-        "invite" => {
+        Invite => {
             if !sender_joined {
                 return Err(deny("You are not joined to this room"));
             }
             match current {
-                "ban" => Err(deny("The user is banned from this room")),
-                "join" => Err(deny("The user is already in the room")),
+                Ban => Err(deny("The user is banned from this room")),
+                Join => Err(deny("The user is already in the room")),
                 _ if sender_level < levels.invite => {
                     Err(deny("You do not have permission to invite"))
                 }
                 _ => Ok(()),
             }
         }
-        "leave" if event.sender == target => match current {
-            "join" | "invite" | "knock" => Ok(()),
-            "ban" => Err(deny("You are banned from this room")),
+        Leave if event.sender == target => match current {
+            Join | Invite | Knock => Ok(()),
+            Ban => Err(deny("You are banned from this room")),
             _ => Err(deny("You are not in this room")),
         },
-        "leave" => {
+        Leave => {
             if !sender_joined {
                 return Err(deny("You are not joined to this room"));
             }
-            if current == "ban" && sender_level < levels.ban {
+            if current == Ban && sender_level < levels.ban {
                 return Err(deny("You do not have permission to unban"));
             }
-            if current != "ban" && (sender_level < levels.kick || target_level >= sender_level) {
+            if current != Ban && (sender_level < levels.kick || target_level >= sender_level) {
                 return Err(deny("You do not have permission to kick this user"));
             }
             Ok(())
         }
-        "ban" => {
+        Ban => {
             if !sender_joined {
                 return Err(deny("You are not joined to this room"));
             }
@@ -215,79 +218,81 @@ mod tests {
 
     use super::*;
     use crate::service::rooms::state::StateEntry;
+    use ruma_common::user_id;
 
     fn room(join_rule: &str) -> RoomState {
         let mut state = RoomState::default();
-        let put = |state: &mut RoomState, kind: &str, key: &str, sender: &str, content: Value| {
-            state.insert(
-                kind,
-                key,
-                StateEntry {
-                    event_id: format!("${kind}{key}"),
-                    sender: sender.into(),
-                    content,
-                },
-            )
-        };
+        let put =
+            |state: &mut RoomState, kind: &str, key: &str, sender: &UserId, content: Value| {
+                state.insert(
+                    kind,
+                    key,
+                    StateEntry {
+                        event_id: ruma_common::EventId::parse(format!("${kind}{key}")).unwrap(),
+                        sender: sender.into(),
+                        content,
+                    },
+                )
+            };
         put(
             &mut state,
             "m.room.create",
             "",
-            "@admin:t",
+            user_id!("@admin:t"),
             json!({"room_version": "11"}),
         );
         put(
             &mut state,
             "m.room.member",
             "@admin:t",
-            "@admin:t",
+            user_id!("@admin:t"),
             json!({"membership": "join"}),
         );
         put(
             &mut state,
             "m.room.member",
             "@mod:t",
-            "@mod:t",
+            user_id!("@mod:t"),
             json!({"membership": "join"}),
         );
         put(
             &mut state,
             "m.room.member",
             "@user:t",
-            "@user:t",
+            user_id!("@user:t"),
             json!({"membership": "join"}),
         );
         put(
             &mut state,
             "m.room.member",
             "@banned:t",
-            "@admin:t",
+            user_id!("@admin:t"),
             json!({"membership": "ban"}),
         );
         put(
             &mut state,
             "m.room.power_levels",
             "",
-            "@admin:t",
+            user_id!("@admin:t"),
             json!({"users": {"@admin:t": 100, "@mod:t": 50}, "events": {"m.room.name": 50}}),
         );
         put(
             &mut state,
             "m.room.join_rules",
             "",
-            "@admin:t",
+            user_id!("@admin:t"),
             json!({"join_rule": join_rule}),
         );
         state
     }
 
-    fn member(sender: &str, target: &str, membership: &str) -> ServiceResult<()> {
+    fn member(sender: &UserId, target: &str, membership: &str) -> ServiceResult<()> {
         member_in(&room("invite"), sender, target, membership)
     }
 
     fn member_in(
         state: &RoomState,
-        sender: &str,
+        sender: &UserId,
         target: &str,
         membership: &str,
     ) -> ServiceResult<()> {
@@ -305,29 +310,29 @@ mod tests {
 
     #[test]
     fn joins_follow_join_rules_and_bans() {
-        assert!(member("@new:t", "@new:t", "join").is_err());
-        assert!(member_in(&room("public"), "@new:t", "@new:t", "join").is_ok());
-        assert!(member_in(&room("public"), "@banned:t", "@banned:t", "join").is_err());
-        assert!(member("@user:t", "@new:t", "join").is_err());
+        assert!(member(user_id!("@new:t"), "@new:t", "join").is_err());
+        assert!(member_in(&room("public"), user_id!("@new:t"), "@new:t", "join").is_ok());
+        assert!(member_in(&room("public"), user_id!("@banned:t"), "@banned:t", "join").is_err());
+        assert!(member(user_id!("@user:t"), "@new:t", "join").is_err());
     }
 
     #[test]
     fn kicks_and_bans_need_power_over_the_target() {
-        assert!(member("@user:t", "@mod:t", "leave").is_err());
-        assert!(member("@mod:t", "@user:t", "leave").is_ok());
-        assert!(member("@mod:t", "@admin:t", "ban").is_err());
-        assert!(member("@admin:t", "@mod:t", "ban").is_ok());
-        assert!(member("@user:t", "@banned:t", "leave").is_err());
-        assert!(member("@mod:t", "@banned:t", "leave").is_ok());
-        assert!(member("@user:t", "@user:t", "leave").is_ok());
-        assert!(member("@banned:t", "@banned:t", "leave").is_err());
+        assert!(member(user_id!("@user:t"), "@mod:t", "leave").is_err());
+        assert!(member(user_id!("@mod:t"), "@user:t", "leave").is_ok());
+        assert!(member(user_id!("@mod:t"), "@admin:t", "ban").is_err());
+        assert!(member(user_id!("@admin:t"), "@mod:t", "ban").is_ok());
+        assert!(member(user_id!("@user:t"), "@banned:t", "leave").is_err());
+        assert!(member(user_id!("@mod:t"), "@banned:t", "leave").is_ok());
+        assert!(member(user_id!("@user:t"), "@user:t", "leave").is_ok());
+        assert!(member(user_id!("@banned:t"), "@banned:t", "leave").is_err());
     }
 
     #[test]
     fn invites_need_a_joined_sender() {
-        assert!(member("@user:t", "@new:t", "invite").is_ok());
-        assert!(member("@outsider:t", "@new:t", "invite").is_err());
-        assert!(member("@user:t", "@banned:t", "invite").is_err());
+        assert!(member(user_id!("@user:t"), "@new:t", "invite").is_ok());
+        assert!(member(user_id!("@outsider:t"), "@new:t", "invite").is_err());
+        assert!(member(user_id!("@user:t"), "@banned:t", "invite").is_err());
     }
 
     #[test]
@@ -340,8 +345,8 @@ mod tests {
             state_key: Some(""),
             content: &content,
         };
-        assert!(authorize(&state, &name("@user:t")).is_err());
-        assert!(authorize(&state, &name("@mod:t")).is_ok());
+        assert!(authorize(&state, &name(user_id!("@user:t"))).is_err());
+        assert!(authorize(&state, &name(user_id!("@mod:t"))).is_ok());
         let body = json!({"body": "hi"});
         let msg = |sender| Proposed {
             kind: "m.room.message",
@@ -349,8 +354,8 @@ mod tests {
             state_key: None,
             content: &body,
         };
-        assert!(authorize(&state, &msg("@user:t")).is_ok());
-        assert!(authorize(&state, &msg("@outsider:t")).is_err());
+        assert!(authorize(&state, &msg(user_id!("@user:t"))).is_ok());
+        assert!(authorize(&state, &msg(user_id!("@outsider:t"))).is_err());
     }
 
     #[test]
@@ -359,7 +364,7 @@ mod tests {
         let grant = json!({"users": {"@admin:t": 100, "@mod:t": 50, "@user:t": 100}});
         let ev = Proposed {
             kind: "m.room.power_levels",
-            sender: "@mod:t",
+            sender: user_id!("@mod:t"),
             state_key: Some(""),
             content: &grant,
         };
@@ -367,7 +372,7 @@ mod tests {
         let ok = json!({"users": {"@admin:t": 100, "@mod:t": 50, "@user:t": 50}, "events": {"m.room.name": 50}, "state_default": 50});
         let ev = Proposed {
             kind: "m.room.power_levels",
-            sender: "@admin:t",
+            sender: user_id!("@admin:t"),
             state_key: Some(""),
             content: &ok,
         };

@@ -1,13 +1,12 @@
 //! `createRoom`: the whole initial state goes out as one atomic append.
 
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use ruma_common::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{EventRequest, Requester, RoomService};
 use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
-use crate::service::identifiers::{check_user_id, is_valid_localpart};
+use crate::service::identifiers::is_valid_localpart;
 use crate::service::pdu::ROOM_VERSION;
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,14 +37,6 @@ pub struct CreateRoomRequest {
     pub creation_content: Option<Map<String, Value>>,
 }
 
-fn random_id(len: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
-}
-
 fn state(kind: &str, key: &str, content: Value) -> EventRequest {
     EventRequest {
         kind: kind.into(),
@@ -60,7 +51,7 @@ impl RoomService {
         &self,
         who: &Requester,
         request: CreateRoomRequest,
-    ) -> ServiceResult<String> {
+    ) -> ServiceResult<OwnedRoomId> {
         if let Some(version) = &request.room_version {
             if version != ROOM_VERSION {
                 return Err(ServiceError::new(
@@ -84,21 +75,27 @@ impl RoomService {
             None if public => "public_chat",
             None => "private_chat",
         };
-        for user in &request.invite {
-            check_user_id(user)?;
-        }
+        let invite = request
+            .invite
+            .iter()
+            .map(|user| {
+                UserId::parse(user.as_str()).map_err(|_| {
+                    ServiceError::invalid_param(format!("'{user}' is not a valid user id"))
+                })
+            })
+            .collect::<ServiceResult<Vec<_>>>()?;
         let alias = match &request.room_alias_name {
-            Some(name) if !is_valid_localpart(name) || name.is_empty() => {
-                return Err(ServiceError::new(
-                    ErrorKind::InvalidParam,
-                    "Invalid room alias name",
-                ))
-            }
-            Some(name) => Some(format!("#{name}:{}", self.server_name)),
+            Some(name) => Some(
+                RoomAliasId::parse(format!("#{name}:{}", self.server_name))
+                    .ok()
+                    .filter(|_| is_valid_localpart(name))
+                    .ok_or_else(|| ServiceError::invalid_param("Invalid room alias name"))?,
+            ),
             None => None,
         };
 
-        let room_id = format!("!{}:{}", random_id(18), self.server_name);
+        // Room version 11 ids: `!` + 18 random alphanumerics + `:server`.
+        let room_id = RoomId::new_v1(&self.server_name);
         if let Some(alias) = &alias {
             self.store
                 .set_alias(alias, &room_id, &who.user_id)
@@ -118,7 +115,7 @@ impl RoomService {
         }
 
         let events = self
-            .initial_events(who, &request, preset, alias.as_deref())
+            .initial_events(who, &request, &invite, preset, alias.as_deref())
             .await?;
         self.submit(&room_id, &who.user_id, events, None, true)
             .await?;
@@ -129,10 +126,11 @@ impl RoomService {
         &self,
         who: &Requester,
         request: &CreateRoomRequest,
+        invite: &[OwnedUserId],
         preset: &str,
-        alias: Option<&str>,
+        alias: Option<&RoomAliasId>,
     ) -> ServiceResult<Vec<EventRequest>> {
-        let creator = who.user_id.as_str();
+        let creator = &who.user_id;
         let mut create = request.creation_content.clone().unwrap_or_default();
         create.insert("room_version".into(), json!(ROOM_VERSION));
         create.remove("creator");
@@ -148,13 +146,13 @@ impl RoomService {
                 join["avatar_url"] = json!(url);
             }
         }
-        events.push(state("m.room.member", creator, join));
+        events.push(state("m.room.member", creator.as_str(), join));
 
         let mut users = Map::new();
-        users.insert(creator.into(), json!(100));
+        users.insert(creator.to_string(), json!(100));
         if preset == "trusted_private_chat" {
-            for invitee in &request.invite {
-                users.insert(invitee.clone(), json!(100));
+            for invitee in invite {
+                users.insert(invitee.to_string(), json!(100));
             }
         }
         let mut levels = json!({
@@ -220,12 +218,12 @@ impl RoomService {
         if let Some(topic) = &request.topic {
             events.push(state("m.room.topic", "", json!({"topic": topic})));
         }
-        for invitee in &request.invite {
+        for invitee in invite {
             if invitee == creator {
                 continue;
             }
-            if self.accounts.get_user(invitee).await?.is_none()
-                && invitee.ends_with(&format!(":{}", self.server_name))
+            if invitee.server_name() == self.server_name
+                && self.accounts.get_user(invitee).await?.is_none()
             {
                 return Err(ServiceError::not_found(format!(
                     "User {invitee} does not exist"
@@ -235,7 +233,7 @@ impl RoomService {
             if request.is_direct {
                 content["is_direct"] = json!(true);
             }
-            events.push(state("m.room.member", invitee, content));
+            events.push(state("m.room.member", invitee.as_str(), content));
         }
         Ok(events)
     }

@@ -1,5 +1,7 @@
 //! Room aliases and the public room directory.
 
+use ruma_common::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId};
+use ruma_events::room::member::MembershipState;
 use serde_json::{json, Value};
 
 use super::{Requester, RoomService};
@@ -7,21 +9,7 @@ use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::store::StoreError;
 
 impl RoomService {
-    fn check_alias(&self, alias: &str) -> ServiceResult<()> {
-        let valid = alias.len() <= 255
-            && alias
-                .strip_prefix('#')
-                .and_then(|rest| rest.split_once(':'))
-                .is_some_and(|(local, server)| !local.is_empty() && !server.is_empty());
-        if valid {
-            Ok(())
-        } else {
-            Err(ServiceError::invalid_param("Invalid room alias"))
-        }
-    }
-
-    pub async fn resolve_alias(&self, alias: &str) -> ServiceResult<String> {
-        self.check_alias(alias)?;
+    pub async fn resolve_alias(&self, alias: &RoomAliasId) -> ServiceResult<OwnedRoomId> {
         self.store
             .get_alias(alias)
             .await?
@@ -33,18 +21,13 @@ impl RoomService {
     pub async fn create_alias(
         &self,
         who: &Requester,
-        alias: &str,
-        room_id: &str,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
     ) -> ServiceResult<()> {
-        self.check_alias(alias)?;
-        Self::check_room_id(room_id)?;
-        if !alias.ends_with(&format!(":{}", self.server_name)) {
+        if alias.server_name() != self.server_name {
             return Err(ServiceError::invalid_param("Alias must be on this server"));
         }
-        let state = self
-            .state_snapshot(room_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        let state = self.known_state(room_id).await?;
         if !state.is_joined(&who.user_id) {
             return Err(ServiceError::forbidden("You are not joined to this room"));
         }
@@ -60,8 +43,7 @@ impl RoomService {
     }
 
     /// The alias creator or a room moderator may delete an alias.
-    pub async fn delete_alias(&self, who: &Requester, alias: &str) -> ServiceResult<()> {
-        self.check_alias(alias)?;
+    pub async fn delete_alias(&self, who: &Requester, alias: &RoomAliasId) -> ServiceResult<()> {
         let (room_id, creator) = self
             .store
             .get_alias(alias)
@@ -79,7 +61,11 @@ impl RoomService {
         Ok(())
     }
 
-    pub async fn room_aliases(&self, user_id: &str, room_id: &str) -> ServiceResult<Vec<String>> {
+    pub async fn room_aliases(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> ServiceResult<Vec<OwnedRoomAliasId>> {
         self.room_state(user_id, room_id).await?;
         Ok(self.store.aliases_of_room(room_id).await?)
     }
@@ -106,7 +92,7 @@ impl RoomService {
             };
             let mut entry = json!({
                 "room_id": room_id,
-                "num_joined_members": state.members_with("join").len(),
+                "num_joined_members": state.members_with(MembershipState::Join).len(),
                 "world_readable": state.history_visibility() == "world_readable",
                 "guest_can_join": text("m.room.guest_access", "guest_access") == "can_join",
                 "join_rule": state.join_rule(),

@@ -1,35 +1,37 @@
 //! Membership changes and state updates requested by clients.
 
+use ruma_common::{OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, UserId};
+use ruma_events::room::member::MembershipState;
 use serde_json::{json, Value};
 
 use super::{EventRequest, Requester, RoomService};
 use crate::service::error::{ServiceError, ServiceResult};
-use crate::service::identifiers::check_user_id;
 
 impl RoomService {
     /// Resolves `#alias:server` or returns the room id unchanged.
-    pub async fn resolve_room(&self, room_id_or_alias: &str) -> ServiceResult<String> {
-        if room_id_or_alias.starts_with('#') {
-            let (room_id, _) = self
-                .store
-                .get_alias(room_id_or_alias)
-                .await?
-                .ok_or_else(|| ServiceError::not_found("Room alias not found"))?;
-            Ok(room_id)
-        } else {
-            Self::check_room_id(room_id_or_alias)?;
-            Ok(room_id_or_alias.to_owned())
+    pub async fn resolve_room(&self, room: &RoomOrAliasId) -> ServiceResult<OwnedRoomId> {
+        match <&RoomId>::try_from(room) {
+            Ok(room_id) => Ok(room_id.to_owned()),
+            Err(alias) => {
+                let (room_id, _) = self
+                    .store
+                    .get_alias(alias)
+                    .await?
+                    .ok_or_else(|| ServiceError::not_found("Room alias not found"))?;
+                Ok(room_id)
+            }
         }
     }
 
     async fn member_content(
         &self,
-        user_id: &str,
-        membership: &str,
+        user_id: &UserId,
+        membership: MembershipState,
         reason: Option<&str>,
     ) -> ServiceResult<Value> {
-        let mut content = json!({"membership": membership});
-        if membership == "join" {
+        let join = membership == MembershipState::Join;
+        let mut content = json!({ "membership": membership });
+        if join {
             if let Some(profile) = self.accounts.get_user(user_id).await? {
                 if let Some(name) = profile.displayname {
                     content["displayname"] = json!(name);
@@ -48,20 +50,19 @@ impl RoomService {
     async fn set_membership(
         &self,
         who: &Requester,
-        room_id: &str,
-        target: &str,
-        membership: &str,
+        room_id: &RoomId,
+        target: &UserId,
+        membership: MembershipState,
         reason: Option<&str>,
         extra: Option<(&str, Value)>,
-    ) -> ServiceResult<String> {
-        check_user_id(target)?;
+    ) -> ServiceResult<OwnedEventId> {
         let mut content = self.member_content(target, membership, reason).await?;
         if let Some((key, value)) = extra {
             content[key] = value;
         }
         let request = EventRequest {
             kind: "m.room.member".into(),
-            state_key: Some(target.into()),
+            state_key: Some(target.to_string()),
             content,
         };
         self.send_event(who, room_id, request, None).await
@@ -71,47 +72,50 @@ impl RoomService {
     pub async fn join(
         &self,
         who: &Requester,
-        room_id_or_alias: &str,
+        room: &RoomOrAliasId,
         reason: Option<&str>,
-    ) -> ServiceResult<String> {
-        let room_id = self.resolve_room(room_id_or_alias).await?;
-        let state = self
-            .state_snapshot(&room_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+    ) -> ServiceResult<OwnedRoomId> {
+        let room_id = self.resolve_room(room).await?;
+        let state = self.known_state(&room_id).await?;
         if state.is_joined(&who.user_id) {
             return Ok(room_id);
         }
-        self.set_membership(who, &room_id, &who.user_id.clone(), "join", reason, None)
-            .await?;
+        self.set_membership(
+            who,
+            &room_id,
+            &who.user_id,
+            MembershipState::Join,
+            reason,
+            None,
+        )
+        .await?;
         Ok(room_id)
     }
 
     pub async fn invite(
         &self,
         who: &Requester,
-        room_id: &str,
-        target: &str,
+        room_id: &RoomId,
+        target: &UserId,
         reason: Option<&str>,
     ) -> ServiceResult<()> {
-        check_user_id(target)?;
-        if target.ends_with(&format!(":{}", self.server_name))
+        if target.server_name() == self.server_name
             && self.accounts.get_user(target).await?.is_none()
         {
             return Err(ServiceError::not_found("Unknown user"));
         }
         let is_direct = self.is_direct_room(room_id, &who.user_id).await?;
         let extra = is_direct.then_some(("is_direct", json!(true)));
-        self.set_membership(who, room_id, target, "invite", reason, extra)
+        self.set_membership(who, room_id, target, MembershipState::Invite, reason, extra)
             .await?;
         Ok(())
     }
 
     /// A room counts as direct for invites if the inviter's own membership says so.
-    async fn is_direct_room(&self, room_id: &str, user_id: &str) -> ServiceResult<bool> {
+    async fn is_direct_room(&self, room_id: &RoomId, user_id: &UserId) -> ServiceResult<bool> {
         let state = self.state_snapshot(room_id).await?;
         Ok(state
-            .and_then(|s| s.get("m.room.member", user_id).cloned())
+            .and_then(|s| s.get("m.room.member", user_id.as_str()).cloned())
             .and_then(|e| e.content.get("is_direct").and_then(Value::as_bool))
             .unwrap_or(false))
     }
@@ -119,18 +123,16 @@ impl RoomService {
     pub async fn leave(
         &self,
         who: &Requester,
-        room_id: &str,
+        room_id: &RoomId,
         reason: Option<&str>,
     ) -> ServiceResult<()> {
-        let state = self
-            .state_snapshot(room_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        let state = self.known_state(room_id).await?;
         match state.membership(&who.user_id) {
             // Leaving a room one already left succeeds quietly, as in Synapse.
-            None | Some("leave") => Ok(()),
+            None | Some(MembershipState::Leave) => Ok(()),
             _ => {
-                self.set_membership(who, room_id, &who.user_id.clone(), "leave", reason, None)
+                let leave = MembershipState::Leave;
+                self.set_membership(who, room_id, &who.user_id, leave, reason, None)
                     .await?;
                 Ok(())
             }
@@ -140,18 +142,16 @@ impl RoomService {
     pub async fn kick(
         &self,
         who: &Requester,
-        room_id: &str,
-        target: &str,
+        room_id: &RoomId,
+        target: &UserId,
         reason: Option<&str>,
     ) -> ServiceResult<()> {
-        let state = self
-            .state_snapshot(room_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
-        if !matches!(state.membership(target), Some("join" | "invite" | "knock")) {
+        let state = self.known_state(room_id).await?;
+        use MembershipState::{Invite, Join, Knock};
+        if !matches!(state.membership(target), Some(Join | Invite | Knock)) {
             return Err(ServiceError::forbidden("The user is not in the room"));
         }
-        self.set_membership(who, room_id, target, "leave", reason, None)
+        self.set_membership(who, room_id, target, MembershipState::Leave, reason, None)
             .await?;
         Ok(())
     }
@@ -159,11 +159,11 @@ impl RoomService {
     pub async fn ban(
         &self,
         who: &Requester,
-        room_id: &str,
-        target: &str,
+        room_id: &RoomId,
+        target: &UserId,
         reason: Option<&str>,
     ) -> ServiceResult<()> {
-        self.set_membership(who, room_id, target, "ban", reason, None)
+        self.set_membership(who, room_id, target, MembershipState::Ban, reason, None)
             .await?;
         Ok(())
     }
@@ -171,29 +171,26 @@ impl RoomService {
     pub async fn unban(
         &self,
         who: &Requester,
-        room_id: &str,
-        target: &str,
+        room_id: &RoomId,
+        target: &UserId,
         reason: Option<&str>,
     ) -> ServiceResult<()> {
-        let state = self
-            .state_snapshot(room_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
-        if state.membership(target) != Some("ban") {
+        let state = self.known_state(room_id).await?;
+        if state.membership(target) != Some(MembershipState::Ban) {
             return Err(ServiceError::forbidden("The user is not banned"));
         }
-        self.set_membership(who, room_id, target, "leave", reason, None)
+        self.set_membership(who, room_id, target, MembershipState::Leave, reason, None)
             .await?;
         Ok(())
     }
 
     /// `forget` is accepted for rooms the user has left; it hides nothing yet.
-    pub async fn forget(&self, who: &Requester, room_id: &str) -> ServiceResult<()> {
+    pub async fn forget(&self, who: &Requester, room_id: &RoomId) -> ServiceResult<()> {
         let state = self.state_snapshot(room_id).await?;
         match state.as_ref().and_then(|s| s.membership(&who.user_id)) {
-            Some("join" | "invite") => Err(ServiceError::invalid_param(
-                "You must leave the room before forgetting it",
-            )),
+            Some(MembershipState::Join | MembershipState::Invite) => Err(
+                ServiceError::invalid_param("You must leave the room before forgetting it"),
+            ),
             _ => Ok(()),
         }
     }
@@ -202,17 +199,18 @@ impl RoomService {
     pub async fn set_state(
         &self,
         who: &Requester,
-        room_id: &str,
+        room_id: &RoomId,
         kind: &str,
         state_key: &str,
         content: Value,
-    ) -> ServiceResult<String> {
-        Self::check_room_id(room_id)?;
+    ) -> ServiceResult<OwnedEventId> {
         if kind == "m.room.create" {
             return Err(ServiceError::forbidden("m.room.create cannot be sent"));
         }
-        if kind == "m.room.member" {
-            check_user_id(state_key)?;
+        if kind == "m.room.member" && UserId::parse(state_key).is_err() {
+            return Err(ServiceError::invalid_param(format!(
+                "'{state_key}' is not a valid user id"
+            )));
         }
         if kind == "m.room.canonical_alias" {
             self.check_canonical_alias(room_id, &content).await?;
@@ -225,7 +223,7 @@ impl RoomService {
         self.send_event(who, room_id, request, None).await
     }
 
-    async fn check_canonical_alias(&self, room_id: &str, content: &Value) -> ServiceResult<()> {
+    async fn check_canonical_alias(&self, room_id: &RoomId, content: &Value) -> ServiceResult<()> {
         let mut aliases: Vec<&str> = Vec::new();
         if let Some(alias) = content.get("alias") {
             aliases.push(
@@ -234,6 +232,9 @@ impl RoomService {
                     .ok_or_else(|| ServiceError::bad_json("alias must be a string"))?,
             );
         }
+        let not_here = |alias: &str| {
+            ServiceError::bad_json(format!("Alias {alias} does not point to this room"))
+        };
         if let Some(alts) = content.get("alt_aliases") {
             let alts = alts
                 .as_array()
@@ -246,14 +247,10 @@ impl RoomService {
             }
         }
         for alias in aliases {
-            match self.store.get_alias(alias).await? {
+            let parsed = <&RoomAliasId>::try_from(alias).map_err(|_| not_here(alias))?;
+            match self.store.get_alias(parsed).await? {
                 Some((target, _)) if target == room_id => {}
-                _ => {
-                    return Err(ServiceError::new(
-                        crate::service::error::ErrorKind::BadJson,
-                        format!("Alias {alias} does not point to this room"),
-                    ))
-                }
+                _ => return Err(not_here(alias)),
             }
         }
         Ok(())
@@ -262,11 +259,15 @@ impl RoomService {
     /// Re-sends the user's join events with a new profile in every joined room.
     pub async fn update_profile_in_rooms(&self, who: &Requester) -> ServiceResult<()> {
         let rooms = self.store.memberships_of_user(&who.user_id).await?;
-        for room in rooms.into_iter().filter(|m| m.membership == "join") {
-            let content = self.member_content(&who.user_id, "join", None).await?;
+        let joined = rooms
+            .into_iter()
+            .filter(|m| m.membership == MembershipState::Join);
+        for room in joined {
+            let join = MembershipState::Join;
+            let content = self.member_content(&who.user_id, join, None).await?;
             let request = EventRequest {
                 kind: "m.room.member".into(),
-                state_key: Some(who.user_id.clone()),
+                state_key: Some(who.user_id.to_string()),
                 content,
             };
             if let Err(err) = self.send_event(who, &room.room_id, request, None).await {

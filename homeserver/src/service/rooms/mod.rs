@@ -15,6 +15,9 @@ pub mod visibility;
 
 use std::sync::Arc;
 
+use ruma_common::{
+    OwnedDeviceId, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId,
+};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -23,7 +26,7 @@ pub use read::{MessagesPage, PageRequest, RoomEventFilter};
 
 use self::actor::{Core, Job, SendJob};
 use self::state::RoomState;
-use super::error::{ErrorKind, ServiceError, ServiceResult};
+use super::error::{ServiceError, ServiceResult};
 use super::keys::ServerKey;
 use super::timeline_cache::TimelineCache;
 use crate::store::{AccountStore, EventBus, RoomStore};
@@ -31,8 +34,8 @@ use crate::store::{AccountStore, EventBus, RoomStore};
 /// Who is acting: a user on one of their devices.
 #[derive(Debug, Clone)]
 pub struct Requester {
-    pub user_id: String,
-    pub device_id: String,
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
 }
 
 /// An event a caller wants to send.
@@ -48,7 +51,7 @@ pub struct EventRequest {
 pub struct RoomService {
     store: Arc<dyn RoomStore>,
     accounts: Arc<dyn AccountStore>,
-    server_name: String,
+    server_name: OwnedServerName,
     core: Arc<Core>,
 }
 
@@ -66,7 +69,7 @@ impl RoomService {
         bus: Arc<dyn EventBus>,
         cache: Arc<TimelineCache>,
         key: Arc<ServerKey>,
-        server_name: String,
+        server_name: OwnedServerName,
     ) -> Self {
         Self {
             core: Core::new(store.clone(), bus, cache, key, server_name.clone()),
@@ -77,36 +80,52 @@ impl RoomService {
     }
 
     /// Another node appended to this room: the local actor's head is stale.
-    pub fn head_moved_elsewhere(&self, room_id: &str) {
+    pub fn head_moved_elsewhere(&self, room_id: &RoomId) {
         self.core.reload_if_running(room_id);
     }
 
-    pub fn server_name(&self) -> &str {
+    pub fn server_name(&self) -> &ServerName {
         &self.server_name
     }
 
     /// A snapshot of a room's current state, or `None` if the room is unknown.
-    pub async fn state_snapshot(&self, room_id: &str) -> ServiceResult<Option<Arc<RoomState>>> {
+    pub async fn state_snapshot(&self, room_id: &RoomId) -> ServiceResult<Option<Arc<RoomState>>> {
         let (reply, answer) = oneshot::channel();
         self.core.submit(room_id, Job::Snapshot(reply));
         answer.await.map_err(ServiceError::internal)?
+    }
+
+    /// A snapshot of a known room's current state; `M_NOT_FOUND` otherwise.
+    pub async fn known_state(&self, room_id: &RoomId) -> ServiceResult<Arc<RoomState>> {
+        self.state_snapshot(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))
+    }
+
+    /// The room's state if `user_id` is joined to it; `M_FORBIDDEN` otherwise
+    /// (an unknown room included: whether it exists is not for outsiders).
+    pub async fn require_joined(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> ServiceResult<Arc<RoomState>> {
+        self.state_snapshot(room_id)
+            .await?
+            .filter(|state| state.is_joined(user_id))
+            .ok_or_else(|| ServiceError::forbidden("You are not joined to this room"))
     }
 
     /// Sends one event; idempotent per `(device, txn_id)` when a txn id is given.
     pub async fn send_event(
         &self,
         who: &Requester,
-        room_id: &str,
+        room_id: &RoomId,
         request: EventRequest,
         txn_id: Option<&str>,
-    ) -> ServiceResult<String> {
+    ) -> ServiceResult<OwnedEventId> {
         let txn = txn_id.map(|t| {
-            (
-                room_id.to_owned(),
-                who.user_id.clone(),
-                who.device_id.clone(),
-                t.to_owned(),
-            )
+            let (user, device) = (who.user_id.clone(), who.device_id.clone());
+            (room_id.to_owned(), user, device, t.to_owned())
         });
         // The actor looks the transaction up among recent sends and, once per
         // round for all its requests, in the store.
@@ -124,12 +143,12 @@ impl RoomService {
     /// Has the room's actor build `requests` atomically; resolves once durable.
     async fn submit(
         &self,
-        room_id: &str,
-        sender: &str,
+        room_id: &RoomId,
+        sender: &UserId,
         requests: Vec<EventRequest>,
         txn: Option<actor::TxnKey>,
         create: bool,
-    ) -> ServiceResult<Vec<String>> {
+    ) -> ServiceResult<Vec<OwnedEventId>> {
         let (reply, answer) = oneshot::channel();
         let job = Job::Send(SendJob {
             sender: sender.to_owned(),
@@ -141,16 +160,5 @@ impl RoomService {
         });
         self.core.submit(room_id, job);
         answer.await.map_err(ServiceError::internal)?
-    }
-
-    pub fn check_room_id(room_id: &str) -> ServiceResult<()> {
-        if room_id.starts_with('!') && room_id.contains(':') && room_id.len() <= 255 {
-            Ok(())
-        } else {
-            Err(ServiceError::new(
-                ErrorKind::InvalidParam,
-                "Invalid room id",
-            ))
-        }
     }
 }

@@ -1,6 +1,8 @@
 //! Reading rooms: single events, history pages, context, state and members,
 //! each filtered by what the reader may see.
 
+use ruma_common::{EventId, OwnedRoomId, RoomId, UserId};
+use ruma_events::room::member::MembershipState;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -37,7 +39,7 @@ fn glob_match(pattern: &str, value: &str) -> bool {
 
 impl RoomEventFilter {
     pub fn matches(&self, event: &StoredEvent) -> bool {
-        self.matches_parts(&event.kind, &event.sender)
+        self.matches_parts(&event.kind, event.sender.as_str())
     }
 
     /// Whether events of type `kind` pass the filter (whoever sent them).
@@ -59,9 +61,9 @@ impl RoomEventFilter {
         !(has(&self.not_senders, sender) == Some(true) || has(&self.senders, sender) == Some(false))
     }
 
-    pub fn allows_room(&self, room_id: &str) -> bool {
+    pub fn allows_room(&self, room_id: &RoomId) -> bool {
         let has =
-            |list: &Option<Vec<String>>| list.as_ref().map(|l| l.iter().any(|r| r == room_id));
+            |list: &Option<Vec<String>>| list.as_ref().map(|l| l.iter().any(|r| room_id == r));
         has(&self.not_rooms) != Some(true) && has(&self.rooms) != Some(false)
     }
 }
@@ -84,7 +86,11 @@ pub struct MessagesPage {
 }
 
 impl RoomService {
-    pub async fn viewer<'a>(&self, room_id: &str, user_id: &'a str) -> ServiceResult<Viewer<'a>> {
+    pub async fn viewer<'a>(
+        &self,
+        room_id: &RoomId,
+        user_id: &'a UserId,
+    ) -> ServiceResult<Viewer<'a>> {
         Ok(Viewer {
             user_id,
             history: self.store.membership_history(room_id, user_id).await?,
@@ -92,8 +98,7 @@ impl RoomService {
     }
 
     /// Refuses readers who never were in the room, unless it is world readable.
-    async fn reader<'a>(&self, room_id: &str, user_id: &'a str) -> ServiceResult<Viewer<'a>> {
-        Self::check_room_id(room_id)?;
+    async fn reader<'a>(&self, room_id: &RoomId, user_id: &'a UserId) -> ServiceResult<Viewer<'a>> {
         let viewer = self.viewer(room_id, user_id).await?;
         if viewer.ever_member() {
             return Ok(viewer);
@@ -109,9 +114,9 @@ impl RoomService {
 
     pub async fn get_event(
         &self,
-        user_id: &str,
-        room_id: &str,
-        event_id: &str,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
     ) -> ServiceResult<StoredEvent> {
         let viewer = self.reader(room_id, user_id).await?;
         let event = self
@@ -130,8 +135,8 @@ impl RoomService {
     /// not see. `from` is a stream position; pages never overlap.
     pub async fn messages(
         &self,
-        user_id: &str,
-        room_id: &str,
+        user_id: &UserId,
+        room_id: &RoomId,
         page: PageRequest,
         filter: &RoomEventFilter,
     ) -> ServiceResult<MessagesPage> {
@@ -209,9 +214,9 @@ impl RoomService {
     /// Events around `event_id`: `(before newest first, event, after oldest first)`.
     pub async fn context(
         &self,
-        user_id: &str,
-        room_id: &str,
-        event_id: &str,
+        user_id: &UserId,
+        room_id: &RoomId,
+        event_id: &EventId,
         limit: usize,
     ) -> ServiceResult<(Vec<StoredEvent>, StoredEvent, Vec<StoredEvent>)> {
         let event = self.get_event(user_id, room_id, event_id).await?;
@@ -233,12 +238,12 @@ impl RoomService {
     /// Current state, for members and for world-readable rooms.
     pub async fn room_state(
         &self,
-        user_id: &str,
-        room_id: &str,
+        user_id: &UserId,
+        room_id: &RoomId,
     ) -> ServiceResult<Vec<StoredEvent>> {
         let viewer = self.reader(room_id, user_id).await?;
         let state = self.store.current_state(room_id).await?;
-        let allowed = viewer.current() == Some("join")
+        let allowed = viewer.current() == Some(&MembershipState::Join)
             || state.iter().any(|e| {
                 e.kind == "m.room.history_visibility"
                     && e.pdu["content"]["history_visibility"] == "world_readable"
@@ -251,8 +256,8 @@ impl RoomService {
 
     pub async fn state_event(
         &self,
-        user_id: &str,
-        room_id: &str,
+        user_id: &UserId,
+        room_id: &RoomId,
         kind: &str,
         state_key: &str,
     ) -> ServiceResult<Value> {
@@ -266,8 +271,8 @@ impl RoomService {
 
     pub async fn member_events(
         &self,
-        user_id: &str,
-        room_id: &str,
+        user_id: &UserId,
+        room_id: &RoomId,
     ) -> ServiceResult<Vec<StoredEvent>> {
         let state = self.room_state(user_id, room_id).await?;
         Ok(state
@@ -276,17 +281,17 @@ impl RoomService {
             .collect())
     }
 
-    pub async fn memberships_of(&self, user_id: &str) -> ServiceResult<Vec<MembershipRecord>> {
+    pub async fn memberships_of(&self, user_id: &UserId) -> ServiceResult<Vec<MembershipRecord>> {
         Ok(self.store.memberships_of_user(user_id).await?)
     }
 
-    pub async fn joined_rooms(&self, user_id: &str) -> ServiceResult<Vec<String>> {
-        let mut rooms: Vec<String> = self
+    pub async fn joined_rooms(&self, user_id: &UserId) -> ServiceResult<Vec<OwnedRoomId>> {
+        let mut rooms: Vec<OwnedRoomId> = self
             .store
             .memberships_of_user(user_id)
             .await?
             .into_iter()
-            .filter(|m| m.membership == "join")
+            .filter(|m| m.membership == MembershipState::Join)
             .map(|m| m.room_id)
             .collect();
         rooms.sort();

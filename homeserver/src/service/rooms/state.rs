@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 
+use ruma_common::{OwnedEventId, OwnedUserId, UserId};
+use ruma_events::room::member::MembershipState;
 use serde_json::Value;
 
 /// One current state entry.
 #[derive(Debug, Clone)]
 pub struct StateEntry {
-    pub event_id: String,
-    pub sender: String,
+    pub event_id: OwnedEventId,
+    pub sender: OwnedUserId,
     pub content: Value,
 }
 
@@ -64,9 +66,9 @@ impl PowerLevels {
         }
     }
 
-    pub fn user_level(&self, user_id: &str) -> i64 {
+    pub fn user_level(&self, user_id: &UserId) -> i64 {
         self.users
-            .get(user_id)
+            .get(user_id.as_str())
             .copied()
             .unwrap_or(self.users_default)
     }
@@ -103,20 +105,17 @@ impl RoomState {
         self.get(kind, "")?.content.get(key)?.as_str()
     }
 
-    pub fn membership(&self, user_id: &str) -> Option<&str> {
-        self.get("m.room.member", user_id)?
-            .content
-            .get("membership")?
-            .as_str()
+    pub fn membership(&self, user_id: &UserId) -> Option<MembershipState> {
+        membership_of(&self.get("m.room.member", user_id.as_str())?.content)
     }
 
-    pub fn is_joined(&self, user_id: &str) -> bool {
-        self.membership(user_id) == Some("join")
+    pub fn is_joined(&self, user_id: &UserId) -> bool {
+        self.membership(user_id) == Some(MembershipState::Join)
     }
 
     /// In room version 11 the creator is the sender of `m.room.create`.
-    pub fn creator(&self) -> Option<&str> {
-        self.get("m.room.create", "").map(|e| e.sender.as_str())
+    pub fn creator(&self) -> Option<&UserId> {
+        self.get("m.room.create", "").map(|e| e.sender.as_ref())
     }
 
     pub fn join_rule(&self) -> &str {
@@ -136,7 +135,7 @@ impl RoomState {
             None => {
                 let mut levels = PowerLevels::from_content(&Value::Null);
                 if let Some(creator) = self.creator() {
-                    levels.users.insert(creator.to_owned(), 100);
+                    levels.users.insert(creator.to_string(), 100);
                 }
                 levels
             }
@@ -144,14 +143,13 @@ impl RoomState {
     }
 
     /// User ids with the given membership.
-    pub fn members_with(&self, membership: &str) -> Vec<String> {
+    pub fn members_with(&self, membership: MembershipState) -> Vec<OwnedUserId> {
         self.entries
             .iter()
             .filter(|((kind, _), e)| {
-                kind == "m.room.member"
-                    && e.content.get("membership").and_then(Value::as_str) == Some(membership)
+                kind == "m.room.member" && membership_of(&e.content).as_ref() == Some(&membership)
             })
-            .map(|((_, key), _)| key.clone())
+            .filter_map(|((_, key), _)| UserId::parse(key.as_str()).ok())
             .collect()
     }
 
@@ -159,28 +157,30 @@ impl RoomState {
     pub fn auth_event_ids(
         &self,
         kind: &str,
-        sender: &str,
+        sender: &UserId,
         state_key: Option<&str>,
         content: &Value,
-    ) -> Vec<String> {
+    ) -> Vec<OwnedEventId> {
         if kind == "m.room.create" {
             return Vec::new();
         }
         let mut keys: Vec<(&str, &str)> = vec![
             ("m.room.create", ""),
             ("m.room.power_levels", ""),
-            ("m.room.member", sender),
+            ("m.room.member", sender.as_str()),
         ];
         if kind == "m.room.member" {
             if let Some(target) = state_key {
                 keys.push(("m.room.member", target));
-                let membership = content.get("membership").and_then(Value::as_str);
-                if matches!(membership, Some("join") | Some("invite")) {
+                if matches!(
+                    membership_of(content),
+                    Some(MembershipState::Join | MembershipState::Invite)
+                ) {
                     keys.push(("m.room.join_rules", ""));
                 }
             }
         }
-        let mut ids: Vec<String> = Vec::with_capacity(keys.len());
+        let mut ids: Vec<OwnedEventId> = Vec::with_capacity(keys.len());
         for (k, s) in keys {
             if let Some(entry) = self.get(k, s) {
                 if !ids.contains(&entry.event_id) {
@@ -190,4 +190,12 @@ impl RoomState {
         }
         ids
     }
+}
+
+/// The `membership` of an `m.room.member` event's content.
+pub fn membership_of(content: &Value) -> Option<MembershipState> {
+    content
+        .get("membership")?
+        .as_str()
+        .map(MembershipState::from)
 }

@@ -4,6 +4,7 @@
 use super::SyncService;
 use crate::service::rooms::Requester;
 use crate::service::token::SyncToken;
+use ruma_events::room::member::MembershipState;
 
 impl SyncService {
     /// A sync from `since` proves the client holds everything up to it:
@@ -26,7 +27,10 @@ impl SyncService {
             return;
         };
         let mut receipts = Vec::new();
-        for m in memberships.iter().filter(|m| m.membership == "join") {
+        for m in memberships
+            .iter()
+            .filter(|m| m.membership == MembershipState::Join)
+        {
             let Some(events) = self.cache.recent_shared(&m.room_id, previous, upto) else {
                 continue;
             };

@@ -1,5 +1,6 @@
 //! The parts of the spec's sync `Filter` this server applies.
 
+use ruma_common::RoomId;
 use serde::Deserialize;
 
 use crate::service::rooms::RoomEventFilter;
@@ -35,8 +36,8 @@ pub struct RoomFilter {
 }
 
 impl Filter {
-    pub(super) fn allows_room(&self, room_id: &str) -> bool {
-        let has = |l: &Option<Vec<String>>| l.as_ref().map(|l| l.iter().any(|r| r == room_id));
+    pub(super) fn allows_room(&self, room_id: &RoomId) -> bool {
+        let has = |l: &Option<Vec<String>>| l.as_ref().map(|l| l.iter().any(|r| room_id == r));
         has(&self.room.not_rooms) != Some(true)
             && has(&self.room.rooms) != Some(false)
             && self.room.timeline.allows_room(room_id)

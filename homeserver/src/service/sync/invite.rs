@@ -46,7 +46,7 @@ impl SyncService {
                 })
                 .collect();
             invite.insert(
-                m.room_id.clone(),
+                m.room_id.to_string(),
                 json!({"invite_state": {"events": stripped}}),
             );
         }

@@ -3,11 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use ruma_common::{EventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
 use super::plan::{Pass, Plan};
 use super::SyncService;
-use crate::service::error::ServiceResult;
+use crate::service::error::{ServiceError, ServiceResult};
 use crate::service::token::pagination_token;
 use crate::store::{RoomSlice, StoredEvent, StreamPos};
 
@@ -15,7 +16,7 @@ use crate::store::{RoomSlice, StoredEvent, StreamPos};
 /// room's entry, creating an entry with an empty timeline if the room had none.
 pub(super) fn push_room_event(
     join: &mut Map<String, Value>,
-    room_id: &str,
+    room_id: &RoomId,
     section: &str,
     event: Value,
     upto: StreamPos,
@@ -43,19 +44,22 @@ impl SyncService {
         pass: &Pass<'_>,
         plan: &Plan<'_>,
         join: &mut Map<String, Value>,
-    ) -> ServiceResult<HashSet<String>> {
+    ) -> ServiceResult<HashSet<OwnedUserId>> {
         let timelines = self.timelines(pass, plan).await?;
         let state_by_room = self.state(pass, plan, &timelines).await?;
         let mut newly_shared = self.members_of_new_rooms(pass, plan).await;
 
-        let join_streams: HashMap<&str, StreamPos> = plan
+        let join_streams: HashMap<&RoomId, StreamPos> = plan
             .joined
             .iter()
-            .map(|(m, _)| (m.room_id.as_str(), m.stream))
+            .map(|(m, _)| (m.room_id.as_ref(), m.stream))
             .collect();
-        let full: HashSet<&str> = plan.full.iter().map(String::as_str).collect();
+        let full: HashSet<&RoomId> = plan.full.iter().map(AsRef::as_ref).collect();
         for (room_id, slice) in timelines {
-            let join_stream = join_streams.get(room_id.as_str()).copied().unwrap_or(0);
+            let join_stream = join_streams
+                .get::<RoomId>(room_id.as_ref())
+                .copied()
+                .unwrap_or(0);
             let events = self
                 .visible(&pass.who.user_id, &room_id, join_stream, slice.events)
                 .await?;
@@ -67,15 +71,15 @@ impl SyncService {
                         .filter(|e| {
                             e.kind == "m.room.member" && e.pdu["content"]["membership"] == "join"
                         })
-                        .filter_map(|e| e.state_key.clone()),
+                        .filter_map(|e| UserId::parse(e.state_key.as_deref()?).ok()),
                 );
             }
-            if events.is_empty() && !full.contains(room_id.as_str()) {
+            if events.is_empty() && !full.contains::<RoomId>(room_id.as_ref()) {
                 continue;
             }
             let state = state_by_room.get(&room_id).map(Vec::as_slice);
             let entry = self.joined_room(pass, &events, slice.limited, state);
-            join.insert(room_id, entry);
+            join.insert(room_id.to_string(), entry);
         }
         Ok(newly_shared)
     }
@@ -87,7 +91,7 @@ impl SyncService {
         &self,
         pass: &Pass<'_>,
         plan: &Plan<'_>,
-    ) -> ServiceResult<Vec<(String, RoomSlice)>> {
+    ) -> ServiceResult<Vec<(OwnedRoomId, RoomSlice)>> {
         let (since, upto, limit) = (pass.since_events, pass.upto.events, pass.limit);
         let mut timelines = Vec::with_capacity(plan.joined.len());
         let mut uncached = Vec::new();
@@ -112,16 +116,16 @@ impl SyncService {
         &self,
         pass: &Pass<'_>,
         plan: &Plan<'_>,
-        timelines: &[(String, RoomSlice)],
-    ) -> ServiceResult<HashMap<String, Vec<StoredEvent>>> {
-        let incremental: HashSet<&str> = plan.incremental.iter().map(String::as_str).collect();
-        let gapped: Vec<String> = timelines
+        timelines: &[(OwnedRoomId, RoomSlice)],
+    ) -> ServiceResult<HashMap<OwnedRoomId, Vec<StoredEvent>>> {
+        let incremental: HashSet<&RoomId> = plan.incremental.iter().map(AsRef::as_ref).collect();
+        let gapped: Vec<OwnedRoomId> = timelines
             .iter()
-            .filter(|(room, slice)| slice.limited && incremental.contains(room.as_str()))
+            .filter(|(room, slice)| slice.limited && incremental.contains::<RoomId>(room.as_ref()))
             .map(|(room, _)| room.clone())
             .collect();
         let upto = pass.upto.events;
-        let mut state_by_room: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+        let mut state_by_room: HashMap<OwnedRoomId, Vec<StoredEvent>> = HashMap::new();
         for event in self
             .rooms
             .current_state_of_rooms(&plan.full, 0, upto)
@@ -149,8 +153,8 @@ impl SyncService {
     /// members of rooms the user joined (and, found in the timelines,
     /// whoever joined a room of theirs). Their presence goes out even if it
     /// did not move.
-    async fn members_of_new_rooms(&self, pass: &Pass<'_>, plan: &Plan<'_>) -> HashSet<String> {
-        let mut newly_shared: HashSet<String> = HashSet::new();
+    async fn members_of_new_rooms(&self, pass: &Pass<'_>, plan: &Plan<'_>) -> HashSet<OwnedUserId> {
+        let mut newly_shared: HashSet<OwnedUserId> = HashSet::new();
         if pass.since.is_some() {
             for (m, _) in plan
                 .joined
@@ -173,7 +177,7 @@ impl SyncService {
         state: Option<&[StoredEvent]>,
     ) -> Value {
         let filter = &pass.filter.room;
-        let timeline_ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        let timeline_ids: HashSet<&EventId> = events.iter().map(|e| e.event_id.as_ref()).collect();
         let first_stream = events
             .first()
             .map(|e| e.stream)
@@ -182,7 +186,8 @@ impl SyncService {
             .map(|list| {
                 list.iter()
                     .filter(|e| {
-                        !timeline_ids.contains(e.event_id.as_str()) && e.stream < first_stream
+                        !timeline_ids.contains::<EventId>(e.event_id.as_ref())
+                            && e.stream < first_stream
                     })
                     .filter(|e| filter.state.matches(e))
                     .map(|e| self.format(e, pass.who, pass.now))
@@ -210,7 +215,11 @@ impl SyncService {
         pass: &Pass<'_>,
         join: &mut Map<String, Value>,
     ) -> ServiceResult<()> {
-        let shown: Vec<String> = join.keys().cloned().collect();
+        let shown = join
+            .keys()
+            .map(|room| RoomId::parse(room.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ServiceError::internal)?;
         let counts = self
             .unread
             .counts(&pass.who.user_id, &shown, pass.upto.events)

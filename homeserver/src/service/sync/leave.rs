@@ -40,7 +40,7 @@ impl SyncService {
                 .map(|e| self.format(e, who, pass.now))
                 .collect();
             leave.insert(
-                m.room_id.clone(),
+                m.room_id.to_string(),
                 json!({
                     "timeline": {"events": timeline, "limited": slice.limited,
                                  "prev_batch": pagination_token(first_stream - 1)},

@@ -14,6 +14,7 @@
 //! when a client proves what it holds is `delivery.rs`.
 
 use parking_lot::Mutex;
+use ruma_common::{OwnedUserId, RoomId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,7 +86,7 @@ pub struct SyncService {
     notifier: Arc<Notifier>,
     shutdown: CancellationToken,
     /// Per user, the event position up to which delivery was last recorded.
-    delivered: Mutex<HashMap<String, StreamPos>>,
+    delivered: Mutex<HashMap<OwnedUserId, StreamPos>>,
 }
 
 /// What a `SyncService` reads from.
@@ -279,7 +280,7 @@ impl SyncService {
     /// the store and cached.
     async fn memberships(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         upto: StreamPos,
     ) -> ServiceResult<Arc<Vec<MembershipRecord>>> {
         if let Some(list) = self.cache.memberships(user_id) {
@@ -294,8 +295,8 @@ impl SyncService {
     /// join are always visible; older ones need the membership history.
     async fn visible(
         &self,
-        user_id: &str,
-        room_id: &str,
+        user_id: &UserId,
+        room_id: &RoomId,
         join_stream: StreamPos,
         events: Vec<StoredEvent>,
     ) -> ServiceResult<Vec<StoredEvent>> {

@@ -5,6 +5,8 @@ use super::{Filter, SyncRequest};
 use crate::service::rooms::{now_ms, Requester};
 use crate::service::token::SyncToken;
 use crate::store::{MembershipRecord, StreamPos};
+use ruma_common::OwnedRoomId;
+use ruma_events::room::member::MembershipState;
 
 /// What every step of one sync pass reads: who asks, and the window of
 /// the streams from `since` to `upto`.
@@ -56,8 +58,8 @@ pub(super) struct Plan<'a> {
     pub joined: Vec<(&'a MembershipRecord, RoomPlan)>,
     /// Ids of the joined rooms shown incrementally, and in full (the stores
     /// take lists of ids).
-    pub incremental: Vec<String>,
-    pub full: Vec<String>,
+    pub incremental: Vec<OwnedRoomId>,
+    pub full: Vec<OwnedRoomId>,
     pub invites: Vec<&'a MembershipRecord>,
     pub leaves: Vec<&'a MembershipRecord>,
 }
@@ -73,8 +75,8 @@ impl<'a> Plan<'a> {
                 continue;
             }
             let changed = m.stream > pass.since_events;
-            match m.membership.as_str() {
-                "join" => {
+            match m.membership {
+                MembershipState::Join => {
                     let plan = if since.is_none() || pass.full_state || changed {
                         RoomPlan::Full
                     } else {
@@ -82,8 +84,8 @@ impl<'a> Plan<'a> {
                     };
                     joined.push((m, plan));
                 }
-                "invite" if changed || since.is_none() => invites.push(m),
-                "leave" | "ban"
+                MembershipState::Invite if changed || since.is_none() => invites.push(m),
+                MembershipState::Leave | MembershipState::Ban
                     if (changed && since.is_some())
                         || (since.is_none() && filter.room.include_leave) =>
                 {
@@ -92,7 +94,7 @@ impl<'a> Plan<'a> {
                 _ => {}
             }
         }
-        let ids_of = |wanted: fn(&RoomPlan) -> bool| -> Vec<String> {
+        let ids_of = |wanted: fn(&RoomPlan) -> bool| -> Vec<OwnedRoomId> {
             joined
                 .iter()
                 .filter(|(_, p)| wanted(p))

@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use ruma_common::{OwnedRoomId, OwnedUserId};
+use ruma_events::room::member::MembershipState;
 use serde_json::Value;
 
 use super::plan::Pass;
@@ -17,7 +19,7 @@ impl SyncService {
         &self,
         pass: &Pass<'_>,
         memberships: &[MembershipRecord],
-        mut newly_shared: HashSet<String>,
+        mut newly_shared: HashSet<OwnedUserId>,
     ) -> ServiceResult<Vec<Value>> {
         let (who, since, upto) = (pass.who, pass.since, pass.upto);
         let presence_filter = &pass.filter.presence;
@@ -29,9 +31,9 @@ impl SyncService {
         if !wanted {
             return Ok(Vec::new());
         }
-        let joined_rooms: Vec<String> = memberships
+        let joined_rooms: Vec<OwnedRoomId> = memberships
             .iter()
-            .filter(|m| m.membership == "join" && m.stream <= upto.events)
+            .filter(|m| m.membership == MembershipState::Join && m.stream <= upto.events)
             .map(|m| m.room_id.clone())
             .collect();
         let mut events = if presence_moved {
@@ -46,13 +48,10 @@ impl SyncService {
         } else {
             Vec::new()
         };
-        let reported: HashSet<String> = events
-            .iter()
-            .filter_map(|e| e["sender"].as_str().map(str::to_owned))
-            .collect();
-        let missing: Vec<String> = newly_shared
+        let reported: HashSet<&str> = events.iter().filter_map(|e| e["sender"].as_str()).collect();
+        let missing: Vec<OwnedUserId> = newly_shared
             .into_iter()
-            .filter(|u| !reported.contains(u))
+            .filter(|u| !reported.contains(u.as_str()))
             .collect();
         events.extend(self.presence.current_events(&who.user_id, &missing).await?);
         events.retain(|e| {

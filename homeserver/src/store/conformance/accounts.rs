@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
+use ruma_common::{device_id, room_id, user_id};
 use serde_json::json;
 
 use crate::store::{AccountStore, StoreError, UserRecord};
 
 fn user(id: &str) -> UserRecord {
     UserRecord {
-        user_id: id.into(),
+        user_id: super::user(id),
         password_hash: Some("hash".into()),
         displayname: None,
         avatar_url: None,
@@ -24,27 +25,39 @@ pub async fn account_store(store: Arc<dyn AccountStore>) {
         Err(StoreError::Conflict)
     ));
     assert_eq!(
-        store.get_user("@a:test").await.unwrap().unwrap().user_id,
+        store
+            .get_user(user_id!("@a:test"))
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id,
         "@a:test"
     );
-    assert!(store.get_user("@nobody:test").await.unwrap().is_none());
+    assert!(store
+        .get_user(user_id!("@nobody:test"))
+        .await
+        .unwrap()
+        .is_none());
 
     store
-        .set_displayname("@a:test", Some("Alice"))
+        .set_displayname(user_id!("@a:test"), Some("Alice"))
         .await
         .unwrap();
-    store.set_password_hash("@a:test", "new").await.unwrap();
-    let got = store.get_user("@a:test").await.unwrap().unwrap();
+    store
+        .set_password_hash(user_id!("@a:test"), "new")
+        .await
+        .unwrap();
+    let got = store.get_user(user_id!("@a:test")).await.unwrap().unwrap();
     assert_eq!(got.displayname.as_deref(), Some("Alice"));
     assert_eq!(got.password_hash.as_deref(), Some("new"));
 
     // Tokens: create, find, replace on re-login of the same device, delete.
     store
-        .create_device_with_token("@a:test", "D1", None, "h1")
+        .create_device_with_token(user_id!("@a:test"), device_id!("D1"), None, "h1")
         .await
         .unwrap();
     store
-        .create_device_with_token("@a:test", "D2", None, "h2")
+        .create_device_with_token(user_id!("@a:test"), device_id!("D2"), None, "h2")
         .await
         .unwrap();
     assert_eq!(
@@ -52,18 +65,18 @@ pub async fn account_store(store: Arc<dyn AccountStore>) {
         "D1"
     );
     store
-        .create_device_with_token("@a:test", "D1", None, "h1b")
+        .create_device_with_token(user_id!("@a:test"), device_id!("D1"), None, "h1b")
         .await
         .unwrap();
     assert!(store.find_token("h1").await.unwrap().is_none());
     store.delete_token("h1b").await.unwrap();
     assert!(store.find_token("h1b").await.unwrap().is_none());
     store
-        .create_device_with_token("@a:test", "D3", None, "h3")
+        .create_device_with_token(user_id!("@a:test"), device_id!("D3"), None, "h3")
         .await
         .unwrap();
     let removed = store
-        .delete_all_tokens("@a:test", Some("D3"))
+        .delete_all_tokens(user_id!("@a:test"), Some(device_id!("D3")))
         .await
         .unwrap();
     assert_eq!(removed, vec!["h2".to_string()]);
@@ -71,46 +84,61 @@ pub async fn account_store(store: Arc<dyn AccountStore>) {
 
     // Filters get per-user ids and round-trip.
     let f0 = store
-        .save_filter("@a:test", &json!({"room": {}}))
+        .save_filter(user_id!("@a:test"), &json!({"room": {}}))
         .await
         .unwrap();
     let f1 = store
-        .save_filter("@a:test", &json!({"presence": {}}))
+        .save_filter(user_id!("@a:test"), &json!({"presence": {}}))
         .await
         .unwrap();
     assert_ne!(f0, f1);
     assert_eq!(
-        store.get_filter("@a:test", f1).await.unwrap(),
+        store.get_filter(user_id!("@a:test"), f1).await.unwrap(),
         Some(json!({"presence": {}}))
     );
-    assert_eq!(store.get_filter("@b:test", f1).await.unwrap(), None);
+    assert_eq!(
+        store.get_filter(user_id!("@b:test"), f1).await.unwrap(),
+        None
+    );
 
     // Account data is stream-positioned: positions grow, `since` filters.
     let p1 = store
-        .set_account_data("@a:test", None, "m.direct", &json!({"x": 1}))
+        .set_account_data(user_id!("@a:test"), None, "m.direct", &json!({"x": 1}))
         .await
         .unwrap();
     let p2 = store
-        .set_account_data("@a:test", Some("!r:test"), "m.tag", &json!({"t": 1}))
+        .set_account_data(
+            user_id!("@a:test"),
+            Some(room_id!("!r:test")),
+            "m.tag",
+            &json!({"t": 1}),
+        )
         .await
         .unwrap();
     assert!(p2 > p1);
     let p3 = store
-        .set_account_data("@a:test", None, "m.direct", &json!({"x": 2}))
+        .set_account_data(user_id!("@a:test"), None, "m.direct", &json!({"x": 2}))
         .await
         .unwrap();
     assert!(p3 > p2);
-    let since = store.account_data_since("@a:test", p2).await.unwrap();
+    let since = store
+        .account_data_since(user_id!("@a:test"), p2)
+        .await
+        .unwrap();
     assert_eq!(since.len(), 1);
     assert_eq!(since[0].content, json!({"x": 2}));
     assert_eq!(
-        store.account_data_since("@a:test", 0).await.unwrap().len(),
+        store
+            .account_data_since(user_id!("@a:test"), 0)
+            .await
+            .unwrap()
+            .len(),
         2
     );
     assert_eq!(store.account_data_position().await.unwrap(), p3);
     assert_eq!(
         store
-            .get_account_data("@a:test", Some("!r:test"), "m.tag")
+            .get_account_data(user_id!("@a:test"), Some(room_id!("!r:test")), "m.tag")
             .await
             .unwrap(),
         Some(json!({"t": 1}))

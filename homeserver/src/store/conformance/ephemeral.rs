@@ -3,20 +3,24 @@
 
 use std::sync::Arc;
 
+use ruma_common::UserId;
+use ruma_common::{owned_user_id, room_id, user_id};
+
+use super::{room, user};
 use crate::store::{Ephemeral, PresenceRecord, PresenceState};
 
 pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
     connections(store.as_ref()).await;
     rate_limits(store.as_ref()).await;
-    let rooms = vec!["!r:test".to_string(), "!quiet:test".to_string()];
+    let rooms = vec![room("!r:test"), room("!quiet:test")];
     let start = store.typing_position().await.unwrap();
     let p1 = store
-        .set_typing("!r:test", "@a:test", Some(1_000))
+        .set_typing(room_id!("!r:test"), user_id!("@a:test"), Some(1_000))
         .await
         .unwrap()
         .unwrap();
     let p2 = store
-        .set_typing("!r:test", "@b:test", Some(5_000))
+        .set_typing(room_id!("!r:test"), user_id!("@b:test"), Some(5_000))
         .await
         .unwrap()
         .unwrap();
@@ -24,7 +28,7 @@ pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
     // Renewing does not change who types, so it is no news.
     assert_eq!(
         store
-            .set_typing("!r:test", "@a:test", Some(2_000))
+            .set_typing(room_id!("!r:test"), user_id!("@a:test"), Some(2_000))
             .await
             .unwrap(),
         None
@@ -32,10 +36,7 @@ pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
     assert_eq!(store.typing_position().await.unwrap(), p2);
     assert_eq!(
         store.typing_since(&rooms, start).await.unwrap(),
-        vec![(
-            "!r:test".to_string(),
-            vec!["@a:test".to_string(), "@b:test".to_string()]
-        )]
+        vec![(room("!r:test"), vec![user("@a:test"), user("@b:test")])]
     );
     assert!(store.typing_since(&rooms, p2).await.unwrap().is_empty());
     assert_eq!(store.next_typing_expiry().await.unwrap(), Some(2_000));
@@ -45,16 +46,19 @@ pub async fn ephemeral(store: Arc<dyn Ephemeral>) {
     assert_eq!(expired.len(), 1);
     assert!(expired[0].1 > p2);
     let p3 = store
-        .set_typing("!r:test", "@b:test", None)
+        .set_typing(room_id!("!r:test"), user_id!("@b:test"), None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
         store.typing_since(&rooms, expired[0].1).await.unwrap(),
-        vec![("!r:test".to_string(), vec![])]
+        vec![(room("!r:test"), vec![])]
     );
     assert_eq!(
-        store.set_typing("!r:test", "@b:test", None).await.unwrap(),
+        store
+            .set_typing(room_id!("!r:test"), user_id!("@b:test"), None)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(store.typing_position().await.unwrap(), p3);
@@ -82,11 +86,18 @@ async fn rate_limits(store: &dyn Ephemeral) {
 
 /// Which user is connected to which node: renewed, moved, expired.
 async fn connections(store: &dyn Ephemeral) {
-    let users = vec!["@c1:test".to_string(), "@c2:test".to_string()];
-    assert_eq!(store.connected_node("@c1:test").await.unwrap(), None);
+    let users = vec![user("@c1:test"), user("@c2:test")];
+    assert_eq!(
+        store.connected_node(user_id!("@c1:test")).await.unwrap(),
+        None
+    );
     store.set_connected(&users, "node-a", 60_000).await.unwrap();
     assert_eq!(
-        store.connected_node("@c2:test").await.unwrap().as_deref(),
+        store
+            .connected_node(user_id!("@c2:test"))
+            .await
+            .unwrap()
+            .as_deref(),
         Some("node-a")
     );
     // A user who moves is where they connected last.
@@ -95,7 +106,11 @@ async fn connections(store: &dyn Ephemeral) {
         .await
         .unwrap();
     assert_eq!(
-        store.connected_node("@c1:test").await.unwrap().as_deref(),
+        store
+            .connected_node(user_id!("@c1:test"))
+            .await
+            .unwrap()
+            .as_deref(),
         Some("node-b")
     );
     // Nobody's lease has lapsed yet.
@@ -112,8 +127,8 @@ async fn connections(store: &dyn Ephemeral) {
         .is_empty());
     // Not renewed: gone.
     store.set_connected(&users, "node-b", 50).await.unwrap();
-    lapsed(store, "@c1:test").await;
-    lapsed(store, "@c2:test").await;
+    lapsed(store, user_id!("@c1:test")).await;
+    lapsed(store, user_id!("@c2:test")).await;
     // The lapsed are handed out once each, `limit` at a time.
     let first = store.take_lapsed_connections(now(), 1).await.unwrap();
     assert_eq!(first.len(), 1);
@@ -132,20 +147,24 @@ async fn connections(store: &dyn Ephemeral) {
         .set_connected(&users[..1], "node-a", 60_000)
         .await
         .unwrap();
-    lapsed(store, "@c2:test").await;
+    lapsed(store, user_id!("@c2:test")).await;
     assert_eq!(
-        store.connected_node("@c1:test").await.unwrap().as_deref(),
+        store
+            .connected_node(user_id!("@c1:test"))
+            .await
+            .unwrap()
+            .as_deref(),
         Some("node-a")
     );
     assert_eq!(
         store.take_lapsed_connections(now(), 10).await.unwrap(),
-        vec!["@c2:test".to_string()]
+        vec![user("@c2:test")]
     );
 }
 
 /// Waits until `user`'s lease has run out (leases lapse with time: the
 /// condition is the lease, not a fixed pause).
-async fn lapsed(store: &dyn Ephemeral, user: &str) {
+async fn lapsed(store: &dyn Ephemeral, user: &UserId) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while store.connected_node(user).await.unwrap().is_some() {
         assert!(
@@ -165,27 +184,27 @@ async fn presence(store: &dyn Ephemeral) {
     };
     let start = store.presence_position().await.unwrap();
     let p1 = store
-        .set_presence("@a:test", record(PresenceState::Online, 7), true)
+        .set_presence(user_id!("@a:test"), record(PresenceState::Online, 7), true)
         .await
         .unwrap()
         .unwrap();
     assert!(p1 > start);
     assert_eq!(
-        store.get_presence("@a:test").await.unwrap(),
+        store.get_presence(user_id!("@a:test")).await.unwrap(),
         Some(record(PresenceState::Online, 7))
     );
-    assert_eq!(store.get_presence("@b:test").await.unwrap(), None);
+    assert_eq!(store.get_presence(user_id!("@b:test")).await.unwrap(), None);
 
     // A silent update changes the record but not the stream.
     let silent = store
-        .set_presence("@a:test", record(PresenceState::Online, 9), false)
+        .set_presence(user_id!("@a:test"), record(PresenceState::Online, 9), false)
         .await
         .unwrap();
     assert_eq!(silent, None);
     assert_eq!(store.presence_position().await.unwrap(), p1);
     assert_eq!(
         store
-            .get_presence("@a:test")
+            .get_presence(user_id!("@a:test"))
             .await
             .unwrap()
             .unwrap()
@@ -194,12 +213,16 @@ async fn presence(store: &dyn Ephemeral) {
     );
 
     let p2 = store
-        .set_presence("@b:test", record(PresenceState::Unavailable, 8), true)
+        .set_presence(
+            user_id!("@b:test"),
+            record(PresenceState::Unavailable, 8),
+            true,
+        )
         .await
         .unwrap()
         .unwrap();
     let p3 = store
-        .set_presence("@a:test", record(PresenceState::Offline, 9), true)
+        .set_presence(user_id!("@a:test"), record(PresenceState::Offline, 9), true)
         .await
         .unwrap()
         .unwrap();
@@ -219,19 +242,23 @@ async fn presence(store: &dyn Ephemeral) {
     assert_eq!(
         since(start).await,
         vec![
-            ("@b:test".to_string(), PresenceState::Unavailable),
-            ("@a:test".to_string(), PresenceState::Offline)
+            (user("@b:test"), PresenceState::Unavailable),
+            (user("@a:test"), PresenceState::Offline)
         ]
     );
     assert_eq!(
         since(p2).await,
-        vec![("@a:test".to_string(), PresenceState::Offline)]
+        vec![(user("@a:test"), PresenceState::Offline)]
     );
     assert!(since(p3).await.is_empty());
     assert_eq!(store.presence_since(start, 1).await.unwrap().len(), 1);
 
     let mut found = store
-        .presences(&["@a:test".into(), "@b:test".into(), "@c:test".into()])
+        .presences(&[
+            owned_user_id!("@a:test"),
+            owned_user_id!("@b:test"),
+            owned_user_id!("@c:test"),
+        ])
         .await
         .unwrap();
     found.sort_by(|x, y| x.0.cmp(&y.0));

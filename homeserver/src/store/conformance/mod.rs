@@ -15,3 +15,16 @@ pub use ephemeral::ephemeral;
 pub use push::push_store;
 pub use receipts::receipt_store;
 pub use rooms::{append_sample, check_sample, room_store, sample_message};
+
+/// Typed ids from text the suites build at run time.
+pub fn room(id: &str) -> ruma_common::OwnedRoomId {
+    ruma_common::RoomId::parse(id).expect("a valid room id")
+}
+
+pub fn user(id: &str) -> ruma_common::OwnedUserId {
+    ruma_common::UserId::parse(id).expect("a valid user id")
+}
+
+pub fn event(id: &str) -> ruma_common::OwnedEventId {
+    ruma_common::EventId::parse(id).expect("a valid event id")
+}

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use ruma_common::{device_id, owned_user_id, user_id};
 use serde_json::json;
 
 use crate::store::{OutboxPush, PushStore, PusherRecord};
 
 fn pusher(user: &str, pushkey: &str, ts: i64) -> PusherRecord {
     PusherRecord {
-        user_id: user.into(),
+        user_id: super::user(user),
         app_id: "org.example.app".into(),
         pushkey: pushkey.into(),
         kind: "http".into(),
@@ -32,7 +33,7 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         .await
         .unwrap();
     assert_eq!(
-        store.pushers("@a:t").await.unwrap(),
+        store.pushers(user_id!("@a:t")).await.unwrap(),
         vec![pusher("@a:t", "k1", 1), pusher("@a:t", "k2", 2)]
     );
 
@@ -40,7 +41,7 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
     let mut renamed = pusher("@a:t", "k1", 1);
     renamed.device_display_name = "Tablet".into();
     store.set_pusher(renamed.clone(), false).await.unwrap();
-    assert_eq!(store.pushers("@a:t").await.unwrap()[0], renamed);
+    assert_eq!(store.pushers(user_id!("@a:t")).await.unwrap()[0], renamed);
 
     // Without append, another user taking the same key takes it from @a.
     store
@@ -48,7 +49,7 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         .await
         .unwrap();
     let keys: Vec<String> = store
-        .pushers("@a:t")
+        .pushers(user_id!("@a:t"))
         .await
         .unwrap()
         .into_iter()
@@ -60,19 +61,23 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         .set_pusher(pusher("@a:t", "k1", 4), true)
         .await
         .unwrap();
-    assert_eq!(store.pushers("@a:t").await.unwrap().len(), 2);
-    assert_eq!(store.pushers("@b:t").await.unwrap().len(), 1);
+    assert_eq!(store.pushers(user_id!("@a:t")).await.unwrap().len(), 2);
+    assert_eq!(store.pushers(user_id!("@b:t")).await.unwrap().len(), 1);
 
     assert!(store
-        .delete_pusher("@a:t", "org.example.app", "k2")
+        .delete_pusher(user_id!("@a:t"), "org.example.app", "k2")
         .await
         .unwrap());
     assert!(!store
-        .delete_pusher("@a:t", "org.example.app", "k2")
+        .delete_pusher(user_id!("@a:t"), "org.example.app", "k2")
         .await
         .unwrap());
-    assert_eq!(store.pushers("@a:t").await.unwrap().len(), 1);
-    assert!(store.pushers("@nobody:t").await.unwrap().is_empty());
+    assert_eq!(store.pushers(user_id!("@a:t")).await.unwrap().len(), 1);
+    assert!(store
+        .pushers(user_id!("@nobody:t"))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(store.all_pushers().await.unwrap().len(), 2);
     store.delete_pushkey("org.example.app", "k1").await.unwrap();
     assert!(store.all_pushers().await.unwrap().is_empty());
@@ -87,25 +92,28 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         store.set_pusher(on(key, device), false).await.unwrap();
     }
     store
-        .delete_device_pushers("@a:t", Some("D1"), None)
+        .delete_device_pushers(user_id!("@a:t"), Some(device_id!("D1")), None)
         .await
         .unwrap();
     let keys = |list: Vec<PusherRecord>| list.into_iter().map(|p| p.pushkey).collect::<Vec<_>>();
-    assert_eq!(keys(store.pushers("@a:t").await.unwrap()), ["p2", "p3"]);
+    assert_eq!(
+        keys(store.pushers(user_id!("@a:t")).await.unwrap()),
+        ["p2", "p3"]
+    );
     store
-        .delete_device_pushers("@a:t", None, Some("D3"))
+        .delete_device_pushers(user_id!("@a:t"), None, Some(device_id!("D3")))
         .await
         .unwrap();
-    assert_eq!(keys(store.pushers("@a:t").await.unwrap()), ["p3"]);
+    assert_eq!(keys(store.pushers(user_id!("@a:t")).await.unwrap()), ["p3"]);
     store
-        .delete_device_pushers("@a:t", None, None)
+        .delete_device_pushers(user_id!("@a:t"), None, None)
         .await
         .unwrap();
-    assert!(store.pushers("@a:t").await.unwrap().is_empty());
+    assert!(store.pushers(user_id!("@a:t")).await.unwrap().is_empty());
 
     // The outbox: queued, due, retried later, finished.
     let push = |n: i64| OutboxPush {
-        user_id: "@a:t".into(),
+        user_id: owned_user_id!("@a:t"),
         app_id: "org.example.app".into(),
         pushkey: format!("k{n}"),
         url: "https://push.example/_matrix/push/v1/notify".into(),

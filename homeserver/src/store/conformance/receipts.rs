@@ -2,23 +2,25 @@
 
 use std::sync::Arc;
 
+use ruma_common::{owned_room_id, owned_user_id, room_id, user_id};
+
 use crate::store::{NewReceipt, ReceiptStore, RoomStore, StreamPos};
 
 fn receipt(user: &str, kind: &str, event_stream: StreamPos, ts: i64) -> NewReceipt {
     NewReceipt {
-        room_id: "!rr:test".into(),
-        user_id: user.into(),
+        room_id: owned_room_id!("!rr:test"),
+        user_id: super::user(user),
         receipt_type: kind.into(),
         thread_id: None,
-        event_id: format!("$e{event_stream}"),
-        event_sender: "@s:t".into(),
+        event_id: super::event(&format!("$e{event_stream}")),
+        event_sender: owned_user_id!("@s:t"),
         event_stream,
         ts,
     }
 }
 
 pub async fn receipt_store(store: Arc<dyn ReceiptStore>, _rooms: Arc<dyn RoomStore>) {
-    let rooms = vec!["!rr:test".to_string()];
+    let rooms = vec![super::room("!rr:test")];
     let start = store.receipts_position().await.unwrap();
     let set = store
         .set_receipts(vec![
@@ -60,24 +62,24 @@ pub async fn receipt_store(store: Arc<dyn ReceiptStore>, _rooms: Arc<dyn RoomSto
     assert_eq!(store.receipts_after(start, 1).await.unwrap().len(), 1);
     assert!(store.receipts_after(p3, 100).await.unwrap().is_empty());
     assert!(store
-        .receipts_since(&["!other:test".to_string()], start)
+        .receipts_since(&[owned_room_id!("!other:test")], start)
         .await
         .unwrap()
         .is_empty());
 
     // When did each receipt first cover event 4 (both did at first) and 7 (only a's later one)?
-    let mut at4 = store.receipt_times("!rr:test", 4).await.unwrap();
+    let mut at4 = store.receipt_times(room_id!("!rr:test"), 4).await.unwrap();
     at4.sort();
     assert_eq!(
         at4,
         vec![
-            ("@a:t".into(), "m.read".into(), 100),
-            ("@b:t".into(), "tern.delivered".into(), 110)
+            (owned_user_id!("@a:t"), "m.read".into(), 100),
+            (owned_user_id!("@b:t"), "tern.delivered".into(), 110)
         ]
     );
     assert_eq!(
-        store.receipt_times("!rr:test", 7).await.unwrap(),
-        vec![("@a:t".into(), "m.read".into(), 130)]
+        store.receipt_times(room_id!("!rr:test"), 7).await.unwrap(),
+        vec![(owned_user_id!("@a:t"), "m.read".into(), 130)]
     );
 
     // Read positions: the later of m.read and m.read.private; delivered
@@ -86,13 +88,13 @@ pub async fn receipt_store(store: Arc<dyn ReceiptStore>, _rooms: Arc<dyn RoomSto
         .set_receipts(vec![receipt("@a:t", "m.read.private", 11, 140)])
         .await
         .unwrap();
-    let both = vec!["!rr:test".to_string(), "!other:test".to_string()];
+    let both = vec![super::room("!rr:test"), super::room("!other:test")];
     assert_eq!(
-        store.read_positions("@a:t", &both).await.unwrap(),
-        vec![("!rr:test".to_string(), 11)]
+        store.read_positions(user_id!("@a:t"), &both).await.unwrap(),
+        vec![(super::room("!rr:test"), 11)]
     );
     assert!(store
-        .read_positions("@b:t", &both)
+        .read_positions(user_id!("@b:t"), &both)
         .await
         .unwrap()
         .is_empty());

@@ -3,6 +3,10 @@
 
 use std::sync::Arc;
 
+use ruma_common::{
+    device_id, event_id, owned_event_id, owned_user_id, room_alias_id, room_id, user_id,
+};
+use ruma_events::room::member::MembershipState;
 use serde_json::json;
 
 use crate::store::{Direction, NewEvent, RoomStore, StoreError, StreamPos};
@@ -14,15 +18,15 @@ fn event(room: &str, n: usize, state_key: Option<&str>, txn: Option<&str>) -> Ne
         "m.room.message"
     };
     NewEvent {
-        event_id: format!("${room}-{n}"),
-        room_id: room.into(),
-        sender: "@a:test".into(),
+        event_id: super::event(&format!("${room}-{n}")),
+        room_id: super::room(room),
+        sender: owned_user_id!("@a:test"),
         kind: kind.into(),
         state_key: state_key.map(Into::into),
         pdu: Arc::new(json!({"type": kind, "content": {"membership": "join", "n": n}})),
-        txn: txn.map(|t| ("D1".to_string(), t.to_string())),
+        txn: txn.map(|t| ("D1".into(), t.to_string())),
         visibility: "shared".into(),
-        membership: state_key.map(|_| "join".to_string()),
+        membership: state_key.map(|_| MembershipState::Join),
         redaction: None,
         built_on: None,
     }
@@ -35,7 +39,10 @@ pub fn sample_message(room: &str, n: usize) -> NewEvent {
 
 /// Appends a join and `count - 1` messages to `room`.
 pub async fn append_sample(store: &dyn RoomStore, room: &str, count: usize) {
-    store.create_room(room, "11", "@a:test").await.unwrap();
+    store
+        .create_room(&super::room(room), "11", user_id!("@a:test"))
+        .await
+        .unwrap();
     let mut events = vec![event(room, 0, Some("@a:test"), None)];
     events.extend((1..count).map(|n| event(room, n, None, Some(&format!("t{n}")))));
     store.append(events).unwrap().await.unwrap();
@@ -44,7 +51,7 @@ pub async fn append_sample(store: &dyn RoomStore, room: &str, count: usize) {
 /// Checks what [`append_sample`] wrote.
 pub async fn check_sample(store: &dyn RoomStore, room: &str, count: usize) {
     let all = store
-        .room_events(room, 0, Direction::Forward, 1000)
+        .room_events(&super::room(room), 0, Direction::Forward, 1000)
         .await
         .unwrap();
     assert_eq!(all.len(), count);
@@ -53,15 +60,15 @@ pub async fn check_sample(store: &dyn RoomStore, room: &str, count: usize) {
         store.events_position().await.unwrap(),
         all.last().unwrap().stream
     );
-    assert_eq!(store.members(room).await.unwrap().len(), 1);
+    assert_eq!(store.members(&super::room(room)).await.unwrap().len(), 1);
 }
 
 pub async fn room_store(store: Arc<dyn RoomStore>) {
     let store = store.as_ref();
     append_sample(store, "!r1:test", 5).await;
     check_sample(store, "!r1:test", 5).await;
-    assert!(store.room_exists("!r1:test").await.unwrap());
-    assert!(!store.room_exists("!nope:test").await.unwrap());
+    assert!(store.room_exists(room_id!("!r1:test")).await.unwrap());
+    assert!(!store.room_exists(room_id!("!nope:test")).await.unwrap());
 
     // Concurrent appends all commit, in a gap-free order.
     let mut handles = Vec::new();
@@ -81,20 +88,25 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
     assert!(matches!(dup, Err(StoreError::Conflict)));
     assert_eq!(
         store
-            .find_txn("!r1:test", "@a:test", "D1", "t1")
+            .find_txn(
+                room_id!("!r1:test"),
+                user_id!("@a:test"),
+                device_id!("D1"),
+                "t1"
+            )
             .await
             .unwrap()
             .as_deref(),
-        Some("$!r1:test-1")
+        Some(event_id!("$!r1:test-1"))
     );
 
     let found = store
         .find_txns(
-            "!r1:test",
+            room_id!("!r1:test"),
             &[
-                ("@a:test".into(), "D1".into(), "t1".into()),
-                ("@a:test".into(), "D1".into(), "nope".into()),
-                ("@a:test".into(), "D2".into(), "t2".into()),
+                (owned_user_id!("@a:test"), "D1".into(), "t1".into()),
+                (owned_user_id!("@a:test"), "D1".into(), "nope".into()),
+                (owned_user_id!("@a:test"), "D2".into(), "t2".into()),
             ],
         )
         .await
@@ -102,32 +114,28 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
     assert_eq!(
         found,
         vec![(
-            ("@a:test".into(), "D1".into(), "t1".into()),
-            "$!r1:test-1".into()
+            (owned_user_id!("@a:test"), "D1".into(), "t1".into()),
+            owned_event_id!("$!r1:test-1")
         )]
     );
 
     // Paging both ways.
     let head = store.events_position().await.unwrap();
     let back = store
-        .room_events("!r1:test", head, Direction::Backward, 3)
+        .room_events(room_id!("!r1:test"), head, Direction::Backward, 3)
         .await
         .unwrap();
     assert_eq!(back.len(), 3);
     assert!(back[0].stream > back[1].stream);
     let fwd = store
-        .room_events("!r1:test", 0, Direction::Forward, 2)
+        .room_events(room_id!("!r1:test"), 0, Direction::Forward, 2)
         .await
         .unwrap();
     assert_eq!(fwd[0].event_id, "$!r1:test-0");
 
     // Multi-room recent events with a per-room limit and `limited`.
     append_sample(store, "!r2:test", 2).await;
-    let rooms = vec![
-        "!r1:test".to_string(),
-        "!r2:test".to_string(),
-        "!r3:test".to_string(),
-    ];
+    let rooms = ["!r1:test", "!r2:test", "!r3:test"].map(super::room);
     let head = store.events_position().await.unwrap();
     let slices = store.recent_events(&rooms, 0, head, 3).await.unwrap();
     assert_eq!(slices[0].1.events.len(), 3);
@@ -140,46 +148,71 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
     // State and membership views follow appends.
     let state = store.current_state_of_rooms(&rooms, 0, head).await.unwrap();
     assert_eq!(state.len(), 2);
-    let mine = store.memberships_of_user("@a:test").await.unwrap();
+    let mine = store
+        .memberships_of_user(user_id!("@a:test"))
+        .await
+        .unwrap();
     assert_eq!(mine.len(), 2);
     assert_eq!(
         store
-            .membership_history("!r1:test", "@a:test")
+            .membership_history(room_id!("!r1:test"), user_id!("@a:test"))
             .await
             .unwrap(),
-        vec![(1, "join".to_string())]
+        vec![(1, MembershipState::Join)]
     );
 
     // Redaction replaces the stored PDU.
     let mut redaction = event("!r2:test", 50, None, None);
     redaction.redaction = Some((
-        "$!r2:test-1".into(),
+        owned_event_id!("$!r2:test-1"),
         json!({"type": "m.room.message", "content": {}}),
     ));
     store.append(vec![redaction]).unwrap().await.unwrap();
-    let redacted = store.get_event("$!r2:test-1").await.unwrap().unwrap();
+    let redacted = store
+        .get_event(event_id!("$!r2:test-1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(redacted.pdu["content"], json!({}));
 
     // Aliases and the public directory.
     store
-        .set_alias("#a:test", "!r1:test", "@a:test")
+        .set_alias(
+            room_alias_id!("#a:test"),
+            room_id!("!r1:test"),
+            user_id!("@a:test"),
+        )
         .await
         .unwrap();
     assert!(matches!(
-        store.set_alias("#a:test", "!r2:test", "@a:test").await,
+        store
+            .set_alias(
+                room_alias_id!("#a:test"),
+                room_id!("!r2:test"),
+                user_id!("@a:test")
+            )
+            .await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(
-        store.get_alias("#a:test").await.unwrap().unwrap().0,
+        store
+            .get_alias(room_alias_id!("#a:test"))
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
         "!r1:test"
     );
     assert_eq!(
-        store.aliases_of_room("!r1:test").await.unwrap(),
+        store.aliases_of_room(room_id!("!r1:test")).await.unwrap(),
         vec!["#a:test".to_string()]
     );
-    assert!(store.delete_alias("#a:test").await.unwrap());
-    assert!(!store.delete_alias("#a:test").await.unwrap());
-    store.set_room_public("!r2:test", true).await.unwrap();
+    assert!(store.delete_alias(room_alias_id!("#a:test")).await.unwrap());
+    assert!(!store.delete_alias(room_alias_id!("#a:test")).await.unwrap());
+    store
+        .set_room_public(room_id!("!r2:test"), true)
+        .await
+        .unwrap();
     assert_eq!(
         store.public_rooms().await.unwrap(),
         vec!["!r2:test".to_string()]
@@ -204,7 +237,7 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
     // Appends check the state they were authorized against: the room's
     // state head is its latest state event ("$!gap:test-0", the join).
     let built_on = |n: usize, state: Option<&str>, on: &str| NewEvent {
-        built_on: Some(on.to_owned()),
+        built_on: Some(super::event(on)),
         ..event("!gap:test", n, state, None)
     };
     let ok = store.append(vec![built_on(700, None, "$!gap:test-0")]);
@@ -220,6 +253,14 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
     moved.unwrap().await.unwrap();
     let old = store.append(vec![built_on(704, None, "$!gap:test-0")]);
     assert!(matches!(old.unwrap().await, Err(StoreError::Stale)));
-    assert!(store.get_event("$!gap:test-701").await.unwrap().is_none());
-    assert!(store.get_event("$!gap:test-704").await.unwrap().is_none());
+    assert!(store
+        .get_event(event_id!("$!gap:test-701"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get_event(event_id!("$!gap:test-704"))
+        .await
+        .unwrap()
+        .is_none());
 }

@@ -55,7 +55,7 @@ pub async fn append_jobs(
         if let Some((target, redacted)) = &event.redaction {
             sqlx::query("UPDATE events SET pdu = $1 WHERE event_id = $2")
                 .bind(redacted.to_string())
-                .bind(target)
+                .bind(target.as_str())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -126,7 +126,7 @@ async fn update_state(tx: &mut PgConnection, events: &[(&NewEvent, StreamPos)]) 
     let mut latest: HashMap<(&str, &str, &str), StreamPos> = HashMap::new();
     for (event, pos) in events {
         if let Some(state_key) = &event.state_key {
-            latest.insert((&event.room_id, &event.kind, state_key), *pos);
+            latest.insert((event.room_id.as_str(), &event.kind, state_key), *pos);
         }
     }
     if latest.is_empty() {
@@ -161,7 +161,8 @@ async fn update_memberships(
     let mut latest: HashMap<(&str, &str), (&str, &str, StreamPos)> = HashMap::new();
     for (event, pos) in events {
         if let (Some(user), Some(membership)) = (&event.state_key, &event.membership) {
-            latest.insert((&event.room_id, user), (membership, &event.event_id, *pos));
+            let row = (membership.as_str(), event.event_id.as_str(), *pos);
+            latest.insert((event.room_id.as_str(), user.as_str()), row);
         }
     }
     if latest.is_empty() {
@@ -206,7 +207,7 @@ async fn advance_heads(
 ) -> StoreResult<()> {
     let mut heads: HashMap<&str, (&str, StreamPos)> = HashMap::new();
     for (event, pos) in events {
-        heads.insert(&event.room_id, (&event.event_id, *pos));
+        heads.insert(event.room_id.as_str(), (event.event_id.as_str(), *pos));
     }
     let (mut rooms, mut ids, mut streams) = (vec![], vec![], vec![]);
     for (room, (event_id, pos)) in heads {
@@ -242,8 +243,8 @@ pub async fn set_receipts(
 ) -> StoreResult<Vec<Vec<Option<StreamPos>>>> {
     let key = |r: &'_ NewReceipt| -> (String, String, String, String) {
         (
-            r.room_id.clone(),
-            r.user_id.clone(),
+            r.room_id.to_string(),
+            r.user_id.to_string(),
             r.receipt_type.clone(),
             r.thread_id.clone().unwrap_or_default(),
         )
@@ -254,8 +255,8 @@ pub async fn set_receipts(
         let (mut rooms, mut users, mut types, mut threads) = (vec![], vec![], vec![], vec![]);
         for r in jobs.iter().flatten() {
             let k: ReceiptKey = (
-                &r.room_id,
-                &r.user_id,
+                r.room_id.as_str(),
+                r.user_id.as_str(),
                 &r.receipt_type,
                 r.thread_id.as_deref().unwrap_or(""),
             );
@@ -362,12 +363,12 @@ struct ReceiptColumns<'a> {
 
 impl<'a> ReceiptColumns<'a> {
     fn push(&mut self, r: &'a NewReceipt, stream: StreamPos) {
-        self.rooms.push(&r.room_id);
-        self.users.push(&r.user_id);
+        self.rooms.push(r.room_id.as_str());
+        self.users.push(r.user_id.as_str());
         self.types.push(&r.receipt_type);
         self.threads.push(r.thread_id.as_deref().unwrap_or(""));
-        self.event_ids.push(&r.event_id);
-        self.senders.push(&r.event_sender);
+        self.event_ids.push(r.event_id.as_str());
+        self.senders.push(r.event_sender.as_str());
         self.event_streams.push(r.event_stream);
         self.ts.push(r.ts);
         self.streams.push(stream);

@@ -5,10 +5,10 @@ use sqlx::{Postgres, Transaction};
 use crate::store::{NewEvent, NewReceipt, OutboxPush, StoreError, StoreResult};
 
 /// A list bound as one parameter: a `text[]`.
-pub(super) type List<'a> = &'a [String];
+pub(super) type List<'a> = Vec<&'a str>;
 
-pub(super) fn list(items: &[String]) -> StoreResult<List<'_>> {
-    Ok(items)
+pub(super) fn list<T: AsRef<str>>(items: &[T]) -> StoreResult<List<'_>> {
+    Ok(items.iter().map(AsRef::as_ref).collect())
 }
 
 /// `column` is one of the [`list`] bound at `param`.
@@ -53,7 +53,7 @@ pub(super) async fn insert_outbox(
     let mut urls = Vec::with_capacity(pushes.len());
     let mut bodies = Vec::with_capacity(pushes.len());
     for push in pushes {
-        users.push(push.user_id);
+        users.push(String::from(push.user_id));
         apps.push(push.app_id);
         keys.push(push.pushkey);
         urls.push(push.url);
@@ -83,11 +83,14 @@ pub(super) fn check_events(events: &[NewEvent]) -> StoreResult<()> {
     for e in events {
         let txn = e.txn.iter().flat_map(|(d, t)| [d.as_str(), t.as_str()]);
         let redacts = e.redaction.iter().map(|(target, _)| target.as_str());
-        let optional = [e.state_key.as_deref(), e.membership.as_deref()];
+        let optional = [
+            e.state_key.as_deref(),
+            e.membership.as_ref().map(|m| m.as_str()),
+        ];
+        let ids = [e.event_id.as_str(), e.room_id.as_str(), e.sender.as_str()];
         reject_nul(
-            [&e.event_id, &e.room_id, &e.sender, &e.kind, &e.visibility]
-                .map(String::as_str)
-                .into_iter()
+            ids.into_iter()
+                .chain([e.kind.as_str(), e.visibility.as_str()])
                 .chain(optional.into_iter().flatten())
                 .chain(txn)
                 .chain(redacts),
@@ -100,17 +103,13 @@ pub(super) fn check_events(events: &[NewEvent]) -> StoreResult<()> {
 pub(super) fn check_receipts(receipts: &[NewReceipt]) -> StoreResult<()> {
     for r in receipts {
         let text = [
-            &r.room_id,
-            &r.user_id,
+            r.room_id.as_str(),
+            r.user_id.as_str(),
             &r.receipt_type,
-            &r.event_id,
-            &r.event_sender,
+            r.event_id.as_str(),
+            r.event_sender.as_str(),
         ];
-        reject_nul(
-            text.map(String::as_str)
-                .into_iter()
-                .chain(r.thread_id.as_deref()),
-        )?;
+        reject_nul(text.into_iter().chain(r.thread_id.as_deref()))?;
     }
     Ok(())
 }

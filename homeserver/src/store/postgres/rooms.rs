@@ -2,19 +2,20 @@
 //! `../sql`): appends go to the group-commit writer, and multi-room reads
 //! are one statement each, with the list bound as arrays.
 
+use ruma_common::{OwnedEventId, OwnedRoomId, RoomId};
 use sqlx::Row;
 
 use super::sql::rows::{self, EVENT_COLUMNS};
-use super::PgStore;
-use crate::store::{RoomSlice, StoreError, StoreResult, StreamPos};
+use super::{dialect, PgStore};
+use crate::store::{RoomSlice, StoreError, StoreResult, StreamPos, TxnKey};
 
 impl PgStore {
     /// `RoomStore::find_txns` for a non-empty list.
     pub(super) async fn find_txns_of_room(
         &self,
-        room_id: &str,
-        txns: &[(String, String, String)],
-    ) -> StoreResult<Vec<((String, String, String), String)>> {
+        room_id: &RoomId,
+        txns: &[TxnKey],
+    ) -> StoreResult<Vec<(TxnKey, OwnedEventId)>> {
         let senders: Vec<&str> = txns.iter().map(|t| t.0.as_str()).collect();
         let devices: Vec<&str> = txns.iter().map(|t| t.1.as_str()).collect();
         let ids: Vec<&str> = txns.iter().map(|t| t.2.as_str()).collect();
@@ -29,7 +30,7 @@ impl PgStore {
              AND x.sender = t.sender AND x.txn_device = t.device AND x.txn_id = t.txn \
              AND x.txn_id IS NOT NULL LIMIT 1) e",
         )
-        .bind(room_id)
+        .bind(room_id.as_str())
         .bind(&senders)
         .bind(&devices)
         .bind(&ids)
@@ -42,8 +43,8 @@ impl PgStore {
     /// slice of `out` at the room's index.
     pub(super) async fn recent_events_of_rooms(
         &self,
-        room_ids: &[String],
-        out: &mut [(String, RoomSlice)],
+        room_ids: &[OwnedRoomId],
+        out: &mut [(OwnedRoomId, RoomSlice)],
         after: StreamPos,
         upto: StreamPos,
         fetch: i64,
@@ -57,7 +58,7 @@ impl PgStore {
              AND x.stream > $2 AND x.stream <= $3 ORDER BY x.stream DESC LIMIT $4) e"
         );
         let rows = sqlx::query(&sql)
-            .bind(room_ids)
+            .bind(dialect::list(room_ids)?)
             .bind(after)
             .bind(upto)
             .bind(fetch)

@@ -38,12 +38,12 @@ pub async fn check<'a>(
             .copied()
             .or_else(|| heads.get(room).and_then(|h| h.as_deref()));
         if let (Some(built_on), Some(current)) = (&event.built_on, current) {
-            if built_on != current {
+            if built_on.as_str() != current {
                 return Ok(None);
             }
         }
         if event.state_key.is_some() {
-            moved.insert(room, &event.event_id);
+            moved.insert(room, event.event_id.as_str());
         }
     }
     Ok(Some(moved))

@@ -6,6 +6,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use ruma_common::{event_id, owned_user_id, room_id, user_id};
+use ruma_common::{OwnedRoomId, RoomId};
 use serde_json::json;
 
 use super::test_db::TestDb;
@@ -64,11 +66,11 @@ async fn appends_survive_reopen() {
     db.drop().await;
 }
 
-fn message(room: &str, id: String) -> NewEvent {
+fn message(room: &RoomId, id: String) -> NewEvent {
     NewEvent {
-        event_id: id,
-        room_id: room.into(),
-        sender: "@a:test".into(),
+        event_id: conformance::event(&id),
+        room_id: room.to_owned(),
+        sender: owned_user_id!("@a:test"),
         kind: "m.room.message".into(),
         state_key: None,
         pdu: Arc::new(json!({"type": "m.room.message", "content": {}})),
@@ -81,7 +83,7 @@ fn message(room: &str, id: String) -> NewEvent {
 }
 
 /// Every event visible in one statement (one snapshot), by stream position.
-async fn visible_positions(store: &PgStore, rooms: &[String]) -> Vec<StreamPos> {
+async fn visible_positions(store: &PgStore, rooms: &[OwnedRoomId]) -> Vec<StreamPos> {
     let slices = store
         .recent_events(rooms, 0, i64::MAX, 100_000)
         .await
@@ -101,9 +103,14 @@ async fn visible_positions(store: &PgStore, rooms: &[String]) -> Vec<StreamPos> 
 async fn two_nodes_share_gap_free_streams() {
     let db = TestDb::create().await;
     let nodes = [db.open().await, db.open().await];
-    let rooms: Vec<String> = (0..4).map(|i| format!("!r{i}:test")).collect();
+    let rooms: Vec<OwnedRoomId> = (0..4)
+        .map(|i| conformance::room(&format!("!r{i}:test")))
+        .collect();
     for room in &rooms {
-        nodes[0].create_room(room, "11", "@a:test").await.unwrap();
+        nodes[0]
+            .create_room(room, "11", user_id!("@a:test"))
+            .await
+            .unwrap();
     }
 
     const TASKS: usize = 4;
@@ -146,11 +153,11 @@ async fn two_nodes_share_gap_free_streams() {
                     events.extend([a, b]);
                     let receipt = NewReceipt {
                         room_id: room.clone(),
-                        user_id: format!("@u{n}-{task}:test"),
+                        user_id: conformance::user(&format!("@u{n}-{task}:test")),
                         receipt_type: "m.read".into(),
                         thread_id: None,
-                        event_id: id,
-                        event_sender: "@a:test".into(),
+                        event_id: conformance::event(&id),
+                        event_sender: owned_user_id!("@a:test"),
                         event_stream: b,
                         ts: 1,
                     };
@@ -158,7 +165,7 @@ async fn two_nodes_share_gap_free_streams() {
                     receipts.push(set[0].expect("a later event moves the receipt"));
                     let pos = node
                         .set_account_data(
-                            &format!("@u{n}-{task}:test"),
+                            &ruma_common::UserId::parse(format!("@u{n}-{task}:test")).unwrap(),
                             None,
                             "x",
                             &json!({"i": i}),
@@ -217,10 +224,13 @@ async fn two_nodes_share_gap_free_streams() {
 async fn a_conflict_in_a_batch_fails_alone_and_heads_follow() {
     let db = TestDb::create().await;
     let store = db.open().await;
-    store.create_room("!h:test", "11", "@a:test").await.unwrap();
+    store
+        .create_room(room_id!("!h:test"), "11", user_id!("@a:test"))
+        .await
+        .unwrap();
     let with_txn = |id: &str, txn: &str| NewEvent {
         txn: Some(("D1".into(), txn.into())),
-        ..message("!h:test", id.into())
+        ..message(room_id!("!h:test"), id.into())
     };
     store
         .append(vec![with_txn("$first", "t1")])
@@ -255,11 +265,14 @@ async fn a_conflict_in_a_batch_fails_alone_and_heads_follow() {
 async fn nul_in_text_is_invalid_input_not_a_failed_batch() {
     let db = TestDb::create().await;
     let store = db.open().await;
-    store.create_room("!n:test", "11", "@a:test").await.unwrap();
-    let good = store
-        .append(vec![message("!n:test", "$good".into())])
+    store
+        .create_room(room_id!("!n:test"), "11", user_id!("@a:test"))
+        .await
         .unwrap();
-    let mut bad = message("!n:test", "$bad".into());
+    let good = store
+        .append(vec![message(room_id!("!n:test"), "$good".into())])
+        .unwrap();
+    let mut bad = message(room_id!("!n:test"), "$bad".into());
     bad.kind = "m.room\0message".into();
     assert!(matches!(
         store.append(vec![bad]),
@@ -267,7 +280,7 @@ async fn nul_in_text_is_invalid_input_not_a_failed_batch() {
     ));
     assert_eq!(good.await.unwrap(), vec![1]);
     let written = store
-        .set_account_data("@a:test", None, "bad\0type", &json!({}))
+        .set_account_data(user_id!("@a:test"), None, "bad\0type", &json!({}))
         .await;
     assert!(
         matches!(written, Err(crate::store::StoreError::Invalid(_))),
@@ -284,16 +297,19 @@ async fn nul_in_text_is_invalid_input_not_a_failed_batch() {
 async fn stale_jobs_in_a_batch_fail_alone() {
     let db = TestDb::create().await;
     let store = db.open().await;
-    store.create_room("!s:test", "11", "@a:test").await.unwrap();
+    store
+        .create_room(room_id!("!s:test"), "11", user_id!("@a:test"))
+        .await
+        .unwrap();
     let state = |id: &str, on: Option<&str>| NewEvent {
         kind: "m.room.name".into(),
         state_key: Some(String::new()),
-        built_on: on.map(str::to_owned),
-        ..message("!s:test", id.into())
+        built_on: on.map(conformance::event),
+        ..message(room_id!("!s:test"), id.into())
     };
     let plain = |id: &str, on: &str| NewEvent {
-        built_on: Some(on.to_owned()),
-        ..message("!s:test", id.into())
+        built_on: Some(conformance::event(on)),
+        ..message(room_id!("!s:test"), id.into())
     };
     store
         .append(vec![state("$s0", None)])
@@ -308,7 +324,7 @@ async fn stale_jobs_in_a_batch_fail_alone() {
     assert_eq!(s1.unwrap(), vec![2]);
     assert!(matches!(m1, Err(crate::store::StoreError::Stale)), "{m1:?}");
     assert_eq!(m2.unwrap(), vec![3], "positions stay gap-free");
-    assert!(store.get_event("$m1").await.unwrap().is_none());
+    assert!(store.get_event(event_id!("$m1")).await.unwrap().is_none());
     let head: Option<String> =
         sqlx::query_scalar("SELECT state_head FROM rooms WHERE room_id = '!s:test'")
             .fetch_one(&store.pool)

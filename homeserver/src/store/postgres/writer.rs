@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use ruma_common::{EventId, RoomId};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -249,7 +250,7 @@ async fn append_job(
     }
     let before = *last;
     let mut positions = Vec::with_capacity(events.len());
-    let mut heads: HashMap<&str, (&str, StreamPos)> = HashMap::new();
+    let mut heads: HashMap<&RoomId, (&EventId, StreamPos)> = HashMap::new();
     let mut failure = None;
     for event in events {
         let pos = *last + 1;
@@ -316,13 +317,13 @@ async fn append_job(
 /// move are atomic across processes.
 async fn advance_head(
     tx: &mut PgConnection,
-    room_id: &str,
-    event_id: &str,
+    room_id: &RoomId,
+    event_id: &EventId,
     pos: StreamPos,
 ) -> StoreResult<()> {
     sqlx::query("UPDATE rooms SET last_event_id = $2, last_stream = $3 WHERE room_id = $1")
-        .bind(room_id)
-        .bind(event_id)
+        .bind(room_id.as_str())
+        .bind(event_id.as_str())
         .bind(pos)
         .execute(tx)
         .await?;
@@ -346,9 +347,9 @@ async fn insert_event(
          ON CONFLICT DO NOTHING",
     )
     .bind(pos)
-    .bind(&event.event_id)
-    .bind(&event.room_id)
-    .bind(&event.sender)
+    .bind(event.event_id.as_str())
+    .bind(event.room_id.as_str())
+    .bind(event.sender.as_str())
     .bind(&event.kind)
     .bind(&event.state_key)
     .bind(event.pdu.to_string())
@@ -365,7 +366,7 @@ async fn insert_event(
             "INSERT INTO current_state (room_id, type, state_key, stream) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (room_id, type, state_key) DO UPDATE SET stream = excluded.stream",
         )
-        .bind(&event.room_id)
+        .bind(event.room_id.as_str())
         .bind(&event.kind)
         .bind(state_key)
         .bind(pos)
@@ -378,10 +379,10 @@ async fn insert_event(
                  membership = excluded.membership, event_id = excluded.event_id, \
                  stream = excluded.stream",
             )
-            .bind(&event.room_id)
+            .bind(event.room_id.as_str())
             .bind(state_key)
-            .bind(membership)
-            .bind(&event.event_id)
+            .bind(membership.as_str())
+            .bind(event.event_id.as_str())
             .bind(pos)
             .execute(&mut *tx)
             .await?;
@@ -390,7 +391,7 @@ async fn insert_event(
     if let Some((target, redacted)) = &event.redaction {
         sqlx::query("UPDATE events SET pdu = $1 WHERE event_id = $2")
             .bind(redacted.to_string())
-            .bind(target)
+            .bind(target.as_str())
             .execute(&mut *tx)
             .await?;
     }

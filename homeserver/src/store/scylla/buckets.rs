@@ -13,6 +13,7 @@
 //! returns, plus one, plus one index read per `BUCKETS_PER_READ` buckets.
 
 use async_trait::async_trait;
+use ruma_common::RoomId;
 
 use crate::store::{Direction, StoreResult, StoredEvent, StreamPos};
 
@@ -58,7 +59,7 @@ pub trait BucketSource: Send + Sync {
     /// order (newest first for `Backward`).
     async fn buckets(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         low: i64,
         high: i64,
         dir: Direction,
@@ -68,7 +69,7 @@ pub trait BucketSource: Send + Sync {
     /// in `dir` order.
     async fn events(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         bucket: i64,
         after: StreamPos,
         upto: StreamPos,
@@ -81,7 +82,7 @@ pub trait BucketSource: Send + Sync {
 /// the limit is met or the window runs out. Events come in `dir` order.
 pub async fn read_window(
     source: &dyn BucketSource,
-    room_id: &str,
+    room_id: &RoomId,
     window: Window,
 ) -> StoreResult<Vec<StoredEvent>> {
     let mut out = Vec::new();
@@ -133,23 +134,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use ruma_common::{owned_user_id, room_id};
 
     /// A room's timeline in memory, logging which buckets each page reads.
     #[derive(Default)]
     struct Memory {
-        rows: BTreeMap<(String, i64), BTreeMap<StreamPos, StoredEvent>>,
+        rows: BTreeMap<(ruma_common::OwnedRoomId, i64), BTreeMap<StreamPos, StoredEvent>>,
         reads: Mutex<Vec<String>>,
     }
 
     impl Memory {
-        fn with(room: &str, positions: &[StreamPos]) -> Self {
+        fn with(room: &RoomId, positions: &[StreamPos]) -> Self {
             let mut memory = Self::default();
             for &stream in positions {
                 let event = StoredEvent {
                     stream,
-                    event_id: format!("${stream}"),
-                    room_id: room.into(),
-                    sender: "@a:test".into(),
+                    event_id: crate::store::conformance::event(&format!("${stream}")),
+                    room_id: room.to_owned(),
+                    sender: owned_user_id!("@a:test"),
                     kind: "m.room.message".into(),
                     state_key: None,
                     pdu: Arc::new(json!({})),
@@ -174,7 +176,7 @@ mod tests {
     impl BucketSource for Memory {
         async fn buckets(
             &self,
-            room_id: &str,
+            room_id: &RoomId,
             low: i64,
             high: i64,
             dir: Direction,
@@ -196,7 +198,7 @@ mod tests {
 
         async fn events(
             &self,
-            room_id: &str,
+            room_id: &RoomId,
             bucket: i64,
             after: StreamPos,
             upto: StreamPos,
@@ -249,14 +251,17 @@ mod tests {
     #[tokio::test]
     async fn a_backward_page_reads_only_the_buckets_it_needs() {
         // A quiet room: two events in bucket 0, one in 3, three in 9.
-        let memory = Memory::with("!r", &[5, 9, 3 * B + 1, 9 * B, 9 * B + 4, 9 * B + 8]);
+        let memory = Memory::with(
+            room_id!("!r:t"),
+            &[5, 9, 3 * B + 1, 9 * B, 9 * B + 4, 9 * B + 8],
+        );
         let window = |upto, limit| Window {
             after: 0,
             upto,
             dir: Direction::Backward,
             limit,
         };
-        let page = read_window(&memory, "!r", window(9 * B + 4, 3))
+        let page = read_window(&memory, ruma_common::room_id!("!r"), window(9 * B + 4, 3))
             .await
             .unwrap();
         assert_eq!(streams(&page), [9 * B + 4, 9 * B, 3 * B + 1]);
@@ -264,15 +269,21 @@ mod tests {
         assert_eq!(memory.take_reads(), ["index 0..=9", "bucket 9", "bucket 3"]);
 
         // Paging on from the last event returned reaches the first bucket.
-        let page = read_window(&memory, "!r", window(3 * B, 10)).await.unwrap();
+        let page = read_window(&memory, ruma_common::room_id!("!r"), window(3 * B, 10))
+            .await
+            .unwrap();
         assert_eq!(streams(&page), [9, 5]);
         // Bucket 3 is listed but holds only later events: one wasted read.
         assert_eq!(memory.take_reads(), ["index 0..=3", "bucket 3", "bucket 0"]);
 
         // A page that one bucket fills reads just that bucket.
-        let page = read_window(&memory, "!r", window(StreamPos::MAX, 2))
-            .await
-            .unwrap();
+        let page = read_window(
+            &memory,
+            ruma_common::room_id!("!r"),
+            window(StreamPos::MAX, 2),
+        )
+        .await
+        .unwrap();
         assert_eq!(streams(&page), [9 * B + 8, 9 * B + 4]);
         assert_eq!(
             memory.take_reads(),
@@ -285,10 +296,10 @@ mod tests {
 
     #[tokio::test]
     async fn forward_pages_and_lower_bounds() {
-        let memory = Memory::with("!r", &[5, 9, 3 * B + 1, 9 * B, 9 * B + 4]);
+        let memory = Memory::with(room_id!("!r:t"), &[5, 9, 3 * B + 1, 9 * B, 9 * B + 4]);
         let page = read_window(
             &memory,
-            "!r",
+            ruma_common::room_id!("!r"),
             Window {
                 after: 5,
                 upto: StreamPos::MAX,
@@ -302,7 +313,7 @@ mod tests {
         // `(after, upto]` both ways: a sync's window stops at `after`.
         let page = read_window(
             &memory,
-            "!r",
+            ruma_common::room_id!("!r"),
             Window {
                 after: 9,
                 upto: 9 * B,
@@ -321,7 +332,10 @@ mod tests {
             dir: Direction::Backward,
             limit: 10,
         };
-        assert!(read_window(&memory, "!r", none).await.unwrap().is_empty());
+        assert!(read_window(&memory, ruma_common::room_id!("!r"), none)
+            .await
+            .unwrap()
+            .is_empty());
         assert!(memory.take_reads().is_empty());
     }
 
@@ -329,10 +343,10 @@ mod tests {
     async fn the_index_is_read_again_when_a_page_spans_many_buckets() {
         // One event in each of 40 buckets: a page of 20 needs two index reads.
         let positions: Vec<StreamPos> = (0..40).map(|b| b * B + 1).collect();
-        let memory = Memory::with("!r", &positions);
+        let memory = Memory::with(room_id!("!r:t"), &positions);
         let page = read_window(
             &memory,
-            "!r",
+            ruma_common::room_id!("!r"),
             Window {
                 after: 0,
                 upto: StreamPos::MAX,
@@ -354,7 +368,7 @@ mod tests {
         // Another room's buckets are never read.
         assert!(read_window(
             &memory,
-            "!other",
+            ruma_common::room_id!("!other"),
             Window {
                 after: 0,
                 upto: StreamPos::MAX,

@@ -3,6 +3,7 @@
 //! without a ScyllaDB.
 
 use parking_lot::Mutex;
+use ruma_common::{EventId, OwnedEventId, OwnedRoomId, RoomId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,9 +17,9 @@ use crate::store::{Direction, StoreError, StoreResult, StoredEvent, StreamPos};
 
 #[derive(Default)]
 struct Tables {
-    events: BTreeMap<(String, i64), BTreeMap<StreamPos, StoredEvent>>,
-    buckets: BTreeSet<(String, i64)>,
-    by_id: HashMap<String, (String, StreamPos)>,
+    events: BTreeMap<(OwnedRoomId, i64), BTreeMap<StreamPos, StoredEvent>>,
+    buckets: BTreeSet<(OwnedRoomId, i64)>,
+    by_id: HashMap<OwnedEventId, (OwnedRoomId, StreamPos)>,
     progress: HashMap<String, StreamPos>,
 }
 
@@ -64,7 +65,7 @@ impl TimelineTables for MemoryTables {
         Ok(())
     }
 
-    async fn redact(&self, event_id: &str, redacted: &Value) -> StoreResult<()> {
+    async fn redact(&self, event_id: &EventId, redacted: &Value) -> StoreResult<()> {
         self.check_up()?;
         let mut tables = self.tables();
         let Some((room, stream)) = tables.by_id.get(event_id).cloned() else {
@@ -80,7 +81,7 @@ impl TimelineTables for MemoryTables {
         Ok(())
     }
 
-    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
+    async fn get_event(&self, event_id: &EventId) -> StoreResult<Option<StoredEvent>> {
         let tables = self.tables();
         let Some((room, stream)) = tables.by_id.get(event_id) else {
             return Ok(None);
@@ -107,7 +108,7 @@ impl TimelineTables for MemoryTables {
 impl BucketSource for MemoryTables {
     async fn buckets(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         low: i64,
         high: i64,
         dir: Direction,
@@ -126,7 +127,7 @@ impl BucketSource for MemoryTables {
 
     async fn events(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         bucket: i64,
         after: StreamPos,
         upto: StreamPos,

@@ -25,11 +25,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
+use ruma_common::{
+    DeviceId, EventId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId,
+    RoomId, UserId,
+};
+use ruma_events::room::member::MembershipState;
 use tokio::sync::mpsc;
 
 use crate::store::{
     Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StoreResult, StoredEvent,
-    StreamPos,
+    StreamPos, TxnKey,
 };
 use buckets::{read_window, Window};
 pub use timeline::{ScyllaSettings, ScyllaTimeline, TimelineTables};
@@ -80,11 +85,11 @@ impl ScyllaTimelineStore {
     /// The last `limit` events of one room in `(after, upto]`, oldest first.
     async fn recent_of_room(
         &self,
-        room_id: &str,
+        room_id: &OwnedRoomId,
         after: StreamPos,
         upto: StreamPos,
         limit: usize,
-    ) -> StoreResult<(String, RoomSlice)> {
+    ) -> StoreResult<(OwnedRoomId, RoomSlice)> {
         // One more than asked: whether the window holds more.
         let window = Window {
             after,
@@ -96,10 +101,10 @@ impl ScyllaTimelineStore {
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();
-        Ok((room_id.to_owned(), RoomSlice { events, limited }))
+        Ok((room_id.clone(), RoomSlice { events, limited }))
     }
 
-    async fn read(&self, room_id: &str, window: Window) -> StoreResult<Vec<StoredEvent>> {
+    async fn read(&self, room_id: &RoomId, window: Window) -> StoreResult<Vec<StoredEvent>> {
         read_window(
             self.timeline.as_ref() as &dyn buckets::BucketSource,
             room_id,
@@ -111,11 +116,16 @@ impl ScyllaTimelineStore {
 
 #[async_trait]
 impl RoomStore for ScyllaTimelineStore {
-    async fn create_room(&self, room_id: &str, version: &str, creator: &str) -> StoreResult<()> {
+    async fn create_room(
+        &self,
+        room_id: &RoomId,
+        version: &str,
+        creator: &UserId,
+    ) -> StoreResult<()> {
         self.inner.create_room(room_id, version, creator).await
     }
 
-    async fn room_exists(&self, room_id: &str) -> StoreResult<bool> {
+    async fn room_exists(&self, room_id: &RoomId) -> StoreResult<bool> {
         self.inner.room_exists(room_id).await
     }
 
@@ -139,7 +149,7 @@ impl RoomStore for ScyllaTimelineStore {
 
     /// From Scylla; an id it lacks is asked of the relational engine too,
     /// in case it is one a failed write has not copied yet.
-    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
+    async fn get_event(&self, event_id: &EventId) -> StoreResult<Option<StoredEvent>> {
         match self.timeline.get_event(event_id).await? {
             Some(event) => Ok(Some(event)),
             None => self.inner.get_event(event_id).await,
@@ -148,11 +158,11 @@ impl RoomStore for ScyllaTimelineStore {
 
     async fn find_txn(
         &self,
-        room_id: &str,
-        sender: &str,
-        device_id: &str,
+        room_id: &RoomId,
+        sender: &UserId,
+        device_id: &DeviceId,
         txn_id: &str,
-    ) -> StoreResult<Option<String>> {
+    ) -> StoreResult<Option<OwnedEventId>> {
         self.inner
             .find_txn(room_id, sender, device_id, txn_id)
             .await
@@ -160,16 +170,16 @@ impl RoomStore for ScyllaTimelineStore {
 
     async fn find_txns(
         &self,
-        room_id: &str,
-        txns: &[(String, String, String)],
-    ) -> StoreResult<Vec<((String, String, String), String)>> {
+        room_id: &RoomId,
+        txns: &[TxnKey],
+    ) -> StoreResult<Vec<(TxnKey, OwnedEventId)>> {
         self.inner.find_txns(room_id, txns).await
     }
 
     /// From the relational engine: this is the head new events are built
     /// on (`prev_events`, depth), read when a room is (re)loaded, often just
     /// after a failed append whose event Scylla may not have yet.
-    async fn latest_event(&self, room_id: &str) -> StoreResult<Option<StoredEvent>> {
+    async fn latest_event(&self, room_id: &RoomId) -> StoreResult<Option<StoredEvent>> {
         self.inner.latest_event(room_id).await
     }
 
@@ -177,7 +187,7 @@ impl RoomStore for ScyllaTimelineStore {
     /// relational engines do).
     async fn room_events(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         from: StreamPos,
         dir: Direction,
         limit: usize,
@@ -200,11 +210,11 @@ impl RoomStore for ScyllaTimelineStore {
     /// query across partitions.
     async fn recent_events(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         after: StreamPos,
         upto: StreamPos,
         limit: usize,
-    ) -> StoreResult<Vec<(String, RoomSlice)>> {
+    ) -> StoreResult<Vec<(OwnedRoomId, RoomSlice)>> {
         let mut out = Vec::with_capacity(room_ids.len());
         for chunk in room_ids.chunks(ROOM_CONCURRENCY) {
             out.extend(
@@ -219,13 +229,13 @@ impl RoomStore for ScyllaTimelineStore {
         Ok(out)
     }
 
-    async fn current_state(&self, room_id: &str) -> StoreResult<Vec<StoredEvent>> {
+    async fn current_state(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>> {
         self.inner.current_state(room_id).await
     }
 
     async fn current_state_of_rooms(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         after: StreamPos,
         upto: StreamPos,
     ) -> StoreResult<Vec<StoredEvent>> {
@@ -234,43 +244,51 @@ impl RoomStore for ScyllaTimelineStore {
             .await
     }
 
-    async fn memberships_of_user(&self, user_id: &str) -> StoreResult<Vec<MembershipRecord>> {
+    async fn memberships_of_user(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRecord>> {
         self.inner.memberships_of_user(user_id).await
     }
 
-    async fn members(&self, room_id: &str) -> StoreResult<Vec<MembershipRecord>> {
+    async fn members(&self, room_id: &RoomId) -> StoreResult<Vec<MembershipRecord>> {
         self.inner.members(room_id).await
     }
 
     async fn membership_history(
         &self,
-        room_id: &str,
-        user_id: &str,
-    ) -> StoreResult<Vec<(StreamPos, String)>> {
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<(StreamPos, MembershipState)>> {
         self.inner.membership_history(room_id, user_id).await
     }
 
-    async fn set_alias(&self, alias: &str, room_id: &str, creator: &str) -> StoreResult<()> {
+    async fn set_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> StoreResult<()> {
         self.inner.set_alias(alias, room_id, creator).await
     }
 
-    async fn get_alias(&self, alias: &str) -> StoreResult<Option<(String, String)>> {
+    async fn get_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> StoreResult<Option<(OwnedRoomId, OwnedUserId)>> {
         self.inner.get_alias(alias).await
     }
 
-    async fn delete_alias(&self, alias: &str) -> StoreResult<bool> {
+    async fn delete_alias(&self, alias: &RoomAliasId) -> StoreResult<bool> {
         self.inner.delete_alias(alias).await
     }
 
-    async fn aliases_of_room(&self, room_id: &str) -> StoreResult<Vec<String>> {
+    async fn aliases_of_room(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedRoomAliasId>> {
         self.inner.aliases_of_room(room_id).await
     }
 
-    async fn set_room_public(&self, room_id: &str, public: bool) -> StoreResult<()> {
+    async fn set_room_public(&self, room_id: &RoomId, public: bool) -> StoreResult<()> {
         self.inner.set_room_public(room_id, public).await
     }
 
-    async fn public_rooms(&self) -> StoreResult<Vec<String>> {
+    async fn public_rooms(&self) -> StoreResult<Vec<OwnedRoomId>> {
         self.inner.public_rooms().await
     }
 }
@@ -284,6 +302,7 @@ mod tests {
     use crate::store::conformance;
     use crate::store::sqlite::SqliteStore;
     use crate::store::StoreError;
+    use ruma_common::{event_id, owned_event_id, room_id};
 
     /// Settings for a fresh keyspace on the ScyllaDB named by `SCYLLA_URI`
     /// (`host:port[,host:port...]`), or `None` (and a note) without it.
@@ -363,7 +382,7 @@ mod tests {
             .unwrap();
         conformance::check_sample(&store, "!r2:test", 3).await;
         let newest = store
-            .room_events("!r:test", StreamPos::MAX, Direction::Backward, 1)
+            .room_events(room_id!("!r:test"), StreamPos::MAX, Direction::Backward, 1)
             .await
             .unwrap();
         assert_eq!(newest[0].event_id, "$!r:test-4");
@@ -411,7 +430,7 @@ mod tests {
                 "content": {"redacts": "$!r:test-1"},
             })),
             redaction: Some((
-                "$!r:test-1".into(),
+                owned_event_id!("$!r:test-1"),
                 serde_json::json!({"type": "m.room.message", "content": {}}),
             )),
             ..conformance::sample_message("!r:test", 10)
@@ -422,7 +441,7 @@ mod tests {
         assert_eq!(inner.events_position().await.unwrap(), 4);
         assert_eq!(store.events_position().await.unwrap(), before);
         let missing = store
-            .room_events("!r:test", 4, Direction::Backward, 10)
+            .room_events(room_id!("!r:test"), 4, Direction::Backward, 10)
             .await
             .unwrap();
         assert_eq!(
@@ -431,7 +450,11 @@ mod tests {
             "the uncopied event is not in the timeline"
         );
         // By id, the relational engine still answers for it.
-        assert!(store.get_event("$!r:test-10").await.unwrap().is_some());
+        assert!(store
+            .get_event(event_id!("$!r:test-10"))
+            .await
+            .unwrap()
+            .is_some());
 
         tables.fail_writes.store(false, Ordering::SeqCst);
         let next = conformance::sample_message("!r:test", 11);
@@ -439,7 +462,7 @@ mod tests {
         assert_eq!(positions, vec![5]);
         assert_eq!(store.events_position().await.unwrap(), 5);
         let page = store
-            .room_events("!r:test", 5, Direction::Backward, 10)
+            .room_events(room_id!("!r:test"), 5, Direction::Backward, 10)
             .await
             .unwrap();
         let ids: Vec<&str> = page.iter().map(|e| e.event_id.as_str()).collect();
@@ -454,7 +477,11 @@ mod tests {
             ]
         );
         // The redaction the failed write carried was applied by the repair.
-        let redacted = store.get_event("$!r:test-1").await.unwrap().unwrap();
+        let redacted = store
+            .get_event(event_id!("$!r:test-1"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(redacted.pdu["content"], serde_json::json!({}));
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
+use ruma_common::{EventId, RoomId};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -16,7 +17,7 @@ use serde_json::Value;
 
 use super::buckets::{bucket_of, BucketSource};
 use super::schema;
-use crate::store::{Direction, StoreError, StoreResult, StoredEvent, StreamPos};
+use crate::store::{parse_id, Direction, StoreError, StoreResult, StoredEvent, StreamPos};
 
 /// Events written at once when a group or a catch-up fans out.
 const WRITE_CONCURRENCY: usize = 64;
@@ -55,13 +56,13 @@ fn event_from_row(row: EventRow) -> StoreResult<StoredEvent> {
         .map_err(|e| StoreError::corrupt(format!("pdu of {event_id}"), e))?;
     Ok(StoredEvent {
         stream,
-        event_id,
-        room_id,
-        sender,
+        event_id: parse_id(event_id)?,
+        room_id: parse_id(room_id)?,
+        sender: parse_id(sender)?,
         kind,
         state_key,
         pdu: Arc::new(pdu),
-        txn: device.zip(txn_id),
+        txn: device.map(Into::into).zip(txn_id),
         visibility,
     })
 }
@@ -90,8 +91,8 @@ pub trait TimelineTables: BucketSource {
     async fn write_events(&self, events: &[StoredEvent]) -> StoreResult<()>;
     /// Replaces the PDU of `event_id` with its redacted form, if the event
     /// is in the timeline.
-    async fn redact(&self, event_id: &str, redacted: &Value) -> StoreResult<()>;
-    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>>;
+    async fn redact(&self, event_id: &EventId, redacted: &Value) -> StoreResult<()>;
+    async fn get_event(&self, event_id: &EventId) -> StoreResult<Option<StoredEvent>>;
     /// How far `writer` has copied the relational engine (0: never).
     async fn progress(&self, writer: &str) -> StoreResult<StreamPos>;
     async fn set_progress(&self, writer: &str, stream: StreamPos) -> StoreResult<()>;
@@ -196,9 +197,9 @@ impl ScyllaTimeline {
         Ok(())
     }
 
-    async fn locate(&self, event_id: &str) -> StoreResult<Option<(String, i64)>> {
+    async fn locate(&self, event_id: &EventId) -> StoreResult<Option<(String, i64)>> {
         self.session
-            .execute_unpaged(&self.statements.find_event_id, (event_id,))
+            .execute_unpaged(&self.statements.find_event_id, (event_id.as_str(),))
             .await
             .map_err(db)?
             .into_rows_result()
@@ -235,7 +236,7 @@ impl TimelineTables for ScyllaTimeline {
         Ok(())
     }
 
-    async fn redact(&self, event_id: &str, redacted: &Value) -> StoreResult<()> {
+    async fn redact(&self, event_id: &EventId, redacted: &Value) -> StoreResult<()> {
         let Some((room_id, stream)) = self.locate(event_id).await? else {
             return Ok(());
         };
@@ -249,7 +250,7 @@ impl TimelineTables for ScyllaTimeline {
         Ok(())
     }
 
-    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
+    async fn get_event(&self, event_id: &EventId) -> StoreResult<Option<StoredEvent>> {
         let Some((room_id, stream)) = self.locate(event_id).await? else {
             return Ok(None);
         };
@@ -299,7 +300,7 @@ fn cql_limit(limit: usize) -> i32 {
 impl BucketSource for ScyllaTimeline {
     async fn buckets(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         low: i64,
         high: i64,
         dir: Direction,
@@ -311,7 +312,7 @@ impl BucketSource for ScyllaTimeline {
         };
         let rows = self
             .session
-            .execute_unpaged(statement, (room_id, low, high, cql_limit(limit)))
+            .execute_unpaged(statement, (room_id.as_str(), low, high, cql_limit(limit)))
             .await
             .map_err(db)?
             .into_rows_result()
@@ -324,7 +325,7 @@ impl BucketSource for ScyllaTimeline {
 
     async fn events(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         bucket: i64,
         after: StreamPos,
         upto: StreamPos,
@@ -337,7 +338,10 @@ impl BucketSource for ScyllaTimeline {
         };
         let rows = self
             .session
-            .execute_unpaged(statement, (room_id, bucket, after, upto, cql_limit(limit)))
+            .execute_unpaged(
+                statement,
+                (room_id.as_str(), bucket, after, upto, cql_limit(limit)),
+            )
             .await
             .map_err(db)?
             .into_rows_result()

@@ -9,6 +9,7 @@
 //! every committed position is in Scylla) only grows.
 
 use parking_lot::Mutex;
+use ruma_common::{EventId, OwnedEventId};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,11 +128,12 @@ pub fn stored(event: &NewEvent, stream: StreamPos) -> StoredEvent {
 
 /// The event a redaction PDU redacts (`content.redacts` from room version
 /// 11, top-level `redacts` before).
-fn redacts(pdu: &Value) -> Option<&str> {
+fn redacts(pdu: &Value) -> Option<&EventId> {
     pdu.get("content")
         .and_then(|c| c.get("redacts"))
         .or_else(|| pdu.get("redacts"))
         .and_then(Value::as_str)
+        .and_then(|id| id.try_into().ok())
 }
 
 /// Copies every event the relational engine committed after `from` to
@@ -272,7 +274,7 @@ async fn write_group(
 async fn write_rows(
     timeline: &dyn TimelineTables,
     rows: &[StoredEvent],
-    redactions: &[(String, Value)],
+    redactions: &[(OwnedEventId, Value)],
 ) -> StoreResult<()> {
     timeline.write_events(rows).await?;
     // After the rows: a redaction may target an event of the same group.
@@ -320,6 +322,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use ruma_common::event_id;
 
     #[test]
     fn readers_see_only_what_is_written() {
@@ -352,11 +355,11 @@ mod tests {
     fn redactions_name_their_target_in_either_room_version() {
         assert_eq!(
             redacts(&json!({"content": {"redacts": "$new"}, "redacts": "$old"})),
-            Some("$new")
+            Some(event_id!("$new"))
         );
         assert_eq!(
             redacts(&json!({"content": {}, "redacts": "$old"})),
-            Some("$old")
+            Some(event_id!("$old"))
         );
         assert_eq!(redacts(&json!({"content": {}})), None);
     }

@@ -1,14 +1,16 @@
 //! [`AccountStore`] on either relational engine.
 
 use async_trait::async_trait;
+use ruma_common::{DeviceId, RoomId, UserId};
 use serde_json::Value;
 use sqlx::Row as _;
 
 use super::engine::{dialect, Store};
-use super::rows::json;
+use super::rows::{id, json};
 use super::Stream;
 use crate::store::{
-    AccountDataEntry, AccountStore, StoreError, StoreResult, StreamPos, TokenOwner, UserRecord,
+    parse_id, AccountDataEntry, AccountStore, StoreError, StoreResult, StreamPos, TokenOwner,
+    UserRecord,
 };
 
 /// Attempts at taking the next filter id when another connection took it
@@ -22,7 +24,7 @@ impl AccountStore for Store {
             "INSERT INTO users (user_id, password_hash, displayname, avatar_url, created_ts) \
              VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&user.user_id)
+        .bind(user.user_id.as_str())
         .bind(&user.password_hash)
         .bind(&user.displayname)
         .bind(&user.avatar_url)
@@ -32,17 +34,17 @@ impl AccountStore for Store {
         Ok(())
     }
 
-    async fn get_user(&self, user_id: &str) -> StoreResult<Option<UserRecord>> {
+    async fn get_user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(
             "SELECT user_id, password_hash, displayname, avatar_url, created_ts FROM users \
              WHERE user_id = $1",
         )
-        .bind(user_id)
+        .bind(user_id.as_str())
         .fetch_optional(&self.pool)
         .await?;
         row.map(|row| {
             Ok(UserRecord {
-                user_id: row.try_get(0)?,
+                user_id: id(&row, 0)?,
                 password_hash: row.try_get(1)?,
                 displayname: row.try_get(2)?,
                 avatar_url: row.try_get(3)?,
@@ -52,31 +54,31 @@ impl AccountStore for Store {
         .transpose()
     }
 
-    async fn set_password_hash(&self, user_id: &str, hash: &str) -> StoreResult<()> {
+    async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> StoreResult<()> {
         self.set_user_column("password_hash", user_id, Some(hash))
             .await
     }
 
-    async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> StoreResult<()> {
+    async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StoreResult<()> {
         self.set_user_column("displayname", user_id, name).await
     }
 
-    async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> StoreResult<()> {
+    async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> StoreResult<()> {
         self.set_user_column("avatar_url", user_id, url).await
     }
 
     async fn create_device_with_token(
         &self,
-        user_id: &str,
-        device_id: &str,
+        user_id: &UserId,
+        device_id: &DeviceId,
         display_name: Option<&str>,
         token_hash: &str,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         // Logging in again with an existing device id replaces its old token.
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
-            .bind(user_id)
-            .bind(device_id)
+            .bind(user_id.as_str())
+            .bind(device_id.as_str())
             .execute(&mut *tx)
             .await?;
         sqlx::query(
@@ -84,8 +86,8 @@ impl AccountStore for Store {
              ON CONFLICT (user_id, device_id) DO UPDATE SET \
              display_name = COALESCE(excluded.display_name, devices.display_name)",
         )
-        .bind(user_id)
-        .bind(device_id)
+        .bind(user_id.as_str())
+        .bind(device_id.as_str())
         .bind(display_name)
         .execute(&mut *tx)
         .await?;
@@ -93,8 +95,8 @@ impl AccountStore for Store {
             "INSERT INTO access_tokens (token_hash, user_id, device_id) VALUES ($1, $2, $3)",
         )
         .bind(token_hash)
-        .bind(user_id)
-        .bind(device_id)
+        .bind(user_id.as_str())
+        .bind(device_id.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -108,8 +110,8 @@ impl AccountStore for Store {
             .await?;
         row.map(|row| {
             Ok(TokenOwner {
-                user_id: row.try_get(0)?,
-                device_id: row.try_get(1)?,
+                user_id: id(&row, 0)?,
+                device_id: id(&row, 1)?,
             })
         })
         .transpose()
@@ -121,21 +123,21 @@ impl AccountStore for Store {
 
     async fn delete_all_tokens(
         &self,
-        user_id: &str,
-        keep_device: Option<&str>,
+        user_id: &UserId,
+        keep_device: Option<&DeviceId>,
     ) -> StoreResult<Vec<String>> {
-        let keep = keep_device.unwrap_or("");
+        let keep = keep_device.map_or("", DeviceId::as_str);
         let mut tx = self.pool.begin().await?;
         let hashes: Vec<String> = sqlx::query_scalar(
             "DELETE FROM access_tokens WHERE user_id = $1 AND device_id != $2 \
              RETURNING token_hash",
         )
-        .bind(user_id)
+        .bind(user_id.as_str())
         .bind(keep)
         .fetch_all(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id != $2")
-            .bind(user_id)
+            .bind(user_id.as_str())
             .bind(keep)
             .execute(&mut *tx)
             .await?;
@@ -143,7 +145,7 @@ impl AccountStore for Store {
         Ok(hashes)
     }
 
-    async fn save_filter(&self, user_id: &str, filter: &Value) -> StoreResult<i64> {
+    async fn save_filter(&self, user_id: &UserId, filter: &Value) -> StoreResult<i64> {
         // MAX()+1 races with a concurrent save by the same user on another
         // connection; the primary key catches it and we take the next id.
         let mut attempt = 0;
@@ -153,7 +155,7 @@ impl AccountStore for Store {
                  (SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE user_id = $1), $2) \
                  RETURNING filter_id",
             )
-            .bind(user_id)
+            .bind(user_id.as_str())
             .bind(filter.to_string())
             .fetch_one(&self.pool)
             .await
@@ -166,10 +168,10 @@ impl AccountStore for Store {
         }
     }
 
-    async fn get_filter(&self, user_id: &str, filter_id: i64) -> StoreResult<Option<Value>> {
+    async fn get_filter(&self, user_id: &UserId, filter_id: i64) -> StoreResult<Option<Value>> {
         let text: Option<String> =
             sqlx::query_scalar("SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2")
-                .bind(user_id)
+                .bind(user_id.as_str())
                 .bind(filter_id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -178,15 +180,15 @@ impl AccountStore for Store {
 
     async fn set_account_data(
         &self,
-        user_id: &str,
-        room_id: Option<&str>,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
         kind: &str,
         content: &Value,
     ) -> StoreResult<StreamPos> {
         // Global account data is stored under room '' (the key cannot hold NULL).
         let pos: StreamPos = sqlx::query_scalar(dialect::INSERT_ACCOUNT_DATA)
-            .bind(user_id)
-            .bind(room_id.unwrap_or(""))
+            .bind(user_id.as_str())
+            .bind(room_id.map_or("", RoomId::as_str))
             .bind(kind)
             .bind(content.to_string())
             .fetch_one(&self.pool)
@@ -197,15 +199,15 @@ impl AccountStore for Store {
 
     async fn get_account_data(
         &self,
-        user_id: &str,
-        room_id: Option<&str>,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
         kind: &str,
     ) -> StoreResult<Option<Value>> {
         let text: Option<String> = sqlx::query_scalar(
             "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
         )
-        .bind(user_id)
-        .bind(room_id.unwrap_or(""))
+        .bind(user_id.as_str())
+        .bind(room_id.map_or("", RoomId::as_str))
         .bind(kind)
         .fetch_optional(&self.pool)
         .await?;
@@ -214,14 +216,14 @@ impl AccountStore for Store {
 
     async fn account_data_since(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         since: StreamPos,
     ) -> StoreResult<Vec<AccountDataEntry>> {
         let rows = sqlx::query(
             "SELECT room_id, type, content, stream FROM account_data \
              WHERE user_id = $1 AND stream > $2 ORDER BY stream",
         )
-        .bind(user_id)
+        .bind(user_id.as_str())
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
@@ -230,7 +232,9 @@ impl AccountStore for Store {
                 let room_id: String = row.try_get(0)?;
                 let content: String = row.try_get(2)?;
                 Ok(AccountDataEntry {
-                    room_id: (!room_id.is_empty()).then_some(room_id),
+                    room_id: (!room_id.is_empty())
+                        .then(|| parse_id(room_id))
+                        .transpose()?,
                     kind: row.try_get(1)?,
                     content: json(&content)?,
                     stream: row.try_get(3)?,
@@ -249,14 +253,14 @@ impl Store {
     async fn set_user_column(
         &self,
         column: &'static str,
-        user_id: &str,
+        user_id: &UserId,
         value: Option<&str>,
     ) -> StoreResult<()> {
         sqlx::query(&format!(
             "UPDATE users SET {column} = $1 WHERE user_id = $2"
         ))
         .bind(value)
-        .bind(user_id)
+        .bind(user_id.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -2,6 +2,7 @@
 //! pool writes.
 
 use async_trait::async_trait;
+use ruma_common::{DeviceId, UserId};
 use sqlx::Row as _;
 
 use super::engine::{dialect, Store};
@@ -16,14 +17,14 @@ impl PushStore for Store {
             sqlx::query("DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id != $3")
                 .bind(&pusher.app_id)
                 .bind(&pusher.pushkey)
-                .bind(&pusher.user_id)
+                .bind(pusher.user_id.as_str())
                 .execute(&mut *tx)
                 .await?;
         }
         // Deleted and inserted rather than updated: a replaced pusher takes a
         // new place in the insertion order, as the spec's listing expects.
         sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
-            .bind(&pusher.user_id)
+            .bind(pusher.user_id.as_str())
             .bind(&pusher.app_id)
             .bind(&pusher.pushkey)
             .execute(&mut *tx)
@@ -32,7 +33,7 @@ impl PushStore for Store {
             "INSERT INTO pushers ({PUSHER_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
-        .bind(&pusher.user_id)
+        .bind(pusher.user_id.as_str())
         .bind(&pusher.app_id)
         .bind(&pusher.pushkey)
         .bind(&pusher.kind)
@@ -41,7 +42,7 @@ impl PushStore for Store {
         .bind(&pusher.profile_tag)
         .bind(&pusher.lang)
         .bind(pusher.data.to_string())
-        .bind(&pusher.device_id)
+        .bind(pusher.device_id.as_ref().map(|d| d.as_str()))
         .bind(pusher.created_ts)
         .execute(&mut *tx)
         .await?;
@@ -49,10 +50,15 @@ impl PushStore for Store {
         Ok(())
     }
 
-    async fn delete_pusher(&self, user_id: &str, app_id: &str, pushkey: &str) -> StoreResult<bool> {
+    async fn delete_pusher(
+        &self,
+        user_id: &UserId,
+        app_id: &str,
+        pushkey: &str,
+    ) -> StoreResult<bool> {
         let done =
             sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3")
-                .bind(user_id)
+                .bind(user_id.as_str())
                 .bind(app_id)
                 .bind(pushkey)
                 .execute(&self.pool)
@@ -60,12 +66,12 @@ impl PushStore for Store {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn pushers(&self, user_id: &str) -> StoreResult<Vec<PusherRecord>> {
+    async fn pushers(&self, user_id: &UserId) -> StoreResult<Vec<PusherRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {PUSHER_COLUMNS} FROM pushers WHERE user_id = $1 ORDER BY created_ts, {}",
             dialect::INSERTION_ORDER
         ))
-        .bind(user_id)
+        .bind(user_id.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::pusher).collect()
@@ -73,21 +79,21 @@ impl PushStore for Store {
 
     async fn delete_device_pushers(
         &self,
-        user_id: &str,
-        device_id: Option<&str>,
-        keep_device: Option<&str>,
+        user_id: &UserId,
+        device_id: Option<&DeviceId>,
+        keep_device: Option<&DeviceId>,
     ) -> StoreResult<()> {
         let query = match device_id {
             Some(device) => {
                 sqlx::query("DELETE FROM pushers WHERE user_id = $1 AND device_id = $2")
-                    .bind(user_id)
-                    .bind(device)
+                    .bind(user_id.as_str())
+                    .bind(device.as_str())
             }
             None => sqlx::query(
                 "DELETE FROM pushers WHERE user_id = $1 AND device_id IS DISTINCT FROM $2",
             )
-            .bind(user_id)
-            .bind(keep_device),
+            .bind(user_id.as_str())
+            .bind(keep_device.map(DeviceId::as_str)),
         };
         query.execute(&self.pool).await?;
         Ok(())
@@ -179,7 +185,7 @@ impl PushStore for Store {
                 Ok(QueuedPush {
                     id: row.try_get(0)?,
                     push: OutboxPush {
-                        user_id: row.try_get(1)?,
+                        user_id: rows::id(row, 1)?,
                         app_id: row.try_get(2)?,
                         pushkey: row.try_get(3)?,
                         url: row.try_get(4)?,

@@ -2,6 +2,7 @@
 //! group-commit writer, reads go through the pool.
 
 use async_trait::async_trait;
+use ruma_common::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 
@@ -23,7 +24,7 @@ impl ReceiptStore for Store {
 
     async fn receipts_since(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         since: StreamPos,
     ) -> StoreResult<Vec<ReceiptRecord>> {
         let upto = self.read_bound(Stream::Receipts);
@@ -80,9 +81,9 @@ impl ReceiptStore for Store {
 
     async fn read_positions(
         &self,
-        user_id: &str,
-        room_ids: &[String],
-    ) -> StoreResult<Vec<(String, StreamPos)>> {
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
+    ) -> StoreResult<Vec<(OwnedRoomId, StreamPos)>> {
         let sql = format!(
             "SELECT room_id, MAX(event_stream) FROM receipts WHERE {} AND user_id = $2 \
              AND receipt_type IN ('m.read', 'm.read.private') GROUP BY room_id",
@@ -92,11 +93,11 @@ impl ReceiptStore for Store {
         for chunk in room_ids.chunks(ROOMS_PER_LIST) {
             let rows = sqlx::query(&sql)
                 .bind(dialect::list(chunk)?)
-                .bind(user_id)
+                .bind(user_id.as_str())
                 .fetch_all(&self.pool)
                 .await?;
             for row in &rows {
-                out.push((row.try_get(0)?, row.try_get(1)?));
+                out.push((rows::id(row, 0)?, row.try_get(1)?));
             }
         }
         Ok(out)
@@ -104,19 +105,19 @@ impl ReceiptStore for Store {
 
     async fn receipt_times(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         event_stream: StreamPos,
-    ) -> StoreResult<Vec<(String, String, i64)>> {
+    ) -> StoreResult<Vec<(OwnedUserId, String, i64)>> {
         let rows = sqlx::query(
             "SELECT user_id, receipt_type, MIN(ts) FROM receipt_log \
              WHERE room_id = $1 AND event_stream >= $2 GROUP BY user_id, receipt_type",
         )
-        .bind(room_id)
+        .bind(room_id.as_str())
         .bind(event_stream)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .map(|row| Ok((rows::id(row, 0)?, row.try_get(1)?, row.try_get(2)?)))
             .collect()
     }
 }

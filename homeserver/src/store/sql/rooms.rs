@@ -3,6 +3,11 @@
 //! (`find_txns`, `recent_events`) are the engine's own.
 
 use async_trait::async_trait;
+use ruma_common::{
+    DeviceId, EventId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId,
+    RoomId, UserId,
+};
+use ruma_events::room::member::MembershipState;
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 
@@ -10,26 +15,31 @@ use super::engine::{dialect, Store};
 use super::rows::{self, EVENT_COLUMNS, MEMBERSHIP_COLUMNS};
 use super::{Job, Stream, ROOMS_PER_LIST};
 use crate::store::{
-    Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StoreError, StoreResult,
-    StoredEvent, StreamPos,
+    parse_id, Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StoreError,
+    StoreResult, StoredEvent, StreamPos, TxnKey,
 };
 
 #[async_trait]
 impl RoomStore for Store {
-    async fn create_room(&self, room_id: &str, version: &str, creator: &str) -> StoreResult<()> {
+    async fn create_room(
+        &self,
+        room_id: &RoomId,
+        version: &str,
+        creator: &UserId,
+    ) -> StoreResult<()> {
         sqlx::query("INSERT INTO rooms (room_id, version, creator) VALUES ($1, $2, $3)")
-            .bind(room_id)
+            .bind(room_id.as_str())
             .bind(version)
-            .bind(creator)
+            .bind(creator.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn room_exists(&self, room_id: &str) -> StoreResult<bool> {
+    async fn room_exists(&self, room_id: &RoomId) -> StoreResult<bool> {
         let found: Option<String> =
             sqlx::query_scalar("SELECT room_id FROM rooms WHERE room_id = $1")
-                .bind(room_id)
+                .bind(room_id.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(found.is_some())
@@ -71,10 +81,10 @@ impl RoomStore for Store {
         rows.iter().map(rows::event).collect()
     }
 
-    async fn get_event(&self, event_id: &str) -> StoreResult<Option<StoredEvent>> {
+    async fn get_event(&self, event_id: &EventId) -> StoreResult<Option<StoredEvent>> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.event_id = $1");
         let row = sqlx::query(&sql)
-            .bind(event_id)
+            .bind(event_id.as_str())
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(rows::event).transpose()
@@ -82,41 +92,42 @@ impl RoomStore for Store {
 
     async fn find_txn(
         &self,
-        room_id: &str,
-        sender: &str,
-        device_id: &str,
+        room_id: &RoomId,
+        sender: &UserId,
+        device_id: &DeviceId,
         txn_id: &str,
-    ) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar(
+    ) -> StoreResult<Option<OwnedEventId>> {
+        let found: Option<String> = sqlx::query_scalar(
             "SELECT event_id FROM events WHERE room_id = $1 AND sender = $2 AND txn_device = $3 \
              AND txn_id = $4",
         )
-        .bind(room_id)
-        .bind(sender)
-        .bind(device_id)
+        .bind(room_id.as_str())
+        .bind(sender.as_str())
+        .bind(device_id.as_str())
         .bind(txn_id)
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        found.map(parse_id).transpose()
     }
 
     async fn find_txns(
         &self,
-        room_id: &str,
-        txns: &[(String, String, String)],
-    ) -> StoreResult<Vec<((String, String, String), String)>> {
+        room_id: &RoomId,
+        txns: &[TxnKey],
+    ) -> StoreResult<Vec<(TxnKey, OwnedEventId)>> {
         if txns.is_empty() {
             return Ok(Vec::new());
         }
         self.find_txns_of_room(room_id, txns).await
     }
 
-    async fn latest_event(&self, room_id: &str) -> StoreResult<Option<StoredEvent>> {
+    async fn latest_event(&self, room_id: &RoomId) -> StoreResult<Option<StoredEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events e WHERE e.room_id = $1 \
              ORDER BY e.stream DESC LIMIT 1"
         );
         let row = sqlx::query(&sql)
-            .bind(room_id)
+            .bind(room_id.as_str())
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(rows::event).transpose()
@@ -124,7 +135,7 @@ impl RoomStore for Store {
 
     async fn room_events(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         from: StreamPos,
         dir: Direction,
         limit: usize,
@@ -140,7 +151,7 @@ impl RoomStore for Store {
             ),
         };
         let rows = sqlx::query(&sql)
-            .bind(room_id)
+            .bind(room_id.as_str())
             .bind(from)
             .bind(limit as i64)
             .fetch_all(&self.pool)
@@ -150,12 +161,12 @@ impl RoomStore for Store {
 
     async fn recent_events(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         after: StreamPos,
         upto: StreamPos,
         limit: usize,
-    ) -> StoreResult<Vec<(String, RoomSlice)>> {
-        let mut out: Vec<(String, RoomSlice)> = room_ids
+    ) -> StoreResult<Vec<(OwnedRoomId, RoomSlice)>> {
+        let mut out: Vec<(OwnedRoomId, RoomSlice)> = room_ids
             .iter()
             .map(|r| (r.clone(), RoomSlice::default()))
             .collect();
@@ -176,13 +187,13 @@ impl RoomStore for Store {
         Ok(out)
     }
 
-    async fn current_state(&self, room_id: &str) -> StoreResult<Vec<StoredEvent>> {
+    async fn current_state(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM current_state c JOIN events e ON e.stream = c.stream \
              WHERE c.room_id = $1 ORDER BY e.stream"
         );
         let rows = sqlx::query(&sql)
-            .bind(room_id)
+            .bind(room_id.as_str())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(rows::event).collect()
@@ -190,7 +201,7 @@ impl RoomStore for Store {
 
     async fn current_state_of_rooms(
         &self,
-        room_ids: &[String],
+        room_ids: &[OwnedRoomId],
         after: StreamPos,
         upto: StreamPos,
     ) -> StoreResult<Vec<StoredEvent>> {
@@ -217,23 +228,23 @@ impl RoomStore for Store {
         Ok(out)
     }
 
-    async fn memberships_of_user(&self, user_id: &str) -> StoreResult<Vec<MembershipRecord>> {
+    async fn memberships_of_user(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE user_id = $1"
         ))
-        .bind(user_id)
+        .bind(user_id.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::membership).collect()
     }
 
-    async fn members(&self, room_id: &str) -> StoreResult<Vec<MembershipRecord>> {
+    async fn members(&self, room_id: &RoomId) -> StoreResult<Vec<MembershipRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE room_id = $1 \
              ORDER BY user_id{}",
             dialect::BYTE_ORDER
         ))
-        .bind(room_id)
+        .bind(room_id.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rows::membership).collect()
@@ -241,16 +252,16 @@ impl RoomStore for Store {
 
     async fn membership_history(
         &self,
-        room_id: &str,
-        user_id: &str,
-    ) -> StoreResult<Vec<(StreamPos, String)>> {
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<(StreamPos, MembershipState)>> {
         let rows = sqlx::query(&format!(
             "SELECT stream, {} FROM events WHERE room_id = $1 AND state_key = $2 \
              AND type = 'm.room.member' ORDER BY stream",
             dialect::PDU_MEMBERSHIP
         ))
-        .bind(room_id)
-        .bind(user_id)
+        .bind(room_id.as_str())
+        .bind(user_id.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -258,64 +269,74 @@ impl RoomStore for Store {
                 let membership: Option<String> = row.try_get(1)?;
                 Ok((
                     row.try_get(0)?,
-                    membership.unwrap_or_else(|| "leave".into()),
+                    membership.map_or(MembershipState::Leave, MembershipState::from),
                 ))
             })
             .collect()
     }
 
-    async fn set_alias(&self, alias: &str, room_id: &str, creator: &str) -> StoreResult<()> {
+    async fn set_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> StoreResult<()> {
         sqlx::query("INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3)")
-            .bind(alias)
-            .bind(room_id)
-            .bind(creator)
+            .bind(alias.as_str())
+            .bind(room_id.as_str())
+            .bind(creator.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn get_alias(&self, alias: &str) -> StoreResult<Option<(String, String)>> {
+    async fn get_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> StoreResult<Option<(OwnedRoomId, OwnedUserId)>> {
         let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
-            .bind(alias)
+            .bind(alias.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        row.map(|row| Ok((rows::id(&row, 0)?, rows::id(&row, 1)?)))
             .transpose()
     }
 
-    async fn delete_alias(&self, alias: &str) -> StoreResult<bool> {
+    async fn delete_alias(&self, alias: &RoomAliasId) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM room_aliases WHERE alias = $1")
-            .bind(alias)
+            .bind(alias.as_str())
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
-    async fn aliases_of_room(&self, room_id: &str) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(&format!(
+    async fn aliases_of_room(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedRoomAliasId>> {
+        let aliases: Vec<String> = sqlx::query_scalar(&format!(
             "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias{}",
             dialect::BYTE_ORDER
         ))
-        .bind(room_id)
+        .bind(room_id.as_str())
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        aliases.into_iter().map(parse_id).collect()
     }
 
-    async fn set_room_public(&self, room_id: &str, public: bool) -> StoreResult<()> {
+    async fn set_room_public(&self, room_id: &RoomId, public: bool) -> StoreResult<()> {
         sqlx::query("UPDATE rooms SET is_public = $1 WHERE room_id = $2")
             .bind(public)
-            .bind(room_id)
+            .bind(room_id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn public_rooms(&self) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(&format!(
+    async fn public_rooms(&self) -> StoreResult<Vec<OwnedRoomId>> {
+        let rooms: Vec<String> = sqlx::query_scalar(&format!(
             "SELECT room_id FROM rooms WHERE is_public ORDER BY room_id{}",
             dialect::BYTE_ORDER
         ))
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        rooms.into_iter().map(parse_id).collect()
     }
 }

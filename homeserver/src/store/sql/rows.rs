@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
+use ruma_common::OwnedEventId;
 use serde_json::Value;
 use sqlx::Row as _;
 
 use super::engine::Row;
 use crate::store::media::MediaRecord;
 use crate::store::{
-    MembershipRecord, NewReceipt, PusherRecord, ReceiptRecord, StoreError, StoreResult, StoredEvent,
+    parse_id, MembershipRecord, NewReceipt, PusherRecord, ReceiptRecord, StoreError, StoreResult,
+    StoredEvent, TxnKey,
 };
 
 /// Columns every event query selects from `events e`, in the order
@@ -36,29 +38,38 @@ pub(in super::super) fn json(text: &str) -> StoreResult<Value> {
     serde_json::from_str(text).map_err(|e| StoreError::corrupt("stored JSON", e))
 }
 
+/// A text column holding an identifier, as its typed form.
+pub(in super::super) fn id<T>(row: &Row, index: usize) -> StoreResult<T>
+where
+    T: TryFrom<String>,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    parse_id(row.try_get(index)?)
+}
+
 pub(in super::super) fn event(row: &Row) -> StoreResult<StoredEvent> {
     let pdu: String = row.try_get(6)?;
     let txn_device: Option<String> = row.try_get(7)?;
     let txn_id: Option<String> = row.try_get(8)?;
     Ok(StoredEvent {
         stream: row.try_get(0)?,
-        event_id: row.try_get(1)?,
-        room_id: row.try_get(2)?,
-        sender: row.try_get(3)?,
+        event_id: id(row, 1)?,
+        room_id: id(row, 2)?,
+        sender: id(row, 3)?,
         kind: row.try_get(4)?,
         state_key: row.try_get(5)?,
         pdu: Arc::new(json(&pdu)?),
-        txn: txn_device.zip(txn_id),
+        txn: txn_device.map(Into::into).zip(txn_id),
         visibility: row.try_get(9)?,
     })
 }
 
 pub(super) fn membership(row: &Row) -> StoreResult<MembershipRecord> {
     Ok(MembershipRecord {
-        room_id: row.try_get(0)?,
-        user_id: row.try_get(1)?,
-        membership: row.try_get(2)?,
-        event_id: row.try_get(3)?,
+        room_id: id(row, 0)?,
+        user_id: id(row, 1)?,
+        membership: id(row, 2)?,
+        event_id: id(row, 3)?,
         stream: row.try_get(4)?,
     })
 }
@@ -68,12 +79,12 @@ pub(super) fn receipt(row: &Row) -> StoreResult<ReceiptRecord> {
     let thread: String = row.try_get(3)?;
     Ok(ReceiptRecord {
         receipt: NewReceipt {
-            room_id: row.try_get(0)?,
-            user_id: row.try_get(1)?,
+            room_id: id(row, 0)?,
+            user_id: id(row, 1)?,
             receipt_type: row.try_get(2)?,
             thread_id: (!thread.is_empty()).then_some(thread),
-            event_id: row.try_get(4)?,
-            event_sender: row.try_get(8)?,
+            event_id: id(row, 4)?,
+            event_sender: id(row, 8)?,
             event_stream: row.try_get(5)?,
             ts: row.try_get(6)?,
         },
@@ -84,7 +95,7 @@ pub(super) fn receipt(row: &Row) -> StoreResult<ReceiptRecord> {
 pub(super) fn pusher(row: &Row) -> StoreResult<PusherRecord> {
     let data: String = row.try_get(8)?;
     Ok(PusherRecord {
-        user_id: row.try_get(0)?,
+        user_id: id(row, 0)?,
         app_id: row.try_get(1)?,
         pushkey: row.try_get(2)?,
         kind: row.try_get(3)?,
@@ -93,7 +104,7 @@ pub(super) fn pusher(row: &Row) -> StoreResult<PusherRecord> {
         profile_tag: row.try_get(6)?,
         lang: row.try_get(7)?,
         data: json(&data)?,
-        device_id: row.try_get(9)?,
+        device_id: row.try_get::<Option<String>, _>(9)?.map(Into::into),
         created_ts: row.try_get(10)?,
     })
 }
@@ -115,9 +126,6 @@ pub(super) fn media(row: &Row) -> StoreResult<MediaRecord> {
 }
 
 /// A transaction id found: `(sender, device, txn)` and the event it made.
-pub(in super::super) fn txn_hit(row: &Row) -> StoreResult<((String, String, String), String)> {
-    Ok((
-        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
-        row.try_get(3)?,
-    ))
+pub(in super::super) fn txn_hit(row: &Row) -> StoreResult<(TxnKey, OwnedEventId)> {
+    Ok(((id(row, 0)?, id(row, 1)?, row.try_get(2)?), id(row, 3)?))
 }

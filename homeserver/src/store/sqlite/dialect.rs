@@ -8,8 +8,9 @@ use crate::store::{NewEvent, NewReceipt, OutboxPush, StoreError, StoreResult};
 /// that `json_each` unpacks.
 pub(super) type List = String;
 
-pub(super) fn list(items: &[String]) -> StoreResult<List> {
-    serde_json::to_string(items).map_err(|e| StoreError::corrupt("list parameter", e))
+pub(super) fn list<T: AsRef<str>>(items: &[T]) -> StoreResult<List> {
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&items).map_err(|e| StoreError::corrupt("list parameter", e))
 }
 
 /// `column` is one of the [`list`] bound at `param`.
@@ -49,7 +50,7 @@ pub(super) async fn insert_outbox(
             "INSERT INTO push_outbox (user_id, app_id, pushkey, url, body, next_ts) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(&push.user_id)
+        .bind(push.user_id.as_str())
         .bind(&push.app_id)
         .bind(&push.pushkey)
         .bind(&push.url)

@@ -4,9 +4,11 @@
 
 use std::collections::HashMap;
 
+use ruma_common::{OwnedEventId, OwnedRoomId, RoomId};
+
 use super::sql::rows::{self, EVENT_COLUMNS};
 use super::SqliteStore;
-use crate::store::{RoomSlice, StoreError, StoreResult, StreamPos};
+use crate::store::{RoomSlice, StoreError, StoreResult, StreamPos, TxnKey};
 
 /// Rooms per statement in multi-room queries (SQLite caps compound SELECTs at 500).
 const ROOMS_PER_QUERY: usize = 200;
@@ -16,9 +18,9 @@ impl SqliteStore {
     /// array.
     pub(super) async fn find_txns_of_room(
         &self,
-        room_id: &str,
-        txns: &[(String, String, String)],
-    ) -> StoreResult<Vec<((String, String, String), String)>> {
+        room_id: &RoomId,
+        txns: &[TxnKey],
+    ) -> StoreResult<Vec<(TxnKey, OwnedEventId)>> {
         let list =
             serde_json::to_string(txns).map_err(|e| StoreError::corrupt("list parameter", e))?;
         let rows = sqlx::query(
@@ -26,7 +28,7 @@ impl SqliteStore {
              AND txn_id IS NOT NULL AND (sender, txn_device, txn_id) IN \
              (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($2))",
         )
-        .bind(room_id)
+        .bind(room_id.as_str())
         .bind(list)
         .fetch_all(&self.pool)
         .await?;
@@ -37,8 +39,8 @@ impl SqliteStore {
     /// slice of `out` at the room's index.
     pub(super) async fn recent_events_of_rooms(
         &self,
-        room_ids: &[String],
-        out: &mut [(String, RoomSlice)],
+        room_ids: &[OwnedRoomId],
+        out: &mut [(OwnedRoomId, RoomSlice)],
         after: StreamPos,
         upto: StreamPos,
         fetch: i64,
@@ -59,7 +61,7 @@ impl SqliteStore {
             let sql = vec![part.as_str(); chunk.len()].join(" UNION ALL ");
             let mut query = sqlx::query(&sql);
             for room in chunk {
-                query = query.bind(room);
+                query = query.bind(room.as_str());
             }
             for row in query.fetch_all(&self.pool).await? {
                 let event = rows::event(&row)?;

@@ -183,18 +183,18 @@ fn built_on_current_state(conn: &Connection, event: &NewEvent) -> rusqlite::Resu
     if let Some(built_on) = &event.built_on {
         let head: Option<String> = conn
             .prepare_cached("SELECT state_head FROM rooms WHERE room_id = ?")?
-            .query_row(params![event.room_id], |row| row.get(0))
+            .query_row(params![event.room_id.as_str()], |row| row.get(0))
             .or_else(|err| match err {
                 rusqlite::Error::QueryReturnedNoRows => Ok(None),
                 err => Err(err),
             })?;
-        if head.as_ref().is_some_and(|head| head != built_on) {
+        if head.is_some_and(|head| built_on != &head) {
             return Ok(false);
         }
     }
     if event.state_key.is_some() {
         conn.prepare_cached("UPDATE rooms SET state_head = ? WHERE room_id = ?")?
-            .execute(params![event.event_id, event.room_id])?;
+            .execute(params![event.event_id.as_str(), event.room_id.as_str()])?;
     }
     Ok(true)
 }
@@ -210,9 +210,9 @@ fn insert_event(conn: &Connection, event: &NewEvent, pos: StreamPos) -> rusqlite
     )?
     .execute(params![
         pos,
-        event.event_id,
-        event.room_id,
-        event.sender,
+        event.event_id.as_str(),
+        event.room_id.as_str(),
+        event.sender.as_str(),
         event.kind,
         event.state_key,
         event.pdu.to_string(),
@@ -225,7 +225,7 @@ fn insert_event(conn: &Connection, event: &NewEvent, pos: StreamPos) -> rusqlite
             "INSERT INTO current_state (room_id, type, state_key, stream) VALUES (?, ?, ?, ?) \
              ON CONFLICT (room_id, type, state_key) DO UPDATE SET stream = excluded.stream",
         )?
-        .execute(params![event.room_id, event.kind, state_key, pos])?;
+        .execute(params![event.room_id.as_str(), event.kind, state_key, pos])?;
         if let Some(membership) = &event.membership {
             conn.prepare_cached(
                 "INSERT INTO memberships (room_id, user_id, membership, event_id, stream) \
@@ -234,17 +234,17 @@ fn insert_event(conn: &Connection, event: &NewEvent, pos: StreamPos) -> rusqlite
                  stream = excluded.stream",
             )?
             .execute(params![
-                event.room_id,
+                event.room_id.as_str(),
                 state_key,
-                membership,
-                event.event_id,
+                membership.as_str(),
+                event.event_id.as_str(),
                 pos
             ])?;
         }
     }
     if let Some((target, redacted)) = &event.redaction {
         conn.prepare_cached("UPDATE events SET pdu = ? WHERE event_id = ?")?
-            .execute(params![redacted.to_string(), target])?;
+            .execute(params![redacted.to_string(), target.as_str()])?;
     }
     Ok(())
 }
@@ -270,12 +270,12 @@ fn insert_receipts(
                  WHERE excluded.event_stream > receipts.event_stream",
             )?
             .execute(params![
-                r.room_id,
-                r.user_id,
+                r.room_id.as_str(),
+                r.user_id.as_str(),
                 r.receipt_type,
                 r.thread_id.as_deref().unwrap_or(""),
-                r.event_id,
-                r.event_sender,
+                r.event_id.as_str(),
+                r.event_sender.as_str(),
                 r.event_stream,
                 r.ts,
                 next,
@@ -289,8 +289,8 @@ fn insert_receipts(
              VALUES (?, ?, ?, ?, ?)",
         )?
         .execute(params![
-            r.room_id,
-            r.user_id,
+            r.room_id.as_str(),
+            r.user_id.as_str(),
             r.receipt_type,
             r.event_stream,
             r.ts

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ruma_common::{EventId, OwnedDeviceId, OwnedEventId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -12,7 +13,7 @@ use super::{Core, Job, RoomHandle, SendJob, TxnKey};
 use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::service::pdu::{build_pdu, redact_pdu, PduParts};
 use crate::service::rooms::auth::{authorize, Proposed};
-use crate::service::rooms::state::{RoomState, StateEntry};
+use crate::service::rooms::state::{membership_of, RoomState, StateEntry};
 use crate::service::rooms::{now_ms, EventRequest};
 use crate::store::{NewEvent, StoredEvent};
 
@@ -22,7 +23,7 @@ const MAX_ATTEMPTS: u8 = 8;
 /// A request kept for another attempt: in a cluster, another node can change
 /// a room's state between authorizing an event here and appending it.
 pub(super) struct Retry {
-    sender: String,
+    sender: OwnedUserId,
     requests: Vec<EventRequest>,
     create: bool,
     attempt: u8,
@@ -33,7 +34,7 @@ impl Retry {
     pub fn into_job(
         self,
         txn: Option<TxnKey>,
-        reply: oneshot::Sender<ServiceResult<Vec<String>>>,
+        reply: oneshot::Sender<ServiceResult<Vec<OwnedEventId>>>,
     ) -> Job {
         Job::Send(SendJob {
             sender: self.sender,
@@ -52,7 +53,7 @@ impl Core {
     /// to be tried against a fresh head.
     pub(super) async fn build(
         self: &Arc<Self>,
-        room_id: &str,
+        room_id: &RoomId,
         head: &mut Option<RoomHandle>,
         durable_txns: &DurableTxns,
         job: SendJob,
@@ -98,7 +99,7 @@ impl Core {
             .await
         {
             Ok((next, built)) => {
-                let ids: Vec<String> = built.iter().map(|e| e.event_id.clone()).collect();
+                let ids: Vec<OwnedEventId> = built.iter().map(|e| e.event_id.clone()).collect();
                 if let (Some(key), Some(id)) = (&txn, ids.first()) {
                     self.remember_txn(key, id);
                 }
@@ -128,7 +129,7 @@ impl Core {
     }
 
     /// Reads a room's head from the store; `None` if the room has no events.
-    pub(super) async fn load(&self, room_id: &str) -> ServiceResult<Option<RoomHandle>> {
+    pub(super) async fn load(&self, room_id: &RoomId) -> ServiceResult<Option<RoomHandle>> {
         let state_events = self.store.current_state(room_id).await?;
         if state_events.is_empty() {
             return Ok(None);
@@ -168,8 +169,8 @@ impl Core {
     async fn prepare_all(
         &self,
         mut scratch: RoomHandle,
-        room_id: &str,
-        sender: &str,
+        room_id: &RoomId,
+        sender: &UserId,
         requests: Vec<EventRequest>,
         txn: Option<&TxnKey>,
     ) -> ServiceResult<(RoomHandle, Vec<NewEvent>)> {
@@ -189,10 +190,10 @@ impl Core {
     async fn prepare(
         &self,
         handle: &mut RoomHandle,
-        room_id: &str,
-        sender: &str,
+        room_id: &RoomId,
+        sender: &UserId,
         request: EventRequest,
-        txn: Option<(String, String)>,
+        txn: Option<(OwnedDeviceId, String)>,
     ) -> ServiceResult<NewEvent> {
         let EventRequest {
             kind,
@@ -249,7 +250,7 @@ impl Core {
             None => None,
         };
         let membership = (kind == "m.room.member")
-            .then(|| pdu["content"]["membership"].as_str().map(str::to_owned))
+            .then(|| membership_of(&pdu["content"]))
             .flatten();
         if let Some(key) = &state_key {
             // Only state events keep their content in the room head.
@@ -290,14 +291,15 @@ impl Core {
     async fn check_redaction(
         &self,
         state: &RoomState,
-        room_id: &str,
-        sender: &str,
+        room_id: &RoomId,
+        sender: &UserId,
         content: &Value,
     ) -> ServiceResult<StoredEvent> {
         let target_id = content
             .get("redacts")
             .and_then(Value::as_str)
-            .ok_or_else(|| ServiceError::bad_json("content.redacts is required"))?;
+            .and_then(|id| <&EventId>::try_from(id).ok())
+            .ok_or_else(|| ServiceError::bad_json("content.redacts must be an event id"))?;
         let target = self
             .store
             .get_event(target_id)

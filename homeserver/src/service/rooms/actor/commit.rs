@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use ruma_common::{OwnedEventId, RoomId};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -36,9 +37,9 @@ impl Batch {
 /// A reply owed once a round's append is durable, and (on a node of a
 /// cluster) what is needed to build the request again.
 pub(super) struct Owed {
-    pub reply: oneshot::Sender<ServiceResult<Vec<String>>>,
+    pub reply: oneshot::Sender<ServiceResult<Vec<OwnedEventId>>>,
     /// The ids of the events built, the answer.
-    pub ids: Vec<String>,
+    pub ids: Vec<OwnedEventId>,
     pub txn: Option<TxnKey>,
     pub retry: Option<Retry>,
 }
@@ -46,7 +47,7 @@ pub(super) struct Owed {
 /// An event as it will be cached once its position is known.
 struct Committed {
     event: StoredEvent,
-    redaction: Option<(String, Arc<Value>)>,
+    redaction: Option<(OwnedEventId, Arc<Value>)>,
 }
 
 impl Committed {
@@ -74,7 +75,7 @@ impl Committed {
 impl Core {
     /// Queues a round's events as one append, and leaves a task to answer
     /// once they are durable.
-    pub(super) fn append(self: &Arc<Self>, room_id: &str, loaded: &mut bool, batch: Batch) {
+    pub(super) fn append(self: &Arc<Self>, room_id: &RoomId, loaded: &mut bool, batch: Batch) {
         let Batch { events, owed } = batch;
         let committed: Vec<Committed> = events.iter().map(Committed::from_new).collect();
         match self.store.append(events) {
@@ -97,7 +98,7 @@ impl Core {
     /// tells every node, and answers the requests.
     async fn finish(
         self: Arc<Self>,
-        room_id: &str,
+        room_id: &RoomId,
         durable: Durable,
         committed: Vec<Committed>,
         owed: Vec<Owed>,
@@ -113,7 +114,7 @@ impl Core {
                 // has the events; syncs read them there).
                 if tokio::time::timeout(BUS_WAIT, on_bus).await.is_err() {
                     tracing::warn!(
-                        room_id,
+                        %room_id,
                         "events not on the cluster bus in time; answering anyway"
                     );
                 }
@@ -155,7 +156,7 @@ impl Core {
     /// nodes; returns what resolves once the bus holds them durably.
     async fn publish(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         committed: Vec<Committed>,
         positions: &[StreamPos],
     ) -> BoxFuture<'static, ()> {

@@ -17,6 +17,7 @@
 //! (`commit.rs`).
 
 use parking_lot::Mutex;
+use ruma_common::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,18 +46,18 @@ const ROUND: usize = 512;
 const BUS_WAIT: Duration = Duration::from_secs(5);
 
 /// `(room, user, device, txn)` of a client transaction.
-pub type TxnKey = (String, String, String, String);
+pub type TxnKey = (OwnedRoomId, OwnedUserId, OwnedDeviceId, String);
 
 /// In-memory head of one room. The state is shared copy-on-write with
 /// readers that took a snapshot.
 #[derive(Clone, Default)]
 pub(super) struct RoomHandle {
     pub state: Arc<RoomState>,
-    pub last_event_id: Option<String>,
+    pub last_event_id: Option<OwnedEventId>,
     pub depth: i64,
     /// The latest state event: what new events are authorized against, and
     /// what the store checks is still current when they are appended.
-    pub state_head: Option<String>,
+    pub state_head: Option<OwnedEventId>,
 }
 
 /// Work for a room's actor.
@@ -71,12 +72,12 @@ pub(super) enum Job {
 /// Build these events atomically (all or none) and reply, once durable,
 /// with their ids.
 pub(super) struct SendJob {
-    pub sender: String,
+    pub sender: OwnedUserId,
     pub requests: Vec<EventRequest>,
     pub txn: Option<TxnKey>,
     /// The room is being created: start from empty state.
     pub create: bool,
-    pub reply: oneshot::Sender<ServiceResult<Vec<String>>>,
+    pub reply: oneshot::Sender<ServiceResult<Vec<OwnedEventId>>>,
     /// Earlier attempts that met a state change from another node.
     pub attempt: u8,
 }
@@ -86,10 +87,10 @@ pub(super) struct SendJob {
 pub(super) struct Core {
     pub store: Arc<dyn RoomStore>,
     pub key: Arc<ServerKey>,
-    pub server_name: String,
+    pub server_name: OwnedServerName,
     bus: Arc<dyn EventBus>,
     cache: Arc<TimelineCache>,
-    actors: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    actors: Mutex<HashMap<OwnedRoomId, mpsc::UnboundedSender<Job>>>,
     recent_txns: Mutex<RecentTxns>,
 }
 
@@ -99,7 +100,7 @@ impl Core {
         bus: Arc<dyn EventBus>,
         cache: Arc<TimelineCache>,
         key: Arc<ServerKey>,
-        server_name: String,
+        server_name: OwnedServerName,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -115,14 +116,14 @@ impl Core {
     /// Has a running actor reload its head from the store before its next
     /// round: another node appended to the room. An idle room has no actor
     /// and loads afresh on first use anyway.
-    pub fn reload_if_running(&self, room_id: &str) {
+    pub fn reload_if_running(&self, room_id: &RoomId) {
         if let Some(tx) = self.actors.lock().get(room_id) {
             let _ = tx.send(Job::Reload);
         }
     }
 
     /// Hands a job to the room's actor, starting one if none runs.
-    pub fn submit(self: &Arc<Self>, room_id: &str, mut job: Job) {
+    pub fn submit(self: &Arc<Self>, room_id: &RoomId, mut job: Job) {
         let mut actors = self.actors.lock();
         if let Some(tx) = actors.get(room_id) {
             match tx.send(job) {
@@ -137,7 +138,7 @@ impl Core {
         tokio::spawn(self.clone().run(room_id.to_owned(), rx));
     }
 
-    async fn run(self: Arc<Self>, room_id: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+    async fn run(self: Arc<Self>, room_id: OwnedRoomId, mut rx: mpsc::UnboundedReceiver<Job>) {
         let mut head: Option<RoomHandle> = None;
         let mut loaded = false;
         let mut jobs = Vec::with_capacity(ROUND);
@@ -181,7 +182,7 @@ impl Core {
     /// as one append, and leave a task to reply once they are durable.
     async fn round(
         self: &Arc<Self>,
-        room_id: &str,
+        room_id: &RoomId,
         head: &mut Option<RoomHandle>,
         loaded: &mut bool,
         jobs: &mut Vec<Job>,

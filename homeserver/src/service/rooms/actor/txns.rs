@@ -4,30 +4,31 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use ruma_common::{EventId, OwnedEventId, RoomId};
 use tokio::sync::oneshot;
 
 use super::commit::Owed;
 use super::{Core, Job, TxnKey, BUS_WAIT};
 use crate::service::error::ServiceResult;
-use crate::store::cluster::ClusterMessage;
+use crate::store::{self, cluster::ClusterMessage};
 
 /// Recent transactions remembered; far more than can be in flight at once.
 const RECENT_TXNS: usize = 65_536;
 
 /// `(user, device, txn)` of a transaction found in the store.
-pub(super) type DurableTxns = ServiceResult<HashMap<(String, String, String), String>>;
+pub(super) type DurableTxns = ServiceResult<HashMap<store::TxnKey, OwnedEventId>>;
 
 /// Transaction ids of recent sends, queued or durable. A retry that arrives
 /// while its first attempt is still in flight finds its event id here; older
 /// ones are found in the store.
 #[derive(Default)]
 pub(super) struct RecentTxns {
-    ids: HashMap<TxnKey, String>,
+    ids: HashMap<TxnKey, OwnedEventId>,
     order: VecDeque<TxnKey>,
 }
 
 impl RecentTxns {
-    fn insert(&mut self, key: TxnKey, event_id: String) {
+    fn insert(&mut self, key: TxnKey, event_id: OwnedEventId) {
         if self.order.len() >= RECENT_TXNS {
             if let Some(old) = self.order.pop_front() {
                 self.ids.remove(&old);
@@ -40,12 +41,12 @@ impl RecentTxns {
 
 impl Core {
     /// The event id of a recent send of this transaction.
-    pub fn recent_txn(&self, key: &TxnKey) -> Option<String> {
+    pub fn recent_txn(&self, key: &TxnKey) -> Option<OwnedEventId> {
         self.recent_txns.lock().ids.get(key).cloned()
     }
 
     /// Remembers a send's first event id while the send is in flight.
-    pub(super) fn remember_txn(&self, key: &TxnKey, event_id: &str) {
+    pub(super) fn remember_txn(&self, key: &TxnKey, event_id: &EventId) {
         self.recent_txns
             .lock()
             .insert(key.clone(), event_id.to_owned());
@@ -62,8 +63,8 @@ impl Core {
 
     /// Transactions of this round already durable in the store (retries after
     /// a restart), looked up in one query for the whole round.
-    pub(super) async fn durable_txns(&self, room_id: &str, jobs: &[Job]) -> DurableTxns {
-        let wanted: Vec<(String, String, String)> = jobs
+    pub(super) async fn durable_txns(&self, room_id: &RoomId, jobs: &[Job]) -> DurableTxns {
+        let wanted: Vec<store::TxnKey> = jobs
             .iter()
             .filter_map(|job| match job {
                 Job::Send(send) => match &send.txn {
@@ -90,7 +91,7 @@ impl Core {
         &self,
         txn: Option<&TxnKey>,
         durable: &DurableTxns,
-    ) -> Option<(String, bool)> {
+    ) -> Option<(OwnedEventId, bool)> {
         let k = txn?;
         self.recent_txn(k).map(|id| (id, false)).or_else(|| {
             durable
@@ -104,8 +105,8 @@ impl Core {
     /// Answers a retried send with the event its first attempt built.
     pub(super) fn answer_sent_already(
         self: &Arc<Self>,
-        reply: oneshot::Sender<ServiceResult<Vec<String>>>,
-        event_id: String,
+        reply: oneshot::Sender<ServiceResult<Vec<OwnedEventId>>>,
+        event_id: OwnedEventId,
         from_store: bool,
     ) {
         if from_store && self.bus.clustered() {
@@ -126,7 +127,7 @@ impl Core {
     /// Puts a committed event on the cluster bus again, durably (bounded
     /// like a send's wait). Not a redaction: followers apply those only
     /// with the message that commits them, and redactions push nobody.
-    async fn share_again(&self, event_id: &str) {
+    async fn share_again(&self, event_id: &EventId) {
         let event = match self.store.get_event(event_id).await {
             Ok(Some(event)) if event.kind != "m.room.redaction" => event,
             Ok(_) => return,
@@ -141,7 +142,7 @@ impl Core {
         });
         if tokio::time::timeout(BUS_WAIT, on_bus).await.is_err() {
             tracing::warn!(
-                event_id,
+                %event_id,
                 "a retried event was not on the cluster bus in time"
             );
         }
