@@ -93,12 +93,19 @@ where
         + 'static,
 {
     let (bus, cluster) = open_bus(config).await?;
+    let ephemeral = open_ephemeral(config).await?;
+    // Only the nodes of a cluster share who syncs where and the rate limits;
+    // a single node keeps both in its own memory.
+    let shared = cluster.is_some();
     Ok(Backends {
         accounts: engine.clone(),
         rooms: open_rooms(config, engine.clone()).await?,
         bus,
         cluster,
-        ephemeral: open_ephemeral(config).await?,
+        typing: ephemeral.clone(),
+        presence: ephemeral.clone(),
+        leases: shared.then(|| ephemeral.clone() as _),
+        rate_limits: shared.then_some(ephemeral as _),
         receipts: engine.clone(),
         push: engine.clone(),
         media: store::media::open(config).await?,
@@ -199,8 +206,20 @@ async fn open_rooms(
     }
 }
 
+/// What any engine of short-lived data stores: typing, presence, and (on a
+/// cluster) connection leases and rate-limit buckets.
+trait Ephemeral:
+    store::TypingStore + store::PresenceStore + store::ConnectionLeases + store::RateLimitStore
+{
+}
+
+impl<T> Ephemeral for T where
+    T: store::TypingStore + store::PresenceStore + store::ConnectionLeases + store::RateLimitStore
+{
+}
+
 /// Typing and presence: in Redis when `[redis]` is set, else in memory.
-async fn open_ephemeral(config: &Config) -> anyhow::Result<Arc<dyn store::Ephemeral>> {
+async fn open_ephemeral(config: &Config) -> anyhow::Result<Arc<dyn Ephemeral>> {
     match &config.redis {
         None => Ok(Arc::new(store::memory::MemoryEphemeral::default())),
         #[cfg(feature = "redis")]

@@ -30,13 +30,16 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::store::cluster::ClusterBus;
 use crate::store::media::{MediaMetadataStore, MediaStore};
-use crate::store::{AccountStore, Ephemeral, EventBus, PushStore, ReceiptStore, RoomStore};
+use crate::store::{
+    AccountStore, ConnectionLeases, EventBus, PresenceStore, PushStore, RateLimitStore,
+    ReceiptStore, RoomStore, TypingStore,
+};
 use accounts::AccountService;
 use keys::ServerKey;
 use media::MediaService;
 use notifications::NotificationService;
 use notifier::Notifier;
-use presence::PresenceService;
+use presence::{PresenceService, PresenceSources};
 use push_rules::PushRuleService;
 use pushers::PusherService;
 use rate_limit::RateLimiter;
@@ -73,7 +76,12 @@ pub struct Backends {
     pub bus: Arc<dyn EventBus>,
     /// Set on a node of a cluster: the same bus, with what other nodes share.
     pub cluster: Option<Arc<ClusterBus>>,
-    pub ephemeral: Arc<dyn Ephemeral>,
+    pub typing: Arc<dyn TypingStore>,
+    pub presence: Arc<dyn PresenceStore>,
+    /// Set on a node of a cluster: which node each user syncs on.
+    pub leases: Option<Arc<dyn ConnectionLeases>>,
+    /// Set on a node of a cluster: rate-limit buckets all nodes share.
+    pub rate_limits: Option<Arc<dyn RateLimitStore>>,
     pub receipts: Arc<dyn ReceiptStore>,
     pub push: Arc<dyn PushStore>,
     pub media: Arc<dyn MediaStore>,
@@ -97,11 +105,14 @@ impl Services {
             Arc::new(ReceiptService::new(backends.receipts.clone(), backends.bus.clone()).await?);
         let presence = Arc::new(PresenceService::new(
             config.presence.clone(),
-            backends.ephemeral.clone(),
-            backends.bus.clone(),
-            backends.accounts.clone(),
-            backends.rooms.clone(),
-            notifier.clone(),
+            PresenceSources {
+                store: backends.presence,
+                leases: backends.leases,
+                bus: backends.bus.clone(),
+                accounts: backends.accounts.clone(),
+                rooms: backends.rooms.clone(),
+                notifier: notifier.clone(),
+            },
             shutdown.clone(),
         ));
         let push_rules = Arc::new(PushRuleService::new(
@@ -149,8 +160,6 @@ impl Services {
             backends.bus.as_ref(),
             shutdown.clone(),
         );
-        let clustered = backends.cluster.is_some();
-        let shared_ephemeral = backends.ephemeral.clone();
         let follower = backends.cluster.map(|bus| cluster::FollowerParts {
             bus,
             cache: cache.clone(),
@@ -169,7 +178,7 @@ impl Services {
                     rooms: backends.rooms,
                     cache,
                     accounts: backends.accounts,
-                    ephemeral: backends.ephemeral.clone(),
+                    typing: backends.typing.clone(),
                     receipts: receipts.clone(),
                     presence: presence.clone(),
                     unread: unread.clone(),
@@ -177,7 +186,7 @@ impl Services {
                 },
                 shutdown.clone(),
             ),
-            typing: TypingService::new(backends.ephemeral, backends.bus, shutdown.clone()),
+            typing: TypingService::new(backends.typing, backends.bus, shutdown.clone()),
             receipts,
             presence,
             push_rules,
@@ -191,11 +200,7 @@ impl Services {
                 config.media.max_upload_bytes,
                 shutdown.clone(),
             ),
-            rate_limiter: if clustered {
-                RateLimiter::shared(!config.disable_rate_limits, shared_ephemeral)
-            } else {
-                RateLimiter::new(!config.disable_rate_limits)
-            },
+            rate_limiter: RateLimiter::new(!config.disable_rate_limits, backends.rate_limits),
             config,
             shutdown: shutdown.clone(),
         });

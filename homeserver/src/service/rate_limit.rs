@@ -9,7 +9,7 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
-use crate::store::Ephemeral;
+use crate::store::RateLimitStore;
 
 /// Keys remembered in memory before the full buckets are dropped (a full
 /// bucket carries no information, so dropping it is harmless).
@@ -73,23 +73,17 @@ pub struct RateLimiter {
     local: LocalBuckets,
     /// In a cluster the buckets live in the shared ephemeral engine (Redis),
     /// so spreading requests over nodes buys no extra budget.
-    shared: Option<Arc<dyn Ephemeral>>,
+    shared: Option<Arc<dyn RateLimitStore>>,
 }
 
 impl RateLimiter {
-    pub fn new(enabled: bool) -> Self {
+    /// A limiter over this process's buckets, or over `shared` ones that
+    /// every node of a cluster takes from.
+    pub fn new(enabled: bool, shared: Option<Arc<dyn RateLimitStore>>) -> Self {
         Self {
             enabled,
             local: LocalBuckets::new(),
-            shared: None,
-        }
-    }
-
-    /// A limiter whose buckets every node of a cluster shares.
-    pub fn shared(enabled: bool, ephemeral: Arc<dyn Ephemeral>) -> Self {
-        Self {
-            shared: Some(ephemeral),
-            ..Self::new(enabled)
+            shared,
         }
     }
 
@@ -141,7 +135,7 @@ mod tests {
 
     #[test]
     fn bursts_then_refuses_with_retry_after() {
-        let limiter = RateLimiter::new(true);
+        let limiter = RateLimiter::new(true, None);
         for _ in 0..5 {
             limiter.check_local(Action::Register, "1.2.3.4").unwrap();
         }
@@ -159,7 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_never_refuses() {
-        let limiter = RateLimiter::new(false);
+        let limiter = RateLimiter::new(false, None);
         for _ in 0..1000 {
             limiter.check(Action::Register, "x").await.unwrap();
         }

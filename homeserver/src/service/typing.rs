@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{ServiceError, ServiceResult};
 use super::rooms::{now_ms, Requester, RoomService};
-use crate::store::{Ephemeral, EventBus, StreamNotice, StreamPos};
+use crate::store::{EventBus, StreamNotice, StreamPos, TypingStore};
 
 /// Longest a client may claim to be typing without renewing.
 const MAX_TIMEOUT_MS: u64 = 120_000;
@@ -23,7 +23,7 @@ const MAX_TIMEOUT_MS: u64 = 120_000;
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 pub struct TypingService {
-    ephemeral: Arc<dyn Ephemeral>,
+    store: Arc<dyn TypingStore>,
     bus: Arc<dyn EventBus>,
     /// Wakes the expiry task when a new typist may expire sooner.
     nudge: Arc<Notify>,
@@ -31,22 +31,18 @@ pub struct TypingService {
 
 impl TypingService {
     pub fn new(
-        ephemeral: Arc<dyn Ephemeral>,
+        store: Arc<dyn TypingStore>,
         bus: Arc<dyn EventBus>,
         shutdown: CancellationToken,
     ) -> Self {
         let nudge = Arc::new(Notify::new());
         tokio::spawn(expire_loop(
-            ephemeral.clone(),
+            store.clone(),
             bus.clone(),
             nudge.clone(),
             shutdown,
         ));
-        Self {
-            ephemeral,
-            bus,
-            nudge,
-        }
+        Self { store, bus, nudge }
     }
 
     /// `PUT /typing`: only a joined member, only for themselves.
@@ -69,7 +65,7 @@ impl TypingService {
             let timeout = timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS);
             now_ms() + timeout as i64
         });
-        let changed = self.ephemeral.set_typing(room_id, user_id, until).await?;
+        let changed = self.store.set_typing(room_id, user_id, until).await?;
         if typing {
             self.nudge.notify_one();
         }
@@ -81,14 +77,10 @@ impl TypingService {
 
     /// A typist who sends a message has stopped typing.
     pub async fn stop(&self, room_id: &RoomId, user_id: &UserId) -> ServiceResult<()> {
-        if let Some(stream) = self.ephemeral.set_typing(room_id, user_id, None).await? {
+        if let Some(stream) = self.store.set_typing(room_id, user_id, None).await? {
             announce(self.bus.as_ref(), room_id, stream).await;
         }
         Ok(())
-    }
-
-    pub fn ephemeral(&self) -> &Arc<dyn Ephemeral> {
-        &self.ephemeral
     }
 }
 
@@ -105,13 +97,13 @@ async fn announce(bus: &dyn EventBus, room_id: &RoomId, stream: StreamPos) {
 /// Sleeps until the earliest typist runs out (or a new one may run out
 /// sooner), then drops the expired ones and announces the change.
 async fn expire_loop(
-    ephemeral: Arc<dyn Ephemeral>,
+    store: Arc<dyn TypingStore>,
     bus: Arc<dyn EventBus>,
     nudge: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let wait = match ephemeral.next_typing_expiry().await {
+        let wait = match store.next_typing_expiry().await {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64 + 1),
             Ok(None) => Duration::from_secs(3600),
             Err(err) => {
@@ -124,7 +116,7 @@ async fn expire_loop(
             _ = nudge.notified() => continue,
             _ = tokio::time::sleep(wait) => {}
         }
-        match ephemeral.expire_typing(now_ms()).await {
+        match store.expire_typing(now_ms()).await {
             Ok(changed) => {
                 for (room_id, stream) in changed {
                     announce(bus.as_ref(), &room_id, stream).await;

@@ -50,11 +50,6 @@ pub trait EventBus: Send + Sync {
     async fn publish(&self, notice: StreamNotice) -> StoreResult<()>;
     /// A stream of every notice published after the call.
     fn subscribe(&self) -> BoxStream<'static, StreamNotice>;
-    /// Whether other nodes write to the same rooms, so a room's state can
-    /// move under this node (a commit may come back stale and be retried).
-    fn clustered(&self) -> bool {
-        false
-    }
     /// Tells the other nodes what this one committed. `message` builds what
     /// to send and is called only where other nodes listen: a single node
     /// builds (and copies) nothing.

@@ -182,10 +182,6 @@ impl EventBus for ClusterBus {
         self.local.subscribe()
     }
 
-    fn clustered(&self) -> bool {
-        true
-    }
-
     fn share(&self, message: &dyn Fn() -> ClusterMessage) {
         let message = message();
         self.keep_own(&message);

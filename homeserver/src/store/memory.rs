@@ -10,7 +10,10 @@ use ruma_common::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use super::{Ephemeral, EventBus, PresenceRecord, StoreResult, StreamNotice, StreamPos};
+use super::{
+    ConnectionLeases, EventBus, PresenceRecord, PresenceStore, RateLimitStore, StoreResult,
+    StreamNotice, StreamPos, TypingStore,
+};
 
 /// Fan-out within one process.
 pub struct MemoryBus {
@@ -83,7 +86,7 @@ struct Presence {
 }
 
 #[async_trait]
-impl Ephemeral for MemoryEphemeral {
+impl TypingStore for MemoryEphemeral {
     async fn set_typing(
         &self,
         room_id: &RoomId,
@@ -153,7 +156,10 @@ impl Ephemeral for MemoryEphemeral {
     async fn typing_position(&self) -> StoreResult<StreamPos> {
         Ok(self.typing.lock().position)
     }
+}
 
+#[async_trait]
+impl PresenceStore for MemoryEphemeral {
     async fn set_presence(
         &self,
         user_id: &UserId,
@@ -214,7 +220,10 @@ impl Ephemeral for MemoryEphemeral {
     async fn presence_position(&self) -> StoreResult<StreamPos> {
         Ok(self.presence.lock().position)
     }
+}
 
+#[async_trait]
+impl ConnectionLeases for MemoryEphemeral {
     async fn set_connected(
         &self,
         user_ids: &[OwnedUserId],
@@ -231,25 +240,6 @@ impl Ephemeral for MemoryEphemeral {
             connected.insert(user.clone(), (node.to_owned(), until));
         }
         Ok(())
-    }
-
-    async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>> {
-        let now = now_ms();
-        let mut buckets = self.buckets.lock();
-        if buckets.len() > 100_000 {
-            // Full buckets carry no information: dropping them is harmless.
-            buckets
-                .retain(|_, (tokens, at)| *tokens + (now - *at) as f64 / 1000.0 * per_sec < burst);
-        }
-        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now));
-        *tokens = (*tokens + (now - *at) as f64 / 1000.0 * per_sec).min(burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(None)
-        } else {
-            Ok(Some(((1.0 - *tokens) / per_sec * 1000.0).ceil() as u64))
-        }
     }
 
     async fn connected_node(&self, user_id: &UserId) -> StoreResult<Option<String>> {
@@ -279,6 +269,28 @@ impl Ephemeral for MemoryEphemeral {
     }
 }
 
+#[async_trait]
+impl RateLimitStore for MemoryEphemeral {
+    async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>> {
+        let now = now_ms();
+        let mut buckets = self.buckets.lock();
+        if buckets.len() > 100_000 {
+            // Full buckets carry no information: dropping them is harmless.
+            buckets
+                .retain(|_, (tokens, at)| *tokens + (now - *at) as f64 / 1000.0 * per_sec < burst);
+        }
+        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now));
+        *tokens = (*tokens + (now - *at) as f64 / 1000.0 * per_sec).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(None)
+        } else {
+            Ok(Some(((1.0 - *tokens) / per_sec * 1000.0).ceil() as u64))
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -297,7 +309,11 @@ mod tests {
 
     #[tokio::test]
     async fn ephemeral_conformance() {
-        conformance::ephemeral(Arc::new(MemoryEphemeral::default())).await;
+        let store = Arc::new(MemoryEphemeral::default());
+        conformance::typing_store(store.clone()).await;
+        conformance::presence_store(store.clone()).await;
+        conformance::connection_leases(store.clone()).await;
+        conformance::rate_limit_store(store.clone()).await;
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Storage traits: the narrow seams between the service layer and the engines.
 //!
-//! One trait per domain (accounts, rooms and their timelines, the event bus,
-//! ephemeral data). Every trait is async and object safe so the service layer
+//! One trait per domain (accounts, rooms and their timelines, receipts,
+//! pushers, the event bus, and the short-lived typing, presence, connection
+//! leases and rate-limit buckets). Every trait is async and object safe so the service layer
 //! holds `Arc<dyn Trait>` and never learns which engine it talks to. Each engine
 //! lives in its own module behind a cargo feature, and every engine must pass
 //! the same suite in [`conformance`].
@@ -11,15 +12,17 @@ use async_trait::async_trait;
 mod accounts;
 mod bus;
 pub mod cluster;
-mod ephemeral;
 mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+mod leases;
 pub mod media;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod presence;
 mod push;
+mod rate_limits;
 mod receipts;
 #[cfg(feature = "redis")]
 pub mod redis_bus;
@@ -30,19 +33,23 @@ mod rooms;
 pub mod scylla;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod typing;
 
 #[cfg(test)]
 pub mod conformance;
 
 pub use accounts::{AccountDataEntry, AccountStore, TokenOwner, UserRecord};
 pub use bus::{EventBus, StreamNotice};
-pub use ephemeral::{Ephemeral, PresenceRecord, PresenceState};
 pub use error::{chain, parse_id, Cause, StoreError, StoreResult};
+pub use leases::ConnectionLeases;
+pub use presence::{PresenceRecord, PresenceState, PresenceStore};
 pub use push::{OutboxPush, PushStore, PusherRecord, QueuedPush};
+pub use rate_limits::RateLimitStore;
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiptStore};
 pub use rooms::{
     Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StoredEvent, TxnKey,
 };
+pub use typing::TypingStore;
 
 /// A position in a totally ordered stream. Positions only grow, and a position
 /// once returned by a write is durable.

@@ -24,7 +24,8 @@ use redis::{AsyncCommands, Script};
 use ruma_common::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::{
-    parse_id, Ephemeral, PresenceRecord, PresenceState, StoreError, StoreResult, StreamPos,
+    parse_id, ConnectionLeases, PresenceRecord, PresenceState, PresenceStore, RateLimitStore,
+    StoreError, StoreResult, StreamPos, TypingStore,
 };
 
 /// Presence records outlive their user's last change by this much.
@@ -261,7 +262,7 @@ fn now_ms() -> i64 {
 }
 
 #[async_trait]
-impl Ephemeral for RedisEphemeral {
+impl TypingStore for RedisEphemeral {
     async fn set_typing(
         &self,
         room_id: &RoomId,
@@ -355,7 +356,10 @@ impl Ephemeral for RedisEphemeral {
         let pos: Option<StreamPos> = self.conn().get(self.key("typing:pos")).await?;
         Ok(pos.unwrap_or(0))
     }
+}
 
+#[async_trait]
+impl PresenceStore for RedisEphemeral {
     async fn set_presence(
         &self,
         user_id: &UserId,
@@ -425,7 +429,10 @@ impl Ephemeral for RedisEphemeral {
         let pos: Option<StreamPos> = self.conn().get(self.key("presence:pos")).await?;
         Ok(pos.unwrap_or(0))
     }
+}
 
+#[async_trait]
+impl ConnectionLeases for RedisEphemeral {
     async fn set_connected(
         &self,
         user_ids: &[OwnedUserId],
@@ -458,17 +465,6 @@ impl Ephemeral for RedisEphemeral {
         Ok(())
     }
 
-    async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>> {
-        let wait: i64 = self
-            .take_token
-            .key(self.key(&format!("bucket:{key}")))
-            .arg(burst)
-            .arg(per_sec)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok((wait > 0).then_some(wait as u64))
-    }
-
     async fn connected_node(&self, user_id: &UserId) -> StoreResult<Option<String>> {
         Ok(self
             .conn()
@@ -492,6 +488,20 @@ impl Ephemeral for RedisEphemeral {
     }
 }
 
+#[async_trait]
+impl RateLimitStore for RedisEphemeral {
+    async fn take_token(&self, key: &str, burst: f64, per_sec: f64) -> StoreResult<Option<u64>> {
+        let wait: i64 = self
+            .take_token
+            .key(self.key(&format!("bucket:{key}")))
+            .arg(burst)
+            .arg(per_sec)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok((wait > 0).then_some(wait as u64))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -511,7 +521,10 @@ mod tests {
         let store = Arc::new(RedisEphemeral::connect(&url(), &prefix).await.expect(
             "Redis at TERN_TEST_REDIS_URL (default redis://127.0.0.1:6379); scripts/test.sh starts it",
         ));
-        conformance::ephemeral(store.clone()).await;
+        conformance::typing_store(store.clone()).await;
+        conformance::presence_store(store.clone()).await;
+        conformance::connection_leases(store.clone()).await;
+        conformance::rate_limit_store(store.clone()).await;
         store.clear().await.unwrap();
     }
 

@@ -138,6 +138,9 @@ pub trait RoomStore: Send + Sync {
         room_id: &RoomId,
         txns: &[TxnKey],
     ) -> StoreResult<Vec<(TxnKey, OwnedEventId)>>;
+    /// The room's state head: the latest state event appended (see
+    /// [`NewEvent::built_on`]).
+    async fn state_head(&self, room_id: &RoomId) -> StoreResult<Option<OwnedEventId>>;
     /// Last event of a room (for `prev_events`) and its depth.
     async fn latest_event(&self, room_id: &RoomId) -> StoreResult<Option<StoredEvent>>;
 

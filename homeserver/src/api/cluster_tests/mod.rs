@@ -29,7 +29,6 @@ use crate::service::{Backends, Services};
 use crate::store::cluster::{ClusterBus, ClusterTransport, MemoryCluster};
 use crate::store::memory::MemoryEphemeral;
 use crate::store::sqlite::SqliteStore;
-use crate::store::Ephemeral;
 
 mod authorization;
 mod crossing;
@@ -72,7 +71,7 @@ impl Stores {
 struct Shared {
     dir: tempfile::TempDir,
     store: Stores,
-    ephemeral: Arc<dyn Ephemeral>,
+    ephemeral: Arc<MemoryEphemeral>,
 }
 
 async fn shared() -> Shared {
@@ -138,7 +137,10 @@ async fn node_on_stores(
         rooms: stores.rooms.clone(),
         bus: bus.clone(),
         cluster: Some(bus),
-        ephemeral: shared.ephemeral.clone(),
+        typing: shared.ephemeral.clone(),
+        presence: shared.ephemeral.clone(),
+        leases: Some(shared.ephemeral.clone()),
+        rate_limits: Some(shared.ephemeral.clone()),
         receipts: stores.receipts.clone(),
         push: stores.push.clone(),
         media: crate::store::media::open(&config).await.unwrap(),

@@ -19,7 +19,7 @@ use std::time::Duration;
 use ruma_common::{OwnedUserId, UserId};
 use tokio_util::sync::CancellationToken;
 
-use super::tracker::Inner;
+use super::tracker::{Inner, Leases};
 use crate::service::rooms::now_ms;
 use crate::store::PresenceState;
 
@@ -39,7 +39,7 @@ impl Inner {
 
     /// A sync of `user_id` began here: make sure the cluster knows.
     pub(super) async fn lease(&self, user_id: &UserId) {
-        let Some(node) = &self.node else { return };
+        let Some(leases) = &self.leases else { return };
         let now = now_ms();
         let fresh = {
             let mut local = self.local.lock();
@@ -56,9 +56,9 @@ impl Inner {
             return;
         }
         let users = [user_id.to_owned()];
-        if let Err(err) = self
-            .ephemeral
-            .set_connected(&users, node, self.lease_ms())
+        if let Err(err) = leases
+            .store
+            .set_connected(&users, &leases.node, self.lease_ms())
             .await
         {
             tracing::warn!(%err, "recording a connection failed");
@@ -67,7 +67,7 @@ impl Inner {
 
     /// Renews the leases of everyone connected here, until shutdown.
     pub(super) async fn renew_leases(self: Arc<Self>, shutdown: CancellationToken) {
-        let Some(node) = self.node.clone() else {
+        let Some(leases) = &self.leases else {
             return;
         };
         let mut tick = tokio::time::interval(LEASE / 3);
@@ -89,9 +89,9 @@ impl Inner {
                     })
                     .collect()
             };
-            if let Err(err) = self
-                .ephemeral
-                .set_connected(&users, &node, self.lease_ms())
+            if let Err(err) = leases
+                .store
+                .set_connected(&users, &leases.node, self.lease_ms())
                 .await
             {
                 tracing::warn!(%err, "renewing connection leases failed");
@@ -102,11 +102,11 @@ impl Inner {
     /// Whether `user_id` now syncs on another node, which keeps their
     /// presence; this node's record of them is then dropped.
     pub(super) async fn moved_elsewhere(&self, user_id: &UserId) -> bool {
-        let Some(node) = &self.node else {
+        let Some(leases) = &self.leases else {
             return false;
         };
-        let holder = match self.ephemeral.connected_node(user_id).await {
-            Ok(Some(holder)) if &holder != node => holder,
+        let holder = match leases.store.connected_node(user_id).await {
+            Ok(Some(holder)) if holder != leases.node => holder,
             _ => return false,
         };
         let mut local = self.local.lock();
@@ -121,9 +121,9 @@ impl Inner {
     /// Sets offline the users whose lease ran out with no node left to do
     /// it, until shutdown.
     pub(super) async fn sweep_lapsed(self: Arc<Self>, shutdown: CancellationToken) {
-        if self.node.is_none() {
+        let Some(leases) = &self.leases else {
             return;
-        }
+        };
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         loop {
             tokio::select! {
@@ -131,8 +131,8 @@ impl Inner {
                 _ = tick.tick() => {}
             }
             loop {
-                let lapsed = match self
-                    .ephemeral
+                let lapsed = match leases
+                    .store
                     .take_lapsed_connections(now_ms(), SWEEP_BATCH)
                     .await
                 {
@@ -143,7 +143,7 @@ impl Inner {
                     }
                 };
                 for user_id in &lapsed {
-                    self.lapsed(user_id).await;
+                    self.lapsed(leases, user_id).await;
                 }
                 if lapsed.len() < SWEEP_BATCH {
                     break;
@@ -152,13 +152,13 @@ impl Inner {
         }
     }
 
-    async fn lapsed(&self, user_id: &UserId) {
+    async fn lapsed(&self, leases: &Leases, user_id: &UserId) {
         // Known here: this node's own timers see to them.
         if self.local.lock().contains_key(user_id) {
             return;
         }
         // Back on some node meanwhile.
-        if !matches!(self.ephemeral.connected_node(user_id).await, Ok(None)) {
+        if !matches!(leases.store.connected_node(user_id).await, Ok(None)) {
             return;
         }
         let offline = self

@@ -35,14 +35,16 @@ use tokio_util::sync::CancellationToken;
 mod connections;
 mod tracker;
 
+use super::accounts::random_token;
 use super::error::{ServiceError, ServiceResult};
 use super::notifier::Notifier;
 use super::rooms::now_ms;
 use crate::config::PresenceConfig;
 use crate::store::{
-    AccountStore, Ephemeral, EventBus, PresenceRecord, PresenceState, RoomStore, StreamPos,
+    AccountStore, ConnectionLeases, EventBus, PresenceRecord, PresenceState, PresenceStore,
+    RoomStore, StreamPos,
 };
-use tracker::{Inner, Timers};
+use tracker::{Inner, Leases, Timers};
 
 /// The account data type with which a user hides their presence.
 pub const HIDE_PRESENCE_TYPE: &str = "tern.presence";
@@ -127,30 +129,42 @@ pub fn presence_content(
     content
 }
 
+/// What a [`PresenceService`] reads and writes.
+pub struct PresenceSources {
+    pub store: Arc<dyn PresenceStore>,
+    /// Set on a node of a cluster: which node each user syncs on.
+    pub leases: Option<Arc<dyn ConnectionLeases>>,
+    pub bus: Arc<dyn EventBus>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub rooms: Arc<dyn RoomStore>,
+    pub notifier: Arc<Notifier>,
+}
+
 impl PresenceService {
     pub fn new(
         config: PresenceConfig,
-        ephemeral: Arc<dyn Ephemeral>,
-        bus: Arc<dyn EventBus>,
-        accounts: Arc<dyn AccountStore>,
-        rooms: Arc<dyn RoomStore>,
-        notifier: Arc<Notifier>,
+        sources: PresenceSources,
         shutdown: CancellationToken,
     ) -> Self {
+        let PresenceSources {
+            store,
+            leases,
+            bus,
+            accounts,
+            rooms,
+            notifier,
+        } = sources;
         // Unique per process: leases name the node a user syncs on.
-        let node = bus.clustered().then(|| {
-            format!(
-                "{}-{}",
-                std::process::id(),
-                crate::service::accounts::random_token(6)
-            )
+        let leases = leases.map(|store| Leases {
+            store,
+            node: format!("{}-{}", std::process::id(), random_token(6)),
         });
         let inner = Arc::new(Inner {
             config,
-            ephemeral,
+            store,
             bus,
             accounts,
-            node,
+            leases,
             local: Mutex::new(HashMap::new()),
             timers: Mutex::new(Timers::default()),
             nudge: Notify::new(),
@@ -294,7 +308,7 @@ impl PresenceService {
             }
         }
         let now = now_ms();
-        Ok(match self.inner.ephemeral.get_presence(user_id).await? {
+        Ok(match self.inner.store.get_presence(user_id).await? {
             Some(record) if self.enabled() => presence_content(user_id, &record, viewer, now),
             _ => json!({"presence": "offline"}),
         })
@@ -311,10 +325,15 @@ impl PresenceService {
                 .get(user_id)
                 .is_some_and(|e| e.syncing > 0 || now_ms() - e.last_sync_end < grace)
         };
-        if here || self.inner.node.is_none() || !self.enabled() {
+        let Some(leases) = self
+            .inner
+            .leases
+            .as_ref()
+            .filter(|_| !here && self.enabled())
+        else {
             return here;
-        }
-        match self.inner.ephemeral.connected_node(user_id).await {
+        };
+        match leases.store.connected_node(user_id).await {
             Ok(node) => node.is_some(),
             Err(err) => {
                 tracing::warn!(%err, "reading a connection lease failed");
@@ -325,7 +344,7 @@ impl PresenceService {
 
     /// Position of the presence stream, for sync tokens.
     pub async fn position(&self) -> ServiceResult<StreamPos> {
-        Ok(self.inner.ephemeral.presence_position().await?)
+        Ok(self.inner.store.presence_position().await?)
     }
 
     async fn shares_room(&self, user_id: &UserId, rooms: &[OwnedRoomId]) -> bool {
@@ -355,7 +374,7 @@ impl PresenceService {
         let now = now_ms();
         Ok(self
             .inner
-            .ephemeral
+            .store
             .presences(users)
             .await?
             .into_iter()
@@ -382,7 +401,7 @@ impl PresenceService {
             }
             let changes = self
                 .inner
-                .ephemeral
+                .store
                 .presence_since(since, MAX_CHANGES_PER_SYNC)
                 .await?;
             if changes.len() < MAX_CHANGES_PER_SYNC {
@@ -403,7 +422,7 @@ impl PresenceService {
         let users: Vec<OwnedUserId> = users.into_iter().collect();
         Ok(self
             .inner
-            .ephemeral
+            .store
             .presences(&users)
             .await?
             .into_iter()

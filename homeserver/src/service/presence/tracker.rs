@@ -18,7 +18,8 @@ use crate::config::PresenceConfig;
 use crate::service::error::ServiceResult;
 use crate::service::rooms::now_ms;
 use crate::store::{
-    AccountStore, Ephemeral, EventBus, PresenceRecord, PresenceState, StreamNotice,
+    AccountStore, ConnectionLeases, EventBus, PresenceRecord, PresenceState, PresenceStore,
+    StreamNotice,
 };
 
 /// What this node knows about a user who is online or syncing here.
@@ -36,6 +37,13 @@ pub(super) struct Local {
     pub(super) leased_until: i64,
 }
 
+/// Where this node records who syncs on it.
+pub struct Leases {
+    pub store: Arc<dyn ConnectionLeases>,
+    /// This node's name in the leases, unique per process.
+    pub node: String,
+}
+
 #[derive(Default)]
 pub(super) struct Timers {
     pub(super) heap: BinaryHeap<Reverse<(i64, OwnedUserId)>>,
@@ -43,12 +51,12 @@ pub(super) struct Timers {
 
 pub(super) struct Inner {
     pub(super) config: PresenceConfig,
-    pub(super) ephemeral: Arc<dyn Ephemeral>,
+    pub(super) store: Arc<dyn PresenceStore>,
     pub(super) bus: Arc<dyn EventBus>,
     pub(super) accounts: Arc<dyn AccountStore>,
-    /// This node's name in connection leases; `None` on a single node,
-    /// which needs none.
-    pub(super) node: Option<String>,
+    /// Leases on connections, shared by the nodes of a cluster; `None` on
+    /// a single node, which needs none.
+    pub(super) leases: Option<Leases>,
     pub(super) local: Mutex<HashMap<OwnedUserId, Local>>,
     pub(super) timers: Mutex<Timers>,
     pub(super) nudge: Notify,
@@ -85,7 +93,7 @@ impl Inner {
                 None => return,
             }
         };
-        match self.ephemeral.set_presence(user_id, record, true).await {
+        match self.store.set_presence(user_id, record, true).await {
             Ok(Some(stream)) => {
                 let notice = StreamNotice::Presence {
                     stream,
@@ -106,7 +114,7 @@ impl Inner {
         if self.local.lock().contains_key(user_id) {
             return Ok(());
         }
-        let record = match self.ephemeral.get_presence(user_id).await? {
+        let record = match self.store.get_presence(user_id).await? {
             Some(record) => record,
             None => {
                 let hidden = self
@@ -172,7 +180,7 @@ impl Inner {
         if announce {
             self.announce(user_id).await;
         } else if let Some(record) = silent {
-            self.ephemeral.set_presence(user_id, record, false).await?;
+            self.store.set_presence(user_id, record, false).await?;
         }
         Ok(())
     }

@@ -23,11 +23,8 @@ impl SyncService {
             .map(|s| s.typing)
             .filter(|t| *t <= pass.upto.typing)
             .unwrap_or(0);
-        let mut typing = self
-            .ephemeral
-            .typing_since(&plan.incremental, since)
-            .await?;
-        typing.extend(self.ephemeral.typing_since(&plan.full, 0).await?);
+        let mut typing = self.typing.typing_since(&plan.incremental, since).await?;
+        typing.extend(self.typing.typing_since(&plan.full, 0).await?);
         for (room_id, users) in typing {
             let event = json!({"type": "m.typing", "content": {"user_ids": users}});
             push_room_event(join, &room_id, "ephemeral", event, pass.upto.events);

@@ -46,7 +46,7 @@ use super::timeline_cache::TimelineCache;
 use super::token::SyncToken;
 use super::unread::UnreadService;
 use crate::store::{
-    AccountStore, Ephemeral, MembershipRecord, PresenceState, RoomStore, StoredEvent, StreamPos,
+    AccountStore, MembershipRecord, PresenceState, RoomStore, StoredEvent, StreamPos, TypingStore,
 };
 
 pub struct SyncRequest {
@@ -78,7 +78,7 @@ fn empty_response(since: SyncToken) -> Value {
 pub struct SyncService {
     rooms: Arc<dyn RoomStore>,
     cache: Arc<TimelineCache>,
-    ephemeral: Arc<dyn Ephemeral>,
+    typing: Arc<dyn TypingStore>,
     receipts: Arc<ReceiptService>,
     presence: Arc<PresenceService>,
     unread: Arc<UnreadService>,
@@ -94,7 +94,7 @@ pub struct SyncSources {
     pub rooms: Arc<dyn RoomStore>,
     pub cache: Arc<TimelineCache>,
     pub accounts: Arc<dyn AccountStore>,
-    pub ephemeral: Arc<dyn Ephemeral>,
+    pub typing: Arc<dyn TypingStore>,
     pub receipts: Arc<ReceiptService>,
     pub presence: Arc<PresenceService>,
     pub unread: Arc<UnreadService>,
@@ -107,7 +107,7 @@ impl SyncService {
             rooms,
             cache,
             accounts,
-            ephemeral,
+            typing,
             receipts,
             presence,
             unread,
@@ -116,7 +116,7 @@ impl SyncService {
         Self {
             rooms,
             cache,
-            ephemeral,
+            typing,
             receipts,
             presence,
             unread,
@@ -266,7 +266,7 @@ impl SyncService {
         let mut upto = SyncToken {
             events: self.cache.watermark(),
             account_data: self.accounts.account_data_position().await?,
-            typing: self.ephemeral.typing_position().await?,
+            typing: self.typing.typing_position().await?,
             receipts: self.receipts.position(),
             presence: self.presence.position().await?,
         };

@@ -5,16 +5,22 @@
 //! and so on.
 
 mod accounts;
-mod ephemeral;
+mod leases;
+mod presence;
 mod push;
+mod rate_limits;
 mod receipts;
 mod rooms;
+mod typing;
 
 pub use accounts::account_store;
-pub use ephemeral::ephemeral;
+pub use leases::connection_leases;
+pub use presence::presence_store;
 pub use push::push_store;
+pub use rate_limits::rate_limit_store;
 pub use receipts::receipt_store;
 pub use rooms::{append_sample, check_sample, room_store, sample_message};
+pub use typing::typing_store;
 
 /// Typed ids from text the suites build at run time.
 pub fn room(id: &str) -> ruma_common::OwnedRoomId {

@@ -176,6 +176,10 @@ impl RoomStore for ScyllaTimelineStore {
         self.inner.find_txns(room_id, txns).await
     }
 
+    async fn state_head(&self, room_id: &RoomId) -> StoreResult<Option<OwnedEventId>> {
+        self.inner.state_head(room_id).await
+    }
+
     /// From the relational engine: this is the head new events are built
     /// on (`prev_events`, depth), read when a room is (re)loaded, often just
     /// after a failed append whose event Scylla may not have yet.

@@ -121,6 +121,15 @@ impl RoomStore for Store {
         self.find_txns_of_room(room_id, txns).await
     }
 
+    async fn state_head(&self, room_id: &RoomId) -> StoreResult<Option<OwnedEventId>> {
+        let head: Option<Option<String>> =
+            sqlx::query_scalar("SELECT state_head FROM rooms WHERE room_id = $1")
+                .bind(room_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        head.flatten().map(parse_id).transpose()
+    }
+
     async fn latest_event(&self, room_id: &RoomId) -> StoreResult<Option<StoredEvent>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events e WHERE e.room_id = $1 \

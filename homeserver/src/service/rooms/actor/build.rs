@@ -20,11 +20,12 @@ use crate::store::{NewEvent, StoredEvent};
 /// Attempts per request before a conflicting room gives up on it.
 const MAX_ATTEMPTS: u8 = 8;
 
-/// A request kept for another attempt: in a cluster, another node can change
-/// a room's state between authorizing an event here and appending it.
+/// What another attempt at a send needs besides its requests: another node
+/// of a cluster can change a room's state between authorizing an event here
+/// and appending it. The requests are read back from the events built (or
+/// handed back by a refusal), so a send in flight keeps no copy of them.
+#[derive(Clone, Copy)]
 pub(super) struct Retry {
-    sender: OwnedUserId,
-    requests: Vec<EventRequest>,
     create: bool,
     attempt: u8,
 }
@@ -33,18 +34,36 @@ impl Retry {
     /// The send again, as a job for the room's actor.
     pub fn into_job(
         self,
+        sender: OwnedUserId,
+        requests: Vec<EventRequest>,
         txn: Option<TxnKey>,
         reply: oneshot::Sender<ServiceResult<Vec<OwnedEventId>>>,
     ) -> Job {
         Job::Send(SendJob {
-            sender: self.sender,
-            requests: self.requests,
+            sender,
+            requests,
             txn,
             create: self.create,
             reply,
             attempt: self.attempt,
         })
     }
+}
+
+/// The request an event was built from.
+pub(super) fn request_of(kind: &str, state_key: Option<&str>, pdu: &Value) -> EventRequest {
+    EventRequest {
+        kind: kind.to_owned(),
+        state_key: state_key.map(str::to_owned),
+        content: pdu.get("content").cloned().unwrap_or_else(|| json!({})),
+    }
+}
+
+/// A send refused while building, with its requests handed back (all of
+/// them when the refusal came before any content was used).
+struct Refused {
+    err: ServiceError,
+    requests: Vec<EventRequest>,
 }
 
 impl Core {
@@ -87,10 +106,7 @@ impl Core {
                 return;
             }
         };
-        // Only a cluster can race: a single node keeps no copy.
-        let retry = (self.bus.clustered() && attempt < MAX_ATTEMPTS).then(|| Retry {
-            sender: sender.clone(),
-            requests: requests.clone(),
+        let retry = (attempt < MAX_ATTEMPTS).then_some(Retry {
             create,
             attempt: attempt + 1,
         });
@@ -114,15 +130,19 @@ impl Core {
                     },
                 );
             }
-            // In a cluster this head may lag a change made on another node
-            // that allows the request: confirm the refusal once against a
-            // fresh head.
-            Err(err) if err.kind == ErrorKind::Forbidden && attempt == 0 && retry.is_some() => {
-                let retry = retry.expect("checked above");
+            // This head may lag a change that another node of a cluster made
+            // and that allows the request: if the store's head is another,
+            // confirm the refusal once against a fresh head.
+            Err(Refused { err, requests })
+                if err.kind == ErrorKind::Forbidden
+                    && attempt == 0
+                    && self.head_moved(room_id, head.as_ref()).await =>
+            {
+                let again = Retry { create, attempt: 1 };
                 self.submit(room_id, Job::Reload);
-                self.submit(room_id, retry.into_job(txn, reply));
+                self.submit(room_id, again.into_job(sender, requests, txn, reply));
             }
-            Err(err) => {
+            Err(Refused { err, .. }) => {
                 let _ = reply.send(Err(err));
             }
         }
@@ -164,6 +184,16 @@ impl Core {
         }))
     }
 
+    /// Whether the store's state head is not the one `head` builds on: some
+    /// other node changed the room's state (or an append is in flight).
+    async fn head_moved(&self, room_id: &RoomId, head: Option<&RoomHandle>) -> bool {
+        let ours = head.and_then(|h| h.state_head.as_ref());
+        self.store
+            .state_head(room_id)
+            .await
+            .is_ok_and(|stored| stored.as_ref() != ours)
+    }
+
     /// Builds several events on a copy of the head, so the head changes only
     /// if all of them are valid.
     async fn prepare_all(
@@ -173,14 +203,25 @@ impl Core {
         sender: &UserId,
         requests: Vec<EventRequest>,
         txn: Option<&TxnKey>,
-    ) -> ServiceResult<(RoomHandle, Vec<NewEvent>)> {
-        let mut events = Vec::with_capacity(requests.len());
+    ) -> Result<(RoomHandle, Vec<NewEvent>), Refused> {
+        let mut events: Vec<NewEvent> = Vec::with_capacity(requests.len());
         let txn = txn.map(|(_, _, device, txn)| (device.clone(), txn.clone()));
-        for request in requests {
-            events.push(
-                self.prepare(&mut scratch, room_id, sender, request, txn.clone())
-                    .await?,
-            );
+        let mut rest = requests.into_iter();
+        while let Some(request) = rest.next() {
+            match self
+                .prepare(&mut scratch, room_id, sender, request, txn.clone())
+                .await
+            {
+                Ok(event) => events.push(event),
+                Err((err, failed)) => {
+                    let built = events.iter().map(|e| {
+                        let (kind, key) = (&e.kind, e.state_key.as_deref());
+                        request_of(kind, key, &e.pdu)
+                    });
+                    let requests = built.chain(failed).chain(rest).collect();
+                    return Err(Refused { err, requests });
+                }
+            }
         }
         Ok((scratch, events))
     }
@@ -194,34 +235,16 @@ impl Core {
         sender: &UserId,
         request: EventRequest,
         txn: Option<(OwnedDeviceId, String)>,
-    ) -> ServiceResult<NewEvent> {
+    ) -> Result<NewEvent, (ServiceError, Option<EventRequest>)> {
+        let redaction_target = match self.admit(&handle.state, room_id, sender, &request).await {
+            Ok(target) => target,
+            Err(err) => return Err((err, Some(request))),
+        };
         let EventRequest {
             kind,
             state_key,
             content,
         } = request;
-        if !content.is_object() {
-            return Err(ServiceError::bad_json(
-                "Event content must be a JSON object",
-            ));
-        }
-        authorize(
-            &handle.state,
-            &Proposed {
-                kind: &kind,
-                sender,
-                state_key: state_key.as_deref(),
-                content: &content,
-            },
-        )?;
-        let redaction_target = if kind == "m.room.redaction" {
-            Some(
-                self.check_redaction(&handle.state, room_id, sender, &content)
-                    .await?,
-            )
-        } else {
-            None
-        };
         let auth_events =
             handle
                 .state
@@ -241,11 +264,12 @@ impl Core {
                 depth: handle.depth + 1,
                 origin_server_ts: now_ms(),
             },
-        )?;
+        )
+        .map_err(|err| (err, None))?;
         let redaction = match redaction_target {
             Some(target) => Some((
                 target.event_id.clone(),
-                redact_pdu(&target.pdu, &event_id, &pdu)?,
+                redact_pdu(&target.pdu, &event_id, &pdu).map_err(|err| (err, None))?,
             )),
             None => None,
         };
@@ -284,6 +308,44 @@ impl Core {
             membership,
             redaction,
         })
+    }
+
+    /// Whether the room's rules let `sender` send `request` now; for a
+    /// redaction, the event it redacts.
+    async fn admit(
+        &self,
+        state: &RoomState,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: &EventRequest,
+    ) -> ServiceResult<Option<StoredEvent>> {
+        let EventRequest {
+            kind,
+            state_key,
+            content,
+        } = request;
+        if !content.is_object() {
+            return Err(ServiceError::bad_json(
+                "Event content must be a JSON object",
+            ));
+        }
+        let state_key = state_key.as_deref();
+        authorize(
+            state,
+            &Proposed {
+                kind,
+                sender,
+                state_key,
+                content,
+            },
+        )?;
+        if kind != "m.room.redaction" {
+            return Ok(None);
+        }
+        let target = self
+            .check_redaction(state, room_id, sender, content)
+            .await?;
+        Ok(Some(target))
     }
 
     /// A redaction must name an event of this room that the sender sent or

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use ruma_common::{OwnedEventId, RoomId};
+use ruma_common::{OwnedEventId, OwnedUserId, RoomId};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::build::Retry;
+use super::build::{request_of, Retry};
 use super::{Core, Job, TxnKey, BUS_WAIT};
 use crate::service::error::ServiceResult;
+use crate::service::rooms::EventRequest;
 use crate::store::cluster::ClusterMessage;
 use crate::store::{Durable, NewEvent, StoreError, StoredEvent, StreamNotice, StreamPos};
 
@@ -128,10 +129,14 @@ impl Core {
                 self.forget_txns(&owed);
                 self.submit(room_id, Job::Reload);
                 for Owed {
-                    reply, txn, retry, ..
+                    reply,
+                    ids,
+                    txn,
+                    retry,
                 } in owed
                 {
-                    match (&err, retry) {
+                    let again = retry.and_then(|r| Some((r, requests_again(&committed, &ids)?)));
+                    match (&err, again) {
                         // Another node changed the state: authorize again
                         // against the reloaded head (which may now refuse).
                         // A conflict in a cluster is either a retried txn
@@ -140,9 +145,10 @@ impl Core {
                         // byte-identical event built on the same stale
                         // parent elsewhere (the reloaded head gives it
                         // another parent, so another id).
-                        (StoreError::Stale | StoreError::Conflict, Some(retry)) => {
-                            self.submit(room_id, retry.into_job(txn, reply))
-                        }
+                        (
+                            StoreError::Stale | StoreError::Conflict,
+                            Some((retry, (sender, requests))),
+                        ) => self.submit(room_id, retry.into_job(sender, requests, txn, reply)),
                         _ => {
                             let _ = reply.send(Err(err.clone().into()));
                         }
@@ -187,4 +193,23 @@ impl Core {
         }
         on_bus
     }
+}
+
+/// The sender and requests of the events `ids` of a failed round, to build
+/// them again.
+fn requests_again(
+    committed: &[Committed],
+    ids: &[OwnedEventId],
+) -> Option<(OwnedUserId, Vec<EventRequest>)> {
+    let events: Vec<&StoredEvent> = ids
+        .iter()
+        .filter_map(|id| committed.iter().find(|c| &c.event.event_id == id))
+        .map(|c| &c.event)
+        .collect();
+    let sender = events.first()?.sender.clone();
+    let requests = events
+        .iter()
+        .map(|e| request_of(&e.kind, e.state_key.as_deref(), &e.pdu))
+        .collect();
+    Some((sender, requests))
 }

@@ -109,11 +109,12 @@ impl Core {
         event_id: OwnedEventId,
         from_store: bool,
     ) {
-        if from_store && self.bus.clustered() {
-            // Committed by a node that died before it answered, and maybe
-            // before Kafka had the event: the push group decides from
-            // Kafka, so it is shared again before the answer. Nodes and
-            // the push group ignore what they have.
+        if from_store {
+            // Committed by a node (of a cluster) that died before it
+            // answered, and maybe before Kafka had the event: the push group
+            // decides from Kafka, so it is shared again before the answer.
+            // Nodes and the push group ignore what they have; a single node
+            // shares nothing.
             let core = self.clone();
             tokio::spawn(async move {
                 core.share_again(&event_id).await;
