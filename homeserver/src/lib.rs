@@ -12,7 +12,9 @@
 //!   that wakes waiting syncs. Knows nothing of HTTP or of any database.
 //! - [`store`]: the traits the services depend on, one file each
 //!   (`AccountStore`, `RoomStore`, `ReceiptStore`, `PushStore`, `EventBus`,
-//!   `Ephemeral`, media), `StoreError`, and their conformance suite.
+//!   `TypingStore`, `PresenceStore`, `ConnectionLeases`, `RateLimitStore`,
+//!   media), `StoreError`, and their conformance suite. Identifiers are
+//!   ruma's typed ids from the extractors down to the engines.
 //! - `store::sqlite`, `store::memory`: the embedded engines, behind cargo
 //!   features; `store::postgres` (feature `postgres`) is the relational
 //!   engine several nodes share, chosen by `storage = "postgres"`. The

@@ -261,7 +261,7 @@ mod tests {
             dir: Direction::Backward,
             limit,
         };
-        let page = read_window(&memory, ruma_common::room_id!("!r"), window(9 * B + 4, 3))
+        let page = read_window(&memory, room_id!("!r:t"), window(9 * B + 4, 3))
             .await
             .unwrap();
         assert_eq!(streams(&page), [9 * B + 4, 9 * B, 3 * B + 1]);
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(memory.take_reads(), ["index 0..=9", "bucket 9", "bucket 3"]);
 
         // Paging on from the last event returned reaches the first bucket.
-        let page = read_window(&memory, ruma_common::room_id!("!r"), window(3 * B, 10))
+        let page = read_window(&memory, room_id!("!r:t"), window(3 * B, 10))
             .await
             .unwrap();
         assert_eq!(streams(&page), [9, 5]);
@@ -277,13 +277,9 @@ mod tests {
         assert_eq!(memory.take_reads(), ["index 0..=3", "bucket 3", "bucket 0"]);
 
         // A page that one bucket fills reads just that bucket.
-        let page = read_window(
-            &memory,
-            ruma_common::room_id!("!r"),
-            window(StreamPos::MAX, 2),
-        )
-        .await
-        .unwrap();
+        let page = read_window(&memory, room_id!("!r:t"), window(StreamPos::MAX, 2))
+            .await
+            .unwrap();
         assert_eq!(streams(&page), [9 * B + 8, 9 * B + 4]);
         assert_eq!(
             memory.take_reads(),
@@ -299,7 +295,7 @@ mod tests {
         let memory = Memory::with(room_id!("!r:t"), &[5, 9, 3 * B + 1, 9 * B, 9 * B + 4]);
         let page = read_window(
             &memory,
-            ruma_common::room_id!("!r"),
+            room_id!("!r:t"),
             Window {
                 after: 5,
                 upto: StreamPos::MAX,
@@ -313,7 +309,7 @@ mod tests {
         // `(after, upto]` both ways: a sync's window stops at `after`.
         let page = read_window(
             &memory,
-            ruma_common::room_id!("!r"),
+            room_id!("!r:t"),
             Window {
                 after: 9,
                 upto: 9 * B,
@@ -332,7 +328,7 @@ mod tests {
             dir: Direction::Backward,
             limit: 10,
         };
-        assert!(read_window(&memory, ruma_common::room_id!("!r"), none)
+        assert!(read_window(&memory, room_id!("!r:t"), none)
             .await
             .unwrap()
             .is_empty());
@@ -346,7 +342,7 @@ mod tests {
         let memory = Memory::with(room_id!("!r:t"), &positions);
         let page = read_window(
             &memory,
-            ruma_common::room_id!("!r"),
+            room_id!("!r:t"),
             Window {
                 after: 0,
                 upto: StreamPos::MAX,
@@ -368,7 +364,7 @@ mod tests {
         // Another room's buckets are never read.
         assert!(read_window(
             &memory,
-            ruma_common::room_id!("!other"),
+            room_id!("!other:t"),
             Window {
                 after: 0,
                 upto: StreamPos::MAX,
