@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
 use crate::service::presence::HIDE_PRESENCE_TYPE;
 use crate::service::push_rules::PUSH_RULES_TYPE;
@@ -53,7 +54,7 @@ pub async fn put_global(
     auth: Auth,
     MatrixPath((user_id, kind)): MatrixPath<(String, String)>,
     MatrixJson(content): MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     own_user(&auth, &user_id)?;
     let hide =
         (kind == HIDE_PRESENCE_TYPE).then(|| content.get("hidden") == Some(&Value::Bool(true)));
@@ -71,7 +72,7 @@ pub async fn put_global(
     if let Some(hidden) = hide {
         services.presence.set_hidden(&user_id, hidden).await?;
     }
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
@@ -99,12 +100,12 @@ pub async fn put_room(
     auth: Auth,
     MatrixPath((user_id, room_id, kind)): MatrixPath<(String, String, String)>,
     MatrixJson(content): MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     own_user(&auth, &user_id)?;
     RoomService::check_room_id(&room_id)?;
     services
         .accounts
         .set_account_data(&user_id, Some(&room_id), &kind, content)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
-use crate::service::presence::parse_state;
+use crate::service::presence::{parse_state, PresenceContent};
 use crate::service::Services;
 
 #[derive(Debug, Deserialize)]
@@ -26,7 +26,7 @@ pub async fn set_status(
     auth: Auth,
     MatrixPath(user_id): MatrixPath<String>,
     MatrixJson(body): MatrixJson<StatusBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     if auth.who.user_id != user_id {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
@@ -38,7 +38,7 @@ pub async fn set_status(
         .presence
         .set_status(&user_id, state, body.status_msg)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/v3/presence/{userId}/status`
@@ -47,7 +47,7 @@ pub async fn get_status(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath(user_id): MatrixPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PresenceContent>> {
     Ok(Json(
         services
             .presence

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath};
-use crate::service::receipts::PostedReceipt;
+use super::EmptyResponse;
+use crate::service::receipts::{MessageInfoResponse, PostedReceipt};
 use crate::service::Services;
 
 #[derive(Debug, Default, Deserialize)]
@@ -26,7 +27,7 @@ pub async fn post_receipt(
     auth: Auth,
     MatrixPath((room_id, receipt_type, event_id)): MatrixPath<(String, String, String)>,
     MatrixJson(body): MatrixJson<ReceiptBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .receipts
         .post(
@@ -42,7 +43,7 @@ pub async fn post_receipt(
         )
         .await?;
     services.presence.activity(&auth.who.user_id).await;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,7 +63,7 @@ pub async fn read_markers(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<String>,
     MatrixJson(body): MatrixJson<ReadMarkersBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     if let Some(event_id) = &body.fully_read {
         // The fully-read marker must name an event the user can see.
         services
@@ -101,7 +102,7 @@ pub async fn read_markers(
         }
     }
     services.presence.activity(&auth.who.user_id).await;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/unstable/tern/rooms/{roomId}/receipts/{eventId}`
@@ -113,7 +114,7 @@ pub async fn message_info(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath((room_id, event_id)): MatrixPath<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MessageInfoResponse>> {
     let info = services
         .receipts
         .message_info(&services.rooms, &auth.who, &room_id, &event_id)

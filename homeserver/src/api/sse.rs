@@ -28,11 +28,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixQuery};
 use super::sync::{sync_request, SyncQuery};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
 use crate::service::presence::SyncGuard;
 use crate::service::rooms::Requester;
@@ -191,10 +192,10 @@ pub async fn ack(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixJson(body): MatrixJson<AckBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     let token: SyncToken = body.next_batch.parse()?;
     services.sync.acknowledge(&auth.who, token);
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath};
+use super::EmptyResponse;
 use crate::service::Services;
 
 #[derive(Debug, Deserialize)]
@@ -24,7 +24,7 @@ pub async fn set_typing(
     auth: Auth,
     MatrixPath((room_id, user_id)): MatrixPath<(String, String)>,
     MatrixJson(body): MatrixJson<TypingBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .typing
         .set(
@@ -39,5 +39,5 @@ pub async fn set_typing(
     if body.typing {
         services.presence.activity(&auth.who.user_id).await;
     }
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }

@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -103,22 +103,63 @@ fn state_name(state: PresenceState) -> &'static str {
     }
 }
 
+/// The `content` of an `m.presence` event, and the answer of `GET
+/// .../status`. Offline without a last-seen time when hidden or unknown.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct PresenceContent {
+    pub presence: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_active_ago: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currently_active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_msg: Option<String>,
+}
+
+const OFFLINE: PresenceContent = PresenceContent {
+    presence: "offline",
+    last_active_ago: None,
+    currently_active: None,
+    status_msg: None,
+};
+
+/// An `m.presence` event of a sync.
+#[derive(Debug, Serialize)]
+pub struct PresenceEvent {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub content: PresenceContent,
+    pub sender: String,
+}
+
 /// The `content` of an `m.presence` event (and of `GET .../status`) as
 /// `viewer` may see it.
-pub fn presence_content(user_id: &str, record: &PresenceRecord, viewer: &str, now: i64) -> Value {
+pub fn presence_content(
+    user_id: &str,
+    record: &PresenceRecord,
+    viewer: &str,
+    now: i64,
+) -> PresenceContent {
     if record.hidden && viewer != user_id {
-        return json!({"presence": "offline"});
+        return OFFLINE;
     }
-    let mut content = json!({
-        "presence": state_name(record.state),
-        "last_active_ago": (now - record.last_active_ts).max(0),
-        "currently_active": record.state == PresenceState::Online
-            && now - record.last_active_ts < ACTIVE_GRANULARITY_MS,
-    });
-    if let Some(msg) = &record.status_msg {
-        content["status_msg"] = json!(msg);
+    PresenceContent {
+        presence: state_name(record.state),
+        last_active_ago: Some((now - record.last_active_ts).max(0)),
+        currently_active: Some(
+            record.state == PresenceState::Online
+                && now - record.last_active_ts < ACTIVE_GRANULARITY_MS,
+        ),
+        status_msg: record.status_msg.clone(),
     }
-    content
+}
+
+fn presence_event(id: String, record: &PresenceRecord, viewer: &str, now: i64) -> PresenceEvent {
+    PresenceEvent {
+        kind: "m.presence",
+        content: presence_content(&id, record, viewer, now),
+        sender: id,
+    }
 }
 
 impl PresenceService {
@@ -271,7 +312,7 @@ impl PresenceService {
 
     /// `GET /presence/{userId}/status`: for the user and those who share a
     /// room with them.
-    pub async fn get_status(&self, viewer: &str, user_id: &str) -> ServiceResult<Value> {
+    pub async fn get_status(&self, viewer: &str, user_id: &str) -> ServiceResult<PresenceContent> {
         check_user_id(user_id)?;
         if viewer != user_id {
             let rooms: Vec<String> = self
@@ -291,7 +332,7 @@ impl PresenceService {
         let now = now_ms();
         Ok(match self.inner.ephemeral.get_presence(user_id).await? {
             Some(record) if self.enabled() => presence_content(user_id, &record, viewer, now),
-            _ => json!({"presence": "offline"}),
+            _ => OFFLINE,
         })
     }
 
@@ -343,7 +384,7 @@ impl PresenceService {
         &self,
         viewer: &str,
         users: &[String],
-    ) -> ServiceResult<Vec<Value>> {
+    ) -> ServiceResult<Vec<PresenceEvent>> {
         if !self.enabled() || users.is_empty() {
             return Ok(Vec::new());
         }
@@ -355,7 +396,7 @@ impl PresenceService {
             .await?
             .into_iter()
             .filter(|(_, record)| !record.hidden)
-            .map(|(id, record)| json!({"type": "m.presence", "content": presence_content(&id, &record, viewer, now), "sender": id}))
+            .map(|(id, record)| presence_event(id, &record, viewer, now))
             .collect())
     }
 
@@ -365,12 +406,13 @@ impl PresenceService {
         joined_rooms: &[String],
         since: Option<StreamPos>,
         upto: StreamPos,
-    ) -> ServiceResult<Vec<Value>> {
+    ) -> ServiceResult<Vec<PresenceEvent>> {
         if !self.enabled() {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let event = |(id, record): (String, PresenceRecord)| json!({"type": "m.presence", "content": presence_content(&id, &record, user_id, now), "sender": id});
+        let event =
+            |(id, record): (String, PresenceRecord)| presence_event(id, &record, user_id, now);
         if let Some(since) = since.filter(|s| *s <= upto) {
             if since == upto {
                 return Ok(Vec::new());
@@ -412,6 +454,7 @@ impl PresenceService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn record(state: PresenceState, ts: i64, hidden: bool) -> PresenceRecord {
         PresenceRecord {
@@ -424,41 +467,38 @@ mod tests {
 
     #[test]
     fn content_computes_ages_when_read() {
-        let c = presence_content(
+        let c = json!(presence_content(
             "@a:x",
             &record(PresenceState::Online, 1_000, false),
             "@b:x",
             31_000,
-        );
+        ));
         assert_eq!(c["presence"], "online");
         assert_eq!(c["last_active_ago"], 30_000);
         assert_eq!(c["currently_active"], true);
         assert_eq!(c["status_msg"], "lunch");
-        let c = presence_content(
+        let c = json!(presence_content(
             "@a:x",
             &record(PresenceState::Online, 0, false),
             "@b:x",
             61_000,
-        );
+        ));
         assert_eq!(c["currently_active"], false);
-        let c = presence_content(
+        let c = json!(presence_content(
             "@a:x",
             &record(PresenceState::Unavailable, 0, false),
             "@b:x",
             1,
-        );
+        ));
         assert_eq!(c["currently_active"], false);
     }
 
     #[test]
     fn hidden_presence_shows_only_to_its_owner() {
         let hidden = record(PresenceState::Online, 1_000, true);
+        assert_eq!(presence_content("@a:x", &hidden, "@b:x", 2_000), OFFLINE);
         assert_eq!(
-            presence_content("@a:x", &hidden, "@b:x", 2_000),
-            json!({"presence": "offline"})
-        );
-        assert_eq!(
-            presence_content("@a:x", &hidden, "@a:x", 2_000)["presence"],
+            presence_content("@a:x", &hidden, "@a:x", 2_000).presence,
             "online"
         );
     }

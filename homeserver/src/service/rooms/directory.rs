@@ -1,10 +1,30 @@
 //! Room aliases and the public room directory.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{Requester, RoomService};
 use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::store::StoreError;
+
+/// A room of the public directory, as `/publicRooms` lists it. The texts
+/// are the state events' as given, absent when unset.
+#[derive(Serialize)]
+pub struct PublicRoom {
+    pub room_id: String,
+    pub num_joined_members: usize,
+    pub world_readable: bool,
+    pub guest_can_join: bool,
+    pub join_rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canonical_alias: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<Value>,
+}
 
 impl RoomService {
     fn check_alias(&self, alias: &str) -> ServiceResult<()> {
@@ -89,7 +109,7 @@ impl RoomService {
         &self,
         offset: usize,
         limit: usize,
-    ) -> ServiceResult<(Vec<Value>, usize)> {
+    ) -> ServiceResult<(Vec<PublicRoom>, usize)> {
         let rooms = self.store.public_rooms().await?;
         let total = rooms.len();
         let mut chunk = Vec::new();
@@ -101,28 +121,21 @@ impl RoomService {
                 state
                     .get(kind, "")
                     .and_then(|e| e.content.get(key))
+                    .filter(|v| !v.is_null())
                     .cloned()
-                    .unwrap_or(Value::Null)
             };
-            let mut entry = json!({
-                "room_id": room_id,
-                "num_joined_members": state.members_with("join").len(),
-                "world_readable": state.history_visibility() == "world_readable",
-                "guest_can_join": text("m.room.guest_access", "guest_access") == "can_join",
-                "join_rule": state.join_rule(),
+            chunk.push(PublicRoom {
+                num_joined_members: state.members_with("join").len(),
+                world_readable: state.history_visibility() == "world_readable",
+                guest_can_join: text("m.room.guest_access", "guest_access")
+                    .is_some_and(|v| v == "can_join"),
+                join_rule: state.join_rule().to_owned(),
+                name: text("m.room.name", "name"),
+                topic: text("m.room.topic", "topic"),
+                canonical_alias: text("m.room.canonical_alias", "alias"),
+                avatar_url: text("m.room.avatar", "url"),
+                room_id,
             });
-            for (field, kind, key) in [
-                ("name", "m.room.name", "name"),
-                ("topic", "m.room.topic", "topic"),
-                ("canonical_alias", "m.room.canonical_alias", "alias"),
-                ("avatar_url", "m.room.avatar", "url"),
-            ] {
-                let value = text(kind, key);
-                if !value.is_null() {
-                    entry[field] = value;
-                }
-            }
-            chunk.push(entry);
         }
         Ok((chunk, total))
     }

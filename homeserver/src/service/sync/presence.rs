@@ -2,11 +2,10 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value;
-
 use super::plan::Pass;
 use super::SyncService;
 use crate::service::error::ServiceResult;
+use crate::service::presence::PresenceEvent;
 use crate::store::MembershipRecord;
 
 impl SyncService {
@@ -18,7 +17,7 @@ impl SyncService {
         pass: &Pass<'_>,
         memberships: &[MembershipRecord],
         mut newly_shared: HashSet<String>,
-    ) -> ServiceResult<Vec<Value>> {
+    ) -> ServiceResult<Vec<PresenceEvent>> {
         let (who, since, upto) = (pass.who, pass.since, pass.upto);
         let presence_filter = &pass.filter.presence;
         // Nothing moved in the presence stream: skip the room list too.
@@ -46,18 +45,13 @@ impl SyncService {
         } else {
             Vec::new()
         };
-        let reported: HashSet<String> = events
-            .iter()
-            .filter_map(|e| e["sender"].as_str().map(str::to_owned))
-            .collect();
+        let reported: HashSet<String> = events.iter().map(|e| e.sender.clone()).collect();
         let missing: Vec<String> = newly_shared
             .into_iter()
             .filter(|u| !reported.contains(u))
             .collect();
         events.extend(self.presence.current_events(&who.user_id, &missing).await?);
-        events.retain(|e| {
-            presence_filter.matches_parts("m.presence", e["sender"].as_str().unwrap_or(""))
-        });
+        events.retain(|e| presence_filter.matches_parts("m.presence", &e.sender));
         if let Some(limit) = presence_filter.limit.filter(|l| *l >= 0) {
             events.truncate(limit as usize);
         }
