@@ -1,16 +1,18 @@
 //! Registration, login, logout and account management.
 
+use ruma_common::{OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use axum::Json;
-use ruma_common::OwnedDeviceId;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixQuery};
+use super::EmptyResponse;
+use crate::service::accounts::Session;
 use crate::service::error::ErrorKind;
 use crate::service::rate_limit::Action;
 use crate::service::Services;
@@ -66,6 +68,36 @@ fn uia_required(stage: &str) -> ApiError {
     )
 }
 
+/// The session a registration or login opens (only `user_id` when
+/// registration inhibits login).
+#[derive(Serialize)]
+pub struct LoginResponse {
+    pub user_id: OwnedUserId,
+    #[serde(flatten)]
+    pub session: Option<SessionTokens>,
+}
+
+#[derive(Serialize)]
+pub struct SessionTokens {
+    pub access_token: String,
+    pub device_id: OwnedDeviceId,
+    pub home_server: OwnedServerName,
+}
+
+impl LoginResponse {
+    fn new(session: Session, home_server: &ServerName) -> Self {
+        let tokens = session.access_token.map(|access_token| SessionTokens {
+            access_token,
+            device_id: session.device_id,
+            home_server: home_server.to_owned(),
+        });
+        Self {
+            user_id: session.user_id,
+            session: tokens,
+        }
+    }
+}
+
 /// # `POST /_matrix/client/v3/register`
 /// <https://spec.matrix.org/v1.11/client-server-api/#post_matrixclientv3register>
 pub async fn register(
@@ -73,7 +105,7 @@ pub async fn register(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     MatrixQuery(query): MatrixQuery<KindQuery>,
     MatrixJson(body): MatrixJson<RegisterRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LoginResponse>> {
     if query.kind.as_deref() == Some("guest") {
         return Err(ApiError::new(
             ErrorKind::GuestAccessForbidden,
@@ -119,15 +151,10 @@ pub async fn register(
             body.inhibit_login,
         )
         .await?;
-    Ok(Json(match session.access_token {
-        Some(token) => json!({
-            "user_id": session.user_id,
-            "access_token": token,
-            "device_id": session.device_id,
-            "home_server": services.config.server_name,
-        }),
-        None => json!({"user_id": session.user_id}),
-    }))
+    Ok(Json(LoginResponse::new(
+        session,
+        &services.config.server_name,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,15 +167,34 @@ pub struct AvailableQuery {
 pub async fn register_available(
     State(services): State<Arc<Services>>,
     MatrixQuery(query): MatrixQuery<AvailableQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AvailableResponse>> {
     services.accounts.check_available(&query.username).await?;
-    Ok(Json(json!({"available": true})))
+    Ok(Json(AvailableResponse { available: true }))
+}
+
+#[derive(Serialize)]
+pub struct AvailableResponse {
+    pub available: bool,
 }
 
 /// # `GET /_matrix/client/v3/login`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3login>
-pub async fn login_flows() -> Json<Value> {
-    Json(json!({"flows": [{"type": "m.login.password"}]}))
+pub async fn login_flows() -> Json<LoginFlowsResponse> {
+    let flows = vec![LoginFlow {
+        kind: "m.login.password",
+    }];
+    Json(LoginFlowsResponse { flows })
+}
+
+#[derive(Serialize)]
+pub struct LoginFlowsResponse {
+    pub flows: Vec<LoginFlow>,
+}
+
+#[derive(Serialize)]
+pub struct LoginFlow {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,7 +232,7 @@ pub async fn login(
     State(services): State<Arc<Services>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     MatrixJson(body): MatrixJson<LoginRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LoginResponse>> {
     if body.kind != "m.login.password" {
         return Err(ApiError::new(
             ErrorKind::InvalidParam,
@@ -211,23 +257,24 @@ pub async fn login(
             body.initial_device_display_name.as_deref(),
         )
         .await?;
-    Ok(Json(json!({
-        "user_id": session.user_id,
-        "access_token": session.access_token,
-        "device_id": session.device_id,
-        "home_server": services.config.server_name,
-    })))
+    Ok(Json(LoginResponse::new(
+        session,
+        &services.config.server_name,
+    )))
 }
 
 /// # `POST /_matrix/client/v3/logout`
 /// <https://spec.matrix.org/v1.11/client-server-api/#post_matrixclientv3logout>
-pub async fn logout(State(services): State<Arc<Services>>, auth: Auth) -> ApiResult<Json<Value>> {
+pub async fn logout(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+) -> ApiResult<Json<EmptyResponse>> {
     services.accounts.logout(&auth.token).await?;
     services
         .pushers
         .remove_for_logout(&auth.who.user_id, Some(&auth.who.device_id), None)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `POST /_matrix/client/v3/logout/all`
@@ -235,7 +282,7 @@ pub async fn logout(State(services): State<Arc<Services>>, auth: Auth) -> ApiRes
 pub async fn logout_all(
     State(services): State<Arc<Services>>,
     auth: Auth,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .accounts
         .logout_all(&auth.who.user_id, None)
@@ -244,13 +291,24 @@ pub async fn logout_all(
         .pushers
         .remove_for_logout(&auth.who.user_id, None, None)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/v3/account/whoami`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3accountwhoami>
-pub async fn whoami(auth: Auth) -> Json<Value> {
-    Json(json!({"user_id": auth.who.user_id, "device_id": auth.who.device_id, "is_guest": false}))
+pub async fn whoami(auth: Auth) -> Json<WhoamiResponse> {
+    Json(WhoamiResponse {
+        user_id: auth.who.user_id,
+        device_id: auth.who.device_id,
+        is_guest: false,
+    })
+}
+
+#[derive(Serialize)]
+pub struct WhoamiResponse {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub is_guest: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,7 +324,7 @@ pub async fn change_password(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixJson(body): MatrixJson<PasswordRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     let Some(data) = body
         .auth
         .as_ref()
@@ -298,5 +356,5 @@ pub async fn change_password(
             .remove_for_logout(&auth.who.user_id, None, Some(&auth.who.device_id))
             .await?;
     }
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }

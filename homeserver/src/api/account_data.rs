@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
 use crate::service::presence::HIDE_PRESENCE_TYPE;
 use crate::service::push_rules::PUSH_RULES_TYPE;
@@ -54,7 +55,7 @@ pub async fn put_global(
     auth: Auth,
     MatrixPath((user_id, kind)): MatrixPath<(OwnedUserId, String)>,
     MatrixJson(content): MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     own_user(&auth, &user_id)?;
     let hide =
         (kind == HIDE_PRESENCE_TYPE).then(|| content.get("hidden") == Some(&Value::Bool(true)));
@@ -72,7 +73,7 @@ pub async fn put_global(
     if let Some(hidden) = hide {
         services.presence.set_hidden(&user_id, hidden).await?;
     }
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
@@ -99,11 +100,11 @@ pub async fn put_room(
     auth: Auth,
     MatrixPath((user_id, room_id, kind)): MatrixPath<(OwnedUserId, OwnedRoomId, String)>,
     MatrixJson(content): MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     own_user(&auth, &user_id)?;
     services
         .accounts
         .set_account_data(&user_id, Some(&room_id), &kind, content)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }

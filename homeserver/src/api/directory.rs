@@ -1,29 +1,35 @@
 //! Room aliases and the public room directory.
 
+use ruma_common::{OwnedRoomAliasId, OwnedRoomId, OwnedServerName};
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use ruma_common::{OwnedRoomAliasId, OwnedRoomId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
+use crate::service::rooms::PublicRoom;
 use crate::service::Services;
+
+#[derive(Serialize)]
+pub struct AliasResponse {
+    pub room_id: OwnedRoomId,
+    pub servers: Vec<OwnedServerName>,
+}
 
 /// # `GET /_matrix/client/v3/directory/room/{roomAlias}`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3directoryroomroomalias>
 pub async fn get_alias(
     State(services): State<Arc<Services>>,
     MatrixPath(alias): MatrixPath<OwnedRoomAliasId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AliasResponse>> {
     let room_id = services.rooms.resolve_alias(&alias).await?;
-    Ok(Json(
-        json!({"room_id": room_id, "servers": [services.config.server_name]}),
-    ))
+    let servers = vec![services.config.server_name.clone()];
+    Ok(Json(AliasResponse { room_id, servers }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,13 +44,13 @@ pub async fn put_alias(
     auth: Auth,
     MatrixPath(alias): MatrixPath<OwnedRoomAliasId>,
     MatrixJson(body): MatrixJson<AliasBody>,
-) -> Result<Json<Value>, (StatusCode, ApiError)> {
+) -> Result<Json<EmptyResponse>, (StatusCode, ApiError)> {
     match services
         .rooms
         .create_alias(&auth.who, &alias, &body.room_id)
         .await
     {
-        Ok(()) => Ok(Json(json!({}))),
+        Ok(()) => Ok(Json(EmptyResponse {})),
         // The spec answers a taken alias with 409 here (400 on createRoom).
         Err(err) if err.kind == ErrorKind::RoomInUse => Err((StatusCode::CONFLICT, err.into())),
         Err(err) => {
@@ -60,9 +66,9 @@ pub async fn delete_alias(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath(alias): MatrixPath<OwnedRoomAliasId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services.rooms.delete_alias(&auth.who, &alias).await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/aliases`
@@ -71,12 +77,17 @@ pub async fn room_aliases(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AliasesResponse>> {
     let aliases = services
         .rooms
         .room_aliases(&auth.who.user_id, &room_id)
         .await?;
-    Ok(Json(json!({"aliases": aliases})))
+    Ok(Json(AliasesResponse { aliases }))
+}
+
+#[derive(Serialize)]
+pub struct AliasesResponse {
+    pub aliases: Vec<OwnedRoomAliasId>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,7 +101,7 @@ pub struct PublicRoomsBody {
 pub async fn public_rooms(
     State(services): State<Arc<Services>>,
     super::extract::MatrixQuery(query): super::extract::MatrixQuery<PublicRoomsBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PublicRoomsResponse>> {
     list_public(&services, query).await
 }
 
@@ -100,11 +111,24 @@ pub async fn public_rooms_post(
     State(services): State<Arc<Services>>,
     _auth: Auth,
     MatrixJson(body): MatrixJson<PublicRoomsBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PublicRoomsResponse>> {
     list_public(&services, body).await
 }
 
-async fn list_public(services: &Services, query: PublicRoomsBody) -> ApiResult<Json<Value>> {
+#[derive(Serialize)]
+pub struct PublicRoomsResponse {
+    pub chunk: Vec<PublicRoom>,
+    pub total_room_count_estimate: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_batch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev_batch: Option<String>,
+}
+
+async fn list_public(
+    services: &Services,
+    query: PublicRoomsBody,
+) -> ApiResult<Json<PublicRoomsResponse>> {
     let limit = match query.limit {
         Some(n) if n > 0 => n.min(500) as usize,
         Some(_) => {
@@ -123,14 +147,12 @@ async fn list_public(services: &Services, query: PublicRoomsBody) -> ApiResult<J
         None => 0,
     };
     let (chunk, total) = services.rooms.public_rooms(offset, limit).await?;
-    let mut out = json!({"chunk": chunk, "total_room_count_estimate": total});
     // Saturating: `since` is the client's, and may be any number.
     let next = offset.saturating_add(limit);
-    if next < total {
-        out["next_batch"] = json!(format!("o{next}"));
-    }
-    if offset > 0 {
-        out["prev_batch"] = json!(format!("o{}", offset.saturating_sub(limit)));
-    }
-    Ok(Json(out))
+    Ok(Json(PublicRoomsResponse {
+        chunk,
+        total_room_count_estimate: total,
+        next_batch: (next < total).then(|| format!("o{next}")),
+        prev_batch: (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit))),
+    }))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use ruma_common::{OwnedEventId, OwnedRoomId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
@@ -23,6 +23,10 @@ fn format_for(event: &StoredEvent, who: &Requester, now: i64) -> Value {
     client_event_for(event, &who.user_id, &who.device_id, now, true)
 }
 
+fn format_all(events: &[StoredEvent], who: &Requester, now: i64) -> Vec<Value> {
+    events.iter().map(|e| format_for(e, who, now)).collect()
+}
+
 fn check_txn_id(txn_id: &str) -> ApiResult<()> {
     if txn_id.is_empty() || txn_id.len() > 255 {
         return Err(ApiError::new(
@@ -33,6 +37,12 @@ fn check_txn_id(txn_id: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// What sending an event (or a redaction, or state) answers.
+#[derive(Serialize)]
+pub struct EventIdResponse {
+    pub event_id: OwnedEventId,
+}
+
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
 /// <https://spec.matrix.org/v1.11/client-server-api/#put_matrixclientv3roomsroomidsendeventtypetxnid>
 pub async fn send(
@@ -40,7 +50,7 @@ pub async fn send(
     auth: Auth,
     MatrixPath((room_id, kind, txn_id)): MatrixPath<(OwnedRoomId, String, String)>,
     MatrixJson(content): MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventIdResponse>> {
     check_txn_id(&txn_id)?;
     if kind.is_empty() || kind.len() > 255 {
         return Err(ApiError::new(ErrorKind::InvalidParam, "Invalid event type"));
@@ -67,7 +77,7 @@ pub async fn send(
     // Someone who sent a message has stopped typing.
     services.typing.stop(&room_id, &auth.who.user_id).await?;
     services.presence.activity(&auth.who.user_id).await;
-    Ok(Json(json!({"event_id": event_id})))
+    Ok(Json(EventIdResponse { event_id }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +92,7 @@ pub async fn redact(
     auth: Auth,
     MatrixPath((room_id, event_id, txn_id)): MatrixPath<(OwnedRoomId, OwnedEventId, String)>,
     MatrixJson(body): MatrixJson<RedactBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventIdResponse>> {
     check_txn_id(&txn_id)?;
     let mut content = json!({"redacts": event_id});
     if let Some(reason) = body.reason {
@@ -97,7 +107,7 @@ pub async fn redact(
         .rooms
         .send_event(&auth.who, &room_id, request, Some(&txn_id))
         .await?;
-    Ok(Json(json!({"event_id": event_id})))
+    Ok(Json(EventIdResponse { event_id }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,7 +129,7 @@ pub async fn messages(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixQuery(query): MatrixQuery<MessagesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MessagesResponse>> {
     let dir = match query.dir.as_deref() {
         Some("b") | None => Direction::Backward,
         Some("f") => Direction::Forward,
@@ -165,23 +175,22 @@ pub async fn messages(
         )
         .await?;
     let now = now_ms();
-    let chunk: Vec<Value> = page
-        .events
-        .iter()
-        .map(|e| format_for(e, &auth.who, now))
-        .collect();
-    let mut out = json!({"chunk": chunk, "start": pagination_token(page.start)});
-    if let Some(end) = page.end {
-        out["end"] = json!(pagination_token(end));
-    }
-    if !page.state.is_empty() {
-        out["state"] = json!(page
-            .state
-            .iter()
-            .map(|e| format_for(e, &auth.who, now))
-            .collect::<Vec<_>>());
-    }
-    Ok(Json(out))
+    Ok(Json(MessagesResponse {
+        chunk: format_all(&page.events, &auth.who, now),
+        start: pagination_token(page.start),
+        end: page.end.map(pagination_token),
+        state: format_all(&page.state, &auth.who, now),
+    }))
+}
+
+#[derive(Serialize)]
+pub struct MessagesResponse {
+    pub chunk: Vec<Value>,
+    pub start: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<Value>,
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
@@ -210,7 +219,7 @@ pub async fn context(
     auth: Auth,
     MatrixPath((room_id, event_id)): MatrixPath<(OwnedRoomId, OwnedEventId)>,
     MatrixQuery(query): MatrixQuery<ContextQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ContextResponse>> {
     let limit = query.limit.unwrap_or(10).clamp(0, 100) as usize;
     let (before, event, after) = services
         .rooms
@@ -227,12 +236,22 @@ pub async fn context(
         .map(|e| e.stream - 1)
         .unwrap_or(event.stream - 1);
     let end = after.last().map(|e| e.stream).unwrap_or(event.stream);
-    Ok(Json(json!({
-        "event": format_for(&event, &auth.who, now),
-        "events_before": before.iter().map(|e| format_for(e, &auth.who, now)).collect::<Vec<_>>(),
-        "events_after": after.iter().map(|e| format_for(e, &auth.who, now)).collect::<Vec<_>>(),
-        "state": state.iter().map(|e| format_for(e, &auth.who, now)).collect::<Vec<_>>(),
-        "start": pagination_token(start.max(0)),
-        "end": pagination_token(end),
-    })))
+    Ok(Json(ContextResponse {
+        event: format_for(&event, &auth.who, now),
+        events_before: format_all(&before, &auth.who, now),
+        events_after: format_all(&after, &auth.who, now),
+        state: format_all(&state, &auth.who, now),
+        start: pagination_token(start.max(0)),
+        end: pagination_token(end),
+    }))
+}
+
+#[derive(Serialize)]
+pub struct ContextResponse {
+    pub event: Value,
+    pub events_before: Vec<Value>,
+    pub events_after: Vec<Value>,
+    pub state: Vec<Value>,
+    pub start: String,
+    pub end: String,
 }

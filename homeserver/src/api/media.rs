@@ -18,11 +18,11 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::TryStreamExt;
 use ruma_common::OwnedServerName;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixPath, MatrixQuery};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
 use crate::service::media::thumbnail::Method;
 use crate::service::media::{MediaBody, MediaContent, ThumbnailRequest, Upload};
@@ -193,19 +193,34 @@ pub async fn upload(
     MatrixQuery(query): MatrixQuery<UploadQuery>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<UploadResponse>> {
     let upload = upload_from(&headers, query.filename, body)?;
-    let uri = services.media.upload(&auth.who.user_id, upload).await?;
-    Ok(Json(json!({"content_uri": uri})))
+    let content_uri = services.media.upload(&auth.who.user_id, upload).await?;
+    Ok(Json(UploadResponse {
+        content_uri,
+        unused_expires_at: None,
+    }))
+}
+
+/// What `upload` and `create` answer (only `create` has an expiry).
+#[derive(Serialize)]
+pub struct UploadResponse {
+    pub content_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unused_expires_at: Option<i64>,
 }
 
 /// # `POST /_matrix/media/v1/create`
 /// <https://spec.matrix.org/v1.11/client-server-api/#post_matrixmediav1create>
-pub async fn create(State(services): State<Arc<Services>>, auth: Auth) -> ApiResult<Json<Value>> {
-    let (uri, expires) = services.media.create_pending(&auth.who.user_id).await?;
-    Ok(Json(
-        json!({"content_uri": uri, "unused_expires_at": expires}),
-    ))
+pub async fn create(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+) -> ApiResult<Json<UploadResponse>> {
+    let (content_uri, expires) = services.media.create_pending(&auth.who.user_id).await?;
+    Ok(Json(UploadResponse {
+        content_uri,
+        unused_expires_at: Some(expires),
+    }))
 }
 
 /// # `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`
@@ -217,21 +232,28 @@ pub async fn upload_reserved(
     MatrixQuery(query): MatrixQuery<UploadQuery>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     let upload = upload_from(&headers, query.filename, body)?;
     services
         .media
         .upload_pending(&auth.who.user_id, &server_name, &media_id, upload)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/v1/media/config`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv1mediaconfig>
 ///
 /// Also `GET /_matrix/media/v3/config`, its deprecated twin.
-pub async fn config(State(services): State<Arc<Services>>, _auth: Auth) -> Json<Value> {
-    Json(json!({"m.upload.size": services.media.max_upload_bytes()}))
+pub async fn config(State(services): State<Arc<Services>>, _auth: Auth) -> Json<ConfigResponse> {
+    let upload_size = services.media.max_upload_bytes();
+    Json(ConfigResponse { upload_size })
+}
+
+#[derive(Serialize)]
+pub struct ConfigResponse {
+    #[serde(rename = "m.upload.size")]
+    pub upload_size: u64,
 }
 
 async fn serve_download(

@@ -36,11 +36,16 @@ use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
+use serde::Serialize;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::service::error::ErrorKind;
 use crate::service::Services;
 use error::ApiError;
+
+/// The answer of the endpoints that answer `{}`.
+#[derive(Serialize)]
+pub struct EmptyResponse {}
 
 /// Routes under `/_matrix/client/{v3,r0}`.
 fn client_routes() -> Router<Arc<Services>> {

@@ -6,12 +6,12 @@ use axum::extract::State;
 use axum::Json;
 use ruma_common::OwnedUserId;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
-use crate::service::presence::parse_state;
+use crate::service::presence::{parse_state, PresenceContent};
 use crate::service::Services;
 
 #[derive(Debug, Deserialize)]
@@ -27,7 +27,7 @@ pub async fn set_status(
     auth: Auth,
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
     MatrixJson(body): MatrixJson<StatusBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     if auth.who.user_id != user_id {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
@@ -39,7 +39,7 @@ pub async fn set_status(
         .presence
         .set_status(&user_id, state, body.status_msg)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/v3/presence/{userId}/status`
@@ -48,7 +48,7 @@ pub async fn get_status(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PresenceContent>> {
     Ok(Json(
         services
             .presence

@@ -5,29 +5,34 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use ruma_common::{OwnedUserId, UserId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
 use crate::service::Services;
+
+/// A profile, or one field of it: what is unset is left out.
+#[derive(Serialize)]
+pub struct ProfileResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub displayname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
 
 /// # `GET /_matrix/client/v3/profile/{userId}`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3profileuserid>
 pub async fn get_profile(
     State(services): State<Arc<Services>>,
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProfileResponse>> {
     let profile = services.accounts.profile(&user_id).await?;
-    let mut out = json!({});
-    if let Some(name) = profile.displayname {
-        out["displayname"] = json!(name);
-    }
-    if let Some(url) = profile.avatar_url {
-        out["avatar_url"] = json!(url);
-    }
-    Ok(Json(out))
+    Ok(Json(ProfileResponse {
+        displayname: profile.displayname,
+        avatar_url: profile.avatar_url,
+    }))
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}/displayname`
@@ -35,12 +40,12 @@ pub async fn get_profile(
 pub async fn get_displayname(
     State(services): State<Arc<Services>>,
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
-) -> ApiResult<Json<Value>> {
-    let profile = services.accounts.profile(&user_id).await?;
-    match profile.displayname {
-        Some(name) => Ok(Json(json!({"displayname": name}))),
-        None => Ok(Json(json!({}))),
-    }
+) -> ApiResult<Json<ProfileResponse>> {
+    let Json(profile) = get_profile(State(services), MatrixPath(user_id)).await?;
+    Ok(Json(ProfileResponse {
+        avatar_url: None,
+        ..profile
+    }))
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}/avatar_url`
@@ -48,12 +53,12 @@ pub async fn get_displayname(
 pub async fn get_avatar_url(
     State(services): State<Arc<Services>>,
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
-) -> ApiResult<Json<Value>> {
-    let profile = services.accounts.profile(&user_id).await?;
-    match profile.avatar_url {
-        Some(url) => Ok(Json(json!({"avatar_url": url}))),
-        None => Ok(Json(json!({}))),
-    }
+) -> ApiResult<Json<ProfileResponse>> {
+    let Json(profile) = get_profile(State(services), MatrixPath(user_id)).await?;
+    Ok(Json(ProfileResponse {
+        displayname: None,
+        ..profile
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,7 +88,7 @@ pub async fn set_displayname(
     auth: Auth,
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
     MatrixJson(body): MatrixJson<DisplayName>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     own_profile(&auth, &user_id)?;
     if body.displayname.as_deref().is_some_and(|n| n.len() > 256) {
         return Err(ApiError::new(
@@ -96,7 +101,7 @@ pub async fn set_displayname(
         .set_displayname(&user_id, body.displayname.as_deref())
         .await?;
     services.rooms.update_profile_in_rooms(&auth.who).await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `PUT /_matrix/client/v3/profile/{userId}/avatar_url`
@@ -106,7 +111,7 @@ pub async fn set_avatar_url(
     auth: Auth,
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
     MatrixJson(body): MatrixJson<AvatarUrl>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     own_profile(&auth, &user_id)?;
     if body
         .avatar_url
@@ -123,5 +128,5 @@ pub async fn set_avatar_url(
         .set_avatar_url(&user_id, body.avatar_url.as_deref())
         .await?;
     services.rooms.update_profile_in_rooms(&auth.who).await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
+use super::EmptyResponse;
 use crate::service::push_rules::RulePosition;
 use crate::service::Services;
 
@@ -19,24 +20,34 @@ pub struct PositionQuery {
     after: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Rules and actions are the stored ruleset's JSON, as the push rules
+/// service keeps it.
+#[derive(Serialize)]
+pub struct PushRulesResponse {
+    pub global: Value,
+}
+
+#[derive(Deserialize, Serialize)]
 pub struct EnabledBody {
     enabled: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 pub struct ActionsBody {
     actions: Value,
 }
 
 /// # `GET /_matrix/client/v3/pushrules/`
 /// <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3pushrules>
-pub async fn get_all(State(services): State<Arc<Services>>, auth: Auth) -> ApiResult<Json<Value>> {
+pub async fn get_all(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+) -> ApiResult<Json<PushRulesResponse>> {
     let global = services
         .push_rules
         .get_ruleset_json(&auth.who.user_id)
         .await?;
-    Ok(Json(json!({ "global": global })))
+    Ok(Json(PushRulesResponse { global }))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/`
@@ -74,7 +85,7 @@ pub async fn put_rule(
     MatrixPath((kind, rule_id)): MatrixPath<(String, String)>,
     MatrixQuery(position): MatrixQuery<PositionQuery>,
     MatrixJson(body): MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     let position = RulePosition {
         before: position.before,
         after: position.after,
@@ -83,7 +94,7 @@ pub async fn put_rule(
         .push_rules
         .set_rule(&auth.who.user_id, &kind, &rule_id, &body, position)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
@@ -92,12 +103,12 @@ pub async fn delete_rule(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath((kind, rule_id)): MatrixPath<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .push_rules
         .delete_rule(&auth.who.user_id, &kind, &rule_id)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
@@ -106,12 +117,12 @@ pub async fn get_enabled(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath((kind, rule_id)): MatrixPath<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EnabledBody>> {
     let enabled = services
         .push_rules
         .get_enabled(&auth.who.user_id, &kind, &rule_id)
         .await?;
-    Ok(Json(json!({ "enabled": enabled })))
+    Ok(Json(EnabledBody { enabled }))
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
@@ -121,12 +132,12 @@ pub async fn put_enabled(
     auth: Auth,
     MatrixPath((kind, rule_id)): MatrixPath<(String, String)>,
     MatrixJson(body): MatrixJson<EnabledBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .push_rules
         .set_enabled(&auth.who.user_id, &kind, &rule_id, body.enabled)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
@@ -135,12 +146,12 @@ pub async fn get_actions(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath((kind, rule_id)): MatrixPath<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActionsBody>> {
     let actions = services
         .push_rules
         .get_actions(&auth.who.user_id, &kind, &rule_id)
         .await?;
-    Ok(Json(json!({ "actions": actions })))
+    Ok(Json(ActionsBody { actions }))
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
@@ -150,10 +161,10 @@ pub async fn put_actions(
     auth: Auth,
     MatrixPath((kind, rule_id)): MatrixPath<(String, String)>,
     MatrixJson(body): MatrixJson<ActionsBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .push_rules
         .set_actions(&auth.who.user_id, &kind, &rule_id, &body.actions)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }

@@ -4,14 +4,18 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixQuery};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
-use crate::service::notifications::{NotificationService, NotificationsRequest};
+use crate::service::notifications::{
+    NotificationService, NotificationsRequest, NotificationsResponse,
+};
+use crate::service::pushers::PushersResponse;
 use crate::service::Services;
 
 /// # `GET /_matrix/client/v3/pushers`
@@ -19,7 +23,7 @@ use crate::service::Services;
 pub async fn get_pushers(
     State(services): State<Arc<Services>>,
     auth: Auth,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PushersResponse>> {
     Ok(Json(services.pushers.list(&auth.who.user_id).await?))
 }
 
@@ -29,9 +33,9 @@ pub async fn set_pusher(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixJson(body): MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services.pushers.set(&auth.who, &body).await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,7 +51,7 @@ pub async fn get_notifications(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixQuery(query): MatrixQuery<NotificationsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NotificationsResponse>> {
     let only_highlight = match query.only.as_deref() {
         None => false,
         Some("highlight") => true,

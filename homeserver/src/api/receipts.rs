@@ -6,11 +6,12 @@ use axum::extract::State;
 use axum::Json;
 use ruma_common::{OwnedEventId, OwnedRoomId};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath};
-use crate::service::receipts::PostedReceipt;
+use super::EmptyResponse;
+use crate::service::receipts::{MessageInfoResponse, PostedReceipt};
 use crate::service::Services;
 
 #[derive(Debug, Default, Deserialize)]
@@ -27,7 +28,7 @@ pub async fn post_receipt(
     auth: Auth,
     MatrixPath((room_id, receipt_type, event_id)): MatrixPath<(OwnedRoomId, String, OwnedEventId)>,
     MatrixJson(body): MatrixJson<ReceiptBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .receipts
         .post(
@@ -43,7 +44,7 @@ pub async fn post_receipt(
         )
         .await?;
     services.presence.activity(&auth.who.user_id).await;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,7 +64,7 @@ pub async fn read_markers(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<ReadMarkersBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     if let Some(event_id) = &body.fully_read {
         // The fully-read marker must name an event the user can see.
         services
@@ -102,7 +103,7 @@ pub async fn read_markers(
         }
     }
     services.presence.activity(&auth.who.user_id).await;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `GET /_matrix/client/unstable/tern/rooms/{roomId}/receipts/{eventId}`
@@ -114,7 +115,7 @@ pub async fn message_info(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath((room_id, event_id)): MatrixPath<(OwnedRoomId, OwnedEventId)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MessageInfoResponse>> {
     let info = services
         .receipts
         .message_info(&services.rooms, &auth.who, &room_id, &event_id)

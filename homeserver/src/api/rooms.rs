@@ -1,15 +1,17 @@
 //! Creating rooms, membership, and member lists.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
 use ruma_common::{OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
+use super::EmptyResponse;
 use crate::service::pdu::client_event;
 use crate::service::rooms::{now_ms, CreateRoomRequest};
 use crate::service::Services;
@@ -20,9 +22,15 @@ pub async fn create_room(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixJson(body): MatrixJson<CreateRoomRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RoomIdResponse>> {
     let room_id = services.rooms.create_room(&auth.who, body).await?;
-    Ok(Json(json!({"room_id": room_id})))
+    Ok(Json(RoomIdResponse { room_id }))
+}
+
+/// What creating or joining a room answers.
+#[derive(Serialize)]
+pub struct RoomIdResponse {
+    pub room_id: OwnedRoomId,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,12 +45,12 @@ pub async fn join(
     auth: Auth,
     MatrixPath(room): MatrixPath<OwnedRoomOrAliasId>,
     MatrixJson(body): MatrixJson<ReasonBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RoomIdResponse>> {
     let room_id = services
         .rooms
         .join(&auth.who, &room, body.reason.as_deref())
         .await?;
-    Ok(Json(json!({"room_id": room_id})))
+    Ok(Json(RoomIdResponse { room_id }))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/join`
@@ -52,7 +60,7 @@ pub async fn join_by_id(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     body: MatrixJson<ReasonBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RoomIdResponse>> {
     join(state, auth, MatrixPath(room_id.into()), body).await
 }
 
@@ -61,9 +69,14 @@ pub async fn join_by_id(
 pub async fn joined_rooms(
     State(services): State<Arc<Services>>,
     auth: Auth,
-) -> ApiResult<Json<Value>> {
-    let rooms = services.rooms.joined_rooms(&auth.who.user_id).await?;
-    Ok(Json(json!({"joined_rooms": rooms})))
+) -> ApiResult<Json<JoinedRoomsResponse>> {
+    let joined_rooms = services.rooms.joined_rooms(&auth.who.user_id).await?;
+    Ok(Json(JoinedRoomsResponse { joined_rooms }))
+}
+
+#[derive(Serialize)]
+pub struct JoinedRoomsResponse {
+    pub joined_rooms: Vec<OwnedRoomId>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,12 +92,12 @@ pub async fn invite(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<TargetBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .rooms
         .invite(&auth.who, &room_id, &body.user_id, body.reason.as_deref())
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
@@ -94,12 +107,12 @@ pub async fn leave(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<ReasonBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .rooms
         .leave(&auth.who, &room_id, body.reason.as_deref())
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/forget`
@@ -108,9 +121,9 @@ pub async fn forget(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services.rooms.forget(&auth.who, &room_id).await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
@@ -120,12 +133,12 @@ pub async fn kick(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<TargetBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .rooms
         .kick(&auth.who, &room_id, &body.user_id, body.reason.as_deref())
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
@@ -135,12 +148,12 @@ pub async fn ban(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<TargetBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .rooms
         .ban(&auth.who, &room_id, &body.user_id, body.reason.as_deref())
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
@@ -150,12 +163,12 @@ pub async fn unban(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixJson(body): MatrixJson<TargetBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .rooms
         .unban(&auth.who, &room_id, &body.user_id, body.reason.as_deref())
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,13 +186,13 @@ pub async fn members(
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixQuery(query): MatrixQuery<MembersQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MembersResponse>> {
     let events = services
         .rooms
         .member_events(&auth.who.user_id, &room_id)
         .await?;
     let now = now_ms();
-    let chunk: Vec<Value> = events
+    let chunk = events
         .iter()
         .filter(|e| {
             let m = e.pdu["content"]["membership"].as_str().unwrap_or_default();
@@ -188,7 +201,12 @@ pub async fn members(
         })
         .map(|e| client_event(&e.pdu, &e.event_id, now, None, true))
         .collect();
-    Ok(Json(json!({"chunk": chunk})))
+    Ok(Json(MembersResponse { chunk }))
+}
+
+#[derive(Serialize)]
+pub struct MembersResponse {
+    pub chunk: Vec<Value>,
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
@@ -197,21 +215,34 @@ pub async fn joined_members(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JoinedMembersResponse>> {
     let events = services
         .rooms
         .member_events(&auth.who.user_id, &room_id)
         .await?;
-    let mut joined = Map::new();
+    let mut joined = BTreeMap::new();
     for e in events
         .iter()
         .filter(|e| e.pdu["content"]["membership"] == "join")
     {
         let content = &e.pdu["content"];
-        joined.insert(
-            e.state_key.clone().unwrap_or_default(),
-            json!({"display_name": content.get("displayname"), "avatar_url": content.get("avatar_url")}),
-        );
+        let member = RoomMember {
+            display_name: content.get("displayname").cloned(),
+            avatar_url: content.get("avatar_url").cloned(),
+        };
+        joined.insert(e.state_key.clone().unwrap_or_default(), member);
     }
-    Ok(Json(json!({"joined": joined})))
+    Ok(Json(JoinedMembersResponse { joined }))
+}
+
+#[derive(Serialize)]
+pub struct JoinedMembersResponse {
+    pub joined: BTreeMap<String, RoomMember>,
+}
+
+/// A joined member's profile as their member event gives it (null if unset).
+#[derive(Serialize)]
+pub struct RoomMember {
+    pub display_name: Option<Value>,
+    pub avatar_url: Option<Value>,
 }

@@ -28,15 +28,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixQuery};
 use super::sync::{sync_request, SyncQuery};
+use super::EmptyResponse;
 use crate::service::error::ErrorKind;
 use crate::service::presence::SyncGuard;
 use crate::service::rooms::Requester;
-use crate::service::sync::SyncRequest;
+use crate::service::sync::{SyncRequest, SyncResponse};
 use crate::service::token::SyncToken;
 use crate::service::Services;
 
@@ -87,7 +87,7 @@ struct Session {
     request: SyncRequest,
     /// Sent first: computed before the response starts, so errors in it
     /// are plain Matrix errors rather than a broken stream.
-    first: Option<Value>,
+    first: Option<SyncResponse>,
     /// The user counts as connected (presence) while the stream is open.
     _connected: SyncGuard,
 }
@@ -159,7 +159,7 @@ async fn next_event(
             return None;
         }
         let since = session.request.since.map(|s| s.to_string());
-        if response["next_batch"].as_str() != since.as_deref() {
+        if Some(response.next_batch.as_str()) != since.as_deref() {
             let event = to_event(&mut session, &response)?;
             return Some((Ok(event), session));
         }
@@ -167,15 +167,11 @@ async fn next_event(
 }
 
 /// Frames a sync response and moves the session's token past it.
-fn to_event(session: &mut Session, response: &Value) -> Option<Event> {
-    let next = response["next_batch"].as_str()?;
+fn to_event(session: &mut Session, response: &SyncResponse) -> Option<Event> {
+    let next = &response.next_batch;
     session.request.since = Some(next.parse().ok()?);
-    Some(
-        Event::default()
-            .event("sync")
-            .id(next)
-            .data(response.to_string()),
-    )
+    let event = Event::default().event("sync").id(next);
+    event.json_data(response).ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,10 +187,10 @@ pub async fn ack(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixJson(body): MatrixJson<AckBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     let token: SyncToken = body.next_batch.parse()?;
     services.sync.acknowledge(&auth.who, token);
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }
 
 #[cfg(test)]

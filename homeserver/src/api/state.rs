@@ -5,9 +5,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use ruma_common::OwnedRoomId;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
+use super::events::EventIdResponse;
 use super::extract::{Auth, MatrixJson, MatrixPath};
 use crate::service::error::ErrorKind;
 use crate::service::pdu::client_event;
@@ -20,18 +21,18 @@ pub async fn get_state(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<Value>>> {
     let events = services
         .rooms
         .room_state(&auth.who.user_id, &room_id)
         .await?;
     let now = now_ms();
-    Ok(Json(Value::Array(
+    Ok(Json(
         events
             .iter()
             .map(|e| client_event(&e.pdu, &e.event_id, now, None, true))
             .collect(),
-    )))
+    ))
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
@@ -64,7 +65,7 @@ pub async fn put_state_event(
     auth: Auth,
     MatrixPath((room_id, kind, state_key)): MatrixPath<(OwnedRoomId, String, String)>,
     MatrixJson(content): MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventIdResponse>> {
     if kind.is_empty() || kind.len() > 255 {
         return Err(ApiError::new(ErrorKind::InvalidParam, "Invalid event type"));
     }
@@ -72,7 +73,7 @@ pub async fn put_state_event(
         .rooms
         .set_state(&auth.who, &room_id, &kind, &state_key, content)
         .await?;
-    Ok(Json(json!({"event_id": event_id})))
+    Ok(Json(EventIdResponse { event_id }))
 }
 
 /// The same, with an empty state key.
@@ -81,7 +82,7 @@ pub async fn put_state_event_empty_key(
     auth: Auth,
     MatrixPath((room_id, kind)): MatrixPath<(OwnedRoomId, String)>,
     body: MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventIdResponse>> {
     put_state_event(
         state,
         auth,

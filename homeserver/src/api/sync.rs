@@ -8,8 +8,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ruma_common::{OwnedUserId, UserId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
@@ -150,12 +150,18 @@ pub async fn create_filter(
     auth: Auth,
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
     MatrixJson(body): MatrixJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FilterIdResponse>> {
     own_user(&auth, &user_id)?;
     check_filter_flags(&body)?;
     parse_filter(body.clone())?;
     let id = services.accounts.save_filter(&user_id, &body).await?;
-    Ok(Json(json!({"filter_id": id.to_string()})))
+    let filter_id = id.to_string();
+    Ok(Json(FilterIdResponse { filter_id }))
+}
+
+#[derive(Serialize)]
+pub struct FilterIdResponse {
+    pub filter_id: String,
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/filter/{filterId}`

@@ -6,10 +6,10 @@ use axum::extract::State;
 use axum::Json;
 use ruma_common::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath};
+use super::EmptyResponse;
 use crate::service::Services;
 
 #[derive(Debug, Deserialize)]
@@ -25,7 +25,7 @@ pub async fn set_typing(
     auth: Auth,
     MatrixPath((room_id, user_id)): MatrixPath<(OwnedRoomId, OwnedUserId)>,
     MatrixJson(body): MatrixJson<TypingBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmptyResponse>> {
     services
         .typing
         .set(
@@ -40,5 +40,5 @@ pub async fn set_typing(
     if body.typing {
         services.presence.activity(&auth.who.user_id).await;
     }
-    Ok(Json(json!({})))
+    Ok(Json(EmptyResponse {}))
 }

@@ -1,11 +1,12 @@
 //! Server discovery: versions, well-known and capabilities.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::extract::Auth;
 use crate::service::pdu::ROOM_VERSION;
@@ -13,17 +14,28 @@ use crate::service::Services;
 
 /// # `GET /_matrix/client/versions`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientversions>
-pub async fn versions() -> Json<Value> {
-    Json(json!({
-        "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
-                     "v1.9", "v1.10", "v1.11"],
-        "unstable_features": {}
-    }))
+pub async fn versions() -> Json<VersionsResponse> {
+    Json(VersionsResponse {
+        versions: &[
+            "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
+            "v1.10", "v1.11",
+        ],
+        unstable_features: BTreeMap::new(),
+    })
+}
+
+#[derive(Serialize)]
+pub struct VersionsResponse {
+    pub versions: &'static [&'static str],
+    pub unstable_features: BTreeMap<&'static str, bool>,
 }
 
 /// # `GET /.well-known/matrix/client`
 /// <https://spec.matrix.org/v1.11/client-server-api/#getwell-knownmatrixclient>
-pub async fn well_known(State(services): State<Arc<Services>>, headers: HeaderMap) -> Json<Value> {
+pub async fn well_known(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+) -> Json<WellKnownResponse> {
     let base_url = match &services.config.public_base_url {
         Some(url) => url.clone(),
         // Unset (one machine, the embedded default): where the client found
@@ -42,19 +54,66 @@ pub async fn well_known(State(services): State<Arc<Services>>, headers: HeaderMa
             format!("http://{host}")
         }
     };
-    Json(json!({"m.homeserver": {"base_url": base_url}}))
+    Json(WellKnownResponse {
+        homeserver: BaseUrl { base_url },
+    })
+}
+
+#[derive(Serialize)]
+pub struct WellKnownResponse {
+    #[serde(rename = "m.homeserver")]
+    pub homeserver: BaseUrl,
+}
+
+#[derive(Serialize)]
+pub struct BaseUrl {
+    pub base_url: String,
 }
 
 /// # `GET /_matrix/client/v3/capabilities`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3capabilities>
-pub async fn capabilities(_auth: Auth) -> Json<Value> {
-    Json(json!({
-        "capabilities": {
-            "m.change_password": {"enabled": true},
-            "m.room_versions": {"default": ROOM_VERSION, "available": {ROOM_VERSION: "stable"}},
-            "m.set_displayname": {"enabled": true},
-            "m.set_avatar_url": {"enabled": true},
-            "m.3pid_changes": {"enabled": false}
-        }
-    }))
+pub async fn capabilities(_auth: Auth) -> Json<CapabilitiesResponse> {
+    let enabled = |enabled| Enabled { enabled };
+    Json(CapabilitiesResponse {
+        capabilities: Capabilities {
+            change_password: enabled(true),
+            room_versions: RoomVersions {
+                default: ROOM_VERSION,
+                available: BTreeMap::from([(ROOM_VERSION, "stable")]),
+            },
+            set_displayname: enabled(true),
+            set_avatar_url: enabled(true),
+            third_party_id_changes: enabled(false),
+        },
+    })
+}
+
+#[derive(Serialize)]
+pub struct CapabilitiesResponse {
+    pub capabilities: Capabilities,
+}
+
+#[derive(Serialize)]
+pub struct Capabilities {
+    #[serde(rename = "m.change_password")]
+    pub change_password: Enabled,
+    #[serde(rename = "m.room_versions")]
+    pub room_versions: RoomVersions,
+    #[serde(rename = "m.set_displayname")]
+    pub set_displayname: Enabled,
+    #[serde(rename = "m.set_avatar_url")]
+    pub set_avatar_url: Enabled,
+    #[serde(rename = "m.3pid_changes")]
+    pub third_party_id_changes: Enabled,
+}
+
+#[derive(Serialize)]
+pub struct Enabled {
+    pub enabled: bool,
+}
+
+#[derive(Serialize)]
+pub struct RoomVersions {
+    pub default: &'static str,
+    pub available: BTreeMap<&'static str, &'static str>,
 }

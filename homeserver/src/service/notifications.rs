@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use ruma_common::OwnedRoomId;
 use ruma_events::room::member::MembershipState;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::error::{ServiceError, ServiceResult};
@@ -42,6 +43,23 @@ pub struct NotificationsRequest {
     pub from: Option<StreamPos>,
     pub limit: Option<usize>,
     pub only_highlight: bool,
+}
+
+/// `GET /notifications`: a page, and where the next one starts.
+#[derive(Serialize)]
+pub struct NotificationsResponse {
+    pub notifications: Vec<Notification>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Notification {
+    pub actions: Value,
+    pub event: Value,
+    pub read: bool,
+    pub room_id: OwnedRoomId,
+    pub ts: i64,
 }
 
 /// The spec's `actions` for an outcome.
@@ -83,7 +101,7 @@ impl NotificationService {
         &self,
         who: &Requester,
         request: NotificationsRequest,
-    ) -> ServiceResult<Value> {
+    ) -> ServiceResult<NotificationsResponse> {
         let limit = request.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         // Joined rooms and when the user joined each.
         let joined: HashMap<OwnedRoomId, StreamPos> = self
@@ -153,28 +171,22 @@ impl NotificationService {
                     continue;
                 }
                 let read_upto = read.get(&event.room_id).copied().unwrap_or(0);
-                let ts = event
-                    .pdu
-                    .get("origin_server_ts")
-                    .cloned()
-                    .unwrap_or(json!(0));
-                found.push(json!({
-                    "actions": actions(&outcome),
-                    "event": client_event_for(event, &who.user_id, &who.device_id, now, true),
-                    "read": event.stream <= read_upto,
-                    "room_id": event.room_id,
-                    "ts": ts,
-                }));
+                found.push(Notification {
+                    actions: actions(&outcome),
+                    event: client_event_for(event, &who.user_id, &who.device_id, now, true),
+                    read: event.stream <= read_upto,
+                    room_id: event.room_id.clone(),
+                    ts: event.pdu["origin_server_ts"].as_i64().unwrap_or(0),
+                });
                 if found.len() == limit {
                     break;
                 }
             }
         }
-        let mut response = json!({ "notifications": found });
-        if !exhausted {
-            response["next_token"] = json!(before.to_string());
-        }
-        Ok(response)
+        Ok(NotificationsResponse {
+            notifications: found,
+            next_token: (!exhausted).then(|| before.to_string()),
+        })
     }
 }
 

@@ -7,7 +7,8 @@ use ruma_common::{DeviceId, OwnedUserId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::fcm::Fcm;
@@ -21,6 +22,26 @@ const MAX_PUSHKEY_BYTES: usize = 512;
 const MAX_APP_ID_CHARS: usize = 64;
 const MAX_TEXT_CHARS: usize = 256;
 const MAX_URL_BYTES: usize = 2048;
+/// `GET /pushers`.
+#[derive(Serialize)]
+pub struct PushersResponse {
+    pub pushers: Vec<Pusher>,
+}
+
+/// A pusher as `GET /pushers` shows it.
+#[derive(Serialize)]
+pub struct Pusher {
+    pub pushkey: String,
+    pub kind: String,
+    pub app_id: String,
+    pub app_display_name: String,
+    pub device_display_name: String,
+    pub lang: String,
+    pub data: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_tag: Option<String>,
+}
+
 /// Pushers one user may hold (one per app on each device is typical).
 const MAX_PUSHERS_PER_USER: usize = 100;
 
@@ -146,26 +167,21 @@ impl PusherService {
     }
 
     /// `GET /pushers`, in the spec's shape.
-    pub async fn list(&self, user_id: &UserId) -> ServiceResult<Value> {
-        let pushers: Vec<Value> = self
-            .store
-            .pushers(user_id)
-            .await?
-            .into_iter()
-            .map(|p| {
-                let mut v = json!({
-                    "pushkey": p.pushkey, "kind": p.kind, "app_id": p.app_id,
-                    "app_display_name": p.app_display_name,
-                    "device_display_name": p.device_display_name,
-                    "lang": p.lang, "data": p.data,
-                });
-                if let Some(tag) = p.profile_tag {
-                    v["profile_tag"] = json!(tag);
-                }
-                v
-            })
-            .collect();
-        Ok(json!({ "pushers": pushers }))
+    pub async fn list(&self, user_id: &UserId) -> ServiceResult<PushersResponse> {
+        let pushers = self.store.pushers(user_id).await?;
+        let pushers = pushers.into_iter().map(|p| Pusher {
+            pushkey: p.pushkey,
+            kind: p.kind,
+            app_id: p.app_id,
+            app_display_name: p.app_display_name,
+            device_display_name: p.device_display_name,
+            lang: p.lang,
+            data: p.data,
+            profile_tag: p.profile_tag,
+        });
+        Ok(PushersResponse {
+            pushers: pushers.collect(),
+        })
     }
 
     /// `POST /pushers/set`: creates, replaces or (with `kind: null`) deletes.

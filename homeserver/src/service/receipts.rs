@@ -9,6 +9,7 @@ use ruma_events::room::member::MembershipState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{ServiceError, ServiceResult};
@@ -16,6 +17,25 @@ use super::rooms::{now_ms, Requester, RoomService};
 use super::unread::UnreadService;
 use crate::store::cluster::ClusterMessage;
 use crate::store::{EventBus, NewReceipt, ReceiptRecord, ReceiptStore, StreamNotice, StreamPos};
+
+/// Tern's "message info" of one event: when it was sent, and when each
+/// other joined member got and read it (null until then).
+#[derive(Serialize)]
+pub struct MessageInfoResponse {
+    pub event_id: OwnedEventId,
+    pub sender: OwnedUserId,
+    pub sent_ts: Option<i64>,
+    pub members: Vec<MemberReceipts>,
+    pub delivered_to_all: bool,
+    pub read_by_all: bool,
+}
+
+#[derive(Serialize)]
+pub struct MemberReceipts {
+    pub user_id: OwnedUserId,
+    pub delivered_ts: Option<i64>,
+    pub read_ts: Option<i64>,
+}
 
 /// Tern's delivered receipt: "this user's device has everything up to here".
 pub const DELIVERED: &str = "tern.delivered";
@@ -322,7 +342,7 @@ impl ReceiptService {
         who: &Requester,
         room_id: &RoomId,
         event_id: &EventId,
-    ) -> ServiceResult<Value> {
+    ) -> ServiceResult<MessageInfoResponse> {
         let event = rooms.get_event(&who.user_id, room_id, event_id).await?;
         let state = rooms.known_state(room_id).await?;
         let times = self.store.receipt_times(room_id, event.stream).await?;
@@ -340,24 +360,28 @@ impl ReceiptService {
         members.sort();
         let mut list = Vec::with_capacity(members.len());
         let (mut all_delivered, mut all_read) = (true, true);
-        for member in &members {
-            let mut read = time_of(member, READ);
-            if member == &who.user_id {
+        for member in members {
+            let mut read = time_of(&member, READ);
+            if member == who.user_id {
                 // Your own private receipt counts for you, and only for you.
-                read = read.into_iter().chain(time_of(member, READ_PRIVATE)).min();
+                read = read.into_iter().chain(time_of(&member, READ_PRIVATE)).min();
             }
-            let delivered = time_of(member, DELIVERED).into_iter().chain(read).min();
+            let delivered = time_of(&member, DELIVERED).into_iter().chain(read).min();
             all_delivered &= delivered.is_some();
             all_read &= read.is_some();
-            list.push(json!({"user_id": member, "delivered_ts": delivered, "read_ts": read}));
+            list.push(MemberReceipts {
+                user_id: member,
+                delivered_ts: delivered,
+                read_ts: read,
+            });
         }
-        Ok(json!({
-            "event_id": event.event_id,
-            "sender": event.sender,
-            "sent_ts": event.pdu.get("origin_server_ts"),
-            "members": list,
-            "delivered_to_all": all_delivered,
-            "read_by_all": all_read,
-        }))
+        Ok(MessageInfoResponse {
+            sent_ts: event.pdu["origin_server_ts"].as_i64(),
+            event_id: event.event_id,
+            sender: event.sender,
+            members: list,
+            delivered_to_all: all_delivered,
+            read_by_all: all_read,
+        })
     }
 }

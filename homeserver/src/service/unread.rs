@@ -21,7 +21,8 @@ use ruma_events::room::member::MembershipState;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::error::ServiceResult;
 use super::push_rules::{PreparedEvent, PushPowerLevels, PushRuleService, RoomPushContext};
@@ -36,16 +37,13 @@ const MAX_COUNTED: usize = 1_000;
 /// entries are rebuilt from the store as syncs need them.
 const MAX_ENTRIES: usize = 500_000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A joined room's `unread_notifications` in a sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct UnreadCounts {
+    #[serde(rename = "notification_count")]
     pub notifications: u64,
+    #[serde(rename = "highlight_count")]
     pub highlights: u64,
-}
-
-impl UnreadCounts {
-    pub fn to_json(self) -> Value {
-        json!({"notification_count": self.notifications, "highlight_count": self.highlights})
-    }
 }
 
 #[derive(Default)]

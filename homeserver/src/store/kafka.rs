@@ -377,6 +377,28 @@ mod tests {
         }
     }
 
+    /// Typing notices `(room, stream)` heard on `incoming` until `done`
+    /// holds for what was heard; a node must hear each within 10 s.
+    async fn hear_until(
+        incoming: &mut BoxStream<'static, ClusterMessage>,
+        done: impl Fn(&[(String, i64)]) -> bool,
+    ) -> Vec<(String, i64)> {
+        let mut heard = Vec::new();
+        while !done(&heard) {
+            let message = tokio::time::timeout(Duration::from_secs(10), incoming.next())
+                .await
+                .expect("nothing heard within 10 s")
+                .expect("the stream ended");
+            if let ClusterMessage::Notice {
+                notice: StreamNotice::Typing { stream, room_id },
+            } = message
+            {
+                heard.push((room_id.to_string(), stream));
+            }
+        }
+        heard
+    }
+
     /// Two nodes over librdkafka's mock broker (the real wire protocol on a
     /// loopback port): each hears the other, in order per room, never itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,47 +419,59 @@ mod tests {
             .unwrap();
         let mut at_a = a.incoming();
         let mut at_b = b.incoming();
-        // Assignment from the end takes effect asynchronously: give it a moment.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        for n in 0..20 {
-            a.send(notice(n, &format!("!room{}:t", n % 3)));
-        }
-        b.send(notice(100, "!other:t"));
-        let mut got = Vec::new();
-        while got.len() < 20 {
-            let message = tokio::time::timeout(Duration::from_secs(10), at_b.next())
-                .await
-                .expect("b heard nothing")
-                .unwrap();
-            if let ClusterMessage::Notice {
-                notice: StreamNotice::Typing { stream, room_id },
-            } = message
-            {
-                got.push((room_id, stream));
+        let rooms = ["!room0:t", "!room1:t", "!room2:t"];
+        // Consumers start at the end once their assignment takes effect, which
+        // happens in the background: probe each room's partition until the
+        // other node hears it (probes have negative streams).
+        for (from, to) in [(&a, &mut at_b), (&b, &mut at_a)] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut waiting = rooms.to_vec();
+            while !waiting.is_empty() {
+                assert!(std::time::Instant::now() < deadline, "never assigned");
+                for room in &waiting {
+                    from.send(notice(-1, room));
+                }
+                while let Ok(Some(message)) =
+                    tokio::time::timeout(Duration::from_millis(100), to.next()).await
+                {
+                    if let ClusterMessage::Notice {
+                        notice: StreamNotice::Typing { room_id, .. },
+                    } = message
+                    {
+                        waiting.retain(|r| room_id != *r);
+                    }
+                }
             }
         }
+        for n in 0..20 {
+            a.send(notice(n, rooms[n as usize % 3]));
+        }
+        let got = hear_until(&mut at_b, |h| {
+            h.iter().filter(|(_, s)| *s >= 0).count() == 20
+        })
+        .await;
         // Per room, the order sent.
-        for room in 0..3 {
-            let name = format!("!room{room}:t");
+        for (index, room) in rooms.iter().enumerate() {
             let streams: Vec<i64> = got
                 .iter()
-                .filter(|(r, _)| *r == name)
+                .filter(|(r, s)| r == room && *s >= 0)
                 .map(|(_, s)| *s)
                 .collect();
-            let expected: Vec<i64> = (0..20).filter(|n| n % 3 == room).collect();
+            let expected: Vec<i64> = (0..20).filter(|n| *n as usize % 3 == index).collect();
             assert_eq!(streams, expected);
         }
-        let heard = tokio::time::timeout(Duration::from_secs(10), at_a.next())
-            .await
-            .expect("a heard nothing")
-            .unwrap();
-        assert_eq!(heard.partition_key(), "!other:t");
-        // Nothing of a's own came back to it.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(500), at_a.next())
-                .await
-                .is_err()
-        );
+        // b answers in each room after it heard all of a's messages, so each
+        // answer lies after them in its room's partition: a hears its rooms
+        // in order, and none of its own messages may come before the answers.
+        for room in rooms {
+            b.send(notice(100, room));
+        }
+        let heard = hear_until(&mut at_a, |h| {
+            h.iter().filter(|(_, s)| *s == 100).count() == 3
+        })
+        .await;
+        let own: Vec<_> = heard.iter().filter(|(_, s)| (0..20).contains(s)).collect();
+        assert!(own.is_empty(), "a heard its own messages: {own:?}");
     }
 
     /// A consumer group resumes from its committed offsets: what a node

@@ -28,7 +28,7 @@ use ruma_events::room::member::MembershipState;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +106,35 @@ fn state_name(state: PresenceState) -> &'static str {
     }
 }
 
+/// The `content` of an `m.presence` event, and the answer of `GET
+/// .../status`. Offline without a last-seen time when hidden or unknown.
+#[derive(Debug, PartialEq, Serialize)]
+pub struct PresenceContent {
+    pub presence: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_active_ago: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currently_active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_msg: Option<String>,
+}
+
+const OFFLINE: PresenceContent = PresenceContent {
+    presence: "offline",
+    last_active_ago: None,
+    currently_active: None,
+    status_msg: None,
+};
+
+/// An `m.presence` event of a sync.
+#[derive(Debug, Serialize)]
+pub struct PresenceEvent {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub content: PresenceContent,
+    pub sender: OwnedUserId,
+}
+
 /// The `content` of an `m.presence` event (and of `GET .../status`) as
 /// `viewer` may see it.
 pub fn presence_content(
@@ -113,20 +142,32 @@ pub fn presence_content(
     record: &PresenceRecord,
     viewer: &UserId,
     now: i64,
-) -> Value {
+) -> PresenceContent {
     if record.hidden && viewer != user_id {
-        return json!({"presence": "offline"});
+        return OFFLINE;
     }
-    let mut content = json!({
-        "presence": state_name(record.state),
-        "last_active_ago": (now - record.last_active_ts).max(0),
-        "currently_active": record.state == PresenceState::Online
-            && now - record.last_active_ts < ACTIVE_GRANULARITY_MS,
-    });
-    if let Some(msg) = &record.status_msg {
-        content["status_msg"] = json!(msg);
+    PresenceContent {
+        presence: state_name(record.state),
+        last_active_ago: Some((now - record.last_active_ts).max(0)),
+        currently_active: Some(
+            record.state == PresenceState::Online
+                && now - record.last_active_ts < ACTIVE_GRANULARITY_MS,
+        ),
+        status_msg: record.status_msg.clone(),
     }
-    content
+}
+
+fn presence_event(
+    id: OwnedUserId,
+    record: &PresenceRecord,
+    viewer: &UserId,
+    now: i64,
+) -> PresenceEvent {
+    PresenceEvent {
+        kind: "m.presence",
+        content: presence_content(&id, record, viewer, now),
+        sender: id,
+    }
 }
 
 /// What a [`PresenceService`] reads and writes.
@@ -291,7 +332,11 @@ impl PresenceService {
 
     /// `GET /presence/{userId}/status`: for the user and those who share a
     /// room with them.
-    pub async fn get_status(&self, viewer: &UserId, user_id: &UserId) -> ServiceResult<Value> {
+    pub async fn get_status(
+        &self,
+        viewer: &UserId,
+        user_id: &UserId,
+    ) -> ServiceResult<PresenceContent> {
         if viewer != user_id {
             let rooms: Vec<OwnedRoomId> = self
                 .rooms
@@ -310,7 +355,7 @@ impl PresenceService {
         let now = now_ms();
         Ok(match self.inner.store.get_presence(user_id).await? {
             Some(record) if self.enabled() => presence_content(user_id, &record, viewer, now),
-            _ => json!({"presence": "offline"}),
+            _ => OFFLINE,
         })
     }
 
@@ -367,7 +412,7 @@ impl PresenceService {
         &self,
         viewer: &UserId,
         users: &[OwnedUserId],
-    ) -> ServiceResult<Vec<Value>> {
+    ) -> ServiceResult<Vec<PresenceEvent>> {
         if !self.enabled() || users.is_empty() {
             return Ok(Vec::new());
         }
@@ -379,7 +424,7 @@ impl PresenceService {
             .await?
             .into_iter()
             .filter(|(_, record)| !record.hidden)
-            .map(|(id, record)| json!({"type": "m.presence", "content": presence_content(&id, &record, viewer, now), "sender": id}))
+            .map(|(id, record)| presence_event(id, &record, viewer, now))
             .collect())
     }
 
@@ -389,12 +434,13 @@ impl PresenceService {
         joined_rooms: &[OwnedRoomId],
         since: Option<StreamPos>,
         upto: StreamPos,
-    ) -> ServiceResult<Vec<Value>> {
+    ) -> ServiceResult<Vec<PresenceEvent>> {
         if !self.enabled() {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let event = |(id, record): (OwnedUserId, PresenceRecord)| json!({"type": "m.presence", "content": presence_content(&id, &record, user_id, now), "sender": id});
+        let event =
+            |(id, record): (OwnedUserId, PresenceRecord)| presence_event(id, &record, user_id, now);
         if let Some(since) = since.filter(|s| *s <= upto) {
             if since == upto {
                 return Ok(Vec::new());
@@ -437,6 +483,7 @@ impl PresenceService {
 mod tests {
     use super::*;
     use ruma_common::user_id;
+    use serde_json::json;
 
     fn record(state: PresenceState, ts: i64, hidden: bool) -> PresenceRecord {
         PresenceRecord {
@@ -449,29 +496,29 @@ mod tests {
 
     #[test]
     fn content_computes_ages_when_read() {
-        let c = presence_content(
+        let c = json!(presence_content(
             user_id!("@a:x"),
             &record(PresenceState::Online, 1_000, false),
             user_id!("@b:x"),
             31_000,
-        );
+        ));
         assert_eq!(c["presence"], "online");
         assert_eq!(c["last_active_ago"], 30_000);
         assert_eq!(c["currently_active"], true);
         assert_eq!(c["status_msg"], "lunch");
-        let c = presence_content(
+        let c = json!(presence_content(
             user_id!("@a:x"),
             &record(PresenceState::Online, 0, false),
             user_id!("@b:x"),
             61_000,
-        );
+        ));
         assert_eq!(c["currently_active"], false);
-        let c = presence_content(
+        let c = json!(presence_content(
             user_id!("@a:x"),
             &record(PresenceState::Unavailable, 0, false),
             user_id!("@b:x"),
             1,
-        );
+        ));
         assert_eq!(c["currently_active"], false);
     }
 
@@ -480,10 +527,10 @@ mod tests {
         let hidden = record(PresenceState::Online, 1_000, true);
         assert_eq!(
             presence_content(user_id!("@a:x"), &hidden, user_id!("@b:x"), 2_000),
-            json!({"presence": "offline"})
+            OFFLINE
         );
         assert_eq!(
-            presence_content(user_id!("@a:x"), &hidden, user_id!("@a:x"), 2_000)["presence"],
+            presence_content(user_id!("@a:x"), &hidden, user_id!("@a:x"), 2_000).presence,
             "online"
         );
     }

@@ -2,11 +2,31 @@
 
 use ruma_common::{OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UserId};
 use ruma_events::room::member::MembershipState;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{Requester, RoomService};
 use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::store::StoreError;
+
+/// A room of the public directory, as `/publicRooms` lists it. The texts
+/// are the state events' as given, absent when unset.
+#[derive(Serialize)]
+pub struct PublicRoom {
+    pub room_id: OwnedRoomId,
+    pub num_joined_members: usize,
+    pub world_readable: bool,
+    pub guest_can_join: bool,
+    pub join_rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canonical_alias: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<Value>,
+}
 
 impl RoomService {
     pub async fn resolve_alias(&self, alias: &RoomAliasId) -> ServiceResult<OwnedRoomId> {
@@ -75,7 +95,7 @@ impl RoomService {
         &self,
         offset: usize,
         limit: usize,
-    ) -> ServiceResult<(Vec<Value>, usize)> {
+    ) -> ServiceResult<(Vec<PublicRoom>, usize)> {
         let rooms = self.store.public_rooms().await?;
         let total = rooms.len();
         let mut chunk = Vec::new();
@@ -87,28 +107,21 @@ impl RoomService {
                 state
                     .get(kind, "")
                     .and_then(|e| e.content.get(key))
+                    .filter(|v| !v.is_null())
                     .cloned()
-                    .unwrap_or(Value::Null)
             };
-            let mut entry = json!({
-                "room_id": room_id,
-                "num_joined_members": state.members_with(MembershipState::Join).len(),
-                "world_readable": state.history_visibility() == "world_readable",
-                "guest_can_join": text("m.room.guest_access", "guest_access") == "can_join",
-                "join_rule": state.join_rule(),
+            chunk.push(PublicRoom {
+                num_joined_members: state.members_with(MembershipState::Join).len(),
+                world_readable: state.history_visibility() == "world_readable",
+                guest_can_join: text("m.room.guest_access", "guest_access")
+                    .is_some_and(|v| v == "can_join"),
+                join_rule: state.join_rule().to_owned(),
+                name: text("m.room.name", "name"),
+                topic: text("m.room.topic", "topic"),
+                canonical_alias: text("m.room.canonical_alias", "alias"),
+                avatar_url: text("m.room.avatar", "url"),
+                room_id,
             });
-            for (field, kind, key) in [
-                ("name", "m.room.name", "name"),
-                ("topic", "m.room.topic", "topic"),
-                ("canonical_alias", "m.room.canonical_alias", "alias"),
-                ("avatar_url", "m.room.avatar", "url"),
-            ] {
-                let value = text(kind, key);
-                if !value.is_null() {
-                    entry[field] = value;
-                }
-            }
-            chunk.push(entry);
         }
         Ok((chunk, total))
     }

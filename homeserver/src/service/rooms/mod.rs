@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub use create::CreateRoomRequest;
+pub use directory::PublicRoom;
 pub use read::{MessagesPage, PageRequest, RoomEventFilter};
 
 use self::actor::{Core, Job, SendJob};

@@ -1,9 +1,13 @@
 //! Account data (`account_data`, and each joined room's `account_data`).
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
-use super::join::push_room_event;
+use ruma_common::OwnedRoomId;
+use serde_json::{json, Value};
+
+use super::join::room_entry;
 use super::plan::{Pass, Plan};
+use super::response::JoinedRoom;
 use super::SyncService;
 use crate::service::error::ServiceResult;
 
@@ -14,7 +18,7 @@ impl SyncService {
         &self,
         pass: &Pass<'_>,
         plan: &Plan<'_>,
-        join: &mut Map<String, Value>,
+        join: &mut BTreeMap<OwnedRoomId, JoinedRoom>,
     ) -> ServiceResult<Vec<Value>> {
         let upto = pass.upto.account_data;
         let since = pass.since.map(|s| s.account_data).unwrap_or(0);
@@ -35,7 +39,8 @@ impl SyncService {
                 None => global.push(event),
                 Some(room_id) => {
                     if plan.joined.iter().any(|(m, _)| &m.room_id == room_id) {
-                        push_room_event(join, room_id, "account_data", event, pass.upto.events);
+                        let entry = room_entry(join, room_id, pass.upto.events);
+                        entry.account_data.events.push(event);
                     }
                 }
             }

@@ -1,9 +1,13 @@
 //! Typing and receipts (each joined room's `ephemeral`).
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
-use super::join::push_room_event;
+use ruma_common::OwnedRoomId;
+use serde_json::json;
+
+use super::join::room_entry;
 use super::plan::{Pass, Plan};
+use super::response::JoinedRoom;
 use super::SyncService;
 use crate::service::error::ServiceResult;
 
@@ -14,7 +18,7 @@ impl SyncService {
         &self,
         pass: &Pass<'_>,
         plan: &Plan<'_>,
-        join: &mut Map<String, Value>,
+        join: &mut BTreeMap<OwnedRoomId, JoinedRoom>,
     ) -> ServiceResult<()> {
         // Typing positions start over when the server restarts, so a token
         // from before then counts as "from the start".
@@ -27,7 +31,8 @@ impl SyncService {
         typing.extend(self.typing.typing_since(&plan.full, 0).await?);
         for (room_id, users) in typing {
             let event = json!({"type": "m.typing", "content": {"user_ids": users}});
-            push_room_event(join, &room_id, "ephemeral", event, pass.upto.events);
+            let entry = room_entry(join, &room_id, pass.upto.events);
+            entry.ephemeral.events.push(event);
         }
         Ok(())
     }
@@ -38,7 +43,7 @@ impl SyncService {
         &self,
         pass: &Pass<'_>,
         plan: &Plan<'_>,
-        join: &mut Map<String, Value>,
+        join: &mut BTreeMap<OwnedRoomId, JoinedRoom>,
     ) -> ServiceResult<()> {
         let user_id = &pass.who.user_id;
         let since = pass.since.map(|s| s.receipts).unwrap_or(0);
@@ -51,7 +56,8 @@ impl SyncService {
         };
         receipts.extend(self.receipts.receipt_events(&plan.full, 0, user_id).await?);
         for (room_id, event) in receipts {
-            push_room_event(join, &room_id, "ephemeral", event, pass.upto.events);
+            let entry = room_entry(join, &room_id, pass.upto.events);
+            entry.ephemeral.events.push(event);
         }
         Ok(())
     }

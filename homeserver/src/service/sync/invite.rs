@@ -1,8 +1,12 @@
 //! Rooms the user is invited to (`rooms.invite`).
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use ruma_common::OwnedRoomId;
+use serde_json::json;
 
 use super::plan::Pass;
+use super::response::{Events, InvitedRoom, StrippedState};
 use super::SyncService;
 use crate::service::error::ServiceResult;
 use crate::store::MembershipRecord;
@@ -14,9 +18,9 @@ impl SyncService {
         &self,
         pass: &Pass<'_>,
         invites: &[&MembershipRecord],
-    ) -> ServiceResult<Map<String, Value>> {
+    ) -> ServiceResult<BTreeMap<OwnedRoomId, InvitedRoom>> {
         let who = pass.who;
-        let mut invite = Map::new();
+        let mut invite = BTreeMap::new();
         for m in invites {
             let state = self.rooms.current_state(&m.room_id).await?;
             let inviter = state
@@ -24,7 +28,7 @@ impl SyncService {
                 .find(|e| e.event_id == m.event_id)
                 .map(|e| e.sender.as_str())
                 .unwrap_or_default();
-            let stripped: Vec<Value> = state
+            let stripped = state
                 .iter()
                 .filter(|e| {
                     matches!(
@@ -40,15 +44,15 @@ impl SyncService {
                         && (e.state_key.as_deref() == Some(who.user_id.as_str())
                             || e.state_key.as_deref() == Some(inviter)))
                 })
-                .map(|e| {
-                    json!({"type": e.kind, "state_key": e.state_key, "sender": e.sender,
-                           "content": e.pdu.get("content").cloned().unwrap_or(json!({}))})
+                .map(|e| StrippedState {
+                    kind: e.kind.clone(),
+                    state_key: e.state_key.clone(),
+                    sender: e.sender.clone(),
+                    content: e.pdu.get("content").cloned().unwrap_or(json!({})),
                 })
                 .collect();
-            invite.insert(
-                m.room_id.to_string(),
-                json!({"invite_state": {"events": stripped}}),
-            );
+            let invite_state = Events { events: stripped };
+            invite.insert(m.room_id.clone(), InvitedRoom { invite_state });
         }
         Ok(invite)
     }

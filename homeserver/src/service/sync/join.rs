@@ -1,38 +1,33 @@
 //! Joined rooms (`rooms.join`): timelines, the state a client lacks, and
 //! unread counts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ruma_common::{EventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::plan::{Pass, Plan};
+use super::response::{Events, JoinedRoom, Timeline};
 use super::SyncService;
 use crate::service::error::{ServiceError, ServiceResult};
 use crate::service::token::pagination_token;
 use crate::store::{RoomSlice, StoredEvent, StreamPos};
 
-/// Adds an event to one section (`ephemeral`, `account_data`) of a joined
-/// room's entry, creating an entry with an empty timeline if the room had none.
-pub(super) fn push_room_event(
-    join: &mut Map<String, Value>,
+/// A joined room's entry, for adding `ephemeral` or `account_data` events:
+/// a new one with an empty timeline if the room had none.
+pub(super) fn room_entry<'a>(
+    join: &'a mut BTreeMap<OwnedRoomId, JoinedRoom>,
     room_id: &RoomId,
-    section: &str,
-    event: Value,
     upto: StreamPos,
-) {
-    let room = join.entry(room_id.to_owned()).or_insert_with(|| {
-        json!({
-            "timeline": {"events": [], "limited": false, "prev_batch": pagination_token(upto)},
-            "state": {"events": []},
-            "ephemeral": {"events": []},
-            "account_data": {"events": []},
-            "unread_notifications": {},
+) -> &'a mut JoinedRoom {
+    join.entry(room_id.to_owned())
+        .or_insert_with(|| JoinedRoom {
+            timeline: Timeline {
+                prev_batch: pagination_token(upto),
+                ..Timeline::default()
+            },
+            ..JoinedRoom::default()
         })
-    });
-    if let Some(Value::Array(list)) = room.get_mut(section).and_then(|s| s.get_mut("events")) {
-        list.push(event);
-    }
 }
 
 impl SyncService {
@@ -43,7 +38,7 @@ impl SyncService {
         &self,
         pass: &Pass<'_>,
         plan: &Plan<'_>,
-        join: &mut Map<String, Value>,
+        join: &mut BTreeMap<OwnedRoomId, JoinedRoom>,
     ) -> ServiceResult<HashSet<OwnedUserId>> {
         let timelines = self.timelines(pass, plan).await?;
         let state_by_room = self.state(pass, plan, &timelines).await?;
@@ -79,7 +74,7 @@ impl SyncService {
             }
             let state = state_by_room.get(&room_id).map(Vec::as_slice);
             let entry = self.joined_room(pass, &events, slice.limited, state);
-            join.insert(room_id.to_string(), entry);
+            join.insert(room_id, entry);
         }
         Ok(newly_shared)
     }
@@ -175,7 +170,7 @@ impl SyncService {
         events: &[StoredEvent],
         limited: bool,
         state: Option<&[StoredEvent]>,
-    ) -> Value {
+    ) -> JoinedRoom {
         let filter = &pass.filter.room;
         let timeline_ids: HashSet<&EventId> = events.iter().map(|e| e.event_id.as_ref()).collect();
         let first_stream = events
@@ -200,20 +195,22 @@ impl SyncService {
             .filter(|e| filter.timeline.matches(e))
             .map(|e| self.format(e, pass.who, pass.now))
             .collect();
-        json!({
-            "timeline": {"events": timeline, "limited": limited, "prev_batch": prev_batch},
-            "state": {"events": state},
-            "ephemeral": {"events": []},
-            "account_data": {"events": []},
-            "unread_notifications": {},
-        })
+        JoinedRoom {
+            timeline: Timeline {
+                events: timeline,
+                limited,
+                prev_batch,
+            },
+            state: Events { events: state },
+            ..JoinedRoom::default()
+        }
     }
 
     /// Unread counts for every joined room the response shows.
     pub(super) async fn add_unread_counts(
         &self,
         pass: &Pass<'_>,
-        join: &mut Map<String, Value>,
+        join: &mut BTreeMap<OwnedRoomId, JoinedRoom>,
     ) -> ServiceResult<()> {
         let shown = join
             .keys()
@@ -224,8 +221,8 @@ impl SyncService {
             .unread
             .counts(&pass.who.user_id, &shown, pass.upto.events)
             .await?;
-        for (entry, c) in join.values_mut().zip(counts) {
-            entry["unread_notifications"] = c.to_json();
+        for (entry, counts) in join.values_mut().zip(counts) {
+            entry.unread_notifications = counts;
         }
         Ok(())
     }

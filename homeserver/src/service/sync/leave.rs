@@ -1,8 +1,11 @@
 //! Rooms the user left or was banned from (`rooms.leave`).
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use ruma_common::OwnedRoomId;
 
 use super::plan::Pass;
+use super::response::{LeftRoom, Timeline};
 use super::SyncService;
 use crate::service::error::ServiceResult;
 use crate::service::token::pagination_token;
@@ -15,9 +18,9 @@ impl SyncService {
         &self,
         pass: &Pass<'_>,
         leaves: &[&MembershipRecord],
-    ) -> ServiceResult<Map<String, Value>> {
+    ) -> ServiceResult<BTreeMap<OwnedRoomId, LeftRoom>> {
         let who = pass.who;
-        let mut leave = Map::new();
+        let mut leave = BTreeMap::new();
         for m in leaves {
             let slices = self
                 .rooms
@@ -35,19 +38,19 @@ impl SyncService {
                 .visible(&who.user_id, &m.room_id, 0, slice.events)
                 .await?;
             let first_stream = events.first().map(|e| e.stream).unwrap_or(m.stream);
-            let timeline: Vec<Value> = events
-                .iter()
-                .map(|e| self.format(e, who, pass.now))
-                .collect();
-            leave.insert(
-                m.room_id.to_string(),
-                json!({
-                    "timeline": {"events": timeline, "limited": slice.limited,
-                                 "prev_batch": pagination_token(first_stream - 1)},
-                    "state": {"events": []},
-                    "account_data": {"events": []},
-                }),
-            );
+            let timeline = Timeline {
+                events: events
+                    .iter()
+                    .map(|e| self.format(e, who, pass.now))
+                    .collect(),
+                limited: slice.limited,
+                prev_batch: pagination_token(first_stream - 1),
+            };
+            let room = LeftRoom {
+                timeline,
+                ..LeftRoom::default()
+            };
+            leave.insert(m.room_id.clone(), room);
         }
         Ok(leave)
     }

@@ -10,16 +10,17 @@
 //! plan which rooms enter and how (`plan.rs`), joined rooms with their
 //! timelines, state and unread counts (`join.rs`), invites (`invite.rs`),
 //! left rooms (`leave.rs`), account data (`account_data.rs`), typing and
-//! receipts (`ephemeral.rs`), presence (`presence.rs`). Recording delivery
-//! when a client proves what it holds is `delivery.rs`.
+//! receipts (`ephemeral.rs`), presence (`presence.rs`), into the types of
+//! `response.rs`. Recording delivery when a client proves what it holds is
+//! `delivery.rs`.
 
 use parking_lot::Mutex;
 use ruma_common::{OwnedUserId, RoomId, UserId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 mod account_data;
@@ -31,10 +32,13 @@ mod join;
 mod leave;
 mod plan;
 mod presence;
+mod response;
 
 pub use filter::{Filter, RoomFilter};
+pub use response::SyncResponse;
 
 use self::plan::{Pass, Plan};
+use self::response::{Events, Rooms};
 use super::error::ServiceResult;
 use super::notifier::Notifier;
 use super::pdu::client_event_for;
@@ -63,16 +67,12 @@ pub struct SyncRequest {
 }
 
 /// A sync response with nothing new: the client keeps its token.
-fn empty_response(since: SyncToken) -> Value {
-    json!({
-        "next_batch": since.to_string(),
-        "rooms": {"join": {}, "invite": {}, "leave": {}, "knock": {}},
-        "account_data": {"events": []},
-        "presence": {"events": []},
-        "to_device": {"events": []},
-        "device_lists": {"changed": [], "left": []},
-        "device_one_time_keys_count": {},
-    })
+fn empty_response(since: SyncToken) -> SyncResponse {
+    let next_batch = since.to_string();
+    SyncResponse {
+        next_batch,
+        ..SyncResponse::default()
+    }
 }
 
 pub struct SyncService {
@@ -150,7 +150,11 @@ impl SyncService {
 
     /// Answers at once if there is news (or no `since`), otherwise waits for
     /// the notifier until the timeout.
-    pub async fn sync(&self, who: &Requester, request: &SyncRequest) -> ServiceResult<Value> {
+    pub async fn sync(
+        &self,
+        who: &Requester,
+        request: &SyncRequest,
+    ) -> ServiceResult<SyncResponse> {
         // Held until the response is ready (or the client goes away): the
         // user counts as connected meanwhile.
         let _connected = self.connect(who, request.set_presence).await?;
@@ -162,7 +166,7 @@ impl SyncService {
         &self,
         who: &Requester,
         request: &SyncRequest,
-    ) -> ServiceResult<Value> {
+    ) -> ServiceResult<SyncResponse> {
         let Some(since) = request.since else {
             return self.compute(who, None, request).await.map(|(v, _)| v);
         };
@@ -224,13 +228,13 @@ impl SyncService {
         who: &Requester,
         since: Option<SyncToken>,
         request: &SyncRequest,
-    ) -> ServiceResult<(Value, bool)> {
+    ) -> ServiceResult<(SyncResponse, bool)> {
         let upto = self.positions(since.as_ref()).await?;
         let memberships = self.memberships(&who.user_id, upto.events).await?;
         let pass = Pass::new(who, since, request, upto);
         let plan = Plan::new(&pass, &memberships);
 
-        let mut join = Map::new();
+        let mut join = BTreeMap::new();
         let newly_shared = self.add_joined_rooms(&pass, &plan, &mut join).await?;
         let invite = self.invited_rooms(&pass, &plan.invites).await?;
         let leave = self.left_rooms(&pass, &plan.leaves).await?;
@@ -247,15 +251,20 @@ impl SyncService {
             || !leave.is_empty()
             || !account_data.is_empty()
             || !presence.is_empty();
-        let response = json!({
-            "next_batch": upto.to_string(),
-            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
-            "account_data": {"events": account_data},
-            "presence": {"events": presence},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
-        });
+        let response = SyncResponse {
+            next_batch: upto.to_string(),
+            rooms: Rooms {
+                join,
+                invite,
+                leave,
+                knock: BTreeMap::new(),
+            },
+            account_data: Events {
+                events: account_data,
+            },
+            presence: Events { events: presence },
+            ..SyncResponse::default()
+        };
         Ok((response, has_news))
     }
 

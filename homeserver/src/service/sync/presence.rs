@@ -2,13 +2,13 @@
 
 use std::collections::HashSet;
 
-use ruma_common::{OwnedRoomId, OwnedUserId};
+use ruma_common::{OwnedRoomId, OwnedUserId, UserId};
 use ruma_events::room::member::MembershipState;
-use serde_json::Value;
 
 use super::plan::Pass;
 use super::SyncService;
 use crate::service::error::ServiceResult;
+use crate::service::presence::PresenceEvent;
 use crate::store::MembershipRecord;
 
 impl SyncService {
@@ -20,7 +20,7 @@ impl SyncService {
         pass: &Pass<'_>,
         memberships: &[MembershipRecord],
         mut newly_shared: HashSet<OwnedUserId>,
-    ) -> ServiceResult<Vec<Value>> {
+    ) -> ServiceResult<Vec<PresenceEvent>> {
         let (who, since, upto) = (pass.who, pass.since, pass.upto);
         let presence_filter = &pass.filter.presence;
         // Nothing moved in the presence stream: skip the room list too.
@@ -48,15 +48,13 @@ impl SyncService {
         } else {
             Vec::new()
         };
-        let reported: HashSet<&str> = events.iter().filter_map(|e| e["sender"].as_str()).collect();
+        let reported: HashSet<&UserId> = events.iter().map(|e| e.sender.as_ref()).collect();
         let missing: Vec<OwnedUserId> = newly_shared
             .into_iter()
-            .filter(|u| !reported.contains(u.as_str()))
+            .filter(|u| !reported.contains::<UserId>(u))
             .collect();
         events.extend(self.presence.current_events(&who.user_id, &missing).await?);
-        events.retain(|e| {
-            presence_filter.matches_parts("m.presence", e["sender"].as_str().unwrap_or(""))
-        });
+        events.retain(|e| presence_filter.matches_parts("m.presence", e.sender.as_str()));
         if let Some(limit) = presence_filter.limit.filter(|l| *l >= 0) {
             events.truncate(limit as usize);
         }
