@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use ruma_common::{OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId};
+use ruma_events::room::member::MembershipState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -13,6 +14,7 @@ use super::error::ApiResult;
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
 use super::EmptyResponse;
 use crate::service::pdu::client_event;
+use crate::service::rooms::state::membership_of;
 use crate::service::rooms::{now_ms, CreateRoomRequest};
 use crate::service::Services;
 
@@ -173,8 +175,8 @@ pub async fn unban(
 
 #[derive(Debug, Deserialize)]
 pub struct MembersQuery {
-    pub membership: Option<String>,
-    pub not_membership: Option<String>,
+    pub membership: Option<MembershipState>,
+    pub not_membership: Option<MembershipState>,
     #[allow(dead_code)]
     pub at: Option<String>,
 }
@@ -195,9 +197,15 @@ pub async fn members(
     let chunk = events
         .iter()
         .filter(|e| {
-            let m = e.pdu["content"]["membership"].as_str().unwrap_or_default();
-            query.membership.as_deref().is_none_or(|want| want == m)
-                && query.not_membership.as_deref().is_none_or(|skip| skip != m)
+            let m = membership_of(&e.pdu["content"]);
+            query
+                .membership
+                .as_ref()
+                .is_none_or(|want| Some(want) == m.as_ref())
+                && query
+                    .not_membership
+                    .as_ref()
+                    .is_none_or(|skip| Some(skip) != m.as_ref())
         })
         .map(|e| client_event(&e.pdu, &e.event_id, now, None, true))
         .collect();
@@ -223,7 +231,7 @@ pub async fn joined_members(
     let mut joined = BTreeMap::new();
     for e in events
         .iter()
-        .filter(|e| e.pdu["content"]["membership"] == "join")
+        .filter(|e| membership_of(&e.pdu["content"]) == Some(MembershipState::Join))
     {
         let content = &e.pdu["content"];
         let member = RoomMember {

@@ -15,6 +15,7 @@ use super::{fcm, Sender, FCM_URL};
 use crate::service::error::ServiceResult;
 use crate::service::push_rules::PreparedEvent;
 use crate::service::rooms::now_ms;
+use crate::service::rooms::state::membership_of;
 use crate::service::unread::{display_name, push_context};
 use crate::store::cluster::ClaimedEvents;
 use crate::store::{OutboxPush, StoredEvent, StreamNotice};
@@ -239,7 +240,7 @@ impl Sender {
         if event.kind == "m.room.member" {
             let target = event.state_key.as_deref().map(UserId::parse);
             if let Some(Ok(target)) = target {
-                if event.pdu["content"]["membership"] == "invite" {
+                if membership_of(&event.pdu["content"]) == Some(MembershipState::Invite) {
                     recipients.push(target);
                 }
             }

@@ -1,6 +1,7 @@
 //! `createRoom`: the whole initial state goes out as one atomic append.
 
 use ruma_common::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
+use ruma_events::room::member::MembershipState;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -137,7 +138,7 @@ impl RoomService {
         let mut events = vec![state("m.room.create", "", Value::Object(create))];
 
         let profile = self.accounts.get_user(creator).await?;
-        let mut join = json!({"membership": "join"});
+        let mut join = json!({"membership": MembershipState::Join});
         if let Some(p) = &profile {
             if let Some(name) = &p.displayname {
                 join["displayname"] = json!(name);
@@ -229,7 +230,7 @@ impl RoomService {
                     "User {invitee} does not exist"
                 )));
             }
-            let mut content = json!({"membership": "invite"});
+            let mut content = json!({"membership": MembershipState::Invite});
             if request.is_direct {
                 content["is_direct"] = json!(true);
             }

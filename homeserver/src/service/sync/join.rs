@@ -4,12 +4,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ruma_common::{EventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma_events::room::member::MembershipState;
 use serde_json::Value;
 
 use super::plan::{Pass, Plan};
 use super::response::{Events, JoinedRoom, Timeline};
 use super::SyncService;
 use crate::service::error::{ServiceError, ServiceResult};
+use crate::service::rooms::state::membership_of;
 use crate::service::token::pagination_token;
 use crate::store::{RoomSlice, StoredEvent, StreamPos};
 
@@ -64,7 +66,8 @@ impl SyncService {
                     events
                         .iter()
                         .filter(|e| {
-                            e.kind == "m.room.member" && e.pdu["content"]["membership"] == "join"
+                            e.kind == "m.room.member"
+                                && membership_of(&e.pdu["content"]) == Some(MembershipState::Join)
                         })
                         .filter_map(|e| UserId::parse(e.state_key.as_deref()?).ok()),
                 );
