@@ -2,6 +2,7 @@
 //! variables (`TERN_*`), then command-line flags; later sources win.
 
 pub mod cluster;
+pub mod federation;
 pub mod media;
 pub mod scylla;
 mod sources;
@@ -66,6 +67,22 @@ pub struct Args {
     /// Join a cluster whose nodes share what they commit over these Kafka brokers (`host:port,...`).
     #[arg(long, env = "TERN_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
+    /// Federate: listen for other Matrix servers with TLS on this address
+    /// (the port of the server name, or 8448).
+    #[arg(long, env = "TERN_FEDERATION_LISTEN")]
+    pub federation_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the federation listener.
+    #[arg(long, env = "TERN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the federation listener.
+    #[arg(long, env = "TERN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Let federation requests reach loopback and private addresses.
+    #[arg(long, env = "TERN_FEDERATION_ALLOW_PRIVATE")]
+    pub federation_allow_private: bool,
+    /// Accept any TLS certificate from other servers (tests only).
+    #[arg(long, env = "TERN_FEDERATION_INSECURE_SKIP_VERIFY")]
+    pub federation_insecure_skip_verify: bool,
 }
 
 /// What the binary does instead of serving.
@@ -78,6 +95,10 @@ pub enum Command {
         /// TOML configuration file.
         file: PathBuf,
     },
+    /// Retires the signing key (other servers still see its public half
+    /// under `old_verify_keys`) and makes a new one under a new key id;
+    /// a running server picks it up when restarted.
+    RotateSigningKey,
 }
 
 /// Which storage engine backs accounts, rooms and timelines. Each engine is
@@ -115,6 +136,7 @@ pub struct FileConfig {
     pub postgres: Option<PostgresConfig>,
     pub kafka: Option<cluster::KafkaConfig>,
     pub scylla: Option<scylla::ScyllaConfig>,
+    pub federation: Option<federation::FederationFileConfig>,
 }
 
 /// The `[postgres]` section: where `storage = "postgres"` keeps its data.
@@ -289,6 +311,7 @@ pub struct Config {
     pub kafka: Option<cluster::KafkaConfig>,
     /// `None`: timelines are read from the relational engine.
     pub scylla: Option<scylla::ScyllaConfig>,
+    pub federation: federation::FederationConfig,
 }
 
 impl Default for Config {
@@ -310,6 +333,7 @@ impl Default for Config {
             postgres: None,
             kafka: None,
             scylla: None,
+            federation: federation::FederationConfig::default(),
         }
     }
 }
@@ -369,6 +393,9 @@ impl Config {
             postgres: settings.postgres,
             kafka: settings.kafka,
             scylla: settings.scylla,
+            federation: federation::FederationConfig::from_file(
+                settings.federation.unwrap_or_default(),
+            )?,
         })
     }
 
@@ -550,6 +577,37 @@ mod tests {
         );
         assert_eq!(config.presence.idle_after, Duration::from_millis(7));
         assert_eq!(config.presence.offline_after, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn federation_from_flags_and_its_rules() {
+        let off = Config::from_args(Args::parse_from(["homeserver"])).unwrap();
+        assert!(!off.federation.enabled, "no federation unless configured");
+
+        let args = Args::parse_from([
+            "homeserver",
+            "--server-name",
+            "localhost:8481",
+            "--federation-listen",
+            "127.0.0.1:8481",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--federation-allow-private",
+        ]);
+        let config = Config::from_args(args).unwrap();
+        assert_eq!(config.server_name, "localhost:8481");
+        let federation = config.federation;
+        assert!(federation.enabled && federation.allow_private);
+        assert!(!federation.insecure_skip_verify);
+        assert_eq!(federation.listen.unwrap().port(), 8481);
+        assert_eq!(federation.tls.unwrap().key, PathBuf::from("/k.pem"));
+
+        // A TLS listener without a certificate is refused at start.
+        let args = ["homeserver", "--federation-listen", "127.0.0.1:8448"];
+        let err = Config::from_args(Args::parse_from(args)).unwrap_err();
+        assert!(err.to_string().contains("tls_cert"), "{err}");
     }
 
     #[test]

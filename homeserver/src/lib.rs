@@ -257,6 +257,9 @@ pub async fn serve(
     let (services, database) = build_services(config, cancel.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, server_name = %services.config.server_name, "listening");
     let app = api::router(services.clone());
+    if let Some(addr) = services.config.federation.listen {
+        serve_federation(addr, services.clone(), cancel.clone()).await?;
+    }
     let stop = cancel.clone();
     axum::serve(
         listener,
@@ -273,6 +276,35 @@ pub async fn serve(
     // Every acknowledged write is already durable; this flushes the rest.
     database.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The federation listener: TLS on `addr`, the Server-Server API only,
+/// until `stop` is cancelled.
+async fn serve_federation(
+    addr: std::net::SocketAddr,
+    services: Arc<Services>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let files =
+        services.config.federation.tls.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("the federation listener needs --tls-cert and --tls-key")
+        })?;
+    let acceptor = api::tls::acceptor(files)?;
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("federation listener on {addr}: {e}"))?;
+    let listener = api::tls::TlsListener::new(tcp, acceptor, stop.clone())?;
+    tracing::info!(%addr, server_name = %services.config.server_name, "federating: TLS listener up");
+    let app = api::federation_router(services);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(%err, "federation listener stopped");
+        }
+    });
     Ok(())
 }
 

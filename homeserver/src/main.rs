@@ -13,8 +13,16 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<ExitCode> {
     let mut args = Args::parse();
-    if let Some(Command::CheckConfig { file }) = args.command.take() {
-        return Ok(check_config(file, args));
+    match args.command.take() {
+        Some(Command::CheckConfig { file }) => return Ok(check_config(file, args)),
+        Some(Command::RotateSigningKey) => {
+            let config = Config::from_args(args)?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            let key_id = homeserver::service::keys::ServerKey::rotate(&config.data_dir)?;
+            println!("signing with {key_id} from the next start");
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

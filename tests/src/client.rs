@@ -25,10 +25,15 @@ pub struct Client {
 impl Client {
     /// A client without an access token, for registration, login and error tests.
     pub fn anonymous(server: &TestServer) -> Self {
+        Self::anonymous_at(&server.base_url())
+    }
+
+    /// [`Self::anonymous`] for any server's client API (Synapse's too).
+    pub fn anonymous_at(base_url: &str) -> Self {
         Client {
             // Long enough for a 30 s long-poll sync plus slack.
             http: http_client(Duration::from_secs(60)),
-            base_url: server.base_url(),
+            base_url: base_url.to_owned(),
             access_token: None,
             user_id: String::new(),
             device_id: String::new(),
@@ -59,7 +64,12 @@ impl Client {
     /// Registers `name` with [`PASSWORD`] through the dummy auth stage and
     /// returns its first device. Panics unless registration succeeds.
     pub async fn register(server: &TestServer, name: &str) -> Self {
-        let anon = Client::anonymous(server);
+        Self::register_at(&server.base_url(), name).await
+    }
+
+    /// [`Self::register`] on any server's client API (Synapse's too).
+    pub async fn register_at(base_url: &str, name: &str) -> Self {
+        let anon = Client::anonymous_at(base_url);
         let mut body = json!({
             "username": name,
             "password": PASSWORD,

@@ -26,6 +26,7 @@ mod assertions;
 mod client;
 mod engine;
 mod fcm;
+mod federation;
 mod fixtures;
 mod gateway;
 mod server;
@@ -37,6 +38,9 @@ pub use assertions::*;
 pub use client::Client;
 pub use engine::TestDatabase;
 pub use fcm::FakeFcm;
+pub use federation::{
+    free_port, insecure_https, FederatingTern, FederationOptions, Synapse, TlsFiles,
+};
 pub use fixtures::{public_room, public_room_with, room_of_two, text};
 pub use gateway::{FakeGateway, GatewayMode};
 pub use server::{server_binary, ServerOptions, TestServer};

@@ -25,6 +25,11 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Contents of a TOML configuration file passed with `--config`.
     pub config_toml: Option<String>,
+    /// `--server-name` (default `localhost`); federating servers carry
+    /// their federation port in it.
+    pub server_name: Option<String>,
+    /// More command-line flags.
+    pub args: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -33,6 +38,8 @@ impl Default for ServerOptions {
             allow_registration: true,
             env: Vec::new(),
             config_toml: None,
+            server_name: None,
+            args: Vec::new(),
         }
     }
 }
@@ -151,7 +158,7 @@ impl TestServer {
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--server-name")
-            .arg("localhost")
+            .arg(self.options.server_name.as_deref().unwrap_or("localhost"))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--disable-rate-limits");
@@ -161,6 +168,7 @@ impl TestServer {
         if let Some(database) = &self.database {
             cmd.arg("--postgres-url").arg(database.url());
         }
+        cmd.args(&self.options.args);
         cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         if let Some(toml) = &self.options.config_toml {
             let path = self.log_path.with_file_name("tern.toml");

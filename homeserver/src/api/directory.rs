@@ -12,6 +12,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
 use super::EmptyResponse;
 use crate::service::error::ErrorKind;
+use crate::service::federation::not_federating;
 use crate::service::rooms::PublicRoom;
 use crate::service::Services;
 
@@ -27,6 +28,11 @@ pub async fn get_alias(
     State(services): State<Arc<Services>>,
     MatrixPath(alias): MatrixPath<OwnedRoomAliasId>,
 ) -> ApiResult<Json<AliasResponse>> {
+    if alias.server_name() != services.config.server_name {
+        let federation = services.federation.as_ref().ok_or_else(not_federating)?;
+        let (room_id, servers) = federation.query_alias(&alias).await?;
+        return Ok(Json(AliasResponse { room_id, servers }));
+    }
     let room_id = services.rooms.resolve_alias(&alias).await?;
     let servers = vec![services.config.server_name.clone()];
     Ok(Json(AliasResponse { room_id, servers }))

@@ -32,14 +32,16 @@ impl ApiError {
 fn status_of(kind: &ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::Forbidden | ErrorKind::GuestAccessForbidden => StatusCode::FORBIDDEN,
-        ErrorKind::MissingToken | ErrorKind::UnknownToken | ErrorKind::UiaRequired(_) => {
-            StatusCode::UNAUTHORIZED
-        }
+        ErrorKind::MissingToken
+        | ErrorKind::UnknownToken
+        | ErrorKind::UiaRequired(_)
+        | ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::NotFound | ErrorKind::Unrecognized => StatusCode::NOT_FOUND,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::CannotOverwriteMedia => StatusCode::CONFLICT,
         ErrorKind::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
         ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }

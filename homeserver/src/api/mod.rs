@@ -6,6 +6,7 @@ mod directory;
 pub mod error;
 mod events;
 pub mod extract;
+pub mod federation;
 mod media;
 mod presence;
 mod profile;
@@ -17,6 +18,7 @@ mod sse;
 mod state;
 mod static_files;
 mod sync;
+pub mod tls;
 mod typing;
 mod versions;
 
@@ -178,6 +180,11 @@ pub fn router(services: Arc<Services>) -> Router {
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]);
     let limit = services.config.max_request_bytes;
+    // Federation answers here too when it is on, for a TLS proxy in front.
+    let federation = match services.federation {
+        Some(_) => federation::routes(),
+        None => Router::new(),
+    };
     Router::new()
         .route("/_matrix/client/versions", get(versions::versions))
         .route("/.well-known/matrix/client", get(versions::well_known))
@@ -197,10 +204,21 @@ pub fn router(services: Arc<Services>) -> Router {
         // Media bodies stream past `max_request_bytes` (it only binds the
         // buffering extractors); `media.max_upload_bytes` limits them instead.
         .merge(media::routes(services.config.media.legacy_endpoints))
+        .merge(federation)
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(cors)
+        .with_state(services)
+}
+
+/// What the federation TLS listener serves: the Server-Server API only.
+pub fn federation_router(services: Arc<Services>) -> Router {
+    let limit = services.config.max_request_bytes;
+    federation::routes()
+        .fallback(|| async { ApiError::new(ErrorKind::Unrecognized, "Unrecognized request") })
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
         .with_state(services)
 }
 

@@ -11,6 +11,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
 use super::EmptyResponse;
 use crate::service::error::ErrorKind;
+use crate::service::federation::not_federating;
 use crate::service::Services;
 
 /// A profile, or one field of it: what is unset is left out.
@@ -28,6 +29,14 @@ pub async fn get_profile(
     State(services): State<Arc<Services>>,
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
 ) -> ApiResult<Json<ProfileResponse>> {
+    if user_id.server_name() != services.config.server_name {
+        let federation = services.federation.as_ref().ok_or_else(not_federating)?;
+        let profile = federation.query_profile(&user_id).await?;
+        return Ok(Json(ProfileResponse {
+            displayname: profile.displayname,
+            avatar_url: profile.avatar_url,
+        }));
+    }
     let profile = services.accounts.profile(&user_id).await?;
     Ok(Json(ProfileResponse {
         displayname: profile.displayname,

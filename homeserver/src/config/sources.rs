@@ -40,6 +40,40 @@ struct Overrides<'a> {
     postgres: Option<UrlOverride<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     kafka: Option<BrokersOverride<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    federation: Option<FederationOverrides<'a>>,
+}
+
+/// The federation flags; switches only turn on.
+#[derive(Serialize)]
+struct FederationOverrides<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<&'a PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<&'a PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_private: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    insecure_skip_verify: Option<bool>,
+}
+
+impl<'a> FederationOverrides<'a> {
+    fn from_args(args: &'a Args) -> Option<Self> {
+        let given = args.federation_listen.is_some()
+            || args.tls_cert.is_some()
+            || args.tls_key.is_some()
+            || args.federation_allow_private
+            || args.federation_insecure_skip_verify;
+        given.then_some(Self {
+            listen: args.federation_listen,
+            tls_cert: args.tls_cert.as_ref(),
+            tls_key: args.tls_key.as_ref(),
+            allow_private: args.federation_allow_private.then_some(true),
+            insecure_skip_verify: args.federation_insecure_skip_verify.then_some(true),
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -89,6 +123,7 @@ impl<'a> Overrides<'a> {
                 .kafka_brokers
                 .as_deref()
                 .map(|brokers| BrokersOverride { brokers }),
+            federation: FederationOverrides::from_args(args),
         }
     }
 }

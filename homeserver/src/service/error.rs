@@ -34,6 +34,10 @@ pub enum ErrorKind {
     NotYetUploaded,
     /// User-interactive authentication must continue: the body lists the flows.
     UiaRequired(Value),
+    /// A request from another server without a valid X-Matrix signature.
+    Unauthorized,
+    /// Another server, needed for the answer, failed to give one.
+    BadGateway,
     /// An internal failure; the message stays in the logs.
     Unknown,
 }
@@ -61,7 +65,8 @@ impl ErrorKind {
             ErrorKind::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             ErrorKind::NotYetUploaded => "M_NOT_YET_UPLOADED",
             ErrorKind::UiaRequired(_) => "M_FORBIDDEN",
-            ErrorKind::Unknown => "M_UNKNOWN",
+            ErrorKind::Unauthorized => "M_UNAUTHORIZED",
+            ErrorKind::BadGateway | ErrorKind::Unknown => "M_UNKNOWN",
         }
     }
 }

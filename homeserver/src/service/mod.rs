@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod cluster;
 pub mod error;
 pub mod fcm;
+pub mod federation;
 pub mod identifiers;
 pub mod keys;
 pub mod media;
@@ -35,6 +36,7 @@ use crate::store::{
     ReceiptStore, RoomStore, TypingStore,
 };
 use accounts::AccountService;
+use federation::FederationService;
 use keys::ServerKey;
 use media::MediaService;
 use notifications::NotificationService;
@@ -66,6 +68,8 @@ pub struct Services {
     pub unread: Arc<UnreadService>,
     pub media: MediaService,
     pub rate_limiter: RateLimiter,
+    /// `None`: this server does not federate.
+    pub federation: Option<Arc<FederationService>>,
     pub shutdown: CancellationToken,
 }
 
@@ -97,6 +101,19 @@ impl Services {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let key = Arc::new(key);
+        let federation = if config.federation.enabled {
+            Some(Arc::new(FederationService::new(
+                config.federation.clone(),
+                config.server_name.clone(),
+                key.clone(),
+            )?))
+        } else {
+            tracing::info!(
+                "not federating: other Matrix servers cannot reach this one \
+                 (set --federation-listen with --tls-cert and --tls-key, or [federation])"
+            );
+            None
+        };
         let cache = Arc::new(TimelineCache::new(backends.rooms.events_position().await?));
         let notifier = Notifier::new(backends.rooms.clone());
         notifier.spawn(backends.bus.as_ref(), shutdown.clone());
@@ -201,6 +218,7 @@ impl Services {
                 shutdown.clone(),
             ),
             rate_limiter: RateLimiter::new(!config.disable_rate_limits, backends.rate_limits),
+            federation,
             config,
             shutdown: shutdown.clone(),
         });

@@ -218,6 +218,7 @@ mod tests {
         der.extend_from_slice(&seed);
         ServerKey {
             pair: Ed25519KeyPair::from_der(&der, "1".into()).unwrap(),
+            old: Vec::new(),
         }
     }
 

@@ -1,0 +1,80 @@
+"""The Server-Server API description, `api-spec/federation.yaml`: valid
+OpenAPI 3.1, listing exactly the routes in `homeserver/src/api/federation/`,
+and matching what a federating server really answers."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import requests
+import yaml
+from openapi_core import OpenAPI
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+from openapi_spec_validator import OpenAPIV31SpecValidator
+
+from routes import API_DIR, normalise, served_routes
+from spec import REPO, operations
+
+FEDERATION_SPEC = REPO / "api-spec" / "federation.yaml"
+
+
+@functools.lru_cache(maxsize=1)
+def _spec() -> dict:
+    return yaml.safe_load(FEDERATION_SPEC.read_text())
+
+
+def test_the_federation_spec_is_valid_openapi_3_1():
+    OpenAPIV31SpecValidator(_spec()).validate()
+
+
+def test_the_federation_spec_lists_exactly_the_federation_routes():
+    served = {(m, normalise(p)) for m, p in served_routes(API_DIR / "federation", min_routes=5)}
+    specified = {(m, normalise(p)) for m, p in operations(_spec())}
+    assert served - specified == set(), "served but not specified"
+    assert specified - served == set(), "specified but not served"
+
+
+@pytest.fixture(scope="module")
+def federating(tern_factory, tmp_path_factory):
+    config = tmp_path_factory.mktemp("federation") / "tern.toml"
+    config.write_text('[federation]\nenabled = true\nwell_known_server = "matrix.localhost:443"\n')
+    return tern_factory(extra_args=["--config", str(config)])
+
+
+def _checked(base_url: str, method: str, path: str, *, expect: int, body=None) -> requests.Response:
+    """One request, its answer validated against the federation spec."""
+    spec = dict(_spec(), servers=[{"url": base_url}])
+    kwargs = {"timeout": 30}
+    if body is not None:
+        kwargs["data"] = json.dumps(body)
+        kwargs["headers"] = {"Content-Type": "application/json"}
+    resp = requests.request(method, base_url + path, **kwargs)
+    where = f"{method} {path} -> {resp.status_code} {resp.text[:300]!r}"
+    assert resp.status_code == expect, where
+    OpenAPI.from_dict(spec).validate_response(RequestsOpenAPIRequest(resp.request), RequestsOpenAPIResponse(resp))
+    return resp
+
+
+def test_real_answers_match_the_federation_spec(federating):
+    url = federating.base_url
+    own = _checked(url, "GET", "/_matrix/key/v2/server", expect=200).json()
+    assert own["server_name"] == "localhost"
+    one = _checked(url, "GET", "/_matrix/key/v2/query/localhost", expect=200).json()
+    assert one["server_keys"][0]["verify_keys"] == own["verify_keys"]
+    batch = _checked(url, "POST", "/_matrix/key/v2/query", expect=200, body={"server_keys": {"localhost": {}}}).json()
+    assert [d["server_name"] for d in batch["server_keys"]] == ["localhost"]
+    _checked(url, "GET", "/_matrix/key/v2/query/bad%20name", expect=400)
+    too_many = {"server_keys": {f"s{i}.example": {} for i in range(101)}}
+    _checked(url, "POST", "/_matrix/key/v2/query", expect=413, body=too_many)
+    assert _checked(url, "GET", "/_matrix/federation/v1/version", expect=200).json()["server"]["name"] == "Tern"
+    well_known = _checked(url, "GET", "/.well-known/matrix/server", expect=200).json()
+    assert well_known == {"m.server": "matrix.localhost:443"}
+    # Unsigned requests to the signed routes.
+    for path in (
+        "/_matrix/federation/v1/query/profile?user_id=%40a%3Alocalhost",
+        "/_matrix/federation/v1/query/directory?room_alias=%23a%3Alocalhost",
+    ):
+        refused = _checked(url, "GET", path, expect=401).json()
+        assert refused["errcode"] == "M_UNAUTHORIZED"
