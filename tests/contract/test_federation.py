@@ -75,6 +75,11 @@ def test_real_answers_match_the_federation_spec(federating):
     for path in (
         "/_matrix/federation/v1/query/profile?user_id=%40a%3Alocalhost",
         "/_matrix/federation/v1/query/directory?room_alias=%23a%3Alocalhost",
+        "/_matrix/federation/v1/publicRooms",
+        "/_matrix/federation/v1/media/download/abc",
+        "/_matrix/federation/v1/media/thumbnail/abc?width=32&height=32",
     ):
         refused = _checked(url, "GET", path, expect=401).json()
         assert refused["errcode"] == "M_UNAUTHORIZED"
+    refused = _checked(url, "POST", "/_matrix/federation/v1/publicRooms", expect=401, body={"limit": 5}).json()
+    assert refused["errcode"] == "M_UNAUTHORIZED"

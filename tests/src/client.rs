@@ -153,6 +153,40 @@ impl Client {
         Ok((status, value))
     }
 
+    /// A GET whose answer is bytes (media): status, Content-Type and body.
+    pub async fn get_bytes(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut req = self.http.get(format!("{}{path}", self.base_url));
+        if let Some(token) = &self.access_token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = resp.bytes().await.expect("read body").to_vec();
+        (status, content_type, body)
+    }
+
+    /// Uploads media and returns its `mxc://` URI.
+    pub async fn upload(&self, bytes: &[u8], content_type: &str, filename: &str) -> String {
+        let path = format!("/_matrix/media/v3/upload?filename={}", crate::enc(filename));
+        let (status, body) = self
+            .request_raw(Method::POST, &path, bytes.to_vec(), Some(content_type))
+            .await;
+        assert_eq!(status, 200, "upload: {body}");
+        body["content_uri"]
+            .as_str()
+            .expect("content_uri")
+            .to_owned()
+    }
+
     /// Sends raw bytes with an optional Content-Type; panics on a network error.
     pub async fn request_raw(
         &self,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -102,13 +103,31 @@ pub struct PublicRoomsBody {
     pub since: Option<String>,
 }
 
+/// The query of `GET /publicRooms`: paging, and which server's directory.
+#[derive(Debug, Default, Deserialize)]
+pub struct PublicRoomsQuery {
+    pub limit: Option<i64>,
+    pub since: Option<String>,
+    pub server: Option<OwnedServerName>,
+}
+
+/// `POST /publicRooms` names the server in its query, the rest in its body.
+#[derive(Debug, Default, Deserialize)]
+pub struct ServerQuery {
+    pub server: Option<OwnedServerName>,
+}
+
 /// # `GET /_matrix/client/v3/publicRooms`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3publicrooms>
 pub async fn public_rooms(
     State(services): State<Arc<Services>>,
-    super::extract::MatrixQuery(query): super::extract::MatrixQuery<PublicRoomsBody>,
-) -> ApiResult<Json<PublicRoomsResponse>> {
-    list_public(&services, query).await
+    super::extract::MatrixQuery(query): super::extract::MatrixQuery<PublicRoomsQuery>,
+) -> ApiResult<Response> {
+    let body = PublicRoomsBody {
+        limit: query.limit,
+        since: query.since,
+    };
+    public_rooms_of(&services, query.server, body).await
 }
 
 /// # `POST /_matrix/client/v3/publicRooms`
@@ -116,9 +135,56 @@ pub async fn public_rooms(
 pub async fn public_rooms_post(
     State(services): State<Arc<Services>>,
     _auth: Auth,
+    super::extract::MatrixQuery(query): super::extract::MatrixQuery<ServerQuery>,
     MatrixJson(body): MatrixJson<PublicRoomsBody>,
-) -> ApiResult<Json<PublicRoomsResponse>> {
-    list_public(&services, body).await
+) -> ApiResult<Response> {
+    public_rooms_of(&services, query.server, body).await
+}
+
+/// This server's directory, or another's over federation.
+async fn public_rooms_of(
+    services: &Services,
+    server: Option<OwnedServerName>,
+    body: PublicRoomsBody,
+) -> ApiResult<Response> {
+    match server {
+        Some(server) if server != services.config.server_name => {
+            let federation = services.federation.as_ref().ok_or_else(not_federating)?;
+            let limit = match body.limit {
+                Some(n) if n > 0 => Some(n.min(500) as u64),
+                Some(_) => {
+                    return Err(ApiError::new(
+                        ErrorKind::InvalidParam,
+                        "limit must be positive",
+                    ))
+                }
+                None => None,
+            };
+            let page = federation
+                .query_public_rooms(&server, limit, body.since)
+                .await?;
+            Ok(Json(RemotePublicRooms {
+                chunk: page.chunk,
+                next_batch: page.next_batch,
+                prev_batch: page.prev_batch,
+                total_room_count_estimate: page.total_room_count_estimate,
+            })
+            .into_response())
+        }
+        _ => Ok(list_public(services, body).await?.into_response()),
+    }
+}
+
+/// Another server's directory page, as it gave it.
+#[derive(Serialize)]
+pub struct RemotePublicRooms {
+    pub chunk: Vec<ruma_common::directory::PublicRoomsChunk>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_batch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev_batch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_room_count_estimate: Option<js_int::UInt>,
 }
 
 #[derive(Serialize)]
@@ -131,7 +197,9 @@ pub struct PublicRoomsResponse {
     pub prev_batch: Option<String>,
 }
 
-async fn list_public(
+/// This server's public rooms, a page at a time (`o<offset>` tokens); the
+/// federation endpoint serves the same.
+pub(crate) async fn list_public(
     services: &Services,
     query: PublicRoomsBody,
 ) -> ApiResult<Json<PublicRoomsResponse>> {

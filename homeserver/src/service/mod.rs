@@ -215,6 +215,7 @@ impl Services {
                 backends.media_metadata,
                 config.server_name.clone(),
                 config.media.max_upload_bytes,
+                federation.clone(),
                 shutdown.clone(),
             ),
             rate_limiter: RateLimiter::new(!config.disable_rate_limits, backends.rate_limits),

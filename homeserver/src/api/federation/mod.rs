@@ -4,6 +4,7 @@
 
 mod auth;
 mod keys;
+mod media;
 mod query;
 mod version;
 
@@ -28,6 +29,18 @@ pub fn routes() -> Router<Arc<Services>> {
         .route(
             "/_matrix/federation/v1/query/directory",
             get(query::directory),
+        )
+        .route(
+            "/_matrix/federation/v1/media/download/{media_id}",
+            get(media::download),
+        )
+        .route(
+            "/_matrix/federation/v1/media/thumbnail/{media_id}",
+            get(media::thumbnail),
+        )
+        .route(
+            "/_matrix/federation/v1/publicRooms",
+            get(query::public_rooms).post(query::public_rooms_post),
         )
         .route("/.well-known/matrix/server", get(version::well_known))
 }

@@ -1,5 +1,6 @@
-//! `GET /_matrix/federation/v1/query/{profile,directory}`: what other
-//! servers ask about our users and aliases.
+//! `GET /_matrix/federation/v1/query/{profile,directory}` and
+//! `publicRooms`: what other servers ask about our users, aliases and
+//! public rooms.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use ruma_common::{OwnedRoomAliasId, OwnedServerName, OwnedUserId};
 use serde::Deserialize;
 
 use super::auth::{NoBody, Signed};
-use crate::api::directory::AliasResponse;
+use crate::api::directory::{list_public, AliasResponse, PublicRoomsBody, PublicRoomsResponse};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::MatrixQuery;
 use crate::api::profile::ProfileResponse;
@@ -81,4 +82,30 @@ pub async fn directory(
         room_id,
         servers: vec![ours.clone()],
     }))
+}
+
+/// # `GET /_matrix/federation/v1/publicRooms`
+/// <https://spec.matrix.org/v1.16/server-server-api/#get_matrixfederationv1publicrooms>
+pub async fn public_rooms(
+    State(services): State<Arc<Services>>,
+    MatrixQuery(query): MatrixQuery<PublicRoomsBody>,
+    Signed {
+        origin,
+        body: NoBody {},
+    }: Signed<NoBody>,
+) -> ApiResult<Json<PublicRoomsResponse>> {
+    tracing::debug!(%origin, "public rooms over federation");
+    list_public(&services, query).await
+}
+
+/// # `POST /_matrix/federation/v1/publicRooms`
+/// <https://spec.matrix.org/v1.16/server-server-api/#post_matrixfederationv1publicrooms>
+///
+/// The `filter` is not applied yet: the whole directory pages through.
+pub async fn public_rooms_post(
+    State(services): State<Arc<Services>>,
+    Signed { origin, body }: Signed<PublicRoomsBody>,
+) -> ApiResult<Json<PublicRoomsResponse>> {
+    tracing::debug!(%origin, "public rooms over federation");
+    list_public(&services, body).await
 }

@@ -25,6 +25,20 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// will get their own, larger cap).
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// How much one request may take: time and answer size.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        timeout: TIMEOUT,
+        max_bytes: MAX_RESPONSE_BYTES,
+    };
+}
+
 pub struct FederationClient {
     http: reqwest::Client,
     discovery: Discovery,
@@ -75,6 +89,20 @@ impl FederationClient {
     where
         R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
     {
+        self.send_limited(destination, request, Limits::DEFAULT)
+            .await
+    }
+
+    /// [`Self::send`] with other limits (media, room state).
+    pub async fn send_limited<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        limits: Limits,
+    ) -> Result<R::IncomingResponse, FederationError>
+    where
+        R: OutgoingRequest<Authentication = ServerSignatures, PathBuilder = SinglePath>,
+    {
         let dest = self.destination(destination).await?;
         let input = XMatrixSigningInput::new(
             self.server_name.clone(),
@@ -84,7 +112,7 @@ impl FederationClient {
         let http_request = request
             .try_into_http_request::<Vec<u8>>(&dest.base_url, input, ())
             .map_err(|e| FederationError::Local(e.to_string()))?;
-        self.execute::<R>(destination, http_request).await
+        self.execute::<R>(destination, http_request, limits).await
     }
 
     /// Sends a request that needs no signature (the key server).
@@ -100,7 +128,39 @@ impl FederationClient {
         let http_request = request
             .try_into_http_request::<Vec<u8>>(&dest.base_url, (), ())
             .map_err(|e| FederationError::Local(e.to_string()))?;
-        self.execute::<R>(destination, http_request).await
+        self.execute::<R>(destination, http_request, Limits::DEFAULT)
+            .await
+    }
+
+    /// A plain GET of a URL another server pointed us at (a media
+    /// `Location`): no signature, the same guard, timeout and cap.
+    pub async fn fetch_url(&self, url: &str, limits: Limits) -> Result<Vec<u8>, FederationError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| FederationError::Refused(format!("bad URL {url:?}: {e}")))?;
+        if parsed.scheme() != "https" && parsed.scheme() != "http" {
+            return Err(FederationError::Refused(format!(
+                "not an http(s) URL: {url}"
+            )));
+        }
+        check_literal(parsed.host_str().unwrap_or_default(), self.allow_private)
+            .map_err(FederationError::Refused)?;
+        let response = self
+            .http
+            .get(parsed)
+            .timeout(limits.timeout)
+            .send()
+            .await
+            .map_err(|e| FederationError::Unreachable {
+                server: ruma_common::owned_server_name!("unknown.invalid"),
+                cause: chain(&e),
+            })?;
+        if !response.status().is_success() {
+            return Err(FederationError::Refused(format!(
+                "{url} answered {}",
+                response.status()
+            )));
+        }
+        read_capped(response, limits.max_bytes).await
     }
 
     async fn destination(&self, destination: &ServerName) -> Result<Destination, FederationError> {
@@ -122,18 +182,25 @@ impl FederationClient {
         &self,
         destination: &ServerName,
         http_request: http::Request<Vec<u8>>,
+        limits: Limits,
     ) -> Result<R::IncomingResponse, FederationError> {
-        let request = reqwest::Request::try_from(http_request)
+        let mut request = reqwest::Request::try_from(http_request)
             .map_err(|e| FederationError::Local(e.to_string()))?;
+        *request.timeout_mut() = Some(limits.timeout);
         let unreachable = |err: reqwest::Error| FederationError::Unreachable {
             server: destination.to_owned(),
             cause: chain(&err),
         };
         let response = self.http.execute(request).await.map_err(unreachable)?;
         let status = response.status();
-        let body = read_capped(response, MAX_RESPONSE_BYTES).await?;
-        let http_response = http::Response::builder()
-            .status(status.as_u16())
+        let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+        let body = read_capped(response, limits.max_bytes).await?;
+        let mut http_response = http::Response::builder().status(status.as_u16());
+        if let Some(content_type) = content_type {
+            // Multipart answers (media) carry their boundary here.
+            http_response = http_response.header(http::header::CONTENT_TYPE, content_type);
+        }
+        let http_response = http_response
             .body(body.as_slice())
             .map_err(|e| FederationError::Local(e.to_string()))?;
         R::IncomingResponse::try_from_http_response(http_response).map_err(|err| match err {

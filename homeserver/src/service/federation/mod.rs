@@ -6,6 +6,7 @@
 //! - [`client`]: signed requests out (discovery, the outbound guard, caps).
 //! - [`discovery`]: from a server name to an address.
 //! - [`guard`]: which addresses requests may reach.
+//! - [`media`]: other servers' media.
 //! - this file: checking the X-Matrix signature of requests in, and the
 //!   look-ups clients make through other servers (profiles, aliases).
 
@@ -13,12 +14,14 @@ pub mod client;
 pub mod discovery;
 pub mod guard;
 pub mod keys;
+pub mod media;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ruma_common::{OwnedRoomId, OwnedServerName, RoomAliasId, UserId};
 use ruma_federation_api::authentication::XMatrix;
+use ruma_federation_api::directory::get_public_rooms;
 use ruma_federation_api::query::{get_profile_information, get_room_information};
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
@@ -181,6 +184,21 @@ impl FederationService {
         let request = get_room_information::v1::Request::new(alias.to_owned());
         let response = self.client.send(alias.server_name(), request).await?;
         Ok((response.room_id, response.servers))
+    }
+}
+
+impl FederationService {
+    /// A page of another server's public room directory.
+    pub async fn query_public_rooms(
+        &self,
+        server: &ruma_common::ServerName,
+        limit: Option<u64>,
+        since: Option<String>,
+    ) -> ServiceResult<get_public_rooms::v1::Response> {
+        let mut request = get_public_rooms::v1::Request::new();
+        request.limit = limit.map(js_int::UInt::new_saturating);
+        request.since = since;
+        Ok(self.client.send(server, request).await?)
     }
 }
 

@@ -6,9 +6,12 @@
 //! ever held in memory whole. Metadata is recorded only after the bytes are
 //! stored, so a record never points at missing content. Thumbnails are made
 //! once per (media, size, method, animation), on the blocking pool, a few at a
-//! time, and kept in the media store beside the content.
+//! time, and kept in the media store beside the content. Media of other
+//! servers is fetched over federation on first use and kept the same way
+//! (`remote.rs`), so each piece crosses the network once.
 
 pub mod disposition;
+mod remote;
 pub mod thumbnail;
 
 use parking_lot::Mutex;
@@ -25,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ErrorKind, ServiceError, ServiceResult};
+use super::federation::FederationService;
 use super::rooms::now_ms;
 use crate::store::media::{
     ByteStream, MediaMetadataStore, MediaObject, MediaRecord, MediaStore, UploadedContent,
@@ -84,6 +88,10 @@ pub struct MediaService {
     server_name: OwnedServerName,
     max_upload_bytes: u64,
     thumbnail_workers: Semaphore,
+    /// Fetches other servers' media; `None` when not federating.
+    federation: Option<Arc<FederationService>>,
+    /// One fetch at a time per remote media (striped by key).
+    remote_fetches: remote::FetchLocks,
     shutdown: CancellationToken,
 }
 
@@ -115,9 +123,14 @@ fn content_key(media_id: &str) -> String {
     format!("content/{media_id}")
 }
 
-fn thumbnail_key(media_id: &str, spec: &Spec) -> String {
+/// Where the thumbnails of local media live.
+fn thumbnail_prefix(media_id: &str) -> String {
+    format!("thumbnail/{media_id}")
+}
+
+fn thumbnail_key(prefix: &str, spec: &Spec) -> String {
     format!(
-        "thumbnail/{media_id}/{}x{}-{}.{}",
+        "{prefix}/{}x{}-{}.{}",
         spec.width,
         spec.height,
         spec.method.as_str(),
@@ -145,6 +158,7 @@ impl MediaService {
         metadata: Arc<dyn MediaMetadataStore>,
         server_name: OwnedServerName,
         max_upload_bytes: u64,
+        federation: Option<Arc<FederationService>>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -153,6 +167,8 @@ impl MediaService {
             server_name,
             max_upload_bytes,
             thumbnail_workers: Semaphore::new(THUMBNAIL_WORKERS),
+            federation,
+            remote_fetches: remote::FetchLocks::default(),
             shutdown,
         }
     }
@@ -381,6 +397,9 @@ impl MediaService {
         timeout_ms: Option<u64>,
         allow_redirect: bool,
     ) -> ServiceResult<MediaContent> {
+        if server_name != self.server_name {
+            return self.remote_download(server_name, media_id, file_name).await;
+        }
         let record = self
             .uploaded_record(server_name, media_id, timeout_ms)
             .await?;
@@ -428,10 +447,18 @@ impl MediaService {
                 "width and height must be positive",
             ));
         }
-        let record = self
-            .uploaded_record(server_name, media_id, timeout_ms)
-            .await?;
-        let source_type = record.content_type.unwrap_or_default().to_ascii_lowercase();
+        let (source_type, source_key, prefix) = if server_name == self.server_name {
+            let record = self
+                .uploaded_record(server_name, media_id, timeout_ms)
+                .await?;
+            let key = content_key(media_id);
+            (record.content_type, key, thumbnail_prefix(media_id))
+        } else {
+            let remote = self.remote(server_name, media_id).await?;
+            let keys = remote::RemoteKeys::new(server_name, media_id);
+            (remote.content_type, keys.content, keys.thumbnails)
+        };
+        let source_type = source_type.unwrap_or_default().to_ascii_lowercase();
         let output = Output::for_source(&source_type, request.animated)
             .ok_or_else(|| ServiceError::not_found("No thumbnail for this media type"))?;
         let (width, height) = thumbnail::snap_size(request.width, request.height);
@@ -441,10 +468,10 @@ impl MediaService {
             method: request.method,
             output,
         };
-        let key = thumbnail_key(media_id, &spec);
+        let key = thumbnail_key(&prefix, &spec);
         let object = match self.store.get(&key).await? {
             Some(cached) => cached,
-            None => self.make_thumbnail(media_id, &key, spec).await?,
+            None => self.make_thumbnail(&source_key, &key, spec).await?,
         };
         let content_type = output.content_type().to_owned();
         Ok(MediaContent {
@@ -456,13 +483,14 @@ impl MediaService {
 
     async fn make_thumbnail(
         &self,
-        media_id: &str,
+        source_key: &str,
         key: &str,
         spec: Spec,
     ) -> ServiceResult<MediaObject> {
+        let media_id = source_key;
         let source = self
             .store
-            .get(&content_key(media_id))
+            .get(source_key)
             .await?
             .ok_or_else(|| ServiceError::not_found("Media not found"))?;
         if source.len > MAX_THUMBNAIL_SOURCE_BYTES {
@@ -525,6 +553,9 @@ mod tests {
             method: Method::Crop,
             output: Output::Png,
         };
-        assert_eq!(thumbnail_key("abc", &spec), "thumbnail/abc/32x32-crop.png");
+        assert_eq!(
+            thumbnail_key(&thumbnail_prefix("abc"), &spec),
+            "thumbnail/abc/32x32-crop.png"
+        );
     }
 }
