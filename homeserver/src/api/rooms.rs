@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use ruma_common::{OwnedRoomId, OwnedRoomOrAliasId, OwnedUserId};
+use ruma_common::{OwnedRoomId, OwnedRoomOrAliasId, OwnedServerName, OwnedUserId};
 use ruma_events::room::member::MembershipState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
 use super::EmptyResponse;
+use crate::service::error::ErrorKind;
 use crate::service::pdu::client_event;
 use crate::service::rooms::state::membership_of;
 use crate::service::rooms::{now_ms, CreateRoomRequest};
@@ -46,13 +47,32 @@ pub async fn join(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixPath(room): MatrixPath<OwnedRoomOrAliasId>,
+    uri: axum::http::Uri,
     MatrixJson(body): MatrixJson<ReasonBody>,
 ) -> ApiResult<Json<RoomIdResponse>> {
+    let via = via_servers(&uri)?;
     let room_id = services
         .rooms
-        .join(&auth.who, &room, body.reason.as_deref())
+        .join(&auth.who, &room, body.reason.as_deref(), &via)
         .await?;
     Ok(Json(RoomIdResponse { room_id }))
+}
+
+/// The repeated `via` (and deprecated `server_name`) query parameters: the
+/// servers to join a remote room through.
+fn via_servers(uri: &axum::http::Uri) -> ApiResult<Vec<OwnedServerName>> {
+    let query = uri.query().unwrap_or_default();
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "via" || key == "server_name")
+        .map(|(_, value)| {
+            ruma_common::ServerName::parse(value.as_ref()).map_err(|_| {
+                ApiError::new(
+                    ErrorKind::InvalidParam,
+                    format!("Invalid server name {value:?}"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/join`
@@ -61,9 +81,10 @@ pub async fn join_by_id(
     state: State<Arc<Services>>,
     auth: Auth,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
+    uri: axum::http::Uri,
     body: MatrixJson<ReasonBody>,
 ) -> ApiResult<Json<RoomIdResponse>> {
-    join(state, auth, MatrixPath(room_id.into()), body).await
+    join(state, auth, MatrixPath(room_id.into()), uri, body).await
 }
 
 /// # `GET /_matrix/client/v3/joined_rooms`

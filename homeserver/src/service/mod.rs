@@ -143,6 +143,7 @@ impl Services {
             cache.clone(),
             key,
             server_name.clone(),
+            federation.clone(),
         );
         let unread = Arc::new(UnreadService::new(
             rooms.clone(),

@@ -62,7 +62,7 @@ pub fn sign_pdu(
     sign_with_rules(key, server_name, pdu, &RoomVersionRules::V11)
 }
 
-fn sign_with_rules(
+pub fn sign_with_rules(
     key: &ServerKey,
     server_name: &ServerName,
     pdu: Value,

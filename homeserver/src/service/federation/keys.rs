@@ -89,6 +89,26 @@ impl KeyRing {
         object
     }
 
+    /// The key this server signs with.
+    pub fn own_key(&self) -> &ServerKey {
+        &self.own
+    }
+
+    /// Our current and retired public keys, by key id.
+    fn own_public_keys(&self) -> PublicKeySet {
+        let mut set = PublicKeySet::new();
+        set.insert(
+            self.own.key_id(),
+            Base64::new(self.own.pair.public_key().to_vec()),
+        );
+        for old in &self.own.old {
+            if let Ok(key) = Base64::parse(&old.public_key) {
+                set.insert(format!("ed25519:{}", old.version), key);
+            }
+        }
+        set
+    }
+
     /// Adds our signature to a JSON object (our key document, or another
     /// server's as a notary relays it).
     pub fn sign(&self, object: &mut CanonicalJsonObject) {
@@ -160,17 +180,59 @@ impl KeyRing {
             })
     }
 
+    /// Those of `key_ids` of `server` valid at `at_ms` (at least one),
+    /// fetching its key document when the cache has none: what checking an
+    /// event's signatures needs, where any one valid key will do.
+    pub async fn any_public_keys(
+        &self,
+        client: &FederationClient,
+        server: &ServerName,
+        key_ids: &[&str],
+        at_ms: u64,
+    ) -> Result<PublicKeySet, FederationError> {
+        if server == self.server_name {
+            // Our own events (a join the resident server sends back).
+            return Ok(self.own_public_keys());
+        }
+        let known = |ring: &Self| {
+            let set = ring.cached_subset(server, key_ids, at_ms);
+            (!set.is_empty()).then_some(set)
+        };
+        if let Some(set) = known(self) {
+            return Ok(set);
+        }
+        let lock = {
+            let mut fetching = self.fetching.lock().await;
+            fetching.entry(server.to_owned()).or_default().clone()
+        };
+        let _one_fetch = lock.lock().await;
+        if let Some(set) = known(self) {
+            return Ok(set);
+        }
+        self.fetch(client, server).await?;
+        known(self).ok_or_else(|| FederationError::UnknownKey {
+            server: server.to_owned(),
+            key_ids: key_ids.join(", "),
+        })
+    }
+
     fn cached(&self, origin: &ServerName, key_ids: &[&str], at_ms: u64) -> Option<PublicKeySet> {
+        let set = self.cached_subset(origin, key_ids, at_ms);
+        (set.len() == key_ids.len()).then_some(set)
+    }
+
+    fn cached_subset(&self, origin: &ServerName, key_ids: &[&str], at_ms: u64) -> PublicKeySet {
         let remote = self.remote.read();
-        let known = remote.get(origin)?;
-        let set: PublicKeySet = key_ids
+        let Some(known) = remote.get(origin) else {
+            return PublicKeySet::new();
+        };
+        key_ids
             .iter()
             .filter_map(|id| {
                 let key = known.keys.get(*id)?;
                 (key.valid_until_ts >= at_ms).then(|| ((*id).to_owned(), key.key.clone()))
             })
-            .collect();
-        (set.len() == key_ids.len()).then_some(set)
+            .collect()
     }
 
     /// Fetches `origin`'s key document from `origin` itself and caches it.
@@ -182,7 +244,17 @@ impl KeyRing {
         let response = client
             .send_unsigned(origin, get_server_keys::v2::Request::new())
             .await?;
-        let (document, known) = accept_document(origin, &response.server_key, now_ms())?;
+        self.learn(origin, &response.server_key)
+    }
+
+    /// Takes `origin`'s key document into the cache if it holds (see
+    /// [`accept_document`]); the document must have come from `origin`.
+    pub(crate) fn learn(
+        &self,
+        origin: &ServerName,
+        raw: &Raw<ServerSigningKeys>,
+    ) -> Result<(), FederationError> {
+        let (document, known) = accept_document(origin, raw, now_ms())?;
         tracing::debug!(server = %origin, keys = known.keys.len(), "fetched signing keys");
         let mut remote = self.remote.write();
         let entry = remote.entry(origin.to_owned()).or_default();

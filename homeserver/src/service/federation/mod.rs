@@ -5,14 +5,18 @@
 //! - [`keys`]: our key document and the cache of other servers' keys.
 //! - [`client`]: signed requests out (discovery, the outbound guard, caps).
 //! - [`discovery`]: from a server name to an address.
+//! - [`event`]: the checks of a PDU that need no room state.
 //! - [`guard`]: which addresses requests may reach.
+//! - [`join`]: joining a room another server holds.
 //! - [`media`]: other servers' media.
 //! - this file: checking the X-Matrix signature of requests in, and the
 //!   look-ups clients make through other servers (profiles, aliases).
 
 pub mod client;
 pub mod discovery;
+pub mod event;
 pub mod guard;
+pub mod join;
 pub mod keys;
 pub mod media;
 

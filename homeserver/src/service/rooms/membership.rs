@@ -1,6 +1,8 @@
 //! Membership changes and state updates requested by clients.
 
-use ruma_common::{OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, UserId};
+use ruma_common::{
+    OwnedEventId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, UserId,
+};
 use ruma_events::room::member::MembershipState;
 use serde_json::{json, Value};
 
@@ -8,6 +10,20 @@ use super::{EventRequest, Requester, RoomService};
 use crate::service::error::{ServiceError, ServiceResult};
 
 impl RoomService {
+    /// The room an id or alias names, and servers that hold it (those a
+    /// remote alias names).
+    async fn resolve_room_and_servers(
+        &self,
+        room: &RoomOrAliasId,
+    ) -> ServiceResult<(OwnedRoomId, Vec<OwnedServerName>)> {
+        match (<&RoomAliasId>::try_from(room), &self.federation) {
+            (Ok(alias), Some(federation)) if alias.server_name() != self.server_name => {
+                federation.query_alias(alias).await
+            }
+            _ => Ok((self.resolve_room(room).await?, Vec::new())),
+        }
+    }
+
     /// Resolves `#alias:server` or returns the room id unchanged.
     pub async fn resolve_room(&self, room: &RoomOrAliasId) -> ServiceResult<OwnedRoomId> {
         match <&RoomId>::try_from(room) {
@@ -69,13 +85,21 @@ impl RoomService {
     }
 
     /// Joins a room by id or alias; joining a room one is in again is a no-op.
+    /// Joins `who` to a room (by id or alias). A room this server does not
+    /// hold is joined through another server: `via`, the alias's server, or
+    /// the room id's.
     pub async fn join(
         &self,
         who: &Requester,
         room: &RoomOrAliasId,
         reason: Option<&str>,
+        via: &[OwnedServerName],
     ) -> ServiceResult<OwnedRoomId> {
-        let room_id = self.resolve_room(room).await?;
+        let (room_id, mut servers) = self.resolve_room_and_servers(room).await?;
+        if self.federation.is_some() && !self.store.room_exists(&room_id).await? {
+            servers.extend(via.iter().cloned());
+            return self.join_remote(who, &room_id, servers).await;
+        }
         let state = self.known_state(&room_id).await?;
         if state.is_joined(&who.user_id) {
             return Ok(room_id);

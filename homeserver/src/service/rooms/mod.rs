@@ -10,6 +10,7 @@ mod create;
 mod directory;
 mod membership;
 mod read;
+mod remote_join;
 pub mod state;
 pub mod visibility;
 
@@ -28,6 +29,7 @@ pub use read::{MessagesPage, PageRequest, RoomEventFilter};
 use self::actor::{Core, Job, SendJob};
 use self::state::RoomState;
 use super::error::{ServiceError, ServiceResult};
+use super::federation::FederationService;
 use super::keys::ServerKey;
 use super::timeline_cache::TimelineCache;
 use crate::store::{AccountStore, EventBus, RoomStore};
@@ -54,6 +56,8 @@ pub struct RoomService {
     accounts: Arc<dyn AccountStore>,
     server_name: OwnedServerName,
     core: Arc<Core>,
+    /// Joins rooms of other servers; `None` when not federating.
+    federation: Option<Arc<FederationService>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -71,12 +75,14 @@ impl RoomService {
         cache: Arc<TimelineCache>,
         key: Arc<ServerKey>,
         server_name: OwnedServerName,
+        federation: Option<Arc<FederationService>>,
     ) -> Self {
         Self {
             core: Core::new(store.clone(), bus, cache, key, server_name.clone()),
             store,
             accounts,
             server_name,
+            federation,
         }
     }
 

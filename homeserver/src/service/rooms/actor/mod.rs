@@ -26,7 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 
 mod build;
 mod commit;
+mod import;
 mod txns;
+
+pub(super) use import::{ImportJob, Imported};
 
 use self::commit::Batch;
 use self::txns::RecentTxns;
@@ -67,6 +70,8 @@ pub(super) enum Job {
     Snapshot(oneshot::Sender<ServiceResult<Option<Arc<RoomState>>>>),
     /// An append failed: reload the head from the store.
     Reload,
+    /// Events another server built, for a room this server joins.
+    Import(ImportJob),
 }
 
 /// Build these events atomically (all or none) and reply, once durable,
@@ -208,6 +213,7 @@ impl Core {
                     self.build(room_id, head, &durable_txns, job, &mut batch)
                         .await
                 }
+                Job::Import(job) => self.import(room_id, head, job, &mut batch),
             }
         }
         if !batch.is_empty() {
@@ -222,6 +228,9 @@ fn fail(job: Job, err: ServiceError) {
             let _ = reply.send(Err(err));
         }
         Job::Snapshot(reply) => {
+            let _ = reply.send(Err(err));
+        }
+        Job::Import(ImportJob { reply, .. }) => {
             let _ = reply.send(Err(err));
         }
         Job::Reload => {}

@@ -1,0 +1,116 @@
+//! Events another server built (a remote room's state and our join to it):
+//! already checked and authorized by the federation layer, appended here by
+//! the room's one writer so the head, syncs and the cluster see them as
+//! they see local events.
+
+use std::sync::Arc;
+
+use ruma_common::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::commit::{Batch, Owed};
+use super::{Core, RoomHandle};
+use crate::service::error::{ServiceError, ServiceResult};
+use crate::service::rooms::state::{membership_of, StateEntry};
+use crate::store::NewEvent;
+
+/// One event to import: its id, sender, type, state key, depth and PDU.
+pub struct Imported {
+    pub event_id: OwnedEventId,
+    pub sender: OwnedUserId,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub depth: i64,
+    pub pdu: Value,
+}
+
+/// Import these events in order (all or none) into a room this server
+/// does not hold yet.
+pub struct ImportJob {
+    pub events: Vec<Imported>,
+    pub reply: oneshot::Sender<ServiceResult<Vec<OwnedEventId>>>,
+}
+
+impl Core {
+    /// Adds an import to the round's batch, advancing the head.
+    pub(super) fn import(
+        &self,
+        room_id: &RoomId,
+        head: &mut Option<RoomHandle>,
+        job: ImportJob,
+        batch: &mut Batch,
+    ) {
+        let ImportJob { events, reply } = job;
+        if head.is_some() {
+            let _ = reply.send(Err(ServiceError::forbidden(
+                "This server already holds the room",
+            )));
+            return;
+        }
+        let mut scratch = RoomHandle::default();
+        let built: Vec<NewEvent> = events
+            .into_iter()
+            .map(|event| advance(&mut scratch, room_id.to_owned(), event))
+            .collect();
+        let ids = built.iter().map(|e| e.event_id.clone()).collect();
+        *head = Some(scratch);
+        batch.add(
+            built,
+            Owed {
+                reply,
+                ids,
+                txn: None,
+                retry: None,
+            },
+        );
+    }
+}
+
+/// The event as the store takes it, and the head moved past it.
+fn advance(handle: &mut RoomHandle, room_id: OwnedRoomId, event: Imported) -> NewEvent {
+    let Imported {
+        event_id,
+        sender,
+        kind,
+        state_key,
+        depth,
+        pdu,
+    } = event;
+    let content = pdu.get("content").cloned().unwrap_or_else(|| json!({}));
+    let visibility = handle.state.history_visibility().to_owned();
+    let membership = (kind == "m.room.member")
+        .then(|| membership_of(&content))
+        .flatten();
+    if let Some(key) = &state_key {
+        Arc::make_mut(&mut handle.state).insert(
+            &kind,
+            key,
+            StateEntry {
+                event_id: event_id.clone(),
+                sender: sender.clone(),
+                content,
+            },
+        );
+    }
+    handle.last_event_id = Some(event_id.clone());
+    handle.depth = handle.depth.max(depth);
+    let built_on = if state_key.is_some() {
+        handle.state_head.replace(event_id.clone())
+    } else {
+        handle.state_head.clone()
+    };
+    NewEvent {
+        built_on,
+        event_id,
+        room_id,
+        sender,
+        kind,
+        state_key,
+        pdu: Arc::new(pdu),
+        txn: None,
+        visibility,
+        membership,
+        redaction: None,
+    }
+}

@@ -1,0 +1,92 @@
+//! Joining a room this server does not hold: the federation layer joins
+//! through another server and checks what it answers; the room is then
+//! created here with that state and our join, appended by the room's actor.
+//!
+//! Not yet: events the room's other servers send afterwards, and our events
+//! sent to them (the rest of issue 18).
+
+use ruma_common::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, ServerName};
+use ruma_events::TimelineEventType;
+use tokio::sync::oneshot;
+
+use super::actor::{ImportJob, Imported, Job};
+use super::{Requester, RoomService};
+use crate::service::error::{ServiceError, ServiceResult};
+use crate::service::federation::event::RemotePdu;
+use crate::service::federation::not_federating;
+
+impl RoomService {
+    pub(super) async fn join_remote(
+        &self,
+        who: &Requester,
+        room_id: &RoomId,
+        mut servers: Vec<OwnedServerName>,
+    ) -> ServiceResult<OwnedRoomId> {
+        let federation = self.federation.as_ref().ok_or_else(not_federating)?;
+        if let Some(server) = room_id.server_name() {
+            servers.push(server.to_owned());
+        }
+        let ours: &ServerName = &self.server_name;
+        servers.retain(|server| server != ours);
+        servers.dedup();
+        if servers.is_empty() {
+            return Err(ServiceError::not_found(
+                "Unknown room: name a server to join it through (via)",
+            ));
+        }
+        let mut last = ServiceError::not_found("No server could let you join");
+        for server in &servers {
+            match federation.join_room(server, room_id, &who.user_id).await {
+                Ok(joined) => {
+                    self.import_joined(room_id, joined).await?;
+                    return Ok(room_id.to_owned());
+                }
+                Err(err) => {
+                    tracing::info!(%server, %room_id, error = %err.message, "remote join failed");
+                    last = err;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Creates the room here: its state before the join, then the join.
+    async fn import_joined(
+        &self,
+        room_id: &RoomId,
+        joined: crate::service::federation::join::JoinedRemote,
+    ) -> ServiceResult<Vec<OwnedEventId>> {
+        let creator = joined
+            .state
+            .iter()
+            .find(|pdu| pdu.kind == TimelineEventType::RoomCreate)
+            .map(|pdu| pdu.sender.clone())
+            .ok_or_else(|| ServiceError::internal("a joined room without a create event"))?;
+        self.store
+            .create_room(room_id, joined.version.as_str(), &creator)
+            .await?;
+        let events = joined
+            .state
+            .into_iter()
+            .chain(std::iter::once(joined.join))
+            .map(imported)
+            .collect::<ServiceResult<Vec<_>>>()?;
+        let (reply, answer) = oneshot::channel();
+        self.core
+            .submit(room_id, Job::Import(ImportJob { events, reply }));
+        answer
+            .await
+            .map_err(|_| ServiceError::internal("the room actor stopped"))?
+    }
+}
+
+fn imported(pdu: RemotePdu) -> ServiceResult<Imported> {
+    Ok(Imported {
+        event_id: pdu.event_id,
+        sender: pdu.sender,
+        kind: pdu.kind.to_string(),
+        state_key: pdu.state_key,
+        depth: i64::try_from(pdu.depth).unwrap_or(i64::MAX),
+        pdu: serde_json::to_value(&pdu.json).map_err(ServiceError::internal)?,
+    })
+}
