@@ -83,3 +83,6 @@ def test_real_answers_match_the_federation_spec(federating):
         assert refused["errcode"] == "M_UNAUTHORIZED"
     refused = _checked(url, "POST", "/_matrix/federation/v1/publicRooms", expect=401, body={"limit": 5}).json()
     assert refused["errcode"] == "M_UNAUTHORIZED"
+    transaction = {"origin": "elsewhere.example", "origin_server_ts": 1, "pdus": []}
+    refused = _checked(url, "PUT", "/_matrix/federation/v1/send/t1", expect=401, body=transaction).json()
+    assert refused["errcode"] == "M_UNAUTHORIZED"

@@ -669,7 +669,12 @@ async fn tern_user_joins_a_synapse_room(version: Option<&str>) {
         .as_array()
         .into_iter()
         .flatten()
-        .chain(joined_room["timeline"]["events"].as_array().into_iter().flatten())
+        .chain(
+            joined_room["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
         .collect();
     let name = events
         .iter()
@@ -688,6 +693,39 @@ async fn tern_user_joins_a_synapse_room(version: Option<&str>) {
             .await,
     );
     assert_eq!(state["topic"], "far away");
+
+    // Messages each way: Synapse's reach Tern's sync, Tern's reach Synapse.
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+    bob.send_text(&room, "b1", "hello from Synapse").await;
+    alice
+        .sync_until(&since, WAIT, None, |resp| {
+            timeline_has(&resp["rooms"]["join"][&room], "hello from Synapse")
+        })
+        .await;
+    alice.send_text(&room, "a1", "hello from Tern").await;
+    eventually("Synapse shows Tern's message", async || {
+        let page = bob
+            .get(&format!("{V3}/rooms/{}/messages?dir=b&limit=20", enc(&room)))
+            .await
+            .1;
+        page["chunk"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["content"]["body"] == "hello from Tern" && e["sender"] == alice.user_id.as_str())
+            .then_some(())
+            .ok_or(page)
+    })
+    .await;
+}
+
+/// Whether a joined room's timeline in a sync holds a message with `body`.
+fn timeline_has(room: &Value, body: &str) -> bool {
+    room["timeline"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["content"]["body"] == body)
 }
 
 #[tokio::test]

@@ -143,7 +143,10 @@ impl Services {
             cache.clone(),
             key,
             server_name.clone(),
-            federation.clone(),
+            federation.clone().map(|federation| {
+                let outbox = federation::sender::Outbox::new(federation.clone(), shutdown.clone());
+                (federation, outbox)
+            }),
         );
         let unread = Arc::new(UnreadService::new(
             rooms.clone(),

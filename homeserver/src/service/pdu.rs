@@ -29,6 +29,8 @@ pub struct PduParts<'a> {
     pub auth_events: Vec<OwnedEventId>,
     pub depth: i64,
     pub origin_server_ts: i64,
+    /// The room version's rules (hashing, signing, the event id).
+    pub rules: &'a RoomVersionRules,
 }
 
 /// Builds, hashes and signs a PDU; returns its event id and JSON.
@@ -50,7 +52,16 @@ pub fn build_pdu(
     if let Some(state_key) = parts.state_key {
         pdu["state_key"] = json!(state_key);
     }
-    sign_pdu(key, server_name, pdu)
+    sign_with_rules(key, server_name, pdu, parts.rules)
+}
+
+/// The rules of room `version` (one this server supports: 10, 11, 12).
+pub fn rules_for(version: &str) -> &'static RoomVersionRules {
+    match version {
+        "10" => &RoomVersionRules::V10,
+        "12" => &RoomVersionRules::V12,
+        _ => &RoomVersionRules::V11,
+    }
 }
 
 /// Hashes and signs `pdu` in place and derives the reference-hash event id.
@@ -306,6 +317,7 @@ mod tests {
             auth_events: vec![],
             depth: 2,
             origin_server_ts: 5,
+            rules: &RoomVersionRules::V11,
         };
         let (id, pdu) = build_pdu(&key, server_name!("test"), parts).unwrap();
         let id = id.as_str();
@@ -331,6 +343,7 @@ mod tests {
             auth_events: vec![],
             depth: 1,
             origin_server_ts: 5,
+            rules: &RoomVersionRules::V11,
         };
         assert!(build_pdu(&spec_key(), server_name!("test"), parts).is_err());
     }

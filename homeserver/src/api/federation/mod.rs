@@ -6,11 +6,12 @@ mod auth;
 mod keys;
 mod media;
 mod query;
+mod transactions;
 mod version;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::api::error::{ApiError, ApiResult};
@@ -41,6 +42,10 @@ pub fn routes() -> Router<Arc<Services>> {
         .route(
             "/_matrix/federation/v1/publicRooms",
             get(query::public_rooms).post(query::public_rooms_post),
+        )
+        .route(
+            "/_matrix/federation/v1/send/{txn_id}",
+            put(transactions::send),
         )
         .route("/.well-known/matrix/server", get(version::well_known))
 }

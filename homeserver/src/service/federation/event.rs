@@ -224,6 +224,44 @@ pub fn verify(
     })
 }
 
+/// An event this server already accepted, read back from the store (no
+/// checks: it passed them when it came).
+pub fn trusted(event_id: OwnedEventId, json: &serde_json::Value) -> Result<RemotePdu, PduError> {
+    let fields: Fields =
+        serde_json::from_value(json.clone()).map_err(|e| PduError::Malformed(e.to_string()))?;
+    let object: CanonicalJsonObject =
+        serde_json::from_value(json.clone()).map_err(|e| PduError::Malformed(e.to_string()))?;
+    Ok(RemotePdu {
+        event_id,
+        room_id: fields.room_id,
+        sender: fields.sender,
+        origin_server_ts: fields.origin_server_ts,
+        kind: fields.kind,
+        state_key: fields.state_key,
+        content: fields.content,
+        prev_events: fields.prev_events,
+        auth_events: fields.auth_events,
+        redacts: fields.redacts,
+        depth: fields.depth,
+        json: object,
+        redacted: false,
+    })
+}
+
+/// Authorizes `pdu` against the room's current state: an event that its
+/// auth events allow but the current state does not is soft-failed (kept
+/// out of the timeline), e.g. from a user banned meanwhile.
+pub fn authorize_by_state(
+    pdu: &RemotePdu,
+    rules: &RoomVersionRules,
+    state: &HashMap<(StateEventType, String), RemotePdu>,
+) -> Result<(), PduError> {
+    let fetch_state =
+        |kind: &StateEventType, key: &str| state.get(&(kind.clone(), key.to_owned())).cloned();
+    ruma_state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
+        .map_err(PduError::Unauthorized)
+}
+
 /// Authorizes `pdu` against its own auth events (`auth` holds at least
 /// those), by the rules of its room version: the check that decides
 /// whether it is accepted at all, before any check against room state.

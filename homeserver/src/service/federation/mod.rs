@@ -9,6 +9,7 @@
 //! - [`guard`]: which addresses requests may reach.
 //! - [`join`]: joining a room another server holds.
 //! - [`media`]: other servers' media.
+//! - [`sender`]: our events to the other servers of a room.
 //! - this file: checking the X-Matrix signature of requests in, and the
 //!   look-ups clients make through other servers (profiles, aliases).
 
@@ -19,6 +20,7 @@ pub mod guard;
 pub mod join;
 pub mod keys;
 pub mod media;
+pub mod sender;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -10,6 +10,7 @@ mod create;
 mod directory;
 mod membership;
 mod read;
+mod remote_events;
 mod remote_join;
 pub mod state;
 pub mod visibility;
@@ -29,6 +30,7 @@ pub use read::{MessagesPage, PageRequest, RoomEventFilter};
 use self::actor::{Core, Job, SendJob};
 use self::state::RoomState;
 use super::error::{ServiceError, ServiceResult};
+use super::federation::sender::Outbox;
 use super::federation::FederationService;
 use super::keys::ServerKey;
 use super::timeline_cache::TimelineCache;
@@ -75,10 +77,11 @@ impl RoomService {
         cache: Arc<TimelineCache>,
         key: Arc<ServerKey>,
         server_name: OwnedServerName,
-        federation: Option<Arc<FederationService>>,
+        federation: Option<(Arc<FederationService>, Outbox)>,
     ) -> Self {
+        let (federation, outbox) = federation.unzip();
         Self {
-            core: Core::new(store.clone(), bus, cache, key, server_name.clone()),
+            core: Core::new(store.clone(), bus, cache, key, server_name.clone(), outbox),
             store,
             accounts,
             server_name,

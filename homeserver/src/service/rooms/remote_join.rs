@@ -72,15 +72,21 @@ impl RoomService {
             .map(imported)
             .collect::<ServiceResult<Vec<_>>>()?;
         let (reply, answer) = oneshot::channel();
-        self.core
-            .submit(room_id, Job::Import(ImportJob { events, reply }));
+        self.core.submit(
+            room_id,
+            Job::Import(ImportJob {
+                events,
+                new_room: true,
+                reply,
+            }),
+        );
         answer
             .await
             .map_err(|_| ServiceError::internal("the room actor stopped"))?
     }
 }
 
-fn imported(pdu: RemotePdu) -> ServiceResult<Imported> {
+pub(super) fn imported(pdu: RemotePdu) -> ServiceResult<Imported> {
     Ok(Imported {
         event_id: pdu.event_id,
         sender: pdu.sender,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use ruma_common::{OwnedEventId, OwnedUserId, UserId};
+use ruma_common::{OwnedEventId, OwnedServerName, OwnedUserId, ServerName, UserId};
 use ruma_events::room::member::MembershipState;
 use serde_json::Value;
 
@@ -153,7 +153,30 @@ impl RoomState {
             .collect()
     }
 
-    /// The `auth_events` of a new event, as room version 11 selects them.
+    /// The room version its create event names ("1" when it names none).
+    pub fn room_version(&self) -> &str {
+        self.get("m.room.create", "")
+            .and_then(|create| create.content.get("room_version"))
+            .and_then(Value::as_str)
+            .unwrap_or("1")
+    }
+
+    /// The servers of the room's joined members other than `ours`: where
+    /// its new events must go.
+    pub fn other_servers(&self, ours: &ServerName) -> Vec<OwnedServerName> {
+        let mut servers: Vec<OwnedServerName> = self
+            .members_with(MembershipState::Join)
+            .into_iter()
+            .map(|user| user.server_name().to_owned())
+            .filter(|server| server != ours)
+            .collect();
+        servers.sort();
+        servers.dedup();
+        servers
+    }
+
+    /// The `auth_events` of a new event, as room versions 10 and 11 select
+    /// them; from version 12 the create event is implied, not listed.
     pub fn auth_event_ids(
         &self,
         kind: &str,
@@ -179,6 +202,9 @@ impl RoomState {
                     keys.push(("m.room.join_rules", ""));
                 }
             }
+        }
+        if self.room_version() == "12" {
+            keys.retain(|key| *key != ("m.room.create", ""));
         }
         let mut ids: Vec<OwnedEventId> = Vec::with_capacity(keys.len());
         for (k, s) in keys {

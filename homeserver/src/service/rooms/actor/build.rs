@@ -11,7 +11,7 @@ use super::commit::{Batch, Owed};
 use super::txns::DurableTxns;
 use super::{Core, Job, RoomHandle, SendJob, TxnKey};
 use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
-use crate::service::pdu::{build_pdu, redact_pdu, PduParts};
+use crate::service::pdu::{build_pdu, redact_pdu, rules_for, PduParts};
 use crate::service::rooms::auth::{authorize, Proposed};
 use crate::service::rooms::state::{membership_of, RoomState, StateEntry};
 use crate::service::rooms::{now_ms, EventRequest};
@@ -263,6 +263,7 @@ impl Core {
                 auth_events,
                 depth: handle.depth + 1,
                 origin_server_ts: now_ms(),
+                rules: rules_for(handle.state.room_version()),
             },
         )
         .map_err(|err| (err, None))?;

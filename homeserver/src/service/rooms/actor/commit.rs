@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use ruma_common::{OwnedEventId, OwnedUserId, RoomId};
+use ruma_common::{OwnedEventId, OwnedServerName, OwnedUserId, RoomId};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -22,6 +22,10 @@ use crate::store::{Durable, NewEvent, StoreError, StoredEvent, StreamNotice, Str
 pub(super) struct Batch {
     events: Vec<NewEvent>,
     owed: Vec<Owed>,
+    /// Per event: built here, so other servers of the room get it.
+    outgoing: Vec<bool>,
+    /// The other servers of the room, when federating.
+    pub destinations: Vec<OwnedServerName>,
 }
 
 impl Batch {
@@ -29,8 +33,21 @@ impl Batch {
         self.events.is_empty()
     }
 
+    pub fn has_outgoing(&self) -> bool {
+        self.outgoing.contains(&true)
+    }
+
+    /// Events built here: other servers of the room will get them.
     pub fn add(&mut self, built: Vec<NewEvent>, owed: Owed) {
+        self.outgoing.extend(built.iter().map(|_| true));
         self.events.extend(built);
+        self.owed.push(owed);
+    }
+
+    /// Events another server built: kept here only.
+    pub fn add_imported(&mut self, imported: Vec<NewEvent>, owed: Owed) {
+        self.outgoing.extend(imported.iter().map(|_| false));
+        self.events.extend(imported);
         self.owed.push(owed);
     }
 }
@@ -77,13 +94,32 @@ impl Core {
     /// Queues a round's events as one append, and leaves a task to answer
     /// once they are durable.
     pub(super) fn append(self: &Arc<Self>, room_id: &RoomId, loaded: &mut bool, batch: Batch) {
-        let Batch { events, owed } = batch;
+        let Batch {
+            events,
+            owed,
+            outgoing,
+            destinations,
+        } = batch;
         let committed: Vec<Committed> = events.iter().map(Committed::from_new).collect();
+        let sends: Vec<Arc<Value>> = match (&self.outbox, destinations.is_empty()) {
+            (Some(_), false) => events
+                .iter()
+                .zip(&outgoing)
+                .filter(|(_, out)| **out)
+                .map(|(event, _)| event.pdu.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
         match self.store.append(events) {
             Ok(durable) => {
                 let core = self.clone();
                 let room_id = room_id.to_owned();
-                tokio::spawn(async move { core.finish(&room_id, durable, committed, owed).await });
+                tokio::spawn(async move {
+                    let committed_ok = core.finish(&room_id, durable, committed, owed).await;
+                    if committed_ok {
+                        core.send_out(&sends, destinations);
+                    }
+                });
             }
             Err(err) => {
                 *loaded = false;
@@ -95,15 +131,30 @@ impl Core {
         }
     }
 
+    /// Hands committed events to the federation outbox for the room's
+    /// other servers.
+    fn send_out(&self, pdus: &[Arc<Value>], destinations: Vec<OwnedServerName>) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        for pdu in pdus {
+            match serde_json::value::to_raw_value(pdu.as_ref()) {
+                Ok(raw) => outbox.send(&raw, destinations.iter().cloned()),
+                Err(err) => tracing::error!(%err, "an event could not be queued for federation"),
+            }
+        }
+    }
+
     /// Waits for a round to be durable, makes its events visible to syncs,
-    /// tells every node, and answers the requests.
+    /// tells every node, and answers the requests. Returns whether the
+    /// round was committed.
     async fn finish(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         room_id: &RoomId,
         durable: Durable,
         committed: Vec<Committed>,
         owed: Vec<Owed>,
-    ) {
+    ) -> bool {
         match durable.await {
             Ok(positions) => {
                 let on_bus = self.publish(room_id, committed, &positions).await;
@@ -122,6 +173,7 @@ impl Core {
                 for Owed { reply, ids, .. } in owed {
                     let _ = reply.send(Ok(ids));
                 }
+                true
             }
             Err(err) => {
                 // Nothing of the round was committed, but the head names its
@@ -154,6 +206,7 @@ impl Core {
                         }
                     }
                 }
+                false
             }
         }
     }

@@ -25,10 +25,12 @@ pub struct Imported {
     pub pdu: Value,
 }
 
-/// Import these events in order (all or none) into a room this server
-/// does not hold yet.
+/// Import these events in order (all or none): into a room this server
+/// does not hold yet (a join), or onto one it holds (events another server
+/// sent).
 pub struct ImportJob {
     pub events: Vec<Imported>,
+    pub new_room: bool,
     pub reply: oneshot::Sender<ServiceResult<Vec<OwnedEventId>>>,
 }
 
@@ -41,21 +43,32 @@ impl Core {
         job: ImportJob,
         batch: &mut Batch,
     ) {
-        let ImportJob { events, reply } = job;
-        if head.is_some() {
-            let _ = reply.send(Err(ServiceError::forbidden(
-                "This server already holds the room",
-            )));
-            return;
-        }
-        let mut scratch = RoomHandle::default();
+        let ImportJob {
+            events,
+            new_room,
+            reply,
+        } = job;
+        let mut scratch = match (head.as_ref(), new_room) {
+            (None, true) => RoomHandle::default(),
+            (Some(held), false) => held.clone(),
+            (Some(_), true) => {
+                let _ = reply.send(Err(ServiceError::forbidden(
+                    "This server already holds the room",
+                )));
+                return;
+            }
+            (None, false) => {
+                let _ = reply.send(Err(ServiceError::not_found("Unknown room")));
+                return;
+            }
+        };
         let built: Vec<NewEvent> = events
             .into_iter()
             .map(|event| advance(&mut scratch, room_id.to_owned(), event))
             .collect();
         let ids = built.iter().map(|e| e.event_id.clone()).collect();
         *head = Some(scratch);
-        batch.add(
+        batch.add_imported(
             built,
             Owed {
                 reply,

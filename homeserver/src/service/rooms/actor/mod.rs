@@ -36,6 +36,7 @@ use self::txns::RecentTxns;
 use super::state::RoomState;
 use super::EventRequest;
 use crate::service::error::{ServiceError, ServiceResult};
+use crate::service::federation::sender::Outbox;
 use crate::service::keys::ServerKey;
 use crate::service::timeline_cache::TimelineCache;
 use crate::store::{EventBus, RoomStore};
@@ -97,6 +98,9 @@ pub(super) struct Core {
     cache: Arc<TimelineCache>,
     actors: Mutex<HashMap<OwnedRoomId, mpsc::UnboundedSender<Job>>>,
     recent_txns: Mutex<RecentTxns>,
+    /// Where events go to the room's other servers; `None` when not
+    /// federating.
+    outbox: Option<Outbox>,
 }
 
 impl Core {
@@ -106,6 +110,7 @@ impl Core {
         cache: Arc<TimelineCache>,
         key: Arc<ServerKey>,
         server_name: OwnedServerName,
+        outbox: Option<Outbox>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -115,6 +120,7 @@ impl Core {
             cache,
             actors: Mutex::new(HashMap::new()),
             recent_txns: Mutex::new(RecentTxns::default()),
+            outbox,
         })
     }
 
@@ -217,6 +223,11 @@ impl Core {
             }
         }
         if !batch.is_empty() {
+            if let (Some(_), Some(head)) = (&self.outbox, head.as_ref()) {
+                if batch.has_outgoing() {
+                    batch.destinations = head.state.other_servers(&self.server_name);
+                }
+            }
             self.append(room_id, loaded, batch);
         }
     }
