@@ -6,10 +6,14 @@
 //!
 //! - [`api`]: HTTP. Routing, extractors (auth, JSON, paths), one file per
 //!   spec area, and the mapping of errors to Matrix JSON. Handlers are thin:
-//!   parse, call one service, shape the response.
+//!   parse, call one service, shape the response. `api::federation` is the
+//!   Server-Server API (X-Matrix checked by its `Signed` extractor) and
+//!   `api::tls` the federation listener.
 //! - [`service`]: the Matrix rules. Accounts, room authorization, event
 //!   building and signing, history visibility, sync assembly, the notifier
-//!   that wakes waiting syncs. Knows nothing of HTTP or of any database.
+//!   that wakes waiting syncs, and `service::federation` (keys, signed
+//!   requests, discovery, checking remote events, joins, the outbox). Knows
+//!   nothing of HTTP or of any database.
 //! - [`store`]: the traits the services depend on, one file each
 //!   (`AccountStore`, `RoomStore`, `ReceiptStore`, `PushStore`, `EventBus`,
 //!   `TypingStore`, `PresenceStore`, `ConnectionLeases`, `RateLimitStore`,

@@ -10,6 +10,11 @@ use ruma_common::CanonicalJsonObject;
 use serde_json::{json, Value};
 use tern_tests::*;
 
+async fn set_displayname(client: &Client, name: &str) {
+    let path = format!("{V3}/profile/{}/displayname", enc(&client.user_id));
+    assert_ok(client.put(&path, &json!({"displayname": name})).await);
+}
+
 /// `GET /_matrix/key/v2/server` over the TLS listener.
 async fn key_document(tern: &FederatingTern) -> Value {
     let response = insecure_https()
@@ -120,13 +125,7 @@ async fn two_terns_look_up_each_others_profiles_and_aliases() {
     let alice = Client::register(&a.server, "alice").await;
     let bob = Client::register(&b.server, "bob").await;
     assert_eq!(bob.user_id, b.user("bob"));
-    assert_ok(
-        bob.put(
-            &format!("{V3}/profile/{}/displayname", enc(&bob.user_id)),
-            &json!({"displayname": "Bob on B"}),
-        )
-        .await,
-    );
+    set_displayname(&bob, "Bob on B").await;
     let room = bob.create_room(&json!({"room_alias_name": "lobby"})).await;
 
     // A asks B (signing with its key; B fetches A's key to check).
@@ -225,6 +224,11 @@ async fn requests_without_a_valid_signature_get_401() {
         );
     };
 
+    let with_auth = |header: String| {
+        let request = http.get(&url).header("Authorization", header).send();
+        async move { request.await.unwrap() }
+    };
+
     // No signature at all.
     refused(http.get(&url).send().await.unwrap()).await;
 
@@ -240,24 +244,10 @@ async fn requests_without_a_valid_signature_get_401() {
     let version = a_key_id.trim_start_matches("ed25519:");
     let forger = random_pair(version);
     let forged = x_matrix("GET", &uri, &a.name, &b.name, &forger, &a_key_id);
-    refused(
-        http.get(&url)
-            .header("Authorization", forged)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    refused(with_auth(forged).await).await;
 
     // A garbled header.
-    refused(
-        http.get(&url)
-            .header("Authorization", "X-Matrix origin=\"nonsense")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    refused(with_auth("X-Matrix origin=\"nonsense".into()).await).await;
 
     // Addressed to another server.
     let elsewhere = x_matrix(
@@ -268,25 +258,11 @@ async fn requests_without_a_valid_signature_get_401() {
         &forger,
         &a_key_id,
     );
-    refused(
-        http.get(&url)
-            .header("Authorization", elsewhere)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    refused(with_auth(elsewhere).await).await;
 
     // Claiming to come from B itself.
     let as_b = x_matrix("GET", &uri, &b.name, &b.name, &forger, &a_key_id);
-    refused(
-        http.get(&url)
-            .header("Authorization", as_b)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    refused(with_auth(as_b).await).await;
 
     // The same request properly signed goes through: A asking for bob.
     let alice = Client::register(&a.server, "alice").await;
@@ -399,26 +375,13 @@ async fn tern_and_synapse_look_up_each_others_profiles_and_aliases() {
     let synapse = tokio::task::spawn_blocking(Synapse::start).await.unwrap();
     let tern = FederatingTern::start().await;
     let alice = Client::register(&tern.server, "alice").await;
-    assert_ok(
-        alice
-            .put(
-                &format!("{V3}/profile/{}/displayname", enc(&alice.user_id)),
-                &json!({"displayname": "Alice on Tern"}),
-            )
-            .await,
-    );
+    set_displayname(&alice, "Alice on Tern").await;
     alice
         .create_room(&json!({"room_alias_name": "tern-lobby"}))
         .await;
     let bob = Client::register_at(&synapse.client_url, "bob").await;
     assert_eq!(bob.user_id, synapse.user("bob"));
-    assert_ok(
-        bob.put(
-            &format!("{V3}/profile/{}/displayname", enc(&bob.user_id)),
-            &json!({"displayname": "Bob on Synapse"}),
-        )
-        .await,
-    );
+    set_displayname(&bob, "Bob on Synapse").await;
     let synapse_room = bob
         .create_room(&json!({"room_alias_name": "synapse-lobby"}))
         .await;
@@ -705,14 +668,19 @@ async fn tern_user_joins_a_synapse_room(version: Option<&str>) {
     alice.send_text(&room, "a1", "hello from Tern").await;
     eventually("Synapse shows Tern's message", async || {
         let page = bob
-            .get(&format!("{V3}/rooms/{}/messages?dir=b&limit=20", enc(&room)))
+            .get(&format!(
+                "{V3}/rooms/{}/messages?dir=b&limit=20",
+                enc(&room)
+            ))
             .await
             .1;
         page["chunk"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|e| e["content"]["body"] == "hello from Tern" && e["sender"] == alice.user_id.as_str())
+            .any(|e| {
+                e["content"]["body"] == "hello from Tern" && e["sender"] == alice.user_id.as_str()
+            })
             .then_some(())
             .ok_or(page)
     })

@@ -86,14 +86,15 @@ pub struct DownloadQuery {
     allow_redirect: bool,
 }
 
+/// The query of a thumbnail request (the federation endpoint's too).
 #[derive(Deserialize)]
 pub struct ThumbnailQuery {
-    width: u32,
-    height: u32,
-    method: Option<String>,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) method: Option<String>,
     #[serde(default)]
-    animated: bool,
-    timeout_ms: Option<u64>,
+    pub(crate) animated: bool,
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 /// The upload in a request: its headers, and the body as a stream.
@@ -120,7 +121,7 @@ fn upload_from(headers: &HeaderMap, filename: Option<String>, body: Body) -> Api
     })
 }
 
-fn parse_method(method: Option<&str>) -> ApiResult<Method> {
+pub(crate) fn parse_method(method: Option<&str>) -> ApiResult<Method> {
     match method.unwrap_or("scale") {
         "scale" => Ok(Method::Scale),
         "crop" => Ok(Method::Crop),

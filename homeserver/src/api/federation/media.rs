@@ -13,13 +13,12 @@ use ruma_common::http_headers::ContentDisposition;
 use ruma_federation_api::authenticated_media::{
     get_content, Content, ContentMetadata, FileOrLocation,
 };
-use serde::Deserialize;
 
 use super::auth::{NoBody, Signed};
-use crate::api::error::{ApiError, ApiResult};
+use crate::api::error::ApiResult;
 use crate::api::extract::{MatrixPath, MatrixQuery};
-use crate::service::error::{ErrorKind, ServiceError};
-use crate::service::media::thumbnail::Method;
+use crate::api::media::{parse_method, ThumbnailQuery};
+use crate::service::error::ServiceError;
 use crate::service::media::{MediaBody, MediaContent, ThumbnailRequest};
 use crate::service::Services;
 
@@ -42,15 +41,6 @@ pub async fn download(
     multipart(content).await
 }
 
-#[derive(Deserialize)]
-pub struct ThumbnailQuery {
-    width: u32,
-    height: u32,
-    method: Option<String>,
-    #[serde(default)]
-    animated: bool,
-}
-
 /// # `GET /_matrix/federation/v1/media/thumbnail/{mediaId}`
 /// <https://spec.matrix.org/v1.16/server-server-api/#get_matrixfederationv1mediathumbnailmediaid>
 pub async fn thumbnail(
@@ -63,16 +53,7 @@ pub async fn thumbnail(
     }: Signed<NoBody>,
 ) -> ApiResult<Response> {
     tracing::debug!(%origin, media_id, "thumbnail over federation");
-    let method = match query.method.as_deref().unwrap_or("scale") {
-        "scale" => Method::Scale,
-        "crop" => Method::Crop,
-        _ => {
-            return Err(ApiError::new(
-                ErrorKind::InvalidParam,
-                "method must be `scale` or `crop`",
-            ))
-        }
-    };
+    let method = parse_method(query.method.as_deref())?;
     let request = ThumbnailRequest {
         width: query.width,
         height: query.height,

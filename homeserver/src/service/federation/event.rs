@@ -204,48 +204,42 @@ pub fn verify(
             (redacted, true)
         }
     };
-    let fields: Fields = serde_json::to_value(&json)
-        .and_then(serde_json::from_value)
-        .map_err(|e| PduError::Malformed(e.to_string()))?;
-    Ok(RemotePdu {
-        event_id,
-        room_id: fields.room_id,
-        sender: fields.sender,
-        origin_server_ts: fields.origin_server_ts,
-        kind: fields.kind,
-        state_key: fields.state_key,
-        content: fields.content,
-        prev_events: fields.prev_events,
-        auth_events: fields.auth_events,
-        redacts: fields.redacts,
-        depth: fields.depth,
-        json,
-        redacted,
-    })
+    let value = serde_json::to_value(&json).map_err(|e| PduError::Malformed(e.to_string()))?;
+    RemotePdu::new(event_id, &value, json, redacted)
+}
+
+impl RemotePdu {
+    fn new(
+        event_id: OwnedEventId,
+        value: &serde_json::Value,
+        json: CanonicalJsonObject,
+        redacted: bool,
+    ) -> Result<Self, PduError> {
+        let fields = Fields::deserialize(value).map_err(|e| PduError::Malformed(e.to_string()))?;
+        Ok(Self {
+            event_id,
+            room_id: fields.room_id,
+            sender: fields.sender,
+            origin_server_ts: fields.origin_server_ts,
+            kind: fields.kind,
+            state_key: fields.state_key,
+            content: fields.content,
+            prev_events: fields.prev_events,
+            auth_events: fields.auth_events,
+            redacts: fields.redacts,
+            depth: fields.depth,
+            json,
+            redacted,
+        })
+    }
 }
 
 /// An event this server already accepted, read back from the store (no
 /// checks: it passed them when it came).
 pub fn trusted(event_id: OwnedEventId, json: &serde_json::Value) -> Result<RemotePdu, PduError> {
-    let fields: Fields =
-        serde_json::from_value(json.clone()).map_err(|e| PduError::Malformed(e.to_string()))?;
-    let object: CanonicalJsonObject =
-        serde_json::from_value(json.clone()).map_err(|e| PduError::Malformed(e.to_string()))?;
-    Ok(RemotePdu {
-        event_id,
-        room_id: fields.room_id,
-        sender: fields.sender,
-        origin_server_ts: fields.origin_server_ts,
-        kind: fields.kind,
-        state_key: fields.state_key,
-        content: fields.content,
-        prev_events: fields.prev_events,
-        auth_events: fields.auth_events,
-        redacts: fields.redacts,
-        depth: fields.depth,
-        json: object,
-        redacted: false,
-    })
+    let object =
+        CanonicalJsonObject::deserialize(json).map_err(|e| PduError::Malformed(e.to_string()))?;
+    RemotePdu::new(event_id, json, object, false)
 }
 
 /// Authorizes `pdu` against the room's current state: an event that its

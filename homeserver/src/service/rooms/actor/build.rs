@@ -277,25 +277,15 @@ impl Core {
         let membership = (kind == "m.room.member")
             .then(|| membership_of(&pdu["content"]))
             .flatten();
-        if let Some(key) = &state_key {
-            // Only state events keep their content in the room head.
-            Arc::make_mut(&mut handle.state).insert(
-                &kind,
-                key,
-                StateEntry {
-                    event_id: event_id.clone(),
-                    sender: sender.to_owned(),
-                    content: pdu["content"].clone(),
-                },
-            );
-        }
-        handle.last_event_id = Some(event_id.clone());
-        handle.depth += 1;
-        let built_on = if state_key.is_some() {
-            handle.state_head.replace(event_id.clone())
-        } else {
-            handle.state_head.clone()
-        };
+        let depth = handle.depth + 1;
+        let built_on = handle.advance(
+            &event_id,
+            sender,
+            &kind,
+            state_key.as_deref(),
+            &pdu["content"],
+            depth,
+        );
         Ok(NewEvent {
             built_on,
             event_id,

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::commit::{Batch, Owed};
 use super::{Core, RoomHandle};
 use crate::service::error::{ServiceError, ServiceResult};
-use crate::service::rooms::state::{membership_of, StateEntry};
+use crate::service::rooms::state::membership_of;
 use crate::store::NewEvent;
 
 /// One event to import: its id, sender, type, state key, depth and PDU.
@@ -95,24 +95,14 @@ fn advance(handle: &mut RoomHandle, room_id: OwnedRoomId, event: Imported) -> Ne
     let membership = (kind == "m.room.member")
         .then(|| membership_of(&content))
         .flatten();
-    if let Some(key) = &state_key {
-        Arc::make_mut(&mut handle.state).insert(
-            &kind,
-            key,
-            StateEntry {
-                event_id: event_id.clone(),
-                sender: sender.clone(),
-                content,
-            },
-        );
-    }
-    handle.last_event_id = Some(event_id.clone());
-    handle.depth = handle.depth.max(depth);
-    let built_on = if state_key.is_some() {
-        handle.state_head.replace(event_id.clone())
-    } else {
-        handle.state_head.clone()
-    };
+    let built_on = handle.advance(
+        &event_id,
+        &sender,
+        &kind,
+        state_key.as_deref(),
+        &content,
+        depth,
+    );
     NewEvent {
         built_on,
         event_id,

@@ -17,7 +17,10 @@
 //! (`commit.rs`).
 
 use parking_lot::Mutex;
-use ruma_common::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId};
+use ruma_common::{
+    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId,
+};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +36,7 @@ pub(super) use import::{ImportJob, Imported};
 
 use self::commit::Batch;
 use self::txns::RecentTxns;
-use super::state::RoomState;
+use super::state::{RoomState, StateEntry};
 use super::EventRequest;
 use crate::service::error::{ServiceError, ServiceResult};
 use crate::service::federation::sender::Outbox;
@@ -62,6 +65,40 @@ pub(super) struct RoomHandle {
     /// The latest state event: what new events are authorized against, and
     /// what the store checks is still current when they are appended.
     pub state_head: Option<OwnedEventId>,
+}
+
+impl RoomHandle {
+    /// Moves the head past a new event: its state (only state events keep
+    /// their content here), the last event and depth. Returns the state
+    /// head the event was built on.
+    pub fn advance(
+        &mut self,
+        event_id: &OwnedEventId,
+        sender: &UserId,
+        kind: &str,
+        state_key: Option<&str>,
+        content: &Value,
+        depth: i64,
+    ) -> Option<OwnedEventId> {
+        if let Some(key) = state_key {
+            Arc::make_mut(&mut self.state).insert(
+                kind,
+                key,
+                StateEntry {
+                    event_id: event_id.clone(),
+                    sender: sender.to_owned(),
+                    content: content.clone(),
+                },
+            );
+        }
+        self.last_event_id = Some(event_id.clone());
+        self.depth = self.depth.max(depth);
+        if state_key.is_some() {
+            self.state_head.replace(event_id.clone())
+        } else {
+            self.state_head.clone()
+        }
+    }
 }
 
 /// Work for a room's actor.
