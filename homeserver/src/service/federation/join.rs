@@ -71,8 +71,17 @@ impl FederationService {
             .await?
             .room_state;
         let mut known: HashMap<OwnedEventId, RemotePdu> = HashMap::new();
-        for raw in answer.auth_chain.iter().chain(answer.state.iter()) {
+        let mut state_ids = Vec::with_capacity(answer.state.len());
+        for (raw, in_state) in answer
+            .auth_chain
+            .iter()
+            .map(|raw| (raw, false))
+            .chain(answer.state.iter().map(|raw| (raw, true)))
+        {
             let pdu = self.check_pdu(raw, &version).await?;
+            if in_state {
+                state_ids.push(pdu.event_id.clone());
+            }
             known.insert(pdu.event_id.clone(), pdu);
         }
         let join = match &answer.event {
@@ -93,13 +102,9 @@ impl FederationService {
         for pdu in known.values().chain(std::iter::once(&join)) {
             authorize_by_auth_events(pdu, &rules, &known)?;
         }
-        let mut state: Vec<RemotePdu> = answer
-            .state
+        let mut state: Vec<RemotePdu> = state_ids
             .iter()
-            .filter_map(|raw| {
-                let id = raw_event_id(raw, &version)?;
-                known.remove(&id)
-            })
+            .filter_map(|id| known.remove(id))
             .filter(|pdu| pdu.state_key.is_some())
             .collect();
         // Create first, then by depth: the order they were sent in.
@@ -171,18 +176,6 @@ fn check_room(
         Some(pdu) => Err(bad(format!("{} is of another room", pdu.event_id))),
         None => Ok(()),
     }
-}
-
-/// The id of a PDU as sent (its reference hash), to pick the state out of
-/// everything that was checked.
-fn raw_event_id(
-    raw: &serde_json::value::RawValue,
-    version: &RoomVersionId,
-) -> Option<OwnedEventId> {
-    let rules = version.rules()?;
-    let object = super::event::parse(raw).ok()?;
-    let hash = ruma_signatures::reference_hash(&object, &rules).ok()?;
-    ruma_common::EventId::parse(format!("${hash}")).ok()
 }
 
 fn bad(cause: String) -> ServiceError {

@@ -128,24 +128,10 @@ impl KeyRing {
         key_ids: &[&str],
         at_ms: u64,
     ) -> Result<PublicKeySet, FederationError> {
-        if let Some(set) = self.cached(origin, key_ids, at_ms) {
-            return Ok(set);
-        }
-        let lock = {
-            let mut fetching = self.fetching.lock().await;
-            fetching.entry(origin.to_owned()).or_default().clone()
-        };
-        let _one_fetch = lock.lock().await;
-        // Another request may have fetched it while this one waited.
-        if let Some(set) = self.cached(origin, key_ids, at_ms) {
-            return Ok(set);
-        }
-        self.fetch(client, origin).await?;
-        self.cached(origin, key_ids, at_ms)
-            .ok_or_else(|| FederationError::UnknownKey {
-                server: origin.to_owned(),
-                key_ids: key_ids.join(", "),
-            })
+        self.cached_or_fetched(client, origin, key_ids, |ring| {
+            ring.cached(origin, key_ids, at_ms)
+        })
+        .await
     }
 
     /// The last document `server` served us if it is valid until at least
@@ -194,11 +180,24 @@ impl KeyRing {
             // Our own events (a join the resident server sends back).
             return Ok(self.own_public_keys());
         }
-        let known = |ring: &Self| {
+        self.cached_or_fetched(client, server, key_ids, |ring| {
             let set = ring.cached_subset(server, key_ids, at_ms);
             (!set.is_empty()).then_some(set)
-        };
-        if let Some(set) = known(self) {
+        })
+        .await
+    }
+
+    /// `found` from the cache, else after fetching `server`'s key document;
+    /// one fetch at a time per server, so a burst of requests from a server
+    /// we do not know yet costs one key request.
+    async fn cached_or_fetched(
+        &self,
+        client: &FederationClient,
+        server: &ServerName,
+        key_ids: &[&str],
+        found: impl Fn(&Self) -> Option<PublicKeySet>,
+    ) -> Result<PublicKeySet, FederationError> {
+        if let Some(set) = found(self) {
             return Ok(set);
         }
         let lock = {
@@ -206,11 +205,12 @@ impl KeyRing {
             fetching.entry(server.to_owned()).or_default().clone()
         };
         let _one_fetch = lock.lock().await;
-        if let Some(set) = known(self) {
+        // Another request may have fetched it while this one waited.
+        if let Some(set) = found(self) {
             return Ok(set);
         }
         self.fetch(client, server).await?;
-        known(self).ok_or_else(|| FederationError::UnknownKey {
+        found(self).ok_or_else(|| FederationError::UnknownKey {
             server: server.to_owned(),
             key_ids: key_ids.join(", "),
         })

@@ -191,9 +191,7 @@ impl FederationService {
         let response = self.client.send(alias.server_name(), request).await?;
         Ok((response.room_id, response.servers))
     }
-}
 
-impl FederationService {
     /// A page of another server's public room directory.
     pub async fn query_public_rooms(
         &self,

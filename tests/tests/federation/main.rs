@@ -1,0 +1,66 @@
+//! Federation, between Tern servers and with Synapse 1.163.2 as the
+//! reference peer, all on loopback:
+//! - `identity`: the TLS listener, the key server and notary, X-Matrix both
+//!   ways, the outbound guard;
+//! - `lookups`: profiles, aliases, media and public room directories;
+//! - `rooms`: joining Synapse's rooms and messages both ways.
+
+use std::collections::BTreeMap;
+
+use reqwest::StatusCode;
+use ruma_common::CanonicalJsonObject;
+use serde_json::{json, Value};
+use tern_tests::*;
+
+async fn set_displayname(client: &Client, name: &str) {
+    let path = format!("{V3}/profile/{}/displayname", enc(&client.user_id));
+    assert_ok(client.put(&path, &json!({"displayname": name})).await);
+}
+
+/// `GET /_matrix/key/v2/server` over the TLS listener.
+async fn key_document(tern: &FederatingTern) -> Value {
+    let response = insecure_https()
+        .get(format!("{}/_matrix/key/v2/server", tern.federation_url()))
+        .send()
+        .await
+        .expect("the federation listener answers over TLS");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// Checks that `document` is signed by `server` with one of its own
+/// current keys.
+fn assert_self_signed(document: &Value, server: &str) {
+    let keys: BTreeMap<String, ruma_common::serde::Base64> = document["verify_keys"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, key)| {
+            let key = ruma_common::serde::Base64::parse(key["key"].as_str().unwrap()).unwrap();
+            (id.clone(), key)
+        })
+        .collect();
+    let mut object: CanonicalJsonObject = serde_json::from_value(document.clone()).unwrap();
+    if let Some(ruma_common::CanonicalJsonValue::Object(signatures)) = object.get_mut("signatures")
+    {
+        signatures.retain(|entity, _| entity == server);
+    }
+    let map = BTreeMap::from([(server.to_owned(), keys)]);
+    ruma_signatures::verify_json(&map, &object).expect("the key document is self-signed");
+}
+
+/// GET over HTTPS (self-signed certificates accepted), answered with JSON.
+async fn get_json(url: &str) -> Value {
+    insecure_https()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+mod identity;
+mod lookups;
+mod rooms;
