@@ -12,8 +12,12 @@
 //! - [`service`]: the Matrix rules. Accounts, room authorization, event
 //!   building and signing, history visibility, sync assembly, the notifier
 //!   that wakes waiting syncs, and `service::federation` (keys, signed
-//!   requests, discovery, checking remote events, joins, the outbox). Knows
-//!   nothing of HTTP or of any database.
+//!   requests, discovery, checking remote events, joins, leaves and
+//!   invites through other servers, the outbox). The room service's
+//!   `resident`, `remote_invite` and `served` files are this server's side
+//!   of other servers' joins, invites and reads, and `service::edus`
+//!   applies their typing and receipts. Knows nothing of HTTP or of any
+//!   database.
 //! - [`store`]: the traits the services depend on, one file each
 //!   (`AccountStore`, `RoomStore`, `ReceiptStore`, `PushStore`, `EventBus`,
 //!   `TypingStore`, `PresenceStore`, `ConnectionLeases`, `RateLimitStore`,

@@ -78,6 +78,13 @@ def test_real_answers_match_the_federation_spec(federating):
         "/_matrix/federation/v1/publicRooms",
         "/_matrix/federation/v1/media/download/abc",
         "/_matrix/federation/v1/media/thumbnail/abc?width=32&height=32",
+        "/_matrix/federation/v1/make_join/%21r%3Alocalhost/%40a%3Alocalhost?ver=10&ver=11",
+        "/_matrix/federation/v1/make_leave/%21r%3Alocalhost/%40a%3Alocalhost",
+        "/_matrix/federation/v1/event/%24e",
+        "/_matrix/federation/v1/state/%21r%3Alocalhost?event_id=%24e",
+        "/_matrix/federation/v1/state_ids/%21r%3Alocalhost?event_id=%24e",
+        "/_matrix/federation/v1/event_auth/%21r%3Alocalhost/%24e",
+        "/_matrix/federation/v1/backfill/%21r%3Alocalhost?v=%24e&limit=10",
     ):
         refused = _checked(url, "GET", path, expect=401).json()
         assert refused["errcode"] == "M_UNAUTHORIZED"
@@ -86,3 +93,20 @@ def test_real_answers_match_the_federation_spec(federating):
     transaction = {"origin": "elsewhere.example", "origin_server_ts": 1, "pdus": []}
     refused = _checked(url, "PUT", "/_matrix/federation/v1/send/t1", expect=401, body=transaction).json()
     assert refused["errcode"] == "M_UNAUTHORIZED"
+    event = {"type": "m.room.member", "room_id": "!r:localhost", "sender": "@a:elsewhere.example"}
+    for method, path, body in (
+        ("PUT", "/_matrix/federation/v2/send_join/%21r%3Alocalhost/%24e", event),
+        ("PUT", "/_matrix/federation/v2/send_leave/%21r%3Alocalhost/%24e", event),
+        (
+            "PUT",
+            "/_matrix/federation/v2/invite/%21r%3Alocalhost/%24e",
+            {"room_version": "11", "event": event, "invite_room_state": []},
+        ),
+        (
+            "POST",
+            "/_matrix/federation/v1/get_missing_events/%21r%3Alocalhost",
+            {"earliest_events": [], "latest_events": ["$e"], "limit": 10, "min_depth": 0},
+        ),
+    ):
+        refused = _checked(url, method, path, expect=401, body=body).json()
+        assert refused["errcode"] == "M_UNAUTHORIZED"

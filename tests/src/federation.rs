@@ -157,6 +157,7 @@ pub fn insecure_https() -> reqwest::Client {
 pub struct Synapse {
     pid: u32,
     dir: TempDir,
+    ports: (u16, u16),
     /// `localhost:FEDERATION_PORT`.
     pub name: String,
     /// Its client API, plain HTTP.
@@ -172,31 +173,24 @@ impl Synapse {
             .tempdir()
             .expect("synapse dir");
         let (federation_port, client_port) = (free_port(), free_port());
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("synapse/synapse_fed_up.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg(dir.path())
-            .arg(federation_port.to_string())
-            .arg(client_port.to_string())
-            .output()
-            .expect("run synapse_fed_up.sh");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "Synapse did not start: {}{}",
-            stdout,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let pid = stdout
-            .trim()
-            .parse()
-            .expect("synapse_fed_up.sh prints the PID");
+        let pid = launch(dir.path(), federation_port, client_port);
         Self {
             pid,
             dir,
+            ports: (federation_port, client_port),
             name: format!("localhost:{federation_port}"),
             client_url: format!("http://127.0.0.1:{client_port}"),
         }
+    }
+
+    /// Stops Synapse, as an outage would (its data stays).
+    pub fn stop(&mut self) {
+        terminate(self.pid, || self.alive());
+    }
+
+    /// Starts the stopped Synapse again on its data and ports.
+    pub fn start_again(&mut self) {
+        self.pid = launch(self.dir.path(), self.ports.0, self.ports.1);
     }
 
     /// A user id on this server.
@@ -228,19 +222,135 @@ impl Synapse {
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        // SAFETY: sends SIGTERM to the Synapse this struct started.
+        terminate(self.pid, || self.alive());
+    }
+}
+
+/// Runs the start script on `dir` and the ports; the PID it prints.
+fn launch(dir: &Path, federation_port: u16, client_port: u16) -> u32 {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("synapse/synapse_fed_up.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .arg(federation_port.to_string())
+        .arg(client_port.to_string())
+        .output()
+        .expect("run synapse_fed_up.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "Synapse did not start: {}{}",
+        stdout,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .trim()
+        .parse()
+        .expect("synapse_fed_up.sh prints the PID")
+}
+
+/// SIGTERM, then SIGKILL if it has not stopped within 15 s.
+fn terminate(pid: u32, alive: impl Fn() -> bool) {
+    // SAFETY: signals the Synapse process this harness started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive() {
+        // SAFETY: as above; it ignored SIGTERM.
         unsafe {
-            libc::kill(self.pid as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if self.alive() {
-            // SAFETY: as above; it ignored SIGTERM.
-            unsafe {
-                libc::kill(self.pid as i32, libc::SIGKILL);
-            }
+            libc::kill(pid as i32, libc::SIGKILL);
         }
     }
+}
+
+/// Speaks as a federating Tern server, with the signing key from its data
+/// directory: what a hostile or broken peer can send is built from real
+/// signatures, so the server under test fetches the key as it would.
+pub struct Impersonator {
+    pub name: String,
+    pair: ruma_signatures::Ed25519KeyPair,
+}
+
+impl Impersonator {
+    pub fn of(tern: &FederatingTern) -> Self {
+        let text = std::fs::read_to_string(tern.server.data_dir().join("signing.key"))
+            .expect("the server's signing key");
+        let (version, encoded) = text.trim().split_once(' ').expect("version and key");
+        let der = ruma_common::serde::Base64::<ruma_common::serde::base64::Standard>::parse(
+            encoded.trim_end_matches('='),
+        )
+        .expect("base64 key");
+        let pair = ruma_signatures::Ed25519KeyPair::from_der(der.as_bytes(), version.to_owned())
+            .expect("an ed25519 key");
+        Self {
+            name: tern.name.clone(),
+            pair,
+        }
+    }
+
+    /// Hashes and signs a room version 11 PDU; returns it with its id.
+    pub fn sign_pdu(&self, pdu: serde_json::Value) -> (String, serde_json::Value) {
+        let mut object: ruma_common::CanonicalJsonObject =
+            serde_json::from_value(pdu).expect("a JSON object");
+        ruma_signatures::hash_and_sign_event(
+            &self.name,
+            &self.pair,
+            &mut object,
+            &ruma_common::room_version_rules::RedactionRules::V11,
+        )
+        .expect("signed");
+        let value = serde_json::to_value(&object).unwrap();
+        (event_id(&value), value)
+    }
+
+    /// A PUT signed with X-Matrix as this server, to `destination`'s
+    /// federation listener; the status and the JSON answer.
+    pub async fn put(
+        &self,
+        destination: &FederatingTern,
+        uri: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut object: ruma_common::CanonicalJsonObject =
+            serde_json::from_value(serde_json::json!({
+                "method": "PUT", "uri": uri, "origin": self.name,
+                "destination": destination.name, "content": body,
+            }))
+            .unwrap();
+        ruma_signatures::sign_json(&self.name, &self.pair, &mut object).unwrap();
+        let key_id = format!("ed25519:{}", self.pair.version());
+        let sig = object["signatures"].clone();
+        let sig = serde_json::to_value(&sig).unwrap()[&self.name][&key_id]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let header = format!(
+            "X-Matrix origin=\"{}\",destination=\"{}\",key=\"{key_id}\",sig=\"{sig}\"",
+            self.name, destination.name
+        );
+        let response = insecure_https()
+            .put(format!("{}{uri}", destination.federation_url()))
+            .header("Authorization", header)
+            .json(body)
+            .send()
+            .await
+            .expect("the federation listener answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+}
+
+/// The id of a room version 11 PDU: its reference hash.
+pub fn event_id(pdu: &serde_json::Value) -> String {
+    let object: ruma_common::CanonicalJsonObject = serde_json::from_value(pdu.clone()).unwrap();
+    let hash = ruma_signatures::reference_hash(
+        &object,
+        &ruma_common::room_version_rules::RoomVersionRules::V11,
+    )
+    .unwrap();
+    format!("${hash}")
 }

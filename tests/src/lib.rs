@@ -39,7 +39,8 @@ pub use client::Client;
 pub use engine::TestDatabase;
 pub use fcm::FakeFcm;
 pub use federation::{
-    free_port, insecure_https, FederatingTern, FederationOptions, Synapse, TlsFiles,
+    event_id, free_port, insecure_https, FederatingTern, FederationOptions, Impersonator, Synapse,
+    TlsFiles,
 };
 pub use fixtures::{public_room, public_room_with, room_of_two, text};
 pub use gateway::{FakeGateway, GatewayMode};

@@ -56,6 +56,9 @@ impl IntoResponse for ApiError {
             ErrorKind::LimitExceeded { retry_after_ms } => json!({
                 "errcode": kind.errcode(), "error": message, "retry_after_ms": retry_after_ms
             }),
+            ErrorKind::IncompatibleRoomVersion { ref room_version } => json!({
+                "errcode": kind.errcode(), "error": message, "room_version": room_version
+            }),
             _ => json!({"errcode": kind.errcode(), "error": message}),
         };
         (status, Json(body)).into_response()

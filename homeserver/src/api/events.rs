@@ -75,7 +75,10 @@ pub async fn send(
         .send_event(&auth.who, &room_id, request, Some(&txn_id))
         .await?;
     // Someone who sent a message has stopped typing.
-    services.typing.stop(&room_id, &auth.who.user_id).await?;
+    services
+        .typing
+        .stop(&services.rooms, &room_id, &auth.who.user_id)
+        .await?;
     services.presence.activity(&auth.who.user_id).await;
     Ok(Json(EventIdResponse { event_id }))
 }

@@ -28,6 +28,10 @@ pub enum ErrorKind {
     RoomInUse,
     InvalidRoomState,
     UnsupportedRoomVersion,
+    /// The joining server does not support the room's version.
+    IncompatibleRoomVersion {
+        room_version: String,
+    },
     /// A reserved media id was already uploaded to.
     CannotOverwriteMedia,
     /// Reserved media whose upload has not arrived yet.
@@ -62,6 +66,7 @@ impl ErrorKind {
             ErrorKind::RoomInUse => "M_ROOM_IN_USE",
             ErrorKind::InvalidRoomState => "M_INVALID_ROOM_STATE",
             ErrorKind::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorKind::IncompatibleRoomVersion { .. } => "M_INCOMPATIBLE_ROOM_VERSION",
             ErrorKind::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             ErrorKind::NotYetUploaded => "M_NOT_YET_UPLOADED",
             ErrorKind::UiaRequired(_) => "M_FORBIDDEN",

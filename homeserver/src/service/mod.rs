@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod cluster;
+mod edus;
 pub mod error;
 pub mod fcm;
 pub mod federation;

@@ -4,7 +4,7 @@
 //! info" for one event.
 
 use parking_lot::Mutex;
-use ruma_common::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma_common::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName, UserId};
 use ruma_events::room::member::MembershipState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -67,6 +67,29 @@ pub struct PostedReceipt<'a> {
     pub receipt_type: &'a str,
     pub event_id: &'a EventId,
     pub thread_id: Option<String>,
+}
+
+/// One receipt of an `m.receipt` EDU another server sent.
+pub struct RemoteReceipt<'a> {
+    pub room_id: &'a RoomId,
+    pub receipt_type: &'a str,
+    pub user_id: &'a UserId,
+    pub event_id: &'a EventId,
+    pub thread_id: Option<String>,
+    pub ts: i64,
+}
+
+/// The content of an `m.receipt` EDU of one receipt.
+fn receipt_edu(
+    room_id: &RoomId,
+    receipt_type: &str,
+    user_id: &UserId,
+    event_id: &EventId,
+    ts: i64,
+) -> Value {
+    json!({ room_id.as_str(): { receipt_type: { user_id.as_str(): {
+        "event_ids": [event_id], "data": { "ts": ts }
+    }}}})
 }
 
 pub struct ReceiptService {
@@ -181,7 +204,54 @@ impl ReceiptService {
             unread.mark_read(&who.user_id, room_id, event.stream);
         }
         self.record(receipts).await?;
+        if receipt_type != READ_PRIVATE {
+            let edu = receipt_edu(room_id, receipt_type, &who.user_id, &event.event_id, ts);
+            rooms.share_edu(room_id, "m.receipt", edu).await;
+        }
         Ok(event.stream)
+    }
+
+    /// A receipt from another server's `m.receipt` EDU: only of a user of
+    /// that server, joined to the room, on an event of the room.
+    pub async fn receive_remote(
+        self: &Arc<Self>,
+        rooms: &RoomService,
+        origin: &ServerName,
+        remote: RemoteReceipt<'_>,
+    ) -> ServiceResult<()> {
+        let RemoteReceipt {
+            room_id,
+            receipt_type,
+            user_id,
+            event_id,
+            thread_id,
+            ts,
+        } = remote;
+        if user_id.server_name() != origin {
+            return Err(ServiceError::forbidden(format!(
+                "{user_id} is not a user of {origin}"
+            )));
+        }
+        if ![READ, DELIVERED].contains(&receipt_type) {
+            return Ok(()); // private or unknown kinds are not for us
+        }
+        rooms.require_joined(room_id, user_id).await?;
+        let event = rooms.get_event(user_id, room_id, event_id).await?;
+        let make = |kind: &str| NewReceipt {
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+            receipt_type: kind.to_owned(),
+            thread_id: thread_id.clone(),
+            event_id: event.event_id.clone(),
+            event_sender: event.sender.clone(),
+            event_stream: event.stream,
+            ts,
+        };
+        let mut receipts = vec![make(receipt_type)];
+        if receipt_type == READ {
+            receipts.push(make(DELIVERED));
+        }
+        self.record(receipts).await
     }
 
     /// Records that `user_id` received each room up to the given event

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ruma_common::{RoomId, UserId};
+use ruma_common::{RoomId, ServerName, UserId};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +61,43 @@ impl TypingService {
             ));
         }
         rooms.require_joined(room_id, &who.user_id).await?;
+        let changed = self.record(room_id, user_id, typing, timeout_ms).await?;
+        // A typist renews before the other servers' timeout runs out:
+        // each renewal goes to them too.
+        if typing || changed {
+            share(rooms, room_id, user_id, typing).await;
+        }
+        Ok(())
+    }
+
+    /// An `m.typing` EDU from another server: only about a user of that
+    /// server who is joined to the room. Remote typists expire after the
+    /// default timeout unless renewed.
+    pub async fn set_remote(
+        &self,
+        rooms: &RoomService,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        typing: bool,
+    ) -> ServiceResult<()> {
+        if user_id.server_name() != origin {
+            return Err(ServiceError::forbidden(format!(
+                "{user_id} is not a user of {origin}"
+            )));
+        }
+        rooms.require_joined(room_id, user_id).await?;
+        self.record(room_id, user_id, typing, None).await.map(drop)
+    }
+
+    /// Stores the typist and announces the change; whether there was one.
+    async fn record(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        typing: bool,
+        timeout_ms: Option<u64>,
+    ) -> ServiceResult<bool> {
         let until = typing.then(|| {
             let timeout = timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).min(MAX_TIMEOUT_MS);
             now_ms() + timeout as i64
@@ -72,16 +109,28 @@ impl TypingService {
         if let Some(stream) = changed {
             announce(self.bus.as_ref(), room_id, stream).await;
         }
-        Ok(())
+        Ok(changed.is_some())
     }
 
     /// A typist who sends a message has stopped typing.
-    pub async fn stop(&self, room_id: &RoomId, user_id: &UserId) -> ServiceResult<()> {
+    pub async fn stop(
+        &self,
+        rooms: &RoomService,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> ServiceResult<()> {
         if let Some(stream) = self.store.set_typing(room_id, user_id, None).await? {
             announce(self.bus.as_ref(), room_id, stream).await;
+            share(rooms, room_id, user_id, false).await;
         }
         Ok(())
     }
+}
+
+/// Tells the room's other servers (if any) that a local user types or stopped.
+async fn share(rooms: &RoomService, room_id: &RoomId, user_id: &UserId, typing: bool) {
+    let content = serde_json::json!({ "room_id": room_id, "user_id": user_id, "typing": typing });
+    rooms.share_edu(room_id, "m.typing", content).await;
 }
 
 async fn announce(bus: &dyn EventBus, room_id: &RoomId, stream: StreamPos) {

@@ -123,6 +123,10 @@ pub trait RoomStore: Send + Sync {
     async fn events_after(&self, after: StreamPos, limit: usize) -> StoreResult<Vec<StoredEvent>>;
 
     async fn get_event(&self, event_id: &EventId) -> StoreResult<Option<StoredEvent>>;
+    /// The events of these ids that are stored, in one round trip per
+    /// thousand ids, in no particular order (what auth chains and state
+    /// answers to other servers are read with).
+    async fn get_events(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<StoredEvent>>;
     /// The event id a device's transaction produced in a room, for idempotent sends.
     async fn find_txn(
         &self,

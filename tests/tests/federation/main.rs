@@ -2,8 +2,11 @@
 //! reference peer, all on loopback:
 //! - `identity`: the TLS listener, the key server and notary, X-Matrix both
 //!   ways, the outbound guard;
+//! - `hostile`: forged, changed and foreign events from a peer;
 //! - `lookups`: profiles, aliases, media and public room directories;
-//! - `rooms`: joining Synapse's rooms and messages both ways.
+//! - `rooms`: joining Synapse's rooms and messages both ways;
+//! - `resident`: Synapse's users joining, leaving and invited to Tern's rooms;
+//! - `terns`: two Tern servers sharing a room.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +64,9 @@ async fn get_json(url: &str) -> Value {
         .unwrap()
 }
 
+mod hostile;
 mod identity;
 mod lookups;
+mod resident;
 mod rooms;
+mod terns;

@@ -119,3 +119,98 @@ async fn a_tern_user_joins_a_synapse_room_of_version_12() {
 async fn a_tern_user_joins_a_synapse_room_of_version_11() {
     tern_user_joins_a_synapse_room(Some("11")).await;
 }
+
+/// Waits until `client`'s sync lists an invite to `room`; returns it.
+async fn invite_in_sync(client: &Client, room: &str) -> Value {
+    eventually("the invite in the invitee's sync", async || {
+        let sync = client.sync(None, 0, None).await;
+        let invite = sync["rooms"]["invite"][room].clone();
+        invite.is_object().then_some(invite).ok_or(sync)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tern_users_accept_or_reject_invites_from_synapse() {
+    let synapse = tokio::task::spawn_blocking(Synapse::start).await.unwrap();
+    let tern = FederatingTern::start().await;
+    let alice = Client::register(&tern.server, "alice").await;
+    let carl = Client::register(&tern.server, "carl").await;
+    let bob = Client::register_at(&synapse.client_url, "bob").await;
+    let room = bob
+        .create_room(&json!({"preset": "private_chat", "name": "Bob's den"}))
+        .await;
+
+    // Synapse asks Tern to countersign each invite; Tern's users see them
+    // with the room's name, from the state Synapse showed.
+    for invitee in [&alice, &carl] {
+        let (status, invited) = bob.invite(&room, &invitee.user_id).await;
+        assert_eq!(
+            status,
+            200,
+            "inviting {}: {invited}\ntern log:\n{}\nsynapse log:\n{}",
+            invitee.user_id,
+            tern.server.log_tail(4000),
+            synapse.log_tail()
+        );
+        let invite = invite_in_sync(invitee, &room).await;
+        let shown = invite["invite_state"]["events"].as_array().unwrap();
+        assert!(
+            shown
+                .iter()
+                .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Bob's den"),
+            "{invite}"
+        );
+        assert!(
+            shown.iter().any(|e| e["type"] == "m.room.member"
+                && e["state_key"] == invitee.user_id.as_str()
+                && e["content"]["membership"] == "invite"),
+            "{invite}"
+        );
+    }
+
+    // Carl rejects: a leave through Synapse, which Synapse shows.
+    let (status, left) = carl.leave(&room).await;
+    assert_eq!(
+        status,
+        200,
+        "{left}\ntern log:\n{}",
+        tern.server.log_tail(4000)
+    );
+    eventually("Synapse shows carl's rejection", async || {
+        let member = bob
+            .get(&format!(
+                "{V3}/rooms/{}/state/m.room.member/{}",
+                enc(&room),
+                enc(&carl.user_id)
+            ))
+            .await
+            .1;
+        (member["membership"] == "leave")
+            .then_some(())
+            .ok_or(member)
+    })
+    .await;
+
+    // Alice accepts: she joins through Synapse and they talk.
+    let (status, joined) = alice.join(&room).await;
+    assert_eq!(
+        status,
+        200,
+        "{joined}\ntern log:\n{}",
+        tern.server.log_tail(4000)
+    );
+    let members = assert_ok(
+        bob.get(&format!("{V3}/rooms/{}/joined_members", enc(&room)))
+            .await,
+    );
+    assert!(members["joined"][&alice.user_id].is_object(), "{members}");
+    let sync = alice.sync(None, 0, None).await;
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
+    bob.send_text(&room, "b1", "glad you came").await;
+    alice
+        .sync_until(&since, WAIT, None, |resp| {
+            timeline_has(&resp["rooms"]["join"][&room], "glad you came")
+        })
+        .await;
+}

@@ -51,6 +51,7 @@ where
             tracing::info!(error = %err, "refused a federation request");
             ApiError::new(ErrorKind::Unauthorized, err.to_string())
         })?;
+        federation.heard_from(&origin);
         let json: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         let body = serde_json::from_slice(json).map_err(|e| {
             ApiError::new(ErrorKind::BadJson, format!("Body has the wrong shape: {e}"))

@@ -3,8 +3,10 @@
 //! listener too (for a TLS proxy in front).
 
 mod auth;
+mod history;
 mod keys;
 mod media;
+mod membership;
 mod query;
 mod transactions;
 mod version;
@@ -46,6 +48,50 @@ pub fn routes() -> Router<Arc<Services>> {
         .route(
             "/_matrix/federation/v1/send/{txn_id}",
             put(transactions::send),
+        )
+        .route(
+            "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
+            get(membership::make_join),
+        )
+        .route(
+            "/_matrix/federation/v2/send_join/{room_id}/{event_id}",
+            put(membership::send_join),
+        )
+        .route(
+            "/_matrix/federation/v1/make_leave/{room_id}/{user_id}",
+            get(membership::make_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/send_leave/{room_id}/{event_id}",
+            put(membership::send_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/invite/{room_id}/{event_id}",
+            put(membership::invite),
+        )
+        .route(
+            "/_matrix/federation/v1/event/{event_id}",
+            get(history::event),
+        )
+        .route(
+            "/_matrix/federation/v1/state/{room_id}",
+            get(history::state),
+        )
+        .route(
+            "/_matrix/federation/v1/state_ids/{room_id}",
+            get(history::state_ids),
+        )
+        .route(
+            "/_matrix/federation/v1/event_auth/{room_id}/{event_id}",
+            get(history::event_auth),
+        )
+        .route(
+            "/_matrix/federation/v1/backfill/{room_id}",
+            get(history::backfill),
+        )
+        .route(
+            "/_matrix/federation/v1/get_missing_events/{room_id}",
+            post(history::get_missing_events),
         )
         .route("/.well-known/matrix/server", get(version::well_known))
 }

@@ -15,6 +15,7 @@ use super::auth::Signed;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::MatrixPath;
 use crate::service::error::ErrorKind;
+use crate::service::federation::TxnAnswer;
 use crate::service::Services;
 
 /// The spec's limits on one transaction.
@@ -45,7 +46,8 @@ pub struct PduOutcome {
 /// # `PUT /_matrix/federation/v1/send/{txnId}`
 /// <https://spec.matrix.org/v1.16/server-server-api/#put_matrixfederationv1sendtxnid>
 ///
-/// EDUs are accepted and not acted on yet.
+/// Typing and receipt EDUs are applied; a transaction sent again (same
+/// origin and id) gets the answer the first one got.
 pub async fn send(
     State(services): State<Arc<Services>>,
     MatrixPath(txn_id): MatrixPath<String>,
@@ -69,17 +71,30 @@ pub async fn send(
         ));
     }
     tracing::debug!(%origin, txn_id, pdus = pdus.len(), edus = edus.len(), "transaction");
+    let federation = super::federation(&services)?;
+    if let Some(answer) = federation.answered(&origin, &txn_id) {
+        return Ok(Json(TransactionResponse::from(answer.as_ref())));
+    }
     let results = services.rooms.receive_pdus(&origin, &pdus).await;
-    let pdus = results
+    services.receive_edus(&origin, &edus).await;
+    let answer: TxnAnswer = results
         .into_iter()
-        .map(|(id, result)| {
-            (
-                id,
-                PduOutcome {
-                    error: result.err(),
-                },
-            )
-        })
+        .map(|(id, result)| (id, result.err()))
         .collect();
-    Ok(Json(TransactionResponse { pdus }))
+    let response = TransactionResponse::from(&answer);
+    federation.remember_answer(&origin, &txn_id, Arc::new(answer));
+    Ok(Json(response))
+}
+
+impl From<&TxnAnswer> for TransactionResponse {
+    fn from(answer: &TxnAnswer) -> Self {
+        let pdus = answer
+            .iter()
+            .map(|(id, error)| {
+                let error = error.clone();
+                (id.clone(), PduOutcome { error })
+            })
+            .collect();
+        Self { pdus }
+    }
 }

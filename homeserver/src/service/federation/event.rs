@@ -182,6 +182,15 @@ pub fn parse(raw: &RawValue) -> Result<CanonicalJsonObject, PduError> {
     serde_json::from_str(raw.get()).map_err(|e| PduError::Malformed(e.to_string()))
 }
 
+/// The id a PDU has by its room version's rules (its reference hash),
+/// whether or not it passes the checks: what an answer about it names.
+pub fn event_id_of(raw: &RawValue, rules: &RoomVersionRules) -> Result<OwnedEventId, PduError> {
+    let object = parse(raw)?;
+    let hash = ruma_signatures::reference_hash(&object, rules)
+        .map_err(|e| PduError::Malformed(e.to_string()))?;
+    EventId::parse(format!("${hash}")).map_err(|e| PduError::Malformed(e.to_string()))
+}
+
 /// The checks once the keys are known: format, signatures, hash, fields.
 pub fn verify(
     object: CanonicalJsonObject,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use ruma_common::{OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, ServerName, UserId};
 use ruma_events::TimelineEventType;
-use ruma_federation_api::membership::{create_join_event, prepare_join_event};
+use ruma_federation_api::membership::{
+    create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+};
 use serde_json::Value;
 
 use super::client::Limits;
@@ -114,6 +116,49 @@ impl FederationService {
             state,
             join,
         })
+    }
+
+    /// Leaves `room_id` for `user_id` through `via` (rejecting an invite
+    /// to a room this server does not hold): `make_leave`, signed here,
+    /// then `send_leave`. Returns the leave as sent.
+    pub async fn leave_room(
+        &self,
+        via: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        version: &RoomVersionId,
+    ) -> ServiceResult<RemotePdu> {
+        let ask = prepare_leave_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+        let template = self.client.send(via, ask).await?;
+        let version = template.room_version.unwrap_or_else(|| version.clone());
+        let rules = rules_of(&version).map_err(|_| {
+            ServiceError::new(
+                crate::service::error::ErrorKind::UnsupportedRoomVersion,
+                format!("The room is of version {version}, which this server does not support"),
+            )
+        })?;
+        let (event_id, pdu) = self.sign_template(template.event.get(), &rules)?;
+        let raw = serde_json::value::to_raw_value(&pdu).map_err(ServiceError::internal)?;
+        let send = create_leave_event::v2::Request::new(room_id.to_owned(), event_id, raw.clone());
+        // Only what we asked for is signed and sent: a leave of our user.
+        let leave = self.check_pdu(&raw, &version).await?;
+        let membership = serde_json::from_str::<Value>(leave.content.get())
+            .ok()
+            .and_then(|c| {
+                c.get("membership")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        if leave.kind != TimelineEventType::RoomMember
+            || leave.sender != user_id
+            || leave.state_key.as_deref() != Some(user_id.as_str())
+            || leave.room_id.as_deref() != Some(room_id)
+            || membership.as_deref() != Some("leave")
+        {
+            return Err(bad("the leave template is not a leave of our user".into()));
+        }
+        self.client.send(via, send).await?;
+        Ok(leave)
     }
 
     /// The template with our time, hashed and signed by the room version's

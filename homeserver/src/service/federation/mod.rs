@@ -7,6 +7,7 @@
 //! - [`discovery`]: from a server name to an address.
 //! - [`event`]: the checks of a PDU that need no room state.
 //! - [`guard`]: which addresses requests may reach.
+//! - [`invite`]: our invites of other servers' users.
 //! - [`join`]: joining a room another server holds.
 //! - [`media`]: other servers' media.
 //! - [`sender`]: our events to the other servers of a room.
@@ -17,6 +18,7 @@ pub mod client;
 pub mod discovery;
 pub mod event;
 pub mod guard;
+pub mod invite;
 pub mod join;
 pub mod keys;
 pub mod media;
@@ -25,7 +27,7 @@ pub mod sender;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ruma_common::{OwnedRoomId, OwnedServerName, RoomAliasId, UserId};
+use ruma_common::{OwnedRoomId, OwnedServerName, RoomAliasId, ServerName, UserId};
 use ruma_federation_api::authentication::XMatrix;
 use ruma_federation_api::directory::get_public_rooms;
 use ruma_federation_api::query::{get_profile_information, get_room_information};
@@ -95,7 +97,21 @@ pub struct FederationService {
     pub keys: KeyRing,
     pub client: FederationClient,
     pub config: FederationConfig,
+    /// Transactions answered lately, by (origin, txn id), with their
+    /// answer: a transaction sent again gets the same answer, undone work
+    /// not redone (in this process; a PDU is idempotent anyway).
+    answered: parking_lot::Mutex<lru::LruCache<(OwnedServerName, String), Arc<TxnAnswer>>>,
+    /// Per destination, what wakes its sender from a backoff: a request
+    /// from that server shows it is up again.
+    wakers:
+        parking_lot::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Notify>>>,
 }
+
+/// Per PDU of a transaction: `None` accepted, or why it was refused.
+pub type TxnAnswer = BTreeMap<ruma_common::OwnedEventId, Option<String>>;
+
+/// Transactions remembered for deduplication.
+const ANSWERED_TXNS: usize = 4096;
 
 /// A profile as another server gives it.
 pub struct RemoteProfile {
@@ -126,7 +142,43 @@ impl FederationService {
             keys: KeyRing::new(server_name.clone(), key),
             server_name,
             config,
+            answered: parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(ANSWERED_TXNS).expect("non-zero"),
+            )),
+            wakers: parking_lot::Mutex::default(),
         })
+    }
+
+    /// `origin` sent us a signed request: it is up, so a sender backing
+    /// off from it tries again now.
+    pub fn heard_from(&self, origin: &ServerName) {
+        if let Some(waker) = self.wakers.lock().get(origin) {
+            waker.notify_one();
+        }
+    }
+
+    /// What [`Self::heard_from`] wakes for `destination`.
+    pub fn waker(&self, destination: &ServerName) -> Arc<tokio::sync::Notify> {
+        self.wakers
+            .lock()
+            .entry(destination.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The answer already given to `origin`'s transaction `txn_id`.
+    pub fn answered(&self, origin: &ServerName, txn_id: &str) -> Option<Arc<TxnAnswer>> {
+        self.answered
+            .lock()
+            .get(&(origin.to_owned(), txn_id.to_owned()))
+            .cloned()
+    }
+
+    /// Remembers the answer to a transaction.
+    pub fn remember_answer(&self, origin: &ServerName, txn_id: &str, answer: Arc<TxnAnswer>) {
+        self.answered
+            .lock()
+            .put((origin.to_owned(), txn_id.to_owned()), answer);
     }
 
     /// Checks a request's X-Matrix signature: addressed to us (or to no one

@@ -1,7 +1,9 @@
-//! Sending our events to the other servers of a room: one queue and one
-//! transaction in flight per destination, at most 50 PDUs a transaction, a
+//! Sending our events and ephemeral data (EDUs: typing, receipts) to the
+//! other servers of a room: one queue and one transaction in flight per
+//! destination, at most 50 PDUs and 100 EDUs a transaction, a
 //! failed transaction retried with the same id after a backoff that grows
-//! (with jitter) up to five minutes and resets when the destination answers.
+//! (with jitter) up to five minutes and resets when the destination answers
+//! or sends us a request.
 //!
 //! The queue is in memory and fed by the node that committed the events,
 //! so each event goes out once per destination even on a cluster. Not yet:
@@ -21,8 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::FederationService;
 
-/// PDUs per transaction (the spec's limit).
+/// PDUs and EDUs per transaction (the spec's limits).
 const MAX_PDUS: usize = 50;
+const MAX_EDUS: usize = 100;
+/// EDUs kept for a destination that does not answer: typing and receipts
+/// are soon stale, so the oldest go first.
+const MAX_QUEUED_EDUS: usize = 1000;
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -41,6 +47,7 @@ struct Inner {
 #[derive(Default)]
 struct Queue {
     pdus: Mutex<VecDeque<Box<RawValue>>>,
+    edus: Mutex<VecDeque<Box<RawValue>>>,
     wake: Notify,
 }
 
@@ -64,6 +71,24 @@ impl Outbox {
         }
     }
 
+    /// Queues the EDU `edu` for each of `destinations`.
+    pub fn send_edu(
+        &self,
+        edu: &RawValue,
+        destinations: impl IntoIterator<Item = OwnedServerName>,
+    ) {
+        for destination in destinations {
+            let queue = self.queue(destination);
+            let mut edus = queue.edus.lock();
+            if edus.len() >= MAX_QUEUED_EDUS {
+                edus.pop_front();
+            }
+            edus.push_back(edu.to_owned());
+            drop(edus);
+            queue.wake.notify_one();
+        }
+    }
+
     /// The destination's queue, with its sending task started on first use.
     fn queue(&self, destination: OwnedServerName) -> Arc<Queue> {
         let mut queues = self.inner.queues.lock();
@@ -81,12 +106,17 @@ impl Outbox {
 /// Sends the destination's queue, a transaction at a time, until shutdown.
 async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Queue>) {
     let mut backoff = MIN_BACKOFF;
+    let waker = inner.federation.waker(&destination);
     loop {
         let batch: Vec<Box<RawValue>> = {
             let pdus = queue.pdus.lock();
             pdus.iter().take(MAX_PDUS).cloned().collect()
         };
-        if batch.is_empty() {
+        let edus: Vec<Box<RawValue>> = {
+            let edus = queue.edus.lock();
+            edus.iter().take(MAX_EDUS).cloned().collect()
+        };
+        if batch.is_empty() && edus.is_empty() {
             tokio::select! {
                 _ = queue.wake.notified() => continue,
                 _ = inner.shutdown.cancelled() => return,
@@ -94,9 +124,21 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
         }
         let txn_id = TransactionId::new();
         loop {
-            match send_once(&inner.federation, &destination, &txn_id, batch.clone()).await {
+            let sent = send_once(
+                &inner.federation,
+                &destination,
+                &txn_id,
+                batch.clone(),
+                edus.clone(),
+            );
+            match sent.await {
                 Ok(()) => {
                     queue.pdus.lock().drain(..batch.len());
+                    // Some of these may have been dropped for newer ones
+                    // meanwhile: drop what was sent, as far as it is there.
+                    let mut queued = queue.edus.lock();
+                    let sent = edus.len().min(queued.len());
+                    queued.drain(..sent);
                     backoff = MIN_BACKOFF;
                     break;
                 }
@@ -104,10 +146,13 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
                     let wait = jittered(backoff);
                     tracing::info!(%destination, error = %err, retry_in = ?wait, "federation send failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::time::sleep(wait) => {
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
+                        // It talked to us: it is up, try now.
+                        _ = waker.notified() => backoff = MIN_BACKOFF,
                         _ = inner.shutdown.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -121,6 +166,7 @@ async fn send_once(
     destination: &ruma_common::ServerName,
     txn_id: &OwnedTransactionId,
     pdus: Vec<Box<RawValue>>,
+    edus: Vec<Box<RawValue>>,
 ) -> Result<(), super::FederationError> {
     let mut request = send_transaction_message::v1::Request::new(
         txn_id.clone(),
@@ -128,6 +174,10 @@ async fn send_once(
         MilliSecondsSinceUnixEpoch::now(),
     );
     request.pdus = pdus;
+    request.edus = edus
+        .into_iter()
+        .map(ruma_common::serde::Raw::from_json)
+        .collect();
     let response = federation.client.send(destination, request).await?;
     for (event_id, result) in response.pdus {
         if let Err(reason) = result {

@@ -96,7 +96,7 @@ impl RoomService {
         via: &[OwnedServerName],
     ) -> ServiceResult<OwnedRoomId> {
         let (room_id, mut servers) = self.resolve_room_and_servers(room).await?;
-        if self.federation.is_some() && !self.store.room_exists(&room_id).await? {
+        if self.federation.is_some() && !self.holds(&room_id).await? {
             servers.extend(via.iter().cloned());
             return self.join_remote(who, &room_id, servers).await;
         }
@@ -129,6 +129,15 @@ impl RoomService {
             return Err(ServiceError::not_found("Unknown user"));
         }
         let is_direct = self.is_direct_room(room_id, &who.user_id).await?;
+        if target.server_name() != self.server_name && self.federation.is_some() {
+            let mut content = self
+                .member_content(target, MembershipState::Invite, reason)
+                .await?;
+            if is_direct {
+                content["is_direct"] = json!(true);
+            }
+            return self.invite_remote(who, room_id, target, content).await;
+        }
         let extra = is_direct.then_some(("is_direct", json!(true)));
         self.set_membership(who, room_id, target, MembershipState::Invite, reason, extra)
             .await?;
@@ -151,9 +160,13 @@ impl RoomService {
         reason: Option<&str>,
     ) -> ServiceResult<()> {
         let state = self.known_state(room_id).await?;
+        let held = state.get("m.room.create", "").is_some();
         match state.membership(&who.user_id) {
             // Leaving a room one already left succeeds quietly, as in Synapse.
             None | Some(MembershipState::Leave) => Ok(()),
+            // Invited to a room we do not hold: the answer goes through
+            // the inviter's server.
+            Some(_) if !held && self.federation.is_some() => self.leave_remote(who, room_id).await,
             _ => {
                 let leave = MembershipState::Leave;
                 self.set_membership(who, room_id, &who.user_id, leave, reason, None)

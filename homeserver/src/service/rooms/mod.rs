@@ -11,7 +11,10 @@ mod directory;
 mod membership;
 mod read;
 mod remote_events;
+mod remote_invite;
 mod remote_join;
+mod resident;
+mod served;
 pub mod state;
 pub mod visibility;
 
@@ -26,6 +29,8 @@ use tokio::sync::oneshot;
 pub use create::CreateRoomRequest;
 pub use directory::PublicRoom;
 pub use read::{MessagesPage, PageRequest, RoomEventFilter};
+pub use remote_invite::IncomingInvite;
+pub use resident::{JoinedAnswer, Template};
 
 use self::actor::{Core, Job, SendJob};
 use self::state::RoomState;
@@ -148,6 +153,26 @@ impl RoomService {
         ids.into_iter()
             .next()
             .ok_or_else(|| ServiceError::internal("an accepted send produced no event"))
+    }
+
+    /// Sends an EDU about `room_id` (typing, receipts) to the room's other
+    /// servers when federating. Ephemeral: lost if this node stops first.
+    pub async fn share_edu(&self, room_id: &RoomId, edu_type: &str, content: Value) {
+        let Some(outbox) = self.core.outbox() else {
+            return;
+        };
+        let Ok(Some(state)) = self.state_snapshot(room_id).await else {
+            return;
+        };
+        let servers = state.other_servers(&self.server_name);
+        if servers.is_empty() {
+            return;
+        }
+        let edu = serde_json::json!({ "edu_type": edu_type, "content": content });
+        match serde_json::value::to_raw_value(&edu) {
+            Ok(raw) => outbox.send_edu(&raw, servers),
+            Err(err) => tracing::warn!(%err, "an EDU could not be serialized"),
+        }
     }
 
     /// Has the room's actor build `requests` atomically; resolves once durable.

@@ -20,7 +20,7 @@ use super::remote_join::imported;
 use super::RoomService;
 use crate::service::error::ServiceError;
 use crate::service::federation::event::{
-    authorize_by_auth_events, authorize_by_state, rules_of, trusted, RemotePdu,
+    authorize_by_auth_events, authorize_by_state, event_id_of, rules_of, trusted, RemotePdu,
 };
 
 /// What a PDU says about itself before it is checked.
@@ -69,11 +69,11 @@ impl RoomService {
             .ok_or_else(|| format!("unknown room {}", peek.room_id))?;
         let version = RoomVersionId::try_from(state.room_version()).map_err(|e| e.to_string())?;
         let rules = rules_of(&version).map_err(|e| e.to_string())?;
-        let pdu = federation
-            .check_pdu(raw, &version)
-            .await
-            .map_err(|e| e.to_string())?;
-        let id = pdu.event_id.clone();
+        let id = event_id_of(raw, &rules).map_err(|e| e.to_string())?;
+        let pdu = match federation.check_pdu(raw, &version).await {
+            Ok(pdu) => pdu,
+            Err(err) => return Ok((id, Err(err.to_string()))),
+        };
         // An origin speaks only for its own users.
         if peek.sender.server_name() != origin {
             return Ok((
@@ -127,6 +127,7 @@ impl RoomService {
             Job::Import(ImportJob {
                 events,
                 new_room: false,
+                forward: false,
                 reply,
             }),
         );

@@ -23,12 +23,11 @@ impl RoomService {
         mut servers: Vec<OwnedServerName>,
     ) -> ServiceResult<OwnedRoomId> {
         let federation = self.federation.as_ref().ok_or_else(not_federating)?;
-        if let Some(server) = room_id.server_name() {
-            servers.push(server.to_owned());
-        }
+        servers.extend(self.invite_servers(room_id, &who.user_id).await?);
         let ours: &ServerName = &self.server_name;
         servers.retain(|server| server != ours);
-        servers.dedup();
+        let mut seen = std::collections::HashSet::new();
+        servers.retain(|server| seen.insert(server.clone()));
         if servers.is_empty() {
             return Err(ServiceError::not_found(
                 "Unknown room: name a server to join it through (via)",
@@ -62,12 +61,25 @@ impl RoomService {
             .find(|pdu| pdu.kind == TimelineEventType::RoomCreate)
             .map(|pdu| pdu.sender.clone())
             .ok_or_else(|| ServiceError::internal("a joined room without a create event"))?;
-        self.store
-            .create_room(room_id, joined.version.as_str(), &creator)
-            .await?;
+        // A room known by an invite is in the store already.
+        if !self.store.room_exists(room_id).await? {
+            self.store
+                .create_room(room_id, joined.version.as_str(), &creator)
+                .await?;
+        }
+        // Invites kept here before the join are part of that state already.
+        let ids: Vec<OwnedEventId> = joined.state.iter().map(|e| e.event_id.clone()).collect();
+        let known: std::collections::HashSet<OwnedEventId> = self
+            .store
+            .get_events(&ids)
+            .await?
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
         let events = joined
             .state
             .into_iter()
+            .filter(|e| !known.contains(&e.event_id))
             .chain(std::iter::once(joined.join))
             .map(imported)
             .collect::<ServiceResult<Vec<_>>>()?;
@@ -77,6 +89,7 @@ impl RoomService {
             Job::Import(ImportJob {
                 events,
                 new_room: true,
+                forward: false,
                 reply,
             }),
         );

@@ -71,7 +71,7 @@ pub struct InvitedRoom {
 }
 
 /// A state event of an invite, stripped to what a client shows it by.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct StrippedState {
     #[serde(rename = "type")]
     pub kind: String,

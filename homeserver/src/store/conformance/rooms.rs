@@ -174,6 +174,22 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
         .unwrap()
         .unwrap();
     assert_eq!(redacted.pdu["content"], json!({}));
+    let mut several = store
+        .get_events(&[
+            owned_event_id!("$!r2:test-1"),
+            owned_event_id!("$!nowhere:test"),
+            owned_event_id!("$!r1:test-1"),
+        ])
+        .await
+        .unwrap();
+    several.sort_by_key(|e| e.stream);
+    let ids: Vec<&str> = several.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["$!r1:test-1", "$!r2:test-1"],
+        "the stored ones, unknown ids left out"
+    );
+    assert_eq!(several[1].pdu["content"], json!({}), "as stored: redacted");
 
     // Aliases and the public directory.
     store

@@ -156,6 +156,12 @@ impl RoomStore for ScyllaTimelineStore {
         }
     }
 
+    /// From the relational engine, which holds every event (Scylla holds
+    /// the timelines' copy): one query rather than one per id.
+    async fn get_events(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<StoredEvent>> {
+        self.inner.get_events(event_ids).await
+    }
+
     async fn find_txn(
         &self,
         room_id: &RoomId,

@@ -90,6 +90,24 @@ impl RoomStore for Store {
         row.as_ref().map(rows::event).transpose()
     }
 
+    async fn get_events(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE {}",
+            dialect::in_list("e.event_id", "$1")
+        );
+        let mut out = Vec::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(ROOMS_PER_LIST) {
+            let rows = sqlx::query(&sql)
+                .bind(dialect::list(chunk)?)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                out.push(rows::event(row)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn find_txn(
         &self,
         room_id: &RoomId,

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::commit::{Batch, Owed};
 use super::txns::DurableTxns;
-use super::{Core, Job, RoomHandle, SendJob, TxnKey};
+use super::{Advance, Core, Job, RoomHandle, SendJob, TxnKey};
 use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::service::pdu::{build_pdu, redact_pdu, rules_for, PduParts};
 use crate::service::rooms::auth::{authorize, Proposed};
@@ -176,7 +176,7 @@ impl Core {
         Ok(Some(RoomHandle {
             state_head,
             state: Arc::new(state),
-            last_event_id: latest.as_ref().map(|e| e.event_id.clone()),
+            extremities: latest.iter().map(|e| e.event_id.clone()).collect(),
             depth: latest
                 .as_ref()
                 .and_then(|e| e.pdu.get("depth").and_then(Value::as_i64))
@@ -250,6 +250,7 @@ impl Core {
                 .state
                 .auth_event_ids(&kind, sender, state_key.as_deref(), &content);
         let visibility = handle.state.history_visibility().to_owned();
+        let prev_events = handle.prev_events();
         let (event_id, pdu) = build_pdu(
             &self.key,
             &self.server_name,
@@ -259,7 +260,7 @@ impl Core {
                 kind: &kind,
                 state_key: state_key.as_deref(),
                 content,
-                prev_events: handle.last_event_id.iter().cloned().collect(),
+                prev_events: prev_events.clone(),
                 auth_events,
                 depth: handle.depth + 1,
                 origin_server_ts: now_ms(),
@@ -278,14 +279,15 @@ impl Core {
             .then(|| membership_of(&pdu["content"]))
             .flatten();
         let depth = handle.depth + 1;
-        let built_on = handle.advance(
-            &event_id,
+        let built_on = handle.advance(Advance {
+            event_id: &event_id,
             sender,
-            &kind,
-            state_key.as_deref(),
-            &pdu["content"],
+            kind: &kind,
+            state_key: state_key.as_deref(),
+            content: &pdu["content"],
+            prev_events: &prev_events,
             depth,
-        );
+        });
         Ok(NewEvent {
             built_on,
             event_id,

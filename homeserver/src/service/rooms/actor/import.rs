@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::commit::{Batch, Owed};
-use super::{Core, RoomHandle};
+use super::{Advance, Core, RoomHandle};
 use crate::service::error::{ServiceError, ServiceResult};
 use crate::service::rooms::state::membership_of;
 use crate::store::NewEvent;
@@ -31,6 +31,10 @@ pub struct Imported {
 pub struct ImportJob {
     pub events: Vec<Imported>,
     pub new_room: bool,
+    /// Send them on to the room's other servers: a join, leave or invite
+    /// this server accepted as the room's resident, which the room's
+    /// other servers learn of from us.
+    pub forward: bool,
     pub reply: oneshot::Sender<ServiceResult<Vec<OwnedEventId>>>,
 }
 
@@ -46,10 +50,18 @@ impl Core {
         let ImportJob {
             events,
             new_room,
+            forward,
             reply,
         } = job;
         let mut scratch = match (head.as_ref(), new_room) {
             (None, true) => RoomHandle::default(),
+            // A room known only by invites: its state comes now, on top
+            // of the invites (the caller leaves out the events already
+            // here); the room's own extremities replace the invites.
+            (Some(held), true) if held.state.get("m.room.create", "").is_none() => RoomHandle {
+                extremities: Vec::new(),
+                ..held.clone()
+            },
             (Some(held), false) => held.clone(),
             (Some(_), true) => {
                 let _ = reply.send(Err(ServiceError::forbidden(
@@ -68,15 +80,17 @@ impl Core {
             .collect();
         let ids = built.iter().map(|e| e.event_id.clone()).collect();
         *head = Some(scratch);
-        batch.add_imported(
-            built,
-            Owed {
-                reply,
-                ids,
-                txn: None,
-                retry: None,
-            },
-        );
+        let owed = Owed {
+            reply,
+            ids,
+            txn: None,
+            retry: None,
+        };
+        if forward {
+            batch.add(built, owed);
+        } else {
+            batch.add_imported(built, owed);
+        }
     }
 }
 
@@ -95,14 +109,19 @@ fn advance(handle: &mut RoomHandle, room_id: OwnedRoomId, event: Imported) -> Ne
     let membership = (kind == "m.room.member")
         .then(|| membership_of(&content))
         .flatten();
-    let built_on = handle.advance(
-        &event_id,
-        &sender,
-        &kind,
-        state_key.as_deref(),
-        &content,
+    let prev_events: Vec<OwnedEventId> = pdu
+        .get("prev_events")
+        .and_then(|prev| serde_json::from_value(prev.clone()).ok())
+        .unwrap_or_default();
+    let built_on = handle.advance(Advance {
+        event_id: &event_id,
+        sender: &sender,
+        kind: &kind,
+        state_key: state_key.as_deref(),
+        content: &content,
+        prev_events: &prev_events,
         depth,
-    );
+    });
     NewEvent {
         built_on,
         event_id,

@@ -60,7 +60,12 @@ pub type TxnKey = (OwnedRoomId, OwnedUserId, OwnedDeviceId, String);
 #[derive(Clone, Default)]
 pub(super) struct RoomHandle {
     pub state: Arc<RoomState>,
-    pub last_event_id: Option<OwnedEventId>,
+    /// The forward extremities: events no other event names as a
+    /// `prev_event` yet, newest last. A local event names them all (up to
+    /// [`MAX_PREV_EVENTS`]), which merges forks another server's events
+    /// opened. After a restart only the latest event is known (a fork is
+    /// merged again by the next remote event that names both sides).
+    pub extremities: Vec<OwnedEventId>,
     pub depth: i64,
     /// The latest state event: what new events are authorized against, and
     /// what the store checks is still current when they are appended.
@@ -68,18 +73,25 @@ pub(super) struct RoomHandle {
 }
 
 impl RoomHandle {
+    /// The `prev_events` of a new local event: the newest extremities.
+    pub fn prev_events(&self) -> Vec<OwnedEventId> {
+        let skip = self.extremities.len().saturating_sub(MAX_PREV_EVENTS);
+        self.extremities[skip..].to_vec()
+    }
+
     /// Moves the head past a new event: its state (only state events keep
-    /// their content here), the last event and depth. Returns the state
+    /// their content here), the extremities and depth. Returns the state
     /// head the event was built on.
-    pub fn advance(
-        &mut self,
-        event_id: &OwnedEventId,
-        sender: &UserId,
-        kind: &str,
-        state_key: Option<&str>,
-        content: &Value,
-        depth: i64,
-    ) -> Option<OwnedEventId> {
+    pub fn advance(&mut self, event: Advance<'_>) -> Option<OwnedEventId> {
+        let Advance {
+            event_id,
+            sender,
+            kind,
+            state_key,
+            content,
+            prev_events,
+            depth,
+        } = event;
         if let Some(key) = state_key {
             Arc::make_mut(&mut self.state).insert(
                 kind,
@@ -91,7 +103,8 @@ impl RoomHandle {
                 },
             );
         }
-        self.last_event_id = Some(event_id.clone());
+        self.extremities.retain(|id| !prev_events.contains(id));
+        self.extremities.push(event_id.clone());
         self.depth = self.depth.max(depth);
         if state_key.is_some() {
             self.state_head.replace(event_id.clone())
@@ -101,11 +114,28 @@ impl RoomHandle {
     }
 }
 
+/// Most `prev_events` a local event names (the spec allows 20).
+const MAX_PREV_EVENTS: usize = 10;
+
+/// What moving the head past one event needs to know of it.
+pub(super) struct Advance<'a> {
+    pub event_id: &'a OwnedEventId,
+    pub sender: &'a UserId,
+    pub kind: &'a str,
+    pub state_key: Option<&'a str>,
+    pub content: &'a Value,
+    pub prev_events: &'a [OwnedEventId],
+    pub depth: i64,
+}
+
 /// Work for a room's actor.
 pub(super) enum Job {
     Send(SendJob),
     /// Reply with the current state, `None` if the room is unknown.
     Snapshot(oneshot::Sender<ServiceResult<Option<Arc<RoomState>>>>),
+    /// Reply with the whole head (state, extremities, depth): what a
+    /// template for another server's event is built on.
+    Head(oneshot::Sender<ServiceResult<Option<RoomHandle>>>),
     /// An append failed: reload the head from the store.
     Reload,
     /// Events another server built, for a room this server joins.
@@ -159,6 +189,11 @@ impl Core {
             recent_txns: Mutex::new(RecentTxns::default()),
             outbox,
         })
+    }
+
+    /// Where events and EDUs go to other servers, when federating.
+    pub fn outbox(&self) -> Option<&Outbox> {
+        self.outbox.as_ref()
     }
 
     /// Has a running actor reload its head from the store before its next
@@ -252,6 +287,9 @@ impl Core {
                 Job::Snapshot(reply) => {
                     let _ = reply.send(Ok(head.as_ref().map(|h| h.state.clone())));
                 }
+                Job::Head(reply) => {
+                    let _ = reply.send(Ok(head.clone()));
+                }
                 Job::Send(job) => {
                     self.build(room_id, head, &durable_txns, job, &mut batch)
                         .await
@@ -276,6 +314,9 @@ fn fail(job: Job, err: ServiceError) {
             let _ = reply.send(Err(err));
         }
         Job::Snapshot(reply) => {
+            let _ = reply.send(Err(err));
+        }
+        Job::Head(reply) => {
             let _ = reply.send(Err(err));
         }
         Job::Import(ImportJob { reply, .. }) => {

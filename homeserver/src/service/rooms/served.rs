@@ -1,0 +1,250 @@
+//! What other servers read of a room we hold: single events, the state at
+//! an event, auth chains, history before an event (`backfill`) and the
+//! events between two points (`get_missing_events`). Only a server with a
+//! user in the room may read it, and an event sent while the room's
+//! history was visible to members only reaches a server whose users were
+//! not yet in the room redacted.
+//!
+//! State at an event is found by replaying the room's state events in
+//! stream order up to it, which is exact while a room's events are appended
+//! in one order (this server's actor) but costs a pass over the room's
+//! history; state groups replace it with the DAG work of issue 18.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use ruma_common::canonical_json::{redact, CanonicalJsonObject};
+use ruma_common::{EventId, OwnedEventId, RoomId, ServerName};
+use ruma_events::room::member::MembershipState;
+use serde_json::Value;
+
+use super::resident::event_ids;
+use super::RoomService;
+use crate::service::error::{ServiceError, ServiceResult};
+use crate::service::pdu::rules_for;
+use crate::store::{Direction, StoredEvent, StreamPos};
+
+/// Most events one `backfill` or `get_missing_events` answers.
+pub const MAX_HISTORY: usize = 100;
+/// Events read per page while replaying a room's history.
+const PAGE: usize = 1000;
+
+/// How far back a server may see a members-only room's events in full.
+struct ServerView {
+    version: String,
+    /// The first membership (invite or join) of any of its users.
+    member_since: Option<StreamPos>,
+}
+
+impl ServerView {
+    /// The PDU as this server may see it.
+    fn show(&self, event: &StoredEvent) -> ServiceResult<Arc<Value>> {
+        let open = matches!(event.visibility.as_str(), "world_readable" | "shared");
+        let member = self.member_since.is_some_and(|since| since <= event.stream);
+        if open || member {
+            return Ok(event.pdu.clone());
+        }
+        let object: CanonicalJsonObject =
+            serde_json::from_value((*event.pdu).clone()).map_err(ServiceError::internal)?;
+        let redacted = redact(object, &rules_for(&self.version).redaction, None)
+            .map_err(ServiceError::internal)?;
+        Ok(Arc::new(
+            serde_json::to_value(redacted).map_err(ServiceError::internal)?,
+        ))
+    }
+}
+
+impl RoomService {
+    /// How `origin` sees the room: refused unless one of its users is in
+    /// it now.
+    async fn server_view(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+    ) -> ServiceResult<ServerView> {
+        let state = self
+            .state_snapshot(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        let joined = state
+            .members_with(MembershipState::Join)
+            .iter()
+            .any(|user| user.server_name() == origin);
+        if !joined {
+            return Err(ServiceError::forbidden("Your server is not in this room"));
+        }
+        let mut member_since: Option<StreamPos> = None;
+        let theirs = self.store.members(room_id).await?;
+        for record in theirs.iter().filter(|m| m.user_id.server_name() == origin) {
+            let history = self
+                .store
+                .membership_history(room_id, &record.user_id)
+                .await?;
+            let first = history
+                .iter()
+                .filter(|(_, m)| matches!(m, MembershipState::Join | MembershipState::Invite))
+                .map(|(stream, _)| *stream)
+                .min();
+            member_since = match (member_since, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(ServerView {
+            version: state.room_version().to_owned(),
+            member_since,
+        })
+    }
+
+    /// An event of this room, as `origin` may see it.
+    async fn event_in(&self, room_id: &RoomId, event_id: &EventId) -> ServiceResult<StoredEvent> {
+        self.store
+            .get_event(event_id)
+            .await?
+            .filter(|event| event.room_id == room_id)
+            .ok_or_else(|| ServiceError::not_found("Unknown event"))
+    }
+
+    /// `GET /event/{eventId}`.
+    pub async fn event_for_server(
+        &self,
+        origin: &ServerName,
+        event_id: &EventId,
+    ) -> ServiceResult<Arc<Value>> {
+        let event = self
+            .store
+            .get_event(event_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown event"))?;
+        let view = self.server_view(origin, &event.room_id).await?;
+        view.show(&event)
+    }
+
+    /// `GET /state` and `/state_ids`: the state before `event_id` and its
+    /// auth chain.
+    pub async fn state_for_server(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> ServiceResult<(Vec<StoredEvent>, Vec<StoredEvent>)> {
+        self.server_view(origin, room_id).await?;
+        let event = self.event_in(room_id, event_id).await?;
+        let state = self.state_before(room_id, event.stream).await?;
+        let chain = self.auth_chain(state.iter()).await?;
+        Ok((state, chain))
+    }
+
+    /// `GET /event_auth`: the auth chain of one event.
+    pub async fn event_auth_for_server(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> ServiceResult<Vec<Arc<Value>>> {
+        self.server_view(origin, room_id).await?;
+        let event = self.event_in(room_id, event_id).await?;
+        let chain = self.auth_chain(std::iter::once(&event)).await?;
+        Ok(chain.into_iter().map(|e| e.pdu).collect())
+    }
+
+    /// The room's state just before position `before`, by replay.
+    async fn state_before(
+        &self,
+        room_id: &RoomId,
+        before: StreamPos,
+    ) -> ServiceResult<Vec<StoredEvent>> {
+        let mut state: HashMap<(String, String), StoredEvent> = HashMap::new();
+        let mut from = 0;
+        'pages: loop {
+            let page = self
+                .store
+                .room_events(room_id, from, Direction::Forward, PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            from = last.stream;
+            let full = page.len() == PAGE;
+            for event in page {
+                if event.stream >= before {
+                    break 'pages;
+                }
+                if let Some(key) = event.state_key.clone() {
+                    state.insert((event.kind.clone(), key), event);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let mut events: Vec<StoredEvent> = state.into_values().collect();
+        events.sort_by_key(|e| e.stream);
+        Ok(events)
+    }
+
+    /// `GET /backfill`: the events `from` names and those before them,
+    /// newest first, at most `limit`.
+    pub async fn backfill_for_server(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        from: &[OwnedEventId],
+        limit: usize,
+    ) -> ServiceResult<Vec<Arc<Value>>> {
+        let view = self.server_view(origin, room_id).await?;
+        let starts = self.store.get_events(from).await?;
+        let Some(start) = starts
+            .iter()
+            .filter(|e| e.room_id == room_id)
+            .map(|e| e.stream)
+            .max()
+        else {
+            return Ok(Vec::new());
+        };
+        let events = self
+            .store
+            .room_events(room_id, start, Direction::Backward, limit.min(MAX_HISTORY))
+            .await?;
+        events.iter().map(|e| view.show(e)).collect()
+    }
+
+    /// `POST /get_missing_events`: walking back from `latest` along
+    /// `prev_events`, the events not in `earliest`, oldest first.
+    pub async fn missing_events_for_server(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        earliest: &[OwnedEventId],
+        latest: &[OwnedEventId],
+        limit: usize,
+        min_depth: i64,
+    ) -> ServiceResult<Vec<Arc<Value>>> {
+        let view = self.server_view(origin, room_id).await?;
+        let limit = limit.min(MAX_HISTORY);
+        let mut seen: HashSet<OwnedEventId> = earliest.iter().cloned().collect();
+        seen.extend(latest.iter().cloned());
+        let mut frontier: Vec<OwnedEventId> = self
+            .store
+            .get_events(latest)
+            .await?
+            .iter()
+            .filter(|e| e.room_id == room_id)
+            .flat_map(|e| event_ids(&e.pdu, "prev_events"))
+            .collect();
+        let mut found: Vec<StoredEvent> = Vec::new();
+        while !frontier.is_empty() && found.len() < limit {
+            frontier.retain(|id| seen.insert(id.clone()));
+            let generation = self.store.get_events(&frontier).await?;
+            frontier.clear();
+            for event in generation {
+                let depth = event.pdu.get("depth").and_then(Value::as_i64).unwrap_or(0);
+                if event.room_id != room_id || depth < min_depth || found.len() >= limit {
+                    continue;
+                }
+                frontier.extend(event_ids(&event.pdu, "prev_events"));
+                found.push(event);
+            }
+        }
+        found.sort_by_key(|e| e.stream);
+        found.iter().map(|e| view.show(e)).collect()
+    }
+}

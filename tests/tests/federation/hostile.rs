@@ -1,0 +1,125 @@
+//! A remote server is as untrusted as a client: forged events are refused,
+//! events changed on the way are kept redacted, and a server speaks only
+//! for its own users. The peer is played with a real server's key.
+
+use super::*;
+
+#[tokio::test]
+async fn forged_changed_and_foreign_events_are_handled_as_the_spec_says() {
+    let (a, b) = tokio::join!(FederatingTern::start(), FederatingTern::start());
+    let alice = Client::register(&a.server, "alice").await;
+    let bob = Client::register(&b.server, "bob").await;
+    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
+    let path = format!("{V3}/join/{}?server_name={}", enc(&room), enc(&a.name));
+    assert_ok(bob.post(&path, &json!({})).await);
+
+    // Alice's next event, as server A would build it, on what B holds.
+    let state = assert_ok(alice.get(&format!("{V3}/rooms/{}/state", enc(&room))).await);
+    let state_id = |kind: &str, key: &str| {
+        state
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == kind && e["state_key"] == key)
+            .map(|e| e["event_id"].clone())
+            .unwrap()
+    };
+    let auth = json!([
+        state_id("m.room.create", ""),
+        state_id("m.room.power_levels", ""),
+        state_id("m.room.member", &alice.user_id),
+    ]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let latest = bob.messages(&room, "b", None, 1).await["chunk"][0]["event_id"].clone();
+    let message = |body: &str| {
+        json!({
+            "type": "m.room.message", "room_id": room, "sender": alice.user_id,
+            "content": {"msgtype": "m.text", "body": body},
+            "prev_events": [latest], "auth_events": auth, "depth": 100,
+            "origin_server_ts": now,
+        })
+    };
+    let as_a = Impersonator::of(&a);
+
+    // Signed, then changed in a signed field: the signature fails.
+    let (_, mut forged) = as_a.sign_pdu(message("forged"));
+    forged["origin_server_ts"] = json!(now + 1);
+    let forged_id = event_id(&forged);
+    // Signed, then its content changed: the signature (over the redacted
+    // form) holds, the content hash does not.
+    let (changed_id, mut changed) = as_a.sign_pdu(message("original"));
+    changed["content"]["body"] = json!("changed on the way");
+    let (genuine_id, genuine) = as_a.sign_pdu(message("genuine"));
+    let transaction = json!({
+        "origin": a.name, "origin_server_ts": now,
+        "pdus": [forged, changed, genuine],
+    });
+    let (status, answer) = as_a
+        .put(&b, "/_matrix/federation/v1/send/hostile-1", &transaction)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let error = |id: &str| answer["pdus"][id]["error"].clone();
+    assert!(
+        error(&forged_id)
+            .as_str()
+            .is_some_and(|e| e.contains("signature")),
+        "{answer}"
+    );
+    assert!(error(&changed_id).is_null(), "{answer}");
+    assert!(error(&genuine_id).is_null(), "{answer}");
+
+    // Bob sees the genuine one, the changed one redacted, never the forged.
+    let event = |id: String| {
+        let bob = &bob;
+        let room = &room;
+        async move {
+            bob.get(&format!("{V3}/rooms/{}/event/{}", enc(room), enc(&id)))
+                .await
+        }
+    };
+    let (status, shown) = event(genuine_id.clone()).await;
+    assert_eq!(
+        (status, &shown["content"]["body"]),
+        (200, &json!("genuine"))
+    );
+    let (status, shown) = event(changed_id.clone()).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["content"], json!({}), "kept redacted: {shown}");
+    let (status, _) = event(forged_id.clone()).await;
+    assert_eq!(status, 404);
+
+    // The same transaction again gets the same answer and changes nothing.
+    let (status, again) = as_a
+        .put(&b, "/_matrix/federation/v1/send/hostile-1", &transaction)
+        .await;
+    assert_eq!((status, &again), (200, &answer));
+
+    // Server B sending alice's (genuinely signed) event to A: B does not
+    // speak for A's users.
+    let as_b = Impersonator::of(&b);
+    let (foreign_id, foreign) = as_a.sign_pdu(message("not yours to send"));
+    let transaction = json!({
+        "origin": b.name, "origin_server_ts": now, "pdus": [foreign],
+    });
+    let (status, answer) = as_b
+        .put(&a, "/_matrix/federation/v1/send/hostile-2", &transaction)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["pdus"][&foreign_id]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is not a user of")),
+        "{answer}"
+    );
+    let (status, _) = alice
+        .get(&format!(
+            "{V3}/rooms/{}/event/{}",
+            enc(&room),
+            enc(&foreign_id)
+        ))
+        .await;
+    assert_eq!(status, 404);
+}

@@ -1,0 +1,108 @@
+//! Two Tern servers sharing a room: a join through the other, messages,
+//! typing and read receipts both ways, an invite, and a leave.
+
+use super::*;
+
+/// Waits until a fresh sync of `client` shows `body` in `room`'s timeline.
+async fn sees_message(client: &Client, room: &str, body: &str) {
+    eventually(&format!("{} sees {body:?}", client.user_id), async || {
+        let sync = client.sync(None, 0, None).await;
+        let timeline = &sync["rooms"]["join"][room]["timeline"]["events"];
+        timeline
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["content"]["body"] == body)
+            .then_some(())
+            .ok_or(sync["rooms"].clone())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_tern_servers_share_a_room() {
+    let one = FederatingTern::start().await;
+    let two = FederatingTern::start().await;
+    let alice = Client::register(&one.server, "alice").await;
+    let bob = Client::register(&two.server, "bob").await;
+    let carol = Client::register(&two.server, "carol").await;
+    let room = alice
+        .create_room(&json!({"preset": "public_chat", "name": "Shared"}))
+        .await;
+    alice.send_text(&room, "a0", "first").await;
+
+    let path = format!("{V3}/join/{}?server_name={}", enc(&room), enc(&one.name));
+    let (status, joined) = bob.post(&path, &json!({})).await;
+    assert_eq!(
+        status,
+        200,
+        "{joined}\none:\n{}\ntwo:\n{}",
+        one.server.log_tail(3000),
+        two.server.log_tail(3000)
+    );
+    let name = assert_ok(
+        bob.get(&format!("{V3}/rooms/{}/state/m.room.name", enc(&room)))
+            .await,
+    );
+    assert_eq!(name["name"], "Shared");
+
+    alice.send_text(&room, "a1", "hello two").await;
+    sees_message(&bob, &room, "hello two").await;
+    bob.send_text(&room, "b1", "hello one").await;
+    sees_message(&alice, &room, "hello one").await;
+
+    // Typing crosses too.
+    let typing = format!("{V3}/rooms/{}/typing/{}", enc(&room), enc(&bob.user_id));
+    assert_ok(
+        bob.put(&typing, &json!({"typing": true, "timeout": 30000}))
+            .await,
+    );
+    eventually("one shows bob typing", async || {
+        let sync = alice.sync(None, 0, None).await;
+        sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| {
+                e["type"] == "m.typing"
+                    && e["content"]["user_ids"]
+                        .as_array()
+                        .is_some_and(|ids| ids.contains(&json!(bob.user_id)))
+            })
+            .then_some(())
+            .ok_or(sync["rooms"]["join"].clone())
+    })
+    .await;
+
+    // Alice invites carol of the other server, who accepts.
+    assert_ok(alice.invite(&room, &carol.user_id).await);
+    eventually("carol's sync shows the invite", async || {
+        let sync = carol.sync(None, 0, None).await;
+        sync["rooms"]["invite"][&room]
+            .is_object()
+            .then_some(())
+            .ok_or(sync)
+    })
+    .await;
+    assert_ok(carol.join(&room).await);
+    sees_message(&carol, &room, "hello one").await;
+
+    // Bob leaves; alice's next message still reaches carol.
+    assert_ok(bob.leave(&room).await);
+    eventually("one shows bob gone", async || {
+        let member = alice
+            .get(&format!(
+                "{V3}/rooms/{}/state/m.room.member/{}",
+                enc(&room),
+                enc(&bob.user_id)
+            ))
+            .await
+            .1;
+        (member["membership"] == "leave")
+            .then_some(())
+            .ok_or(member)
+    })
+    .await;
+    alice.send_text(&room, "a2", "still here, carol?").await;
+    sees_message(&carol, &room, "still here, carol?").await;
+}
