@@ -188,6 +188,7 @@ impl Services {
             rooms: backends.rooms.clone(),
             receipts: backends.receipts.clone(),
         });
+        let sharing = rooms.clone();
         let services = Arc::new(Self {
             accounts: AccountService::new(
                 backends.accounts.clone(),
@@ -205,6 +206,7 @@ impl Services {
                     presence: presence.clone(),
                     unread: unread.clone(),
                     notifier,
+                    sharing,
                 },
                 shutdown.clone(),
             ),

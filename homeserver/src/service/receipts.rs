@@ -235,7 +235,10 @@ impl ReceiptService {
         if ![READ, DELIVERED].contains(&receipt_type) {
             return Ok(()); // private or unknown kinds are not for us
         }
-        rooms.require_joined(room_id, user_id).await?;
+        let state = rooms.require_joined(room_id, user_id).await?;
+        if !state.server_allowed(origin) {
+            return Err(ServiceError::forbidden("denied by the room's server ACL"));
+        }
         let event = rooms.get_event(user_id, room_id, event_id).await?;
         let make = |kind: &str| NewReceipt {
             room_id: room_id.to_owned(),
@@ -258,10 +261,17 @@ impl ReceiptService {
     /// (`room, event id, event sender, event position`).
     pub async fn mark_delivered(
         self: &Arc<Self>,
+        rooms: &RoomService,
         user_id: &UserId,
         upto: Vec<(OwnedRoomId, OwnedEventId, OwnedUserId, StreamPos)>,
     ) -> ServiceResult<()> {
         let ts = now_ms();
+        // Other Tern servers show their senders the ticks (others ignore
+        // the receipt type).
+        for (room_id, event_id, _, _) in &upto {
+            let edu = receipt_edu(room_id, DELIVERED, user_id, event_id, ts);
+            rooms.share_edu(room_id, "m.receipt", edu).await;
+        }
         let receipts = upto
             .into_iter()
             .map(

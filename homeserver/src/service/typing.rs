@@ -86,7 +86,10 @@ impl TypingService {
                 "{user_id} is not a user of {origin}"
             )));
         }
-        rooms.require_joined(room_id, user_id).await?;
+        let state = rooms.require_joined(room_id, user_id).await?;
+        if !state.server_allowed(origin) {
+            return Err(ServiceError::forbidden("denied by the room's server ACL"));
+        }
         self.record(room_id, user_id, typing, None).await.map(drop)
     }
 

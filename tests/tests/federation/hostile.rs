@@ -1,6 +1,7 @@
 //! A remote server is as untrusted as a client: forged events are refused,
-//! events changed on the way are kept redacted, and a server speaks only
-//! for its own users. The peer is played with a real server's key.
+//! events changed on the way are kept redacted, a server speaks only for
+//! its own users, and a room's server ACL is obeyed. The peer is played
+//! with a real server's key.
 
 use super::*;
 
@@ -122,4 +123,31 @@ async fn forged_changed_and_foreign_events_are_handled_as_the_spec_says() {
         ))
         .await;
     assert_eq!(status, 404);
+
+    // A room's server ACL shuts B out: bob's (genuinely signed) event is
+    // refused by A.
+    let acl = json!({"allow": ["*"], "deny": ["localhost"], "allow_ip_literals": false});
+    let path = format!("{V3}/rooms/{}/state/m.room.server_acl/", enc(&room));
+    assert_ok(alice.put(&path, &acl).await);
+    let mut from_bob = message("denied");
+    from_bob["sender"] = json!(bob.user_id);
+    from_bob["auth_events"] = json!([
+        state_id("m.room.create", ""),
+        state_id("m.room.power_levels", ""),
+        state_id("m.room.member", &bob.user_id),
+    ]);
+    let (denied_id, denied) = as_b.sign_pdu(from_bob);
+    let transaction = json!({
+        "origin": b.name, "origin_server_ts": now, "pdus": [denied],
+    });
+    let (status, answer) = as_b
+        .put(&a, "/_matrix/federation/v1/send/hostile-3", &transaction)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["pdus"][&denied_id]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("server ACL")),
+        "{answer}"
+    );
 }

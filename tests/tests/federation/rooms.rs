@@ -214,3 +214,43 @@ async fn tern_users_accept_or_reject_invites_from_synapse() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn tern_down_gets_what_synapse_sent_meanwhile() {
+    let synapse = tokio::task::spawn_blocking(Synapse::start).await.unwrap();
+    let mut tern = FederatingTern::start().await;
+    let alice = Client::register(&tern.server, "alice").await;
+    let bob = Client::register_at(&synapse.client_url, "bob").await;
+    let room = bob.create_room(&json!({"preset": "public_chat"})).await;
+    let path = format!(
+        "{V3}/join/{}?server_name={}",
+        enc(&room),
+        enc(&synapse.name)
+    );
+    assert_ok(alice.post(&path, &json!({})).await);
+
+    // Tern is down (restarting) while bob talks: Synapse keeps trying.
+    tern.server.stop().await;
+    for n in 0..3 {
+        bob.send_text(&room, &format!("m{n}"), &format!("missed {n}"))
+            .await;
+    }
+    tern.server.restart().await;
+    // Tern talks to Synapse, which then knows it is back.
+    alice.send_text(&room, "a1", "back again").await;
+
+    // Tern shows all three, in order.
+    eventually("Tern shows what it missed, in order", async || {
+        let bodies: Vec<String> = alice
+            .room_history(&room)
+            .await
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .filter(|body| body.starts_with("missed"))
+            .collect();
+        (bodies == ["missed 0", "missed 1", "missed 2"])
+            .then_some(())
+            .ok_or(bodies)
+    })
+    .await;
+}

@@ -1,5 +1,5 @@
 //! Two Tern servers sharing a room: a join through the other, messages,
-//! typing and read receipts both ways, an invite, and a leave.
+//! delivered ticks and typing both ways, an invite, and a leave.
 
 use super::*;
 
@@ -46,8 +46,33 @@ async fn two_tern_servers_share_a_room() {
     );
     assert_eq!(name["name"], "Shared");
 
-    alice.send_text(&room, "a1", "hello two").await;
-    sees_message(&bob, &room, "hello two").await;
+    let alice_since = next_batch(&alice.sync(None, 0, None).await);
+    let bob_since = next_batch(&bob.sync(None, 0, None).await);
+    let hello = alice.send_text(&room, "a1", "hello two").await;
+    let got = bob
+        .sync_until(&bob_since, WAIT, None, |resp| {
+            resp["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["content"]["body"] == "hello two")
+        })
+        .await;
+    // Bob's next sync proves his device holds it: alice gets the tick from
+    // the other server.
+    bob.sync(Some(&next_batch(&got)), 0, None).await;
+    alice
+        .sync_until(&alice_since, WAIT, None, |resp| {
+            resp["rooms"]["join"][&room]["ephemeral"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| {
+                    e["type"] == "m.receipt"
+                        && e["content"][&hello]["tern.delivered"][&bob.user_id]["ts"].is_i64()
+                })
+        })
+        .await;
     bob.send_text(&room, "b1", "hello one").await;
     sees_message(&alice, &room, "hello one").await;
 
@@ -105,4 +130,49 @@ async fn two_tern_servers_share_a_room() {
     .await;
     alice.send_text(&room, "a2", "still here, carol?").await;
     sees_message(&carol, &room, "still here, carol?").await;
+}
+
+#[tokio::test]
+async fn a_server_fetches_the_events_it_never_got() {
+    let mut one = FederatingTern::start().await;
+    let mut two = FederatingTern::start().await;
+    let alice = Client::register(&one.server, "alice").await;
+    let bob = Client::register(&two.server, "bob").await;
+    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
+    let path = format!("{V3}/join/{}?server_name={}", enc(&room), enc(&one.name));
+    assert_ok(bob.post(&path, &json!({})).await);
+
+    // Two is down while alice talks, and one restarts meanwhile: what one
+    // had queued for two is gone (its queue is in memory).
+    two.server.stop().await;
+    for n in 0..3 {
+        alice
+            .send_text(&room, &format!("m{n}"), &format!("missed {n}"))
+            .await;
+    }
+    one.server.restart().await;
+    two.server.restart().await;
+
+    // Alice's next event names the last one two never got: two asks one
+    // for the gap (get_missing_events) and shows everything, in order.
+    alice.send_text(&room, "a1", "after the gap").await;
+    eventually("two shows the gap filled, in order", async || {
+        let bodies: Vec<String> = bob
+            .room_history(&room)
+            .await
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect();
+        let tail: Vec<&str> = bodies
+            .iter()
+            .rev()
+            .take(4)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        (tail == ["missed 0", "missed 1", "missed 2", "after the gap"])
+            .then_some(())
+            .ok_or(bodies)
+    })
+    .await;
 }

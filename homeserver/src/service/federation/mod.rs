@@ -10,6 +10,7 @@
 //! - [`invite`]: our invites of other servers' users.
 //! - [`join`]: joining a room another server holds.
 //! - [`media`]: other servers' media.
+//! - [`missing`]: events a server's new event refers to that we never got.
 //! - [`sender`]: our events to the other servers of a room.
 //! - this file: checking the X-Matrix signature of requests in, and the
 //!   look-ups clients make through other servers (profiles, aliases).
@@ -22,6 +23,7 @@ pub mod invite;
 pub mod join;
 pub mod keys;
 pub mod media;
+pub mod missing;
 pub mod sender;
 
 use std::collections::BTreeMap;

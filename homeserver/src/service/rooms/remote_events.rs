@@ -3,12 +3,14 @@
 //! room's current state (else soft-failed: accepted, never shown), then
 //! appended by the room's actor.
 //!
-//! Not yet: fetching missing `prev_events` or auth events from the sender
-//! (`get_missing_events`, `/event_auth`), state resolution when the room's
-//! history forks, and EDUs (issue 18).
+//! An event whose `prev_events` are unknown here first has the gap filled
+//! from the sender (`get_missing_events`). Not yet: fetching missing auth
+//! events (`/event_auth`) and state resolution when the room's history
+//! forks (issue 18).
 
 use std::collections::{BTreeMap, HashMap};
 
+use ruma_common::room_version_rules::RoomVersionRules;
 use ruma_common::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId, ServerName};
 use ruma_events::StateEventType;
 use serde::Deserialize;
@@ -68,8 +70,12 @@ impl RoomService {
             .map_err(|e| e.message)?
             .ok_or_else(|| format!("unknown room {}", peek.room_id))?;
         let version = RoomVersionId::try_from(state.room_version()).map_err(|e| e.to_string())?;
+        let acl_denied = !state.server_allowed(origin);
         let rules = rules_of(&version).map_err(|e| e.to_string())?;
         let id = event_id_of(raw, &rules).map_err(|e| e.to_string())?;
+        if acl_denied {
+            return Ok((id, Err(format!("the room's server ACL denies {origin}"))));
+        }
         let pdu = match federation.check_pdu(raw, &version).await {
             Ok(pdu) => pdu,
             Err(err) => return Ok((id, Err(err.to_string()))),
@@ -81,20 +87,75 @@ impl RoomService {
                 Err(format!("{} is not a user of {origin}", peek.sender)),
             ));
         }
-        let result = self
-            .accept(
-                pdu,
-                &rules,
-                state.get("m.room.create", "").map(|c| c.event_id.clone()),
-            )
+        let create = state.get("m.room.create", "").map(|c| c.event_id.clone());
+        self.fill_gap(origin, &pdu, &version, &rules, create.clone())
             .await;
+        let result = self.accept(pdu, &rules, create).await;
         Ok((id, result.map_err(|e| e.to_string())))
+    }
+
+    /// When some of `pdu`'s `prev_events` are unknown here, asks `origin`
+    /// for the events between our forward extremities and `pdu`, and
+    /// accepts each (checked and authorized like any PDU; sent by any
+    /// server's users, since they are the room's history) oldest first. A
+    /// gap that cannot be filled is left open: `pdu` is still accepted.
+    async fn fill_gap(
+        &self,
+        origin: &ServerName,
+        pdu: &RemotePdu,
+        version: &RoomVersionId,
+        rules: &RoomVersionRules,
+        create: Option<OwnedEventId>,
+    ) {
+        let (Some(federation), Some(room_id)) = (&self.federation, &pdu.room_id) else {
+            return;
+        };
+        let known = match self.store.get_events(&pdu.prev_events).await {
+            Ok(known) => known.len(),
+            Err(_) => return,
+        };
+        if known == pdu.prev_events.len() {
+            return;
+        }
+        let earliest = match self.head(room_id).await {
+            Ok(Some(head)) => head.extremities,
+            _ => return,
+        };
+        let latest = vec![pdu.event_id.clone()];
+        let missing = match federation
+            .missing_events(origin, room_id, earliest, latest)
+            .await
+        {
+            Ok(missing) => missing,
+            Err(err) => {
+                tracing::info!(%origin, %room_id, error = %err, "could not fetch missing events");
+                return;
+            }
+        };
+        let mut checked = Vec::with_capacity(missing.len());
+        for raw in &missing {
+            match federation.check_pdu(raw, version).await {
+                Ok(event) if event.room_id.as_deref() == Some(room_id) => checked.push(event),
+                Ok(_) => {}
+                Err(err) => tracing::info!(%origin, error = %err, "refused a missing event"),
+            }
+        }
+        checked.sort_by_key(|event| event.depth);
+        for event in checked {
+            if event.event_id == pdu.event_id {
+                continue;
+            }
+            let id = event.event_id.clone();
+            if let Err(err) = self.accept(event, rules, create.clone()).await {
+                tracing::info!(%origin, event_id = %id, error = %err, "refused a missing event");
+            }
+        }
     }
 
     async fn accept(
         &self,
         pdu: RemotePdu,
-        rules: &ruma_common::room_version_rules::RoomVersionRules,
+        rules: &RoomVersionRules,
         create: Option<OwnedEventId>,
     ) -> Result<(), ServiceError> {
         if self.store.get_event(&pdu.event_id).await?.is_some() {

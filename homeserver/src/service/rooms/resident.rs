@@ -67,6 +67,7 @@ impl RoomService {
             .head(room_id)
             .await?
             .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        acl(&head, origin)?;
         let version = RoomVersionId::try_from(head.state.room_version())
             .map_err(|_| ServiceError::internal("a room of no valid version"))?;
         if membership == MembershipState::Join && !versions.contains(&version) {
@@ -159,6 +160,7 @@ impl RoomService {
             .head(room_id)
             .await?
             .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        acl(&head, origin)?;
         let version = RoomVersionId::try_from(head.state.room_version())
             .map_err(|_| ServiceError::internal("a room of no valid version"))?;
         let rules = rules_of(&version).map_err(|e| ServiceError::bad_json(e.to_string()))?;
@@ -268,6 +270,17 @@ pub(super) fn event_ids(pdu: &Value, field: &str) -> Vec<OwnedEventId> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The room's server ACL must let `origin` in.
+fn acl(head: &RoomHandle, origin: &ServerName) -> ServiceResult<()> {
+    if head.state.server_allowed(origin) {
+        Ok(())
+    } else {
+        Err(ServiceError::forbidden(format!(
+            "The room's server ACL denies {origin}"
+        )))
+    }
 }
 
 /// A server speaks only for its own users.

@@ -73,6 +73,11 @@ impl RoomService {
         if !joined {
             return Err(ServiceError::forbidden("Your server is not in this room"));
         }
+        if !state.server_allowed(origin) {
+            return Err(ServiceError::forbidden(format!(
+                "The room's server ACL denies {origin}"
+            )));
+        }
         let mut member_since: Option<StreamPos> = None;
         let theirs = self.store.members(room_id).await?;
         for record in theirs.iter().filter(|m| m.user_id.server_name() == origin) {

@@ -161,6 +161,20 @@ impl RoomState {
             .unwrap_or("1")
     }
 
+    /// Whether the room's server ACL (`m.room.server_acl`) lets `server`
+    /// take part; a room without one, or with one that does not parse,
+    /// lets every server.
+    pub fn server_allowed(&self, server: &ServerName) -> bool {
+        self.get("m.room.server_acl", "")
+            .and_then(|acl| {
+                serde_json::from_value::<ruma_events::room::server_acl::RoomServerAclEventContent>(
+                    acl.content.clone(),
+                )
+                .ok()
+            })
+            .is_none_or(|acl| acl.is_allowed(server))
+    }
+
     /// The servers of the room's joined members other than `ours`: where
     /// its new events must go.
     pub fn other_servers(&self, ours: &ServerName) -> Vec<OwnedServerName> {

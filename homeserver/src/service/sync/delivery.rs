@@ -52,9 +52,10 @@ impl SyncService {
             return;
         }
         let service = self.receipts.clone();
+        let rooms = self.sharing.clone();
         let user_id = who.user_id.clone();
         tokio::spawn(async move {
-            if let Err(err) = service.mark_delivered(&user_id, receipts).await {
+            if let Err(err) = service.mark_delivered(&rooms, &user_id, receipts).await {
                 tracing::warn!(error = %err.message, "recording delivery failed");
             }
         });

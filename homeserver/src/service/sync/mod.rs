@@ -45,7 +45,7 @@ use super::pdu::client_event_for;
 use super::presence::{PresenceService, SyncGuard};
 use super::receipts::ReceiptService;
 use super::rooms::visibility::Viewer;
-use super::rooms::Requester;
+use super::rooms::{Requester, RoomService};
 use super::timeline_cache::TimelineCache;
 use super::token::SyncToken;
 use super::unread::UnreadService;
@@ -84,6 +84,8 @@ pub struct SyncService {
     unread: Arc<UnreadService>,
     accounts: Arc<dyn AccountStore>,
     notifier: Arc<Notifier>,
+    /// Shares delivered receipts with the rooms' other servers.
+    sharing: RoomService,
     shutdown: CancellationToken,
     /// Per user, the event position up to which delivery was last recorded.
     delivered: Mutex<HashMap<OwnedUserId, StreamPos>>,
@@ -99,6 +101,8 @@ pub struct SyncSources {
     pub presence: Arc<PresenceService>,
     pub unread: Arc<UnreadService>,
     pub notifier: Arc<Notifier>,
+    /// Where delivered receipts go on to the rooms' other servers.
+    pub sharing: RoomService,
 }
 
 impl SyncService {
@@ -112,6 +116,7 @@ impl SyncService {
             presence,
             unread,
             notifier,
+            sharing,
         } = sources;
         Self {
             rooms,
@@ -122,6 +127,7 @@ impl SyncService {
             unread,
             accounts,
             notifier,
+            sharing,
             shutdown,
             delivered: Mutex::new(HashMap::new()),
         }
