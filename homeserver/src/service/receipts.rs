@@ -16,7 +16,9 @@ use super::error::{ServiceError, ServiceResult};
 use super::rooms::{now_ms, Requester, RoomService};
 use super::unread::UnreadService;
 use crate::store::cluster::ClusterMessage;
-use crate::store::{EventBus, NewReceipt, ReceiptRecord, ReceiptStore, StreamNotice, StreamPos};
+use crate::store::{
+    EventBus, NewReceipt, ReceiptRecord, ReceiptStore, StoredEvent, StreamNotice, StreamPos,
+};
 
 /// Tern's "message info" of one event: when it was sent, and when each
 /// other joined member got and read it (null until then).
@@ -77,6 +79,32 @@ pub struct RemoteReceipt<'a> {
     pub event_id: &'a EventId,
     pub thread_id: Option<String>,
     pub ts: i64,
+}
+
+/// A receipt of `receipt_type` on `event`, and (reading implies having
+/// received) a delivered one with it unless it is one.
+fn with_delivered(
+    user_id: &UserId,
+    receipt_type: &str,
+    thread_id: Option<String>,
+    event: &StoredEvent,
+    ts: i64,
+) -> Vec<NewReceipt> {
+    let make = |kind: &str| NewReceipt {
+        room_id: event.room_id.clone(),
+        user_id: user_id.to_owned(),
+        receipt_type: kind.to_owned(),
+        thread_id: thread_id.clone(),
+        event_id: event.event_id.clone(),
+        event_sender: event.sender.clone(),
+        event_stream: event.stream,
+        ts,
+    };
+    let mut receipts = vec![make(receipt_type)];
+    if receipt_type != DELIVERED {
+        receipts.push(make(DELIVERED));
+    }
+    receipts
 }
 
 /// The content of an `m.receipt` EDU of one receipt.
@@ -185,20 +213,8 @@ impl ReceiptService {
         rooms.require_joined(room_id, &who.user_id).await?;
         let event = rooms.get_event(&who.user_id, room_id, event_id).await?;
         let ts = now_ms();
-        let make = |kind: &str| NewReceipt {
-            room_id: room_id.to_owned(),
-            user_id: who.user_id.clone(),
-            receipt_type: kind.to_owned(),
-            thread_id: thread_id.clone(),
-            event_id: event.event_id.clone(),
-            event_sender: event.sender.clone(),
-            event_stream: event.stream,
-            ts,
-        };
-        let mut receipts = vec![make(receipt_type)];
-        // Reading implies having received.
+        let receipts = with_delivered(&who.user_id, receipt_type, thread_id, &event, ts);
         if receipt_type != DELIVERED {
-            receipts.push(make(DELIVERED));
             // Before the receipt is announced: the syncs it wakes (the
             // reader's own among them) must already count the room read.
             unread.mark_read(&who.user_id, room_id, event.stream);
@@ -240,20 +256,7 @@ impl ReceiptService {
             return Err(ServiceError::forbidden("denied by the room's server ACL"));
         }
         let event = rooms.get_event(user_id, room_id, event_id).await?;
-        let make = |kind: &str| NewReceipt {
-            room_id: room_id.to_owned(),
-            user_id: user_id.to_owned(),
-            receipt_type: kind.to_owned(),
-            thread_id: thread_id.clone(),
-            event_id: event.event_id.clone(),
-            event_sender: event.sender.clone(),
-            event_stream: event.stream,
-            ts,
-        };
-        let mut receipts = vec![make(receipt_type)];
-        if receipt_type == READ {
-            receipts.push(make(DELIVERED));
-        }
+        let receipts = with_delivered(user_id, receipt_type, thread_id, &event, ts);
         self.record(receipts).await
     }
 

@@ -11,8 +11,7 @@ async fn forged_changed_and_foreign_events_are_handled_as_the_spec_says() {
     let alice = Client::register(&a.server, "alice").await;
     let bob = Client::register(&b.server, "bob").await;
     let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    let path = format!("{V3}/join/{}?server_name={}", enc(&room), enc(&a.name));
-    assert_ok(bob.post(&path, &json!({})).await);
+    assert_ok(join_through(&bob, &room, &a.name).await);
 
     // Alice's next event, as server A would build it, on what B holds.
     let state = assert_ok(alice.get(&format!("{V3}/rooms/{}/state", enc(&room))).await);

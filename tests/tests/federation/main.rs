@@ -64,6 +64,34 @@ async fn get_json(url: &str) -> Value {
         .unwrap()
 }
 
+/// `client` joins `room` through `server` (`?server_name=`): the status
+/// and the answer.
+async fn join_through(client: &Client, room: &str, server: &str) -> (u16, Value) {
+    let path = format!("{V3}/join/{}?server_name={}", enc(room), enc(server));
+    client.post(&path, &json!({})).await
+}
+
+/// Waits until `client` (on either server) sees `user`'s membership in
+/// `room` become `membership`.
+async fn shows_membership(client: &Client, room: &str, user: &str, membership: &str) {
+    eventually(
+        &format!("{} sees {user} as {membership}", client.user_id),
+        async || {
+            let (status, member) = client
+                .get(&format!(
+                    "{V3}/rooms/{}/state/m.room.member/{}",
+                    enc(room),
+                    enc(user)
+                ))
+                .await;
+            (status == 200 && member["membership"] == membership)
+                .then_some(())
+                .ok_or(member)
+        },
+    )
+    .await;
+}
+
 mod hostile;
 mod identity;
 mod lookups;

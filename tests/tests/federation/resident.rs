@@ -28,23 +28,6 @@ async fn synapse_shows(client: &Client, room: &str, body: &str, sender: &str) {
     .await;
 }
 
-/// Waits until Tern's `client` sees `user`'s membership become `membership`.
-async fn tern_sees_membership(client: &Client, room: &str, user: &str, membership: &str) {
-    eventually(&format!("Tern shows {user} as {membership}"), async || {
-        let (status, member) = client
-            .get(&format!(
-                "{V3}/rooms/{}/state/m.room.member/{}",
-                enc(room),
-                enc(user)
-            ))
-            .await;
-        (status == 200 && member["membership"] == membership)
-            .then_some(())
-            .ok_or(member)
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_synapse_user_joins_a_tern_room_reads_its_history_talks_and_leaves() {
     let synapse = tokio::task::spawn_blocking(Synapse::start).await.unwrap();
@@ -56,12 +39,7 @@ async fn a_synapse_user_joins_a_tern_room_reads_its_history_talks_and_leaves() {
         .await;
     alice.send_text(&room, "a0", "before bob came").await;
 
-    let (status, joined) = bob
-        .post(
-            &format!("{V3}/join/{}?server_name={}", enc(&room), enc(&tern.name)),
-            &json!({}),
-        )
-        .await;
+    let (status, joined) = join_through(&bob, &room, &tern.name).await;
     assert_eq!(
         status,
         200,
@@ -69,7 +47,7 @@ async fn a_synapse_user_joins_a_tern_room_reads_its_history_talks_and_leaves() {
         tern.server.log_tail(4000),
         synapse.log_tail()
     );
-    tern_sees_membership(&alice, &room, &bob.user_id, "join").await;
+    shows_membership(&alice, &room, &bob.user_id, "join").await;
 
     // Synapse has the room's state from the join, and pages back into the
     // history from before it (backfilled from Tern: the room is public).
@@ -100,7 +78,7 @@ async fn a_synapse_user_joins_a_tern_room_reads_its_history_talks_and_leaves() {
     // a server with nobody in the room (nothing to check there but that
     // sending still works).
     assert_ok(bob.leave(&room).await);
-    tern_sees_membership(&alice, &room, &bob.user_id, "leave").await;
+    shows_membership(&alice, &room, &bob.user_id, "leave").await;
     alice.send_text(&room, "a2", "bob left").await;
 }
 
@@ -116,12 +94,7 @@ async fn synapse_users_accept_or_reject_invites_to_a_tern_room() {
         .await;
 
     // A private room: without an invite Synapse's join is refused by Tern.
-    let (status, refused) = carol
-        .post(
-            &format!("{V3}/join/{}?server_name={}", enc(&room), enc(&tern.name)),
-            &json!({}),
-        )
-        .await;
+    let (status, refused) = join_through(&carol, &room, &tern.name).await;
     assert_eq!(status, 403, "{refused}");
 
     // Invited: Synapse countersigned each invite and its users see them.
@@ -135,7 +108,7 @@ async fn synapse_users_accept_or_reject_invites_to_a_tern_room() {
             tern.server.log_tail(4000),
             synapse.log_tail()
         );
-        tern_sees_membership(&alice, &room, &invitee.user_id, "invite").await;
+        shows_membership(&alice, &room, &invitee.user_id, "invite").await;
         sync_shows(invitee, &tokens[i], |sync| {
             sync["rooms"]["invite"][&room].is_object()
         })
@@ -151,7 +124,7 @@ async fn synapse_users_accept_or_reject_invites_to_a_tern_room() {
         "{left}\ntern log:\n{}",
         tern.server.log_tail(4000)
     );
-    tern_sees_membership(&alice, &room, &dave.user_id, "leave").await;
+    shows_membership(&alice, &room, &dave.user_id, "leave").await;
 
     // Carol accepts: Synapse joins through Tern.
     let (status, joined) = carol.join(&room).await;
@@ -161,7 +134,7 @@ async fn synapse_users_accept_or_reject_invites_to_a_tern_room() {
         "{joined}\ntern log:\n{}",
         tern.server.log_tail(4000)
     );
-    tern_sees_membership(&alice, &room, &carol.user_id, "join").await;
+    shows_membership(&alice, &room, &carol.user_id, "join").await;
     alice.send_text(&room, "a1", "welcome carol").await;
     synapse_shows(&carol, &room, "welcome carol", &alice.user_id).await;
 }
@@ -195,9 +168,8 @@ async fn typing_and_read_receipts_cross_between_tern_and_synapse() {
     let alice = Client::register(&tern.server, "alice").await;
     let bob = Client::register_at(&synapse.client_url, "bob").await;
     let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    let path = format!("{V3}/join/{}?server_name={}", enc(&room), enc(&tern.name));
-    assert_ok(bob.post(&path, &json!({})).await);
-    tern_sees_membership(&alice, &room, &bob.user_id, "join").await;
+    assert_ok(join_through(&bob, &room, &tern.name).await);
+    shows_membership(&alice, &room, &bob.user_id, "join").await;
 
     let (alice_since, bob_since) = (sync_token(&alice).await, sync_token(&bob).await);
 
@@ -263,9 +235,8 @@ async fn synapse_down_catches_up_on_what_was_sent_meanwhile() {
     let alice = Client::register(&tern.server, "alice").await;
     let bob = Client::register_at(&synapse.client_url, "bob").await;
     let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    let path = format!("{V3}/join/{}?server_name={}", enc(&room), enc(&tern.name));
-    assert_ok(bob.post(&path, &json!({})).await);
-    tern_sees_membership(&alice, &room, &bob.user_id, "join").await;
+    assert_ok(join_through(&bob, &room, &tern.name).await);
+    shows_membership(&alice, &room, &bob.user_id, "join").await;
 
     // Synapse goes down; Tern's messages wait in its queue, retried.
     let synapse = tokio::task::spawn_blocking(move || {

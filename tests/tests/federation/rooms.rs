@@ -177,20 +177,7 @@ async fn tern_users_accept_or_reject_invites_from_synapse() {
         "{left}\ntern log:\n{}",
         tern.server.log_tail(4000)
     );
-    eventually("Synapse shows carl's rejection", async || {
-        let member = bob
-            .get(&format!(
-                "{V3}/rooms/{}/state/m.room.member/{}",
-                enc(&room),
-                enc(&carl.user_id)
-            ))
-            .await
-            .1;
-        (member["membership"] == "leave")
-            .then_some(())
-            .ok_or(member)
-    })
-    .await;
+    shows_membership(&bob, &room, &carl.user_id, "leave").await;
 
     // Alice accepts: she joins through Synapse and they talk.
     let (status, joined) = alice.join(&room).await;
@@ -222,12 +209,7 @@ async fn tern_down_gets_what_synapse_sent_meanwhile() {
     let alice = Client::register(&tern.server, "alice").await;
     let bob = Client::register_at(&synapse.client_url, "bob").await;
     let room = bob.create_room(&json!({"preset": "public_chat"})).await;
-    let path = format!(
-        "{V3}/join/{}?server_name={}",
-        enc(&room),
-        enc(&synapse.name)
-    );
-    assert_ok(alice.post(&path, &json!({})).await);
+    assert_ok(join_through(&alice, &room, &synapse.name).await);
 
     // Tern is down (restarting) while bob talks: Synapse keeps trying.
     tern.server.stop().await;

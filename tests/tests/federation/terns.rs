@@ -31,8 +31,7 @@ async fn two_tern_servers_share_a_room() {
         .await;
     alice.send_text(&room, "a0", "first").await;
 
-    let path = format!("{V3}/join/{}?server_name={}", enc(&room), enc(&one.name));
-    let (status, joined) = bob.post(&path, &json!({})).await;
+    let (status, joined) = join_through(&bob, &room, &one.name).await;
     assert_eq!(
         status,
         200,
@@ -114,20 +113,7 @@ async fn two_tern_servers_share_a_room() {
 
     // Bob leaves; alice's next message still reaches carol.
     assert_ok(bob.leave(&room).await);
-    eventually("one shows bob gone", async || {
-        let member = alice
-            .get(&format!(
-                "{V3}/rooms/{}/state/m.room.member/{}",
-                enc(&room),
-                enc(&bob.user_id)
-            ))
-            .await
-            .1;
-        (member["membership"] == "leave")
-            .then_some(())
-            .ok_or(member)
-    })
-    .await;
+    shows_membership(&alice, &room, &bob.user_id, "leave").await;
     alice.send_text(&room, "a2", "still here, carol?").await;
     sees_message(&carol, &room, "still here, carol?").await;
 }
@@ -139,8 +125,7 @@ async fn a_server_fetches_the_events_it_never_got() {
     let alice = Client::register(&one.server, "alice").await;
     let bob = Client::register(&two.server, "bob").await;
     let room = alice.create_room(&json!({"preset": "public_chat"})).await;
-    let path = format!("{V3}/join/{}?server_name={}", enc(&room), enc(&one.name));
-    assert_ok(bob.post(&path, &json!({})).await);
+    assert_ok(join_through(&bob, &room, &one.name).await);
 
     // Two is down while alice talks, and one restarts meanwhile: what one
     // had queued for two is gone (its queue is in memory).

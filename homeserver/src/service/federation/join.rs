@@ -56,12 +56,7 @@ impl FederationService {
         ask.ver = vec![RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12];
         let template = self.client.send(via, ask).await?;
         let version = template.room_version.unwrap_or(RoomVersionId::V1);
-        let rules = rules_of(&version).map_err(|_| {
-            ServiceError::new(
-                crate::service::error::ErrorKind::UnsupportedRoomVersion,
-                format!("The room is of version {version}, which this server does not support"),
-            )
-        })?;
+        let rules = supported(&version)?;
         let (event_id, pdu) = self.sign_template(template.event.get(), &rules)?;
         let raw = serde_json::value::to_raw_value(&pdu).map_err(ServiceError::internal)?;
         let mut send =
@@ -131,12 +126,7 @@ impl FederationService {
         let ask = prepare_leave_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
         let template = self.client.send(via, ask).await?;
         let version = template.room_version.unwrap_or_else(|| version.clone());
-        let rules = rules_of(&version).map_err(|_| {
-            ServiceError::new(
-                crate::service::error::ErrorKind::UnsupportedRoomVersion,
-                format!("The room is of version {version}, which this server does not support"),
-            )
-        })?;
+        let rules = supported(&version)?;
         let (event_id, pdu) = self.sign_template(template.event.get(), &rules)?;
         let raw = serde_json::value::to_raw_value(&pdu).map_err(ServiceError::internal)?;
         let send = create_leave_event::v2::Request::new(room_id.to_owned(), event_id, raw.clone());
@@ -177,6 +167,18 @@ impl FederationService {
         let key = self.keys.own_key();
         sign_with_rules(key, &self.server_name, Value::Object(event), rules)
     }
+}
+
+/// The rules of a room version this server can join rooms of.
+fn supported(
+    version: &RoomVersionId,
+) -> ServiceResult<ruma_common::room_version_rules::RoomVersionRules> {
+    rules_of(version).map_err(|_| {
+        ServiceError::new(
+            crate::service::error::ErrorKind::UnsupportedRoomVersion,
+            format!("The room is of version {version}, which this server does not support"),
+        )
+    })
 }
 
 /// Every event names the room (a version 12 room is named by its create

@@ -15,10 +15,8 @@ use ruma_common::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId, ServerN
 use ruma_events::StateEventType;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
 
-use super::actor::{ImportJob, Job};
-use super::remote_join::imported;
+use super::remote_join::{imported, ImportAs};
 use super::RoomService;
 use crate::service::error::ServiceError;
 use crate::service::federation::event::{
@@ -181,21 +179,9 @@ impl RoomService {
             tracing::info!(event_id = %pdu.event_id, %err, "soft-failed an event");
             return Ok(());
         }
-        let (reply, answer) = oneshot::channel();
-        let events = vec![imported(pdu)?];
-        self.core.submit(
-            &room_id,
-            Job::Import(ImportJob {
-                events,
-                new_room: false,
-                forward: false,
-                reply,
-            }),
-        );
-        answer
+        self.import(&room_id, vec![imported(pdu)?], ImportAs::Received)
             .await
-            .map_err(|_| ServiceError::internal("the room actor stopped"))??;
-        Ok(())
+            .map(drop)
     }
 }
 

@@ -13,11 +13,9 @@ use ruma_common::{
 };
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
-use super::actor::{ImportJob, Job};
 use super::auth::{authorize, Proposed};
-use super::remote_join::imported;
+use super::remote_join::{imported, ImportAs};
 use super::{now_ms, Requester, RoomService};
 use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::service::federation::event::{rules_of, RemotePdu};
@@ -92,20 +90,9 @@ impl RoomService {
                 &room_state,
             )
             .await?;
-        let (reply, answer) = oneshot::channel();
-        self.core.submit(
-            room_id,
-            Job::Import(ImportJob {
-                events: vec![imported(signed)?],
-                new_room: false,
-                forward: true,
-                reply,
-            }),
-        );
-        answer
+        self.import(room_id, vec![imported(signed)?], ImportAs::Forwarded)
             .await
-            .map_err(|_| ServiceError::internal("the room actor stopped"))??;
-        Ok(())
+            .map(drop)
     }
 
     /// The room's state an invitee is shown, with the inviter's member
@@ -211,20 +198,12 @@ impl RoomService {
                 .create_room(room_id, version.as_str(), &invite.sender)
                 .await?;
         }
-        let (reply, answer) = oneshot::channel();
-        self.core.submit(
-            room_id,
-            Job::Import(ImportJob {
-                events: vec![invite],
-                new_room,
-                forward: false,
-                reply,
-            }),
-        );
-        answer
-            .await
-            .map_err(|_| ServiceError::internal("the room actor stopped"))??;
-        Ok(())
+        let how = if new_room {
+            ImportAs::NewRoom
+        } else {
+            ImportAs::Received
+        };
+        self.import(room_id, vec![invite], how).await.map(drop)
     }
 
     /// Rejects an invite to (or leaves) a room we do not hold: the leave
@@ -243,20 +222,11 @@ impl RoomService {
                 .await
             {
                 Ok(leave) => {
-                    let (reply, answer) = oneshot::channel();
-                    self.core.submit(
-                        room_id,
-                        Job::Import(ImportJob {
-                            events: vec![imported(leave)?],
-                            new_room: false,
-                            forward: false,
-                            reply,
-                        }),
-                    );
-                    answer
+                    let events = vec![imported(leave)?];
+                    return self
+                        .import(room_id, events, ImportAs::Received)
                         .await
-                        .map_err(|_| ServiceError::internal("the room actor stopped"))??;
-                    return Ok(());
+                        .map(drop);
                 }
                 Err(err) => {
                     tracing::info!(%server, %room_id, error = %err.message, "remote leave failed");

@@ -83,20 +83,42 @@ impl RoomService {
             .chain(std::iter::once(joined.join))
             .map(imported)
             .collect::<ServiceResult<Vec<_>>>()?;
+        self.import(room_id, events, ImportAs::NewRoom).await
+    }
+
+    /// Has the room's actor append events another server built (checked
+    /// already), all or none; resolves once they are durable.
+    pub(super) async fn import(
+        &self,
+        room_id: &RoomId,
+        events: Vec<Imported>,
+        how: ImportAs,
+    ) -> ServiceResult<Vec<OwnedEventId>> {
         let (reply, answer) = oneshot::channel();
-        self.core.submit(
-            room_id,
-            Job::Import(ImportJob {
-                events,
-                new_room: true,
-                forward: false,
-                reply,
-            }),
-        );
+        let job = ImportJob {
+            events,
+            new_room: matches!(how, ImportAs::NewRoom),
+            forward: matches!(how, ImportAs::Forwarded),
+            reply,
+        };
+        self.core.submit(room_id, Job::Import(job));
         answer
             .await
             .map_err(|_| ServiceError::internal("the room actor stopped"))?
     }
+}
+
+/// How imported events join a room here.
+#[derive(Clone, Copy)]
+pub(super) enum ImportAs {
+    /// A room's state from a join: the room is new here (or known only by
+    /// invites).
+    NewRoom,
+    /// Events of a room we hold, kept here only.
+    Received,
+    /// Events of a room we hold that its other servers get from us (we
+    /// accepted them as the room's resident).
+    Forwarded,
 }
 
 pub(super) fn imported(pdu: RemotePdu) -> ServiceResult<Imported> {

@@ -18,9 +18,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::actor::{ImportJob, Job, RoomHandle};
+use super::actor::{Job, RoomHandle};
 use super::auth::{authorize, Proposed};
-use super::remote_join::imported;
+use super::remote_join::{imported, ImportAs};
 use super::{now_ms, RoomService};
 use crate::service::error::{ErrorKind, ServiceError, ServiceResult};
 use crate::service::federation::event::{
@@ -52,6 +52,23 @@ impl RoomService {
         answer.await.map_err(ServiceError::internal)?
     }
 
+    /// The head and version of a room we hold, if its server ACL lets
+    /// `origin` in.
+    async fn held_by(
+        &self,
+        room_id: &RoomId,
+        origin: &ServerName,
+    ) -> ServiceResult<(RoomHandle, RoomVersionId)> {
+        let head = self
+            .head(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        acl(&head, origin)?;
+        let version = RoomVersionId::try_from(head.state.room_version())
+            .map_err(|_| ServiceError::internal("a room of no valid version"))?;
+        Ok((head, version))
+    }
+
     /// `make_join`/`make_leave`: the event `user_id` of `origin` would
     /// send, if the room's rules allow it now.
     pub async fn make_membership(
@@ -63,13 +80,7 @@ impl RoomService {
         versions: &[RoomVersionId],
     ) -> ServiceResult<Template> {
         own_user(origin, user_id)?;
-        let head = self
-            .head(room_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
-        acl(&head, origin)?;
-        let version = RoomVersionId::try_from(head.state.room_version())
-            .map_err(|_| ServiceError::internal("a room of no valid version"))?;
+        let (head, version) = self.held_by(room_id, origin).await?;
         if membership == MembershipState::Join && !versions.contains(&version) {
             return Err(ServiceError::new(
                 ErrorKind::IncompatibleRoomVersion {
@@ -156,13 +167,7 @@ impl RoomService {
         membership: MembershipState,
     ) -> ServiceResult<Value> {
         let federation = self.federation.as_ref().ok_or_else(not_federating)?;
-        let head = self
-            .head(room_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
-        acl(&head, origin)?;
-        let version = RoomVersionId::try_from(head.state.room_version())
-            .map_err(|_| ServiceError::internal("a room of no valid version"))?;
+        let (_, version) = self.held_by(room_id, origin).await?;
         let rules = rules_of(&version).map_err(|e| ServiceError::bad_json(e.to_string()))?;
         let pdu = federation
             .check_pdu(raw, &version)
@@ -180,19 +185,8 @@ impl RoomService {
         let signed = serde_json::to_value(&json).map_err(ServiceError::internal)?;
         let mut event = imported(pdu)?;
         event.pdu = signed.clone();
-        let (reply, answer) = oneshot::channel();
-        self.core.submit(
-            room_id,
-            Job::Import(ImportJob {
-                events: vec![event],
-                new_room: false,
-                forward: true,
-                reply,
-            }),
-        );
-        answer
-            .await
-            .map_err(|_| ServiceError::internal("the room actor stopped"))??;
+        self.import(room_id, vec![event], ImportAs::Forwarded)
+            .await?;
         Ok(signed)
     }
 
