@@ -40,15 +40,18 @@ fn encode_segment(s: &str) -> String {
 /// One shared HTTP client plus the servers' base URLs. Cloning is cheap: the
 /// connection pool inside `reqwest::Client` is shared.
 ///
-/// Several URLs (comma-separated) are nodes of one deployment: each user
-/// sticks to one node, picked from a hash of their access token, as a load
-/// balancer with session affinity would; requests without a token take the
-/// nodes in turn.
+/// Several URLs (comma-separated) are nodes of one deployment, or separate
+/// federating servers: registrations take them in turn, and each user's
+/// requests then stick to the one it registered on (a load balancer with
+/// session affinity does the same; a federated user exists only on its own
+/// server). A token registered elsewhere picks a node by its hash.
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     bases: std::sync::Arc<Vec<String>>,
     turn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The node each registered user's token belongs to.
+    homes: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 impl Api {
@@ -83,23 +86,26 @@ impl Api {
             http,
             bases: std::sync::Arc::new(bases),
             turn: Default::default(),
+            homes: Default::default(),
         })
     }
 
     /// The node a request goes to: the token's, or the next in turn.
-    fn base(&self, token: Option<&str>) -> &str {
+    fn node(&self, token: Option<&str>) -> usize {
         let n = self.bases.len();
-        let index = match token {
+        match token {
             _ if n == 1 => 0,
             Some(token) => {
+                if let Some(home) = self.homes.lock().expect("homes").get(token) {
+                    return *home;
+                }
                 use std::hash::{Hash, Hasher};
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 token.hash(&mut hasher);
                 hasher.finish() as usize % n
             }
             None => self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n,
-        };
-        &self.bases[index]
+        }
     }
 
     /// Sends a request and returns the JSON body, or an error naming the
@@ -111,9 +117,22 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        self.call_on(self.node(token), method, path, token, body)
+            .await
+    }
+
+    /// [`Self::call`] to node `node`.
+    async fn call_on(
+        &self,
+        node: usize,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let mut req = self
             .http
-            .request(method.clone(), format!("{}{path}", self.base(token)));
+            .request(method.clone(), format!("{}{path}", self.bases[node]));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -146,15 +165,22 @@ impl Api {
             "password": password,
             "auth": {"type": "m.login.dummy"},
         });
+        let node = self.node(None);
         let v = self
-            .call(
+            .call_on(
+                node,
                 reqwest::Method::POST,
                 &format!("{V3}/register"),
                 None,
                 Some(&body),
             )
             .await?;
-        Ok((str_field(&v, "user_id")?, str_field(&v, "access_token")?))
+        let token = str_field(&v, "access_token")?;
+        self.homes
+            .lock()
+            .expect("homes")
+            .insert(token.clone(), node);
+        Ok((str_field(&v, "user_id")?, token))
     }
 
     /// Creates a public room (so members can join without an invite).
@@ -253,7 +279,7 @@ impl Api {
         }
         let resp = self
             .http
-            .get(format!("{}{V3}/sync", self.base(Some(token))))
+            .get(format!("{}{V3}/sync", self.bases[self.node(Some(token))]))
             .bearer_auth(token)
             .query(&query)
             .send()
@@ -296,7 +322,7 @@ impl Api {
         }
         let resp = self
             .http
-            .get(format!("{}{V3}/sync", self.base(Some(token))))
+            .get(format!("{}{V3}/sync", self.bases[self.node(Some(token))]))
             .bearer_auth(token)
             .header("accept", "text/event-stream")
             .query(&query)

@@ -37,6 +37,9 @@ pub enum Outcome {
 struct App {
     send_url: String,
     auth: CustomServiceAccount,
+    /// One token look-up at a time: `gcp_auth` caches the token, but
+    /// concurrent first sends would each exchange a JWT for one.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 /// The configured FCM apps, by `app_id`.
@@ -74,7 +77,13 @@ impl Fcm {
                 "{}/v1/projects/{project}/messages:send",
                 config.base_url.trim_end_matches('/')
             );
-            apps.insert(config.app_id.clone(), App { send_url, auth });
+            let fetching = tokio::sync::Mutex::new(());
+            let app = App {
+                send_url,
+                auth,
+                fetching,
+            };
+            apps.insert(config.app_id.clone(), app);
         }
         Ok(Self { apps })
     }
@@ -90,7 +99,11 @@ impl Fcm {
             tracing::warn!(%app_id, "an FCM push for an app no longer configured; dropping it");
             return Outcome::GiveUp;
         };
-        let token = match app.auth.token(&[SCOPE]).await {
+        let token = {
+            let _one_at_a_time = app.fetching.lock().await;
+            app.auth.token(&[SCOPE]).await
+        };
+        let token = match token {
             Ok(token) => token,
             Err(err) => {
                 tracing::warn!(%err, %app_id, "getting an FCM access token failed");
