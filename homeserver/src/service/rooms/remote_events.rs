@@ -159,11 +159,11 @@ impl RoomService {
         if self.store.get_event(&pdu.event_id).await?.is_some() {
             return Ok(()); // sent again: already ours
         }
-        let mut auth = HashMap::new();
-        for id in pdu.auth_events.iter().cloned().chain(create) {
-            if let Some(stored) = self.store.get_event(&id).await? {
-                auth.insert(id.clone(), trusted(id, &stored.pdu).map_err(reject)?);
-            }
+        let ids: Vec<OwnedEventId> = pdu.auth_events.iter().cloned().chain(create).collect();
+        let mut auth = HashMap::with_capacity(ids.len());
+        for stored in self.store.get_events(&ids).await? {
+            let id = stored.event_id.clone();
+            auth.insert(stored.event_id, trusted(id, &stored.pdu).map_err(reject)?);
         }
         authorize_by_auth_events(&pdu, rules, &auth).map_err(reject)?;
         let room_id = pdu.room_id.clone().ok_or_else(|| reject("no room id"))?;

@@ -126,15 +126,21 @@ impl RoomService {
         raw: &RawValue,
     ) -> ServiceResult<JoinedAnswer> {
         let before = self.store.current_state(room_id).await?;
-        let event = self
-            .accept_membership(origin, room_id, event_id, raw, MembershipState::Join)
+        let (event, head) = self
+            .accept_membership(
+                origin,
+                room_id,
+                event_id,
+                raw,
+                MembershipState::Join,
+                &before,
+            )
             .await?;
-        let auth_chain = self.auth_chain(before.iter().map(AsRef::as_ref)).await?;
-        let state = self.head(room_id).await?;
-        let mut servers = state
-            .map(|head| head.state.other_servers(&self.server_name))
-            .unwrap_or_default();
-        servers.push(self.server_name.clone());
+        let auth_chain = self.auth_chain(before.iter()).await?;
+        let mut servers = head.state.other_servers(&self.server_name);
+        servers.extend([origin.to_owned(), self.server_name.clone()]);
+        servers.sort();
+        servers.dedup();
         Ok(JoinedAnswer {
             state: before.into_iter().map(|e| e.pdu).collect(),
             auth_chain: auth_chain.into_iter().map(|e| e.pdu).collect(),
@@ -151,13 +157,23 @@ impl RoomService {
         event_id: &EventId,
         raw: &RawValue,
     ) -> ServiceResult<()> {
-        self.accept_membership(origin, room_id, event_id, raw, MembershipState::Leave)
-            .await
-            .map(drop)
+        let current = self.store.current_state(room_id).await?;
+        self.accept_membership(
+            origin,
+            room_id,
+            event_id,
+            raw,
+            MembershipState::Leave,
+            &current,
+        )
+        .await
+        .map(drop)
     }
 
     /// A membership event of `origin`'s user about themself, checked and
-    /// authorized, then appended with our signature added; returns it.
+    /// authorized against `current` (the room's current state), then
+    /// appended with our signature added; returns it and the head it was
+    /// accepted on.
     async fn accept_membership(
         &self,
         origin: &ServerName,
@@ -165,9 +181,10 @@ impl RoomService {
         event_id: &EventId,
         raw: &RawValue,
         membership: MembershipState,
-    ) -> ServiceResult<Value> {
+        current: &[StoredEvent],
+    ) -> ServiceResult<(Value, RoomHandle)> {
         let federation = self.federation.as_ref().ok_or_else(not_federating)?;
-        let (_, version) = self.held_by(room_id, origin).await?;
+        let (head, version) = self.held_by(room_id, origin).await?;
         let rules = rules_of(&version).map_err(|e| ServiceError::bad_json(e.to_string()))?;
         let pdu = federation
             .check_pdu(raw, &version)
@@ -176,9 +193,9 @@ impl RoomService {
         check_membership(origin, room_id, event_id, &pdu, &membership)?;
         if let Some(stored) = self.store.get_event(event_id).await? {
             // Sent again (the first answer was lost): the same answer.
-            return Ok((*stored.pdu).clone());
+            return Ok(((*stored.pdu).clone(), head));
         }
-        self.authorize_remote(&pdu, &rules, room_id).await?;
+        self.authorize_remote(&pdu, &rules, current).await?;
         let mut json = pdu.json.clone();
         ruma_signatures::sign_json(self.server_name.as_str(), &self.core.key.pair, &mut json)
             .map_err(ServiceError::internal)?;
@@ -187,7 +204,7 @@ impl RoomService {
         event.pdu = signed.clone();
         self.import(room_id, vec![event], ImportAs::Forwarded)
             .await?;
-        Ok(signed)
+        Ok((signed, head))
     }
 
     /// Authorized by its auth events and by the current state, or refused.
@@ -195,12 +212,11 @@ impl RoomService {
         &self,
         pdu: &RemotePdu,
         rules: &ruma_common::room_version_rules::RoomVersionRules,
-        room_id: &RoomId,
+        current: &[StoredEvent],
     ) -> ServiceResult<()> {
-        let current = self.store.current_state(room_id).await?;
         let mut by_id = HashMap::with_capacity(current.len());
         let mut by_key = HashMap::with_capacity(current.len());
-        for event in &current {
+        for event in current {
             let parsed = trusted(event.event_id.clone(), &event.pdu)
                 .map_err(|e| ServiceError::internal(e.to_string()))?;
             let key = (

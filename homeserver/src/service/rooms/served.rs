@@ -19,6 +19,7 @@ use ruma_events::room::member::MembershipState;
 use serde_json::Value;
 
 use super::resident::event_ids;
+use super::state::RoomState;
 use super::RoomService;
 use crate::service::error::{ServiceError, ServiceResult};
 use crate::service::pdu::rules_for;
@@ -29,39 +30,31 @@ pub const MAX_HISTORY: usize = 100;
 /// Events read per page while replaying a room's history.
 const PAGE: usize = 1000;
 
-/// How far back a server may see a members-only room's events in full.
-struct ServerView {
-    version: String,
-    /// The first membership (invite or join) of any of its users.
-    member_since: Option<StreamPos>,
+/// Whether an event sent under this history visibility is shown to any
+/// server in the room, whenever its users came.
+fn open(event: &StoredEvent) -> bool {
+    matches!(event.visibility.as_str(), "world_readable" | "shared")
 }
 
-impl ServerView {
-    /// The PDU as this server may see it.
-    fn show(&self, event: &StoredEvent) -> ServiceResult<Arc<Value>> {
-        let open = matches!(event.visibility.as_str(), "world_readable" | "shared");
-        let member = self.member_since.is_some_and(|since| since <= event.stream);
-        if open || member {
-            return Ok(event.pdu.clone());
-        }
-        let object: CanonicalJsonObject =
-            serde_json::from_value((*event.pdu).clone()).map_err(ServiceError::internal)?;
-        let redacted = redact(object, &rules_for(&self.version).redaction, None)
-            .map_err(ServiceError::internal)?;
-        Ok(Arc::new(
-            serde_json::to_value(redacted).map_err(ServiceError::internal)?,
-        ))
-    }
+/// The PDU as a server whose users were not in the room yet sees it.
+fn redacted(event: &StoredEvent, version: &str) -> ServiceResult<Arc<Value>> {
+    let object: CanonicalJsonObject =
+        serde_json::from_value((*event.pdu).clone()).map_err(ServiceError::internal)?;
+    let redacted =
+        redact(object, &rules_for(version).redaction, None).map_err(ServiceError::internal)?;
+    Ok(Arc::new(
+        serde_json::to_value(redacted).map_err(ServiceError::internal)?,
+    ))
 }
 
 impl RoomService {
-    /// How `origin` sees the room: refused unless one of its users is in
-    /// it now.
-    async fn server_view(
+    /// The room's state, if `origin` may read the room: one of its users is
+    /// joined now and the room's server ACL lets it in.
+    async fn readable_by(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
-    ) -> ServiceResult<ServerView> {
+    ) -> ServiceResult<Arc<RoomState>> {
         let state = self
             .state_snapshot(room_id)
             .await?
@@ -78,27 +71,56 @@ impl RoomService {
                 "The room's server ACL denies {origin}"
             )));
         }
-        let mut member_since: Option<StreamPos> = None;
-        let theirs = self.store.members(room_id).await?;
-        for record in theirs.iter().filter(|m| m.user_id.server_name() == origin) {
+        Ok(state)
+    }
+
+    /// `events` as `origin` may see them. When one was sent while history
+    /// was members-only, the first membership (invite or join) of any of
+    /// its users is looked up, once, to tell.
+    async fn shown_to(
+        &self,
+        origin: &ServerName,
+        state: &RoomState,
+        events: &[StoredEvent],
+    ) -> ServiceResult<Vec<Arc<Value>>> {
+        let member_since = match events.iter().find(|e| !open(e)) {
+            Some(event) => self.first_membership(origin, &event.room_id).await?,
+            None => None,
+        };
+        events
+            .iter()
+            .map(|event| {
+                let member = member_since.is_some_and(|since| since <= event.stream);
+                if open(event) || member {
+                    Ok(event.pdu.clone())
+                } else {
+                    redacted(event, state.room_version())
+                }
+            })
+            .collect()
+    }
+
+    /// The first invite or join of any of `origin`'s users in the room.
+    async fn first_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+    ) -> ServiceResult<Option<StreamPos>> {
+        let mut first: Option<StreamPos> = None;
+        let members = self.store.members(room_id).await?;
+        for record in members.iter().filter(|m| m.user_id.server_name() == origin) {
             let history = self
                 .store
                 .membership_history(room_id, &record.user_id)
                 .await?;
-            let first = history
+            let theirs = history
                 .iter()
                 .filter(|(_, m)| matches!(m, MembershipState::Join | MembershipState::Invite))
                 .map(|(stream, _)| *stream)
                 .min();
-            member_since = match (member_since, first) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            first = first.into_iter().chain(theirs).min();
         }
-        Ok(ServerView {
-            version: state.room_version().to_owned(),
-            member_since,
-        })
+        Ok(first)
     }
 
     /// An event of this room, as `origin` may see it.
@@ -121,8 +143,13 @@ impl RoomService {
             .get_event(event_id)
             .await?
             .ok_or_else(|| ServiceError::not_found("Unknown event"))?;
-        let view = self.server_view(origin, &event.room_id).await?;
-        view.show(&event)
+        let state = self.readable_by(origin, &event.room_id).await?;
+        let mut shown = self
+            .shown_to(origin, &state, std::slice::from_ref(&event))
+            .await?;
+        shown
+            .pop()
+            .ok_or_else(|| ServiceError::internal("an event shown as nothing"))
     }
 
     /// `GET /state` and `/state_ids`: the state before `event_id` and its
@@ -133,7 +160,7 @@ impl RoomService {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> ServiceResult<(Vec<StoredEvent>, Vec<StoredEvent>)> {
-        self.server_view(origin, room_id).await?;
+        self.readable_by(origin, room_id).await?;
         let event = self.event_in(room_id, event_id).await?;
         let state = self.state_before(room_id, event.stream).await?;
         let chain = self.auth_chain(state.iter()).await?;
@@ -147,7 +174,7 @@ impl RoomService {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> ServiceResult<Vec<Arc<Value>>> {
-        self.server_view(origin, room_id).await?;
+        self.readable_by(origin, room_id).await?;
         let event = self.event_in(room_id, event_id).await?;
         let chain = self.auth_chain(std::iter::once(&event)).await?;
         Ok(chain.into_iter().map(|e| e.pdu).collect())
@@ -195,7 +222,7 @@ impl RoomService {
         from: &[OwnedEventId],
         limit: usize,
     ) -> ServiceResult<Vec<Arc<Value>>> {
-        let view = self.server_view(origin, room_id).await?;
+        let state = self.readable_by(origin, room_id).await?;
         let starts = self.store.get_events(from).await?;
         let Some(start) = starts
             .iter()
@@ -209,7 +236,7 @@ impl RoomService {
             .store
             .room_events(room_id, start, Direction::Backward, limit.min(MAX_HISTORY))
             .await?;
-        events.iter().map(|e| view.show(e)).collect()
+        self.shown_to(origin, &state, &events).await
     }
 
     /// `POST /get_missing_events`: walking back from `latest` along
@@ -223,7 +250,7 @@ impl RoomService {
         limit: usize,
         min_depth: i64,
     ) -> ServiceResult<Vec<Arc<Value>>> {
-        let view = self.server_view(origin, room_id).await?;
+        let state = self.readable_by(origin, room_id).await?;
         let limit = limit.min(MAX_HISTORY);
         let mut seen: HashSet<OwnedEventId> = earliest.iter().cloned().collect();
         seen.extend(latest.iter().cloned());
@@ -250,6 +277,6 @@ impl RoomService {
             }
         }
         found.sort_by_key(|e| e.stream);
-        found.iter().map(|e| view.show(e)).collect()
+        self.shown_to(origin, &state, &found).await
     }
 }
