@@ -54,6 +54,10 @@ pub struct Args {
     /// Milliseconds after a user's last sync ends before they show as offline [default: 30000].
     #[arg(long, env = "TERN_PRESENCE_OFFLINE_MS")]
     pub presence_offline_ms: Option<u64>,
+    /// Milliseconds a notification for a connected user waits for one of
+    /// their devices to receive the message before it is pushed [default: 3000].
+    #[arg(long, env = "TERN_PUSH_DELIVERY_GRACE_MS")]
+    pub push_delivery_grace_ms: Option<u64>,
     /// Milliseconds between keep-alive comments on an SSE sync stream [default: 15000].
     #[arg(long, env = "TERN_SSE_KEEP_ALIVE_MS")]
     pub sse_keep_alive_ms: Option<u64>,
@@ -169,16 +173,37 @@ fn default_redis_prefix() -> String {
 }
 
 /// The `[push]` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushConfig {
-    /// Push also to users who are syncing right now (default: only to
-    /// those who are not, as the seed says: notify offline users).
+    /// Push users who are connected right now at once, whether or not a
+    /// device of theirs receives the message (default: a connected user is
+    /// pushed only what none of their devices received within
+    /// `delivery_grace_ms`).
     #[serde(default)]
     pub notify_online_users: bool,
+    /// How long a notification for a user who is connected waits for one of
+    /// their devices to receive the message (a delivered receipt) before it
+    /// is pushed anyway. A message no device received is always pushed.
+    #[serde(default = "default_delivery_grace_ms")]
+    pub delivery_grace_ms: u64,
     /// Apps whose pushers this server delivers to FCM itself (`[[push.fcm]]`).
     #[serde(default)]
     pub fcm: Vec<FcmAppConfig>,
+}
+
+fn default_delivery_grace_ms() -> u64 {
+    3_000
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            notify_online_users: false,
+            delivery_grace_ms: default_delivery_grace_ms(),
+            fcm: Vec::new(),
+        }
+    }
 }
 
 /// One `[[push.fcm]]` entry: pushers with this `app_id` have FCM

@@ -99,6 +99,7 @@ where
         + store::RoomStore
         + store::ReceiptStore
         + store::PushStore
+        + store::FederationStore
         + store::media::MediaMetadataStore
         + 'static,
 {
@@ -118,6 +119,7 @@ where
         rate_limits: shared.then_some(ephemeral as _),
         receipts: engine.clone(),
         push: engine.clone(),
+        federation: engine.clone(),
         media: store::media::open(config).await?,
         media_metadata: engine,
     })

@@ -360,6 +360,15 @@ def test_filters(contract, alice, bob):
     contract.call("POST", f"{V3}/user/{me}/filter", token=alice["access_token"], json_body={"room": {"rooms": "x"}}, expect=400, errcode="M_BAD_JSON", check_request=False)
 
 
+def test_openid_tokens(contract, alice, bob):
+    me = q(alice["user_id"])
+    path = f"{V3}/user/{me}/openid/request_token"
+    token = contract.call("POST", path, token=alice["access_token"], json_body={}).json()
+    assert token["token_type"] == "Bearer" and token["expires_in"] == 3600
+    contract.call("POST", path, token=bob["access_token"], json_body={}, expect=403, errcode="M_FORBIDDEN")
+    contract.call("POST", path, token=alice["access_token"], json_body=[], expect=400, errcode="M_BAD_JSON", check_request=False)
+
+
 # --- sync -----------------------------------------------------------------
 
 

@@ -110,3 +110,30 @@ def test_real_answers_match_the_federation_spec(federating):
     ):
         refused = _checked(url, method, path, expect=401, body=body).json()
         assert refused["errcode"] == "M_UNAUTHORIZED"
+
+
+def test_openid_tokens_tell_a_third_party_who_the_user_is(federating):
+    url = federating.base_url
+    body = {"username": "openid-user", "password": "correct horse battery staple"}
+    first = requests.post(f"{url}/_matrix/client/v3/register", json=body, timeout=30)
+    body["auth"] = {"type": "m.login.dummy", "session": first.json()["session"]}
+    account = requests.post(f"{url}/_matrix/client/v3/register", json=body, timeout=30).json()
+    headers = {"Authorization": f"Bearer {account['access_token']}"}
+    user = account["user_id"]
+    path = f"/_matrix/client/v3/user/{requests.utils.quote(user)}/openid/request_token"
+    token = requests.post(url + path, json={}, headers=headers, timeout=30).json()
+    assert token["token_type"] == "Bearer" and token["matrix_server_name"] == "localhost", token
+    assert token["expires_in"] == 3600
+    # Another user's token: refused.
+    other = "/_matrix/client/v3/user/%40someone%3Alocalhost/openid/request_token"
+    refused = requests.post(url + other, json={}, headers=headers, timeout=30)
+    assert (refused.status_code, refused.json()["errcode"]) == (403, "M_FORBIDDEN")
+
+    info = _checked(url, "GET", f"/_matrix/federation/v1/openid/userinfo?access_token={token['access_token']}", expect=200)
+    assert info.json() == {"sub": user}
+    # The access token is not an OpenID token, nor is anything made up.
+    for wrong in (account["access_token"], "made-up"):
+        unknown = _checked(url, "GET", f"/_matrix/federation/v1/openid/userinfo?access_token={wrong}", expect=401)
+        assert unknown.json()["errcode"] == "M_UNKNOWN_TOKEN"
+    missing = _checked(url, "GET", "/_matrix/federation/v1/openid/userinfo", expect=400)
+    assert missing.json()["errcode"] in ("M_MISSING_PARAM", "M_INVALID_PARAM")

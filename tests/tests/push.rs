@@ -1,6 +1,8 @@
 //! Push notifications end to end: a fake push gateway in the test receives
-//! what the server sends. An offline recipient gets one; a syncing one does
-//! not; a muted room sends none; a mention is highlighted; rejected pushkeys
+//! what the server sends. An offline recipient gets one; a connected one
+//! only for what none of their devices received within a grace (also right
+//! after closing the app), at once after saying they are offline; a muted
+//! room sends none; a mention is highlighted; rejected pushkeys
 //! are removed; failures are retried; the outbox survives `kill -9`, and so
 //! does an acknowledged message whose pushes were not decided yet; a gateway
 //! that hangs holds up nobody else's notifications.
@@ -84,38 +86,72 @@ async fn an_offline_user_is_pushed_and_a_mention_is_highlighted() {
     assert_eq!(gateway.received().len(), 2);
 }
 
+/// A server with the default offline period (30 s), so a user who just
+/// closed the app still counts as connected, and `grace_ms` for devices to
+/// receive a connected user's messages.
+async fn start_with_grace(grace_ms: u64) -> TestServer {
+    TestServer::start_with(ServerOptions {
+        env: vec![("TERN_PUSH_DELIVERY_GRACE_MS".into(), grace_ms.to_string())],
+        ..ServerOptions::default()
+    })
+    .await
+}
+
+/// Bob's app in the foreground: long-polling, each sync proving receipt of
+/// the one before.
+fn keep_syncing(bob: &Client) -> tokio::task::JoinHandle<()> {
+    let bob = bob.clone();
+    tokio::spawn(async move {
+        let mut since = next_batch(&bob.sync(None, 0, None).await);
+        loop {
+            since = next_batch(&bob.sync(Some(&since), 200, None).await);
+        }
+    })
+}
+
+/// Whether the tern message-info of `event_id` shows it delivered to `user`.
+async fn delivered_to(viewer: &Client, room: &str, event_id: &str, user: &Client) -> bool {
+    let path = format!(
+        "/_matrix/client/unstable/tern/rooms/{}/receipts/{}",
+        enc(room),
+        enc(event_id)
+    );
+    let info = assert_ok(viewer.get(&path).await);
+    info["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["user_id"] == user.user_id.as_str() && m["delivered_ts"].is_i64())
+}
+
+/// WhatsApp's rule: what reached one of the user's devices is not pushed,
+/// what reached none is, also when the app closed seconds before (the user
+/// still counts as connected for presence, and was once dropped for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_syncing_user_is_not_pushed_and_a_muted_room_is_silent() {
-    let server = start().await;
+async fn a_received_message_is_not_pushed_and_a_muted_room_is_silent() {
+    let server = start_with_grace(2_000).await;
     let gateway = FakeGateway::start(GatewayMode::Accept).await;
     let (alice, bob, room) = setup(&server, &gateway).await;
 
-    // Bob's app is open: long-polling.
-    let syncing = {
-        let bob = bob.clone();
-        tokio::spawn(async move {
-            let mut since = next_batch(&bob.sync(None, 0, None).await);
-            loop {
-                since = next_batch(&bob.sync(Some(&since), 200, None).await);
-            }
-        })
-    };
+    let syncing = keep_syncing(&bob);
     eventually("bob online", async || {
         presence_of(&alice, &bob).await == "online"
     })
     .await;
     let seen_live = alice.send(&room, "t1", &text("you are here")).await;
-
-    // He closes it: once he is offline he is pushed again. That push is
-    // also the barrier: the message sent while he was online was decided
-    // before it, so had it been pushed it would be there by now.
-    syncing.abort();
-    eventually("bob offline", async || {
-        presence_of(&alice, &bob).await == "offline"
+    eventually("the message delivered to bob's app", async || {
+        delivered_to(&alice, &room, &seen_live, &bob).await
     })
     .await;
+
+    // He closes the app; the next message reaches no device of his and is
+    // pushed, although he was syncing a moment ago. That push is also the
+    // barrier: the message his app received fell due (and was settled)
+    // before it, so had it been pushed it would be there by now.
+    syncing.abort();
     let after = alice.send(&room, "t2", &text("now you are gone")).await;
     gateway.wait_for(&after, WAIT).await;
+    assert!(!delivered_to(&alice, &room, &after, &bob).await);
     assert!(gateway
         .received()
         .iter()
@@ -138,6 +174,27 @@ async fn a_syncing_user_is_not_pushed_and_a_muted_room_is_silent() {
             .all(|n| n["event_id"] != muted && n["event_id"] != probe),
         "{received:?}"
     );
+}
+
+/// Closing the app with presence set to offline counts as disconnected at
+/// once: pushed without waiting for a device (the grace here is ten
+/// minutes, so only that rule can push it in time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_offline_is_pushed_at_once() {
+    let server = start_with_grace(600_000).await;
+    let gateway = FakeGateway::start(GatewayMode::Accept).await;
+    let (alice, bob, room) = setup(&server, &gateway).await;
+
+    let syncing = keep_syncing(&bob);
+    eventually("bob online", async || {
+        presence_of(&alice, &bob).await == "online"
+    })
+    .await;
+    syncing.abort();
+    let path = format!("{V3}/presence/{}/status", enc(&bob.user_id));
+    assert_ok(bob.put(&path, &json!({"presence": "offline"})).await);
+    let event_id = alice.send(&room, "t1", &text("are you there?")).await;
+    gateway.wait_for(&event_id, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -358,3 +358,54 @@ async fn redaction_strips_message_content() {
         "the redaction event itself is in history: {page}"
     );
 }
+
+/// `POST /forget`: refused while a member; once forgotten, a left room
+/// leaves `include_leave` syncs and its history can no longer be read,
+/// until the user joins again.
+#[tokio::test]
+async fn a_forgotten_room_is_hidden_until_joined_again() {
+    let server = TestServer::start().await;
+    let alice = Client::register(&server, "alice").await;
+    let bob = Client::register(&server, "bob").await;
+    let room = public_room(&alice, &[&bob]).await;
+    let kept = public_room(&alice, &[&bob]).await;
+    alice.send_text(&room, "t1", "before bob left").await;
+    let forget = |room: &str| {
+        let bob = bob.clone();
+        let path = room_path(room, "/forget");
+        async move { bob.post(&path, &json!({})).await }
+    };
+    assert_error(&forget(&room).await, 400, "M_INVALID_PARAM");
+
+    assert_ok(bob.leave(&room).await);
+    assert_ok(bob.leave(&kept).await);
+    let with_leave = r#"{"room":{"include_leave":true}}"#;
+    let left = |sync: &Value| -> BTreeSet<String> {
+        sync["rooms"]["leave"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        left(&bob.sync(None, 0, Some(with_leave)).await),
+        set(&[&room, &kept])
+    );
+    assert_eq!(
+        bob.messages(&room, "b", None, 10).await["chunk"][0]["type"],
+        "m.room.member"
+    );
+
+    assert_ok(forget(&room).await);
+    assert_eq!(
+        left(&bob.sync(None, 0, Some(with_leave)).await),
+        set(&[&kept])
+    );
+    let path = room_path(&room, "/messages?dir=b&limit=10");
+    assert_error(&bob.get(&path).await, 403, "M_FORBIDDEN");
+
+    // Joining again makes it his again.
+    assert_ok(bob.join(&room).await);
+    let sync = bob.sync(None, 0, Some(with_leave)).await;
+    assert!(sync["rooms"]["join"].get(room.as_str()).is_some(), "{sync}");
+    assert_ok(bob.get(&path).await);
+}

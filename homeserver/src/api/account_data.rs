@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use ruma_common::{OwnedRoomId, OwnedUserId, UserId};
+use ruma_common::{OwnedRoomId, OwnedUserId};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
@@ -16,16 +16,6 @@ use crate::service::push_rules::PUSH_RULES_TYPE;
 
 use crate::service::Services;
 
-fn own_user(auth: &Auth, user_id: &UserId) -> ApiResult<()> {
-    if auth.who.user_id != user_id {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            "Cannot access another user's account data",
-        ));
-    }
-    Ok(())
-}
-
 /// # `GET /_matrix/client/v3/user/{userId}/account_data/{type}`
 /// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3useruseridaccount_datatype>
 pub async fn get_global(
@@ -33,7 +23,7 @@ pub async fn get_global(
     auth: Auth,
     MatrixPath((user_id, kind)): MatrixPath<(OwnedUserId, String)>,
 ) -> ApiResult<Json<Value>> {
-    own_user(&auth, &user_id)?;
+    auth.must_be(&user_id)?;
     if kind == PUSH_RULES_TYPE {
         // Also for a user who never changed the defaults, as Synapse does.
         let global = services.push_rules.get_ruleset_json(&user_id).await?;
@@ -56,7 +46,7 @@ pub async fn put_global(
     MatrixPath((user_id, kind)): MatrixPath<(OwnedUserId, String)>,
     MatrixJson(content): MatrixJson<Value>,
 ) -> ApiResult<Json<EmptyResponse>> {
-    own_user(&auth, &user_id)?;
+    auth.must_be(&user_id)?;
     let hide =
         (kind == HIDE_PRESENCE_TYPE).then(|| content.get("hidden") == Some(&Value::Bool(true)));
     if kind == PUSH_RULES_TYPE {
@@ -83,7 +73,7 @@ pub async fn get_room(
     auth: Auth,
     MatrixPath((user_id, room_id, kind)): MatrixPath<(OwnedUserId, OwnedRoomId, String)>,
 ) -> ApiResult<Json<Value>> {
-    own_user(&auth, &user_id)?;
+    auth.must_be(&user_id)?;
     let content = services
         .accounts
         .get_account_data(&user_id, Some(&room_id), &kind)
@@ -101,7 +91,7 @@ pub async fn put_room(
     MatrixPath((user_id, room_id, kind)): MatrixPath<(OwnedUserId, OwnedRoomId, String)>,
     MatrixJson(content): MatrixJson<Value>,
 ) -> ApiResult<Json<EmptyResponse>> {
-    own_user(&auth, &user_id)?;
+    auth.must_be(&user_id)?;
     services
         .accounts
         .set_account_data(&user_id, Some(&room_id), &kind, content)

@@ -19,6 +19,20 @@ pub struct Auth {
     pub token: String,
 }
 
+impl Auth {
+    /// `M_FORBIDDEN` unless `user_id` is the caller: for what only a user
+    /// may read or change of their own.
+    pub fn must_be(&self, user_id: &ruma_common::UserId) -> Result<(), ApiError> {
+        if self.who.user_id != user_id {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "Cannot access another user's data",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The access token from `Authorization: Bearer` or the `access_token` query parameter.
 pub fn access_token(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {

@@ -8,6 +8,7 @@ mod events;
 pub mod extract;
 pub mod federation;
 mod media;
+mod openid;
 mod presence;
 mod profile;
 mod push_rules;
@@ -123,6 +124,10 @@ fn client_routes() -> Router<Arc<Services>> {
         .route("/rooms/{room_id}/context/{event_id}", get(events::context))
         .route("/sync", get(sync::sync))
         .route("/user/{user_id}/filter", post(sync::create_filter))
+        .route(
+            "/user/{user_id}/openid/request_token",
+            post(openid::request_token),
+        )
         .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
         .route(
             "/user/{user_id}/account_data/{event_type}",

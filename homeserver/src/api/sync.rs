@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ruma_common::{OwnedUserId, UserId};
+use ruma_common::OwnedUserId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -133,16 +133,6 @@ pub async fn sync_request(
     })
 }
 
-fn own_user(auth: &Auth, user_id: &UserId) -> ApiResult<()> {
-    if auth.who.user_id != user_id {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            "Cannot access another user's data",
-        ));
-    }
-    Ok(())
-}
-
 /// # `POST /_matrix/client/v3/user/{userId}/filter`
 /// <https://spec.matrix.org/v1.11/client-server-api/#post_matrixclientv3useruseridfilter>
 pub async fn create_filter(
@@ -151,7 +141,7 @@ pub async fn create_filter(
     MatrixPath(user_id): MatrixPath<OwnedUserId>,
     MatrixJson(body): MatrixJson<Value>,
 ) -> ApiResult<Json<FilterIdResponse>> {
-    own_user(&auth, &user_id)?;
+    auth.must_be(&user_id)?;
     check_filter_flags(&body)?;
     parse_filter(body.clone())?;
     let id = services.accounts.save_filter(&user_id, &body).await?;
@@ -171,7 +161,7 @@ pub async fn get_filter(
     auth: Auth,
     MatrixPath((user_id, filter_id)): MatrixPath<(OwnedUserId, String)>,
 ) -> ApiResult<Json<Value>> {
-    own_user(&auth, &user_id)?;
+    auth.must_be(&user_id)?;
     let not_found = || ApiError::new(ErrorKind::NotFound, "Unknown filter");
     let id: i64 = filter_id.parse().map_err(|_| not_found())?;
     let filter = services

@@ -35,6 +35,8 @@ struct Overrides<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sync: Option<SyncOverrides>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    push: Option<PushOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<UrlOverride<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     postgres: Option<UrlOverride<'a>>,
@@ -90,6 +92,11 @@ struct SyncOverrides {
 }
 
 #[derive(Serialize)]
+struct PushOverrides {
+    delivery_grace_ms: u64,
+}
+
+#[derive(Serialize)]
 struct UrlOverride<'a> {
     url: &'a str,
 }
@@ -117,6 +124,9 @@ impl<'a> Overrides<'a> {
             sync: args
                 .sse_keep_alive_ms
                 .map(|sse_keep_alive_ms| SyncOverrides { sse_keep_alive_ms }),
+            push: args
+                .push_delivery_grace_ms
+                .map(|delivery_grace_ms| PushOverrides { delivery_grace_ms }),
             redis: args.redis_url.as_deref().map(|url| UrlOverride { url }),
             postgres: args.postgres_url.as_deref().map(|url| UrlOverride { url }),
             kafka: args

@@ -392,7 +392,33 @@ impl AccountService {
             .await?
             .ok_or_else(|| ServiceError::not_found("Profile not found"))
     }
+
+    /// A new OpenID token of the user (`POST /openid/request_token`): a
+    /// third party learns who they are from it, nothing more.
+    pub async fn request_openid_token(&self, user_id: &UserId) -> ServiceResult<String> {
+        let token = random_token(32);
+        let now = now_ms();
+        let expires = now + OPENID_TOKEN_LIFETIME_MS;
+        self.store
+            .create_openid_token(&hash_token(&token), user_id, expires, now)
+            .await?;
+        Ok(token)
+    }
+
+    /// Whose OpenID token this is (`GET /openid/userinfo`); unknown or
+    /// expired tokens are `M_UNKNOWN_TOKEN`.
+    pub async fn openid_user(&self, token: &str) -> ServiceResult<OwnedUserId> {
+        self.store
+            .openid_token_user(&hash_token(token), now_ms())
+            .await?
+            .ok_or_else(|| {
+                ServiceError::new(ErrorKind::UnknownToken, "Unknown or expired OpenID token")
+            })
+    }
 }
+
+/// How long an OpenID token is valid (the `expires_in` clients are told).
+pub const OPENID_TOKEN_LIFETIME_MS: i64 = 3_600_000;
 
 #[cfg(test)]
 mod tests {

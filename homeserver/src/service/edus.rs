@@ -1,8 +1,9 @@
 //! Ephemeral data other servers send in transactions (EDUs): typing and
 //! receipts are applied as a local user's would be, after checking that
-//! the origin speaks for the user and the user is in the room. An EDU that
-//! does not hold is dropped (EDUs get no answer); kinds not handled yet
-//! (presence, device lists, to-device) are ignored.
+//! the origin speaks for the user and the user is in the room; presence of
+//! the origin's users who share a room with us is stored
+//! (`presence/remote.rs`). An EDU that does not hold is dropped (EDUs get
+//! no answer); kinds not handled yet (device lists, to-device) are ignored.
 
 use ruma_common::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName};
 use serde::Deserialize;
@@ -56,6 +57,7 @@ impl Services {
             match edu_type.as_str() {
                 "m.typing" => self.remote_typing(origin, content).await,
                 "m.receipt" => self.remote_receipts(origin, content).await,
+                "m.presence" => self.presence.receive_remote(origin, content).await,
                 _ => {}
             }
         }

@@ -33,8 +33,8 @@ use crate::config::Config;
 use crate::store::cluster::ClusterBus;
 use crate::store::media::{MediaMetadataStore, MediaStore};
 use crate::store::{
-    AccountStore, ConnectionLeases, EventBus, PresenceStore, PushStore, RateLimitStore,
-    ReceiptStore, RoomStore, TypingStore,
+    AccountStore, ConnectionLeases, EventBus, FederationStore, PresenceStore, PushStore,
+    RateLimitStore, ReceiptStore, RoomStore, TypingStore,
 };
 use accounts::AccountService;
 use federation::FederationService;
@@ -89,8 +89,26 @@ pub struct Backends {
     pub rate_limits: Option<Arc<dyn RateLimitStore>>,
     pub receipts: Arc<dyn ReceiptStore>,
     pub push: Arc<dyn PushStore>,
+    /// How far other servers have our events (the durable federation outbox).
+    pub federation: Arc<dyn FederationStore>,
     pub media: Arc<dyn MediaStore>,
     pub media_metadata: Arc<dyn MediaMetadataStore>,
+}
+
+/// Queues again, in the background, what other servers have yet to accept
+/// of our events (after a restart or a crash).
+fn resume_federation(
+    outbox: federation::sender::Outbox,
+    rooms: Arc<dyn RoomStore>,
+    server_name: ruma_common::OwnedServerName,
+) {
+    tokio::spawn(async move {
+        match outbox.resume(rooms.as_ref(), &server_name).await {
+            Ok(0) => {}
+            Ok(queued) => tracing::info!(queued, "resumed sending events to other servers"),
+            Err(err) => tracing::error!(%err, "resuming the federation outbox failed"),
+        }
+    });
 }
 
 impl Services {
@@ -121,6 +139,14 @@ impl Services {
         let server_name = config.server_name.clone();
         let receipts =
             Arc::new(ReceiptService::new(backends.receipts.clone(), backends.bus.clone()).await?);
+        // Local users' presence changes, for other servers (when federating).
+        let (presence_changes, changes_to_share) = match federation.is_some() {
+            true => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
         let presence = Arc::new(PresenceService::new(
             config.presence.clone(),
             PresenceSources {
@@ -130,6 +156,7 @@ impl Services {
                 accounts: backends.accounts.clone(),
                 rooms: backends.rooms.clone(),
                 notifier: notifier.clone(),
+                changes: presence_changes,
             },
             shutdown.clone(),
         ));
@@ -137,6 +164,26 @@ impl Services {
             backends.accounts.clone(),
             backends.bus.clone(),
         ));
+        let outbox = federation.clone().map(|federation| {
+            let outbox = federation::sender::Outbox::new(
+                federation.clone(),
+                backends.federation.clone(),
+                shutdown.clone(),
+            );
+            (federation, outbox)
+        });
+        if let Some((_, outbox)) = &outbox {
+            resume_federation(outbox.clone(), backends.rooms.clone(), server_name.clone());
+            if let Some(changes) = changes_to_share {
+                let sharing = federation::presence::PresenceSharing {
+                    presence: presence.clone(),
+                    store: backends.federation.clone(),
+                    outbox: outbox.clone(),
+                    server_name: server_name.clone(),
+                };
+                federation::presence::spawn(sharing, changes, shutdown.clone());
+            }
+        }
         let rooms = RoomService::new(
             backends.rooms.clone(),
             backends.accounts.clone(),
@@ -144,10 +191,7 @@ impl Services {
             cache.clone(),
             key,
             server_name.clone(),
-            federation.clone().map(|federation| {
-                let outbox = federation::sender::Outbox::new(federation.clone(), shutdown.clone());
-                (federation, outbox)
-            }),
+            outbox,
         );
         let unread = Arc::new(UnreadService::new(
             rooms.clone(),
@@ -176,7 +220,9 @@ impl Services {
                 push_rules: push_rules.clone(),
                 unread: unread.clone(),
                 presence: presence.clone(),
+                receipts: backends.receipts.clone(),
                 notify_connected: config.push.notify_online_users,
+                delivery_grace_ms: config.push.delivery_grace_ms.min(i64::MAX as u64) as i64,
                 fcm,
             },
             backends.bus.as_ref(),

@@ -199,6 +199,24 @@ impl TimelineCache {
         Some(room.events.range(start..end.max(start)).cloned().collect())
     }
 
+    /// The cached events of a room in `(after, upto]`, however far back the
+    /// cache reaches (maybe not to `after`): for readers that want only the
+    /// latest of them, such as delivery receipts.
+    pub fn cached_shared(
+        &self,
+        room_id: &RoomId,
+        after: StreamPos,
+        upto: StreamPos,
+    ) -> Vec<Arc<StoredEvent>> {
+        let mut inner = self.inner.lock();
+        let Some(room) = inner.rooms.get(room_id) else {
+            return Vec::new();
+        };
+        let start = room.events.partition_point(|e| e.stream <= after);
+        let end = room.events.partition_point(|e| e.stream <= upto);
+        room.events.range(start..end.max(start)).cloned().collect()
+    }
+
     /// The user's memberships, if cached and unchanged since.
     pub fn memberships(&self, user_id: &UserId) -> Option<Arc<Vec<MembershipRecord>>> {
         let mut inner = self.inner.lock();

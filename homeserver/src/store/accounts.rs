@@ -86,4 +86,31 @@ pub trait AccountStore: Send + Sync {
         since: StreamPos,
     ) -> StoreResult<Vec<AccountDataEntry>>;
     async fn account_data_position(&self) -> StoreResult<StreamPos>;
+    /// Records an OpenID token (its hash) of `user_id` valid until
+    /// `expires_ts`, and drops the tokens that expired before `now_ts`.
+    async fn create_openid_token(
+        &self,
+        token_hash: &str,
+        user_id: &UserId,
+        expires_ts: i64,
+        now_ts: i64,
+    ) -> StoreResult<()>;
+    /// Whose OpenID token this is, if it is valid at `now_ts`.
+    async fn openid_token_user(
+        &self,
+        token_hash: &str,
+        now_ts: i64,
+    ) -> StoreResult<Option<OwnedUserId>>;
+    /// The user forgot a room they left; `stream` is the position of the
+    /// membership (leave or ban) they forgot it at.
+    async fn forget_room(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        stream: StreamPos,
+    ) -> StoreResult<()>;
+    /// The rooms the user forgot, each with the membership position it was
+    /// forgotten at (it counts only while that is still their membership).
+    async fn forgotten_rooms(&self, user_id: &UserId)
+        -> StoreResult<Vec<(OwnedRoomId, StreamPos)>>;
 }

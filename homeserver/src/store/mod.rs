@@ -13,6 +13,7 @@ mod accounts;
 mod bus;
 pub mod cluster;
 mod error;
+mod federation;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod leases;
@@ -41,6 +42,7 @@ pub mod conformance;
 pub use accounts::{AccountDataEntry, AccountStore, TokenOwner, UserRecord};
 pub use bus::{EventBus, StreamNotice};
 pub use error::{chain, parse_id, Cause, StoreError, StoreResult};
+pub use federation::{FederationStore, RoomDestination};
 pub use leases::ConnectionLeases;
 pub use presence::{PresenceRecord, PresenceState, PresenceStore};
 pub use push::{OutboxPush, PushStore, PusherRecord, QueuedPush};

@@ -1,10 +1,10 @@
 //! Pushers and the notification outbox: [`PushStore`].
 
 use async_trait::async_trait;
-use ruma_common::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use ruma_common::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::Value;
 
-use super::StoreResult;
+use super::{StoreResult, StreamPos};
 
 /// A push target a client registered (`POST /pushers/set`).
 #[derive(Debug, Clone, PartialEq)]
@@ -54,9 +54,10 @@ pub trait PushStore: Send + Sync {
     /// Removes the pusher `(app_id, pushkey)` from whoever holds it (a
     /// gateway said the key is dead).
     async fn delete_pushkey(&self, app_id: &str, pushkey: &str) -> StoreResult<()>;
-    /// Queues the notifications for the event at `stream`, durably and due
-    /// at once, unless that event's were queued already (false then, and
-    /// nothing is queued): an event handed out twice is never pushed twice.
+    /// Queues the notifications for the event at `stream`, durably, each due
+    /// at its `due_ts`, unless that event's were queued already (false then,
+    /// and nothing is queued): an event handed out twice is never pushed
+    /// twice.
     async fn enqueue_pushes(
         &self,
         stream: i64,
@@ -97,6 +98,12 @@ pub struct OutboxPush {
     pub url: String,
     /// The request body for the gateway.
     pub body: Value,
+    /// When it is first due (as read back from the queue: when it is due
+    /// next, which for a taken one is its lease's end).
+    pub due_ts: i64,
+    /// Held for a connected user: sent only if by `due_ts` no device of theirs
+    /// received (or read) this room up to this event.
+    pub unless_received: Option<(OwnedRoomId, StreamPos)>,
 }
 
 /// A queued notification with its queue id and attempts so far.

@@ -55,6 +55,13 @@ pub trait ReceiptStore: Send + Sync {
         user_id: &UserId,
         room_ids: &[OwnedRoomId],
     ) -> StoreResult<Vec<(OwnedRoomId, StreamPos)>>;
+    /// The position of the latest event of `room_id` that `user_id` received
+    /// (`tern.delivered`) or read, if any: whether a device of theirs has it.
+    async fn received_upto(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> StoreResult<Option<StreamPos>>;
     /// For each user and receipt type in a room: the earliest time a receipt
     /// of theirs covered the event at `event_stream`.
     async fn receipt_times(

@@ -150,3 +150,110 @@ async fn forged_changed_and_foreign_events_are_handled_as_the_spec_says() {
         "{answer}"
     );
 }
+
+/// One transaction carries a ban and then a message of the banned user:
+/// the PDUs of a room are authorized in order against the state each
+/// accepted one moves, so the message (allowed by its own auth events,
+/// which predate the ban) is soft-failed, never shown, while the other
+/// room's message in the same transaction lands.
+#[tokio::test]
+async fn a_transaction_is_authorized_in_order_as_its_state_changes() {
+    let (a, b) = tokio::join!(FederatingTern::start(), FederatingTern::start());
+    let alice = Client::register(&a.server, "alice").await;
+    let carol = Client::register(&a.server, "carol").await;
+    let bob = Client::register(&b.server, "bob").await;
+    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
+    let other = alice.create_room(&json!({"preset": "public_chat"})).await;
+    assert_ok(carol.join(&room).await);
+    assert_ok(join_through(&bob, &room, &a.name).await);
+    assert_ok(join_through(&bob, &other, &a.name).await);
+    shows_membership(&bob, &room, &carol.user_id, "join").await;
+
+    let state_of = |room: &str| {
+        let alice = alice.clone();
+        let path = format!("{V3}/rooms/{}/state", enc(room));
+        async move { assert_ok(alice.get(&path).await) }
+    };
+    let id_in = |state: &Value, kind: &str, key: &str| {
+        state
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == kind && e["state_key"] == key)
+            .map(|e| e["event_id"].clone())
+            .unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let latest = |room: &str| {
+        let bob = bob.clone();
+        let room = room.to_owned();
+        async move { bob.messages(&room, "b", None, 1).await["chunk"][0]["event_id"].clone() }
+    };
+    let state = state_of(&room).await;
+    let (create, power) = (
+        id_in(&state, "m.room.create", ""),
+        id_in(&state, "m.room.power_levels", ""),
+    );
+    let (alice_member, carol_member) = (
+        id_in(&state, "m.room.member", &alice.user_id),
+        id_in(&state, "m.room.member", &carol.user_id),
+    );
+    let as_a = Impersonator::of(&a);
+    let (ban_id, ban) = as_a.sign_pdu(json!({
+        "type": "m.room.member", "state_key": carol.user_id, "room_id": room,
+        "sender": alice.user_id, "content": {"membership": "ban"},
+        "prev_events": [latest(&room).await], "depth": 100, "origin_server_ts": now,
+        "auth_events": [create, power, alice_member, carol_member],
+    }));
+    let (banned_id, banned) = as_a.sign_pdu(json!({
+        "type": "m.room.message", "room_id": room, "sender": carol.user_id,
+        "content": {"msgtype": "m.text", "body": "after my ban"},
+        "prev_events": [ban_id], "depth": 101, "origin_server_ts": now,
+        "auth_events": [create, power, carol_member],
+    }));
+    let other_state = state_of(&other).await;
+    let (elsewhere_id, elsewhere) = as_a.sign_pdu(json!({
+        "type": "m.room.message", "room_id": other, "sender": alice.user_id,
+        "content": {"msgtype": "m.text", "body": "meanwhile, elsewhere"},
+        "prev_events": [latest(&other).await], "depth": 100, "origin_server_ts": now,
+        "auth_events": [
+            id_in(&other_state, "m.room.create", ""),
+            id_in(&other_state, "m.room.power_levels", ""),
+            id_in(&other_state, "m.room.member", &alice.user_id),
+        ],
+    }));
+    let (after_id, after) = as_a.sign_pdu(json!({
+        "type": "m.room.message", "room_id": room, "sender": alice.user_id,
+        "content": {"msgtype": "m.text", "body": "carol is out"},
+        "prev_events": [ban_id], "depth": 101, "origin_server_ts": now,
+        "auth_events": [create, power, alice_member],
+    }));
+    let transaction = json!({
+        "origin": a.name, "origin_server_ts": now,
+        "pdus": [ban, elsewhere, banned, after],
+    });
+    let (status, answer) = as_a
+        .put(&b, "/_matrix/federation/v1/send/in-order-1", &transaction)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    for id in [&ban_id, &banned_id, &elsewhere_id, &after_id] {
+        // Soft-failing is not refusing: every one is answered as accepted.
+        assert!(answer["pdus"][id]["error"].is_null(), "{id}: {answer}");
+    }
+
+    // Bob's server holds the ban and both rooms' messages, not the banned
+    // user's message: the later message is the barrier.
+    let shown = |room: &str, id: &str| {
+        let bob = bob.clone();
+        let path = format!("{V3}/rooms/{}/event/{}", enc(room), enc(id));
+        async move { bob.get(&path).await.0 }
+    };
+    assert_eq!(shown(&room, &after_id).await, 200);
+    assert_eq!(shown(&other, &elsewhere_id).await, 200);
+    assert_eq!(shown(&room, &ban_id).await, 200);
+    shows_membership(&bob, &room, &carol.user_id, "ban").await;
+    assert_eq!(shown(&room, &banned_id).await, 404);
+}

@@ -162,7 +162,7 @@ async fn sync_token(client: &Client) -> String {
 }
 
 #[tokio::test]
-async fn typing_and_read_receipts_cross_between_tern_and_synapse() {
+async fn typing_read_receipts_and_presence_cross_between_tern_and_synapse() {
     let synapse = tokio::task::spawn_blocking(Synapse::start).await.unwrap();
     let tern = FederatingTern::start().await;
     let alice = Client::register(&tern.server, "alice").await;
@@ -226,12 +226,33 @@ async fn typing_and_read_receipts_cross_between_tern_and_synapse() {
         })
     })
     .await;
+
+    // Presence, each way: a status set on one server shows on the other.
+    let status = |user: &str| format!("{V3}/presence/{}/status", enc(user));
+    let away = json!({"presence": "unavailable", "status_msg": "at lunch"});
+    assert_ok(alice.put(&status(&alice.user_id), &away).await);
+    eventually("Synapse shows alice at lunch", async || {
+        let (code, shown) = bob.get(&status(&alice.user_id)).await;
+        (code == 200 && shown["presence"] == "unavailable" && shown["status_msg"] == "at lunch")
+            .then_some(())
+            .ok_or(shown)
+    })
+    .await;
+    let back = json!({"presence": "online", "status_msg": "back from lunch"});
+    assert_ok(bob.put(&status(&bob.user_id), &back).await);
+    eventually("Tern shows bob back", async || {
+        let (code, shown) = alice.get(&status(&bob.user_id)).await;
+        (code == 200 && shown["presence"] == "online" && shown["status_msg"] == "back from lunch")
+            .then_some(())
+            .ok_or(shown)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn synapse_down_catches_up_on_what_was_sent_meanwhile() {
     let synapse = tokio::task::spawn_blocking(Synapse::start).await.unwrap();
-    let tern = FederatingTern::start().await;
+    let mut tern = FederatingTern::start().await;
     let alice = Client::register(&tern.server, "alice").await;
     let bob = Client::register_at(&synapse.client_url, "bob").await;
     let room = alice.create_room(&json!({"preset": "public_chat"})).await;
@@ -277,6 +298,51 @@ async fn synapse_down_catches_up_on_what_was_sent_meanwhile() {
         let expected: Vec<String> = (0..3).map(|n| format!("while you were away {n}")).collect();
         (bodies == expected).then_some(()).ok_or(bodies)
     })
+    .await;
+
+    // Again, and this time Tern is killed (`kill -9`) with the messages
+    // still queued for Synapse: the queue in memory is gone, but what
+    // Synapse has not accepted is sent after the restart.
+    let synapse = tokio::task::spawn_blocking(move || {
+        let mut synapse = synapse;
+        synapse.stop();
+        synapse
+    })
+    .await
+    .unwrap();
+    for n in 0..2 {
+        alice
+            .send_text(
+                &room,
+                &format!("crash{n}"),
+                &format!("before the crash {n}"),
+            )
+            .await;
+    }
+    tern.server.kill_hard();
+    tern.server.restart().await;
+    let synapse = tokio::task::spawn_blocking(move || {
+        let mut synapse = synapse;
+        synapse.start_again();
+        synapse
+    })
+    .await
+    .unwrap();
+    bob.send_text(&room, "b2", "back once more").await;
+    eventually(
+        "Synapse shows what Tern sent before it crashed",
+        async || {
+            let bodies: Vec<String> = synapse_history(&bob, &room)
+                .await
+                .iter()
+                .rev()
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .filter(|body| body.starts_with("before the crash"))
+                .collect();
+            let expected: Vec<String> = (0..2).map(|n| format!("before the crash {n}")).collect();
+            (bodies == expected).then_some(()).ok_or(bodies)
+        },
+    )
     .await;
     drop(synapse);
 }

@@ -45,6 +45,7 @@ struct Stores {
     rooms: Arc<dyn crate::store::RoomStore>,
     receipts: Arc<dyn crate::store::ReceiptStore>,
     push: Arc<dyn crate::store::PushStore>,
+    federation: Arc<dyn crate::store::FederationStore>,
     media_metadata: Arc<dyn crate::store::media::MediaMetadataStore>,
 }
 
@@ -55,6 +56,7 @@ impl Stores {
             + crate::store::RoomStore
             + crate::store::ReceiptStore
             + crate::store::PushStore
+            + crate::store::FederationStore
             + crate::store::media::MediaMetadataStore
             + 'static,
     {
@@ -63,6 +65,7 @@ impl Stores {
             rooms: engine.clone(),
             receipts: engine.clone(),
             push: engine.clone(),
+            federation: engine.clone(),
             media_metadata: engine,
         }
     }
@@ -143,6 +146,7 @@ async fn node_on_stores(
         rate_limits: Some(shared.ephemeral.clone()),
         receipts: stores.receipts.clone(),
         push: stores.push.clone(),
+        federation: stores.federation.clone(),
         media: crate::store::media::open(&config).await.unwrap(),
         media_metadata: stores.media_metadata.clone(),
     };

@@ -7,6 +7,7 @@ mod history;
 mod keys;
 mod media;
 mod membership;
+mod openid;
 mod query;
 mod transactions;
 mod version;
@@ -92,6 +93,10 @@ pub fn routes() -> Router<Arc<Services>> {
         .route(
             "/_matrix/federation/v1/get_missing_events/{room_id}",
             post(history::get_missing_events),
+        )
+        .route(
+            "/_matrix/federation/v1/openid/userinfo",
+            get(openid::userinfo),
         )
         .route("/.well-known/matrix/server", get(version::well_known))
 }

@@ -24,6 +24,7 @@ pub mod join;
 pub mod keys;
 pub mod media;
 pub mod missing;
+pub mod presence;
 pub mod sender;
 
 use std::collections::BTreeMap;

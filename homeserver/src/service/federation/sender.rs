@@ -6,8 +6,12 @@
 //! or sends us a request.
 //!
 //! The queue is in memory and fed by the node that committed the events,
-//! so each event goes out once per destination even on a cluster. Not yet:
-//! a durable queue that survives a restart (issue 18).
+//! so each event goes out once per destination even on a cluster. What
+//! makes it durable is the event log itself: each answered transaction
+//! records, per room, the latest of our events the destination accepted
+//! ([`FederationStore::set_sent`]), and at start [`Outbox::resume`] queues
+//! again our events after that for every server in our rooms, so neither
+//! a restart nor `kill -9` loses an event another server has yet to get.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,13 +19,17 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::Rng;
-use ruma_common::{MilliSecondsSinceUnixEpoch, OwnedServerName, OwnedTransactionId, TransactionId};
+use ruma_common::{
+    MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedServerName, OwnedTransactionId, RoomId,
+    ServerName, TransactionId,
+};
 use ruma_federation_api::transactions::send_transaction_message;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::FederationService;
+use crate::store::{FederationStore, RoomStore, StoreResult, StreamPos};
 
 /// PDUs and EDUs per transaction (the spec's limits).
 const MAX_PDUS: usize = 50;
@@ -29,6 +37,9 @@ const MAX_EDUS: usize = 100;
 /// EDUs kept for a destination that does not answer: typing and receipts
 /// are soon stale, so the oldest go first.
 const MAX_QUEUED_EDUS: usize = 1000;
+/// Our events of one room queued again for a server at start, at most: the
+/// latest ones; it fetches any before them it lacks (`get_missing_events`).
+const RESUME_PER_ROOM: usize = 100;
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -40,35 +51,98 @@ pub struct Outbox {
 
 struct Inner {
     federation: Arc<FederationService>,
+    progress: Arc<dyn FederationStore>,
     queues: Mutex<HashMap<OwnedServerName, Arc<Queue>>>,
     shutdown: CancellationToken,
 }
 
+/// One of our events on its way to one server.
+#[derive(Clone)]
+struct QueuedPdu {
+    pdu: Box<RawValue>,
+    room_id: OwnedRoomId,
+    stream: StreamPos,
+}
+
 #[derive(Default)]
 struct Queue {
-    pdus: Mutex<VecDeque<Box<RawValue>>>,
+    pdus: Mutex<VecDeque<QueuedPdu>>,
     edus: Mutex<VecDeque<Box<RawValue>>>,
     wake: Notify,
 }
 
 impl Outbox {
-    pub fn new(federation: Arc<FederationService>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        federation: Arc<FederationService>,
+        progress: Arc<dyn FederationStore>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 federation,
+                progress,
                 queues: Mutex::default(),
                 shutdown,
             }),
         }
     }
 
-    /// Queues `pdu` for each of `destinations`.
-    pub fn send(&self, pdu: &RawValue, destinations: impl IntoIterator<Item = OwnedServerName>) {
+    /// Queues `pdu`, our event of `room_id` at `stream`, for each of
+    /// `destinations`.
+    pub fn send(
+        &self,
+        pdu: &RawValue,
+        room_id: &RoomId,
+        stream: StreamPos,
+        destinations: impl IntoIterator<Item = OwnedServerName>,
+    ) {
         for destination in destinations {
             let queue = self.queue(destination);
-            queue.pdus.lock().push_back(pdu.to_owned());
+            queue.pdus.lock().push_back(QueuedPdu {
+                pdu: pdu.to_owned(),
+                room_id: room_id.to_owned(),
+                stream,
+            });
             queue.wake.notify_one();
         }
+    }
+
+    /// At start: queues again, for every other server in our rooms, our
+    /// events it has not accepted yet (those after the latest it did, or
+    /// after its users joined), oldest first. On a cluster every node does
+    /// so when it starts; an event another node is still sending may then
+    /// go out twice, which the receiver ignores.
+    pub async fn resume(&self, rooms: &dyn RoomStore, ours: &ServerName) -> StoreResult<usize> {
+        let head = rooms.events_position().await?;
+        let mut queued = 0;
+        for destination in self.inner.progress.destinations(ours).await? {
+            let after = destination.sent_upto.map_or(destination.joined_at, |sent| {
+                sent.max(destination.joined_at)
+            });
+            if after >= head {
+                continue;
+            }
+            let slices = rooms
+                .recent_events(
+                    std::slice::from_ref(&destination.room_id),
+                    after,
+                    head,
+                    RESUME_PER_ROOM,
+                )
+                .await?;
+            let events = slices.into_iter().flat_map(|(_, slice)| slice.events);
+            for event in events.filter(|e| e.sender.server_name() == ours) {
+                match serde_json::value::to_raw_value(event.pdu.as_ref()) {
+                    Ok(raw) => {
+                        let server = destination.server.clone();
+                        self.send(&raw, &event.room_id, event.stream, [server]);
+                        queued += 1;
+                    }
+                    Err(err) => tracing::error!(%err, "a stored event could not be queued"),
+                }
+            }
+        }
+        Ok(queued)
     }
 
     /// Queues the EDU `edu` for each of `destinations`.
@@ -108,7 +182,7 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
     let mut backoff = MIN_BACKOFF;
     let waker = inner.federation.waker(&destination);
     loop {
-        let batch: Vec<Box<RawValue>> = {
+        let batch: Vec<QueuedPdu> = {
             let pdus = queue.pdus.lock();
             pdus.iter().take(MAX_PDUS).cloned().collect()
         };
@@ -124,16 +198,12 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
         }
         let txn_id = TransactionId::new();
         loop {
-            let sent = send_once(
-                &inner.federation,
-                &destination,
-                &txn_id,
-                batch.clone(),
-                edus.clone(),
-            );
+            let pdus = batch.iter().map(|q| q.pdu.clone()).collect();
+            let sent = send_once(&inner.federation, &destination, &txn_id, pdus, edus.clone());
             match sent.await {
                 Ok(()) => {
                     queue.pdus.lock().drain(..batch.len());
+                    record_progress(inner.progress.as_ref(), &destination, &batch).await;
                     // Some of these may have been dropped for newer ones
                     // meanwhile: drop what was sent, as far as it is there.
                     let mut queued = queue.edus.lock();
@@ -156,6 +226,28 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
                 }
             }
         }
+    }
+}
+
+/// Notes how far the destination has each room's events (what a restart
+/// resumes from). Failing costs only events sent again after a restart.
+async fn record_progress(
+    store: &dyn FederationStore,
+    destination: &ServerName,
+    sent: &[QueuedPdu],
+) {
+    let mut upto: Vec<(&RoomId, StreamPos)> = Vec::new();
+    for q in sent {
+        match upto.iter_mut().find(|(room, _)| *room == q.room_id) {
+            Some((_, at)) => *at = (*at).max(q.stream),
+            None => upto.push((&q.room_id, q.stream)),
+        }
+    }
+    if upto.is_empty() {
+        return;
+    }
+    if let Err(err) = store.set_sent(destination, &upto).await {
+        tracing::warn!(%destination, %err, "recording federation progress failed");
     }
 }
 

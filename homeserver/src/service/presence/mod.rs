@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 mod connections;
+mod remote;
 mod tracker;
 
 use super::accounts::random_token;
@@ -44,6 +45,7 @@ use crate::store::{
     AccountStore, ConnectionLeases, EventBus, PresenceRecord, PresenceState, PresenceStore,
     RoomStore, StreamPos,
 };
+pub use remote::RemotePresence;
 use tracker::{Inner, Leases, Timers};
 
 /// The account data type with which a user hides their presence.
@@ -179,6 +181,9 @@ pub struct PresenceSources {
     pub accounts: Arc<dyn AccountStore>,
     pub rooms: Arc<dyn RoomStore>,
     pub notifier: Arc<Notifier>,
+    /// Where announced changes of local users go to be sent to other
+    /// servers (`None` when not federating).
+    pub changes: Option<tokio::sync::mpsc::UnboundedSender<OwnedUserId>>,
 }
 
 impl PresenceService {
@@ -194,6 +199,7 @@ impl PresenceService {
             accounts,
             rooms,
             notifier,
+            changes,
         } = sources;
         // Unique per process: leases name the node a user syncs on.
         let leases = leases.map(|store| Leases {
@@ -210,6 +216,7 @@ impl PresenceService {
             timers: Mutex::new(Timers::default()),
             nudge: Notify::new(),
             announcing: tokio::sync::Mutex::new(()),
+            changes,
         });
         if inner.config.enabled {
             tokio::spawn(inner.clone().run_timers(shutdown.clone()));
@@ -360,15 +367,19 @@ impl PresenceService {
     }
 
     /// Whether the user has a sync open, or had one within the offline
-    /// grace period (between two long-polls): on this node, or in a cluster
-    /// on any node. Always false with presence off.
+    /// grace period (between two long-polls), and has not said they are
+    /// offline: on this node, or in a cluster on any node. Always false with
+    /// presence off.
     pub async fn is_connected(&self, user_id: &UserId) -> bool {
         let grace = self.inner.config.offline_after.as_millis() as i64;
         let here = {
             let local = self.inner.local.lock();
-            local
-                .get(user_id)
-                .is_some_and(|e| e.syncing > 0 || now_ms() - e.last_sync_end < grace)
+            local.get(user_id).is_some_and(|e| {
+                // Offline said explicitly (closing the app, a background
+                // sync) is disconnected at once, whatever the timers say.
+                e.record.state != PresenceState::Offline
+                    && (e.syncing > 0 || now_ms() - e.last_sync_end < grace)
+            })
         };
         let Some(leases) = self
             .inner
@@ -379,9 +390,22 @@ impl PresenceService {
             return here;
         };
         match leases.store.connected_node(user_id).await {
-            Ok(node) => node.is_some(),
+            Ok(Some(_)) => self.not_offline(user_id).await,
+            Ok(None) => false,
             Err(err) => {
                 tracing::warn!(%err, "reading a connection lease failed");
+                false
+            }
+        }
+    }
+
+    /// Whether the user's stored presence is anything but offline (their
+    /// connection lives on another node, which announced any change).
+    async fn not_offline(&self, user_id: &UserId) -> bool {
+        match self.inner.store.get_presence(user_id).await {
+            Ok(record) => record.is_some_and(|r| r.state != PresenceState::Offline),
+            Err(err) => {
+                tracing::warn!(%err, "reading a presence failed");
                 false
             }
         }

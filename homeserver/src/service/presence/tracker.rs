@@ -63,6 +63,9 @@ pub(super) struct Inner {
     /// Serialises announcements, so the store never ends on an older state
     /// than the last one announced.
     pub(super) announcing: tokio::sync::Mutex<()>,
+    /// Told of each announced change of a local user, when other servers
+    /// are to hear of it (federating).
+    pub(super) changes: Option<tokio::sync::mpsc::UnboundedSender<OwnedUserId>>,
 }
 
 impl Inner {
@@ -101,6 +104,9 @@ impl Inner {
                 };
                 if let Err(err) = self.bus.publish(notice).await {
                     tracing::warn!(%err, "publishing a presence notice failed");
+                }
+                if let Some(changes) = &self.changes {
+                    let _ = changes.send(user_id.to_owned());
                 }
             }
             Ok(None) => {}

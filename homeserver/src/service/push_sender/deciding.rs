@@ -267,9 +267,17 @@ impl Sender {
             if pushers.is_empty() {
                 continue;
             }
-            if !parts.notify_connected && parts.presence.is_connected(&user_id).await {
-                continue;
-            }
+            // A connected user's devices most likely get the message within
+            // moments: held, it is pushed only if none did.
+            let now = now_ms();
+            let hold = !parts.notify_connected && parts.presence.is_connected(&user_id).await;
+            let (due_ts, unless_received) = match hold {
+                true => (
+                    now + parts.delivery_grace_ms,
+                    Some((room_id.clone(), stream)),
+                ),
+                false => (now, None),
+            };
             let ruleset = parts.push_rules.get_ruleset(&user_id).await?;
             let outcome = prepared
                 .evaluate(&ruleset, &user_id, &display_name(&state, &user_id))
@@ -336,6 +344,8 @@ impl Sender {
                     pushkey: pusher.pushkey.clone(),
                     url,
                     body,
+                    due_ts,
+                    unless_received: unless_received.clone(),
                 });
             }
         }

@@ -47,7 +47,7 @@ use super::pushers::PusherService;
 use super::rooms::{now_ms, RoomService};
 use super::timeline_cache::TimelineCache;
 use super::unread::UnreadService;
-use crate::store::{EventBus, PushStore, QueuedPush, RoomStore};
+use crate::store::{EventBus, PushStore, QueuedPush, ReceiptStore, RoomStore};
 
 /// A gateway gets this long to answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,8 +80,13 @@ pub struct PushSenderParts {
     pub push_rules: Arc<PushRuleService>,
     pub unread: Arc<UnreadService>,
     pub presence: Arc<PresenceService>,
-    /// Push also to users connected right now.
+    /// Whether and by which device a user received a message.
+    pub receipts: Arc<dyn ReceiptStore>,
+    /// Push users connected right now at once, received or not.
     pub notify_connected: bool,
+    /// How long a connected user's notification waits for a device of
+    /// theirs to receive the message.
+    pub delivery_grace_ms: i64,
     /// Apps this server sends to FCM itself.
     pub fcm: Arc<Fcm>,
 }
@@ -151,6 +156,13 @@ impl Sender {
             };
             let took_all = due.len() >= free;
             for queued in due {
+                // Checked here, in due order, rather than on the sending
+                // task: a held notification is settled before any that
+                // fell due after it is sent.
+                if self.received(&queued).await {
+                    self.finish(queued.id).await;
+                    continue;
+                }
                 let Some(slot) = self.destinations.try_take(&queued.push.url) else {
                     // More for one destination than it may have in flight:
                     // back to the queue, due now and not an attempt; rounds
@@ -193,6 +205,32 @@ impl Sender {
                 _ = self.nudge.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// A held notification whose message a device of the user received (or
+    /// the user read) meanwhile: nothing to push. When the receipts cannot
+    /// be read it is pushed: a needless notification beats a lost one.
+    async fn received(&self, queued: &QueuedPush) -> bool {
+        let Some((room_id, stream)) = &queued.push.unless_received else {
+            return false;
+        };
+        let user_id = &queued.push.user_id;
+        if self.parts.unread.has_read(user_id, room_id, *stream) {
+            return true;
+        }
+        match self.parts.receipts.received_upto(user_id, room_id).await {
+            Ok(upto) => upto.is_some_and(|upto| upto >= *stream),
+            Err(err) => {
+                tracing::warn!(%err, "reading receipts for a held notification failed");
+                false
+            }
+        }
+    }
+
+    async fn finish(&self, id: i64) {
+        if let Err(err) = self.parts.store.finish_push(id).await {
+            tracing::warn!(%err, "updating the push outbox failed");
         }
     }
 

@@ -221,15 +221,25 @@ impl RoomService {
         Ok(())
     }
 
-    /// `forget` is accepted for rooms the user has left; it hides nothing yet.
+    /// `POST /forget`: a room the user left (or was banned from) is hidden
+    /// from their syncs and history reads until they are invited or join
+    /// again. Nothing to do for a room they were never in.
     pub async fn forget(&self, who: &Requester, room_id: &RoomId) -> ServiceResult<()> {
-        let state = self.state_snapshot(room_id).await?;
-        match state.as_ref().and_then(|s| s.membership(&who.user_id)) {
-            Some(MembershipState::Join | MembershipState::Invite) => Err(
-                ServiceError::invalid_param("You must leave the room before forgetting it"),
-            ),
-            _ => Ok(()),
+        let history = self.store.membership_history(room_id, &who.user_id).await?;
+        match history.last() {
+            Some((_, MembershipState::Leave | MembershipState::Ban)) | None => {}
+            Some(_) => {
+                return Err(ServiceError::invalid_param(
+                    "You must leave the room before forgetting it",
+                ))
+            }
         }
+        if let Some((stream, _)) = history.last() {
+            self.accounts
+                .forget_room(&who.user_id, room_id, *stream)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Sends a state event (`PUT /state/{type}/{stateKey}`).

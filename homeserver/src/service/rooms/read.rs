@@ -91,10 +91,15 @@ impl RoomService {
         room_id: &RoomId,
         user_id: &'a UserId,
     ) -> ServiceResult<Viewer<'a>> {
-        Ok(Viewer {
-            user_id,
-            history: self.store.membership_history(room_id, user_id).await?,
-        })
+        let mut history = self.store.membership_history(room_id, user_id).await?;
+        // A former member who forgot the room reads it as a stranger.
+        if let Some(&(stream, MembershipState::Leave | MembershipState::Ban)) = history.last() {
+            let forgotten = self.accounts.forgotten_rooms(user_id).await?;
+            if forgotten.contains(&(room_id.to_owned(), stream)) {
+                history.clear();
+            }
+        }
+        Ok(Viewer { user_id, history })
     }
 
     /// Refuses readers who never were in the room, unless it is world readable.

@@ -12,6 +12,13 @@ impl SyncService {
     /// events) from others since the last proof. Runs in the background; the sync does not wait.
     pub(super) fn acknowledge_delivery(&self, who: &Requester, since: SyncToken) {
         let upto = since.events.min(self.cache.watermark());
+        // Memberships are cached by the previous sync; without them, wait
+        // for the next one rather than query here (before moving the mark,
+        // so that sync's proof still covers these messages: a message
+        // without a delivered receipt is pushed).
+        let Some(memberships) = self.cache.memberships(&who.user_id) else {
+            return;
+        };
         let previous = {
             let mut delivered = self.delivered.lock();
             let previous = delivered.get(&who.user_id).copied().unwrap_or(0);
@@ -21,19 +28,15 @@ impl SyncService {
             delivered.insert(who.user_id.clone(), upto);
             previous
         };
-        // Memberships are cached by the previous sync; without them, wait
-        // for the next one rather than query here.
-        let Some(memberships) = self.cache.memberships(&who.user_id) else {
-            return;
-        };
         let mut receipts = Vec::new();
         for m in memberships
             .iter()
             .filter(|m| m.membership == MembershipState::Join)
         {
-            let Some(events) = self.cache.recent_shared(&m.room_id, previous, upto) else {
-                continue;
-            };
+            // The client holds everything up to `upto`: the latest message
+            // cached is enough, even if the cache does not reach back to
+            // the previous proof.
+            let events = self.cache.cached_shared(&m.room_id, previous, upto);
             // Ticks are for messages: state events (joins, names) get none.
             let last = events
                 .iter()

@@ -12,8 +12,8 @@ use crate::service::token::pagination_token;
 use crate::store::MembershipRecord;
 
 impl SyncService {
-    /// Each room left with its timeline up to the leave: what happened
-    /// between the token and the user's departure.
+    /// Each room left (and not forgotten since) with its timeline up to the
+    /// leave: what happened between the token and the user's departure.
     pub(super) async fn left_rooms(
         &self,
         pass: &Pass<'_>,
@@ -21,7 +21,13 @@ impl SyncService {
     ) -> ServiceResult<BTreeMap<OwnedRoomId, LeftRoom>> {
         let who = pass.who;
         let mut leave = BTreeMap::new();
-        for m in leaves {
+        if leaves.is_empty() {
+            return Ok(leave);
+        }
+        // A room the user forgot since leaving is theirs no more.
+        let forgotten = self.accounts.forgotten_rooms(&who.user_id).await?;
+        let forgot = |m: &MembershipRecord| forgotten.contains(&(m.room_id.clone(), m.stream));
+        for m in leaves.iter().filter(|m| !forgot(m)) {
             let slices = self
                 .rooms
                 .recent_events(

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ruma_common::{device_id, room_id, user_id};
+use ruma_common::{device_id, owned_room_id, room_id, user_id};
 use serde_json::json;
 
 use crate::store::{AccountStore, StoreError, UserRecord};
@@ -142,5 +142,48 @@ pub async fn account_store(store: Arc<dyn AccountStore>) {
             .await
             .unwrap(),
         Some(json!({"t": 1}))
+    );
+
+    // Forgotten rooms: per user, forgetting again moves the position.
+    let a = user_id!("@a:test");
+    assert!(store.forgotten_rooms(a).await.unwrap().is_empty());
+    store.forget_room(a, room_id!("!r:test"), 5).await.unwrap();
+    store.forget_room(a, room_id!("!s:test"), 6).await.unwrap();
+    store.forget_room(a, room_id!("!r:test"), 9).await.unwrap();
+    let mut forgotten = store.forgotten_rooms(a).await.unwrap();
+    forgotten.sort();
+    assert_eq!(
+        forgotten,
+        vec![
+            (owned_room_id!("!r:test"), 9),
+            (owned_room_id!("!s:test"), 6)
+        ]
+    );
+    assert!(store
+        .forgotten_rooms(user_id!("@b:test"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // OpenID tokens: valid until they expire; expired ones are swept.
+    store.create_openid_token("h1", a, 1_000, 0).await.unwrap();
+    assert_eq!(
+        store
+            .openid_token_user("h1", 1_000)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(a)
+    );
+    assert_eq!(store.openid_token_user("h1", 1_001).await.unwrap(), None);
+    assert_eq!(store.openid_token_user("h2", 0).await.unwrap(), None);
+    store
+        .create_openid_token("h2", a, 5_000, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.openid_token_user("h1", 0).await.unwrap(),
+        None,
+        "swept"
     );
 }

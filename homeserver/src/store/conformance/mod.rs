@@ -5,6 +5,7 @@
 //! and so on.
 
 mod accounts;
+mod federation;
 mod leases;
 mod presence;
 mod push;
@@ -14,6 +15,7 @@ mod rooms;
 mod typing;
 
 pub use accounts::account_store;
+pub use federation::federation_store;
 pub use leases::connection_leases;
 pub use presence::presence_store;
 pub use push::push_store;

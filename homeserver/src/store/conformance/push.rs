@@ -118,6 +118,13 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         pushkey: format!("k{n}"),
         url: "https://push.example/_matrix/push/v1/notify".into(),
         body: json!({"notification": {"n": n}}),
+        due_ts: 100,
+        unless_received: None,
+    };
+    // As read back once taken: due again when its lease ends.
+    let leased = |push: OutboxPush, until: i64| OutboxPush {
+        due_ts: until,
+        ..push
     };
     assert_eq!(store.next_push_due().await.unwrap(), None);
     assert!(store
@@ -134,8 +141,8 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         .is_empty());
     let due = store.claim_pushes(100, 1_000, 10, &[]).await.unwrap();
     assert_eq!(due.len(), 2);
-    assert_eq!(due[0].push, push(1));
-    assert_eq!(due[1].push, push(2));
+    assert_eq!(due[0].push, leased(push(1), 1_000));
+    assert_eq!(due[1].push, leased(push(2), 1_000));
     assert_eq!(due[0].attempts, 0);
     // Taken: leased until 1,000, so nobody else takes them before.
     assert!(store
@@ -190,11 +197,33 @@ pub async fn push_store(store: Arc<dyn PushStore>) {
         .await
         .unwrap();
     assert_eq!(skipped.len(), 1);
-    assert_eq!(skipped[0].push, fast);
+    assert_eq!(skipped[0].push, leased(fast, 1_000));
     let rest = store.claim_pushes(100, 1_000, 10, &[]).await.unwrap();
     assert_eq!(rest.len(), 1);
-    assert_eq!(rest[0].push, slow);
+    assert_eq!(rest[0].push, leased(slow, 1_000));
     for q in skipped.iter().chain(&rest) {
+        store.finish_push(q.id).await.unwrap();
+    }
+
+    // A held notification falls due at its own time and keeps what it is
+    // held for; the event's others are due at once.
+    let held = OutboxPush {
+        due_ts: 3_000,
+        unless_received: Some((super::room("!held:test"), 12)),
+        ..push(70)
+    };
+    assert!(store
+        .enqueue_pushes(10, vec![held.clone(), push(71)], 100)
+        .await
+        .unwrap());
+    assert_eq!(store.next_push_due().await.unwrap(), Some(100));
+    let now = store.claim_pushes(2_999, 5_000, 10, &[]).await.unwrap();
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].push, leased(push(71), 5_000));
+    let later = store.claim_pushes(3_000, 5_000, 10, &[]).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].push, leased(held, 5_000));
+    for q in now.iter().chain(&later) {
         store.finish_push(q.id).await.unwrap();
     }
 

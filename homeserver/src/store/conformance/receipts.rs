@@ -98,4 +98,27 @@ pub async fn receipt_store(store: Arc<dyn ReceiptStore>, _rooms: Arc<dyn RoomSto
         .await
         .unwrap()
         .is_empty());
+
+    // Received: delivered or read, whichever covers more; nothing for a
+    // user with neither or a room without any.
+    let rr = room_id!("!rr:test");
+    assert_eq!(
+        store.received_upto(user_id!("@a:t"), rr).await.unwrap(),
+        Some(11)
+    );
+    assert_eq!(
+        store.received_upto(user_id!("@b:t"), rr).await.unwrap(),
+        Some(5)
+    );
+    assert_eq!(
+        store.received_upto(user_id!("@c:t"), rr).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .received_upto(user_id!("@a:t"), room_id!("!other:test"))
+            .await
+            .unwrap(),
+        None
+    );
 }

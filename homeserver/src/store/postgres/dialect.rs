@@ -45,32 +45,42 @@ pub(super) const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 pub(super) async fn insert_outbox(
     tx: &mut Transaction<'_, Postgres>,
     pushes: Vec<OutboxPush>,
-    now_ts: i64,
 ) -> StoreResult<()> {
     let mut users = Vec::with_capacity(pushes.len());
     let mut apps = Vec::with_capacity(pushes.len());
     let mut keys = Vec::with_capacity(pushes.len());
     let mut urls = Vec::with_capacity(pushes.len());
     let mut bodies = Vec::with_capacity(pushes.len());
+    let mut due = Vec::with_capacity(pushes.len());
+    let mut hold_rooms = Vec::with_capacity(pushes.len());
+    let mut hold_streams = Vec::with_capacity(pushes.len());
     for push in pushes {
         users.push(String::from(push.user_id));
         apps.push(push.app_id);
         keys.push(push.pushkey);
         urls.push(push.url);
         bodies.push(push.body.to_string());
+        due.push(push.due_ts);
+        let (room, stream) = push.unless_received.unzip();
+        hold_rooms.push(room.map(String::from));
+        hold_streams.push(stream);
     }
     sqlx::query(
-        "INSERT INTO push_outbox (user_id, app_id, pushkey, url, body, next_ts) \
-         SELECT u, a, k, url, b, $6 FROM \
-         unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
-         WITH ORDINALITY AS t(u, a, k, url, b, ord) ORDER BY ord",
+        "INSERT INTO push_outbox \
+           (user_id, app_id, pushkey, url, body, next_ts, hold_room, hold_stream) \
+         SELECT u, a, k, url, b, d, hr, hs FROM \
+         unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
+                $7::text[], $8::bigint[]) \
+         WITH ORDINALITY AS t(u, a, k, url, b, d, hr, hs, ord) ORDER BY ord",
     )
     .bind(&users)
     .bind(&apps)
     .bind(&keys)
     .bind(&urls)
     .bind(&bodies)
-    .bind(now_ts)
+    .bind(&due)
+    .bind(&hold_rooms)
+    .bind(&hold_streams)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -43,6 +43,11 @@ async fn receipts_conformance() {
 }
 
 #[tokio::test]
+async fn federation_conformance() {
+    on_fresh_store!(|store| conformance::federation_store(store.clone(), store.clone()).await);
+}
+
+#[tokio::test]
 async fn push_conformance() {
     on_fresh_store!(|store| conformance::push_store(store.clone()).await);
 }

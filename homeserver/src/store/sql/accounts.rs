@@ -1,7 +1,7 @@
 //! [`AccountStore`] on either relational engine.
 
 use async_trait::async_trait;
-use ruma_common::{DeviceId, RoomId, UserId};
+use ruma_common::{DeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::Value;
 use sqlx::Row as _;
 
@@ -245,6 +245,76 @@ impl AccountStore for Store {
 
     async fn account_data_position(&self) -> StoreResult<StreamPos> {
         self.position(Stream::AccountData).await
+    }
+
+    async fn create_openid_token(
+        &self,
+        token_hash: &str,
+        user_id: &UserId,
+        expires_ts: i64,
+        now_ts: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM openid_tokens WHERE expires_ts < $1")
+            .bind(now_ts)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
+        )
+        .bind(token_hash)
+        .bind(user_id.as_str())
+        .bind(expires_ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn openid_token_user(
+        &self,
+        token_hash: &str,
+        now_ts: i64,
+    ) -> StoreResult<Option<OwnedUserId>> {
+        let user: Option<String> = sqlx::query_scalar(
+            "SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts >= $2",
+        )
+        .bind(token_hash)
+        .bind(now_ts)
+        .fetch_optional(&self.pool)
+        .await?;
+        user.map(parse_id).transpose()
+    }
+
+    async fn forget_room(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        stream: StreamPos,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO forgotten_rooms (user_id, room_id, stream) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, room_id) DO UPDATE SET stream = excluded.stream",
+        )
+        .bind(user_id.as_str())
+        .bind(room_id.as_str())
+        .bind(stream)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn forgotten_rooms(
+        &self,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<(OwnedRoomId, StreamPos)>> {
+        let rows = sqlx::query("SELECT room_id, stream FROM forgotten_rooms WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((id(row, 0)?, row.try_get(1)?)))
+            .collect()
     }
 }
 

@@ -18,6 +18,7 @@
 //! timeline query, position counters) stay in the engine's own files.
 
 mod accounts;
+mod federation;
 mod media;
 mod push;
 mod receipts;

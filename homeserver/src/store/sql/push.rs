@@ -7,7 +7,7 @@ use sqlx::Row as _;
 
 use super::engine::{dialect, Store};
 use super::rows::{self, json, PUSHER_COLUMNS};
-use crate::store::{OutboxPush, PushStore, PusherRecord, QueuedPush, StoreResult};
+use crate::store::{parse_id, OutboxPush, PushStore, PusherRecord, QueuedPush, StoreResult};
 
 #[async_trait]
 impl PushStore for Store {
@@ -150,7 +150,7 @@ impl PushStore for Store {
         if !fresh {
             return Ok(false);
         }
-        dialect::insert_outbox(&mut tx, pushes, now_ts).await?;
+        dialect::insert_outbox(&mut tx, pushes).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -168,7 +168,8 @@ impl PushStore for Store {
             "UPDATE push_outbox SET next_ts = $2 WHERE id IN ( \
                SELECT id FROM push_outbox WHERE next_ts <= $1 AND NOT ({}) \
                ORDER BY next_ts, id LIMIT $3{}) \
-             RETURNING id, user_id, app_id, pushkey, url, body, attempts",
+             RETURNING id, user_id, app_id, pushkey, url, body, attempts, next_ts, \
+               hold_room, hold_stream",
             dialect::in_list("url", "$4"),
             dialect::SKIP_LOCKED
         ))
@@ -182,6 +183,12 @@ impl PushStore for Store {
         rows.iter()
             .map(|row| {
                 let body: String = row.try_get(5)?;
+                let hold_room: Option<String> = row.try_get(8)?;
+                let hold_stream: Option<i64> = row.try_get(9)?;
+                let unless_received = match (hold_room, hold_stream) {
+                    (Some(room), Some(stream)) => Some((parse_id(room)?, stream)),
+                    _ => None,
+                };
                 Ok(QueuedPush {
                     id: row.try_get(0)?,
                     push: OutboxPush {
@@ -190,6 +197,8 @@ impl PushStore for Store {
                         pushkey: row.try_get(3)?,
                         url: row.try_get(4)?,
                         body: json(&body)?,
+                        due_ts: row.try_get(7)?,
+                        unless_received,
                     },
                     attempts: row.try_get(6)?,
                 })

@@ -103,6 +103,21 @@ impl ReceiptStore for Store {
         Ok(out)
     }
 
+    async fn received_upto(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+    ) -> StoreResult<Option<StreamPos>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(event_stream) FROM receipts WHERE room_id = $1 AND user_id = $2 \
+             AND receipt_type IN ('tern.delivered', 'm.read', 'm.read.private')",
+        )
+        .bind(room_id.as_str())
+        .bind(user_id.as_str())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn receipt_times(
         &self,
         room_id: &RoomId,

@@ -43,19 +43,22 @@ pub(super) const SKIP_LOCKED: &str = "";
 pub(super) async fn insert_outbox(
     tx: &mut Transaction<'_, Sqlite>,
     pushes: Vec<OutboxPush>,
-    now_ts: i64,
 ) -> StoreResult<()> {
     for push in pushes {
+        let (hold_room, hold_stream) = push.unless_received.unzip();
         sqlx::query(
-            "INSERT INTO push_outbox (user_id, app_id, pushkey, url, body, next_ts) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO push_outbox \
+               (user_id, app_id, pushkey, url, body, next_ts, hold_room, hold_stream) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(push.user_id.as_str())
         .bind(&push.app_id)
         .bind(&push.pushkey)
         .bind(&push.url)
         .bind(push.body.to_string())
-        .bind(now_ts)
+        .bind(push.due_ts)
+        .bind(hold_room.as_ref().map(|r| r.as_str()))
+        .bind(hold_stream)
         .execute(&mut **tx)
         .await?;
     }

@@ -169,6 +169,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn federation_conformance() {
+        let (_dir, store) = open_temp().await;
+        conformance::federation_store(store.clone(), store).await;
+    }
+
+    #[tokio::test]
     async fn push_conformance() {
         let (_dir, store) = open_temp().await;
         conformance::push_store(store).await;

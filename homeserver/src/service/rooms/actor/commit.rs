@@ -101,12 +101,14 @@ impl Core {
             destinations,
         } = batch;
         let committed: Vec<Committed> = events.iter().map(Committed::from_new).collect();
-        let sends: Vec<Arc<Value>> = match (&self.outbox, destinations.is_empty()) {
+        // Each event for other servers, with its place in the round.
+        let sends: Vec<(usize, Arc<Value>)> = match (&self.outbox, destinations.is_empty()) {
             (Some(_), false) => events
                 .iter()
                 .zip(&outgoing)
-                .filter(|(_, out)| **out)
-                .map(|(event, _)| event.pdu.clone())
+                .enumerate()
+                .filter(|(_, (_, out))| **out)
+                .map(|(n, (event, _))| (n, event.pdu.clone()))
                 .collect(),
             _ => Vec::new(),
         };
@@ -115,9 +117,9 @@ impl Core {
                 let core = self.clone();
                 let room_id = room_id.to_owned();
                 tokio::spawn(async move {
-                    let committed_ok = core.finish(&room_id, durable, committed, owed).await;
-                    if committed_ok {
-                        core.send_out(&sends, destinations);
+                    let positions = core.finish(&room_id, durable, committed, owed).await;
+                    if let Some(positions) = positions {
+                        core.send_out(&room_id, &sends, &positions, destinations);
                     }
                 });
             }
@@ -132,29 +134,39 @@ impl Core {
     }
 
     /// Hands committed events to the federation outbox for the room's
-    /// other servers.
-    fn send_out(&self, pdus: &[Arc<Value>], destinations: Vec<OwnedServerName>) {
+    /// other servers, each with its stream position (how the outbox notes
+    /// what a destination accepted).
+    fn send_out(
+        &self,
+        room_id: &RoomId,
+        pdus: &[(usize, Arc<Value>)],
+        positions: &[StreamPos],
+        destinations: Vec<OwnedServerName>,
+    ) {
         let Some(outbox) = &self.outbox else {
             return;
         };
-        for pdu in pdus {
+        for (n, pdu) in pdus {
+            let Some(&stream) = positions.get(*n) else {
+                continue;
+            };
             match serde_json::value::to_raw_value(pdu.as_ref()) {
-                Ok(raw) => outbox.send(&raw, destinations.iter().cloned()),
+                Ok(raw) => outbox.send(&raw, room_id, stream, destinations.iter().cloned()),
                 Err(err) => tracing::error!(%err, "an event could not be queued for federation"),
             }
         }
     }
 
     /// Waits for a round to be durable, makes its events visible to syncs,
-    /// tells every node, and answers the requests. Returns whether the
-    /// round was committed.
+    /// tells every node, and answers the requests. Returns the events'
+    /// positions if the round was committed.
     async fn finish(
         self: &Arc<Self>,
         room_id: &RoomId,
         durable: Durable,
         committed: Vec<Committed>,
         owed: Vec<Owed>,
-    ) -> bool {
+    ) -> Option<Vec<StreamPos>> {
         match durable.await {
             Ok(positions) => {
                 let on_bus = self.publish(room_id, committed, &positions).await;
@@ -173,7 +185,7 @@ impl Core {
                 for Owed { reply, ids, .. } in owed {
                     let _ = reply.send(Ok(ids));
                 }
-                true
+                Some(positions)
             }
             Err(err) => {
                 // Nothing of the round was committed, but the head names its
@@ -206,7 +218,7 @@ impl Core {
                         }
                     }
                 }
-                false
+                None
             }
         }
     }

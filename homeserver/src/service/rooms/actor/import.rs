@@ -16,6 +16,7 @@ use crate::service::rooms::state::membership_of;
 use crate::store::NewEvent;
 
 /// One event to import: its id, sender, type, state key, depth and PDU.
+#[derive(Clone)]
 pub struct Imported {
     pub event_id: OwnedEventId,
     pub sender: OwnedUserId,
