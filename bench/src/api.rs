@@ -52,6 +52,10 @@ pub struct Api {
     turn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The node each registered user's token belongs to.
     homes: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// Each registered token's server name (from its user id), and each
+    /// room created here with the server of its creator: where to join it
+    /// through (a room id need not name a server).
+    servers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl Api {
@@ -87,6 +91,7 @@ impl Api {
             bases: std::sync::Arc::new(bases),
             turn: Default::default(),
             homes: Default::default(),
+            servers: Default::default(),
         })
     }
 
@@ -180,7 +185,14 @@ impl Api {
             .lock()
             .expect("homes")
             .insert(token.clone(), node);
-        Ok((str_field(&v, "user_id")?, token))
+        let user_id = str_field(&v, "user_id")?;
+        if let Some((_, server)) = user_id.split_once(':') {
+            self.servers
+                .lock()
+                .expect("servers")
+                .insert(token.clone(), server.to_owned());
+        }
+        Ok((user_id, token))
     }
 
     /// Creates a public room (so members can join without an invite).
@@ -194,11 +206,39 @@ impl Api {
                 Some(&body),
             )
             .await?;
-        str_field(&v, "room_id")
+        let room_id = str_field(&v, "room_id")?;
+        let mut servers = self.servers.lock().expect("servers");
+        if let Some(server) = servers.get(token).cloned() {
+            servers.insert(room_id.clone(), server);
+        }
+        Ok(room_id)
     }
 
+    /// Joins `room_id` through its creator's server (or the one its id
+    /// names): needed when the room is on another server, which Synapse
+    /// will not guess.
     pub async fn join(&self, token: &str, room_id: &str) -> anyhow::Result<()> {
-        let path = format!("{V3}/join/{}", encode_segment(room_id));
+        let creator = self.servers.lock().expect("servers").get(room_id).cloned();
+        let server = creator.or_else(|| room_id.split_once(':').map(|(_, s)| s.to_owned()));
+        match server {
+            Some(server) => self.join_via(token, room_id, &server).await,
+            None => {
+                let path = format!("{V3}/join/{}", encode_segment(room_id));
+                self.call(reqwest::Method::POST, &path, Some(token), Some(&json!({})))
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Joins `room_id` through `server` (`?server_name=`): a room of
+    /// another server.
+    pub async fn join_via(&self, token: &str, room_id: &str, server: &str) -> anyhow::Result<()> {
+        let path = format!(
+            "{V3}/join/{}?server_name={}",
+            encode_segment(room_id),
+            encode_segment(server)
+        );
         self.call(reqwest::Method::POST, &path, Some(token), Some(&json!({})))
             .await?;
         Ok(())

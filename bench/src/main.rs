@@ -22,6 +22,7 @@ mod chat_layout;
 mod fanout;
 mod idle;
 mod load;
+mod remote_join;
 mod report;
 mod setup;
 mod stats;
@@ -110,6 +111,9 @@ struct Args {
     /// fanout: messages to send (at --rate, default 10/s).
     #[arg(long, default_value_t = 50)]
     messages: u64,
+    /// remote-join: rooms to join, one first join each.
+    #[arg(long, default_value_t = 3)]
+    rooms: usize,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -122,6 +126,9 @@ enum Mode {
     Fanout,
     /// Many users in many small rooms, with typing and read receipts.
     Chat,
+    /// A user of the first server joins rooms of many members the second
+    /// server holds (`--users` members, `--rooms` rooms).
+    RemoteJoin,
 }
 
 /// The JSON report; field names are the contract with scripts and tests.
@@ -227,6 +234,15 @@ async fn main() -> anyhow::Result<()> {
                 prefix,
             };
             chat::run(&cfg, nofile, args.json.as_deref()).await?
+        }
+        Mode::RemoteJoin => {
+            let cfg = remote_join::RemoteJoinConfig {
+                url: args.url.clone(),
+                users: args.users.unwrap_or(1000),
+                rooms: args.rooms,
+                prefix,
+            };
+            remote_join::run(&cfg, args.json.as_deref()).await?
         }
     };
     if !ok {

@@ -143,6 +143,19 @@ async fn a_received_message_is_not_pushed_and_a_muted_room_is_silent() {
         delivered_to(&alice, &room, &seen_live, &bob).await
     })
     .await;
+    // An invite gets no delivered receipt (ticks are for messages), but a
+    // client that showed it and acknowledged it has it: not pushed either.
+    let private = alice
+        .create_room(&json!({"preset": "private_chat", "name": "Secret"}))
+        .await;
+    let since = next_batch(&bob.sync(None, 0, None).await);
+    assert_ok(alice.invite(&private, &bob.user_id).await);
+    let shown = bob
+        .sync_until(&since, WAIT, None, |sync| {
+            sync["rooms"]["invite"].get(private.as_str()).is_some()
+        })
+        .await;
+    bob.sync(Some(&next_batch(&shown)), 0, None).await;
 
     // He closes the app; the next message reaches no device of his and is
     // pushed, although he was syncing a moment ago. That push is also the
@@ -152,10 +165,12 @@ async fn a_received_message_is_not_pushed_and_a_muted_room_is_silent() {
     let after = alice.send(&room, "t2", &text("now you are gone")).await;
     gateway.wait_for(&after, WAIT).await;
     assert!(!delivered_to(&alice, &room, &after, &bob).await);
-    assert!(gateway
-        .received()
-        .iter()
-        .all(|n| n["event_id"] != seen_live));
+    let received = gateway.received();
+    assert!(received.iter().all(|n| n["event_id"] != seen_live));
+    assert!(
+        received.iter().all(|n| n["room_id"] != private.as_str()),
+        "the invite his app had was pushed: {received:?}"
+    );
 
     // A muted room sends nothing.
     let rule = format!("{V3}/pushrules/global/room/{}", enc(&room));

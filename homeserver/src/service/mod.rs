@@ -207,6 +207,7 @@ impl Services {
             push_rules.clone(),
         );
         let fcm = Arc::new(fcm::Fcm::from_config(&config.push.fcm)?);
+        let acks = Arc::new(sync::AckMarks::default());
         let pushers = Arc::new(
             PusherService::new(backends.push.clone(), fcm.clone(), backends.bus.clone()).await?,
         );
@@ -221,6 +222,7 @@ impl Services {
                 unread: unread.clone(),
                 presence: presence.clone(),
                 receipts: backends.receipts.clone(),
+                acks: acks.clone(),
                 notify_connected: config.push.notify_online_users,
                 delivery_grace_ms: config.push.delivery_grace_ms.min(i64::MAX as u64) as i64,
                 fcm,
@@ -253,6 +255,7 @@ impl Services {
                     unread: unread.clone(),
                     notifier,
                     sharing,
+                    acks: acks.clone(),
                 },
                 shutdown.clone(),
             ),

@@ -9,9 +9,13 @@
 //! so each event goes out once per destination even on a cluster. What
 //! makes it durable is the event log itself: each answered transaction
 //! records, per room, the latest of our events the destination accepted
-//! ([`FederationStore::set_sent`]), and at start [`Outbox::resume`] queues
-//! again our events after that for every server in our rooms, so neither
-//! a restart nor `kill -9` loses an event another server has yet to get.
+//! ([`FederationStore::set_sent`]; never past an event of the room still
+//! queued), and at start [`Outbox::resume`] queues again our events after
+//! that for every server in our rooms, so neither a restart nor `kill -9`
+//! loses an event another server has yet to get. An event committed in
+//! the moment before the crash but not yet handed to the queue reaches the
+//! other server when a later event names it as a parent: the receiver asks
+//! for it (`get_missing_events`), as Synapse's catch-up relies on too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,7 +33,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::FederationService;
-use crate::store::{FederationStore, RoomStore, StoreResult, StreamPos};
+use crate::store::{Direction, FederationStore, RoomStore, StoreResult, StoredEvent, StreamPos};
 
 /// PDUs and EDUs per transaction (the spec's limits).
 const MAX_PDUS: usize = 50;
@@ -40,6 +44,9 @@ const MAX_QUEUED_EDUS: usize = 1000;
 /// Our events of one room queued again for a server at start, at most: the
 /// latest ones; it fetches any before them it lacks (`get_missing_events`).
 const RESUME_PER_ROOM: usize = 100;
+/// Events of one room read, at most, to find them; and per read.
+const RESUME_SCAN: usize = 10_000;
+const RESUME_PAGE: usize = 500;
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -116,22 +123,13 @@ impl Outbox {
         let head = rooms.events_position().await?;
         let mut queued = 0;
         for destination in self.inner.progress.destinations(ours).await? {
-            let after = destination.sent_upto.map_or(destination.joined_at, |sent| {
-                sent.max(destination.joined_at)
-            });
+            // What it accepted last; never told anything, since it joined.
+            let after = destination.sent_upto.unwrap_or(destination.joined_at);
             if after >= head {
                 continue;
             }
-            let slices = rooms
-                .recent_events(
-                    std::slice::from_ref(&destination.room_id),
-                    after,
-                    head,
-                    RESUME_PER_ROOM,
-                )
-                .await?;
-            let events = slices.into_iter().flat_map(|(_, slice)| slice.events);
-            for event in events.filter(|e| e.sender.server_name() == ours) {
+            let unsent = ours_after(rooms, &destination.room_id, after, head, ours).await?;
+            for event in unsent {
                 match serde_json::value::to_raw_value(event.pdu.as_ref()) {
                     Ok(raw) => {
                         let server = destination.server.clone();
@@ -202,8 +200,12 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
             let sent = send_once(&inner.federation, &destination, &txn_id, pdus, edus.clone());
             match sent.await {
                 Ok(()) => {
-                    queue.pdus.lock().drain(..batch.len());
-                    record_progress(inner.progress.as_ref(), &destination, &batch).await;
+                    let waiting = {
+                        let mut pdus = queue.pdus.lock();
+                        pdus.drain(..batch.len());
+                        oldest_waiting(&pdus, &batch)
+                    };
+                    record_progress(inner.progress.as_ref(), &destination, &batch, &waiting).await;
                     // Some of these may have been dropped for newer ones
                     // meanwhile: drop what was sent, as far as it is there.
                     let mut queued = queue.edus.lock();
@@ -229,18 +231,46 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
     }
 }
 
+/// For each room of `sent`, the oldest of its events still queued: the
+/// queue is not in stream order (rounds are handed over as they become
+/// durable, and a restart's resume runs beside new sends).
+fn oldest_waiting(
+    queued: &VecDeque<QueuedPdu>,
+    sent: &[QueuedPdu],
+) -> Vec<(OwnedRoomId, StreamPos)> {
+    let mut oldest: Vec<(OwnedRoomId, StreamPos)> = Vec::new();
+    for q in queued {
+        if !sent.iter().any(|s| s.room_id == q.room_id) {
+            continue;
+        }
+        match oldest.iter_mut().find(|(room, _)| *room == q.room_id) {
+            Some((_, at)) => *at = (*at).min(q.stream),
+            None => oldest.push((q.room_id.clone(), q.stream)),
+        }
+    }
+    oldest
+}
+
 /// Notes how far the destination has each room's events (what a restart
-/// resumes from). Failing costs only events sent again after a restart.
+/// resumes from): the latest sent, but short of any event of the room still
+/// waiting in the queue. Failing costs only events sent again after a
+/// restart.
 async fn record_progress(
     store: &dyn FederationStore,
     destination: &ServerName,
     sent: &[QueuedPdu],
+    waiting: &[(OwnedRoomId, StreamPos)],
 ) {
     let mut upto: Vec<(&RoomId, StreamPos)> = Vec::new();
     for q in sent {
         match upto.iter_mut().find(|(room, _)| *room == q.room_id) {
             Some((_, at)) => *at = (*at).max(q.stream),
             None => upto.push((&q.room_id, q.stream)),
+        }
+    }
+    for (room, at) in &mut upto {
+        if let Some((_, oldest)) = waiting.iter().find(|(r, _)| r == room) {
+            *at = (*at).min(oldest - 1);
         }
     }
     if upto.is_empty() {
@@ -277,6 +307,42 @@ async fn send_once(
         }
     }
     Ok(())
+}
+
+/// Our events of a room after `after` up to `head`, oldest first: the
+/// latest [`RESUME_PER_ROOM`] of them, found among at most
+/// [`RESUME_SCAN`] events (other servers' are skipped, not counted).
+async fn ours_after(
+    rooms: &dyn RoomStore,
+    room_id: &RoomId,
+    after: StreamPos,
+    head: StreamPos,
+    ours: &ServerName,
+) -> StoreResult<VecDeque<StoredEvent>> {
+    let mut found = VecDeque::new();
+    let (mut from, mut scanned) = (after, 0);
+    while scanned < RESUME_SCAN {
+        let page = rooms
+            .room_events(room_id, from, Direction::Forward, RESUME_PAGE)
+            .await?;
+        let Some(last) = page.last().map(|e| e.stream) else {
+            break;
+        };
+        scanned += page.len();
+        for event in page.into_iter().take_while(|e| e.stream <= head) {
+            if event.sender.server_name() == ours {
+                found.push_back(event);
+                if found.len() > RESUME_PER_ROOM {
+                    found.pop_front();
+                }
+            }
+        }
+        if last >= head {
+            break;
+        }
+        from = last;
+    }
+    Ok(found)
 }
 
 /// `base` times a factor in [0.8, 1.4), so retries of many destinations

@@ -15,7 +15,7 @@ use crate::store::{PresenceRecord, StreamNotice};
 use ruma_events::room::member::MembershipState;
 
 /// Most updates one EDU may carry before the rest are dropped.
-const MAX_PER_EDU: usize = 500;
+const MAX_PER_EDU: usize = 100;
 
 /// One user's presence in an `m.presence` EDU's `push` list.
 #[derive(Debug, Deserialize, Serialize)]
@@ -122,7 +122,18 @@ impl PresenceService {
             last_active_ts: now - ago,
             hidden: false,
         };
-        match self.inner.store.set_presence(user_id, record, true).await {
+        // Only a change of state or status is news for syncs; a refresh
+        // (a server's periodic ping) just moves last active.
+        let announce = match self.inner.store.get_presence(user_id).await {
+            Ok(Some(known)) => known.state != record.state || known.status_msg != record.status_msg,
+            _ => true,
+        };
+        match self
+            .inner
+            .store
+            .set_presence(user_id, record, announce)
+            .await
+        {
             Ok(Some(stream)) => {
                 let notice = StreamNotice::Presence {
                     stream,

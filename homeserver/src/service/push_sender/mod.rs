@@ -45,6 +45,7 @@ use super::presence::PresenceService;
 use super::push_rules::PushRuleService;
 use super::pushers::PusherService;
 use super::rooms::{now_ms, RoomService};
+use super::sync::AckMarks;
 use super::timeline_cache::TimelineCache;
 use super::unread::UnreadService;
 use crate::store::{EventBus, PushStore, QueuedPush, ReceiptStore, RoomStore};
@@ -82,6 +83,8 @@ pub struct PushSenderParts {
     pub presence: Arc<PresenceService>,
     /// Whether and by which device a user received a message.
     pub receipts: Arc<dyn ReceiptStore>,
+    /// How far users' clients on this node acknowledged holding events.
+    pub acks: Arc<AckMarks>,
     /// Push users connected right now at once, received or not.
     pub notify_connected: bool,
     /// How long a connected user's notification waits for a device of
@@ -216,7 +219,9 @@ impl Sender {
             return false;
         };
         let user_id = &queued.push.user_id;
-        if self.parts.unread.has_read(user_id, room_id, *stream) {
+        if self.parts.unread.has_read(user_id, room_id, *stream)
+            || self.parts.acks.upto(user_id) >= *stream
+        {
             return true;
         }
         match self.parts.receipts.received_upto(user_id, room_id).await {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use ruma_common::room_version_rules::RoomVersionRules;
 use ruma_common::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, ServerName};
-use ruma_events::StateEventType;
+use ruma_events::{StateEventType, TimelineEventType};
 use ruma_state_res::auth_types_for_event;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -146,13 +146,20 @@ impl RoomService {
             let reason = format!("the room's server ACL denies {origin}");
             return Ok(Err((id, reason)));
         }
+        // An origin speaks only for its own users (checked before the
+        // signatures, so a stranger's PDU costs no key fetch).
+        if peek.sender.server_name() != origin {
+            let reason = format!("{} is not a user of {origin}", peek.sender);
+            return Ok(Err((id, reason)));
+        }
         let pdu = match federation.check_pdu(raw, &room.version).await {
             Ok(pdu) => pdu,
             Err(err) => return Ok(Err((id, err.to_string()))),
         };
-        // An origin speaks only for its own users.
-        if peek.sender.server_name() != origin {
-            let reason = format!("{} is not a user of {origin}", peek.sender);
+        // A room we hold has its create event: another one, or any event
+        // without a parent, would start the room again.
+        if pdu.kind == TimelineEventType::RoomCreate || pdu.prev_events.is_empty() {
+            let reason = "the room exists: no second create event or root".to_owned();
             return Ok(Err((id, reason)));
         }
         Ok(Ok(pdu))
@@ -160,9 +167,16 @@ impl RoomService {
 
     /// Fills the run's gaps, then authorizes and appends it.
     async fn accept_run(&self, origin: &ServerName, run: Run) -> Vec<(OwnedEventId, PduResult)> {
-        self.fill_gaps(origin, &run).await;
-        let ids: Vec<OwnedEventId> = run.pdus.iter().map(|p| p.event_id.clone()).collect();
-        match self.authorize_and_import(&run.room, run.pdus).await {
+        let Run { mut room, pdus } = run;
+        if self.fill_gaps(origin, &room, &pdus).await {
+            // What the gap brought (a join, a power change) is state the
+            // run is authorized against.
+            if let Ok(fresh) = self.room_for_pdus(&room.room_id).await {
+                room = Arc::new(fresh);
+            }
+        }
+        let ids: Vec<OwnedEventId> = pdus.iter().map(|p| p.event_id.clone()).collect();
+        match self.authorize_and_import(&room, pdus).await {
             Ok(each) => each,
             Err(err) => {
                 let reason = err.to_string();
@@ -178,15 +192,14 @@ impl RoomService {
     /// extremities and the run's PDUs that lack them, and accepts those
     /// (checked and authorized like any PDU; sent by any server's users,
     /// since they are the room's history) oldest first. A gap that cannot
-    /// be filled is left open: the run is still accepted.
-    async fn fill_gaps(&self, origin: &ServerName, run: &Run) {
+    /// be filled is left open: the run is still accepted. Whether any event
+    /// was imported.
+    async fn fill_gaps(&self, origin: &ServerName, room: &Room, pdus: &[RemotePdu]) -> bool {
         let Some(federation) = &self.federation else {
-            return;
+            return false;
         };
-        let room = &run.room;
-        let in_run: HashSet<&OwnedEventId> = run.pdus.iter().map(|p| &p.event_id).collect();
-        let mut prevs: Vec<OwnedEventId> = run
-            .pdus
+        let in_run: HashSet<&OwnedEventId> = pdus.iter().map(|p| &p.event_id).collect();
+        let mut prevs: Vec<OwnedEventId> = pdus
             .iter()
             .flat_map(|p| p.prev_events.iter())
             .filter(|id| !in_run.contains(id))
@@ -196,10 +209,9 @@ impl RoomService {
         prevs.dedup();
         let known: HashSet<OwnedEventId> = match self.store.get_events(&prevs).await {
             Ok(known) => known.into_iter().map(|e| e.event_id).collect(),
-            Err(_) => return,
+            Err(_) => return false,
         };
-        let latest: Vec<OwnedEventId> = run
-            .pdus
+        let latest: Vec<OwnedEventId> = pdus
             .iter()
             .filter(|p| {
                 p.prev_events
@@ -209,11 +221,11 @@ impl RoomService {
             .map(|p| p.event_id.clone())
             .collect();
         if latest.is_empty() {
-            return;
+            return false;
         }
         let earliest = match self.head(&room.room_id).await {
             Ok(Some(head)) => head.extremities,
-            _ => return,
+            _ => return false,
         };
         let missing = federation
             .missing_events(origin, &room.room_id, earliest, latest)
@@ -222,7 +234,7 @@ impl RoomService {
             Ok(missing) => missing,
             Err(err) => {
                 tracing::info!(%origin, room_id = %room.room_id, error = %err, "could not fetch missing events");
-                return;
+                return false;
             }
         };
         let mut checked = Vec::with_capacity(missing.len());
@@ -238,6 +250,9 @@ impl RoomService {
                 Err(err) => tracing::info!(%origin, error = %err, "refused a missing event"),
             }
         }
+        if checked.is_empty() {
+            return false;
+        }
         checked.sort_by_key(|event| event.depth);
         match self.authorize_and_import(room, checked).await {
             Ok(each) => {
@@ -246,8 +261,12 @@ impl RoomService {
                         tracing::info!(%origin, %event_id, %error, "refused a missing event");
                     }
                 }
+                true
             }
-            Err(err) => tracing::info!(%origin, error = %err, "missing events not imported"),
+            Err(err) => {
+                tracing::info!(%origin, error = %err, "missing events not imported");
+                false
+            }
         }
     }
 
@@ -270,7 +289,9 @@ impl RoomService {
         wanted.dedup();
         let stored = self.store.get_events(&wanted).await?;
         let mut auth = HashMap::with_capacity(stored.len());
-        for event in stored {
+        // Another room's events are never this room's auth events (and its
+        // create event must not stand in for this room's).
+        for event in stored.into_iter().filter(|e| e.room_id == room.room_id) {
             let id = event.event_id.clone();
             auth.insert(event.event_id, trusted(id, &event.pdu).map_err(reject)?);
         }
@@ -280,7 +301,10 @@ impl RoomService {
         let mut seen = HashSet::with_capacity(pdus.len());
         for pdu in pdus {
             let id = pdu.event_id.clone();
-            if auth.contains_key(&id) || !seen.insert(id.clone()) {
+            if !seen.insert(id.clone()) {
+                continue; // twice in one transaction: the first answer stands
+            }
+            if auth.contains_key(&id) {
                 outcome.push((id, Ok(()))); // sent again: already ours
                 continue;
             }
@@ -308,35 +332,55 @@ impl RoomService {
 
     /// Appends the accepted events in one import; should that fail (one of
     /// them arrived meanwhile by another transaction, say), one by one, so
-    /// each gets its own answer and none is lost for another's sake.
+    /// each gets its own answer and none is lost for another's sake. An
+    /// event found stored after a failed append is accepted.
     async fn import_each_if_need_be(
         &self,
         room_id: &RoomId,
         accepted: Vec<Imported>,
         outcome: &mut [(OwnedEventId, PduResult)],
     ) {
-        let retry = match accepted.len() {
+        let one_by_one = match accepted.len() {
             0 => return,
-            1 => Vec::new(),
-            _ => accepted.clone(),
+            1 => None,
+            _ => Some(accepted.clone()),
         };
         let ids: Vec<OwnedEventId> = accepted.iter().map(|e| e.event_id.clone()).collect();
         let Err(err) = self.import(room_id, accepted, ImportAs::Received).await else {
             return;
         };
         let mut answers: Vec<(OwnedEventId, PduResult)> = Vec::with_capacity(ids.len());
-        if retry.is_empty() {
-            answers.extend(ids.into_iter().map(|id| (id, Err(err.to_string()))));
-        }
-        for event in retry {
-            let id = event.event_id.clone();
-            let result = self.import(room_id, vec![event], ImportAs::Received).await;
-            answers.push((id, result.map(drop).map_err(|e| e.to_string())));
+        match one_by_one {
+            None => {
+                for id in ids {
+                    let result = self.stored_after_all(&id, &err).await;
+                    answers.push((id, result));
+                }
+            }
+            Some(events) => {
+                for event in events {
+                    let id = event.event_id.clone();
+                    let result = match self.import(room_id, vec![event], ImportAs::Received).await {
+                        Ok(_) => Ok(()),
+                        Err(err) => self.stored_after_all(&id, &err).await,
+                    };
+                    answers.push((id, result));
+                }
+            }
         }
         for (id, result) in answers {
             if let Some((_, slot)) = outcome.iter_mut().find(|(o, _)| *o == id) {
                 *slot = result;
             }
+        }
+    }
+
+    /// After a failed append: accepted if another transaction stored the
+    /// event meanwhile, else the failure.
+    async fn stored_after_all(&self, id: &OwnedEventId, err: &ServiceError) -> PduResult {
+        match self.store.get_event(id).await {
+            Ok(Some(_)) => Ok(()),
+            _ => Err(err.to_string()),
         }
     }
 

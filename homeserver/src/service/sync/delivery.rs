@@ -1,10 +1,42 @@
 //! Delivery receipts (`tern.delivered`): a sync proves what the client
 //! holds, and the rooms whose messages it now has get a receipt.
 
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use ruma_common::{OwnedUserId, UserId};
+
 use super::SyncService;
 use crate::service::rooms::Requester;
 use crate::service::token::SyncToken;
+use crate::store::StreamPos;
 use ruma_events::room::member::MembershipState;
+
+/// Per user, the event position up to which a client of theirs (on this
+/// node) proved it holds everything: what the push sender asks before
+/// pushing a held notification (an invite or other state event gets no
+/// delivered receipt, but the client that acknowledged it has it).
+#[derive(Default)]
+pub struct AckMarks {
+    upto: Mutex<HashMap<OwnedUserId, StreamPos>>,
+}
+
+impl AckMarks {
+    /// The user's mark (0 if none of their clients acknowledged here).
+    pub fn upto(&self, user_id: &UserId) -> StreamPos {
+        self.upto.lock().get(user_id).copied().unwrap_or(0)
+    }
+
+    fn advance(&self, user_id: &UserId, upto: StreamPos) {
+        let mut marks = self.upto.lock();
+        match marks.get_mut(user_id) {
+            Some(mark) => *mark = (*mark).max(upto),
+            None => {
+                marks.insert(user_id.to_owned(), upto);
+            }
+        }
+    }
+}
 
 impl SyncService {
     /// A sync from `since` proves the client holds everything up to it:
@@ -12,6 +44,7 @@ impl SyncService {
     /// events) from others since the last proof. Runs in the background; the sync does not wait.
     pub(super) fn acknowledge_delivery(&self, who: &Requester, since: SyncToken) {
         let upto = since.events.min(self.cache.watermark());
+        self.acks.advance(&who.user_id, upto);
         // Memberships are cached by the previous sync; without them, wait
         // for the next one rather than query here (before moving the mark,
         // so that sync's proof still covers these messages: a message

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 mod account_data;
 mod delivery;
+pub use delivery::AckMarks;
 mod ephemeral;
 mod filter;
 mod invite;
@@ -89,6 +90,8 @@ pub struct SyncService {
     shutdown: CancellationToken,
     /// Per user, the event position up to which delivery was last recorded.
     delivered: Mutex<HashMap<OwnedUserId, StreamPos>>,
+    /// Per user, what their clients acknowledged holding.
+    acks: Arc<AckMarks>,
 }
 
 /// What a `SyncService` reads from.
@@ -103,6 +106,8 @@ pub struct SyncSources {
     pub notifier: Arc<Notifier>,
     /// Where delivered receipts go on to the rooms' other servers.
     pub sharing: RoomService,
+    /// Where acknowledgements are noted for the push sender.
+    pub acks: Arc<AckMarks>,
 }
 
 impl SyncService {
@@ -117,6 +122,7 @@ impl SyncService {
             unread,
             notifier,
             sharing,
+            acks,
         } = sources;
         Self {
             rooms,
@@ -130,6 +136,7 @@ impl SyncService {
             sharing,
             shutdown,
             delivered: Mutex::new(HashMap::new()),
+            acks,
         }
     }
 
