@@ -12,47 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-B="${CARGO_TARGET_DIR:-$HOME/.cache/tern-target}/release"
+. bench/federation/common.sh
 USERS="${USERS:-20}"
 RATE="${RATE:-50}"
 DURATION="${DURATION:-20}"
 DRAIN="${DRAIN:-30}"
-WORK="$(mktemp -d -t tern-fed-synapse-bench.XXXXXX)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -keyout "$WORK/tls.key" -out "$WORK/tls.crt" -subj "/CN=localhost" \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
-
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_up() {
-    for _ in $(seq 1 600); do
-        curl -sf "$1/_matrix/client/versions" >/dev/null && return 0
-        sleep 0.1
-    done
-    echo "no answer from $1" >&2
-    return 1
-}
-
-http=$(free_port)
-fed=$(free_port)
-"$B/homeserver" --listen "127.0.0.1:$http" --data-dir "$WORK/tern" \
-    --server-name "localhost:$fed" --federation-listen "127.0.0.1:$fed" \
-    --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key" \
-    --federation-allow-private --federation-insecure-skip-verify \
-    --allow-registration --disable-rate-limits 2>"$WORK/tern.log" &
-PIDS+=($!)
-TERN="http://127.0.0.1:$http"
-wait_up "$TERN"
+start_tern tern
+TERN=$URL
 
 synapse_fed=$(free_port)
 synapse_http=$(free_port)

@@ -98,15 +98,22 @@ async fn start_with_grace(grace_ms: u64) -> TestServer {
 }
 
 /// Bob's app in the foreground: long-polling, each sync proving receipt of
-/// the one before.
-fn keep_syncing(bob: &Client) -> tokio::task::JoinHandle<()> {
-    let bob = bob.clone();
-    tokio::spawn(async move {
-        let mut since = next_batch(&bob.sync(None, 0, None).await);
-        loop {
-            since = next_batch(&bob.sync(Some(&since), 200, None).await);
-        }
+/// the one before; returns once `alice` sees him online.
+async fn keep_syncing(bob: &Client, alice: &Client) -> tokio::task::JoinHandle<()> {
+    let syncing = {
+        let bob = bob.clone();
+        tokio::spawn(async move {
+            let mut since = next_batch(&bob.sync(None, 0, None).await);
+            loop {
+                since = next_batch(&bob.sync(Some(&since), 200, None).await);
+            }
+        })
+    };
+    eventually("bob online", async || {
+        presence_of(alice, bob).await == "online"
     })
+    .await;
+    syncing
 }
 
 /// Whether the tern message-info of `event_id` shows it delivered to `user`.
@@ -133,11 +140,7 @@ async fn a_received_message_is_not_pushed_and_a_muted_room_is_silent() {
     let gateway = FakeGateway::start(GatewayMode::Accept).await;
     let (alice, bob, room) = setup(&server, &gateway).await;
 
-    let syncing = keep_syncing(&bob);
-    eventually("bob online", async || {
-        presence_of(&alice, &bob).await == "online"
-    })
-    .await;
+    let syncing = keep_syncing(&bob, &alice).await;
     let seen_live = alice.send(&room, "t1", &text("you are here")).await;
     eventually("the message delivered to bob's app", async || {
         delivered_to(&alice, &room, &seen_live, &bob).await
@@ -200,11 +203,7 @@ async fn an_explicit_offline_is_pushed_at_once() {
     let gateway = FakeGateway::start(GatewayMode::Accept).await;
     let (alice, bob, room) = setup(&server, &gateway).await;
 
-    let syncing = keep_syncing(&bob);
-    eventually("bob online", async || {
-        presence_of(&alice, &bob).await == "online"
-    })
-    .await;
+    let syncing = keep_syncing(&bob, &alice).await;
     syncing.abort();
     let path = format!("{V3}/presence/{}/status", enc(&bob.user_id));
     assert_ok(bob.put(&path, &json!({"presence": "offline"})).await);

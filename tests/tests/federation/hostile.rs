@@ -5,6 +5,17 @@
 
 use super::*;
 
+/// The id of the `(kind, key)` event in a `/state` answer.
+fn id_in(state: &Value, kind: &str, key: &str) -> Value {
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == kind && e["state_key"] == key)
+        .map(|e| e["event_id"].clone())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn forged_changed_and_foreign_events_are_handled_as_the_spec_says() {
     let (a, b) = tokio::join!(FederatingTern::start(), FederatingTern::start());
@@ -15,15 +26,7 @@ async fn forged_changed_and_foreign_events_are_handled_as_the_spec_says() {
 
     // Alice's next event, as server A would build it, on what B holds.
     let state = assert_ok(alice.get(&format!("{V3}/rooms/{}/state", enc(&room))).await);
-    let state_id = |kind: &str, key: &str| {
-        state
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["type"] == kind && e["state_key"] == key)
-            .map(|e| e["event_id"].clone())
-            .unwrap()
-    };
+    let state_id = |kind: &str, key: &str| id_in(&state, kind, key);
     let auth = json!([
         state_id("m.room.create", ""),
         state_id("m.room.power_levels", ""),
@@ -173,15 +176,6 @@ async fn a_transaction_is_authorized_in_order_as_its_state_changes() {
         let alice = alice.clone();
         let path = format!("{V3}/rooms/{}/state", enc(room));
         async move { assert_ok(alice.get(&path).await) }
-    };
-    let id_in = |state: &Value, kind: &str, key: &str| {
-        state
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["type"] == kind && e["state_key"] == key)
-            .map(|e| e["event_id"].clone())
-            .unwrap()
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -28,6 +28,49 @@ async fn synapse_shows(client: &Client, room: &str, body: &str, sender: &str) {
     .await;
 }
 
+/// Waits until `client` (on Synapse) shows `expected` in that order, among
+/// the messages that start as its first does.
+async fn synapse_shows_in_order(client: &Client, room: &str, expected: &[String]) {
+    let prefix: String = expected[0].chars().take(8).collect();
+    eventually(
+        &format!("Synapse shows {expected:?} in order"),
+        async || {
+            let bodies: Vec<String> = synapse_history(client, room)
+                .await
+                .iter()
+                .rev()
+                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+                .filter(|body| body.starts_with(&prefix))
+                .collect();
+            (bodies == expected).then_some(()).ok_or(bodies)
+        },
+    )
+    .await;
+}
+
+/// Stops Synapse as an outage would (off the runtime: it waits for the
+/// process).
+async fn stopped(synapse: Synapse) -> Synapse {
+    tokio::task::spawn_blocking(move || {
+        let mut synapse = synapse;
+        synapse.stop();
+        synapse
+    })
+    .await
+    .unwrap()
+}
+
+/// Starts the stopped Synapse again on its data.
+async fn started_again(synapse: Synapse) -> Synapse {
+    tokio::task::spawn_blocking(move || {
+        let mut synapse = synapse;
+        synapse.start_again();
+        synapse
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_synapse_user_joins_a_tern_room_reads_its_history_talks_and_leaves() {
     let synapse = tokio::task::spawn_blocking(Synapse::start).await.unwrap();
@@ -63,7 +106,7 @@ async fn a_synapse_user_joins_a_tern_room_reads_its_history_talks_and_leaves() {
     synapse_shows(&bob, &room, "hello bob", &alice.user_id).await;
     let sync = alice.sync(None, 0, None).await;
     let since = sync["next_batch"].as_str().unwrap().to_owned();
-    bob.send_text(&room, "b1", "hello alice").await;
+    let hello = bob.send_text(&room, "b1", "hello alice").await;
     alice
         .sync_until(&since, WAIT, None, |resp| {
             resp["rooms"]["join"][&room]["timeline"]["events"]
@@ -73,6 +116,18 @@ async fn a_synapse_user_joins_a_tern_room_reads_its_history_talks_and_leaves() {
                 .any(|e| e["content"]["body"] == "hello alice")
         })
         .await;
+
+    // Bob takes his message back: Tern strips it too.
+    let redact = format!("{V3}/rooms/{}/redact/{}/r1", enc(&room), enc(&hello));
+    assert_ok(bob.put(&redact, &json!({"reason": "typo"})).await);
+    eventually("Tern shows bob's message redacted", async || {
+        let path = format!("{V3}/rooms/{}/event/{}", enc(&room), enc(&hello));
+        let (status, event) = alice.get(&path).await;
+        (status == 200 && event["content"] == json!({}))
+            .then_some(())
+            .ok_or(event)
+    })
+    .await;
 
     // Bob leaves: Tern shows it, and Tern's next event no longer goes to
     // a server with nobody in the room (nothing to check there but that
@@ -260,13 +315,7 @@ async fn synapse_down_catches_up_on_what_was_sent_meanwhile() {
     shows_membership(&alice, &room, &bob.user_id, "join").await;
 
     // Synapse goes down; Tern's messages wait in its queue, retried.
-    let synapse = tokio::task::spawn_blocking(move || {
-        let mut synapse = synapse;
-        synapse.stop();
-        synapse
-    })
-    .await
-    .unwrap();
+    let synapse = stopped(synapse).await;
     for n in 0..3 {
         alice
             .send_text(
@@ -276,40 +325,18 @@ async fn synapse_down_catches_up_on_what_was_sent_meanwhile() {
             )
             .await;
     }
-    let synapse = tokio::task::spawn_blocking(move || {
-        let mut synapse = synapse;
-        synapse.start_again();
-        synapse
-    })
-    .await
-    .unwrap();
+    let synapse = started_again(synapse).await;
 
     // Back: bob's message reaches Tern, which hears Synapse is up and
     // sends what waited at once, in order.
     bob.send_text(&room, "b1", "I am back").await;
-    eventually("Synapse shows all that was sent meanwhile", async || {
-        let bodies: Vec<String> = synapse_history(&bob, &room)
-            .await
-            .iter()
-            .rev()
-            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-            .filter(|body| body.starts_with("while you were away"))
-            .collect();
-        let expected: Vec<String> = (0..3).map(|n| format!("while you were away {n}")).collect();
-        (bodies == expected).then_some(()).ok_or(bodies)
-    })
-    .await;
+    let expected: Vec<String> = (0..3).map(|n| format!("while you were away {n}")).collect();
+    synapse_shows_in_order(&bob, &room, &expected).await;
 
     // Again, and this time Tern is killed (`kill -9`) with the messages
     // still queued for Synapse: the queue in memory is gone, but what
     // Synapse has not accepted is sent after the restart.
-    let synapse = tokio::task::spawn_blocking(move || {
-        let mut synapse = synapse;
-        synapse.stop();
-        synapse
-    })
-    .await
-    .unwrap();
+    let synapse = stopped(synapse).await;
     for n in 0..2 {
         alice
             .send_text(
@@ -321,28 +348,9 @@ async fn synapse_down_catches_up_on_what_was_sent_meanwhile() {
     }
     tern.server.kill_hard();
     tern.server.restart().await;
-    let synapse = tokio::task::spawn_blocking(move || {
-        let mut synapse = synapse;
-        synapse.start_again();
-        synapse
-    })
-    .await
-    .unwrap();
+    let synapse = started_again(synapse).await;
     bob.send_text(&room, "b2", "back once more").await;
-    eventually(
-        "Synapse shows what Tern sent before it crashed",
-        async || {
-            let bodies: Vec<String> = synapse_history(&bob, &room)
-                .await
-                .iter()
-                .rev()
-                .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
-                .filter(|body| body.starts_with("before the crash"))
-                .collect();
-            let expected: Vec<String> = (0..2).map(|n| format!("before the crash {n}")).collect();
-            (bodies == expected).then_some(()).ok_or(bodies)
-        },
-    )
-    .await;
+    let expected: Vec<String> = (0..2).map(|n| format!("before the crash {n}")).collect();
+    synapse_shows_in_order(&bob, &room, &expected).await;
     drop(synapse);
 }

@@ -27,12 +27,14 @@ use serde_json::value::RawValue;
 
 use super::actor::Imported;
 use super::remote_join::{imported, ImportAs};
-use super::state::RoomState;
+use super::state::{PowerLevels, RoomState};
 use super::RoomService;
 use crate::service::error::{ServiceError, ServiceResult};
 use crate::service::federation::event::{
     authorize_by_auth_events, authorize_by_state, event_id_of, rules_of, trusted, RemotePdu,
 };
+use crate::service::pdu::redact_pdu;
+use crate::store::StoredEvent;
 
 /// What a PDU says about itself before it is checked.
 #[derive(Deserialize)]
@@ -279,20 +281,27 @@ impl RoomService {
         room: &Room,
         pdus: Vec<RemotePdu>,
     ) -> ServiceResult<Vec<(OwnedEventId, PduResult)>> {
+        let targets: Vec<OwnedEventId> = pdus.iter().filter_map(redaction_target).collect();
         let mut wanted: Vec<OwnedEventId> = pdus
             .iter()
             .flat_map(|p| std::iter::once(&p.event_id).chain(&p.auth_events))
             .chain(&room.create)
+            .chain(&targets)
             .cloned()
             .collect();
         wanted.sort();
         wanted.dedup();
         let stored = self.store.get_events(&wanted).await?;
         let mut auth = HashMap::with_capacity(stored.len());
+        let mut redactable = HashMap::new();
         // Another room's events are never this room's auth events (and its
-        // create event must not stand in for this room's).
+        // create event must not stand in for this room's), nor redacted by
+        // its redactions.
         for event in stored.into_iter().filter(|e| e.room_id == room.room_id) {
             let id = event.event_id.clone();
+            if targets.contains(&id) {
+                redactable.insert(id.clone(), event.clone());
+            }
             auth.insert(event.event_id, trusted(id, &event.pdu).map_err(reject)?);
         }
         let mut state = self.state_for_auth(room, &pdus).await?;
@@ -323,7 +332,10 @@ impl RoomService {
                 state.insert((kind, key.clone()), pdu.clone());
                 auth.insert(pdu.event_id.clone(), pdu.clone());
             }
-            accepted.push(imported(pdu)?);
+            let redaction = redaction_of(&pdu, &state, &redactable);
+            let mut event = imported(pdu)?;
+            event.redaction = redaction;
+            accepted.push(event);
         }
         self.import_each_if_need_be(&room.room_id, accepted, &mut outcome)
             .await;
@@ -419,6 +431,53 @@ impl RoomService {
             state.insert(key, trusted(event.event_id, &event.pdu).map_err(reject)?);
         }
         Ok(state)
+    }
+}
+
+/// The event a redaction names (`content.redacts` from room version 11,
+/// the top-level `redacts` before).
+fn redaction_target(pdu: &RemotePdu) -> Option<OwnedEventId> {
+    if pdu.kind != TimelineEventType::RoomRedaction {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Redacts {
+        redacts: Option<OwnedEventId>,
+    }
+    let in_content = serde_json::from_str::<Redacts>(pdu.content.get())
+        .ok()
+        .and_then(|c| c.redacts);
+    in_content.or_else(|| pdu.redacts.clone())
+}
+
+/// For an accepted redaction of an event we hold: that event and its
+/// redacted PDU, when the redaction may take effect: its sender's server
+/// sent the event, or its sender has the room's `redact` power (checked
+/// here because the authorization rules cannot know the target).
+fn redaction_of(
+    pdu: &RemotePdu,
+    state: &HashMap<(StateEventType, String), RemotePdu>,
+    redactable: &HashMap<OwnedEventId, StoredEvent>,
+) -> Option<(OwnedEventId, serde_json::Value)> {
+    let target = redactable.get(&redaction_target(pdu)?)?;
+    let same_server = target.sender.server_name() == pdu.sender.server_name();
+    let empowered = || {
+        let levels = state.get(&(StateEventType::RoomPowerLevels, String::new()))?;
+        let content: serde_json::Value = serde_json::from_str(levels.content.get()).ok()?;
+        let levels = PowerLevels::from_content(&content);
+        Some(levels.user_level(&pdu.sender) >= levels.redact)
+    };
+    if !same_server && empowered() != Some(true) {
+        tracing::info!(event_id = %pdu.event_id, "a redaction without the power to redact: kept, not applied");
+        return None;
+    }
+    let json = serde_json::to_value(&pdu.json).ok()?;
+    match redact_pdu(&target.pdu, &pdu.event_id, &json) {
+        Ok(redacted) => Some((target.event_id.clone(), redacted)),
+        Err(err) => {
+            tracing::warn!(error = %err.message, "redacting an event failed");
+            None
+        }
     }
 }
 

@@ -129,5 +129,6 @@ pub(super) fn imported(pdu: RemotePdu) -> ServiceResult<Imported> {
         state_key: pdu.state_key,
         depth: i64::try_from(pdu.depth).unwrap_or(i64::MAX),
         pdu: serde_json::to_value(&pdu.json).map_err(ServiceError::internal)?,
+        redaction: None,
     })
 }

@@ -24,6 +24,8 @@ pub struct Imported {
     pub state_key: Option<String>,
     pub depth: i64,
     pub pdu: Value,
+    /// For a redaction: the event it redacts and that event's redacted PDU.
+    pub redaction: Option<(OwnedEventId, Value)>,
 }
 
 /// Import these events in order (all or none): into a room this server
@@ -104,6 +106,7 @@ fn advance(handle: &mut RoomHandle, room_id: OwnedRoomId, event: Imported) -> Ne
         state_key,
         depth,
         pdu,
+        redaction,
     } = event;
     let content = pdu.get("content").cloned().unwrap_or_else(|| json!({}));
     let visibility = handle.state.history_visibility().to_owned();
@@ -134,6 +137,6 @@ fn advance(handle: &mut RoomHandle, room_id: OwnedRoomId, event: Imported) -> Ne
         txn: None,
         visibility,
         membership,
-        redaction: None,
+        redaction,
     }
 }
