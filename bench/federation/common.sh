@@ -2,7 +2,8 @@
 # removed on exit with every process started, a self-signed certificate
 # for localhost, free ports, and federating Tern servers on loopback.
 #
-# Sets B (the release binaries), WORK and PIDS; `start_tern NAME` sets URL.
+# Sets B (the release binaries), WORK and PIDS; `start_tern NAME` sets URL
+# and SERVER (its server name).
 
 B="${CARGO_TARGET_DIR:-$HOME/.cache/tern-target}/release"
 WORK="$(mktemp -d -t tern-fed-bench.XXXXXX)"
@@ -34,7 +35,8 @@ wait_up() {
     return 1
 }
 
-# Starts a federating Tern server named $1; sets URL to its client API.
+# Starts a federating Tern server named $1; sets URL to its client API and
+# SERVER to its server name.
 start_tern() {
     local name=$1 http fed
     http=$(free_port)
@@ -46,5 +48,6 @@ start_tern() {
         --allow-registration --disable-rate-limits 2>"$WORK/$name.log" &
     PIDS+=($!)
     URL="http://127.0.0.1:$http"
+    SERVER="localhost:$fed"
     wait_up "$URL"
 }

@@ -27,6 +27,7 @@ mkdir -p "$WORK/synapse"
 PIDS+=("$(bash tests/synapse/synapse_fed_up.sh "$WORK/synapse" "$synapse_fed" "$synapse_http")")
 SYNAPSE="http://127.0.0.1:$synapse_http"
 wait_up "$SYNAPSE"
+echo "servers:  Tern $SERVER, Synapse localhost:$synapse_fed (\"to\" lines: deliveries to users of that server)"
 
 "$B/tern-bench" --url "$TERN,$SYNAPSE" --users "$USERS" --room-size 2 --rate "$RATE" \
     --duration "$DURATION" --drain "$DRAIN"

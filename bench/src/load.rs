@@ -65,6 +65,8 @@ pub struct LoadResult {
     pub send_rtt_us: Vec<u64>,
     /// One sample per (message, recipient) pair that arrived.
     pub delivery_us: Vec<u64>,
+    /// The same, per recipient's server name.
+    pub delivery_by_server: Vec<(String, Vec<u64>)>,
     /// Per message that reached every recipient: send to arrival at the last
     /// of them (the fan-out figure).
     pub all_recipients_us: Vec<u64>,
@@ -223,6 +225,7 @@ pub async fn measure(
             format!("{}{} -> {}", shared.id_prefix, k, inboxes[r].user_id)
         })
     };
+    let delivery_by_server = by_recipient_server(&world, &acked, &inboxes);
     let error_sample = shared.errors.lock().unwrap().clone();
 
     Ok(LoadResult {
@@ -232,6 +235,7 @@ pub async fn measure(
         send_elapsed,
         send_rtt_us: acked.iter().filter_map(|s| s.rtt_us).collect(),
         delivery_us,
+        delivery_by_server,
         all_recipients_us,
         expected_deliveries: expected,
         lost,
@@ -243,6 +247,27 @@ pub async fn measure(
         error_sample,
         lost_sample,
     })
+}
+
+/// Delivery latencies grouped by the recipient's server (the part of the
+/// user id after the first `:`), in server order.
+fn by_recipient_server(
+    world: &World,
+    acked: &[&Sent],
+    inboxes: &[Arc<Inbox>],
+) -> Vec<(String, Vec<u64>)> {
+    let arrivals: Vec<_> = inboxes.iter().map(|i| i.arrivals.lock().unwrap()).collect();
+    let mut by: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for s in acked {
+        for r in recipients(world, s.sender) {
+            if let Some(&at) = arrivals[r].get(&s.k) {
+                let user_id = &world.users[r].user_id;
+                let server = user_id.split_once(':').map_or("", |(_, d)| d);
+                by.entry(server).or_default().push(at.saturating_sub(s.ts_us));
+            }
+        }
+    }
+    by.into_iter().map(|(s, v)| (s.to_owned(), v)).collect()
 }
 
 /// Everyone in the sender's room except the sender.

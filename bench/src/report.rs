@@ -28,6 +28,15 @@ pub struct DeliveryReport {
     pub duplicated: u64,
     pub drain_s: f64,
     pub latency_ms: Summary,
+    /// The same per recipient's server (from their user id): with users on
+    /// two federating servers, one entry per direction.
+    pub by_recipient_server: Vec<ServerLatency>,
+}
+
+#[derive(Serialize)]
+pub struct ServerLatency {
+    pub server: String,
+    pub latency_ms: Summary,
 }
 
 #[derive(Serialize)]
@@ -85,6 +94,14 @@ impl LoadParts {
                 duplicated: r.duplicated,
                 drain_s: r.drain_elapsed.as_secs_f64(),
                 latency_ms: Summary::from_micros(r.delivery_us),
+                by_recipient_server: r
+                    .delivery_by_server
+                    .into_iter()
+                    .map(|(server, samples)| ServerLatency {
+                        server,
+                        latency_ms: Summary::from_micros(samples),
+                    })
+                    .collect(),
             },
             sync: SyncReport {
                 requests: r.sync_requests,
@@ -237,6 +254,15 @@ pub fn print_traffic(s: &SendReport, d: &DeliveryReport, sync: &SyncReport) {
         "delivery: {} of {} (message, recipient) pairs; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; drained in {:.2} s",
         d.received, d.expected, d.latency_ms.p50, d.latency_ms.p99, d.latency_ms.p999, d.latency_ms.max, d.drain_s
     );
+    if d.by_recipient_server.len() > 1 {
+        for to in &d.by_recipient_server {
+            let l = &to.latency_ms;
+            println!(
+                "  to {}: {} pairs; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                to.server, l.count, l.p50, l.p99, l.max
+            );
+        }
+    }
     println!(
         "sync:     {} long-polls, {} errors, {} limited timelines",
         sync.requests, sync.errors, sync.limited_timelines

@@ -117,6 +117,8 @@ impl ChatReport {
             send_elapsed,
             send_rtt_us: acked.iter().filter_map(|s| s.rtt_us).collect(),
             delivery_us,
+            // The chat mode runs against one server (of one or many nodes).
+            delivery_by_server: Vec::new(),
             all_recipients_us,
             expected_deliveries: expected,
             lost,
