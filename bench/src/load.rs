@@ -263,7 +263,9 @@ fn by_recipient_server(
             if let Some(&at) = arrivals[r].get(&s.k) {
                 let user_id = &world.users[r].user_id;
                 let server = user_id.split_once(':').map_or("", |(_, d)| d);
-                by.entry(server).or_default().push(at.saturating_sub(s.ts_us));
+                by.entry(server)
+                    .or_default()
+                    .push(at.saturating_sub(s.ts_us));
             }
         }
     }

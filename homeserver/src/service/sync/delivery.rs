@@ -12,29 +12,43 @@ use crate::service::token::SyncToken;
 use crate::store::StreamPos;
 use ruma_events::room::member::MembershipState;
 
-/// Per user, the event position up to which a client of theirs (on this
-/// node) proved it holds everything: what the push sender asks before
-/// pushing a held notification (an invite or other state event gets no
-/// delivered receipt, but the client that acknowledged it has it).
+/// Per user, how far a client of theirs (on this node) proved it holds
+/// everything, and how far its delivered receipts were recorded: the
+/// push sender asks the first before pushing a held notification (an
+/// invite or other state event gets no delivered receipt, but the client
+/// that acknowledged it has it).
 #[derive(Default)]
 pub struct AckMarks {
-    upto: Mutex<HashMap<OwnedUserId, StreamPos>>,
+    marks: Mutex<HashMap<OwnedUserId, Mark>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Mark {
+    acked: StreamPos,
+    receipted: StreamPos,
 }
 
 impl AckMarks {
-    /// The user's mark (0 if none of their clients acknowledged here).
+    /// The user's acknowledged position (0 if none of their clients
+    /// acknowledged here).
     pub fn upto(&self, user_id: &UserId) -> StreamPos {
-        self.upto.lock().get(user_id).copied().unwrap_or(0)
+        self.marks.lock().get(user_id).map_or(0, |m| m.acked)
     }
 
-    fn advance(&self, user_id: &UserId, upto: StreamPos) {
-        let mut marks = self.upto.lock();
-        match marks.get_mut(user_id) {
-            Some(mark) => *mark = (*mark).max(upto),
-            None => {
-                marks.insert(user_id.to_owned(), upto);
-            }
+    /// A client of the user holds everything up to `upto`. With `receipts`
+    /// (the user's memberships are at hand to record them), the receipts'
+    /// mark moves too; returns where it was when it moved.
+    fn acknowledge(&self, user_id: &UserId, upto: StreamPos, receipts: bool) -> Option<StreamPos> {
+        let mut marks = self.marks.lock();
+        let mark = match marks.get_mut(user_id) {
+            Some(mark) => mark,
+            None => marks.entry(user_id.to_owned()).or_default(),
+        };
+        mark.acked = mark.acked.max(upto);
+        if !receipts || upto <= mark.receipted {
+            return None;
         }
+        Some(std::mem::replace(&mut mark.receipted, upto))
     }
 }
 
@@ -44,22 +58,19 @@ impl SyncService {
     /// events) from others since the last proof. Runs in the background; the sync does not wait.
     pub(super) fn acknowledge_delivery(&self, who: &Requester, since: SyncToken) {
         let upto = since.events.min(self.cache.watermark());
-        self.acks.advance(&who.user_id, upto);
         // Memberships are cached by the previous sync; without them, wait
-        // for the next one rather than query here (before moving the mark,
-        // so that sync's proof still covers these messages: a message
-        // without a delivered receipt is pushed).
-        let Some(memberships) = self.cache.memberships(&who.user_id) else {
+        // for the next one rather than query here, leaving the receipts'
+        // mark where it is so that sync's proof still covers these
+        // messages (a message without a delivered receipt is pushed).
+        let memberships = self.cache.memberships(&who.user_id);
+        let Some(previous) = self
+            .acks
+            .acknowledge(&who.user_id, upto, memberships.is_some())
+        else {
             return;
         };
-        let previous = {
-            let mut delivered = self.delivered.lock();
-            let previous = delivered.get(&who.user_id).copied().unwrap_or(0);
-            if upto <= previous {
-                return;
-            }
-            delivered.insert(who.user_id.clone(), upto);
-            previous
+        let Some(memberships) = memberships else {
+            return;
         };
         let mut receipts = Vec::new();
         for m in memberships

@@ -14,9 +14,8 @@
 //! `response.rs`. Recording delivery when a client proves what it holds is
 //! `delivery.rs`.
 
-use parking_lot::Mutex;
-use ruma_common::{OwnedUserId, RoomId, UserId};
-use std::collections::{BTreeMap, HashMap};
+use ruma_common::{RoomId, UserId};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,9 +87,8 @@ pub struct SyncService {
     /// Shares delivered receipts with the rooms' other servers.
     sharing: RoomService,
     shutdown: CancellationToken,
-    /// Per user, the event position up to which delivery was last recorded.
-    delivered: Mutex<HashMap<OwnedUserId, StreamPos>>,
-    /// Per user, what their clients acknowledged holding.
+    /// Per user, what their clients acknowledged holding and how far
+    /// delivery was recorded.
     acks: Arc<AckMarks>,
 }
 
@@ -135,7 +133,6 @@ impl SyncService {
             notifier,
             sharing,
             shutdown,
-            delivered: Mutex::new(HashMap::new()),
             acks,
         }
     }
