@@ -315,12 +315,31 @@ impl Impersonator {
         uri: &str,
         body: &serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let mut object: ruma_common::CanonicalJsonObject =
-            serde_json::from_value(serde_json::json!({
-                "method": "PUT", "uri": uri, "origin": self.name,
-                "destination": destination.name, "content": body,
-            }))
-            .unwrap();
+        self.request(destination, reqwest::Method::PUT, uri, Some(body))
+            .await
+    }
+
+    /// A GET signed with X-Matrix as this server.
+    pub async fn get(&self, destination: &FederatingTern, uri: &str) -> (u16, serde_json::Value) {
+        self.request(destination, reqwest::Method::GET, uri, None)
+            .await
+    }
+
+    async fn request(
+        &self,
+        destination: &FederatingTern,
+        method: reqwest::Method,
+        uri: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = serde_json::json!({
+            "method": method.as_str(), "uri": uri, "origin": self.name,
+            "destination": destination.name,
+        });
+        if let Some(body) = body {
+            request["content"] = body.clone();
+        }
+        let mut object: ruma_common::CanonicalJsonObject = serde_json::from_value(request).unwrap();
         ruma_signatures::sign_json(&self.name, &self.pair, &mut object).unwrap();
         let key_id = format!("ed25519:{}", self.pair.version());
         let sig = object["signatures"].clone();
@@ -332,10 +351,13 @@ impl Impersonator {
             "X-Matrix origin=\"{}\",destination=\"{}\",key=\"{key_id}\",sig=\"{sig}\"",
             self.name, destination.name
         );
-        let response = insecure_https()
-            .put(format!("{}{uri}", destination.federation_url()))
-            .header("Authorization", header)
-            .json(body)
+        let mut builder = insecure_https()
+            .request(method, format!("{}{uri}", destination.federation_url()))
+            .header("Authorization", header);
+        if let Some(body) = body {
+            builder = builder.json(body);
+        }
+        let response = builder
             .send()
             .await
             .expect("the federation listener answers");

@@ -60,6 +60,92 @@ pub struct NewEvent {
     /// another by then: a node of a cluster changed the state meanwhile, and
     /// the event must be authorized again. A state event becomes the head.
     pub built_on: Option<OwnedEventId>,
+    /// Where the event stands in the room's state; see [`EventState`].
+    pub state: EventState,
+}
+
+impl NewEvent {
+    /// The event with its state as on a history of one chain (as in tests
+    /// of the store): a state event makes the group after it (its parent's
+    /// plus itself) and becomes the head; any other event stays on the
+    /// group it was built on.
+    pub fn on_one_chain(mut self) -> Self {
+        let Some(state_key) = &self.state_key else {
+            self.state.group = self.built_on.clone();
+            return self;
+        };
+        self.state = EventState {
+            group: Some(self.event_id.clone()),
+            new_groups: vec![NewStateGroup {
+                id: self.event_id.clone(),
+                room_id: self.room_id.clone(),
+                parent: self.built_on.clone(),
+                snapshot: self.built_on.is_none(),
+                entries: vec![StateKeyed {
+                    kind: self.kind.clone(),
+                    state_key: state_key.clone(),
+                    event_id: self.event_id.clone(),
+                }],
+            }],
+            head: Some(self.event_id.clone()),
+            resets: Vec::new(),
+        };
+        self
+    }
+}
+
+/// The room's state at an event (issue 18): the state group after it, the
+/// groups this append adds, the head it moves the room to, and current
+/// state a resolution moved back to older events.
+#[derive(Debug, Clone, Default)]
+pub struct EventState {
+    /// The state group after the event; `None` only for events from
+    /// before state groups were stored.
+    pub group: Option<OwnedEventId>,
+    /// Groups to store with the event (before it is written).
+    pub new_groups: Vec<NewStateGroup>,
+    /// The room's state head after this event, when it moves: the state
+    /// group of the room's current state. For a local event that is the
+    /// event itself if it is a state event.
+    pub head: Option<OwnedEventId>,
+    /// Entries of the room's current state that now name an event already
+    /// stored (a state resolution chose it), written after the event.
+    pub resets: Vec<StateReset>,
+}
+
+/// One state group: the room's full state at some point, as the entries
+/// that differ from `parent`, or all of them (`parent` then `None`, or
+/// kept as the state it came after, with `snapshot`).
+#[derive(Debug, Clone)]
+pub struct NewStateGroup {
+    pub id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub parent: Option<OwnedEventId>,
+    pub snapshot: bool,
+    pub entries: Vec<StateKeyed>,
+}
+
+/// `(type, state_key) -> event_id`: one entry of a state map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateKeyed {
+    pub kind: String,
+    pub state_key: String,
+    pub event_id: OwnedEventId,
+}
+
+/// A current-state entry set to an event already stored.
+#[derive(Debug, Clone)]
+pub struct StateReset {
+    pub entry: StateKeyed,
+    pub membership: Option<MembershipState>,
+}
+
+/// A stored state group: its parent (the state it came after) and the
+/// room's full state in it.
+#[derive(Debug, Clone, Default)]
+pub struct StateGroup {
+    pub parent: Option<OwnedEventId>,
+    pub entries: Vec<StateKeyed>,
 }
 
 /// A client transaction: `(sender, device_id, txn_id)`.
@@ -145,6 +231,29 @@ pub trait RoomStore: Send + Sync {
     /// The room's state head: the latest state event appended (see
     /// [`NewEvent::built_on`]).
     async fn state_head(&self, room_id: &RoomId) -> StoreResult<Option<OwnedEventId>>;
+    /// The state group after each of these events that has one.
+    async fn state_groups_of(
+        &self,
+        event_ids: &[OwnedEventId],
+    ) -> StoreResult<Vec<(OwnedEventId, OwnedEventId)>>;
+    /// A state group's full state (its deltas applied up to a snapshot),
+    /// `None` if no such group is stored.
+    async fn state_group(&self, group: &EventId) -> StoreResult<Option<StateGroup>>;
+    /// Keeps events known for authorization but not in the timeline (a
+    /// joined room's auth chain); an event kept already is kept once.
+    async fn add_outliers(
+        &self,
+        room_id: &RoomId,
+        events: &[(OwnedEventId, Arc<Value>)],
+    ) -> StoreResult<()>;
+    /// The outliers among `event_ids`: `(event_id, room_id, pdu)`.
+    async fn outliers(
+        &self,
+        event_ids: &[OwnedEventId],
+    ) -> StoreResult<Vec<(OwnedEventId, OwnedRoomId, Arc<Value>)>>;
+    /// How many groups a read of `group` walks before its snapshot (0 for
+    /// a snapshot); `None` if no such group is stored.
+    async fn state_group_deltas(&self, group: &EventId) -> StoreResult<Option<usize>>;
     /// Last event of a room (for `prev_events`) and its depth.
     async fn latest_event(&self, room_id: &RoomId) -> StoreResult<Option<StoredEvent>>;
 

@@ -92,6 +92,7 @@ async fn shows_membership(client: &Client, room: &str, user: &str, membership: &
     .await;
 }
 
+mod forks;
 mod hostile;
 mod identity;
 mod lookups;

@@ -32,6 +32,9 @@ pub struct JoinedRemote {
     /// The state before the join, checked and authorized, create first.
     pub state: Vec<RemotePdu>,
     pub join: RemotePdu,
+    /// The state's auth chain beyond the state itself: kept as outliers,
+    /// for state resolution later.
+    pub auth_chain: Vec<RemotePdu>,
 }
 
 impl From<PduError> for ServiceError {
@@ -110,6 +113,7 @@ impl FederationService {
             version,
             state,
             join,
+            auth_chain: known.into_values().collect(),
         })
     }
 

@@ -8,6 +8,7 @@ mod actor;
 mod auth;
 mod create;
 mod directory;
+mod forks;
 mod membership;
 mod read;
 mod remote_events;
@@ -16,6 +17,7 @@ mod remote_join;
 mod resident;
 mod served;
 pub mod state;
+mod state_groups;
 pub mod visibility;
 
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub struct RoomService {
     core: Arc<Core>,
     /// Joins rooms of other servers; `None` when not federating.
     federation: Option<Arc<FederationService>>,
+    /// State groups read lately (the state at events).
+    groups: Arc<state_groups::GroupCache>,
 }
 
 pub fn now_ms() -> i64 {
@@ -91,6 +95,7 @@ impl RoomService {
             accounts,
             server_name,
             federation,
+            groups: Arc::default(),
         }
     }
 

@@ -41,6 +41,18 @@ use crate::store::StoredEvent;
 struct Peek {
     room_id: OwnedRoomId,
     sender: OwnedUserId,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    signatures: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+/// A membership event that `origin` says it signed too: a join or leave
+/// it accepted as the room's resident and now sends on. Relaying cannot
+/// forge: the sender's own server's signature is still required and
+/// checked as for any PDU.
+fn relayed_membership(origin: &ServerName, peek: &Peek) -> bool {
+    peek.kind == "m.room.member" && peek.signatures.contains_key(origin.as_str())
 }
 
 /// The answer for one PDU: accepted (or soft-failed), or why not.
@@ -48,12 +60,16 @@ pub type PduResult = Result<(), String>;
 type Results = BTreeMap<OwnedEventId, PduResult>;
 
 /// A room PDUs arrive for, as this server holds it.
-struct Room {
-    room_id: OwnedRoomId,
-    state: Arc<RoomState>,
-    version: RoomVersionId,
-    rules: RoomVersionRules,
-    create: Option<OwnedEventId>,
+pub(super) struct Room {
+    pub room_id: OwnedRoomId,
+    pub state: Arc<RoomState>,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    pub create: Option<OwnedEventId>,
+    /// The state group of the current state.
+    pub head_group: Option<OwnedEventId>,
+    /// The forward extremities.
+    pub extremities: Vec<OwnedEventId>,
 }
 
 /// A transaction's checked PDUs of one room, in the order sent: authorized
@@ -115,12 +131,13 @@ impl RoomService {
         results
     }
 
-    async fn room_for_pdus(&self, room_id: &RoomId) -> Result<Room, String> {
-        let state = self
-            .state_snapshot(room_id)
+    pub(super) async fn room_for_pdus(&self, room_id: &RoomId) -> Result<Room, String> {
+        let head = self
+            .head(room_id)
             .await
             .map_err(|e| e.message)?
             .ok_or_else(|| format!("unknown room {room_id}"))?;
+        let state = head.state;
         let version = RoomVersionId::try_from(state.room_version()).map_err(|e| e.to_string())?;
         let rules = rules_of(&version).map_err(|e| e.to_string())?;
         let create = state.get("m.room.create", "").map(|c| c.event_id.clone());
@@ -130,6 +147,8 @@ impl RoomService {
             version,
             rules,
             create,
+            head_group: head.state_head,
+            extremities: head.extremities,
         })
     }
 
@@ -149,8 +168,10 @@ impl RoomService {
             return Ok(Err((id, reason)));
         }
         // An origin speaks only for its own users (checked before the
-        // signatures, so a stranger's PDU costs no key fetch).
-        if peek.sender.server_name() != origin {
+        // signatures, so a stranger's PDU costs no key fetch), but for the
+        // membership events it accepted as the room's resident for
+        // another server (`send_join`, `send_leave`) and countersigned.
+        if peek.sender.server_name() != origin && !relayed_membership(origin, peek) {
             let reason = format!("{} is not a user of {origin}", peek.sender);
             return Ok(Err((id, reason)));
         }
@@ -272,11 +293,50 @@ impl RoomService {
         }
     }
 
-    /// Authorizes `pdus` (one room's, oldest first) against their auth
-    /// events and against the room's state as each accepted state event
-    /// moves it, then appends the accepted ones in one import. Events
-    /// already here are accepted again without a copy.
+    /// Authorizes and appends `pdus` (one room's, oldest first): those on
+    /// the room's current state together (see `authorize_and_import_linear`),
+    /// each one whose place needs a state resolution (the history forks)
+    /// on its own, with the room's head read again after it.
     async fn authorize_and_import(
+        &self,
+        room: &Room,
+        mut pdus: Vec<RemotePdu>,
+    ) -> ServiceResult<Vec<(OwnedEventId, PduResult)>> {
+        let mut outcome = Vec::with_capacity(pdus.len());
+        // The room as read again after a forked event moved its head.
+        let mut reread: Option<Room> = None;
+        loop {
+            let at = self
+                .first_forked(reread.as_ref().unwrap_or(room), &pdus)
+                .await?;
+            let Some(at) = at else {
+                let room = reread.as_ref().unwrap_or(room);
+                outcome.extend(self.authorize_and_import_linear(room, pdus).await?);
+                return Ok(outcome);
+            };
+            let mut rest = pdus.split_off(at);
+            let forked = rest.remove(0);
+            if !pdus.is_empty() {
+                let on = reread.as_ref().unwrap_or(room);
+                outcome.extend(self.authorize_and_import_linear(on, pdus).await?);
+                reread = Some(self.room_for_pdus(&room.room_id).await.map_err(reject)?);
+            }
+            let on = reread.as_ref().unwrap_or(room);
+            outcome.push(self.import_forked(on, forked).await?);
+            reread = Some(self.room_for_pdus(&room.room_id).await.map_err(reject)?);
+            if rest.is_empty() {
+                return Ok(outcome);
+            }
+            pdus = rest;
+        }
+    }
+
+    /// Authorizes `pdus` (one room's, oldest first, each on the state the
+    /// one before left) against their auth events and against the room's
+    /// state as each accepted state event moves it, then appends the
+    /// accepted ones in one import. Events already here are accepted again
+    /// without a copy.
+    async fn authorize_and_import_linear(
         &self,
         room: &Room,
         pdus: Vec<RemotePdu>,
@@ -400,10 +460,25 @@ impl RoomService {
     /// read for `pdus` (the create event, power levels, join rules, the
     /// members concerned...): looked up in the state held in memory and
     /// read in one query, however large the room.
-    async fn state_for_auth(
+    pub(super) async fn state_for_auth(
         &self,
         room: &Room,
         pdus: &[RemotePdu],
+    ) -> ServiceResult<HashMap<(StateEventType, String), RemotePdu>> {
+        let lookup = |kind: &StateEventType, key: &str| {
+            let entry = room.state.get(&kind.to_string(), key)?;
+            Some(entry.event_id.clone())
+        };
+        self.auth_state_of(&room.rules, pdus, lookup).await
+    }
+
+    /// The part of a state (`lookup` finds its entries) that the
+    /// authorization rules read for `pdus`, read in one query.
+    pub(super) async fn auth_state_of(
+        &self,
+        rules: &RoomVersionRules,
+        pdus: &[RemotePdu],
+        lookup: impl Fn(&StateEventType, &str) -> Option<OwnedEventId>,
     ) -> ServiceResult<HashMap<(StateEventType, String), RemotePdu>> {
         let mut keys: HashSet<(StateEventType, String)> = HashSet::new();
         keys.insert((StateEventType::RoomCreate, String::new()));
@@ -413,14 +488,13 @@ impl RoomService {
                 &pdu.sender,
                 pdu.state_key.as_deref(),
                 &pdu.content,
-                &room.rules.authorization,
+                &rules.authorization,
             );
             keys.extend(needed.unwrap_or_default());
         }
         let ids: Vec<OwnedEventId> = keys
             .iter()
-            .filter_map(|(kind, key)| room.state.get(&kind.to_string(), key))
-            .map(|entry| entry.event_id.clone())
+            .filter_map(|(kind, key)| lookup(kind, key))
             .collect();
         let mut state = HashMap::with_capacity(ids.len());
         for event in self.store.get_events(&ids).await? {
@@ -481,6 +555,6 @@ fn redaction_of(
     }
 }
 
-fn reject(cause: impl std::fmt::Display) -> ServiceError {
+pub(super) fn reject(cause: impl std::fmt::Display) -> ServiceError {
     ServiceError::forbidden(format!("rejected: {cause}"))
 }

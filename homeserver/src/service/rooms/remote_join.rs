@@ -67,6 +67,15 @@ impl RoomService {
                 .create_room(room_id, joined.version.as_str(), &creator)
                 .await?;
         }
+        let outliers = joined
+            .auth_chain
+            .iter()
+            .map(|pdu| {
+                let json = serde_json::to_value(&pdu.json).map_err(ServiceError::internal)?;
+                Ok((pdu.event_id.clone(), std::sync::Arc::new(json)))
+            })
+            .collect::<ServiceResult<Vec<_>>>()?;
+        self.store.add_outliers(room_id, &outliers).await?;
         // Invites kept here before the join are part of that state already.
         let ids: Vec<OwnedEventId> = joined.state.iter().map(|e| e.event_id.clone()).collect();
         let known: std::collections::HashSet<OwnedEventId> = self
@@ -130,5 +139,6 @@ pub(super) fn imported(pdu: RemotePdu) -> ServiceResult<Imported> {
         depth: i64::try_from(pdu.depth).unwrap_or(i64::MAX),
         pdu: serde_json::to_value(&pdu.json).map_err(ServiceError::internal)?,
         redaction: None,
+        placed: None,
     })
 }

@@ -10,7 +10,7 @@
 //! in one order (this server's actor) but costs a pass over the room's
 //! history; state groups replace it with the DAG work of issue 18.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ruma_common::canonical_json::{redact, CanonicalJsonObject};
@@ -27,8 +27,6 @@ use crate::store::{Direction, StoredEvent, StreamPos};
 
 /// Most events one `backfill` or `get_missing_events` answers.
 pub const MAX_HISTORY: usize = 100;
-/// Events read per page while replaying a room's history.
-const PAGE: usize = 1000;
 
 /// Whether an event sent under this history visibility is shown to any
 /// server in the room, whenever its users came.
@@ -162,7 +160,7 @@ impl RoomService {
     ) -> ServiceResult<(Vec<StoredEvent>, Vec<StoredEvent>)> {
         self.readable_by(origin, room_id).await?;
         let event = self.event_in(room_id, event_id).await?;
-        let state = self.state_before(room_id, event.stream).await?;
+        let state = self.state_before(&event).await?;
         let chain = self.auth_chain(state.iter()).await?;
         Ok((state, chain))
     }
@@ -180,35 +178,26 @@ impl RoomService {
         Ok(chain.into_iter().map(|e| e.pdu).collect())
     }
 
-    /// The room's state just before position `before`, by replay.
-    async fn state_before(
-        &self,
-        room_id: &RoomId,
-        before: StreamPos,
-    ) -> ServiceResult<Vec<StoredEvent>> {
-        let mut state: HashMap<(String, String), StoredEvent> = HashMap::new();
-        let mut from = 0;
-        'pages: loop {
-            let page = self
-                .store
-                .room_events(room_id, from, Direction::Forward, PAGE)
-                .await?;
-            let Some(last) = page.last() else { break };
-            from = last.stream;
-            let full = page.len() == PAGE;
-            for event in page {
-                if event.stream >= before {
-                    break 'pages;
-                }
-                if let Some(key) = event.state_key.clone() {
-                    state.insert((event.kind.clone(), key), event);
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-        let mut events: Vec<StoredEvent> = state.into_values().collect();
+    /// The room's state just before `event`: the group after it, or for a
+    /// state event that made its own group, that group's parent.
+    async fn state_before(&self, event: &StoredEvent) -> ServiceResult<Vec<StoredEvent>> {
+        let group = self
+            .store
+            .state_groups_of(std::slice::from_ref(&event.event_id))
+            .await?
+            .pop()
+            .map(|(_, group)| group)
+            .ok_or_else(|| ServiceError::internal("no state recorded for the event"))?;
+        let before = match event.state_key.is_some() && group == event.event_id {
+            true => self.store.state_group(&group).await?.and_then(|g| g.parent),
+            false => Some(group),
+        };
+        let Some(before) = before else {
+            return Ok(Vec::new()); // the create event: nothing before it
+        };
+        let state = self.group_state(&before).await?;
+        let ids: Vec<OwnedEventId> = state.values().cloned().collect();
+        let mut events = self.store.get_events(&ids).await?;
         events.sort_by_key(|e| e.stream);
         Ok(events)
     }

@@ -12,6 +12,7 @@ mod push;
 mod rate_limits;
 mod receipts;
 mod rooms;
+mod state_groups;
 mod typing;
 
 pub use accounts::account_store;

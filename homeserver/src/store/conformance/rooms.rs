@@ -9,7 +9,7 @@ use ruma_common::{
 use ruma_events::room::member::MembershipState;
 use serde_json::json;
 
-use crate::store::{Direction, NewEvent, RoomStore, StoreError, StreamPos};
+use crate::store::{Direction, EventState, NewEvent, RoomStore, StoreError, StreamPos};
 
 fn event(room: &str, n: usize, state_key: Option<&str>, txn: Option<&str>) -> NewEvent {
     let kind = if state_key.is_some() {
@@ -29,7 +29,9 @@ fn event(room: &str, n: usize, state_key: Option<&str>, txn: Option<&str>) -> Ne
         membership: state_key.map(|_| MembershipState::Join),
         redaction: None,
         built_on: None,
+        state: EventState::default(),
     }
+    .on_one_chain()
 }
 
 /// A message of `room` (`$room-n`), for engines' own tests.
@@ -252,9 +254,12 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
 
     // Appends check the state they were authorized against: the room's
     // state head is its latest state event ("$!gap:test-0", the join).
-    let built_on = |n: usize, state: Option<&str>, on: &str| NewEvent {
-        built_on: Some(super::event(on)),
-        ..event("!gap:test", n, state, None)
+    let built_on = |n: usize, state: Option<&str>, on: &str| {
+        NewEvent {
+            built_on: Some(super::event(on)),
+            ..event("!gap:test", n, state, None)
+        }
+        .on_one_chain()
     };
     let ok = store.append(vec![built_on(700, None, "$!gap:test-0")]);
     ok.unwrap().await.unwrap();
@@ -279,4 +284,6 @@ pub async fn room_store(store: Arc<dyn RoomStore>) {
         .await
         .unwrap()
         .is_none());
+
+    super::state_groups::state_groups(store).await;
 }

@@ -35,6 +35,14 @@ pub async fn append_jobs(
         }
         positions.push(job_positions);
     }
+    // A state resolution's resets must land between the batch's own
+    // upserts, in order: such a batch (rare) goes job by job.
+    if events.iter().any(|(e, _)| !e.state.resets.is_empty()) {
+        sqlx::query("ROLLBACK TO SAVEPOINT bulk")
+            .execute(&mut *tx)
+            .await?;
+        return Ok(None);
+    }
     // A stale event sends the batch job by job, where its job fails alone.
     let Some(state_heads) = super::state_head::check(tx, events.iter().map(|(e, _)| *e)).await?
     else {
@@ -49,6 +57,7 @@ pub async fn append_jobs(
             .await?;
         return Ok(None);
     }
+    super::state_groups::insert(tx, events.iter().map(|(e, _)| *e)).await?;
     update_state(tx, &events).await?;
     update_memberships(tx, &events).await?;
     for (event, _) in &events {
@@ -86,6 +95,7 @@ async fn insert_events(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut groups = Vec::with_capacity(n);
     for (event, pos) in events {
         streams.push(*pos);
         ids.push(event.event_id.as_str());
@@ -97,12 +107,13 @@ async fn insert_events(
         devices.push(event.txn.as_ref().map(|(device, _)| device.as_str()));
         txn_ids.push(event.txn.as_ref().map(|(_, txn)| txn.as_str()));
         visibilities.push(event.visibility.as_str());
+        groups.push(event.state.group.as_ref().map(|g| g.as_str()));
     }
     let done = sqlx::query(
         "INSERT INTO events (stream, event_id, room_id, sender, type, state_key, pdu, \
-         txn_device, txn_id, visibility) \
+         txn_device, txn_id, visibility, state_group) \
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
-         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) \
          ON CONFLICT DO NOTHING",
     )
     .bind(&streams)
@@ -115,6 +126,7 @@ async fn insert_events(
     .bind(&devices)
     .bind(&txn_ids)
     .bind(&visibilities)
+    .bind(&groups)
     .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected())

@@ -23,6 +23,7 @@ mod accounts;
 mod bulk;
 mod dialect;
 mod rooms;
+mod state_groups;
 mod state_head;
 mod writer;
 

@@ -42,8 +42,8 @@ pub async fn check<'a>(
                 return Ok(None);
             }
         }
-        if event.state_key.is_some() {
-            moved.insert(room, event.event_id.as_str());
+        if let Some(head) = &event.state.head {
+            moved.insert(room, head.as_str());
         }
     }
     Ok(Some(moved))

@@ -84,6 +84,7 @@ fn message(room: &RoomId, id: String) -> NewEvent {
         membership: None,
         redaction: None,
         built_on: None,
+        state: crate::store::EventState::default(),
     }
 }
 
@@ -306,11 +307,14 @@ async fn stale_jobs_in_a_batch_fail_alone() {
         .create_room(room_id!("!s:test"), "11", user_id!("@a:test"))
         .await
         .unwrap();
-    let state = |id: &str, on: Option<&str>| NewEvent {
-        kind: "m.room.name".into(),
-        state_key: Some(String::new()),
-        built_on: on.map(conformance::event),
-        ..message(room_id!("!s:test"), id.into())
+    let state = |id: &str, on: Option<&str>| {
+        NewEvent {
+            kind: "m.room.name".into(),
+            state_key: Some(String::new()),
+            built_on: on.map(conformance::event),
+            ..message(room_id!("!s:test"), id.into())
+        }
+        .on_one_chain()
     };
     let plain = |id: &str, on: &str| NewEvent {
         built_on: Some(conformance::event(on)),

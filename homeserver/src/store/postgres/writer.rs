@@ -343,8 +343,8 @@ async fn insert_event(
     };
     let inserted = sqlx::query(
         "INSERT INTO events (stream, event_id, room_id, sender, type, state_key, pdu, \
-         txn_device, txn_id, visibility) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT DO NOTHING",
+         txn_device, txn_id, visibility, state_group) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
     )
     .bind(pos)
     .bind(event.event_id.as_str())
@@ -356,11 +356,13 @@ async fn insert_event(
     .bind(txn_device)
     .bind(txn_id)
     .bind(&event.visibility)
+    .bind(event.state.group.as_ref().map(|g| g.as_str()))
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
         return Ok(false);
     }
+    super::state_groups::insert(tx, std::iter::once(event)).await?;
     if let Some(state_key) = &event.state_key {
         sqlx::query(
             "INSERT INTO current_state (room_id, type, state_key, stream) VALUES ($1, $2, $3, $4) \
@@ -395,5 +397,6 @@ async fn insert_event(
             .execute(&mut *tx)
             .await?;
     }
+    super::state_groups::reset_current_state(tx, event).await?;
     Ok(true)
 }

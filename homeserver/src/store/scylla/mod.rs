@@ -33,8 +33,8 @@ use ruma_events::room::member::MembershipState;
 use tokio::sync::mpsc;
 
 use crate::store::{
-    Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StoreResult, StoredEvent,
-    StreamPos, TxnKey,
+    Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StateGroup, StoreResult,
+    StoredEvent, StreamPos, TxnKey,
 };
 use buckets::{read_window, Window};
 pub use timeline::{ScyllaSettings, ScyllaTimeline, TimelineTables};
@@ -184,6 +184,36 @@ impl RoomStore for ScyllaTimelineStore {
 
     async fn state_head(&self, room_id: &RoomId) -> StoreResult<Option<OwnedEventId>> {
         self.inner.state_head(room_id).await
+    }
+
+    async fn state_groups_of(
+        &self,
+        event_ids: &[OwnedEventId],
+    ) -> StoreResult<Vec<(OwnedEventId, OwnedEventId)>> {
+        self.inner.state_groups_of(event_ids).await
+    }
+
+    async fn state_group(&self, group: &EventId) -> StoreResult<Option<StateGroup>> {
+        self.inner.state_group(group).await
+    }
+
+    async fn state_group_deltas(&self, group: &EventId) -> StoreResult<Option<usize>> {
+        self.inner.state_group_deltas(group).await
+    }
+
+    async fn add_outliers(
+        &self,
+        room_id: &RoomId,
+        events: &[(OwnedEventId, Arc<serde_json::Value>)],
+    ) -> StoreResult<()> {
+        self.inner.add_outliers(room_id, events).await
+    }
+
+    async fn outliers(
+        &self,
+        event_ids: &[OwnedEventId],
+    ) -> StoreResult<Vec<(OwnedEventId, OwnedRoomId, Arc<serde_json::Value>)>> {
+        self.inner.outliers(event_ids).await
     }
 
     /// From the relational engine: this is the head new events are built

@@ -24,6 +24,7 @@ mod push;
 mod receipts;
 mod rooms;
 pub(super) mod rows;
+mod state_groups;
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;

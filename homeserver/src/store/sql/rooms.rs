@@ -2,12 +2,15 @@
 //! group-commit writer; the two multi-row lookups whose best SQL differs
 //! (`find_txns`, `recent_events`) are the engine's own.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use ruma_common::{
     DeviceId, EventId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId,
     RoomId, UserId,
 };
 use ruma_events::room::member::MembershipState;
+use serde_json::Value;
 use sqlx::Row as _;
 use tokio::sync::oneshot;
 
@@ -15,8 +18,8 @@ use super::engine::{dialect, Store};
 use super::rows::{self, EVENT_COLUMNS, MEMBERSHIP_COLUMNS};
 use super::{Job, Stream, ROOMS_PER_LIST};
 use crate::store::{
-    parse_id, Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StoreError,
-    StoreResult, StoredEvent, StreamPos, TxnKey,
+    parse_id, Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StateGroup,
+    StoreError, StoreResult, StoredEvent, StreamPos, TxnKey,
 };
 
 #[async_trait]
@@ -146,6 +149,36 @@ impl RoomStore for Store {
                 .fetch_optional(&self.pool)
                 .await?;
         head.flatten().map(parse_id).transpose()
+    }
+
+    async fn state_groups_of(
+        &self,
+        event_ids: &[OwnedEventId],
+    ) -> StoreResult<Vec<(OwnedEventId, OwnedEventId)>> {
+        self.groups_of_events(event_ids).await
+    }
+
+    async fn state_group(&self, group: &EventId) -> StoreResult<Option<StateGroup>> {
+        self.read_state_group(group).await
+    }
+
+    async fn state_group_deltas(&self, group: &EventId) -> StoreResult<Option<usize>> {
+        self.count_group_deltas(group).await
+    }
+
+    async fn add_outliers(
+        &self,
+        room_id: &RoomId,
+        events: &[(OwnedEventId, Arc<Value>)],
+    ) -> StoreResult<()> {
+        self.insert_outliers(room_id, events).await
+    }
+
+    async fn outliers(
+        &self,
+        event_ids: &[OwnedEventId],
+    ) -> StoreResult<Vec<(OwnedEventId, OwnedRoomId, Arc<Value>)>> {
+        self.read_outliers(event_ids).await
     }
 
     async fn latest_event(&self, room_id: &RoomId) -> StoreResult<Option<StoredEvent>> {

@@ -192,9 +192,9 @@ fn built_on_current_state(conn: &Connection, event: &NewEvent) -> rusqlite::Resu
             return Ok(false);
         }
     }
-    if event.state_key.is_some() {
+    if let Some(head) = &event.state.head {
         conn.prepare_cached("UPDATE rooms SET state_head = ? WHERE room_id = ?")?
-            .execute(params![event.event_id.as_str(), event.room_id.as_str()])?;
+            .execute(params![head.as_str(), event.room_id.as_str()])?;
     }
     Ok(true)
 }
@@ -204,9 +204,10 @@ fn insert_event(conn: &Connection, event: &NewEvent, pos: StreamPos) -> rusqlite
         Some((device, txn)) => (Some(device.as_str()), Some(txn.as_str())),
         None => (None, None),
     };
+    insert_state_groups(conn, event)?;
     conn.prepare_cached(
         "INSERT INTO events (stream, event_id, room_id, sender, type, state_key, pdu, \
-         txn_device, txn_id, visibility) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         txn_device, txn_id, visibility, state_group) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         pos,
@@ -219,6 +220,7 @@ fn insert_event(conn: &Connection, event: &NewEvent, pos: StreamPos) -> rusqlite
         txn_device,
         txn_id,
         event.visibility,
+        event.state.group.as_ref().map(|g| g.as_str()),
     ])?;
     if let Some(state_key) = &event.state_key {
         conn.prepare_cached(
@@ -245,6 +247,64 @@ fn insert_event(conn: &Connection, event: &NewEvent, pos: StreamPos) -> rusqlite
     if let Some((target, redacted)) = &event.redaction {
         conn.prepare_cached("UPDATE events SET pdu = ? WHERE event_id = ?")?
             .execute(params![redacted.to_string(), target.as_str()])?;
+    }
+    reset_current_state(conn, event)
+}
+
+/// The state groups the event brings (a group named twice, by two imports
+/// that resolved the same states, is the same group: kept once).
+fn insert_state_groups(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {
+    for group in &event.state.new_groups {
+        let added = conn
+            .prepare_cached(
+                "INSERT INTO state_groups (group_id, room_id, parent, snapshot) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                group.id.as_str(),
+                group.room_id.as_str(),
+                group.parent.as_ref().map(|p| p.as_str()),
+                group.snapshot,
+            ])?;
+        if added == 0 {
+            continue;
+        }
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO state_group_entries (group_id, type, state_key, event_id) \
+             VALUES (?, ?, ?, ?)",
+        )?;
+        for entry in &group.entries {
+            insert.execute(params![
+                group.id.as_str(),
+                entry.kind,
+                entry.state_key,
+                entry.event_id.as_str()
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Current state a state resolution moved to events already stored.
+fn reset_current_state(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {
+    for reset in &event.state.resets {
+        let entry = &reset.entry;
+        conn.prepare_cached(
+            "INSERT INTO current_state (room_id, type, state_key, stream) \
+             SELECT room_id, type, state_key, stream FROM events WHERE event_id = ? \
+             ON CONFLICT (room_id, type, state_key) DO UPDATE SET stream = excluded.stream",
+        )?
+        .execute(params![entry.event_id.as_str()])?;
+        if let Some(membership) = &reset.membership {
+            conn.prepare_cached(
+                "INSERT INTO memberships (room_id, user_id, membership, event_id, stream) \
+                 SELECT room_id, state_key, ?, event_id, stream FROM events WHERE event_id = ? \
+                 ON CONFLICT (room_id, user_id) DO UPDATE SET \
+                 membership = excluded.membership, event_id = excluded.event_id, \
+                 stream = excluded.stream",
+            )?
+            .execute(params![membership.as_str(), entry.event_id.as_str()])?;
+        }
     }
     Ok(())
 }

@@ -167,14 +167,25 @@ impl Core {
             );
         }
         let latest = self.store.latest_event(room_id).await?;
-        // Each (type, key)'s newest event is current, so the newest of those
-        // is the room's latest state event.
-        let state_head = state_events
-            .iter()
-            .max_by_key(|e| e.stream)
-            .map(|e| e.event_id.clone());
+        // The stored head names the current state's group; a room whose
+        // head was never stored has one chain, and its newest current
+        // state event is the head.
+        let state_head = match self.store.state_head(room_id).await? {
+            Some(head) => Some(head),
+            None => state_events
+                .iter()
+                .max_by_key(|e| e.stream)
+                .map(|e| e.event_id.clone()),
+        };
+        // Groups since the last snapshot, so the next one comes in time
+        // (unknown: store the next group in full).
+        let deltas = match &state_head {
+            Some(head) => self.store.state_group_deltas(head).await?,
+            None => None,
+        };
         Ok(Some(RoomHandle {
             state_head,
+            deltas: deltas.unwrap_or(usize::MAX),
             state: Arc::new(state),
             extremities: latest.iter().map(|e| e.event_id.clone()).collect(),
             depth: latest
@@ -279,17 +290,21 @@ impl Core {
             .then(|| membership_of(&pdu["content"]))
             .flatten();
         let depth = handle.depth + 1;
-        let built_on = handle.advance(Advance {
-            event_id: &event_id,
-            sender,
-            kind: &kind,
-            state_key: state_key.as_deref(),
-            content: &pdu["content"],
-            prev_events: &prev_events,
-            depth,
-        });
+        let (built_on, state) = handle.advance(
+            room_id,
+            Advance {
+                event_id: &event_id,
+                sender,
+                kind: &kind,
+                state_key: state_key.as_deref(),
+                content: &pdu["content"],
+                prev_events: &prev_events,
+                depth,
+            },
+        );
         Ok(NewEvent {
             built_on,
+            state,
             event_id,
             room_id: room_id.to_owned(),
             sender: sender.to_owned(),

@@ -13,7 +13,8 @@ use super::commit::{Batch, Owed};
 use super::{Advance, Core, RoomHandle};
 use crate::service::error::{ServiceError, ServiceResult};
 use crate::service::rooms::state::membership_of;
-use crate::store::NewEvent;
+use crate::service::rooms::state::StateEntry;
+use crate::store::{EventState, NewEvent};
 
 /// One event to import: its id, sender, type, state key, depth and PDU.
 #[derive(Clone)]
@@ -26,6 +27,20 @@ pub struct Imported {
     pub pdu: Value,
     /// For a redaction: the event it redacts and that event's redacted PDU.
     pub redaction: Option<(OwnedEventId, Value)>,
+    /// Where it stands in the room's state when that is not simply after
+    /// the current state (the room's history forks): `None` for an event
+    /// on the current state, which moves the head as a local event does.
+    pub placed: Option<Placed>,
+}
+
+/// An event placed by state resolution: the groups it brings, the room's
+/// new state head and the current state entries that change.
+#[derive(Clone)]
+pub struct Placed {
+    pub state: EventState,
+    /// The head's state entries that change (the event's own among them
+    /// only if the resolution chose it).
+    pub changes: Vec<(String, String, StateEntry)>,
 }
 
 /// Import these events in order (all or none): into a room this server
@@ -82,6 +97,13 @@ impl Core {
             .map(|event| advance(&mut scratch, room_id.to_owned(), event))
             .collect();
         let ids = built.iter().map(|e| e.event_id.clone()).collect();
+        if new_room {
+            // A join's state is what the room held before it, not events
+            // at the end of its history: the join is the only extremity.
+            if let Some(join) = built.last() {
+                scratch.extremities = vec![join.event_id.clone()];
+            }
+        }
         *head = Some(scratch);
         let owed = Owed {
             reply,
@@ -107,6 +129,7 @@ fn advance(handle: &mut RoomHandle, room_id: OwnedRoomId, event: Imported) -> Ne
         depth,
         pdu,
         redaction,
+        placed,
     } = event;
     let content = pdu.get("content").cloned().unwrap_or_else(|| json!({}));
     let visibility = handle.state.history_visibility().to_owned();
@@ -117,7 +140,7 @@ fn advance(handle: &mut RoomHandle, room_id: OwnedRoomId, event: Imported) -> Ne
         .get("prev_events")
         .and_then(|prev| serde_json::from_value(prev.clone()).ok())
         .unwrap_or_default();
-    let built_on = handle.advance(Advance {
+    let advance = Advance {
         event_id: &event_id,
         sender: &sender,
         kind: &kind,
@@ -125,9 +148,14 @@ fn advance(handle: &mut RoomHandle, room_id: OwnedRoomId, event: Imported) -> Ne
         content: &content,
         prev_events: &prev_events,
         depth,
-    });
+    };
+    let (built_on, state) = match placed {
+        None => handle.advance(&room_id, advance),
+        Some(placed) => handle.place(advance, placed),
+    };
     NewEvent {
         built_on,
+        state,
         event_id,
         room_id,
         sender,

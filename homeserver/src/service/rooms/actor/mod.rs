@@ -32,7 +32,7 @@ mod commit;
 mod import;
 mod txns;
 
-pub(super) use import::{ImportJob, Imported};
+pub(super) use import::{ImportJob, Imported, Placed};
 
 use self::commit::Batch;
 use self::txns::RecentTxns;
@@ -42,7 +42,7 @@ use crate::service::error::{ServiceError, ServiceResult};
 use crate::service::federation::sender::Outbox;
 use crate::service::keys::ServerKey;
 use crate::service::timeline_cache::TimelineCache;
-use crate::store::{EventBus, RoomStore};
+use crate::store::{EventBus, EventState, NewStateGroup, RoomStore, StateKeyed};
 
 /// How long an actor waits for work before it stops.
 const IDLE: Duration = Duration::from_secs(30);
@@ -67,9 +67,14 @@ pub(super) struct RoomHandle {
     /// merged again by the next remote event that names both sides).
     pub extremities: Vec<OwnedEventId>,
     pub depth: i64,
-    /// The latest state event: what new events are authorized against, and
+    /// The state group of the current state (on a one-chain history, the
+    /// latest state event): what new events are authorized against, and
     /// what the store checks is still current when they are appended.
     pub state_head: Option<OwnedEventId>,
+    /// State groups stored as a difference since the last full one
+    /// (`usize::MAX` when unknown: the next state event stores the state
+    /// in full).
+    pub deltas: usize,
 }
 
 impl RoomHandle {
@@ -79,10 +84,92 @@ impl RoomHandle {
         self.extremities[skip..].to_vec()
     }
 
-    /// Moves the head past a new event: its state (only state events keep
-    /// their content here), the extremities and depth. Returns the state
-    /// head the event was built on.
-    pub fn advance(&mut self, event: Advance<'_>) -> Option<OwnedEventId> {
+    /// Moves the head past a new event that follows the current state (a
+    /// local event, or a remote one on the same state): its state (only
+    /// state events keep their content here), the extremities and depth.
+    /// Returns the state head it was built on and where it stands in the
+    /// room's state: a state event makes a group (its parent's plus itself,
+    /// or the whole state every [`SNAPSHOT_EVERY`] groups) and becomes the
+    /// head.
+    pub fn advance(
+        &mut self,
+        room_id: &RoomId,
+        event: Advance<'_>,
+    ) -> (Option<OwnedEventId>, EventState) {
+        let event_id = event.event_id.clone();
+        let kind = event.kind.to_owned();
+        let state_key = event.state_key.map(str::to_owned);
+        let built_on = self.advance_head(event);
+        let Some(state_key) = state_key else {
+            let state = EventState {
+                group: built_on.clone(),
+                ..EventState::default()
+            };
+            return (built_on, state);
+        };
+        let snapshot = built_on.is_none() || self.deltas >= SNAPSHOT_EVERY;
+        let entries = if snapshot {
+            self.deltas = 0;
+            self.state
+                .entries()
+                .map(|((kind, state_key), entry)| StateKeyed {
+                    kind: kind.clone(),
+                    state_key: state_key.clone(),
+                    event_id: entry.event_id.clone(),
+                })
+                .collect()
+        } else {
+            self.deltas += 1;
+            vec![StateKeyed {
+                kind,
+                state_key,
+                event_id: event_id.clone(),
+            }]
+        };
+        let state = EventState {
+            group: Some(event_id.clone()),
+            new_groups: vec![NewStateGroup {
+                id: event_id.clone(),
+                room_id: room_id.to_owned(),
+                parent: built_on.clone(),
+                snapshot,
+                entries,
+            }],
+            head: Some(event_id),
+            resets: Vec::new(),
+        };
+        (built_on, state)
+    }
+
+    /// Moves the head past an event that state resolution placed: the
+    /// state entries it changes, the extremities and depth. Returns the
+    /// state head it was built on and its state.
+    pub fn place(
+        &mut self,
+        event: Advance<'_>,
+        placed: Placed,
+    ) -> (Option<OwnedEventId>, EventState) {
+        let Placed { state, changes } = placed;
+        if !changes.is_empty() {
+            let current = Arc::make_mut(&mut self.state);
+            for (kind, state_key, entry) in changes {
+                current.insert(&kind, &state_key, entry);
+            }
+        }
+        self.extremities
+            .retain(|id| !event.prev_events.contains(id));
+        self.extremities.push(event.event_id.clone());
+        self.depth = self.depth.max(event.depth);
+        let built_on = self.state_head.clone();
+        if let Some(head) = &state.head {
+            self.state_head = Some(head.clone());
+        }
+        (built_on, state)
+    }
+
+    /// Moves the head past an event; returns the state head it was built
+    /// on.
+    fn advance_head(&mut self, event: Advance<'_>) -> Option<OwnedEventId> {
         let Advance {
             event_id,
             sender,
@@ -116,6 +203,9 @@ impl RoomHandle {
 
 /// Most `prev_events` a local event names (the spec allows 20).
 const MAX_PREV_EVENTS: usize = 10;
+/// State groups stored as differences before one is stored in full: bounds
+/// the walk that reads a group back.
+const SNAPSHOT_EVERY: usize = 100;
 
 /// What moving the head past one event needs to know of it.
 pub(super) struct Advance<'a> {

@@ -1,0 +1,321 @@
+//! Remote events where the room's history forks: an event whose
+//! `prev_events` are not on the room's current state (another server built
+//! it before our latest state change reached it), or that leaves the room
+//! with several forward extremities on different states.
+//!
+//! Such an event is authorized against the state before it (its
+//! `prev_events`' states resolved: rejected if that state does not allow
+//! it), soft-failed if the current state does not allow it (kept out of
+//! the room), and the room's current state becomes the resolution of its
+//! forward extremities' states: the same on every server that holds the
+//! same events, whatever order they arrived in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ruma_common::OwnedEventId;
+use ruma_events::StateEventType;
+use serde_json::{json, Value};
+
+use super::actor::Placed;
+use super::remote_events::{reject, PduResult, Room};
+use super::remote_join::{imported, ImportAs};
+use super::state::{membership_of, StateEntry};
+use super::state_groups::StateIds;
+use super::RoomService;
+use crate::service::error::ServiceResult;
+use crate::service::federation::event::{
+    authorize_by_auth_events, authorize_by_state, trusted, RemotePdu,
+};
+use crate::store::{EventState, NewStateGroup, StateKeyed, StateReset};
+
+impl RoomService {
+    /// The index of the first of `pdus` whose place in the room's state is
+    /// not simply after the current state as the ones before it move it;
+    /// `None` when all of them follow on (the common case: one query).
+    /// Unknown `prev_events` (a gap not filled) do not count.
+    pub(super) async fn first_forked(
+        &self,
+        room: &Room,
+        pdus: &[RemotePdu],
+    ) -> ServiceResult<Option<usize>> {
+        let mut wanted: Vec<OwnedEventId> = pdus
+            .iter()
+            .flat_map(|p| p.prev_events.iter())
+            .chain(&room.extremities)
+            .cloned()
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let mut groups: HashMap<OwnedEventId, OwnedEventId> = self
+            .store
+            .state_groups_of(&wanted)
+            .await?
+            .into_iter()
+            .collect();
+        let mut head = room.head_group.clone();
+        let mut extremities = room.extremities.clone();
+        for (n, pdu) in pdus.iter().enumerate() {
+            let on_head =
+                |id: &OwnedEventId| groups.get(id).is_none_or(|g| Some(g) == head.as_ref());
+            let before_on_head = pdu.prev_events.iter().all(on_head);
+            extremities.retain(|id| !pdu.prev_events.contains(id));
+            let others_on_head = extremities.iter().all(on_head);
+            if !before_on_head || !others_on_head {
+                return Ok(Some(n));
+            }
+            extremities.push(pdu.event_id.clone());
+            if pdu.state_key.is_some() {
+                head = Some(pdu.event_id.clone());
+            }
+            if let Some(head) = &head {
+                groups.insert(pdu.event_id.clone(), head.clone());
+            }
+        }
+        Ok(None)
+    }
+
+    /// Authorizes one forked event and appends it with its place in the
+    /// room's state: the state groups it brings, the resolved current
+    /// state and what of it changed.
+    pub(super) async fn import_forked(
+        &self,
+        room: &Room,
+        pdu: RemotePdu,
+    ) -> ServiceResult<(OwnedEventId, PduResult)> {
+        let id = pdu.event_id.clone();
+        if self.store.get_event(&id).await?.is_some() {
+            return Ok((id, Ok(()))); // sent again: already ours
+        }
+        let auth = self.auth_events_of(room, &pdu).await?;
+        if let Err(err) = authorize_by_auth_events(&pdu, &room.rules, &auth) {
+            return Ok((id, Err(reject(err).to_string())));
+        }
+        // The state before it: its parents' states, resolved.
+        let prev_groups: Vec<OwnedEventId> = self
+            .store
+            .state_groups_of(&pdu.prev_events)
+            .await?
+            .into_iter()
+            .map(|(_, group)| group)
+            .chain(
+                room.head_group
+                    .clone()
+                    .filter(|_| pdu.prev_events.is_empty()),
+            )
+            .collect();
+        let before = self
+            .resolve_groups(&room.room_id, &room.rules, &prev_groups, None)
+            .await?;
+        let lookup = |kind: &StateEventType, key: &str| {
+            before.state.get(&(kind.clone(), key.to_owned())).cloned()
+        };
+        let before_auth = self
+            .auth_state_of(&room.rules, std::slice::from_ref(&pdu), lookup)
+            .await?;
+        if let Err(err) = authorize_by_state(&pdu, &room.rules, &before_auth) {
+            return Ok((id, Err(reject(err).to_string())));
+        }
+        let current_auth = self
+            .state_for_auth(room, std::slice::from_ref(&pdu))
+            .await?;
+        if let Err(err) = authorize_by_state(&pdu, &room.rules, &current_auth) {
+            tracing::info!(event_id = %id, %err, "soft-failed an event");
+            return Ok((id, Ok(())));
+        }
+        let placed = self.place(room, &pdu, before).await?;
+        let mut event = imported(pdu)?;
+        event.placed = Some(placed);
+        let result = match self
+            .import(&room.room_id, vec![event], ImportAs::Received)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => match self.store.get_event(&id).await {
+                Ok(Some(_)) => Ok(()),
+                _ => Err(err.to_string()),
+            },
+        };
+        Ok((id, result))
+    }
+
+    /// Where an accepted forked event stands: its group (the state before
+    /// it, plus itself if it is a state event), the room's current state
+    /// as the resolution of its forward extremities' states, and how that
+    /// differs from the head's.
+    async fn place(
+        &self,
+        room: &Room,
+        pdu: &RemotePdu,
+        before: super::state_groups::Resolved,
+    ) -> ServiceResult<Placed> {
+        let room_id = &room.room_id;
+        let mut new_groups: Vec<NewStateGroup> = before.new_group.into_iter().collect();
+        let own_key = pdu
+            .state_key
+            .as_ref()
+            .map(|key| (StateEventType::from(pdu.kind.to_string()), key.clone()));
+        let after = match &own_key {
+            Some((kind, key)) => {
+                let mut state = (*before.state).clone();
+                state.insert((kind.clone(), key.clone()), pdu.event_id.clone());
+                self.remember_group(&pdu.event_id, Arc::new(state));
+                new_groups.push(NewStateGroup {
+                    id: pdu.event_id.clone(),
+                    room_id: room_id.clone(),
+                    parent: Some(before.id),
+                    snapshot: false,
+                    entries: vec![StateKeyed {
+                        kind: kind.to_string(),
+                        state_key: key.clone(),
+                        event_id: pdu.event_id.clone(),
+                    }],
+                });
+                pdu.event_id.clone()
+            }
+            None => before.id,
+        };
+        // The room's current state: its extremities' states resolved.
+        let others: Vec<OwnedEventId> = room
+            .extremities
+            .iter()
+            .filter(|id| !pdu.prev_events.contains(id))
+            .cloned()
+            .collect();
+        let mut heads: Vec<OwnedEventId> = self
+            .store
+            .state_groups_of(&others)
+            .await?
+            .into_iter()
+            .map(|(_, group)| group)
+            .collect();
+        heads.push(after.clone());
+        let current = self
+            .resolve_groups(room_id, &room.rules, &heads, Some(pdu))
+            .await?;
+        if let Some(group) = current.new_group {
+            if !new_groups.iter().any(|g| g.id == group.id) {
+                new_groups.push(group);
+            }
+        }
+        let head: StateIds = room
+            .state
+            .entries()
+            .map(|((kind, key), entry)| {
+                let kind = StateEventType::from(kind.as_str());
+                ((kind, key.clone()), entry.event_id.clone())
+            })
+            .collect();
+        let changed: Vec<(&(StateEventType, String), &OwnedEventId)> = current
+            .state
+            .iter()
+            .filter(|(key, id)| head.get(*key) != Some(*id))
+            .collect();
+        let ids: Vec<OwnedEventId> = changed.iter().map(|(_, id)| (*id).clone()).collect();
+        let contents: HashMap<OwnedEventId, (ruma_common::OwnedUserId, Value)> = self
+            .store
+            .get_events(&ids)
+            .await?
+            .into_iter()
+            .map(|e| {
+                let content = e.pdu.get("content").cloned().unwrap_or_else(|| json!({}));
+                (e.event_id, (e.sender, content))
+            })
+            .chain(std::iter::once((
+                pdu.event_id.clone(),
+                (
+                    pdu.sender.clone(),
+                    serde_json::from_str(pdu.content.get()).unwrap_or_else(|_| json!({})),
+                ),
+            )))
+            .collect();
+        let mut changes = Vec::with_capacity(changed.len());
+        let mut resets = Vec::new();
+        for ((kind, key), event_id) in changed {
+            let Some((sender, content)) = contents.get(event_id) else {
+                continue;
+            };
+            let membership = (*kind == StateEventType::RoomMember)
+                .then(|| membership_of(content))
+                .flatten();
+            if *event_id != pdu.event_id {
+                resets.push(StateReset {
+                    entry: StateKeyed {
+                        kind: kind.to_string(),
+                        state_key: key.clone(),
+                        event_id: event_id.clone(),
+                    },
+                    membership,
+                });
+            }
+            let entry = StateEntry {
+                event_id: event_id.clone(),
+                sender: sender.clone(),
+                content: content.clone(),
+            };
+            changes.push((kind.to_string(), key.clone(), entry));
+        }
+        // The event's own entry lost the resolution: the store, which
+        // writes a state event as current, is told to put back the winner.
+        if let Some(own) = &own_key {
+            if current.state.get(own) != Some(&pdu.event_id) {
+                if let Some(winner) = current.state.get(own).or_else(|| head.get(own)) {
+                    if !resets.iter().any(|r| &r.entry.event_id == winner) {
+                        let membership = contents
+                            .get(winner)
+                            .filter(|_| own.0 == StateEventType::RoomMember)
+                            .and_then(|(_, content)| membership_of(content));
+                        resets.push(StateReset {
+                            entry: StateKeyed {
+                                kind: own.0.to_string(),
+                                state_key: own.1.clone(),
+                                event_id: winner.clone(),
+                            },
+                            membership,
+                        });
+                    }
+                }
+            }
+        }
+        self.remember_group(&current.id, current.state.clone());
+        tracing::info!(
+            room_id = %room_id,
+            event_id = %pdu.event_id,
+            group = %current.id,
+            changed = ?changes.iter().map(|(kind, key, e)| format!("{kind}/{key}={}", e.event_id)).collect::<Vec<_>>(),
+            "a fork resolved"
+        );
+        Ok(Placed {
+            state: EventState {
+                group: Some(after),
+                new_groups,
+                head: Some(current.id),
+                resets,
+            },
+            changes,
+        })
+    }
+
+    /// The event's auth events and the room's create event, as the rules
+    /// read them (another room's events never count).
+    async fn auth_events_of(
+        &self,
+        room: &Room,
+        pdu: &RemotePdu,
+    ) -> ServiceResult<HashMap<OwnedEventId, RemotePdu>> {
+        let wanted: Vec<OwnedEventId> = pdu
+            .auth_events
+            .iter()
+            .chain(&room.create)
+            .cloned()
+            .collect();
+        let mut auth = HashMap::with_capacity(wanted.len());
+        for event in self.store.get_events(&wanted).await? {
+            if event.room_id == room.room_id {
+                let id = event.event_id.clone();
+                auth.insert(id.clone(), trusted(id, &event.pdu).map_err(reject)?);
+            }
+        }
+        Ok(auth)
+    }
+}

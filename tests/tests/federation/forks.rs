@@ -1,0 +1,163 @@
+//! Where a room's history forks: two events built on the same state by
+//! different hands (a demotion and a rename by the one demoted) reach two
+//! servers in opposite orders. Each server keeps the state the spec's
+//! state resolution gives, and both end the same. The peer is played with
+//! a real server's key, so the order of arrival is the test's to choose.
+
+use super::*;
+
+/// The content of `room`'s `(kind, key)` state as `client` sees it.
+async fn state_content(client: &Client, room: &str, kind: &str) -> Value {
+    let path = format!("{V3}/rooms/{}/state/{kind}/", enc(room));
+    assert_ok(client.get(&path).await)
+}
+
+/// The id of the `(kind, key)` event in a `/state` answer.
+fn id_in(state: &Value, kind: &str, key: &str) -> Value {
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == kind && e["state_key"] == key)
+        .map(|e| e["event_id"].clone())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_demotion_against_a_rename_resolves_alike_whatever_the_order() {
+    let (a, b, c) = tokio::join!(
+        FederatingTern::start(),
+        FederatingTern::start(),
+        FederatingTern::start()
+    );
+    let alice = Client::register(&a.server, "alice").await;
+    let carol = Client::register(&a.server, "carol").await;
+    let bob = Client::register(&b.server, "bob").await;
+    let dave = Client::register(&c.server, "dave").await;
+    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
+    assert_ok(carol.join(&room).await);
+    let name_path = format!("{V3}/rooms/{}/state/m.room.name/", enc(&room));
+    assert_ok(alice.put(&name_path, &json!({"name": "Original"})).await);
+    let power_path = format!("{V3}/rooms/{}/state/m.room.power_levels/", enc(&room));
+    let mut power = assert_ok(alice.get(&power_path).await);
+    power["users"][&carol.user_id] = json!(50);
+    assert_ok(alice.put(&power_path, &power).await);
+    assert_ok(join_through(&bob, &room, &a.name).await);
+    assert_ok(join_through(&dave, &room, &a.name).await);
+    // Both peers hold the same history up to dave's join.
+    shows_membership(&bob, &room, &dave.user_id, "join").await;
+    let latest = |client: &Client| {
+        let client = client.clone();
+        let room = room.clone();
+        async move { client.messages(&room, "b", None, 1).await["chunk"][0]["event_id"].clone() }
+    };
+    let head = latest(&dave).await;
+    eventually("both peers at dave's join", async || {
+        let on_b = latest(&bob).await;
+        (on_b == head).then_some(()).ok_or(on_b)
+    })
+    .await;
+
+    // On that head, alice demotes carol while carol renames the room.
+    let state = assert_ok(alice.get(&format!("{V3}/rooms/{}/state", enc(&room))).await);
+    let (create, levels) = (
+        id_in(&state, "m.room.create", ""),
+        id_in(&state, "m.room.power_levels", ""),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let as_a = Impersonator::of(&a);
+    let mut demoted = power.clone();
+    demoted["users"]
+        .as_object_mut()
+        .unwrap()
+        .remove(&carol.user_id);
+    let (demotion_id, demotion) = as_a.sign_pdu(json!({
+        "type": "m.room.power_levels", "state_key": "", "room_id": room,
+        "sender": alice.user_id, "content": demoted,
+        "prev_events": [head], "depth": 100, "origin_server_ts": now,
+        "auth_events": [create, levels, id_in(&state, "m.room.member", &alice.user_id)],
+    }));
+    let (rename_id, rename) = as_a.sign_pdu(json!({
+        "type": "m.room.name", "state_key": "", "room_id": room,
+        "sender": carol.user_id, "content": {"name": "Renamed"},
+        "prev_events": [head], "depth": 100, "origin_server_ts": now + 1,
+        "auth_events": [create, levels, id_in(&state, "m.room.member", &carol.user_id)],
+    }));
+    let send = async |to: &FederatingTern, txn: &str, pdu: &Value| {
+        let transaction = json!({"origin": a.name, "origin_server_ts": now, "pdus": [pdu]});
+        let uri = format!("/_matrix/federation/v1/send/{txn}");
+        let (status, answer) = as_a.put(to, &uri, &transaction).await;
+        assert_eq!(status, 200, "{answer}");
+        answer
+    };
+    // B takes the rename first: carol may rename, and the room is renamed.
+    let answer = send(&b, "fork-1", &rename).await;
+    assert!(answer["pdus"][&rename_id]["error"].is_null(), "{answer}");
+    assert_eq!(
+        state_content(&bob, &room, "m.room.name").await["name"],
+        "Renamed"
+    );
+    // Then the demotion, on the same head: a fork, resolved. The demotion
+    // by the room's admin comes first, and the rename by a user it
+    // demoted no longer holds: the room's name goes back.
+    let answer = send(&b, "fork-2", &demotion).await;
+    assert!(answer["pdus"][&demotion_id]["error"].is_null(), "{answer}");
+    // C takes them the other way round: the rename arrives after the
+    // demotion, allowed by the state before it but not by the room's
+    // current state: soft-failed, never shown.
+    let answer = send(&c, "fork-1", &demotion).await;
+    assert!(answer["pdus"][&demotion_id]["error"].is_null(), "{answer}");
+    let answer = send(&c, "fork-2", &rename).await;
+    assert!(answer["pdus"][&rename_id]["error"].is_null(), "{answer}");
+
+    // A later message of alice's names both sides and is the barrier.
+    let (after_id, after) = as_a.sign_pdu(json!({
+        "type": "m.room.message", "room_id": room, "sender": alice.user_id,
+        "content": {"msgtype": "m.text", "body": "settled"},
+        "prev_events": [demotion_id, rename_id], "depth": 101, "origin_server_ts": now + 2,
+        "auth_events": [create, demotion_id, id_in(&state, "m.room.member", &alice.user_id)],
+    }));
+    for (server, txn) in [(&b, "fork-3"), (&c, "fork-3")] {
+        let answer = send(server, txn, &after).await;
+        assert!(answer["pdus"][&after_id]["error"].is_null(), "{answer}");
+    }
+    for client in [&bob, &dave] {
+        let path = format!("{V3}/rooms/{}/event/{}", enc(&room), enc(after_id.as_str()));
+        assert_ok(client.get(&path).await);
+        let name = state_content(client, &room, "m.room.name").await;
+        assert_eq!(name["name"], "Original", "{}", client.user_id);
+        let levels = state_content(client, &room, "m.room.power_levels").await;
+        assert!(levels["users"][&carol.user_id].is_null(), "{levels}");
+    }
+    let path = format!(
+        "{V3}/rooms/{}/event/{}",
+        enc(&room),
+        enc(rename_id.as_str())
+    );
+    assert_eq!(
+        dave.get(&path).await.0,
+        404,
+        "a soft-failed event is never shown"
+    );
+    // The servers answer the same state at the barrier, as another server
+    // joining there would be told.
+    let state_ids = async |tern: &FederatingTern| {
+        let uri = format!(
+            "/_matrix/federation/v1/state_ids/{}?event_id={}",
+            enc(&room),
+            enc(after_id.as_str())
+        );
+        let (status, answer) = as_a.get(tern, &uri).await;
+        assert_eq!(status, 200, "{answer}");
+        let mut ids: Vec<String> = serde_json::from_value(answer["pdu_ids"].clone()).unwrap();
+        ids.sort();
+        ids
+    };
+    let (on_b, on_c) = (state_ids(&b).await, state_ids(&c).await);
+    assert!(on_b.contains(&demotion_id), "{on_b:?}");
+    assert!(!on_b.contains(&rename_id), "{on_b:?}");
+    assert_eq!(on_b, on_c);
+}
