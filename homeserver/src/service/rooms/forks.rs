@@ -91,19 +91,18 @@ impl RoomService {
         if let Err(err) = authorize_by_auth_events(&pdu, &room.rules, &auth) {
             return Ok((id, Err(reject(err).to_string())));
         }
-        // The state before it: its parents' states, resolved.
-        let prev_groups: Vec<OwnedEventId> = self
+        // The state before it: its parents' states, resolved (parents not
+        // here, a gap that could not be filled, count as the current state).
+        let mut prev_groups: Vec<OwnedEventId> = self
             .store
             .state_groups_of(&pdu.prev_events)
             .await?
             .into_iter()
             .map(|(_, group)| group)
-            .chain(
-                room.head_group
-                    .clone()
-                    .filter(|_| pdu.prev_events.is_empty()),
-            )
             .collect();
+        if prev_groups.is_empty() {
+            prev_groups.extend(room.head_group.clone());
+        }
         let before = self
             .resolve_groups(&room.room_id, &room.rules, &prev_groups, None)
             .await?;

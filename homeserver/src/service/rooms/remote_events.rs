@@ -11,9 +11,9 @@
 //! a transaction of 50 messages costs a commit or two, not 50.
 //!
 //! An event whose `prev_events` are unknown here first has the gap filled
-//! from the sender (`get_missing_events`). Not yet: fetching missing auth
-//! events (`/event_auth`) and state resolution when the room's history
-//! forks (issue 18).
+//! from the sender (`get_missing_events`). An event whose place needs a
+//! state resolution (the room's history forks) is taken alone, in
+//! `forks.rs`. Not yet: fetching missing auth events (`/event_auth`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
