@@ -17,6 +17,15 @@ fi
 # The OpenAPI contract tests: validators, schemathesis, a client generator.
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
 
+# Synapse 1.163.2 from PyPI, the federation tests' reference peer: installed
+# here, once, before the tests (which run two at a time) start it.
+SYNAPSE_VENV="${SYNAPSE_VENV:-$HOME/.cache/tern-synapse-venv}"
+if ! "$SYNAPSE_VENV/bin/python" -c 'import synapse' 2>/dev/null; then
+    python3 -m venv "$SYNAPSE_VENV"
+    "$SYNAPSE_VENV/bin/pip" install --quiet --disable-pip-version-check matrix-synapse==1.163.2
+fi
+export SYNAPSE_VENV
+
 # Redis for typing and presence in the distributed deployment: installed
 # from Debian's packages and started if this machine has none running.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

@@ -49,8 +49,8 @@ pub use push::{OutboxPush, PushStore, PusherRecord, QueuedPush};
 pub use rate_limits::RateLimitStore;
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiptStore};
 pub use rooms::{
-    Direction, Durable, EventState, MembershipRecord, NewEvent, NewStateGroup, RoomSlice,
-    RoomStore, StateGroup, StateKeyed, StateReset, StoredEvent, TxnKey,
+    Direction, Durable, EventState, MembershipRecord, NewEvent, NewStateGroup, Outlier, Refused,
+    RoomSlice, RoomStore, StateGroup, StateKeyed, StateReset, StoredEvent, TxnKey,
 };
 pub use typing::TypingStore;
 

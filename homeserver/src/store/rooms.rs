@@ -140,6 +140,26 @@ pub struct StateReset {
     pub membership: Option<MembershipState>,
 }
 
+/// An event refused (rejected, or soft-failed: allowed by the state it was
+/// built on, not by the room's current state) and why.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub event_id: OwnedEventId,
+    pub pdu: Arc<Value>,
+    pub soft_failed: bool,
+    pub reason: String,
+}
+
+/// An event known here but not in the timeline.
+#[derive(Debug, Clone)]
+pub struct Outlier {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub pdu: Arc<Value>,
+    /// `Some` when it was refused: `(soft_failed, reason)`.
+    pub refused: Option<(bool, String)>,
+}
+
 /// A stored state group: its parent (the state it came after) and the
 /// room's full state in it.
 #[derive(Debug, Clone, Default)]
@@ -246,11 +266,11 @@ pub trait RoomStore: Send + Sync {
         room_id: &RoomId,
         events: &[(OwnedEventId, Arc<Value>)],
     ) -> StoreResult<()>;
-    /// The outliers among `event_ids`: `(event_id, room_id, pdu)`.
-    async fn outliers(
-        &self,
-        event_ids: &[OwnedEventId],
-    ) -> StoreResult<Vec<(OwnedEventId, OwnedRoomId, Arc<Value>)>>;
+    /// Keeps events refused or soft-failed, with why (an event kept
+    /// already is kept once, with its first answer).
+    async fn add_refused(&self, room_id: &RoomId, events: &[Refused]) -> StoreResult<()>;
+    /// The outliers among `event_ids`, refused ones included.
+    async fn outliers(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<Outlier>>;
     /// How many groups a read of `group` walks before its snapshot (0 for
     /// a snapshot); `None` if no such group is stored.
     async fn state_group_deltas(&self, group: &EventId) -> StoreResult<Option<usize>>;

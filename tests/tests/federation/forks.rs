@@ -161,3 +161,52 @@ async fn a_demotion_against_a_rename_resolves_alike_whatever_the_order() {
     assert!(!on_b.contains(&rename_id), "{on_b:?}");
     assert_eq!(on_b, on_c);
 }
+
+#[tokio::test]
+async fn an_event_authorized_by_state_from_before_the_join_is_accepted() {
+    let (a, b) = tokio::join!(FederatingTern::start(), FederatingTern::start());
+    let alice = Client::register(&a.server, "alice").await;
+    let bob = Client::register(&b.server, "bob").await;
+    let room = alice.create_room(&json!({"preset": "public_chat"})).await;
+    let state_path = format!("{V3}/rooms/{}/state", enc(&room));
+    let before = assert_ok(alice.get(&state_path).await);
+    let old_levels = id_in(&before, "m.room.power_levels", "");
+    // The power levels change before bob's server joins: it gets the old
+    // ones only in the join's auth chain, never in the room's timeline.
+    let power_path = format!("{V3}/rooms/{}/state/m.room.power_levels/", enc(&room));
+    let mut power = assert_ok(alice.get(&power_path).await);
+    power["events_default"] = json!(0);
+    power["users_default"] = json!(0);
+    power["state_default"] = json!(60);
+    assert_ok(alice.put(&power_path, &power).await);
+    assert_ok(join_through(&bob, &room, &a.name).await);
+
+    // An event of alice's built by a server that had not seen the change:
+    // its auth events name the old power levels.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let latest = bob.messages(&room, "b", None, 1).await["chunk"][0]["event_id"].clone();
+    let (id, pdu) = Impersonator::of(&a).sign_pdu(json!({
+        "type": "m.room.message", "room_id": room, "sender": alice.user_id,
+        "content": {"msgtype": "m.text", "body": "from before your time"},
+        "prev_events": [latest], "depth": 50, "origin_server_ts": now,
+        "auth_events": [
+            id_in(&before, "m.room.create", ""),
+            old_levels,
+            id_in(&before, "m.room.member", &alice.user_id),
+        ],
+    }));
+    let transaction = json!({"origin": a.name, "origin_server_ts": now, "pdus": [pdu]});
+    let (status, answer) = Impersonator::of(&a)
+        .put(&b, "/_matrix/federation/v1/send/old-auth", &transaction)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["pdus"][&id]["error"].is_null(), "{answer}");
+    let path = format!("{V3}/rooms/{}/event/{}", enc(&room), enc(id.as_str()));
+    assert_eq!(
+        assert_ok(bob.get(&path).await)["content"]["body"],
+        "from before your time"
+    );
+}

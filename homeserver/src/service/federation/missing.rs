@@ -3,7 +3,8 @@
 //! `get_missing_events`, between our forward extremities and the new event.
 
 use js_int::UInt;
-use ruma_common::{OwnedEventId, RoomId, ServerName};
+use ruma_common::{EventId, OwnedEventId, RoomId, ServerName};
+use ruma_federation_api::authorization::get_event_authorization;
 use ruma_federation_api::event::get_missing_events;
 use serde_json::value::RawValue;
 
@@ -27,5 +28,19 @@ impl FederationService {
             get_missing_events::v1::Request::new(room_id.to_owned(), earliest, latest);
         request.limit = UInt::from(MAX_MISSING);
         Ok(self.client.send(origin, request).await?.events)
+    }
+
+    /// The auth chain of `event_id` as `origin` holds it (`/event_auth`),
+    /// unchecked: what an event we were sent needs for its authorization
+    /// when some of its auth events never reached us.
+    pub async fn event_auth(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<Vec<Box<RawValue>>, FederationError> {
+        let request =
+            get_event_authorization::v1::Request::new(room_id.to_owned(), event_id.to_owned());
+        Ok(self.client.send(origin, request).await?.auth_chain)
     }
 }

@@ -13,11 +13,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ruma_common::OwnedEventId;
+use ruma_common::{OwnedEventId, ServerName};
 use ruma_events::StateEventType;
 use serde_json::{json, Value};
 
 use super::actor::Placed;
+use super::known_events;
 use super::remote_events::{reject, PduResult, Room};
 use super::remote_join::{imported, ImportAs};
 use super::state::{membership_of, StateEntry};
@@ -80,6 +81,7 @@ impl RoomService {
     /// state and what of it changed.
     pub(super) async fn import_forked(
         &self,
+        origin: &ServerName,
         room: &Room,
         pdu: RemotePdu,
     ) -> ServiceResult<(OwnedEventId, PduResult)> {
@@ -87,9 +89,17 @@ impl RoomService {
         if self.store.get_event(&id).await?.is_some() {
             return Ok((id, Ok(()))); // sent again: already ours
         }
-        let auth = self.auth_events_of(room, &pdu).await?;
+        let pdus = std::slice::from_ref(&pdu);
+        if let Some(answer) = self.answered_before(pdus).await?.remove(&id) {
+            return Ok((id, answer)); // refused before
+        }
+        let mut auth = self.auth_events_of(room, &pdu).await?;
+        self.complete_auth_events(origin, room, pdus, &mut auth)
+            .await?;
         if let Err(err) = authorize_by_auth_events(&pdu, &room.rules, &auth) {
-            return Ok((id, Err(reject(err).to_string())));
+            return Ok(self
+                .refuse(room, &pdu, false, reject(err).to_string())
+                .await);
         }
         // The state before it: its parents' states, resolved (parents not
         // here, a gap that could not be filled, count as the current state).
@@ -113,14 +123,16 @@ impl RoomService {
             .auth_state_of(&room.rules, std::slice::from_ref(&pdu), lookup)
             .await?;
         if let Err(err) = authorize_by_state(&pdu, &room.rules, &before_auth) {
-            return Ok((id, Err(reject(err).to_string())));
+            return Ok(self
+                .refuse(room, &pdu, false, reject(err).to_string())
+                .await);
         }
         let current_auth = self
             .state_for_auth(room, std::slice::from_ref(&pdu))
             .await?;
         if let Err(err) = authorize_by_state(&pdu, &room.rules, &current_auth) {
             tracing::info!(event_id = %id, %err, "soft-failed an event");
-            return Ok((id, Ok(())));
+            return Ok(self.refuse(room, &pdu, true, err.to_string()).await);
         }
         let placed = self.place(room, &pdu, before).await?;
         let mut event = imported(pdu)?;
@@ -316,5 +328,20 @@ impl RoomService {
             }
         }
         Ok(auth)
+    }
+
+    /// Keeps a refused (or soft-failed) event and gives its answer: an
+    /// error for a rejection, accepted for a soft failure.
+    async fn refuse(
+        &self,
+        room: &Room,
+        pdu: &RemotePdu,
+        soft_failed: bool,
+        reason: String,
+    ) -> (OwnedEventId, PduResult) {
+        let kept = known_events::refused(pdu, soft_failed, &reason);
+        self.keep_refused(room, vec![kept]).await;
+        let answer = if soft_failed { Ok(()) } else { Err(reason) };
+        (pdu.event_id.clone(), answer)
     }
 }

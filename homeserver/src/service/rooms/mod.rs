@@ -9,6 +9,7 @@ mod auth;
 mod create;
 mod directory;
 mod forks;
+mod known_events;
 mod membership;
 mod read;
 mod remote_events;

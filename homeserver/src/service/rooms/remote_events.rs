@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::actor::Imported;
+use super::known_events;
 use super::remote_join::{imported, ImportAs};
 use super::state::{PowerLevels, RoomState};
 use super::RoomService;
@@ -199,7 +200,7 @@ impl RoomService {
             }
         }
         let ids: Vec<OwnedEventId> = pdus.iter().map(|p| p.event_id.clone()).collect();
-        match self.authorize_and_import(&room, pdus).await {
+        match self.authorize_and_import(origin, &room, pdus).await {
             Ok(each) => each,
             Err(err) => {
                 let reason = err.to_string();
@@ -230,10 +231,18 @@ impl RoomService {
             .collect();
         prevs.sort();
         prevs.dedup();
-        let known: HashSet<OwnedEventId> = match self.store.get_events(&prevs).await {
-            Ok(known) => known.into_iter().map(|e| e.event_id).collect(),
-            Err(_) => return false,
-        };
+        // Known: in the timeline, or kept beside it (a soft-failed or
+        // refused parent is not a gap to fill).
+        let (stored, beside) =
+            match futures::try_join!(self.store.get_events(&prevs), self.store.outliers(&prevs)) {
+                Ok(found) => found,
+                Err(_) => return false,
+            };
+        let known: HashSet<OwnedEventId> = stored
+            .into_iter()
+            .map(|e| e.event_id)
+            .chain(beside.into_iter().map(|o| o.event_id))
+            .collect();
         let latest: Vec<OwnedEventId> = pdus
             .iter()
             .filter(|p| {
@@ -277,7 +286,7 @@ impl RoomService {
             return false;
         }
         checked.sort_by_key(|event| event.depth);
-        match self.authorize_and_import(room, checked).await {
+        match self.authorize_and_import(origin, room, checked).await {
             Ok(each) => {
                 for (event_id, result) in each {
                     if let Err(error) = result {
@@ -299,6 +308,7 @@ impl RoomService {
     /// on its own, with the room's head read again after it.
     async fn authorize_and_import(
         &self,
+        origin: &ServerName,
         room: &Room,
         mut pdus: Vec<RemotePdu>,
     ) -> ServiceResult<Vec<(OwnedEventId, PduResult)>> {
@@ -311,18 +321,18 @@ impl RoomService {
                 .await?;
             let Some(at) = at else {
                 let room = reread.as_ref().unwrap_or(room);
-                outcome.extend(self.authorize_and_import_linear(room, pdus).await?);
+                outcome.extend(self.authorize_and_import_linear(origin, room, pdus).await?);
                 return Ok(outcome);
             };
             let mut rest = pdus.split_off(at);
             let forked = rest.remove(0);
             if !pdus.is_empty() {
                 let on = reread.as_ref().unwrap_or(room);
-                outcome.extend(self.authorize_and_import_linear(on, pdus).await?);
+                outcome.extend(self.authorize_and_import_linear(origin, on, pdus).await?);
                 reread = Some(self.room_for_pdus(&room.room_id).await.map_err(reject)?);
             }
             let on = reread.as_ref().unwrap_or(room);
-            outcome.push(self.import_forked(on, forked).await?);
+            outcome.push(self.import_forked(origin, on, forked).await?);
             reread = Some(self.room_for_pdus(&room.room_id).await.map_err(reject)?);
             if rest.is_empty() {
                 return Ok(outcome);
@@ -338,6 +348,7 @@ impl RoomService {
     /// without a copy.
     async fn authorize_and_import_linear(
         &self,
+        origin: &ServerName,
         room: &Room,
         pdus: Vec<RemotePdu>,
     ) -> ServiceResult<Vec<(OwnedEventId, PduResult)>> {
@@ -364,9 +375,13 @@ impl RoomService {
             }
             auth.insert(event.event_id, trusted(id, &event.pdu).map_err(reject)?);
         }
+        self.complete_auth_events(origin, room, &pdus, &mut auth)
+            .await?;
+        let answered = self.answered_before(&pdus).await?;
         let mut state = self.state_for_auth(room, &pdus).await?;
         let mut outcome = Vec::with_capacity(pdus.len());
         let mut accepted = Vec::new();
+        let mut refused = Vec::new();
         let mut seen = HashSet::with_capacity(pdus.len());
         for pdu in pdus {
             let id = pdu.event_id.clone();
@@ -377,13 +392,20 @@ impl RoomService {
                 outcome.push((id, Ok(()))); // sent again: already ours
                 continue;
             }
+            if let Some(answer) = answered.get(&id) {
+                outcome.push((id, answer.clone())); // refused before
+                continue;
+            }
             if let Err(err) = authorize_by_auth_events(&pdu, &room.rules, &auth) {
-                outcome.push((id, Err(reject(err).to_string())));
+                let reason = reject(err).to_string();
+                refused.push(known_events::refused(&pdu, false, &reason));
+                outcome.push((id, Err(reason)));
                 continue;
             }
             outcome.push((id, Ok(())));
             if let Err(err) = authorize_by_state(&pdu, &room.rules, &state) {
                 tracing::info!(event_id = %pdu.event_id, %err, "soft-failed an event");
+                refused.push(known_events::refused(&pdu, true, &err.to_string()));
                 continue;
             }
             // Later events of the run may cite it, or be authorized by it.
@@ -397,6 +419,7 @@ impl RoomService {
             event.redaction = redaction;
             accepted.push(event);
         }
+        self.keep_refused(room, refused).await;
         self.import_each_if_need_be(&room.room_id, accepted, &mut outcome)
             .await;
         Ok(outcome)

@@ -209,7 +209,12 @@ impl RoomService {
                     .cloned()
                     .collect();
                 let outliers = self.store.outliers(&rest).await?;
-                read.extend(outliers.into_iter().map(|(id, _, pdu)| (id, pdu)));
+                // A rejected event counts for nothing; a soft-failed one
+                // is part of the room's history.
+                let usable = outliers
+                    .into_iter()
+                    .filter(|o| !matches!(o.refused, Some((false, _))));
+                read.extend(usable.map(|o| (o.event_id, o.pdu)));
             }
             next = Vec::new();
             for (event_id, json) in read {

@@ -9,7 +9,9 @@ use ruma_events::room::member::MembershipState;
 use serde_json::json;
 
 use super::{event, room};
-use crate::store::{EventState, NewEvent, NewStateGroup, RoomStore, StateKeyed, StateReset};
+use crate::store::{
+    EventState, NewEvent, NewStateGroup, Refused, RoomStore, StateKeyed, StateReset,
+};
 
 fn keyed(kind: &str, key: &str, id: &str) -> StateKeyed {
     StateKeyed {
@@ -149,4 +151,46 @@ pub async fn state_groups(store: &dyn RoomStore) {
     store.append(vec![again]).unwrap().await.unwrap();
     let snap = store.state_group(&event("$snap")).await.unwrap().unwrap();
     assert_eq!(snap.entries.len(), 2);
+
+    // Outliers: kept for authorization, or refused with why; the first
+    // answer stands.
+    let room_id = room_id!("!sg:test");
+    let pdu = Arc::new(json!({"type": "m.room.member"}));
+    store
+        .add_outliers(room_id, &[(event("$o1"), pdu.clone())])
+        .await
+        .unwrap();
+    let refused = |id: &str, soft_failed: bool| Refused {
+        event_id: event(id),
+        pdu: pdu.clone(),
+        soft_failed,
+        reason: format!("{id} refused"),
+    };
+    store
+        .add_refused(room_id, &[refused("$o2", true), refused("$o3", false)])
+        .await
+        .unwrap();
+    store
+        .add_refused(room_id, &[refused("$o1", false), refused("$o2", false)])
+        .await
+        .unwrap();
+    let mut found = store
+        .outliers(&[event("$o1"), event("$o2"), event("$o3"), event("$c")])
+        .await
+        .unwrap();
+    found.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    let answers: Vec<_> = found
+        .iter()
+        .map(|o| (o.event_id.as_str(), o.refused.clone()))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            ("$o1", None),
+            ("$o2", Some((true, "$o2 refused".to_owned()))),
+            ("$o3", Some((false, "$o3 refused".to_owned()))),
+        ]
+    );
+    assert_eq!(found[0].room_id, room_id);
+    assert_eq!(*found[0].pdu, *pdu);
 }

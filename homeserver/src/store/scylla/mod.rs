@@ -33,8 +33,8 @@ use ruma_events::room::member::MembershipState;
 use tokio::sync::mpsc;
 
 use crate::store::{
-    Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StateGroup, StoreResult,
-    StoredEvent, StreamPos, TxnKey,
+    Direction, Durable, MembershipRecord, NewEvent, Outlier, Refused, RoomSlice, RoomStore,
+    StateGroup, StoreResult, StoredEvent, StreamPos, TxnKey,
 };
 use buckets::{read_window, Window};
 pub use timeline::{ScyllaSettings, ScyllaTimeline, TimelineTables};
@@ -209,10 +209,11 @@ impl RoomStore for ScyllaTimelineStore {
         self.inner.add_outliers(room_id, events).await
     }
 
-    async fn outliers(
-        &self,
-        event_ids: &[OwnedEventId],
-    ) -> StoreResult<Vec<(OwnedEventId, OwnedRoomId, Arc<serde_json::Value>)>> {
+    async fn add_refused(&self, room_id: &RoomId, events: &[Refused]) -> StoreResult<()> {
+        self.inner.add_refused(room_id, events).await
+    }
+
+    async fn outliers(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<Outlier>> {
         self.inner.outliers(event_ids).await
     }
 

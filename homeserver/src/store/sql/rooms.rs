@@ -18,8 +18,8 @@ use super::engine::{dialect, Store};
 use super::rows::{self, EVENT_COLUMNS, MEMBERSHIP_COLUMNS};
 use super::{Job, Stream, ROOMS_PER_LIST};
 use crate::store::{
-    parse_id, Direction, Durable, MembershipRecord, NewEvent, RoomSlice, RoomStore, StateGroup,
-    StoreError, StoreResult, StoredEvent, StreamPos, TxnKey,
+    parse_id, Direction, Durable, MembershipRecord, NewEvent, Outlier, Refused, RoomSlice,
+    RoomStore, StateGroup, StoreError, StoreResult, StoredEvent, StreamPos, TxnKey,
 };
 
 #[async_trait]
@@ -174,10 +174,11 @@ impl RoomStore for Store {
         self.insert_outliers(room_id, events).await
     }
 
-    async fn outliers(
-        &self,
-        event_ids: &[OwnedEventId],
-    ) -> StoreResult<Vec<(OwnedEventId, OwnedRoomId, Arc<Value>)>> {
+    async fn add_refused(&self, room_id: &RoomId, events: &[Refused]) -> StoreResult<()> {
+        self.insert_refused(room_id, events).await
+    }
+
+    async fn outliers(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<Outlier>> {
         self.read_outliers(event_ids).await
     }
 

@@ -5,14 +5,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use ruma_common::{EventId, OwnedEventId, OwnedRoomId, RoomId};
+use ruma_common::{EventId, OwnedEventId, RoomId};
 use serde_json::Value;
 use sqlx::Row as _;
 
 use super::engine::{dialect, Store};
 use super::rows::id;
 use super::ROOMS_PER_LIST;
-use crate::store::{StateGroup, StateKeyed, StoreResult};
+use crate::store::{Outlier, Refused, StateGroup, StateKeyed, StoreResult};
 
 /// The group and its ancestors up to (and including) the first snapshot,
 /// numbered from 0.
@@ -117,12 +117,40 @@ impl Store {
         Ok(())
     }
 
+    pub(super) async fn insert_refused(
+        &self,
+        room_id: &RoomId,
+        events: &[Refused],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            let refusal = if event.soft_failed {
+                "soft_failed"
+            } else {
+                "rejected"
+            };
+            sqlx::query(
+                "INSERT INTO outliers (event_id, room_id, pdu, refusal, reason) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(event.event_id.as_str())
+            .bind(room_id.as_str())
+            .bind(event.pdu.to_string())
+            .bind(refusal)
+            .bind(&event.reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn read_outliers(
         &self,
         event_ids: &[OwnedEventId],
-    ) -> StoreResult<Vec<(OwnedEventId, OwnedRoomId, Arc<Value>)>> {
+    ) -> StoreResult<Vec<Outlier>> {
         let sql = format!(
-            "SELECT event_id, room_id, pdu FROM outliers o WHERE {}",
+            "SELECT event_id, room_id, pdu, refusal, reason FROM outliers o WHERE {}",
             dialect::in_list("o.event_id", "$1")
         );
         let mut out = Vec::new();
@@ -135,7 +163,15 @@ impl Store {
                 let pdu: String = row.try_get(2)?;
                 let pdu = serde_json::from_str(&pdu)
                     .map_err(|e| crate::store::StoreError::corrupt("outlier", e))?;
-                out.push((id(row, 0)?, id(row, 1)?, Arc::new(pdu)));
+                let refusal: Option<String> = row.try_get(3)?;
+                let reason: Option<String> = row.try_get(4)?;
+                out.push(Outlier {
+                    event_id: id(row, 0)?,
+                    room_id: id(row, 1)?,
+                    pdu: Arc::new(pdu),
+                    refused: refusal
+                        .map(|kind| (kind == "soft_failed", reason.unwrap_or_default())),
+                });
             }
         }
         Ok(out)
