@@ -150,6 +150,12 @@ impl Core {
 
     /// Reads a room's head from the store; `None` if the room has no events.
     pub(super) async fn load(&self, room_id: &RoomId) -> ServiceResult<Option<RoomHandle>> {
+        // The stored head is read before the state: should another node
+        // change the state in between, the head is the older one, and what
+        // this node builds on it is refused as stale and built again. Read
+        // the other way round, a new head over old state would let an event
+        // the new state forbids through.
+        let stored_head = self.store.state_head(room_id).await?;
         let state_events = self.store.current_state(room_id).await?;
         if state_events.is_empty() {
             return Ok(None);
@@ -170,7 +176,7 @@ impl Core {
         // The stored head names the current state's group; a room whose
         // head was never stored has one chain, and its newest current
         // state event is the head.
-        let state_head = match self.store.state_head(room_id).await? {
+        let state_head = match stored_head {
             Some(head) => Some(head),
             None => state_events
                 .iter()
