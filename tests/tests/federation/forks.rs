@@ -12,17 +12,6 @@ async fn state_content(client: &Client, room: &str, kind: &str) -> Value {
     assert_ok(client.get(&path).await)
 }
 
-/// The id of the `(kind, key)` event in a `/state` answer.
-fn id_in(state: &Value, kind: &str, key: &str) -> Value {
-    state
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == kind && e["state_key"] == key)
-        .map(|e| e["event_id"].clone())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_demotion_against_a_rename_resolves_alike_whatever_the_order() {
     let (a, b, c) = tokio::join!(

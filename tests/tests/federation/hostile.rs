@@ -5,17 +5,6 @@
 
 use super::*;
 
-/// The id of the `(kind, key)` event in a `/state` answer.
-fn id_in(state: &Value, kind: &str, key: &str) -> Value {
-    state
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == kind && e["state_key"] == key)
-        .map(|e| e["event_id"].clone())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn forged_changed_and_foreign_events_are_handled_as_the_spec_says() {
     let (a, b) = tokio::join!(FederatingTern::start(), FederatingTern::start());

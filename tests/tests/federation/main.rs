@@ -64,6 +64,17 @@ async fn get_json(url: &str) -> Value {
         .unwrap()
 }
 
+/// The id of the `(kind, key)` event in a `/state` answer.
+fn id_in(state: &Value, kind: &str, key: &str) -> Value {
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == kind && e["state_key"] == key)
+        .map(|e| e["event_id"].clone())
+        .unwrap()
+}
+
 /// `client` joins `room` through `server` (`?server_name=`): the status
 /// and the answer.
 async fn join_through(client: &Client, room: &str, server: &str) -> (u16, Value) {

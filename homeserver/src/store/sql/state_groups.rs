@@ -101,20 +101,8 @@ impl Store {
         room_id: &RoomId,
         events: &[(OwnedEventId, Arc<Value>)],
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for (event_id, pdu) in events {
-            sqlx::query(
-                "INSERT INTO outliers (event_id, room_id, pdu) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(event_id.as_str())
-            .bind(room_id.as_str())
-            .bind(pdu.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let rows = events.iter().map(|(id, pdu)| (id, pdu, None, None));
+        self.insert_outlier_rows(room_id, rows).await
     }
 
     pub(super) async fn insert_refused(
@@ -122,22 +110,42 @@ impl Store {
         room_id: &RoomId,
         events: &[Refused],
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for event in events {
-            let refusal = if event.soft_failed {
+        let rows = events.iter().map(|e| {
+            let refusal = if e.soft_failed {
                 "soft_failed"
             } else {
                 "rejected"
             };
+            (&e.event_id, &e.pdu, Some(refusal), Some(e.reason.as_str()))
+        });
+        self.insert_outlier_rows(room_id, rows).await
+    }
+
+    /// `(event_id, pdu, refusal, reason)` rows in one transaction; an event
+    /// kept already keeps its first row.
+    async fn insert_outlier_rows<'a>(
+        &self,
+        room_id: &RoomId,
+        rows: impl Iterator<
+            Item = (
+                &'a OwnedEventId,
+                &'a Arc<Value>,
+                Option<&'a str>,
+                Option<&'a str>,
+            ),
+        >,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (event_id, pdu, refusal, reason) in rows {
             sqlx::query(
                 "INSERT INTO outliers (event_id, room_id, pdu, refusal, reason) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
-            .bind(event.event_id.as_str())
+            .bind(event_id.as_str())
             .bind(room_id.as_str())
-            .bind(event.pdu.to_string())
+            .bind(pdu.to_string())
             .bind(refusal)
-            .bind(&event.reason)
+            .bind(reason)
             .execute(&mut *tx)
             .await?;
         }
