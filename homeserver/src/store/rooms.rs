@@ -133,11 +133,14 @@ pub struct StateKeyed {
     pub event_id: OwnedEventId,
 }
 
-/// A current-state entry set to an event already stored.
+/// A current-state entry set to an event already stored, or dropped.
 #[derive(Debug, Clone)]
 pub struct StateReset {
     pub entry: StateKeyed,
     pub membership: Option<MembershipState>,
+    /// The resolution left the key out (every event for it failed): its
+    /// row goes, and a member's membership with it.
+    pub dropped: bool,
 }
 
 /// An event refused (rejected, or soft-failed: allowed by the state it was

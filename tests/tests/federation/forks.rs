@@ -75,43 +75,49 @@ async fn a_demotion_against_a_rename_resolves_alike_whatever_the_order() {
         "prev_events": [head], "depth": 100, "origin_server_ts": now + 1,
         "auth_events": [create, levels, id_in(&state, "m.room.member", &carol.user_id)],
     }));
-    let send = async |to: &FederatingTern, txn: &str, pdu: &Value| {
-        let transaction = json!({"origin": a.name, "origin_server_ts": now, "pdus": [pdu]});
+    // And on her rename, she sets a topic the room never had.
+    let (topic_id, topic) = as_a.sign_pdu(json!({
+        "type": "m.room.topic", "state_key": "", "room_id": room,
+        "sender": carol.user_id, "content": {"topic": "carol's"},
+        "prev_events": [rename_id], "depth": 101, "origin_server_ts": now + 2,
+        "auth_events": [create, levels, id_in(&state, "m.room.member", &carol.user_id)],
+    }));
+    let send = async |to: &FederatingTern, txn: &str, pdus: &[&Value]| {
+        let transaction = json!({"origin": a.name, "origin_server_ts": now, "pdus": pdus});
         let uri = format!("/_matrix/federation/v1/send/{txn}");
         let (status, answer) = as_a.put(to, &uri, &transaction).await;
         assert_eq!(status, 200, "{answer}");
-        answer
+        for id in [&rename_id, &topic_id, &demotion_id] {
+            // Soft-failing is not refusing: each is answered as accepted.
+            assert!(answer["pdus"][id]["error"].is_null(), "{answer}");
+        }
     };
-    // B takes the rename first: carol may rename, and the room is renamed.
-    let answer = send(&b, "fork-1", &rename).await;
-    assert!(answer["pdus"][&rename_id]["error"].is_null(), "{answer}");
-    assert_eq!(
-        state_content(&bob, &room, "m.room.name").await["name"],
-        "Renamed"
-    );
+    // B takes carol's side first: she may, and the room is renamed and
+    // given a topic.
+    send(&b, "fork-1", &[&rename, &topic]).await;
+    let name = state_content(&bob, &room, "m.room.name").await;
+    assert_eq!(name["name"], "Renamed");
+    let topic_now = state_content(&bob, &room, "m.room.topic").await;
+    assert_eq!(topic_now["topic"], "carol's");
     // Then the demotion, on the same head: a fork, resolved. The demotion
-    // by the room's admin comes first, and the rename by a user it
-    // demoted no longer holds: the room's name goes back.
-    let answer = send(&b, "fork-2", &demotion).await;
-    assert!(answer["pdus"][&demotion_id]["error"].is_null(), "{answer}");
-    // C takes them the other way round: the rename arrives after the
-    // demotion, allowed by the state before it but not by the room's
+    // by the room's admin comes first, and what carol did with the power
+    // it took no longer holds: the name goes back, the topic goes.
+    send(&b, "fork-2", &[&demotion]).await;
+    // C takes them the other way round: carol's events arrive after the
+    // demotion, allowed by the state before them but not by the room's
     // current state: soft-failed, never shown.
-    let answer = send(&c, "fork-1", &demotion).await;
-    assert!(answer["pdus"][&demotion_id]["error"].is_null(), "{answer}");
-    let answer = send(&c, "fork-2", &rename).await;
-    assert!(answer["pdus"][&rename_id]["error"].is_null(), "{answer}");
+    send(&c, "fork-1", &[&demotion]).await;
+    send(&c, "fork-2", &[&rename, &topic]).await;
 
     // A later message of alice's names both sides and is the barrier.
     let (after_id, after) = as_a.sign_pdu(json!({
         "type": "m.room.message", "room_id": room, "sender": alice.user_id,
         "content": {"msgtype": "m.text", "body": "settled"},
-        "prev_events": [demotion_id, rename_id], "depth": 101, "origin_server_ts": now + 2,
+        "prev_events": [demotion_id, topic_id], "depth": 102, "origin_server_ts": now + 3,
         "auth_events": [create, demotion_id, id_in(&state, "m.room.member", &alice.user_id)],
     }));
     for (server, txn) in [(&b, "fork-3"), (&c, "fork-3")] {
-        let answer = send(server, txn, &after).await;
-        assert!(answer["pdus"][&after_id]["error"].is_null(), "{answer}");
+        send(server, txn, &[&after]).await;
     }
     for client in [&bob, &dave] {
         let path = format!("{V3}/rooms/{}/event/{}", enc(&room), enc(after_id.as_str()));
@@ -120,6 +126,8 @@ async fn a_demotion_against_a_rename_resolves_alike_whatever_the_order() {
         assert_eq!(name["name"], "Original", "{}", client.user_id);
         let levels = state_content(client, &room, "m.room.power_levels").await;
         assert!(levels["users"][&carol.user_id].is_null(), "{levels}");
+        let path = format!("{V3}/rooms/{}/state/m.room.topic/", enc(&room));
+        assert_eq!(client.get(&path).await.0, 404, "{}", client.user_id);
     }
     let path = format!(
         "{V3}/rooms/{}/event/{}",
@@ -148,6 +156,7 @@ async fn a_demotion_against_a_rename_resolves_alike_whatever_the_order() {
     let (on_b, on_c) = (state_ids(&b).await, state_ids(&c).await);
     assert!(on_b.contains(&demotion_id), "{on_b:?}");
     assert!(!on_b.contains(&rename_id), "{on_b:?}");
+    assert!(!on_b.contains(&topic_id), "{on_b:?}");
     assert_eq!(on_b, on_c);
 }
 

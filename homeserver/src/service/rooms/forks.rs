@@ -250,14 +250,8 @@ impl RoomService {
                 .then(|| membership_of(content))
                 .flatten();
             if *event_id != pdu.event_id {
-                resets.push(StateReset {
-                    entry: StateKeyed {
-                        kind: kind.to_string(),
-                        state_key: key.clone(),
-                        event_id: event_id.clone(),
-                    },
-                    membership,
-                });
+                let (kind, key) = (kind.to_string(), key.clone());
+                resets.push(reset(kind, key, event_id.clone(), membership, false));
             }
             let entry = StateEntry {
                 event_id: event_id.clone(),
@@ -266,27 +260,36 @@ impl RoomService {
             };
             changes.push((kind.to_string(), key.clone(), entry));
         }
+        // Keys the resolution left out: their rows go.
+        let mut dropped: Vec<(String, String)> = head
+            .keys()
+            .filter(|key| !current.state.contains_key(*key))
+            .map(|(kind, key)| (kind.to_string(), key.clone()))
+            .collect();
         // The event's own entry lost the resolution: the store, which
-        // writes a state event as current, is told to put back the winner.
-        if let Some(own) = &own_key {
-            if current.state.get(own) != Some(&pdu.event_id) {
-                if let Some(winner) = current.state.get(own).or_else(|| head.get(own)) {
-                    if !resets.iter().any(|r| &r.entry.event_id == winner) {
-                        let membership = contents
-                            .get(winner)
-                            .filter(|_| own.0 == StateEventType::RoomMember)
-                            .and_then(|(_, content)| membership_of(content));
-                        resets.push(StateReset {
-                            entry: StateKeyed {
-                                kind: own.0.to_string(),
-                                state_key: own.1.clone(),
-                                event_id: winner.clone(),
-                            },
-                            membership,
-                        });
-                    }
+        // writes a state event as current, is told to put back the winner,
+        // or to drop the key when nothing won it.
+        if let Some(own) = own_key.filter(|own| current.state.get(own) != Some(&pdu.event_id)) {
+            let (kind, key) = (own.0.to_string(), own.1.clone());
+            match current.state.get(&own) {
+                Some(winner) if !resets.iter().any(|r| &r.entry.event_id == winner) => {
+                    let membership = contents
+                        .get(winner)
+                        .filter(|_| own.0 == StateEventType::RoomMember)
+                        .and_then(|(_, content)| membership_of(content));
+                    resets.push(reset(kind, key, winner.clone(), membership, false));
                 }
+                Some(_) => {}
+                None if !dropped.contains(&(kind.clone(), key.clone())) => {
+                    dropped.push((kind, key))
+                }
+                None => {}
             }
+        }
+        for (kind, key) in &dropped {
+            let held = head.get(&(StateEventType::from(kind.as_str()), key.clone()));
+            let event_id = held.unwrap_or(&pdu.event_id).clone();
+            resets.push(reset(kind.clone(), key.clone(), event_id, None, true));
         }
         self.remember_group(&current.id, current.state.clone());
         tracing::info!(
@@ -304,6 +307,7 @@ impl RoomService {
                 resets,
             },
             changes,
+            dropped,
         })
     }
 
@@ -343,5 +347,24 @@ impl RoomService {
         self.keep_refused(room, vec![kept]).await;
         let answer = if soft_failed { Ok(()) } else { Err(reason) };
         (pdu.event_id.clone(), answer)
+    }
+}
+
+/// A current-state row to set to `event_id`, or to drop.
+fn reset(
+    kind: String,
+    state_key: String,
+    event_id: OwnedEventId,
+    membership: Option<ruma_events::room::member::MembershipState>,
+    dropped: bool,
+) -> StateReset {
+    StateReset {
+        entry: StateKeyed {
+            kind,
+            state_key,
+            event_id,
+        },
+        membership,
+        dropped,
     }
 }

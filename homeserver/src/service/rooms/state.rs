@@ -93,6 +93,11 @@ impl RoomState {
             .insert((kind.to_owned(), state_key.to_owned()), entry);
     }
 
+    pub fn remove(&mut self, kind: &str, state_key: &str) {
+        self.entries
+            .remove(&(kind.to_owned(), state_key.to_owned()));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -95,7 +95,9 @@ pub async fn state_groups(store: &dyn RoomStore) {
 
     // A second name on a fork, and a snapshot on top of it: the nearest
     // entry of a key wins, and a snapshot ends the walk.
-    let mut n2 = new_event("$n2", "m.room.name", Some(""), Some("$n1"));
+    let topic = new_event("$t", "m.room.topic", Some(""), Some("$n1"));
+    store.append(vec![topic]).unwrap().await.unwrap();
+    let mut n2 = new_event("$n2", "m.room.name", Some(""), Some("$t"));
     n2.state.new_groups.push(NewStateGroup {
         id: event("$snap"),
         room_id: room("!sg:test"),
@@ -113,10 +115,18 @@ pub async fn state_groups(store: &dyn RoomStore) {
         StateReset {
             entry: keyed("m.room.name", "", "$n1"),
             membership: None,
+            dropped: false,
         },
         StateReset {
             entry: keyed("m.room.member", "@sg:test", "$j"),
             membership: Some(MembershipState::Leave),
+            dropped: false,
+        },
+        // And it left the topic out: the row goes.
+        StateReset {
+            entry: keyed("m.room.topic", "", "$t"),
+            membership: None,
+            dropped: true,
         },
     ];
     store.append(vec![n2]).unwrap().await.unwrap();
@@ -132,6 +142,10 @@ pub async fn state_groups(store: &dyn RoomStore) {
     let current = store.current_state(room_id!("!sg:test")).await.unwrap();
     let name = current.iter().find(|e| e.kind == "m.room.name").unwrap();
     assert_eq!(name.event_id, event("$n1"));
+    assert!(
+        !current.iter().any(|e| e.kind == "m.room.topic"),
+        "{current:?}"
+    );
     let members = store.members(room_id!("!sg:test")).await.unwrap();
     assert_eq!(members[0].membership, MembershipState::Leave);
     assert_eq!(

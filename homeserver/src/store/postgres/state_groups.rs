@@ -3,7 +3,7 @@
 
 use sqlx::PgConnection;
 
-use crate::store::{NewEvent, StoreResult};
+use crate::store::{NewEvent, StateKeyed, StoreResult};
 
 /// The state groups these events bring, all in two statements (a group
 /// named twice, by two imports that resolved the same states, is the same
@@ -57,6 +57,10 @@ pub async fn insert<'a>(
 /// Current state a state resolution moved to events already stored.
 pub async fn reset_current_state(tx: &mut PgConnection, event: &NewEvent) -> StoreResult<()> {
     for reset in &event.state.resets {
+        if reset.dropped {
+            drop_current_state(tx, event, &reset.entry).await?;
+            continue;
+        }
         let event_id = reset.entry.event_id.as_str();
         sqlx::query(
             "INSERT INTO current_state (room_id, type, state_key, stream) \
@@ -79,6 +83,29 @@ pub async fn reset_current_state(tx: &mut PgConnection, event: &NewEvent) -> Sto
             .execute(&mut *tx)
             .await?;
         }
+    }
+    Ok(())
+}
+
+/// A current-state key a resolution left out: its row goes, and a
+/// member's membership with it.
+async fn drop_current_state(
+    tx: &mut PgConnection,
+    event: &NewEvent,
+    entry: &StateKeyed,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3")
+        .bind(event.room_id.as_str())
+        .bind(&entry.kind)
+        .bind(&entry.state_key)
+        .execute(&mut *tx)
+        .await?;
+    if entry.kind == "m.room.member" {
+        sqlx::query("DELETE FROM memberships WHERE room_id = $1 AND user_id = $2")
+            .bind(event.room_id.as_str())
+            .bind(&entry.state_key)
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
 }

@@ -289,6 +289,18 @@ fn insert_state_groups(conn: &Connection, event: &NewEvent) -> rusqlite::Result<
 fn reset_current_state(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {
     for reset in &event.state.resets {
         let entry = &reset.entry;
+        if reset.dropped {
+            let room = event.room_id.as_str();
+            conn.prepare_cached(
+                "DELETE FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+            )?
+            .execute(params![room, entry.kind, entry.state_key])?;
+            if entry.kind == "m.room.member" {
+                conn.prepare_cached("DELETE FROM memberships WHERE room_id = ? AND user_id = ?")?
+                    .execute(params![room, entry.state_key])?;
+            }
+            continue;
+        }
         conn.prepare_cached(
             "INSERT INTO current_state (room_id, type, state_key, stream) \
              SELECT room_id, type, state_key, stream FROM events WHERE event_id = ? \

@@ -41,6 +41,8 @@ pub struct Placed {
     /// The head's state entries that change (the event's own among them
     /// only if the resolution chose it).
     pub changes: Vec<(String, String, StateEntry)>,
+    /// The head's state keys the resolution left out.
+    pub dropped: Vec<(String, String)>,
 }
 
 /// Import these events in order (all or none): into a room this server

@@ -149,11 +149,18 @@ impl RoomHandle {
         event: Advance<'_>,
         placed: Placed,
     ) -> (Option<OwnedEventId>, EventState) {
-        let Placed { state, changes } = placed;
-        if !changes.is_empty() {
+        let Placed {
+            state,
+            changes,
+            dropped,
+        } = placed;
+        if !changes.is_empty() || !dropped.is_empty() {
             let current = Arc::make_mut(&mut self.state);
             for (kind, state_key, entry) in changes {
                 current.insert(&kind, &state_key, entry);
+            }
+            for (kind, state_key) in dropped {
+                current.remove(&kind, &state_key);
             }
         }
         self.extremities
