@@ -72,3 +72,26 @@ impl Database for Store {
         self.pool.close().await;
     }
 }
+
+impl Store {
+    /// Runs `sql`, whose `$1` is a list of `ids` (as `dialect::in_list`
+    /// takes it), in chunks the engine plans well, mapping each row.
+    async fn rows_for_ids<T>(
+        &self,
+        sql: &str,
+        ids: &[ruma_common::OwnedEventId],
+        map: impl Fn(&engine::Row) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROOMS_PER_LIST) {
+            let rows = sqlx::query(sql)
+                .bind(engine::dialect::list(chunk)?)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                out.push(map(row)?);
+            }
+        }
+        Ok(out)
+    }
+}

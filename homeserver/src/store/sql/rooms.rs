@@ -98,17 +98,7 @@ impl RoomStore for Store {
             "SELECT {EVENT_COLUMNS} FROM events e WHERE {}",
             dialect::in_list("e.event_id", "$1")
         );
-        let mut out = Vec::with_capacity(event_ids.len());
-        for chunk in event_ids.chunks(ROOMS_PER_LIST) {
-            let rows = sqlx::query(&sql)
-                .bind(dialect::list(chunk)?)
-                .fetch_all(&self.pool)
-                .await?;
-            for row in &rows {
-                out.push(rows::event(row)?);
-            }
-        }
-        Ok(out)
+        self.rows_for_ids(&sql, event_ids, rows::event).await
     }
 
     async fn find_txn(

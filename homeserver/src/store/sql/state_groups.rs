@@ -9,9 +9,8 @@ use ruma_common::{EventId, OwnedEventId, RoomId};
 use serde_json::Value;
 use sqlx::Row as _;
 
-use super::engine::{dialect, Store};
+use super::engine::{dialect, Row, Store};
 use super::rows::id;
-use super::ROOMS_PER_LIST;
 use crate::store::{Outlier, Refused, StateGroup, StateKeyed, StoreResult};
 
 /// The group and its ancestors up to (and including) the first snapshot,
@@ -35,17 +34,8 @@ impl Store {
              WHERE state_group IS NOT NULL AND {}",
             dialect::in_list("e.event_id", "$1")
         );
-        let mut out = Vec::with_capacity(event_ids.len());
-        for chunk in event_ids.chunks(ROOMS_PER_LIST) {
-            let rows = sqlx::query(&sql)
-                .bind(dialect::list(chunk)?)
-                .fetch_all(&self.pool)
-                .await?;
-            for row in &rows {
-                out.push((id(row, 0)?, id(row, 1)?));
-            }
-        }
-        Ok(out)
+        self.rows_for_ids(&sql, event_ids, |row| Ok((id(row, 0)?, id(row, 1)?)))
+            .await
     }
 
     pub(super) async fn read_state_group(
@@ -161,27 +151,20 @@ impl Store {
             "SELECT event_id, room_id, pdu, refusal, reason FROM outliers o WHERE {}",
             dialect::in_list("o.event_id", "$1")
         );
-        let mut out = Vec::new();
-        for chunk in event_ids.chunks(ROOMS_PER_LIST) {
-            let rows = sqlx::query(&sql)
-                .bind(dialect::list(chunk)?)
-                .fetch_all(&self.pool)
-                .await?;
-            for row in &rows {
-                let pdu: String = row.try_get(2)?;
-                let pdu = serde_json::from_str(&pdu)
-                    .map_err(|e| crate::store::StoreError::corrupt("outlier", e))?;
-                let refusal: Option<String> = row.try_get(3)?;
-                let reason: Option<String> = row.try_get(4)?;
-                out.push(Outlier {
-                    event_id: id(row, 0)?,
-                    room_id: id(row, 1)?,
-                    pdu: Arc::new(pdu),
-                    refused: refusal
-                        .map(|kind| (kind == "soft_failed", reason.unwrap_or_default())),
-                });
-            }
-        }
-        Ok(out)
+        self.rows_for_ids(&sql, event_ids, outlier).await
     }
+}
+
+fn outlier(row: &Row) -> StoreResult<Outlier> {
+    let pdu: String = row.try_get(2)?;
+    let pdu =
+        serde_json::from_str(&pdu).map_err(|e| crate::store::StoreError::corrupt("outlier", e))?;
+    let refusal: Option<String> = row.try_get(3)?;
+    let reason: Option<String> = row.try_get(4)?;
+    Ok(Outlier {
+        event_id: id(row, 0)?,
+        room_id: id(row, 1)?,
+        pdu: Arc::new(pdu),
+        refused: refusal.map(|kind| (kind == "soft_failed", reason.unwrap_or_default())),
+    })
 }
