@@ -33,13 +33,25 @@ use crate::store::{EventState, NewStateGroup, StateKeyed, StateReset};
 impl RoomService {
     /// The index of the first of `pdus` whose place in the room's state is
     /// not simply after the current state as the ones before it move it;
-    /// `None` when all of them follow on (the common case: one query).
-    /// Unknown `prev_events` (a gap not filled) do not count.
+    /// `None` when all of them follow on. Unknown `prev_events` (a gap not
+    /// filled) do not count. The common case, a chain from the room's one
+    /// forward extremity, needs no query: one extremity is on the state.
     pub(super) async fn first_forked(
         &self,
         room: &Room,
         pdus: &[RemotePdu],
     ) -> ServiceResult<Option<usize>> {
+        if let [only] = room.extremities.as_slice() {
+            let mut tip = only;
+            let chain = pdus.iter().all(|pdu| {
+                let follows = pdu.prev_events.as_slice() == std::slice::from_ref(tip);
+                tip = &pdu.event_id;
+                follows
+            });
+            if chain {
+                return Ok(None);
+            }
+        }
         let mut wanted: Vec<OwnedEventId> = pdus
             .iter()
             .flat_map(|p| p.prev_events.iter())
@@ -142,10 +154,7 @@ impl RoomService {
             .await
         {
             Ok(_) => Ok(()),
-            Err(err) => match self.store.get_event(&id).await {
-                Ok(Some(_)) => Ok(()),
-                _ => Err(err.to_string()),
-            },
+            Err(err) => self.stored_after_all(&id, &err).await,
         };
         Ok((id, result))
     }

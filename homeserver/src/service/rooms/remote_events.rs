@@ -231,18 +231,23 @@ impl RoomService {
             .collect();
         prevs.sort();
         prevs.dedup();
-        // Known: in the timeline, or kept beside it (a soft-failed or
-        // refused parent is not a gap to fill).
-        let (stored, beside) =
-            match futures::try_join!(self.store.get_events(&prevs), self.store.outliers(&prevs)) {
-                Ok(found) => found,
-                Err(_) => return false,
-            };
-        let known: HashSet<OwnedEventId> = stored
-            .into_iter()
-            .map(|e| e.event_id)
-            .chain(beside.into_iter().map(|o| o.event_id))
+        let mut known: HashSet<OwnedEventId> = match self.store.get_events(&prevs).await {
+            Ok(known) => known.into_iter().map(|e| e.event_id).collect(),
+            Err(_) => return false,
+        };
+        // Kept beside the timeline is known too (a soft-failed or refused
+        // parent is not a gap to fill); asked only when some are missing.
+        let unfound: Vec<OwnedEventId> = prevs
+            .iter()
+            .filter(|id| !known.contains(*id))
+            .cloned()
             .collect();
+        if !unfound.is_empty() {
+            match self.store.outliers(&unfound).await {
+                Ok(beside) => known.extend(beside.into_iter().map(|o| o.event_id)),
+                Err(_) => return false,
+            }
+        }
         let latest: Vec<OwnedEventId> = pdus
             .iter()
             .filter(|p| {
@@ -377,8 +382,10 @@ impl RoomService {
         }
         self.complete_auth_events(origin, room, &pdus, &mut auth)
             .await?;
-        let answered = self.answered_before(&pdus).await?;
-        let mut state = self.state_for_auth(room, &pdus).await?;
+        let (answered, mut state) = futures::try_join!(
+            self.answered_before(&pdus),
+            self.state_for_auth(room, &pdus)
+        )?;
         let mut outcome = Vec::with_capacity(pdus.len());
         let mut accepted = Vec::new();
         let mut refused = Vec::new();
@@ -472,7 +479,11 @@ impl RoomService {
 
     /// After a failed append: accepted if another transaction stored the
     /// event meanwhile, else the failure.
-    async fn stored_after_all(&self, id: &OwnedEventId, err: &ServiceError) -> PduResult {
+    pub(super) async fn stored_after_all(
+        &self,
+        id: &OwnedEventId,
+        err: &ServiceError,
+    ) -> PduResult {
         match self.store.get_event(id).await {
             Ok(Some(_)) => Ok(()),
             _ => Err(err.to_string()),

@@ -5,10 +5,8 @@
 //! history was visible to members only reaches a server whose users were
 //! not yet in the room redacted.
 //!
-//! State at an event is found by replaying the room's state events in
-//! stream order up to it, which is exact while a room's events are appended
-//! in one order (this server's actor) but costs a pass over the room's
-//! history; state groups replace it with the DAG work of issue 18.
+//! The state at an event is read from the state group stored with it
+//! (see `state_groups.rs`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
