@@ -112,6 +112,9 @@ TERN_TEST_ENGINE=postgres cargo test --release -p tern-tests -- --test-threads=2
 
 # Interop: an unchanged Matrix client library against the real binary.
 "$VENV/bin/python" -m pytest tests/interop -q
+# Interop: matrix-js-sdk (npm, from the lockfile) with its Rust crypto (WASM)
+# in Node: login, cross-signing, an encrypted room, key backup and restore.
+(cd tests/js-sdk && npm ci --no-audit --no-fund --loglevel=error && TERN_BIN="$TERN_BIN" npm test)
 
 # The API description: every route specified and served, real responses
 # validated against it, a bounded schemathesis run, a generated client.

@@ -100,6 +100,7 @@ where
         + store::ReceiptStore
         + store::PushStore
         + store::FederationStore
+        + store::E2eeStore
         + store::media::MediaMetadataStore
         + 'static,
 {
@@ -120,6 +121,7 @@ where
         receipts: engine.clone(),
         push: engine.clone(),
         federation: engine.clone(),
+        e2ee: engine.clone(),
         media: store::media::open(config).await?,
         media_metadata: engine,
     })

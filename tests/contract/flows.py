@@ -1,11 +1,17 @@
-"""Small helpers shared by the contract, SSE and fuzzing tests."""
+"""Small helpers shared by the contract, SSE and fuzzing tests (and signing
+JSON with ed25519 for the end-to-end encryption endpoints)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import struct
 import uuid
 import zlib
 from urllib.parse import quote
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 
 def q(value: str) -> str:
@@ -41,3 +47,31 @@ def register(contract, username: str | None = None, password: str = "correct hor
     account = contract.call("POST", "/_matrix/client/v3/register", json_body=body).json()
     account["password"] = password
     return account
+
+
+def b64(data: bytes) -> str:
+    """Unpadded standard base64, as Matrix writes keys and signatures."""
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+def canonical_json(obj: dict) -> bytes:
+    """What a Matrix signature covers: the object without `signatures` and
+    `unsigned`, as canonical JSON."""
+    signed = {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
+    return json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Ed25519Key:
+    """An ed25519 key pair that signs JSON objects as Matrix clients do."""
+
+    def __init__(self):
+        self.private = Ed25519PrivateKey.generate()
+        self.public = b64(self.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+    def sign(self, obj: dict, user_id: str, key_id: str | None = None) -> dict:
+        """Adds this key's signature (`ed25519:<key_id>`, by default the
+        public key itself) to `obj` and returns it."""
+        name = f"ed25519:{key_id or self.public}"
+        signature = b64(self.private.sign(canonical_json(obj)))
+        obj.setdefault("signatures", {}).setdefault(user_id, {})[name] = signature
+        return obj

@@ -6,7 +6,8 @@ runs (see docs/fuzzing.md):
     TERN_BIN=target/release/homeserver python tests/contract/fuzz.py --max-time 600 --report-dir /tmp/fuzz
 
 It starts its own server, makes a user with a room, a message, an alias,
-media, a filter and a push rule, and gives their IDs to schemathesis as
+media, a filter, a push rule and a key backup, and gives their IDs (and the
+user's device ID) to schemathesis as
 dictionaries, so that about half of the generated requests name things that
 exist and reach past the "unknown room" answers. Checks: no 5xx, and every
 status, media type, header and body as the spec documents them.
@@ -69,6 +70,10 @@ def prepare(base_url: str) -> tuple[str, dict[str, list[str]]]:
     filter_id = c.call("POST", f"/_matrix/client/v3/user/{q(fuzzer['user_id'])}/filter", token=token,
                        json_body={"room": {"timeline": {"limit": 5}}}).json()["filter_id"]
     c.call("PUT", "/_matrix/client/v3/pushrules/global/content/fuzzrule", token=token, json_body={"actions": ["notify"], "pattern": "fuzz"})
+    version = c.call("POST", "/_matrix/client/v3/room_keys/version", token=token, json_body={
+        "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "fuzz"}}).json()["version"]
+    c.call("PUT", f"/_matrix/client/v3/room_keys/keys/{q(room)}/fuzzsession", token=token, params={"version": version}, json_body={
+        "first_message_index": 0, "forwarded_count": 0, "is_verified": False, "session_data": {"ciphertext": "x"}})
     return token, {
         "roomId": [room],
         "roomIdOrAlias": [room, alias],
@@ -81,6 +86,9 @@ def prepare(base_url: str) -> tuple[str, dict[str, list[str]]]:
         "ruleId": ["fuzzrule", ".m.rule.master", ".m.rule.contains_user_name"],
         "receiptType": ["m.read", "m.read.private", "tern.delivered"],
         "eventType": ["m.room.message", "m.room.name", "m.room.topic", "org.example.fuzz"],
+        "deviceId": [fuzzer["device_id"]],
+        "version": [version],
+        "sessionId": ["fuzzsession"],
     }
 
 

@@ -4,11 +4,17 @@ Reads every `.route("path", <method router>)` (and `.route_service`) call in
 `homeserver/src/api/*.rs`, outside `#[cfg(test)]` code. Routes defined in
 `client_routes()` are expanded under each prefix that `router()` nests them
 at (`.nest("/_matrix/client/v3", client...)`); every other route is
-absolute. Methods come from the `get(..)`, `.post(..)`, ... calls in the
-method router. Anything the parser does not understand (`.nest` of another
-router, `on(..)`, `any(..)`, a path that is not a string literal) is an
-error, so a change to the router's shape fails loudly instead of silently
-dropping routes.
+absolute. A function whose router is merged into another
+(`.merge(e2ee_routes())`, `.merge(media::routes(..))`) serves its routes
+where that one does: under the prefixes if merged into `client_routes()`.
+`.merge(variable)` is followed to the variable's `let`; a router function of
+a sub-folder (`federation::routes()`, from `api/federation/`) is that
+folder's to list (`served_routes(API_DIR / "federation")`). Methods come
+from the `get(..)`, `.post(..)`, ... calls in the method router. Anything the
+parser does not understand (`.nest` of another router, a `.merge` of an
+inline router or of a function it cannot find, `on(..)`, `any(..)`, a path
+that is not a string literal) is an error, so a change to the router's
+shape fails loudly instead of silently dropping routes.
 """
 
 from __future__ import annotations
@@ -168,39 +174,137 @@ def _literal(arg: str, where: str) -> str:
     return m.group(1)
 
 
+# Calls in a merged expression that are not router functions.
+_NOT_ROUTERS = {"Some", "None", "Ok", "Err", "Router::new"}
+
+
+def _let_expression(body: str, name: str, where: str) -> str:
+    """The expression a function body binds to `name` with `let`."""
+    m = re.search(r"\blet\s+(?:mut\s+)?" + re.escape(name) + r"\b\s*(?::[^=;]+)?=", body)
+    if not m:
+        raise RouterParseError(f"{where}: .merge({name}) of a variable bound by no `let`")
+    depth, in_str, i = 0, False, m.end()
+    while i < len(body):
+        c = body[i]
+        if in_str:
+            if c == "\\":
+                i += 2
+                continue
+            in_str = c != '"'
+        elif c == '"':
+            in_str = True
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == ";" and depth == 0:
+            return body[m.end():i]
+        i += 1
+    raise RouterParseError(f"{where}: unterminated `let {name}`")
+
+
+def _merged_functions(arg: str, body: str, where: str) -> list[str]:
+    """The router functions (`name` or `module::name`) a `.merge(arg)` merges.
+
+    `arg` is a call (`e2ee_routes()`, `media::routes(flag)`) or a variable
+    bound by `let` to an expression made of such calls (and `Router::new()`,
+    the empty router, in a `match` or `if`)."""
+    arg = arg.strip()
+    if re.fullmatch(r"[a-z_][a-z0-9_]*", arg):
+        expr = _let_expression(body, arg, where)
+    elif re.fullmatch(r"[A-Za-z_][\w:]*\s*\(.*\)", arg, re.DOTALL):
+        if arg.startswith("Router"):
+            raise RouterParseError(f"{where}: nest_service/merge of an inline router is not understood: {arg!r}")
+        callee = re.match(r"[A-Za-z_][\w:]*", arg).group(0)
+        inner = arg[arg.index("(") + 1:-1]
+        if "(" in inner:
+            raise RouterParseError(f"{where}: .merge({arg!r}): arguments with calls are not understood")
+        return [callee]
+    else:
+        raise RouterParseError(f"{where}: .merge({arg!r}) is not understood")
+    if re.search(r"\.(route|route_service|nest|nest_service|merge)\s*\(", expr):
+        raise RouterParseError(f"{where}: a router built inline in `let {arg}` is not understood")
+    calls = [c for c in re.findall(r"(?<![.\w:])([A-Za-z_][\w]*(?:::[A-Za-z_]\w*)*)\s*\(", expr) if c not in _NOT_ROUTERS]
+    if not calls and "Router::new" not in expr:
+        raise RouterParseError(f"{where}: .merge({arg}): `let {arg}` names no router")
+    return calls
+
+
 def served_routes(api_dir: Path = API_DIR, min_routes: int = 10) -> set[tuple[str, str]]:
     """Every (METHOD, path) the router serves, with `{param}` placeholders.
 
     `api_dir` is one folder of route files (`api/federation` for the
     Server-Server API); finding fewer than `min_routes` means the parser broke."""
-    nested: set[tuple[str, str]] = set()
-    absolute: set[tuple[str, str]] = set()
     prefixes: list[str] = []
     files = sorted(p for p in api_dir.glob("*.rs") if not p.stem.endswith("tests") and p.stem != "tests")
     if not files:
         raise RouterParseError(f"no Rust files in {api_dir}")
+    # Per function, keyed by (file stem, name): its routes, and the
+    # functions whose routers it merges (resolved below).
+    own: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    merges: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
     for path in files:
         text = _strip_comments_and_tests(path.read_text())
         for name, body in _functions(text):
+            key = (path.stem, name)
+            where = f"{path.name}:{name}"
+            found = own.setdefault(key, set())
             for kind in ("route", "route_service"):
                 for args in _calls(body, kind):
                     parts = _split_args(args)
-                    where = f"{path.name}:{name}"
                     if len(parts) != 2:
                         raise RouterParseError(f"{where}: .{kind}() with {len(parts)} arguments: {args!r}")
                     route = _literal(parts[0], where)
                     methods = {"GET"} if kind == "route_service" and not re.search(r"\w\s*\(", parts[1]) else _methods(parts[1], where)
-                    target = nested if name == NESTED_FN else absolute
-                    target.update((m, route) for m in methods)
+                    found.update((m, route) for m in methods)
             for args in _calls(body, "nest"):
                 parts = _split_args(args)
-                where = f"{path.name}:{name}"
                 prefix = _literal(parts[0], where)
                 if not re.search(r"\bclient\b|\b" + NESTED_FN + r"\s*\(", parts[1]):
                     raise RouterParseError(f"{where}: .nest({prefix!r}, {parts[1]!r}) nests a router this parser does not know")
                 prefixes.append(prefix)
-            if re.search(r"\.nest_service\s*\(|\.merge\s*\(\s*Router", body):
-                raise RouterParseError(f"{path.name}:{name}: nest_service/merge of an inline router is not understood")
+            if re.search(r"\.nest_service\s*\(", body):
+                raise RouterParseError(f"{where}: nest_service/merge of an inline router is not understood")
+            for args in _calls(body, "merge"):
+                for callee in _merged_functions(args, body, where):
+                    merges.setdefault(key, []).append((path.stem, callee, where))
+
+    # Resolve each merged function to a function of these files; one of a
+    # sub-folder's module is that folder's (listed by its own call).
+    children: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for parent, callees in merges.items():
+        for stem, callee, where in callees:
+            *module, name = callee.split("::")
+            if len(module) > 1:
+                raise RouterParseError(f"{where}: .merge of {callee}: only `name` or `module::name` is understood")
+            target = (module[0] if module else stem, name)
+            if target in own:
+                children.setdefault(parent, []).append(target)
+            elif module and (api_dir / module[0]).is_dir() and (api_dir / module[0] / "mod.rs").is_file():
+                continue  # e.g. federation::routes(): api/federation/ lists its own
+            else:
+                raise RouterParseError(f"{where}: .merge of {callee}, a function not found in {api_dir}")
+
+    # Where each function's routes are served: nested under the prefixes
+    # (client_routes() and what it merges) or absolute (everything else).
+    merged = {c for cs in children.values() for c in cs}
+    nested_fns: set[tuple[str, str]] = set()
+    absolute_fns: set[tuple[str, str]] = set()
+    stack = [(key, key[1] == NESTED_FN) for key in own if key not in merged]
+    seen: set[tuple[tuple[str, str], bool]] = set()
+    while stack:
+        key, nested = stack.pop()
+        if (key, nested) in seen:
+            continue
+        seen.add((key, nested))
+        (nested_fns if nested else absolute_fns).add(key)
+        stack.extend((child, nested) for child in children.get(key, []))
+    unreached = merged - nested_fns - absolute_fns
+    if unreached:
+        raise RouterParseError(f"router functions merged only in a cycle: {sorted(unreached)}")
+
+    nested = {r for key in nested_fns for r in own[key]}
+    absolute = {r for key in absolute_fns for r in own[key]}
     if nested and not prefixes:
         raise RouterParseError(f"{NESTED_FN}() has routes but is nested nowhere")
     routes = set(absolute)

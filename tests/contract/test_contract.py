@@ -11,12 +11,13 @@ documented success at least once.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
 import requests
 
-from flows import png, q, register, unique
+from flows import Ed25519Key, b64, png, q, register, unique
 
 V3 = "/_matrix/client/v3"
 MSG = {"msgtype": "m.text", "body": "hello"}
@@ -61,6 +62,7 @@ def send(contract, who, room_id, body="hello", txn=None):
 def test_discovery(contract, alice):
     versions = contract.call("GET", "/_matrix/client/versions").json()
     assert "v1.11" in versions["versions"]
+    assert versions["unstable_features"] == {"org.matrix.e2e_cross_signing": True}
     well_known = contract.call("GET", "/.well-known/matrix/client").json()
     assert well_known["m.homeserver"]["base_url"] == contract.base_url
     caps = contract.call("GET", f"{V3}/capabilities", token=alice["access_token"]).json()
@@ -123,7 +125,7 @@ def test_password_change(contract):
     first = contract.call("POST", f"{V3}/account/password", token=token, json_body={"new_password": "new pw"}, expect=401)
     assert first.json()["flows"] == [{"stages": ["m.login.password"]}]
     wrong = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user["user_id"]}, "password": "nope"}
-    contract.call("POST", f"{V3}/account/password", token=token, json_body={"new_password": "new pw", "auth": wrong}, expect=403)
+    contract.call("POST", f"{V3}/account/password", token=token, json_body={"new_password": "new pw", "auth": wrong}, expect=401, errcode="M_FORBIDDEN")
     right = {**wrong, "password": user["password"]}
     contract.call("POST", f"{V3}/account/password", token=token, json_body={"new_password": "", "auth": right}, expect=400, errcode="M_INVALID_PARAM")
     contract.call("POST", f"{V3}/account/password", token=token, json_body={"new_password": "new pw", "auth": right, "logout_devices": True})
@@ -587,6 +589,371 @@ def test_rate_limits(tern_factory):
     assert statuses[0] == 403 and statuses[-1] == 429
     last = limited.http.post(limited.base_url + f"{V3}/login", data=json.dumps(body), timeout=10).json()
     assert last["errcode"] == "M_LIMIT_EXCEEDED" and last["retry_after_ms"] > 0
+
+
+# --- devices and end-to-end encryption --------------------------------------
+
+PASSWORD_FLOWS = [{"stages": ["m.login.password"]}]
+
+
+def login(contract, user, device_name=None) -> dict:
+    """A new session (so a new device) of `user`."""
+    body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user["user_id"]}, "password": user["password"]}
+    if device_name:
+        body["initial_device_display_name"] = device_name
+    return contract.call("POST", f"{V3}/login", json_body=body).json()
+
+
+def password_auth(user, session=None, password=None) -> dict:
+    auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user["user_id"]},
+            "password": password or user["password"]}
+    if session:
+        auth["session"] = session
+    return auth
+
+
+def device_keys(user, device_id, key: Ed25519Key) -> dict:
+    """Device keys signed by the device's own ed25519 key."""
+    keys = {
+        "user_id": user["user_id"], "device_id": device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {f"curve25519:{device_id}": b64(os.urandom(32)), f"ed25519:{device_id}": key.public},
+    }
+    return key.sign(keys, user["user_id"], device_id)
+
+
+def cross_signing_key(user, usage: str, key: Ed25519Key, master: Ed25519Key | None = None) -> dict:
+    obj = {"user_id": user["user_id"], "usage": [usage], "keys": {f"ed25519:{key.public}": key.public}}
+    return master.sign(obj, user["user_id"]) if master else obj
+
+
+@pytest.fixture(scope="module")
+def alice_device_key() -> Ed25519Key:
+    """The ed25519 key of alice's first device, whose keys it signs."""
+    return Ed25519Key()
+
+
+def sync_token(contract, who) -> str:
+    return contract.call("GET", f"{V3}/sync", token=who["access_token"], params={"timeout": 0}).json()["next_batch"]
+
+
+def test_devices(contract, alice, bob):
+    a = alice["access_token"]
+    second = login(contract, alice, "second phone")
+    listed = contract.call("GET", f"{V3}/devices", token=a).json()["devices"]
+    assert {alice["device_id"], second["device_id"]} <= {d["device_id"] for d in listed}
+    contract.call("GET", "/_matrix/client/r0/devices", token=a)
+    path = f"{V3}/devices/{q(second['device_id'])}"
+    device = contract.call("GET", path, token=a).json()
+    assert device["device_id"] == second["device_id"] and device["display_name"] == "second phone"
+    contract.call("PUT", path, token=a, json_body={"display_name": "renamed"})
+    assert contract.call("GET", path, token=a).json()["display_name"] == "renamed"
+    contract.call("PUT", path, token=a, json_body={"display_name": "x" * 300}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("PUT", path, token=a, json_body={"display_name": 5}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    missing = f"{V3}/devices/NOSUCHDEVICE"
+    contract.call("GET", missing, token=a, expect=404, errcode="M_NOT_FOUND")
+    contract.call("PUT", missing, token=a, json_body={"display_name": "x"}, expect=404, errcode="M_NOT_FOUND")
+    contract.call("DELETE", missing, token=a, json_body={}, expect=404, errcode="M_NOT_FOUND")
+    # Another user's device is unknown to this user.
+    contract.call("GET", f"{V3}/devices/{q(alice['device_id'])}", token=bob["access_token"], expect=404)
+    contract.call("GET", f"{V3}/devices", expect=401, errcode="M_MISSING_TOKEN")
+
+    # User-interactive authentication: the flows, a wrong password, an
+    # unsupported stage, sessions of another operation or user, then success.
+    first = contract.call("DELETE", path, token=a, json_body={}, expect=401).json()
+    assert first["flows"] == PASSWORD_FLOWS and first["params"] == {} and first["completed"] == []
+    assert "errcode" not in first
+    session = first["session"]
+    wrong = contract.call("DELETE", path, token=a, json_body={"auth": password_auth(alice, session, "nope")}, expect=401, errcode="M_FORBIDDEN").json()
+    assert wrong["flows"] == PASSWORD_FLOWS and wrong["session"] == session
+    contract.call("DELETE", path, token=a, json_body={"auth": {"type": "m.login.dummy", "session": session}}, expect=401, errcode="M_UNRECOGNIZED")
+    contract.call("DELETE", path, token=a, json_body={"auth": {"session": session}}, expect=401)
+    contract.call("POST", f"{V3}/account/password", token=a, json_body={"new_password": "x", "auth": password_auth(alice, session)}, expect=403, errcode="M_FORBIDDEN")
+    bobs_path = f"{V3}/devices/{q(bob['device_id'])}"
+    contract.call("DELETE", bobs_path, token=bob["access_token"], json_body={"auth": password_auth(bob, session)}, expect=403, errcode="M_FORBIDDEN")
+    contract.call("DELETE", path, token=a, json_body={"auth": password_auth(alice, "no-such-session")}, expect=403, errcode="M_FORBIDDEN")
+    contract.call("DELETE", path, token=a, json_body={"auth": {"identifier": {"user": "x"}}}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("DELETE", path, token=a, json_body={"auth": password_auth(alice, session)})
+    # The device went with its token.
+    contract.call("GET", path, token=a, expect=404)
+    contract.call("GET", f"{V3}/account/whoami", token=second["access_token"], expect=401, errcode="M_UNKNOWN_TOKEN")
+
+    # Several at once; unknown IDs are ignored.
+    third, fourth = login(contract, alice), login(contract, alice)
+    gone = [third["device_id"], fourth["device_id"], "NOSUCHDEVICE"]
+    asked = contract.call("POST", f"{V3}/delete_devices", token=a, json_body={"devices": gone}, expect=401).json()
+    assert asked["flows"] == PASSWORD_FLOWS
+    contract.call("POST", f"{V3}/delete_devices", token=a, json_body={"devices": gone, "auth": password_auth(alice, asked["session"], "nope")}, expect=401, errcode="M_FORBIDDEN")
+    contract.call("POST", f"{V3}/delete_devices", token=a, json_body={"devices": gone, "auth": password_auth(alice, asked["session"])})
+    left = {d["device_id"] for d in contract.call("GET", f"{V3}/devices", token=a).json()["devices"]}
+    assert alice["device_id"] in left and not left & set(gone)
+    contract.call("POST", f"{V3}/delete_devices", token=a, json_body={}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("POST", f"{V3}/delete_devices", token=a, data="{oops", headers={"Content-Type": "application/json"}, expect=400, errcode="M_NOT_JSON", check_request=False)
+
+
+def test_device_keys_one_time_keys_and_claims(contract, alice, bob, room, alice_device_key):
+    a, b = alice["access_token"], bob["access_token"]
+    me, device = alice["user_id"], alice["device_id"]
+    signing = alice_device_key
+    keys = device_keys(alice, device, signing)
+    one_time = {f"signed_curve25519:AAAA{i}": signing.sign({"key": b64(os.urandom(32))}, me, device) for i in range(2)}
+    fallback = {"signed_curve25519:FALLBACK": signing.sign({"key": b64(os.urandom(32)), "fallback": True}, me, device)}
+    before = sync_token(contract, bob)
+    counts = contract.call("POST", f"{V3}/keys/upload", token=a, json_body={
+        "device_keys": keys, "one_time_keys": one_time, "fallback_keys": fallback}).json()
+    assert counts == {"one_time_key_counts": {"signed_curve25519": 2}}
+    # The same keys again change nothing; an unsigned key counts too.
+    again = contract.call("POST", f"{V3}/keys/upload", token=a, json_body={
+        "device_keys": keys, "one_time_keys": {**one_time, "curve25519:PLAIN": b64(os.urandom(32))}}).json()
+    assert again["one_time_key_counts"] == {"signed_curve25519": 2, "curve25519": 1}
+    mine = contract.call("GET", f"{V3}/sync", token=a, params={"timeout": 0}).json()
+    assert mine["device_one_time_keys_count"] == {"signed_curve25519": 2, "curve25519": 1}
+    assert mine["device_unused_fallback_key_types"] == ["signed_curve25519"]
+    # Bob shares a room with alice: her new device keys are a change for him.
+    changed = contract.call("GET", f"{V3}/sync", token=b, params={"since": before, "timeout": 5000}).json()
+    assert me in changed["device_lists"]["changed"]
+    after = changed["next_batch"]
+    delta = contract.call("GET", f"{V3}/keys/changes", token=b, params={"from": before, "to": after}).json()
+    assert me in delta["changed"] and delta["left"] == []
+
+    # Refused uploads.
+    def refused(body, errcode="M_INVALID_PARAM", check=True):
+        contract.call("POST", f"{V3}/keys/upload", token=a, json_body=body, expect=400, errcode=errcode, check_request=check)
+    forged = {**keys, "algorithms": ["m.megolm.v1.aes-sha2"]}  # the signature no longer covers it
+    refused({"device_keys": forged})
+    refused({"device_keys": device_keys(alice, "OTHERDEVICE", signing)})
+    refused({"device_keys": {**device_keys(bob, device, signing)}})
+    refused({"one_time_keys": {"no_colon": "x"}})
+    refused({"one_time_keys": {"signed_curve25519:AAAA0": signing.sign({"key": b64(os.urandom(32))}, me, device)}})
+    refused({"one_time_keys": {"curve25519:NUMBER": 5}}, check=False)
+    refused({"one_time_keys": []}, errcode="M_BAD_JSON", check=False)
+    contract.call("POST", f"{V3}/keys/upload", token=a, data="not json", headers={"Content-Type": "application/json"}, expect=400, errcode="M_NOT_JSON", check_request=False)
+
+    # Queries: all devices, one device, an unknown one, another server's user.
+    elsewhere = "@someone:elsewhere.example"
+    found = contract.call("POST", f"{V3}/keys/query", token=b, json_body={"device_keys": {me: [], elsewhere: []}}).json()
+    shown = found["device_keys"][me][device]
+    assert shown["keys"] == keys["keys"] and shown["signatures"] == keys["signatures"]
+    assert set(shown["unsigned"]) == {"device_display_name"}
+    assert list(found["failures"]) == ["elsewhere.example"]
+    assert found["failures"]["elsewhere.example"]["errcode"] == "M_UNAVAILABLE"
+    one = contract.call("POST", f"{V3}/keys/query", token=b, json_body={"device_keys": {me: [device]}, "timeout": 10000}).json()
+    assert list(one["device_keys"][me]) == [device] and one["failures"] == {}
+    none = contract.call("POST", f"{V3}/keys/query", token=b, json_body={"device_keys": {me: ["NOSUCHDEVICE"]}}).json()
+    assert none["device_keys"] == {me: {}}
+    contract.call("POST", f"{V3}/keys/query", token=b, json_body={}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("POST", f"{V3}/keys/query", token=b, json_body={"device_keys": {"not-a-user": []}}, expect=400, errcode="M_BAD_JSON")
+
+    # Claims: the one-time keys, each once, then the fallback key.
+    claim = {"one_time_keys": {me: {device: "signed_curve25519"}}}
+    claimed = []
+    for _ in range(3):
+        got = contract.call("POST", f"{V3}/keys/claim", token=b, json_body=claim).json()
+        assert got["failures"] == {}
+        [(key_id, key)] = got["one_time_keys"][me][device].items()
+        claimed.append(key_id)
+    assert sorted(claimed[:2]) == sorted(one_time) and claimed[2] == "signed_curve25519:FALLBACK"
+    assert key == fallback["signed_curve25519:FALLBACK"]
+    mine = contract.call("GET", f"{V3}/sync", token=a, params={"timeout": 0}).json()
+    assert mine["device_one_time_keys_count"].get("signed_curve25519", 0) == 0
+    assert mine["device_one_time_keys_count"]["curve25519"] == 1
+    assert mine["device_unused_fallback_key_types"] == []
+    remote = contract.call("POST", f"{V3}/keys/claim", token=b, json_body={
+        "one_time_keys": {elsewhere: {"DEVICE": "signed_curve25519"}, me: {"NOSUCHDEVICE": "signed_curve25519"}}, "timeout": 10}).json()
+    assert remote["one_time_keys"] == {} and list(remote["failures"]) == ["elsewhere.example"]
+    contract.call("POST", f"{V3}/keys/claim", token=b, json_body={"one_time_keys": {me: {device: 1}}}, expect=400, errcode="M_BAD_JSON", check_request=False)
+
+    # Changes: bad tokens.
+    contract.call("GET", f"{V3}/keys/changes", token=b, params={"from": "garbage", "to": after}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("GET", f"{V3}/keys/changes", token=b, params={"from": before}, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+
+
+def test_cross_signing_and_signatures(contract, alice, bob, room, alice_device_key):
+    a, b = alice["access_token"], bob["access_token"]
+    me, device = alice["user_id"], alice["device_id"]
+    master, self_signing, user_signing = Ed25519Key(), Ed25519Key(), Ed25519Key()
+    upload = {
+        "master_key": cross_signing_key(alice, "master", master),
+        "self_signing_key": cross_signing_key(alice, "self_signing", self_signing, master),
+        "user_signing_key": cross_signing_key(alice, "user_signing", user_signing, master),
+    }
+    path = f"{V3}/keys/device_signing/upload"
+    before = sync_token(contract, bob)
+    # The first keys, and the same keys again, need no password.
+    contract.call("POST", path, token=a, json_body=upload)
+    contract.call("POST", path, token=a, json_body=upload)
+    changed = contract.call("GET", f"{V3}/sync", token=b, params={"since": before, "timeout": 5000}).json()
+    assert me in changed["device_lists"]["changed"]
+    # Replacing them does.
+    new_master, new_self_signing, new_user_signing = Ed25519Key(), Ed25519Key(), Ed25519Key()
+    replace = {"master_key": cross_signing_key(alice, "master", new_master),
+               "self_signing_key": cross_signing_key(alice, "self_signing", new_self_signing, new_master),
+               "user_signing_key": cross_signing_key(alice, "user_signing", new_user_signing, new_master)}
+    asked = contract.call("POST", path, token=a, json_body=replace, expect=401).json()
+    assert asked["flows"] == PASSWORD_FLOWS
+    contract.call("POST", path, token=a, json_body={**replace, "auth": password_auth(alice, asked["session"], "wrong")}, expect=401, errcode="M_FORBIDDEN")
+    contract.call("POST", path, token=a, json_body={**replace, "auth": password_auth(alice, asked["session"])})
+    master, self_signing, user_signing, upload = new_master, new_self_signing, new_user_signing, replace
+
+    # Bob has no master key yet: a subkey alone, or malformed keys, are refused.
+    bob_master = Ed25519Key()
+    def refused(body, errcode="M_INVALID_PARAM", check=True):
+        contract.call("POST", path, token=b, json_body=body, expect=400, errcode=errcode, check_request=check)
+    refused({"self_signing_key": cross_signing_key(bob, "self_signing", Ed25519Key(), bob_master)})
+    refused({"master_key": cross_signing_key(bob, "self_signing", bob_master)})
+    refused({"master_key": cross_signing_key(alice, "master", bob_master)})
+    refused({"master_key": {**cross_signing_key(bob, "master", bob_master), "keys": {"ed25519:abc": "xyz"}}})
+    refused({"master_key": cross_signing_key(bob, "master", bob_master),
+             "self_signing_key": cross_signing_key(bob, "self_signing", Ed25519Key(), Ed25519Key())})
+    refused({"master_key": "not an object"}, check=False)
+    refused({"auth": {"type": 5}}, errcode="M_BAD_JSON", check=False)
+    contract.call("POST", path, token=b, json_body={"master_key": cross_signing_key(bob, "master", bob_master)})
+
+    # Queries: the user-signing key only for its owner.
+    own = contract.call("POST", f"{V3}/keys/query", token=a, json_body={"device_keys": {me: []}}).json()
+    assert own["master_keys"][me]["keys"] == upload["master_key"]["keys"]
+    assert own["self_signing_keys"][me]["keys"] == upload["self_signing_key"]["keys"]
+    assert own["user_signing_keys"][me]["keys"] == upload["user_signing_key"]["keys"]
+    theirs = contract.call("POST", f"{V3}/keys/query", token=b, json_body={"device_keys": {me: []}}).json()
+    assert me in theirs["master_keys"] and theirs["user_signing_keys"] == {}
+
+    # Signatures: alice's device by her self-signing key, her master key by
+    # her device, bob's master key by her user-signing key.
+    # Each signed object is the stored key with only the new signature.
+    stored = own["device_keys"][me][device]
+    signed_device = self_signing.sign({k: v for k, v in stored.items() if k not in ("signatures", "unsigned")}, me)
+    signed_master = {k: v for k, v in upload["master_key"].items() if k != "signatures"}
+    alice_device_key.sign(signed_master, me, device)
+    bobs_master = cross_signing_key(bob, "master", bob_master)
+    user_signing.sign(bobs_master, me)
+    result = contract.call("POST", f"{V3}/keys/signatures/upload", token=a, json_body={
+        me: {device: signed_device, master.public: signed_master},
+        bob["user_id"]: {bob_master.public: bobs_master},
+    }).json()
+    assert result == {"failures": {}}
+    seen = contract.call("POST", f"{V3}/keys/query", token=a, json_body={"device_keys": {me: [device], bob["user_id"]: []}}).json()
+    assert f"ed25519:{self_signing.public}" in seen["device_keys"][me][device]["signatures"][me]
+    assert f"ed25519:{device}" in seen["master_keys"][me]["signatures"][me]
+    assert f"ed25519:{user_signing.public}" in seen["master_keys"][bob["user_id"]]["signatures"][me]
+
+    # Refused signatures are reported per key, with a 200.
+    tampered = {**signed_device, "algorithms": ["x"]}
+    forged = {k: v for k, v in stored.items() if k not in ("signatures", "unsigned")}
+    forged["signatures"] = {me: {f"ed25519:{self_signing.public}": b64(b"\x00" * 64)}}
+    unsigned = {k: v for k, v in stored.items() if k not in ("signatures", "unsigned")}
+    failures = contract.call("POST", f"{V3}/keys/signatures/upload", token=a, json_body={
+        me: {"NOSUCHDEVICE": signed_device},
+        bob["user_id"]: {bob["device_id"]: {"user_id": bob["user_id"]}},
+        "@someone:elsewhere.example": {"KEY": {}},
+    }).json()["failures"]
+    assert failures[me]["NOSUCHDEVICE"]["errcode"] == "M_NOT_FOUND"
+    assert failures[bob["user_id"]][bob["device_id"]]["errcode"] == "M_NOT_FOUND"
+    assert failures["@someone:elsewhere.example"]["KEY"]["errcode"] == "M_NOT_FOUND"
+    for body, errcode in ((tampered, "M_INVALID_PARAM"), (forged, "M_INVALID_SIGNATURE"), (unsigned, "M_INVALID_SIGNATURE")):
+        answer = contract.call("POST", f"{V3}/keys/signatures/upload", token=a, json_body={me: {device: body}}).json()
+        assert answer["failures"][me][device]["errcode"] == errcode, answer
+    contract.call("POST", f"{V3}/keys/signatures/upload", token=a, json_body={"not-a-user": {}}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    not_an_object = contract.call("POST", f"{V3}/keys/signatures/upload", token=a, json_body={me: {device: 1}}, check_request=False).json()
+    assert not_an_object["failures"][me][device]["errcode"] == "M_INVALID_PARAM"
+
+
+def test_send_to_device(contract, alice, bob):
+    a, b = alice["access_token"], bob["access_token"]
+    since = sync_token(contract, bob)
+    txn = unique("txn")
+    path = f"{V3}/sendToDevice/m.room_key_request/{txn}"
+    body = {"messages": {bob["user_id"]: {bob["device_id"]: {"n": 1}}, "@someone:elsewhere.example": {"DEVICE": {"n": 0}}}}
+    contract.call("PUT", path, token=a, json_body=body)
+    contract.call("PUT", path, token=a, json_body=body)  # a retry queues nothing
+    contract.call("PUT", f"{V3}/sendToDevice/org.example.ping/{unique('txn')}", token=a,
+                  json_body={"messages": {bob["user_id"]: {"*": {"n": 2}, "NOSUCHDEVICE": {"n": 3}}}})
+    delta = contract.call("GET", f"{V3}/sync", token=b, params={"since": since, "timeout": 5000}).json()
+    events = delta["to_device"]["events"]
+    assert [(e["sender"], e["type"], e["content"]) for e in events] == [
+        (alice["user_id"], "m.room_key_request", {"n": 1}), (alice["user_id"], "org.example.ping", {"n": 2})]
+    # Syncing from the new token acknowledges them: they are gone.
+    later = contract.call("GET", f"{V3}/sync", token=b, params={"since": delta["next_batch"], "timeout": 0}).json()
+    assert later["to_device"]["events"] == []
+    again = contract.call("GET", f"{V3}/sync", token=b, params={"since": since, "timeout": 0}).json()
+    assert again["to_device"]["events"] == []
+    contract.call("PUT", f"{V3}/sendToDevice/m.x/{'t' * 300}", token=a, json_body={"messages": {}}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("PUT", f"{V3}/sendToDevice/m.x/{unique('t')}", token=a, json_body={"messages": {bob["user_id"]: {"*": "text"}}}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("PUT", f"{V3}/sendToDevice/m.x/{unique('t')}", token=a, json_body={}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("PUT", f"{V3}/sendToDevice/m.x/{unique('t')}", json_body={"messages": {}}, expect=401, errcode="M_MISSING_TOKEN")
+
+
+def test_key_backup(contract, carol, room):
+    c = carol["access_token"]
+    algorithm = "m.megolm_backup.v1.curve25519-aes-sha2"
+    auth_data = {"public_key": b64(os.urandom(32)), "signatures": {}}
+
+    def data(index=0, verified=False, forwarded=0):
+        return {"first_message_index": index, "forwarded_count": forwarded, "is_verified": verified,
+                "session_data": {"ephemeral": "e", "ciphertext": "c", "mac": "m"}}
+
+    contract.call("GET", f"{V3}/room_keys/version", token=c, expect=404, errcode="M_NOT_FOUND")
+    contract.call("PUT", f"{V3}/room_keys/keys", token=c, params={"version": "1"}, json_body={"rooms": {}}, expect=404, errcode="M_NOT_FOUND")
+    version = contract.call("POST", f"{V3}/room_keys/version", token=c, json_body={"algorithm": algorithm, "auth_data": auth_data}).json()["version"]
+    current = contract.call("GET", f"{V3}/room_keys/version", token=c).json()
+    assert current["version"] == version and current["count"] == 0 and current["auth_data"] == auth_data
+    vpath = f"{V3}/room_keys/version/{version}"
+    assert contract.call("GET", vpath, token=c).json() == current
+    new_auth = {**auth_data, "public_key": b64(os.urandom(32))}
+    contract.call("PUT", vpath, token=c, json_body={"algorithm": algorithm, "auth_data": new_auth, "version": version})
+    assert contract.call("GET", vpath, token=c).json()["auth_data"] == new_auth
+    contract.call("PUT", vpath, token=c, json_body={"algorithm": "other", "auth_data": new_auth}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("PUT", vpath, token=c, json_body={"algorithm": algorithm, "auth_data": new_auth, "version": "999"}, expect=400, errcode="M_INVALID_PARAM")
+    contract.call("PUT", vpath, token=c, json_body={"algorithm": algorithm, "auth_data": "x"}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("PUT", f"{V3}/room_keys/version/999", token=c, json_body={"algorithm": algorithm, "auth_data": new_auth}, expect=404)
+    contract.call("GET", f"{V3}/room_keys/version/not-a-number", token=c, expect=404, errcode="M_NOT_FOUND")
+    contract.call("POST", f"{V3}/room_keys/version", token=c, json_body={"algorithm": "", "auth_data": {}}, expect=400, errcode="M_BAD_JSON")
+    contract.call("POST", f"{V3}/room_keys/version", token=c, json_body={"algorithm": algorithm}, expect=400, errcode="M_BAD_JSON", check_request=False)
+
+    v = {"version": version}
+    rpath = f"{V3}/room_keys/keys/{q(room)}"
+    first = contract.call("PUT", f"{V3}/room_keys/keys", token=c, params=v, json_body={"rooms": {room: {"sessions": {"s1": data(1)}}}}).json()
+    assert first["count"] == 1
+    assert contract.call("PUT", rpath, token=c, params=v, json_body={"sessions": {"s2": data(2)}}).json()["count"] == 2
+    third = contract.call("PUT", f"{rpath}/s3", token=c, params=v, json_body=data(3)).json()
+    assert third["count"] == 3 and third["etag"] != first["etag"]
+    # A worse copy of a session is not kept; a better one is.
+    contract.call("PUT", f"{rpath}/s3", token=c, params=v, json_body=data(9))
+    assert contract.call("GET", f"{rpath}/s3", token=c, params=v).json() == data(3)
+    contract.call("PUT", f"{rpath}/s3", token=c, params=v, json_body=data(9, verified=True))
+    assert contract.call("GET", f"{rpath}/s3", token=c, params=v).json() == data(9, verified=True)
+    everything = contract.call("GET", f"{V3}/room_keys/keys", token=c, params=v).json()
+    assert set(everything["rooms"][room]["sessions"]) == {"s1", "s2", "s3"}
+    assert set(contract.call("GET", rpath, token=c, params=v).json()["sessions"]) == {"s1", "s2", "s3"}
+    other_room = f"{V3}/room_keys/keys/{q('!other:localhost')}"
+    assert contract.call("GET", other_room, token=c, params=v).json() == {"sessions": {}}
+    assert contract.call("GET", vpath, token=c).json()["count"] == 3
+    contract.call("GET", f"{rpath}/nosuchsession", token=c, params=v, expect=404, errcode="M_NOT_FOUND")
+    contract.call("GET", f"{V3}/room_keys/keys", token=c, params={"version": "999"}, expect=404)
+    contract.call("GET", f"{V3}/room_keys/keys", token=c, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("GET", f"{V3}/room_keys/keys/not-a-room", token=c, params=v, expect=400, errcode="M_INVALID_PARAM", check_request=False)
+    contract.call("PUT", f"{rpath}/s4", token=c, params=v, json_body={"first_message_index": 0}, expect=400, errcode="M_BAD_JSON", check_request=False)
+    contract.call("PUT", rpath, token=c, params=v, json_body={}, expect=400, errcode="M_BAD_JSON", check_request=False)
+
+    # Keys go only into the current version.
+    newer = contract.call("POST", f"{V3}/room_keys/version", token=c, json_body={"algorithm": algorithm, "auth_data": auth_data}).json()["version"]
+    for target, body in ((f"{V3}/room_keys/keys", {"rooms": {}}), (rpath, {"sessions": {}}), (f"{rpath}/s1", data())):
+        wrong = contract.call("PUT", target, token=c, params=v, json_body=body, expect=403, errcode="M_WRONG_ROOM_KEYS_VERSION").json()
+        assert wrong["current_version"] == newer
+    assert contract.call("GET", f"{V3}/room_keys/version", token=c).json()["version"] == newer
+
+    # Deleting keys (of the older version too), then versions.
+    assert contract.call("DELETE", f"{rpath}/s1", token=c, params=v).json()["count"] == 2
+    assert contract.call("DELETE", rpath, token=c, params=v).json()["count"] == 0
+    newer_v = {"version": newer}
+    contract.call("PUT", f"{rpath}/s1", token=c, params=newer_v, json_body=data())
+    assert contract.call("DELETE", f"{V3}/room_keys/keys", token=c, params=newer_v).json()["count"] == 0
+    contract.call("DELETE", f"{V3}/room_keys/keys", token=c, params={"version": "999"}, expect=404)
+    contract.call("DELETE", vpath, token=c)
+    contract.call("DELETE", vpath, token=c, expect=404, errcode="M_NOT_FOUND")
+    contract.call("GET", vpath, token=c, expect=404)
+    contract.call("GET", f"{V3}/room_keys/keys", token=c, params=v, expect=404)
+    contract.call("DELETE", f"{V3}/room_keys/version/{newer}", token=c)
+    contract.call("GET", f"{V3}/room_keys/version", token=c, expect=404)
 
 
 # --- coverage -------------------------------------------------------------

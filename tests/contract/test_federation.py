@@ -85,6 +85,7 @@ def test_real_answers_match_the_federation_spec(federating):
         "/_matrix/federation/v1/state_ids/%21r%3Alocalhost?event_id=%24e",
         "/_matrix/federation/v1/event_auth/%21r%3Alocalhost/%24e",
         "/_matrix/federation/v1/backfill/%21r%3Alocalhost?v=%24e&limit=10",
+        "/_matrix/federation/v1/user/devices/%40a%3Alocalhost",
     ):
         refused = _checked(url, "GET", path, expect=401).json()
         assert refused["errcode"] == "M_UNAUTHORIZED"
@@ -106,6 +107,12 @@ def test_real_answers_match_the_federation_spec(federating):
             "POST",
             "/_matrix/federation/v1/get_missing_events/%21r%3Alocalhost",
             {"earliest_events": [], "latest_events": ["$e"], "limit": 10, "min_depth": 0},
+        ),
+        ("POST", "/_matrix/federation/v1/user/keys/query", {"device_keys": {"@a:localhost": []}}),
+        (
+            "POST",
+            "/_matrix/federation/v1/user/keys/claim",
+            {"one_time_keys": {"@a:localhost": {"DEV": "signed_curve25519"}}},
         ),
     ):
         refused = _checked(url, method, path, expect=401, body=body).json()

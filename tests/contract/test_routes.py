@@ -12,7 +12,7 @@ import re
 import pytest
 import requests
 
-from routes import normalise, served_routes
+from routes import RouterParseError, normalise, served_routes
 from spec import expanded_spec, operations
 
 # Values for path parameters when probing the live server.
@@ -61,7 +61,56 @@ def test_the_router_parser_finds_the_routes(served):
     assert ("GET", "/_matrix/client/r0/sync") in served
     assert ("POST", "/_matrix/media/v3/upload") in served
     assert ("DELETE", "/_matrix/client/v3/pushrules/global/{kind}/{rule_id}") in served
+    # Routes of a router merged into client_routes() (`.merge(e2ee_routes())`)
+    # are served under its prefixes, not at the root.
+    for prefix in ("/_matrix/client/v3", "/_matrix/client/r0"):
+        assert ("POST", prefix + "/keys/upload") in served
+        assert ("DELETE", prefix + "/devices/{device_id}") in served
+    assert not [r for r in served if not r[1].startswith(("/_matrix/", "/_tern/", "/.well-known/")) and r[1] != "/"]
     assert len(served) > 100
+
+
+def _router_dir(tmp_path, source: str, **modules: str):
+    (tmp_path / "mod.rs").write_text(source)
+    for name, text in modules.items():
+        (tmp_path / f"{name}.rs").write_text(text)
+    return tmp_path
+
+
+ROUTES = "".join(f'.route("/r{i}", get(h))' for i in range(3))
+
+
+def test_the_router_parser_follows_merges(tmp_path):
+    source = (
+        "fn client_routes() -> Router { Router::new().route(\"/a\", get(h)).merge(more()) }\n"
+        "fn more() -> Router { Router::new().route(\"/b\", post(h).put(h)) }\n"
+        "fn router() -> Router { let client = client_routes();\n"
+        "  let fed = match x { Some(_) => sub::routes(), None => Router::new() };\n"
+        "  Router::new()" + ROUTES + ".nest(\"/v3\", client).merge(extra::routes(true)).merge(fed) }\n"
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mod.rs").write_text("")
+    api = _router_dir(tmp_path, source, extra='fn routes(f: bool) -> Router { Router::new().route("/x", get(h)) }')
+    assert served_routes(api, min_routes=1) == {
+        ("GET", "/v3/a"), ("POST", "/v3/b"), ("PUT", "/v3/b"), ("GET", "/x"),
+        ("GET", "/r0"), ("GET", "/r1"), ("GET", "/r2"),
+    }
+
+
+@pytest.mark.parametrize("merge", [
+    "Router::new().route(\"/y\", get(h))",  # an inline router
+    "missing()",                              # a function not in the folder
+    "nowhere::routes()",                      # a module that is not there
+    "unbound",                                # a variable without `let`
+    "a::b::routes()",                         # a longer path
+])
+def test_the_router_parser_refuses_merges_it_does_not_understand(tmp_path, merge):
+    source = (
+        "fn client_routes() -> Router { Router::new().route(\"/a\", get(h)) }\n"
+        "fn router() -> Router { Router::new()" + ROUTES + ".nest(\"/v3\", client_routes()).merge(" + merge + ") }\n"
+    )
+    with pytest.raises(RouterParseError):
+        served_routes(_router_dir(tmp_path, source), min_routes=1)
 
 
 def test_every_served_route_is_in_the_spec(served, specified):

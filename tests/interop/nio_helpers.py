@@ -121,24 +121,27 @@ class ClientFactory:
     base_url: str
     clients: list[AsyncClient] = field(default_factory=list)
 
-    def new_client(self, user: str = "") -> AsyncClient:
+    def new_client(self, user: str = "", store_path: str | None = None) -> AsyncClient:
+        """A client; with `store_path`, an encrypting one (vodozemac) keeping
+        its Olm account and sessions there."""
         config = AsyncClientConfig(
             # Surface 429s and connection failures instead of retrying forever.
             max_limit_exceeded=0,
             max_timeouts=0,
             request_timeout=30,
             store_sync_tokens=False,
+            encryption_enabled=store_path is not None,
         )
-        client = AsyncClient(self.base_url, user=user, config=config)
+        client = AsyncClient(self.base_url, user=user, config=config, store_path=store_path or "")
         client.interop_traffic = _record_traffic(client)
         self.clients.append(client)
         return client
 
-    async def register(self, name: str) -> User:
+    async def register(self, name: str, store_path: str | None = None) -> User:
         """Register a fresh user (unique localpart starting with `name`) and check the session."""
         localpart = f"{name}{secrets.token_hex(4)}"
         password = "pw-" + secrets.token_hex(8)
-        client = self.new_client()
+        client = self.new_client(store_path=store_path)
         resp = await client.register(localpart, password, device_name=f"interop {name}")
         assert isinstance(resp, RegisterResponse), describe(client, resp, f"register {localpart}")
         expected_id = f"@{localpart}:{SERVER_NAME}"

@@ -90,7 +90,12 @@ impl Client {
     /// Logs in a new device of `user` (localpart or full user id) with a password.
     /// Panics unless login succeeds.
     pub async fn login(server: &TestServer, user: &str, password: &str) -> Self {
-        let anon = Client::anonymous(server);
+        Self::login_at(&server.base_url(), user, password).await
+    }
+
+    /// [`Self::login`] on a server given by URL (Synapse's client API).
+    pub async fn login_at(base_url: &str, user: &str, password: &str) -> Self {
+        let anon = Client::anonymous_at(base_url);
         let resp = anon
             .post(
                 &format!("{V3}/login"),

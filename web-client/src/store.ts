@@ -457,7 +457,7 @@ export function directPartner(room: Room, userId: string): string | undefined {
 export function lastMessage(room: Room): TimelineItem | undefined {
   const items = visibleItems(room);
   for (let i = items.length - 1; i >= 0; i--) {
-    if (items[i].type === "m.room.message") return items[i];
+    if (items[i].type === "m.room.message" || items[i].type === "m.room.encrypted") return items[i];
   }
   return items[items.length - 1];
 }

@@ -254,6 +254,21 @@ describe("local echoes", () => {
   });
 });
 
+describe("encrypted messages", () => {
+  it("are the room's latest message, after any notice that follows them", () => {
+    const state = dmWithBob();
+    const encrypted: MatrixEvent = {
+      event_id: "$enc",
+      type: "m.room.encrypted",
+      sender: BOB,
+      origin_server_ts: ts++,
+      content: { algorithm: "m.megolm.v1.aes-sha2", ciphertext: "AwgAEn..." },
+    };
+    applySync(state, joined("s2", { events: [message("$m", ALICE, "hi"), encrypted, member(CAROL, "invite")] }), 0);
+    expect(lastMessage(state.rooms[ROOM])?.eventId).toBe("$enc");
+  });
+});
+
 describe("ticks", () => {
   function withMessages() {
     const state = dmWithBob();

@@ -12,26 +12,11 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixQuery};
 use super::EmptyResponse;
+use crate::service::accounts::uia::{AuthData, UserIdentifier};
 use crate::service::accounts::Session;
 use crate::service::error::ErrorKind;
 use crate::service::rate_limit::Action;
 use crate::service::Services;
-
-#[derive(Debug, Default, Deserialize)]
-pub struct AuthData {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub identifier: Option<UserIdentifier>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct UserIdentifier {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub user: Option<String>,
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct RegisterRequest {
@@ -269,7 +254,7 @@ pub async fn logout(
     State(services): State<Arc<Services>>,
     auth: Auth,
 ) -> ApiResult<Json<EmptyResponse>> {
-    services.accounts.logout(&auth.token).await?;
+    services.accounts.logout(&auth.who).await?;
     services
         .pushers
         .remove_for_logout(&auth.who.user_id, Some(&auth.who.device_id), None)
@@ -325,23 +310,10 @@ pub async fn change_password(
     auth: Auth,
     MatrixJson(body): MatrixJson<PasswordRequest>,
 ) -> ApiResult<Json<EmptyResponse>> {
-    let Some(data) = body
-        .auth
-        .as_ref()
-        .filter(|a| a.kind.as_deref() == Some("m.login.password"))
-    else {
-        return Err(uia_required("m.login.password"));
-    };
-    let user = identified_user(data.identifier.as_ref(), data.user.as_deref())
-        .unwrap_or_else(|_| auth.who.user_id.to_string());
-    let password = data.password.as_deref().unwrap_or_default();
-    let verified = services.accounts.check_password(&user, password).await?;
-    if verified != auth.who.user_id {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            "You can only change your own password",
-        ));
-    }
+    services
+        .accounts
+        .interactive_auth(&auth.who, "change_password", body.auth.as_ref())
+        .await?;
     services
         .accounts
         .change_password(

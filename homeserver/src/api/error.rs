@@ -31,7 +31,9 @@ impl ApiError {
 
 fn status_of(kind: &ErrorKind) -> StatusCode {
     match kind {
-        ErrorKind::Forbidden | ErrorKind::GuestAccessForbidden => StatusCode::FORBIDDEN,
+        ErrorKind::WrongRoomKeysVersion { .. }
+        | ErrorKind::Forbidden
+        | ErrorKind::GuestAccessForbidden => StatusCode::FORBIDDEN,
         ErrorKind::MissingToken
         | ErrorKind::UnknownToken
         | ErrorKind::UiaRequired(_)
@@ -55,6 +57,11 @@ impl IntoResponse for ApiError {
             ErrorKind::UiaRequired(body) => body,
             ErrorKind::LimitExceeded { retry_after_ms } => json!({
                 "errcode": kind.errcode(), "error": message, "retry_after_ms": retry_after_ms
+            }),
+            ErrorKind::WrongRoomKeysVersion {
+                ref current_version,
+            } => json!({
+                "errcode": kind.errcode(), "error": message, "current_version": current_version
             }),
             ErrorKind::IncompatibleRoomVersion { ref room_version } => json!({
                 "errcode": kind.errcode(), "error": message, "room_version": room_version

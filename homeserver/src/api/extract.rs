@@ -2,10 +2,11 @@
 //! with a Matrix error instead of axum's plain-text rejections.
 
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::error::ApiError;
@@ -76,6 +77,12 @@ where
         let token = access_token(parts)
             .ok_or_else(|| ApiError::new(ErrorKind::MissingToken, "Missing access token"))?;
         let who = services.accounts.authenticate(&token).await?;
+        // Where the device was last seen, for `/devices`.
+        if let Ok(ConnectInfo(peer)) =
+            ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await
+        {
+            services.accounts.seen(&who, peer.ip());
+        }
         Ok(Auth { who, token })
     }
 }

@@ -2,11 +2,13 @@
 
 mod account;
 mod account_data;
+mod devices;
 mod directory;
 pub mod error;
 mod events;
 pub mod extract;
 pub mod federation;
+mod keys;
 mod media;
 mod openid;
 mod presence;
@@ -14,6 +16,7 @@ mod profile;
 mod push_rules;
 mod pushers;
 mod receipts;
+mod room_keys;
 mod rooms;
 mod sse;
 mod state;
@@ -25,6 +28,8 @@ mod versions;
 
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod e2ee_tests;
 #[cfg(test)]
 mod media_tests;
 #[cfg(test)]
@@ -137,6 +142,7 @@ fn client_routes() -> Router<Arc<Services>> {
             "/user/{user_id}/rooms/{room_id}/account_data/{event_type}",
             get(account_data::get_room).put(account_data::put_room),
         )
+        .merge(e2ee_routes())
         .route("/pushers", get(pushers::get_pushers))
         .route("/notifications", get(pushers::get_notifications))
         .route("/pushers/set", post(pushers::set_pusher))
@@ -168,6 +174,60 @@ fn client_routes() -> Router<Arc<Services>> {
         .route(
             "/publicRooms",
             get(directory::public_rooms).post(directory::public_rooms_post),
+        )
+}
+
+/// Devices, keys, to-device messages and key backups.
+fn e2ee_routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/devices", get(devices::list))
+        .route(
+            "/devices/{device_id}",
+            get(devices::get)
+                .put(devices::rename)
+                .delete(devices::delete),
+        )
+        .route("/delete_devices", post(devices::delete_many))
+        .route("/keys/upload", post(keys::upload))
+        .route("/keys/query", post(keys::query))
+        .route("/keys/claim", post(keys::claim))
+        .route("/keys/changes", get(keys::changes))
+        .route(
+            "/keys/device_signing/upload",
+            post(keys::upload_cross_signing),
+        )
+        .route("/keys/signatures/upload", post(keys::upload_signatures))
+        .route(
+            "/sendToDevice/{event_type}/{txn_id}",
+            put(keys::send_to_device),
+        )
+        .route(
+            "/room_keys/version",
+            get(room_keys::current_version).post(room_keys::create_version),
+        )
+        .route(
+            "/room_keys/version/{version}",
+            get(room_keys::get_version)
+                .put(room_keys::update_version)
+                .delete(room_keys::delete_version),
+        )
+        .route(
+            "/room_keys/keys",
+            get(room_keys::get_all)
+                .put(room_keys::put_all)
+                .delete(room_keys::delete_all),
+        )
+        .route(
+            "/room_keys/keys/{room_id}",
+            get(room_keys::get_room)
+                .put(room_keys::put_room)
+                .delete(room_keys::delete_room),
+        )
+        .route(
+            "/room_keys/keys/{room_id}/{session_id}",
+            get(room_keys::get_session)
+                .put(room_keys::put_session)
+                .delete(room_keys::delete_session),
         )
 }
 

@@ -182,14 +182,15 @@ pub struct AckBody {
 /// # `POST /_matrix/client/unstable/tern/sync/ack`
 /// An SSE client's proof that it holds everything up to `next_batch` (the
 /// `id` of the last event it processed): records `tern.delivered` as a
-/// long-poll with that `since` would.
+/// long-poll with that `since` would, and releases the to-device messages
+/// up to it.
 pub async fn ack(
     State(services): State<Arc<Services>>,
     auth: Auth,
     MatrixJson(body): MatrixJson<AckBody>,
 ) -> ApiResult<Json<EmptyResponse>> {
     let token: SyncToken = body.next_batch.parse()?;
-    services.sync.acknowledge(&auth.who, token);
+    services.sync.acknowledge(&auth.who, token).await?;
     Ok(Json(EmptyResponse {}))
 }
 
@@ -222,6 +223,8 @@ mod tests {
             typing: 0,
             receipts: 2,
             presence: 3,
+            device_lists: 4,
+            to_device: 6,
         };
         headers.insert(
             "last-event-id",

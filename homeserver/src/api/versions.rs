@@ -20,7 +20,10 @@ pub async fn versions() -> Json<VersionsResponse> {
             "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
             "v1.10", "v1.11",
         ],
-        unstable_features: BTreeMap::new(),
+        // Cross-signing works (`/keys/device_signing/upload`,
+        // `/keys/signatures/upload`): clients from before its stable
+        // release look for this flag.
+        unstable_features: BTreeMap::from([("org.matrix.e2e_cross_signing", true)]),
     })
 }
 

@@ -107,9 +107,16 @@ impl Follower {
                 }
                 ClusterMessage::Receipts { mut records } => receipts.append(&mut records),
                 ClusterMessage::Notice { notice } => {
-                    if let StreamNotice::AccountData { user_id, .. } = &notice {
+                    match &notice {
                         // Push rules are account data: the cached set is stale.
-                        self.services.push_rules.forget(user_id);
+                        StreamNotice::AccountData { user_id, .. } => {
+                            self.services.push_rules.forget(user_id)
+                        }
+                        // Another node heard that a remote user's devices changed.
+                        StreamNotice::DeviceLists { user_id, .. } => {
+                            self.services.e2ee.forget_remote_keys(user_id)
+                        }
+                        _ => {}
                     }
                     self.parts.bus.publish_local(notice).await;
                 }

@@ -2,8 +2,9 @@
 //! receipts are applied as a local user's would be, after checking that
 //! the origin speaks for the user and the user is in the room; presence of
 //! the origin's users who share a room with us is stored
-//! (`presence/remote.rs`). An EDU that does not hold is dropped (EDUs get
-//! no answer); kinds not handled yet (device lists, to-device) are ignored.
+//! (`presence/remote.rs`); to-device messages and device-list changes go
+//! to the encryption service (`e2ee/federation.rs`). An EDU that does not
+//! hold is dropped (EDUs get no answer); other kinds are ignored.
 
 use ruma_common::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName};
 use serde::Deserialize;
@@ -58,6 +59,10 @@ impl Services {
                 "m.typing" => self.remote_typing(origin, content).await,
                 "m.receipt" => self.remote_receipts(origin, content).await,
                 "m.presence" => self.presence.receive_remote(origin, content).await,
+                "m.direct_to_device" => self.e2ee.receive_to_device(origin, content).await,
+                "m.device_list_update" | "m.signing_key_update" => {
+                    self.e2ee.receive_device_change(origin, content).await
+                }
                 _ => {}
             }
         }

@@ -38,6 +38,10 @@ pub enum ErrorKind {
     NotYetUploaded,
     /// User-interactive authentication must continue: the body lists the flows.
     UiaRequired(Value),
+    /// Keys were sent to a backup version that is not the current one.
+    WrongRoomKeysVersion {
+        current_version: String,
+    },
     /// A request from another server without a valid X-Matrix signature.
     Unauthorized,
     /// Another server, needed for the answer, failed to give one.
@@ -70,6 +74,7 @@ impl ErrorKind {
             ErrorKind::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             ErrorKind::NotYetUploaded => "M_NOT_YET_UPLOADED",
             ErrorKind::UiaRequired(_) => "M_FORBIDDEN",
+            ErrorKind::WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
             ErrorKind::Unauthorized => "M_UNAUTHORIZED",
             ErrorKind::BadGateway | ErrorKind::Unknown => "M_UNKNOWN",
         }

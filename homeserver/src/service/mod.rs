@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod cluster;
+pub mod e2ee;
 mod edus;
 pub mod error;
 pub mod fcm;
@@ -33,10 +34,11 @@ use crate::config::Config;
 use crate::store::cluster::ClusterBus;
 use crate::store::media::{MediaMetadataStore, MediaStore};
 use crate::store::{
-    AccountStore, ConnectionLeases, EventBus, FederationStore, PresenceStore, PushStore,
+    AccountStore, ConnectionLeases, E2eeStore, EventBus, FederationStore, PresenceStore, PushStore,
     RateLimitStore, ReceiptStore, RoomStore, TypingStore,
 };
 use accounts::AccountService;
+use e2ee::{E2eeParts, E2eeService};
 use federation::FederationService;
 use keys::ServerKey;
 use media::MediaService;
@@ -60,6 +62,8 @@ pub struct Services {
     pub accounts: AccountService,
     pub rooms: RoomService,
     pub sync: SyncService,
+    /// Keys, to-device messages and key backups.
+    pub e2ee: Arc<E2eeService>,
     pub typing: TypingService,
     pub receipts: Arc<ReceiptService>,
     pub presence: Arc<PresenceService>,
@@ -93,6 +97,8 @@ pub struct Backends {
     pub federation: Arc<dyn FederationStore>,
     pub media: Arc<dyn MediaStore>,
     pub media_metadata: Arc<dyn MediaMetadataStore>,
+    /// Devices, keys, to-device inboxes, UIA sessions and key backups.
+    pub e2ee: Arc<dyn E2eeStore>,
 }
 
 /// Queues again, in the background, what other servers have yet to accept
@@ -184,6 +190,7 @@ impl Services {
                 federation::presence::spawn(sharing, changes, shutdown.clone());
             }
         }
+        let e2ee_federation = outbox.clone();
         let rooms = RoomService::new(
             backends.rooms.clone(),
             backends.accounts.clone(),
@@ -237,9 +244,18 @@ impl Services {
             receipts: backends.receipts.clone(),
         });
         let sharing = rooms.clone();
+        let e2ee = Arc::new(E2eeService::new(E2eeParts {
+            store: backends.e2ee.clone(),
+            bus: backends.bus.clone(),
+            server_name: server_name.clone(),
+            federation: e2ee_federation,
+            sharing: backends.federation.clone(),
+        }));
         let services = Arc::new(Self {
             accounts: AccountService::new(
                 backends.accounts.clone(),
+                backends.e2ee,
+                e2ee.clone(),
                 backends.bus.clone(),
                 server_name,
             ),
@@ -256,9 +272,11 @@ impl Services {
                     notifier,
                     sharing,
                     acks: acks.clone(),
+                    e2ee: e2ee.clone(),
                 },
                 shutdown.clone(),
             ),
+            e2ee,
             typing: TypingService::new(backends.typing, backends.bus, shutdown.clone()),
             receipts,
             presence,

@@ -3,8 +3,11 @@
 //!
 //! One task per node reads the event bus. For a room event it wakes the
 //! room's joined and invited members (and the target of a membership change);
-//! for typing and receipts, the room's members; for account data, its owner. A waiting sync holds a `watch` receiver for
-//! its user, so an idle sync costs one small channel and no work.
+//! for typing and receipts, the room's members; for account data and
+//! to-device messages, their owner; for presence and device lists, the user
+//! and whoever shares a room with them. A waiting sync holds a `watch`
+//! receiver for its user, so an idle sync costs one small channel and no
+//! work.
 
 use parking_lot::Mutex;
 use ruma_common::{OwnedRoomId, OwnedUserId, RoomId, UserId};
@@ -141,8 +144,8 @@ impl Notifier {
         loaded
     }
 
-    /// Wakes each user whose presence changed and everyone who shares a
-    /// joined room with one of them, once.
+    /// Wakes each user whose presence (or device list) changed and everyone
+    /// who shares a joined room with one of them, once.
     async fn wake_for_presence(&self, changed: HashSet<OwnedUserId>) {
         let mut targets: HashSet<OwnedUserId> = HashSet::new();
         for user_id in changed {
@@ -170,7 +173,12 @@ impl Notifier {
 
     async fn handle(&self, notice: StreamNotice) {
         match notice {
-            StreamNotice::AccountData { user_id, .. } => self.wake(&user_id),
+            StreamNotice::AccountData { user_id, .. } | StreamNotice::ToDevice { user_id, .. } => {
+                self.wake(&user_id)
+            }
+            StreamNotice::DeviceLists { user_id, .. } => {
+                self.wake_for_presence(HashSet::from([user_id])).await
+            }
             StreamNotice::Presence { user_id, .. } => {
                 self.wake_for_presence(HashSet::from([user_id])).await
             }

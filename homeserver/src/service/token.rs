@@ -4,7 +4,7 @@
 //! string form is versioned and self-describing:
 //!
 //! ```text
-//! v1-e<events>-a<account_data>-t<typing>-r<receipts>-p<presence>
+//! v1-e<events>-a<account_data>-t<typing>-r<receipts>-p<presence>-d<device_lists>-x<to_device>
 //! ```
 //!
 //! Each part after the version is a one-letter stream key and a decimal
@@ -31,14 +31,25 @@ pub struct SyncToken {
     pub receipts: StreamPos,
     /// In memory like typing: a token from before a restart is "from the start".
     pub presence: StreamPos,
+    /// Whose devices or keys changed.
+    pub device_lists: StreamPos,
+    /// The device's to-device inbox: everything up to here is acknowledged
+    /// once the client sends this token back.
+    pub to_device: StreamPos,
 }
 
 impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "v1-e{}-a{}-t{}-r{}-p{}",
-            self.events, self.account_data, self.typing, self.receipts, self.presence
+            "v1-e{}-a{}-t{}-r{}-p{}-d{}-x{}",
+            self.events,
+            self.account_data,
+            self.typing,
+            self.receipts,
+            self.presence,
+            self.device_lists,
+            self.to_device
         )
     }
 }
@@ -68,6 +79,8 @@ impl std::str::FromStr for SyncToken {
                 "t" => token.typing = pos,
                 "r" => token.receipts = pos,
                 "p" => token.presence = pos,
+                "d" => token.device_lists = pos,
+                "x" => token.to_device = pos,
                 _ => {}
             }
         }
@@ -104,8 +117,10 @@ mod tests {
             typing: 3,
             receipts: 9,
             presence: 4,
+            device_lists: 5,
+            to_device: 6,
         };
-        assert_eq!(token.to_string(), "v1-e42-a7-t3-r9-p4");
+        assert_eq!(token.to_string(), "v1-e42-a7-t3-r9-p4-d5-x6");
         assert_eq!(token.to_string().parse::<SyncToken>().unwrap(), token);
     }
 

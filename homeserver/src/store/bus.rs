@@ -39,6 +39,18 @@ pub enum StreamNotice {
         room_id: OwnedRoomId,
         only_user: Option<OwnedUserId>,
     },
+    /// The devices or keys of `user_id` changed, at `stream` in the
+    /// device-list stream: whoever shares a room with them syncs it.
+    DeviceLists {
+        stream: StreamPos,
+        user_id: OwnedUserId,
+    },
+    /// A to-device message for a device of `user_id`, at `stream` in the
+    /// to-device stream.
+    ToDevice {
+        stream: StreamPos,
+        user_id: OwnedUserId,
+    },
     /// The subscriber fell behind and missed notices: wake every sync, which
     /// is always safe. Seen only locally, never published.
     Lagged,

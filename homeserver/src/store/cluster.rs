@@ -38,8 +38,9 @@ pub enum ClusterMessage {
     },
     /// Receipts the sender committed.
     Receipts { records: Vec<ReceiptRecord> },
-    /// Account data, typing or presence moved (their data is in the shared
-    /// store or Redis; only the wake-up travels).
+    /// Account data, typing, presence, device lists or a to-device inbox
+    /// moved (their data is in the shared store or Redis; only the wake-up
+    /// travels).
     Notice { notice: StreamNotice },
     /// Access tokens were revoked: by hash, and every token of a device
     /// (`(user, device)`, a re-login with the same device id).
@@ -65,7 +66,9 @@ impl ClusterMessage {
                 | StreamNotice::Typing { room_id, .. }
                 | StreamNotice::Receipt { room_id, .. } => room_id.as_str(),
                 StreamNotice::AccountData { user_id, .. }
-                | StreamNotice::Presence { user_id, .. } => user_id.as_str(),
+                | StreamNotice::Presence { user_id, .. }
+                | StreamNotice::DeviceLists { user_id, .. }
+                | StreamNotice::ToDevice { user_id, .. } => user_id.as_str(),
                 StreamNotice::Lagged => "",
             },
             Self::ForgetTokens { hashes, device } => device
@@ -170,6 +173,8 @@ impl EventBus for ClusterBus {
             StreamNotice::AccountData { .. }
                 | StreamNotice::Typing { .. }
                 | StreamNotice::Presence { .. }
+                | StreamNotice::DeviceLists { .. }
+                | StreamNotice::ToDevice { .. }
         ) {
             self.transport.send(ClusterMessage::Notice {
                 notice: notice.clone(),

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 mod accounts;
 mod bus;
 pub mod cluster;
+pub mod e2ee;
 mod error;
 mod federation;
 #[cfg(feature = "kafka")]
@@ -41,6 +42,7 @@ pub mod conformance;
 
 pub use accounts::{AccountDataEntry, AccountStore, TokenOwner, UserRecord};
 pub use bus::{EventBus, StreamNotice};
+pub use e2ee::E2eeStore;
 pub use error::{chain, parse_id, Cause, StoreError, StoreResult};
 pub use federation::{FederationStore, RoomDestination};
 pub use leases::ConnectionLeases;

@@ -6,7 +6,9 @@
 //! - `lookups`: profiles, aliases, media and public room directories;
 //! - `rooms`: joining Synapse's rooms and messages both ways;
 //! - `resident`: Synapse's users joining, leaving and invited to Tern's rooms;
-//! - `terns`: two Tern servers sharing a room.
+//! - `terns`: two Tern servers sharing a room;
+//! - `e2ee`: device keys, one-time keys, to-device messages and device-list
+//!   changes between Tern and Synapse.
 
 use std::collections::BTreeMap;
 
@@ -103,6 +105,7 @@ async fn shows_membership(client: &Client, room: &str, user: &str, membership: &
     .await;
 }
 
+mod e2ee;
 mod forks;
 mod hostile;
 mod identity;

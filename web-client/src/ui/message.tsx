@@ -163,6 +163,12 @@ export function noticeText(room: Room, item: TimelineItem, me: string): string |
       return `${who} created the chat`;
     case "m.room.name":
       return typeof item.content.name === "string" && item.content.name ? `${who} named the group “${item.content.name}”` : null;
+    case "m.room.encryption":
+      return `${who} turned on end-to-end encryption`;
+    case "m.room.encrypted":
+      // This client holds no keys: say what the message is rather than
+      // show ciphertext, and where it can be read.
+      return `🔒 ${who} sent an encrypted message: read it in an app that encrypts, such as Element`;
     case "m.room.member": {
       const target = item.stateKey === me ? "you" : displayName(room, item.stateKey ?? "");
       switch (item.content.membership) {

@@ -96,6 +96,9 @@ function RoomItem({ client, room, selected, onOpen, now }: { client: Client; roo
   if (last?.type === "m.room.message") {
     const who = last.sender === me ? "You" : partner ? "" : displayName(room, last.sender);
     preview = (who ? `${who}: ` : "") + messageSummary(last.content);
+  } else if (last?.type === "m.room.encrypted") {
+    const who = last.sender === me ? "You" : partner ? "" : displayName(room, last.sender);
+    preview = (who ? `${who}: ` : "") + "🔒 Encrypted message";
   }
   useEffect(() => {
     if (partner) client.ensurePresence(partner);

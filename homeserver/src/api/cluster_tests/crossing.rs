@@ -205,3 +205,84 @@ async fn a_user_syncing_on_one_node_counts_as_connected_on_the_other() {
             .await
     );
 }
+
+/// A to-device message and a device-list change made on A wake Bob's
+/// long-polls on B at once.
+#[tokio::test]
+async fn to_device_messages_and_device_lists_wake_syncs_on_the_other_node() {
+    let shared = shared().await;
+    let hub = MemoryCluster::default();
+    let a = node(&shared, hub.join(1)).await;
+    let b = node(&shared, hub.join(2)).await;
+    let alice = register(&a, "alice").await;
+    let bob = register(&b, "bob").await;
+    shared_room(&a, &b, &alice, &bob).await;
+    let since = sync(&b, &bob, None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let long_poll = |since: String| {
+        let (b, bob) = (b.clone(), bob.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (
+                sync(&b, &bob, Some(&since), 20_000).await,
+                started.elapsed(),
+            )
+        })
+    };
+    let waiting = long_poll(since.clone());
+    assert_still_waiting(&b, &bob, &since, &waiting).await;
+    let body = json!({"messages": {"@bob:localhost": {"*": {"secret": "room key"}}}});
+    let (status, _) = call(
+        &a,
+        "PUT",
+        "/_matrix/client/v3/sendToDevice/m.room_key/t1",
+        Some(&alice),
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (woken, waited) = waiting.await.unwrap();
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+    assert_eq!(
+        woken["to_device"]["events"][0]["content"]["secret"], "room key",
+        "{woken}"
+    );
+
+    let since = woken["next_batch"].as_str().unwrap().to_owned();
+    let waiting = long_poll(since.clone());
+    assert_still_waiting(&b, &bob, &since, &waiting).await;
+    let (status, _) = call(
+        &a,
+        "PUT",
+        &format!(
+            "/_matrix/client/v3/devices/{}",
+            whoami_device(&a, &alice).await
+        ),
+        Some(&alice),
+        Some(r#"{"display_name": "Alice's phone"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (woken, waited) = waiting.await.unwrap();
+    assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+    assert_eq!(
+        woken["device_lists"]["changed"],
+        json!(["@alice:localhost"]),
+        "{woken}"
+    );
+}
+
+async fn whoami_device(app: &Router, token: &str) -> String {
+    let (_, who) = call(
+        app,
+        "GET",
+        "/_matrix/client/v3/account/whoami",
+        Some(token),
+        None,
+    )
+    .await;
+    who["device_id"].as_str().unwrap().to_owned()
+}

@@ -46,6 +46,7 @@ struct Stores {
     receipts: Arc<dyn crate::store::ReceiptStore>,
     push: Arc<dyn crate::store::PushStore>,
     federation: Arc<dyn crate::store::FederationStore>,
+    e2ee: Arc<dyn crate::store::E2eeStore>,
     media_metadata: Arc<dyn crate::store::media::MediaMetadataStore>,
 }
 
@@ -57,6 +58,7 @@ impl Stores {
             + crate::store::ReceiptStore
             + crate::store::PushStore
             + crate::store::FederationStore
+            + crate::store::E2eeStore
             + crate::store::media::MediaMetadataStore
             + 'static,
     {
@@ -66,6 +68,7 @@ impl Stores {
             receipts: engine.clone(),
             push: engine.clone(),
             federation: engine.clone(),
+            e2ee: engine.clone(),
             media_metadata: engine,
         }
     }
@@ -147,6 +150,7 @@ async fn node_on_stores(
         receipts: stores.receipts.clone(),
         push: stores.push.clone(),
         federation: stores.federation.clone(),
+        e2ee: stores.e2ee.clone(),
         media: crate::store::media::open(&config).await.unwrap(),
         media_metadata: stores.media_metadata.clone(),
     };

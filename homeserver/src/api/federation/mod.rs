@@ -10,6 +10,7 @@ mod membership;
 mod openid;
 mod query;
 mod transactions;
+mod user_keys;
 mod version;
 
 use std::sync::Arc;
@@ -97,6 +98,18 @@ pub fn routes() -> Router<Arc<Services>> {
         .route(
             "/_matrix/federation/v1/openid/userinfo",
             get(openid::userinfo),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/query",
+            post(user_keys::query),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            post(user_keys::claim),
+        )
+        .route(
+            "/_matrix/federation/v1/user/devices/{user_id}",
+            get(user_keys::devices),
         )
         .route("/.well-known/matrix/server", get(version::well_known))
 }

@@ -32,19 +32,29 @@ pub(super) fn room_entry<'a>(
         })
 }
 
+/// How the people the user shares rooms with changed in a pass.
+pub(super) struct Sharing {
+    /// Who came to share a room with the user.
+    pub newly_shared: HashSet<OwnedUserId>,
+    /// Whether someone left a room of the user's (then the device lists'
+    /// `left` is worked out).
+    pub someone_left: bool,
+}
+
 impl SyncService {
     /// Adds every joined room with something to show (and every room shown
-    /// in full) to `join`. Returns the people who came to share a room with
-    /// the user since the token.
+    /// in full) to `join`. Returns who came to share a room with the user
+    /// since the token, and whether someone may have left one.
     pub(super) async fn add_joined_rooms(
         &self,
         pass: &Pass<'_>,
         plan: &Plan<'_>,
         join: &mut BTreeMap<OwnedRoomId, JoinedRoom>,
-    ) -> ServiceResult<HashSet<OwnedUserId>> {
+    ) -> ServiceResult<Sharing> {
         let timelines = self.timelines(pass, plan).await?;
         let state_by_room = self.state(pass, plan, &timelines).await?;
         let mut newly_shared = self.members_of_new_rooms(pass, plan).await;
+        let mut someone_left = false;
 
         let join_streams: HashMap<&RoomId, StreamPos> = plan
             .joined
@@ -60,8 +70,17 @@ impl SyncService {
             let events = self
                 .visible(&pass.who.user_id, &room_id, join_stream, slice.events)
                 .await?;
-            // Whoever joined a room of the user's since the token.
+            // Whoever joined a room of the user's since the token; and
+            // whether someone left (or may have, in a gap).
             if pass.since.is_some() {
+                someone_left |= slice.limited
+                    || events.iter().any(|e| {
+                        e.kind == "m.room.member"
+                            && matches!(
+                                membership_of(&e.pdu["content"]),
+                                Some(MembershipState::Leave | MembershipState::Ban)
+                            )
+                    });
                 newly_shared.extend(
                     events
                         .iter()
@@ -79,7 +98,10 @@ impl SyncService {
             let entry = self.joined_room(pass, &events, slice.limited, state);
             join.insert(room_id, entry);
         }
-        Ok(newly_shared)
+        Ok(Sharing {
+            newly_shared,
+            someone_left,
+        })
     }
 
     /// The joined rooms' timelines. Incremental rooms come from the cache

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 mod account_data;
 mod delivery;
 pub use delivery::AckMarks;
+mod e2ee;
 mod ephemeral;
 mod filter;
 mod invite;
@@ -39,6 +40,7 @@ pub use response::SyncResponse;
 
 use self::plan::{Pass, Plan};
 use self::response::{Events, Rooms};
+use super::e2ee::E2eeService;
 use super::error::ServiceResult;
 use super::notifier::Notifier;
 use super::pdu::client_event_for;
@@ -90,6 +92,8 @@ pub struct SyncService {
     /// Per user, what their clients acknowledged holding and how far
     /// delivery was recorded.
     acks: Arc<AckMarks>,
+    /// To-device inboxes, device lists and key counts.
+    e2ee: Arc<E2eeService>,
 }
 
 /// What a `SyncService` reads from.
@@ -106,6 +110,7 @@ pub struct SyncSources {
     pub sharing: RoomService,
     /// Where acknowledgements are noted for the push sender.
     pub acks: Arc<AckMarks>,
+    pub e2ee: Arc<E2eeService>,
 }
 
 impl SyncService {
@@ -121,6 +126,7 @@ impl SyncService {
             notifier,
             sharing,
             acks,
+            e2ee,
         } = sources;
         Self {
             rooms,
@@ -134,13 +140,15 @@ impl SyncService {
             sharing,
             shutdown,
             acks,
+            e2ee,
         }
     }
 
     /// The client proved it holds everything before `token` (an SSE
     /// client's explicit acknowledgement).
-    pub fn acknowledge(&self, who: &Requester, token: SyncToken) {
+    pub async fn acknowledge(&self, who: &Requester, token: SyncToken) -> ServiceResult<()> {
         self.acknowledge_delivery(who, token);
+        self.e2ee.acknowledge_to_device(who, token.to_device).await
     }
 
     /// The user counts as connected (presence) while the guard lives: one
@@ -181,7 +189,7 @@ impl SyncService {
             return self.compute(who, None, request).await.map(|(v, _)| v);
         };
         if request.acknowledge {
-            self.acknowledge_delivery(who, since);
+            self.acknowledge(who, since).await?;
         }
         if request.full_state || request.timeout.is_zero() {
             return self
@@ -245,24 +253,38 @@ impl SyncService {
         let plan = Plan::new(&pass, &memberships);
 
         let mut join = BTreeMap::new();
-        let newly_shared = self.add_joined_rooms(&pass, &plan, &mut join).await?;
+        let sharing = self.add_joined_rooms(&pass, &plan, &mut join).await?;
         let invite = self.invited_rooms(&pass, &plan.invites).await?;
         let leave = self.left_rooms(&pass, &plan.leaves).await?;
         let account_data = self.add_account_data(&pass, &plan, &mut join).await?;
         self.add_typing(&pass, &plan, &mut join).await?;
         self.add_receipts(&pass, &plan, &mut join).await?;
         self.add_unread_counts(&pass, &mut join).await?;
+        let mut e2ee = self.e2ee_sections(&pass, &plan, &sharing).await?;
         let presence = self
-            .presence_events(&pass, &memberships, newly_shared)
+            .presence_events(&pass, &memberships, sharing.newly_shared)
             .await?;
 
         let has_news = !join.is_empty()
             || !invite.is_empty()
             || !leave.is_empty()
             || !account_data.is_empty()
-            || !presence.is_empty();
+            || !presence.is_empty()
+            || !e2ee.to_device.is_empty()
+            || !e2ee.device_lists.changed.is_empty()
+            || !e2ee.device_lists.left.is_empty();
+        // A response that goes out now carries the key counts; one that
+        // waits for news is computed again.
+        let waits = since.is_some() && !request.full_state && !request.timeout.is_zero();
+        if has_news || !waits {
+            self.add_key_counts(&pass, &mut e2ee).await?;
+        }
+        let next = SyncToken {
+            to_device: e2ee.to_device_upto,
+            ..upto
+        };
         let response = SyncResponse {
-            next_batch: upto.to_string(),
+            next_batch: next.to_string(),
             rooms: Rooms {
                 join,
                 invite,
@@ -273,7 +295,12 @@ impl SyncService {
                 events: account_data,
             },
             presence: Events { events: presence },
-            ..SyncResponse::default()
+            to_device: Events {
+                events: e2ee.to_device,
+            },
+            device_lists: e2ee.device_lists,
+            device_one_time_keys_count: e2ee.one_time_keys_count,
+            device_unused_fallback_key_types: e2ee.unused_fallback_key_types,
         };
         Ok((response, has_news))
     }
@@ -288,6 +315,8 @@ impl SyncService {
             typing: self.typing.typing_position().await?,
             receipts: self.receipts.position(),
             presence: self.presence.position().await?,
+            device_lists: self.e2ee.device_list_position().await?,
+            to_device: self.e2ee.to_device_position().await?,
         };
         if let Some(since) = since {
             self.hold_ahead_token(since, &mut upto).await?;

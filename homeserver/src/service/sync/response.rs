@@ -8,6 +8,7 @@ use ruma_common::{OwnedRoomId, OwnedUserId};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::service::e2ee::to_device::ToDeviceEvent;
 use crate::service::presence::PresenceEvent;
 use crate::service::unread::UnreadCounts;
 
@@ -17,9 +18,10 @@ pub struct SyncResponse {
     pub rooms: Rooms,
     pub account_data: Events,
     pub presence: Events<PresenceEvent>,
-    pub to_device: Events,
+    pub to_device: Events<ToDeviceEvent>,
     pub device_lists: DeviceLists,
     pub device_one_time_keys_count: BTreeMap<String, u64>,
+    pub device_unused_fallback_key_types: Vec<String>,
 }
 
 /// Rooms by id; `knock` stays empty (Tern has no knocking).
@@ -45,8 +47,8 @@ impl<T> Default for Events<T> {
 
 #[derive(Debug, Default, Serialize)]
 pub struct DeviceLists {
-    pub changed: Vec<String>,
-    pub left: Vec<String>,
+    pub changed: Vec<OwnedUserId>,
+    pub left: Vec<OwnedUserId>,
 }
 
 #[derive(Debug, Default, Serialize)]

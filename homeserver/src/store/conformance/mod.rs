@@ -5,6 +5,7 @@
 //! and so on.
 
 mod accounts;
+mod e2ee;
 mod federation;
 mod leases;
 mod presence;
@@ -16,6 +17,7 @@ mod state_groups;
 mod typing;
 
 pub use accounts::account_store;
+pub use e2ee::e2ee_store;
 pub use federation::federation_store;
 pub use leases::connection_leases;
 pub use presence::presence_store;

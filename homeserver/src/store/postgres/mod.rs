@@ -32,6 +32,7 @@ mod engine {
     pub(super) use super::dialect;
     pub(super) type Store = super::PgStore;
     pub(super) type Row = sqlx::postgres::PgRow;
+    pub(super) type Db = sqlx::Postgres;
 }
 
 /// The queries PostgreSQL shares with SQLite, compiled for PostgreSQL.

@@ -48,6 +48,13 @@ async fn federation_conformance() {
 }
 
 #[tokio::test]
+async fn e2ee_conformance() {
+    on_fresh_store!(
+        |store| conformance::e2ee_store(store.clone(), store.clone(), store.clone()).await
+    );
+}
+
+#[tokio::test]
 async fn push_conformance() {
     on_fresh_store!(|store| conformance::push_store(store.clone()).await);
 }

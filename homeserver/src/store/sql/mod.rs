@@ -18,13 +18,17 @@
 //! timeline query, position counters) stay in the engine's own files.
 
 mod accounts;
+mod backup;
+mod devices;
 mod federation;
+mod keys;
 mod media;
 mod push;
 mod receipts;
 mod rooms;
 pub(super) mod rows;
 mod state_groups;
+mod to_device;
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;

@@ -14,6 +14,7 @@ mod engine {
     pub(super) use super::dialect;
     pub(super) type Store = super::SqliteStore;
     pub(super) type Row = sqlx::sqlite::SqliteRow;
+    pub(super) type Db = sqlx::Sqlite;
 }
 
 /// The queries SQLite shares with PostgreSQL, compiled for SQLite.
@@ -172,6 +173,12 @@ mod tests {
     async fn federation_conformance() {
         let (_dir, store) = open_temp().await;
         conformance::federation_store(store.clone(), store).await;
+    }
+
+    #[tokio::test]
+    async fn e2ee_conformance() {
+        let (_dir, store) = open_temp().await;
+        conformance::e2ee_store(store.clone(), store.clone(), store).await;
     }
 
     #[tokio::test]

@@ -19,11 +19,17 @@ use lru::LruCache;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+mod devices;
+pub mod uia;
+
+use super::e2ee::E2eeService;
 use super::error::{ErrorKind, ServiceError, ServiceResult};
 use super::identifiers::local_user_id;
 use super::rooms::{now_ms, Requester};
 use crate::store::cluster::ClusterMessage;
-use crate::store::{AccountStore, EventBus, StoreError, StreamNotice, TokenOwner, UserRecord};
+use crate::store::{
+    AccountStore, E2eeStore, EventBus, StoreError, StreamNotice, TokenOwner, UserRecord,
+};
 
 /// What a successful login or registration hands the client.
 pub struct Session {
@@ -34,10 +40,16 @@ pub struct Session {
 
 pub struct AccountService {
     store: Arc<dyn AccountStore>,
+    /// Devices, their keys and the UIA sessions (see `devices.rs`, `uia.rs`).
+    e2ee: Arc<dyn E2eeStore>,
+    /// Announces device changes, here and to other servers.
+    keys: Arc<E2eeService>,
     bus: Arc<dyn EventBus>,
     server_name: OwnedServerName,
     tokens: Mutex<LruCache<String, TokenOwner>>,
     hash_permits: tokio::sync::Semaphore,
+    /// When each device's last-seen record was last written.
+    seen: Mutex<LruCache<(OwnedUserId, OwnedDeviceId), i64>>,
 }
 
 fn hash_token(token: &str) -> String {
@@ -94,15 +106,20 @@ async fn verify_password(password: String, hash: String) -> ServiceResult<bool> 
 impl AccountService {
     pub fn new(
         store: Arc<dyn AccountStore>,
+        e2ee: Arc<dyn E2eeStore>,
+        keys: Arc<E2eeService>,
         bus: Arc<dyn EventBus>,
         server_name: OwnedServerName,
     ) -> Self {
         Self {
             store,
+            e2ee,
+            keys,
             bus,
             server_name,
             tokens: Mutex::new(LruCache::new(CACHED_TOKENS)),
             hash_permits: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
+            seen: Mutex::new(LruCache::new(CACHED_TOKENS)),
         }
     }
 
@@ -310,20 +327,29 @@ impl AccountService {
         })
     }
 
-    pub async fn logout(&self, token: &str) -> ServiceResult<()> {
-        let hash = hash_token(token);
-        self.store.delete_token(&hash).await?;
-        self.tokens.lock().pop(&hash);
-        self.share_forgotten(vec![hash], None);
-        Ok(())
+    /// Ends the session of `who`'s device: the device goes, with its keys.
+    pub async fn logout(&self, who: &Requester) -> ServiceResult<()> {
+        self.delete_devices(&who.user_id, std::slice::from_ref(&who.device_id))
+            .await
     }
 
-    /// Revokes every token of the user, except on `keep_device` if given.
+    /// Ends every session of the user, except on `keep_device` if given:
+    /// their devices go, with their keys.
     pub async fn logout_all(
         &self,
         user_id: &UserId,
         keep_device: Option<&DeviceId>,
     ) -> ServiceResult<()> {
+        let gone: Vec<OwnedDeviceId> = self
+            .e2ee
+            .devices(user_id)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| Some(d.as_ref()) != keep_device)
+            .collect();
+        self.delete_devices(user_id, &gone).await?;
+        // A token whose device row is missing (none are made so) goes too.
         let hashes = self.store.delete_all_tokens(user_id, keep_device).await?;
         self.forget_tokens(&hashes);
         self.share_forgotten(hashes, None);
