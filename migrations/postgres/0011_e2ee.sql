@@ -78,6 +78,16 @@ CREATE TABLE to_device (
 );
 CREATE INDEX to_device_inbox ON to_device (user_id, device_id, stream);
 
+-- To-device messages for other servers' users, as the EDU that carries
+-- them (its message_id makes a resend harmless), until that server takes
+-- the transaction: queued in the same transaction as the sender's txn id,
+-- sent again after a restart.
+CREATE TABLE outbound_to_device (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    destination TEXT NOT NULL,
+    edu         TEXT NOT NULL
+);
+
 -- Transaction ids of sendToDevice, so a retry is not delivered twice.
 CREATE TABLE to_device_txns (
     user_id   TEXT NOT NULL,

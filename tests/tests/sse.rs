@@ -436,3 +436,44 @@ async fn own_read_receipt_clears_the_unread_count_in_the_same_event() {
         }
     }
 }
+
+/// A to-device message reaches the open stream; the stream's ack releases
+/// it, so a reconnect from before the ack does not get it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_device_messages_arrive_on_the_stream_and_go_when_acknowledged() {
+    let server = TestServer::start().await;
+    let (alice, bob, _room) = room_of_two(&server).await;
+    let mut stream =
+        SseStream::open(server.port(), stream_request(&bob, &format!("{V3}/sync"))).await;
+    let (first, _) = stream.next_sync(WAIT).await;
+    let before = first.id.clone().unwrap();
+
+    let body = json!({"messages": {&bob.user_id: {"*": {"hello": "device"}}}});
+    assert_ok(
+        alice
+            .put(&format!("{V3}/sendToDevice/m.test/sse1"), &body)
+            .await,
+    );
+    let (event, data) = loop {
+        let (event, data) = stream.next_sync(WAIT).await;
+        if data["to_device"]["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+        {
+            break (event, data);
+        }
+    };
+    assert_eq!(data["to_device"]["events"][0]["content"]["hello"], "device");
+    assert_eq!(
+        data["to_device"]["events"][0]["sender"],
+        alice.user_id.as_str()
+    );
+
+    let ack = json!({"next_batch": event.id.clone().unwrap()});
+    assert_ok(
+        bob.post("/_matrix/client/unstable/tern/sync/ack", &ack)
+            .await,
+    );
+    let replay = bob.sync(Some(&before), 0, None).await;
+    assert_eq!(replay["to_device"]["events"], json!([]), "{replay}");
+}

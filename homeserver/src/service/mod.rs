@@ -114,6 +114,11 @@ fn resume_federation(
             Ok(queued) => tracing::info!(queued, "resumed sending events to other servers"),
             Err(err) => tracing::error!(%err, "resuming the federation outbox failed"),
         }
+        match outbox.resume_edus().await {
+            Ok(0) => {}
+            Ok(queued) => tracing::info!(queued, "resumed sending to-device messages"),
+            Err(err) => tracing::error!(%err, "resuming to-device messages failed"),
+        }
     });
 }
 
@@ -174,6 +179,7 @@ impl Services {
             let outbox = federation::sender::Outbox::new(
                 federation.clone(),
                 backends.federation.clone(),
+                backends.e2ee.clone(),
                 shutdown.clone(),
             );
             (federation, outbox)

@@ -9,7 +9,9 @@
 //! device lists changed, and every device's to-device inbox.
 
 use async_trait::async_trait;
-use ruma_common::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma_common::{
+    DeviceId, OwnedDeviceId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, UserId,
+};
 use serde_json::Value;
 
 use super::{StoreResult, StreamPos};
@@ -82,6 +84,15 @@ pub struct ToDeviceMessage {
     pub device_id: OwnedDeviceId,
     pub kind: String,
     pub content: Value,
+}
+
+/// An EDU of to-device messages for another server, kept until it is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundEdu {
+    /// Set by the store.
+    pub id: i64,
+    pub destination: OwnedServerName,
+    pub edu: String,
 }
 
 /// A to-device message as its device receives it.
@@ -256,8 +267,9 @@ pub trait KeyStore: Send + Sync {
 #[async_trait]
 pub trait ToDeviceStore: Send + Sync {
     /// Queues to-device messages sent by `sender`'s device in transaction
-    /// `txn_id`; `None` when that transaction was queued before. The
-    /// position returned is the last message's.
+    /// `txn_id`, and the EDUs for other servers' users (their ids set);
+    /// `None` when that transaction was queued before. The position
+    /// returned is the last local message's.
     async fn queue_to_device(
         &self,
         sender: &UserId,
@@ -265,7 +277,12 @@ pub trait ToDeviceStore: Send + Sync {
         txn_id: &str,
         now_ts: i64,
         messages: &[ToDeviceMessage],
+        remote: &mut [OutboundEdu],
     ) -> StoreResult<Option<StreamPos>>;
+    /// The EDUs for other servers not yet sent, oldest first.
+    async fn pending_outbound(&self) -> StoreResult<Vec<OutboundEdu>>;
+    /// These EDUs reached their servers.
+    async fn outbound_sent(&self, ids: &[i64]) -> StoreResult<()>;
     /// A device's messages in `(since, upto]`, oldest first, at most `limit`.
     async fn to_device_inbox(
         &self,

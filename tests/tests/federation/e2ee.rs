@@ -5,6 +5,7 @@
 use base64::Engine;
 use ruma_signatures::Ed25519KeyPair;
 
+use super::resident::{started_again, stopped};
 use super::*;
 
 fn b64(bytes: &[u8]) -> String {
@@ -166,4 +167,22 @@ async fn keys_and_to_device_messages_cross_between_tern_and_synapse() {
     hears_devices_change(&alice, &alice_since, &bob.user_id).await;
     let devices = queried(&alice, &bob.user_id).await;
     assert!(devices.get(&bob_laptop.device_id).is_some(), "{devices}");
+}
+
+/// A to-device message for a Synapse user, acknowledged while Synapse is
+/// down, survives Tern's crash: it is sent once both are back.
+#[tokio::test]
+async fn a_to_device_message_for_another_server_survives_a_crash() {
+    let synapse = tokio::task::spawn_blocking(Synapse::start).await.unwrap();
+    let mut tern = FederatingTern::start().await;
+    let alice = Client::register(&tern.server, "alice").await;
+    let bob = Client::register_at(&synapse.client_url, "bob").await;
+    let bob_since = next_batch(&bob.sync(None, 0, None).await);
+
+    let synapse = stopped(synapse).await;
+    send_to_device(&alice, &bob, "crash1", "kept through a crash").await;
+    tern.server.kill_hard();
+    tern.server.restart().await;
+    let _synapse = started_again(synapse).await;
+    receives(&bob, &bob_since, "kept through a crash").await;
 }

@@ -50,7 +50,7 @@ async fn synapse_shows_in_order(client: &Client, room: &str, expected: &[String]
 
 /// Stops Synapse as an outage would (off the runtime: it waits for the
 /// process).
-async fn stopped(synapse: Synapse) -> Synapse {
+pub(super) async fn stopped(synapse: Synapse) -> Synapse {
     tokio::task::spawn_blocking(move || {
         let mut synapse = synapse;
         synapse.stop();
@@ -61,7 +61,7 @@ async fn stopped(synapse: Synapse) -> Synapse {
 }
 
 /// Starts the stopped Synapse again on its data.
-async fn started_again(synapse: Synapse) -> Synapse {
+pub(super) async fn started_again(synapse: Synapse) -> Synapse {
     tokio::task::spawn_blocking(move || {
         let mut synapse = synapse;
         synapse.start_again();

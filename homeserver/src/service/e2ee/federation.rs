@@ -17,7 +17,7 @@ use super::keys::{ClaimResponse, KeyQueryResponse};
 use super::E2eeService;
 use crate::service::error::ServiceResult;
 use crate::service::rooms::now_ms;
-use crate::store::e2ee::{CrossSigningKind, ToDeviceMessage};
+use crate::store::e2ee::{CrossSigningKind, OutboundEdu, ToDeviceMessage};
 use crate::store::StreamNotice;
 
 /// What changed of a local user's devices, for the servers they share
@@ -250,30 +250,47 @@ impl E2eeService {
         }
     }
 
-    /// Sends to-device messages for other servers' users as one
-    /// `m.direct_to_device` EDU per server.
-    pub(super) fn send_remote_to_device(
+    /// To-device messages for other servers' users, as one
+    /// `m.direct_to_device` EDU per server, to store with the local ones
+    /// (none when this server does not federate: they cannot leave).
+    pub(super) fn remote_to_device(
         &self,
         sender: &UserId,
         kind: &str,
         remote: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, BTreeMap<String, Value>>>,
-    ) {
-        let Some((_, outbox)) = &self.federation else {
-            return;
-        };
-        for (server, messages) in remote {
-            let edu = json!({
-                "edu_type": "m.direct_to_device",
-                "content": {
-                    "sender": sender,
-                    "type": kind,
-                    "message_id": crate::service::accounts::random_token(16),
-                    "messages": messages,
-                },
-            });
-            match serde_json::value::to_raw_value(&edu) {
-                Ok(raw) => outbox.send_edu(&raw, [server]),
-                Err(err) => tracing::warn!(%err, "a to-device EDU could not be serialized"),
+    ) -> Vec<OutboundEdu> {
+        if self.federation.is_none() {
+            if !remote.is_empty() {
+                tracing::info!(%sender, "to-device messages for other servers dropped: not federating");
+            }
+            return Vec::new();
+        }
+        remote
+            .into_iter()
+            .map(|(destination, messages)| {
+                let edu = json!({
+                    "edu_type": "m.direct_to_device",
+                    "content": {
+                        "sender": sender,
+                        "type": kind,
+                        "message_id": crate::service::accounts::random_token(16),
+                        "messages": messages,
+                    },
+                });
+                OutboundEdu {
+                    id: 0,
+                    destination,
+                    edu: edu.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// Hands stored to-device EDUs to the outbox.
+    pub(super) fn send_stored(&self, edus: Vec<OutboundEdu>) {
+        if let Some((_, outbox)) = &self.federation {
+            for edu in edus {
+                outbox.send_stored_edu(edu);
             }
         }
     }
@@ -344,7 +361,7 @@ impl E2eeService {
         let device: &DeviceId = origin.as_str().into();
         match self
             .store
-            .queue_to_device(&edu.sender, device, &txn, now_ms(), &queued)
+            .queue_to_device(&edu.sender, device, &txn, now_ms(), &queued, &mut [])
             .await
         {
             Ok(Some(stream)) => self.notify_inboxes(&queued, stream).await,

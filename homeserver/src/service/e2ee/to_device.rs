@@ -73,16 +73,25 @@ impl E2eeService {
             }
             self.expand(&user_id, kind, by_device, &mut queued).await?;
         }
-        // The transaction is recorded with the local messages (even none),
-        // so a retry sends nothing anywhere again.
+        // One transaction records the txn id, the local messages and the
+        // EDUs for other servers: a retry sends nothing anywhere again, and
+        // what is acknowledged survives a crash.
+        let mut outbound = self.remote_to_device(&who.user_id, kind, remote);
         let Some(stream) = self
             .store
-            .queue_to_device(&who.user_id, &who.device_id, txn_id, now_ms(), &queued)
+            .queue_to_device(
+                &who.user_id,
+                &who.device_id,
+                txn_id,
+                now_ms(),
+                &queued,
+                &mut outbound,
+            )
             .await?
         else {
             return Ok(());
         };
-        self.send_remote_to_device(&who.user_id, kind, remote);
+        self.send_stored(outbound);
         self.notify_inboxes(&queued, stream).await;
         Ok(())
     }

@@ -33,7 +33,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::FederationService;
-use crate::store::{Direction, FederationStore, RoomStore, StoreResult, StoredEvent, StreamPos};
+use crate::store::e2ee::OutboundEdu;
+use crate::store::{
+    Direction, E2eeStore, FederationStore, RoomStore, StoreResult, StoredEvent, StreamPos,
+};
 
 /// PDUs and EDUs per transaction (the spec's limits).
 const MAX_PDUS: usize = 50;
@@ -59,6 +62,8 @@ pub struct Outbox {
 struct Inner {
     federation: Arc<FederationService>,
     progress: Arc<dyn FederationStore>,
+    /// Where durable EDUs (to-device messages) wait until sent.
+    outbound: Arc<dyn E2eeStore>,
     queues: Mutex<HashMap<OwnedServerName, Arc<Queue>>>,
     shutdown: CancellationToken,
 }
@@ -71,10 +76,18 @@ struct QueuedPdu {
     stream: StreamPos,
 }
 
+/// An EDU on its way; `stored` names the row of a durable one, deleted
+/// once the destination has it.
+#[derive(Clone)]
+struct QueuedEdu {
+    edu: Box<RawValue>,
+    stored: Option<i64>,
+}
+
 #[derive(Default)]
 struct Queue {
     pdus: Mutex<VecDeque<QueuedPdu>>,
-    edus: Mutex<VecDeque<Box<RawValue>>>,
+    edus: Mutex<VecDeque<QueuedEdu>>,
     wake: Notify,
 }
 
@@ -82,12 +95,14 @@ impl Outbox {
     pub fn new(
         federation: Arc<FederationService>,
         progress: Arc<dyn FederationStore>,
+        outbound: Arc<dyn E2eeStore>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 federation,
                 progress,
+                outbound,
                 queues: Mutex::default(),
                 shutdown,
             }),
@@ -143,22 +158,61 @@ impl Outbox {
         Ok(queued)
     }
 
-    /// Queues the EDU `edu` for each of `destinations`.
+    /// Queues the EDU `edu` for each of `destinations`. Such EDUs (typing,
+    /// receipts, presence, device lists) are soon stale: past
+    /// [`MAX_QUEUED_EDUS`] for a destination the oldest go.
     pub fn send_edu(
         &self,
         edu: &RawValue,
         destinations: impl IntoIterator<Item = OwnedServerName>,
     ) {
         for destination in destinations {
-            let queue = self.queue(destination);
-            let mut edus = queue.edus.lock();
-            if edus.len() >= MAX_QUEUED_EDUS {
-                edus.pop_front();
-            }
-            edus.push_back(edu.to_owned());
-            drop(edus);
-            queue.wake.notify_one();
+            self.push_edu(
+                destination,
+                QueuedEdu {
+                    edu: edu.to_owned(),
+                    stored: None,
+                },
+            );
         }
+    }
+
+    /// Queues an EDU already stored (to-device messages, see
+    /// [`E2eeStore::pending_outbound`]): never dropped, and its row goes
+    /// once the destination has it.
+    pub fn send_stored_edu(&self, stored: OutboundEdu) {
+        let Ok(edu) = RawValue::from_string(stored.edu) else {
+            tracing::error!(id = stored.id, "a stored EDU is not JSON");
+            return;
+        };
+        let queued = QueuedEdu {
+            edu,
+            stored: Some(stored.id),
+        };
+        self.push_edu(stored.destination, queued);
+    }
+
+    /// At start: queues again the stored EDUs no server has taken yet.
+    pub async fn resume_edus(&self) -> StoreResult<usize> {
+        let pending = self.inner.outbound.pending_outbound().await?;
+        let count = pending.len();
+        for stored in pending {
+            self.send_stored_edu(stored);
+        }
+        Ok(count)
+    }
+
+    fn push_edu(&self, destination: OwnedServerName, queued: QueuedEdu) {
+        let queue = self.queue(destination);
+        let mut edus = queue.edus.lock();
+        if edus.len() >= MAX_QUEUED_EDUS {
+            if let Some(stale) = edus.iter().position(|e| e.stored.is_none()) {
+                edus.remove(stale);
+            }
+        }
+        edus.push_back(queued);
+        drop(edus);
+        queue.wake.notify_one();
     }
 
     /// The destination's queue, with its sending task started on first use.
@@ -184,7 +238,7 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
             let pdus = queue.pdus.lock();
             pdus.iter().take(MAX_PDUS).cloned().collect()
         };
-        let edus: Vec<Box<RawValue>> = {
+        let edus: Vec<QueuedEdu> = {
             let edus = queue.edus.lock();
             edus.iter().take(MAX_EDUS).cloned().collect()
         };
@@ -197,7 +251,8 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
         let txn_id = TransactionId::new();
         loop {
             let pdus = batch.iter().map(|q| q.pdu.clone()).collect();
-            let sent = send_once(&inner.federation, &destination, &txn_id, pdus, edus.clone());
+            let raw = edus.iter().map(|q| q.edu.clone()).collect();
+            let sent = send_once(&inner.federation, &destination, &txn_id, pdus, raw);
             match sent.await {
                 Ok(()) => {
                     let waiting = {
@@ -206,11 +261,7 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
                         oldest_waiting(&pdus, &batch)
                     };
                     record_progress(inner.progress.as_ref(), &destination, &batch, &waiting).await;
-                    // Some of these may have been dropped for newer ones
-                    // meanwhile: drop what was sent, as far as it is there.
-                    let mut queued = queue.edus.lock();
-                    let sent = edus.len().min(queued.len());
-                    queued.drain(..sent);
+                    forget_sent_edus(&inner, &queue, &edus).await;
                     backoff = MIN_BACKOFF;
                     break;
                 }
@@ -228,6 +279,33 @@ async fn deliver(inner: Arc<Inner>, destination: OwnedServerName, queue: Arc<Que
                 }
             }
         }
+    }
+}
+
+/// Takes the EDUs that went out off the queue (some of those not stored
+/// may have been dropped for newer ones meanwhile: as far as they are
+/// there), and deletes the stored ones' rows.
+async fn forget_sent_edus(inner: &Inner, queue: &Queue, sent: &[QueuedEdu]) {
+    {
+        let mut queued = queue.edus.lock();
+        for edu in sent {
+            let found = queued.iter().position(|q| match (q.stored, edu.stored) {
+                (Some(a), Some(b)) => a == b,
+                (None, None) => q.edu.get() == edu.edu.get(),
+                _ => false,
+            });
+            if let Some(at) = found {
+                queued.remove(at);
+            }
+        }
+    }
+    let stored: Vec<i64> = sent.iter().filter_map(|e| e.stored).collect();
+    if stored.is_empty() {
+        return;
+    }
+    if let Err(err) = inner.outbound.outbound_sent(&stored).await {
+        // They go out again after a restart; the receiver drops repeats.
+        tracing::warn!(%err, "forgetting sent to-device EDUs failed");
     }
 }
 

@@ -7,7 +7,7 @@ use ruma_common::{owned_device_id, room_id, user_id, OwnedDeviceId};
 use serde_json::{json, Value};
 
 use crate::store::e2ee::{
-    BackupKey, CrossSigningKind, KeySignature, OneTimeKey, ToDeviceMessage, UiaSession,
+    BackupKey, CrossSigningKind, KeySignature, OneTimeKey, OutboundEdu, ToDeviceMessage, UiaSession,
 };
 use crate::store::{AccountStore, E2eeStore, RoomStore, StoreError};
 
@@ -82,6 +82,7 @@ async fn devices(store: &dyn E2eeStore, accounts: &dyn AccountStore) {
                 kind: "m.x".into(),
                 content: json!({}),
             }],
+            &mut [],
         )
         .await
         .unwrap();
@@ -305,6 +306,19 @@ async fn to_device(store: &dyn E2eeStore) {
         content: json!({ "n": n }),
     };
     let start = store.to_device_position().await.unwrap();
+    let far: ruma_common::OwnedServerName = "far.example".try_into().unwrap();
+    let mut outbound = vec![
+        OutboundEdu {
+            id: 0,
+            destination: far.clone(),
+            edu: r#"{"edu_type":"m.direct_to_device","content":{"message_id":"m1"}}"#.into(),
+        },
+        OutboundEdu {
+            id: 0,
+            destination: far.clone(),
+            edu: r#"{"edu_type":"m.direct_to_device","content":{"message_id":"m2"}}"#.into(),
+        },
+    ];
     let pos = store
         .queue_to_device(
             sender,
@@ -312,6 +326,7 @@ async fn to_device(store: &dyn E2eeStore) {
             "txn1",
             1_000,
             &[message("A", 1), message("B", 1), message("A", 2)],
+            &mut outbound,
         )
         .await
         .unwrap()
@@ -319,10 +334,26 @@ async fn to_device(store: &dyn E2eeStore) {
     assert_eq!(pos, start + 3);
     // The same transaction again is not queued twice.
     let again = store
-        .queue_to_device(sender, "HANKDEV".into(), "txn1", 1_001, &[message("A", 9)])
+        .queue_to_device(
+            sender,
+            "HANKDEV".into(),
+            "txn1",
+            1_001,
+            &[message("A", 9)],
+            &mut outbound.clone(),
+        )
         .await
         .unwrap();
     assert_eq!(again, None);
+    // The EDUs for the other server wait, once each, until sent.
+    assert!(outbound[0].id != outbound[1].id);
+    let pending = store.pending_outbound().await.unwrap();
+    assert_eq!(pending, outbound);
+    store.outbound_sent(&[outbound[0].id]).await.unwrap();
+    assert_eq!(
+        store.pending_outbound().await.unwrap(),
+        vec![outbound[1].clone()]
+    );
     assert_eq!(store.to_device_position().await.unwrap(), pos);
 
     let inbox = store
@@ -360,7 +391,14 @@ async fn to_device(store: &dyn E2eeStore) {
         .await
         .unwrap();
     let next = store
-        .queue_to_device(sender, "HANKDEV".into(), "txn2", 2_000, &[message("A", 3)])
+        .queue_to_device(
+            sender,
+            "HANKDEV".into(),
+            "txn2",
+            2_000,
+            &[message("A", 3)],
+            &mut [],
+        )
         .await
         .unwrap()
         .unwrap();

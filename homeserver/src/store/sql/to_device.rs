@@ -7,7 +7,7 @@ use sqlx::Row as _;
 use super::devices::{bump, counter};
 use super::engine::{Db, Store};
 use super::rows::{id, json};
-use crate::store::e2ee::{InboxMessage, ToDeviceMessage, ToDeviceStore};
+use crate::store::e2ee::{InboxMessage, OutboundEdu, ToDeviceMessage, ToDeviceStore};
 use crate::store::{StoreResult, StreamPos};
 
 /// How long a sendToDevice transaction id is remembered: a client retries
@@ -26,6 +26,7 @@ impl ToDeviceStore for Store {
         txn_id: &str,
         now_ts: i64,
         messages: &[ToDeviceMessage],
+        remote: &mut [OutboundEdu],
     ) -> StoreResult<Option<StreamPos>> {
         let mut tx = self.pool.begin().await?;
         let fresh = sqlx::query(
@@ -64,8 +65,42 @@ impl ToDeviceStore for Store {
             });
             insert.build().execute(&mut *tx).await?;
         }
+        for edu in remote.iter_mut() {
+            edu.id = sqlx::query_scalar(
+                "INSERT INTO outbound_to_device (destination, edu) VALUES ($1, $2) RETURNING id",
+            )
+            .bind(edu.destination.as_str())
+            .bind(&edu.edu)
+            .fetch_one(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Some(last))
+    }
+
+    async fn pending_outbound(&self) -> StoreResult<Vec<OutboundEdu>> {
+        let rows = sqlx::query("SELECT id, destination, edu FROM outbound_to_device ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboundEdu {
+                    id: row.try_get(0)?,
+                    destination: id(row, 1)?,
+                    edu: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbound_sent(&self, ids: &[i64]) -> StoreResult<()> {
+        for id in ids {
+            sqlx::query("DELETE FROM outbound_to_device WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn to_device_inbox(
