@@ -197,13 +197,18 @@ impl Api {
 
     /// Creates a public room (so members can join without an invite).
     pub async fn create_room(&self, token: &str) -> anyhow::Result<String> {
-        let body = json!({"preset": "public_chat"});
+        self.create_room_with(token, &json!({"preset": "public_chat"}))
+            .await
+    }
+
+    /// Creates a room from a `/createRoom` body of the caller's.
+    pub async fn create_room_with(&self, token: &str, body: &Value) -> anyhow::Result<String> {
         let v = self
             .call(
                 reqwest::Method::POST,
                 &format!("{V3}/createRoom"),
                 Some(token),
-                Some(&body),
+                Some(body),
             )
             .await?;
         let room_id = str_field(&v, "room_id")?;
@@ -252,15 +257,63 @@ impl Api {
         txn_id: &str,
         content: &Value,
     ) -> anyhow::Result<String> {
+        self.send_event(token, room_id, "m.room.message", txn_id, content)
+            .await
+    }
+
+    /// Sends a message event of `event_type`; returns its event id.
+    pub async fn send_event(
+        &self,
+        token: &str,
+        room_id: &str,
+        event_type: &str,
+        txn_id: &str,
+        content: &Value,
+    ) -> anyhow::Result<String> {
         let path = format!(
-            "{V3}/rooms/{}/send/m.room.message/{}",
+            "{V3}/rooms/{}/send/{}/{}",
             encode_segment(room_id),
+            encode_segment(event_type),
             encode_segment(txn_id)
         );
         let v = self
             .call(reqwest::Method::PUT, &path, Some(token), Some(content))
             .await?;
         str_field(&v, "event_id")
+    }
+
+    /// The device id of the token's session (registration made one).
+    pub async fn whoami_device(&self, token: &str) -> anyhow::Result<String> {
+        let path = format!("{V3}/account/whoami");
+        let v = self
+            .call(reqwest::Method::GET, &path, Some(token), None)
+            .await?;
+        str_field(&v, "device_id")
+    }
+
+    /// `POST /keys/<what>` (`upload`, `query`, `claim`); returns the answer.
+    pub async fn keys(&self, token: &str, what: &str, body: &Value) -> anyhow::Result<Value> {
+        let path = format!("{V3}/keys/{what}");
+        self.call(reqwest::Method::POST, &path, Some(token), Some(body))
+            .await
+    }
+
+    /// `PUT /sendToDevice/{event_type}/{txn_id}` with `{"messages": ...}`.
+    pub async fn send_to_device(
+        &self,
+        token: &str,
+        event_type: &str,
+        txn_id: &str,
+        body: &Value,
+    ) -> anyhow::Result<()> {
+        let path = format!(
+            "{V3}/sendToDevice/{}/{}",
+            encode_segment(event_type),
+            encode_segment(txn_id)
+        );
+        self.call(reqwest::Method::PUT, &path, Some(token), Some(body))
+            .await?;
+        Ok(())
     }
 
     /// Sets the user's typing notification in a room (`m.typing` EDU).

@@ -11,10 +11,13 @@
 //! per open sync (see `idle.rs`); `--mode fanout` sends into one big room and
 //! reports how long until every member has each message (see `fanout.rs`).
 //! `--mode chat` runs many users in many small rooms, with typing
-//! notifications and read receipts alongside the messages (see `chat.rs`).
+//! notifications and read receipts alongside the messages (see `chat/`);
+//! with `--encrypted` every client encrypts, sharing room keys over
+//! to-device (see `chat/e2ee/`).
 //!
 //! Exit status: 0 when every acknowledged message reached every other member
-//! of its room exactly once and no request failed, 1 otherwise.
+//! of its room exactly once (with `--encrypted`, every to-device message its
+//! device too) and no request failed, 1 otherwise.
 
 mod api;
 mod chat;
@@ -66,6 +69,10 @@ struct Args {
     /// chat: rooms each user is in.
     #[arg(long, default_value_t = chat::DEFAULT_ROOMS_PER_USER)]
     rooms_per_user: usize,
+    /// chat: every client encrypts as Element does (device and one-time keys
+    /// at setup, room keys shared over to-device, m.room.encrypted messages).
+    #[arg(long)]
+    encrypted: bool,
     /// Number of concurrent senders.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -188,6 +195,9 @@ async fn main() -> anyhow::Result<()> {
     // usual soft limit of 1024. Harmless for the small default runs.
     let nofile = sys::raise_nofile_limit()?;
     let prefix = args.prefix.clone().unwrap_or_else(random_prefix);
+    if args.encrypted && args.mode != Mode::Chat {
+        bail!("--encrypted is for --mode chat");
+    }
     let ok = match args.mode {
         Mode::Load => run_load(&args, prefix).await?,
         Mode::IdleSyncs => {
@@ -232,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
                 drain: Duration::from_secs_f64(args.drain),
                 server_pid: args.server_pid,
                 prefix,
+                encrypted: args.encrypted,
             };
             chat::run(&cfg, nofile, args.json.as_deref()).await?
         }

@@ -245,3 +245,57 @@ fn chat_delivers_with_typing_and_receipts() {
     assert_eq!(num("/receipts/errors"), 0, "{report}");
     assert!(report.pointer("/server/cpu_s").is_some(), "{report}");
 }
+
+#[test]
+fn encrypted_chat_delivers_every_room_key_once() {
+    let server = Server::start();
+    let report = server.bench(&[
+        "--mode",
+        "chat",
+        "--encrypted",
+        "--users",
+        "12",
+        "--rooms-per-user",
+        "3",
+        "--room-size",
+        "4",
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+    ]);
+    let num = |pointer: &str| num(&report, pointer);
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["config"]["encrypted"], true, "{report}");
+    assert_eq!(num("/e2ee/keys_upload/devices"), 12, "{report}");
+    assert_eq!(num("/delivery/lost"), 0, "{report}");
+    assert_eq!(
+        num("/delivery/received"),
+        num("/delivery/expected"),
+        "{report}"
+    );
+    // Every share reaches the other 3 members' devices, exactly once.
+    let shares = num("/e2ee/room_key_shares/shares");
+    assert!(shares > 0, "{report}");
+    assert_eq!(num("/e2ee/send_to_device/requests"), shares, "{report}");
+    assert_eq!(
+        num("/e2ee/to_device_delivery/expected"),
+        3 * shares,
+        "{report}"
+    );
+    assert_eq!(
+        num("/e2ee/to_device_delivery/received"),
+        3 * shares,
+        "{report}"
+    );
+    assert_eq!(num("/e2ee/to_device_delivery/lost"), 0, "{report}");
+    assert_eq!(num("/e2ee/to_device_delivery/duplicated"), 0, "{report}");
+    assert_eq!(num("/e2ee/keys_claim/keys_missing"), 0, "{report}");
+    assert_eq!(num("/e2ee/keys_query/mismatched_devices"), 0, "{report}");
+    assert!(num("/e2ee/keys_claim/keys_claimed") > 0, "{report}");
+    assert_eq!(
+        num("/e2ee/encrypted_messages/messages"),
+        num("/sends/attempted"),
+        "{report}"
+    );
+}

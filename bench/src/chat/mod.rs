@@ -11,6 +11,10 @@
 //! checks are the default mode's: every acknowledged message must reach
 //! every other member of its room exactly once.
 //!
+//! With `--encrypted` every client encrypts as Element does: keys uploaded
+//! at setup, a room-key share over to-device before a sender's first
+//! message in a room, `m.room.encrypted` messages (`e2ee/`).
+//!
 //! `run` reads as the steps; set-up and the load are here, the sync loops
 //! that record arrivals in `sync.rs`, the senders in `send.rs`, the report
 //! in `report.rs`.
@@ -24,10 +28,12 @@ use anyhow::{bail, Context};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+mod e2ee;
 mod report;
 mod send;
 mod sync;
 
+use self::e2ee::E2ee;
 use self::report::{print_setup, print_summary, ChatReport, SetupReport};
 use self::send::{send_all, Sent};
 use self::sync::{count_missing, start_sync_loops, Inbox};
@@ -57,6 +63,8 @@ pub struct ChatConfig {
     pub drain: Duration,
     pub server_pid: Option<u32>,
     pub prefix: String,
+    /// Every client encrypts (`e2ee/`).
+    pub encrypted: bool,
 }
 
 struct ChatUser {
@@ -87,12 +95,18 @@ struct Counters {
     receipts_in_flight: AtomicU64,
     typing_seen: AtomicU64,
     receipts_seen: AtomicU64,
+    to_device_seen: AtomicU64,
 }
 
 impl Counters {
     /// Zeroes the counters the initial syncs moved.
     fn reset_for_load(&self) {
-        for c in [&self.sync_requests, &self.typing_seen, &self.receipts_seen] {
+        for c in [
+            &self.sync_requests,
+            &self.typing_seen,
+            &self.receipts_seen,
+            &self.to_device_seen,
+        ] {
             c.store(0, Relaxed);
         }
     }
@@ -105,12 +119,15 @@ struct Shared {
     seed: u64,
     c: Counters,
     errors: Mutex<Vec<String>>,
+    /// With `--encrypted`.
+    e2ee: Option<E2ee>,
 }
 
 impl Shared {
-    fn new(api: Api, prefix: &str) -> Self {
+    fn new(api: Api, prefix: &str, e2ee: Option<E2ee>) -> Self {
         Self {
             api,
+            e2ee,
             id_prefix: format!("{prefix}-m"),
             seed: prefix.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
@@ -136,7 +153,12 @@ pub async fn run(
     // and receipts in flight.
     let api = Api::new(&cfg.url, cfg.users + 512)?;
     let (world, mut setup) = set_up_world(&api, cfg).await?;
-    let shared = Arc::new(Shared::new(api, &cfg.prefix));
+    let e2ee = match cfg.encrypted {
+        true => Some(E2ee::set_up(&api, &world, &cfg.prefix).await?),
+        false => None,
+    };
+    setup.keys_s = e2ee.as_ref().map(|e| e.upload.elapsed_s);
+    let shared = Arc::new(Shared::new(api, &cfg.prefix, e2ee));
     let inboxes = Inbox::for_users(&world.users);
     let t = Instant::now();
     let mut syncers = start_sync_loops(&inboxes, &shared).await?;
@@ -175,7 +197,7 @@ async fn set_up_world(api: &Api, cfg: &ChatConfig) -> anyhow::Result<(Arc<World>
     let t = Instant::now();
     let layout = chat_layout(cfg.users, cfg.rooms_per_user, cfg.room_size);
     let tokens: Vec<String> = registered.iter().map(|(_, t)| t.clone()).collect();
-    let room_ids = create_rooms(api, &layout, &tokens).await?;
+    let room_ids = create_rooms(api, &layout, &tokens, cfg.encrypted).await?;
     let rooms_s = t.elapsed().as_secs_f64();
     let world = Arc::new(World {
         users: registered
@@ -191,27 +213,35 @@ async fn set_up_world(api: &Api, cfg: &ChatConfig) -> anyhow::Result<(Arc<World>
     let setup = SetupReport {
         register_s,
         rooms_s,
+        keys_s: None,
         initial_sync_s: 0.0,
     };
     Ok((world, setup))
 }
 
 /// Creates every room (its first member creates it, the others join),
-/// `JOIN_PARALLELISM` requests at a time; returns the room ids in layout order.
+/// `JOIN_PARALLELISM` requests at a time; returns the room ids in layout
+/// order. `encrypted`: with `m.room.encryption` in the initial state.
 async fn create_rooms(
     api: &Api,
     layout: &[Vec<usize>],
     tokens: &[String],
+    encrypted: bool,
 ) -> anyhow::Result<Vec<String>> {
+    let body = match encrypted {
+        true => e2ee::encrypted_room(),
+        false => serde_json::json!({"preset": "public_chat"}),
+    };
     let limit = Arc::new(Semaphore::new(JOIN_PARALLELISM));
     let mut tasks = JoinSet::new();
     for (r, members) in layout.iter().enumerate() {
         let (api, limit) = (api.clone(), limit.clone());
         let tokens: Vec<String> = members.iter().map(|&m| tokens[m].clone()).collect();
+        let body = body.clone();
         tasks.spawn(async move {
             let room_id = {
                 let _permit = limit.acquire().await?;
-                api.create_room(&tokens[0]).await?
+                api.create_room_with(&tokens[0], &body).await?
             };
             for token in &tokens[1..] {
                 let _permit = limit.acquire().await?;
@@ -266,6 +296,10 @@ async fn run_load(
     while drain_start.elapsed() < cfg.drain {
         if shared.c.delivered_to_others.load(Relaxed) >= expected
             && count_missing(world, &acked, inboxes) == 0
+            && shared
+                .e2ee
+                .as_ref()
+                .is_none_or(|e| e.count_missing(inboxes) == 0)
         {
             break;
         }

@@ -1,5 +1,6 @@
 //! The chat mode's report: the default mode's numbers plus typing,
-//! receipts and the ephemeral events seen, printed and as JSON.
+//! receipts and the ephemeral events seen, and with `--encrypted` the
+//! encryption's (`e2ee/report.rs`), printed and as JSON.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::e2ee::report::{print_e2ee, E2eeReport};
 use super::{ChatConfig, Inbox, Load, Sent, Shared, World};
 use crate::load::LoadResult;
 use crate::report::{
@@ -31,6 +33,8 @@ pub(super) struct ChatReport {
     receipts: RequestReport,
     /// Ephemeral events the sync loops received during the load.
     ephemeral_seen: EphemeralSeen,
+    /// Present with --encrypted.
+    e2ee: Option<E2eeReport>,
     /// Present with --server-pid: the server's use over the load and drain.
     server: Option<ProcReport>,
     bench_cpu_s: f64,
@@ -50,12 +54,15 @@ struct ConfigReport {
     duration_s: f64,
     drain_max_s: f64,
     prefix: String,
+    encrypted: bool,
 }
 
 #[derive(Serialize)]
 pub(super) struct SetupReport {
     pub register_s: f64,
     pub rooms_s: f64,
+    /// With --encrypted: every device's key upload.
+    pub keys_s: Option<f64>,
     pub initial_sync_s: f64,
 }
 
@@ -139,9 +146,16 @@ impl ChatReport {
             requests: c.receipt_requests.load(Relaxed),
             errors: c.receipt_errors.load(Relaxed) + receipts_unfinished,
         };
+        let e2ee = shared
+            .e2ee
+            .as_ref()
+            .map(|e| E2eeReport::new(e, inboxes, c.to_device_seen.load(Relaxed)));
         ChatReport {
             mode: "chat",
-            ok: parts.ok() && typing.errors == 0 && receipts.errors == 0,
+            ok: parts.ok()
+                && typing.errors == 0
+                && receipts.errors == 0
+                && e2ee.as_ref().is_none_or(|e| e.ok),
             config: ConfigReport {
                 url: cfg.url.clone(),
                 users: cfg.users,
@@ -152,6 +166,7 @@ impl ChatReport {
                 duration_s: cfg.duration.as_secs_f64(),
                 drain_max_s: cfg.drain.as_secs_f64(),
                 prefix: cfg.prefix.clone(),
+                encrypted: cfg.encrypted,
             },
             nofile,
             setup,
@@ -164,6 +179,7 @@ impl ChatReport {
                 typing: c.typing_seen.load(Relaxed),
                 receipt: c.receipts_seen.load(Relaxed),
             },
+            e2ee,
             server: usage.server,
             bench_cpu_s: usage.bench_cpu_s,
             other_cpu_s: usage.other_cpu_s,
@@ -175,8 +191,12 @@ impl ChatReport {
 
 /// The set-up line: what was built, and how long each part took.
 pub(super) fn print_setup(cfg: &ChatConfig, rooms: usize, setup: &SetupReport) {
+    let keys = match setup.keys_s {
+        Some(s) => format!(", keys uploaded in {s:.1} s"),
+        None => String::new(),
+    };
     println!(
-        "setup:    {} users registered in {:.1} s, {} rooms of {} ({} per user) in {:.1} s, initial syncs in {:.1} s (prefix {})",
+        "setup:    {} users registered in {:.1} s, {} rooms of {} ({} per user) in {:.1} s{keys}, initial syncs in {:.1} s (prefix {})",
         cfg.users,
         setup.register_s,
         rooms,
@@ -190,8 +210,9 @@ pub(super) fn print_setup(cfg: &ChatConfig, rooms: usize, setup: &SetupReport) {
 
 pub(super) fn print_summary(r: &ChatReport) {
     let c = &r.config;
+    let encrypted = if c.encrypted { ", encrypted" } else { "" };
     println!(
-        "chat:     {} users, {} rooms of {} ({} per user), {} msg/s for {} s with typing and receipts, against {}",
+        "chat:     {} users, {} rooms of {} ({} per user), {} msg/s for {} s with typing and receipts{encrypted}, against {}",
         c.users, c.rooms, c.room_size, c.rooms_per_user, c.rate, c.duration_s, c.url
     );
     print_traffic(&r.sends, &r.delivery, &r.sync);
@@ -203,6 +224,9 @@ pub(super) fn print_summary(r: &ChatReport) {
         "seen:     {} m.typing and {} m.receipt ephemeral events in syncs",
         r.ephemeral_seen.typing, r.ephemeral_seen.receipt
     );
+    if let Some(e) = &r.e2ee {
+        print_e2ee(e);
+    }
     print_usage(
         r.server.as_ref(),
         r.bench_cpu_s,

@@ -1,5 +1,6 @@
 //! The senders: an open-loop schedule of messages, each preceded by a
-//! typing notification.
+//! typing notification (and, encrypted, by a room-key share when the
+//! sender's session in the room is new).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -76,20 +77,41 @@ async fn chat_one(world: &World, shared: &Shared, prefix: &str, k: u64) -> Sent 
         shared.c.typing_errors.fetch_add(1, Relaxed);
         note_error(&shared.errors, &err);
     }
-    tokio::time::sleep(TYPING_TO_SEND).await;
+    let typed = Instant::now();
+    // Element shares the room key while the user types (prepareToEncrypt),
+    // so the share runs in the typing gap; one slower than the gap delays
+    // the message, as it would there.
+    let megolm = match &shared.e2ee {
+        Some(e2ee) => Some(e2ee.prepare(shared, world, sender, room).await),
+        None => None,
+    };
+    tokio::time::sleep_until((typed + TYPING_TO_SEND).into()).await;
 
     let ts_us = now_micros();
-    let content = json!({
-        "msgtype": "m.text",
-        "body": format!("tern-bench chat message {k} from {}", user.user_id),
-        "tern_bench_id": format!("{prefix}-m{k}"),
-        "tern_bench_ts": ts_us,
-    });
+    let body = format!("tern-bench chat message {k} from {}", user.user_id);
+    let id = format!("{prefix}-m{k}");
+    let (event_type, content) = match (&shared.e2ee, &megolm) {
+        (Some(e2ee), Some(megolm)) => {
+            let seed = pick(shared.seed, k, 4);
+            let content =
+                e2ee.message_content(sender, &r.room_id, megolm, &body, seed, (&id, ts_us));
+            ("m.room.encrypted", content)
+        }
+        _ => (
+            "m.room.message",
+            json!({
+                "msgtype": "m.text",
+                "body": body,
+                "tern_bench_id": id,
+                "tern_bench_ts": ts_us,
+            }),
+        ),
+    };
     let txn_id = format!("{prefix}-t{k}");
     let t0 = Instant::now();
     let rtt_us = match shared
         .api
-        .send_message(&user.token, &r.room_id, &txn_id, &content)
+        .send_event(&user.token, &r.room_id, event_type, &txn_id, &content)
         .await
     {
         Ok(_) => Some(t0.elapsed().as_micros() as u64),

@@ -1,5 +1,7 @@
 //! The sync loops: one long-poll per user, recording when each message of
-//! the run arrives and answering half of them with a read receipt.
+//! the run arrives and answering half of them with a read receipt; with
+//! `--encrypted`, also when each to-device message arrives, and topping the
+//! one-time keys up.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -12,6 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{ChatUser, Sent, Shared, World};
+use crate::api::now_micros;
 use crate::chat_layout::pick;
 use crate::load::{next_batch, note_error};
 use crate::setup::Progress;
@@ -33,6 +36,9 @@ pub(super) struct Inbox {
     /// Message number `k` -> wall-clock arrival time in microseconds.
     pub arrivals: Mutex<HashMap<u64, u64>>,
     pub duplicates: AtomicU64,
+    /// Room-key share number -> arrival time in microseconds.
+    pub to_device: Mutex<HashMap<u64, u64>>,
+    pub to_device_duplicates: AtomicU64,
 }
 
 impl Inbox {
@@ -48,6 +54,8 @@ impl Inbox {
                     token: u.token.clone(),
                     arrivals: Mutex::new(HashMap::new()),
                     duplicates: AtomicU64::new(0),
+                    to_device: Mutex::new(HashMap::new()),
+                    to_device_duplicates: AtomicU64::new(0),
                 })
             })
             .collect()
@@ -65,13 +73,14 @@ pub(super) async fn start_sync_loops(
         let (inbox, shared, limit) = (inbox.clone(), shared.clone(), limit.clone());
         initial.spawn(async move {
             let permit = limit.acquire_owned().await?;
+            let sent_us = now_micros();
             let (v, arrived) = shared
                 .api
                 .sync(&inbox.token, None, 0, Some(INITIAL_FILTER))
                 .await?;
             drop(permit);
             shared.c.sync_requests.fetch_add(1, Relaxed);
-            record(&v, arrived, &inbox, &shared, true);
+            record(&v, (sent_us, arrived), &inbox, &shared, true);
             let since = next_batch(&v)?;
             anyhow::Ok((inbox, since))
         });
@@ -88,6 +97,7 @@ pub(super) async fn start_sync_loops(
 
 async fn sync_loop(inbox: Arc<Inbox>, shared: Arc<Shared>, mut since: String) {
     loop {
+        let sent_us = now_micros();
         let result = shared
             .api
             .sync(
@@ -99,7 +109,7 @@ async fn sync_loop(inbox: Arc<Inbox>, shared: Arc<Shared>, mut since: String) {
             .await;
         shared.c.sync_requests.fetch_add(1, Relaxed);
         let next = result.and_then(|(v, arrived)| {
-            record(&v, arrived, &inbox, &shared, false);
+            record(&v, (sent_us, arrived), &inbox, &shared, false);
             next_batch(&v)
         });
         match next {
@@ -115,8 +125,11 @@ async fn sync_loop(inbox: Arc<Inbox>, shared: Arc<Shared>, mut since: String) {
 
 /// Notes every message of this run in one sync response, posts a read
 /// receipt for half of the new ones from others, and counts typing and
-/// receipt events.
-fn record(v: &Value, arrived_us: u64, inbox: &Inbox, shared: &Arc<Shared>, initial: bool) {
+/// receipt events. `times`: when the sync was sent and when its answer
+/// arrived, in µs since the epoch.
+fn record(v: &Value, times: (u64, u64), inbox: &Inbox, shared: &Arc<Shared>, initial: bool) {
+    let (sent_us, arrived_us) = times;
+    record_e2ee(v, sent_us, arrived_us, inbox, shared);
     let Some(rooms) = v.pointer("/rooms/join").and_then(Value::as_object) else {
         return;
     };
@@ -182,6 +195,55 @@ fn record(v: &Value, arrived_us: u64, inbox: &Inbox, shared: &Arc<Shared>, initi
             s.c.receipts_in_flight.fetch_sub(1, Relaxed);
         });
     }
+}
+
+/// Notes the run's to-device messages in one sync response, and hands the
+/// one-time key count to the encryption (which may top the keys up).
+fn record_e2ee(v: &Value, sent_us: u64, arrived_us: u64, inbox: &Inbox, shared: &Arc<Shared>) {
+    let events = v.pointer("/to_device/events").and_then(Value::as_array);
+    let events = events.map(Vec::as_slice).unwrap_or_default();
+    shared
+        .c
+        .to_device_seen
+        .fetch_add(events.len() as u64, Relaxed);
+    let Some(e2ee) = &shared.e2ee else {
+        return;
+    };
+    let mut arrivals = inbox.to_device.lock().unwrap();
+    for event in events {
+        let Some(n) = event
+            .pointer("/content/tern_bench_id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.strip_prefix(&e2ee.id_prefix))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        match arrivals.entry(n) {
+            Entry::Occupied(_) => {
+                inbox.to_device_duplicates.fetch_add(1, Relaxed);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(arrived_us);
+            }
+        }
+    }
+    drop(arrivals);
+    // An absent count is none left (sync v2). An empty map while the
+    // device has keys is the server's error, which clients answer with an
+    // upload: counted, so the report shows where top-ups came from.
+    let counts = v.get("device_one_time_keys_count");
+    if counts
+        .and_then(Value::as_object)
+        .is_some_and(|c| c.is_empty())
+    {
+        e2ee.c.empty_key_counts.fetch_add(1, Relaxed);
+    }
+    let count = counts
+        .and_then(|c| c.get("signed_curve25519"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    e2ee.on_key_count(shared, inbox.index, &inbox.token, count, sent_us);
 }
 
 /// (message, recipient) pairs of `acked` that have not arrived yet.

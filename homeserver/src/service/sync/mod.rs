@@ -212,12 +212,23 @@ impl SyncService {
                 changed = tokio::time::timeout_at(deadline, wake.changed()) => match changed {
                     Ok(Ok(())) => continue,
                     // Timed out, or the notifier went away: nothing new.
-                    _ => return Ok(empty_response(since)),
+                    _ => return self.nothing_new(who, since).await,
                 },
                 // Shutting down: answer now so the connection can close.
-                _ = self.shutdown.cancelled() => return Ok(empty_response(since)),
+                _ = self.shutdown.cancelled() => return self.nothing_new(who, since).await,
             }
         }
+    }
+
+    /// The answer of a long-poll that waited in vain: the same token, and
+    /// the device's key counts (an empty count would tell an encrypting
+    /// client its one-time keys ran out, and it would upload more).
+    async fn nothing_new(&self, who: &Requester, since: SyncToken) -> ServiceResult<SyncResponse> {
+        let mut response = empty_response(since);
+        let (counts, fallbacks) = self.e2ee.key_counts(who).await?;
+        response.device_one_time_keys_count = counts;
+        response.device_unused_fallback_key_types = fallbacks;
+        Ok(response)
     }
 
     /// A token from another node of a cluster can be ahead of this node's
