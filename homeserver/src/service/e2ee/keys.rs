@@ -182,6 +182,16 @@ impl E2eeService {
         requester: &UserId,
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> ServiceResult<KeyQueryResponse> {
+        self.query_keys_as(Some(requester), wanted).await
+    }
+
+    /// [`Self::query_keys`] for a requester of this server, or (`None`)
+    /// another server, which sees only each owner's own signatures.
+    async fn query_keys_as(
+        &self,
+        requester: Option<&UserId>,
+        wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> ServiceResult<KeyQueryResponse> {
         if wanted.len() > MAX_USERS_PER_QUERY {
             return Err(ServiceError::invalid_param("Too many users in one query"));
         }
@@ -228,7 +238,7 @@ impl E2eeService {
                 CrossSigningKind::Master => &mut response.master_keys,
                 CrossSigningKind::SelfSigning => &mut response.self_signing_keys,
                 // Only its owner sees a user-signing key.
-                CrossSigningKind::UserSigning if user_id == requester => {
+                CrossSigningKind::UserSigning if Some(user_id.as_ref()) == requester => {
                     &mut response.user_signing_keys
                 }
                 CrossSigningKind::UserSigning => continue,
@@ -249,12 +259,12 @@ impl E2eeService {
     /// the users' own, and the requester's of them. By (user, key id).
     async fn signatures_seen_by(
         &self,
-        requester: &UserId,
+        requester: Option<&UserId>,
         users: &[OwnedUserId],
     ) -> ServiceResult<BTreeMap<(OwnedUserId, String), Vec<(OwnedUserId, String, String)>>> {
         let mut found: BTreeMap<_, Vec<_>> = BTreeMap::new();
         for s in self.store.signatures(users).await? {
-            if s.signer == s.user_id || s.signer == requester {
+            if s.signer == s.user_id || Some(s.signer.as_ref()) == requester {
                 found.entry((s.user_id, s.key_id)).or_default().push((
                     s.signer,
                     s.signer_key_id,
@@ -320,12 +330,11 @@ impl E2eeService {
             .filter(|(user, _)| self.is_local(user))
             .map(|(user, devices)| (user.clone(), devices.clone()))
             .collect();
-        let Some(asker) = ours.keys().next().cloned() else {
+        if ours.is_empty() {
             return Ok(KeyQueryResponse::default());
-        };
-        // Seen as the owner sees them, less what is only the owner's.
-        let mut answer = self.query_keys(&asker, &ours).await?;
-        answer.user_signing_keys.clear();
+        }
+        // As no user of ours sees them: each owner's own signatures only.
+        let mut answer = self.query_keys_as(None, &ours).await?;
         for devices in answer.device_keys.values_mut() {
             for keys in devices.values_mut() {
                 if let Some(object) = keys.as_object_mut() {
