@@ -1,6 +1,7 @@
 //! Configuration: defaults, then a TOML file (`--config`), then environment
 //! variables (`TERN_*`), then command-line flags; later sources win.
 
+pub mod client;
 pub mod cluster;
 pub mod federation;
 pub mod media;
@@ -141,6 +142,8 @@ pub struct FileConfig {
     pub kafka: Option<cluster::KafkaConfig>,
     pub scylla: Option<scylla::ScyllaConfig>,
     pub federation: Option<federation::FederationFileConfig>,
+    pub turn: Option<client::TurnConfig>,
+    pub support: Option<client::SupportConfig>,
 }
 
 /// The `[postgres]` section: where `storage = "postgres"` keeps its data.
@@ -337,6 +340,10 @@ pub struct Config {
     /// `None`: timelines are read from the relational engine.
     pub scylla: Option<scylla::ScyllaConfig>,
     pub federation: federation::FederationConfig,
+    /// `None`: `/voip/turnServer` answers `{}` (no TURN server).
+    pub turn: Option<client::TurnConfig>,
+    /// `None`: `/.well-known/matrix/support` answers 404.
+    pub support: Option<client::SupportConfig>,
 }
 
 impl Default for Config {
@@ -359,6 +366,8 @@ impl Default for Config {
             kafka: None,
             scylla: None,
             federation: federation::FederationConfig::default(),
+            turn: None,
+            support: None,
         }
     }
 }
@@ -421,6 +430,8 @@ impl Config {
             federation: federation::FederationConfig::from_file(
                 settings.federation.unwrap_or_default(),
             )?,
+            turn: settings.turn,
+            support: settings.support,
         })
     }
 
@@ -445,6 +456,12 @@ impl Config {
         }
         if let Some(scylla) = &self.scylla {
             scylla.check()?;
+        }
+        if let Some(turn) = &self.turn {
+            turn.check()?;
+        }
+        if let Some(support) = &self.support {
+            support.check()?;
         }
         Ok(())
     }

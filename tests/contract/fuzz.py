@@ -6,8 +6,8 @@ runs (see docs/fuzzing.md):
     TERN_BIN=target/release/homeserver python tests/contract/fuzz.py --max-time 600 --report-dir /tmp/fuzz
 
 It starts its own server, makes a user with a room, a message, an alias,
-media, a filter, a push rule and a key backup, and gives their IDs (and the
-user's device ID) to schemathesis as
+media, a filter, a push rule, a key backup, a room tag and a profile field,
+and gives their IDs (and the user's device ID) to schemathesis as
 dictionaries, so that about half of the generated requests name things that
 exist and reach past the "unknown room" answers. Checks: no 5xx, and every
 status, media type, header and body as the spec documents them.
@@ -74,6 +74,9 @@ def prepare(base_url: str) -> tuple[str, dict[str, list[str]]]:
         "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "fuzz"}}).json()["version"]
     c.call("PUT", f"/_matrix/client/v3/room_keys/keys/{q(room)}/fuzzsession", token=token, params={"version": version}, json_body={
         "first_message_index": 0, "forwarded_count": 0, "is_verified": False, "session_data": {"ciphertext": "x"}})
+    me = q(fuzzer["user_id"])
+    c.call("PUT", f"/_matrix/client/v3/user/{me}/rooms/{q(room)}/tags/u.fuzz", token=token, json_body={"order": 0.5})
+    c.call("PUT", f"/_matrix/client/v3/profile/{me}/m.tz", token=token, json_body={"m.tz": "Europe/Paris"})
     return token, {
         "roomId": [room],
         "roomIdOrAlias": [room, alias],
@@ -89,6 +92,8 @@ def prepare(base_url: str) -> tuple[str, dict[str, list[str]]]:
         "deviceId": [fuzzer["device_id"]],
         "version": [version],
         "sessionId": ["fuzzsession"],
+        "tag": ["u.fuzz"],
+        "keyName": ["m.tz"],
     }
 
 

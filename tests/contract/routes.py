@@ -3,8 +3,9 @@
 Reads every `.route("path", <method router>)` (and `.route_service`) call in
 `homeserver/src/api/*.rs`, outside `#[cfg(test)]` code. Routes defined in
 `client_routes()` are expanded under each prefix that `router()` nests them
-at (`.nest("/_matrix/client/v3", client...)`); every other route is
-absolute. A function whose router is merged into another
+at (`.nest("/_matrix/client/v3", client...)`); those of another router
+function nested by a call (`.nest("/_matrix/client/v1", v1_routes())`) under
+its prefix; every other route is absolute. A function whose router is merged into another
 (`.merge(e2ee_routes())`, `.merge(media::routes(..))`) serves its routes
 where that one does: under the prefixes if merged into `client_routes()`.
 `.merge(variable)` is followed to the variable's `let`; a router function of
@@ -243,6 +244,8 @@ def served_routes(api_dir: Path = API_DIR, min_routes: int = 10) -> set[tuple[st
     # functions whose routers it merges (resolved below).
     own: dict[tuple[str, str], set[tuple[str, str]]] = {}
     merges: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+    # Router functions nested by a call, with their prefixes.
+    nests: list[tuple[str, str, str, str]] = []
     for path in files:
         text = _strip_comments_and_tests(path.read_text())
         for name, body in _functions(text):
@@ -260,9 +263,13 @@ def served_routes(api_dir: Path = API_DIR, min_routes: int = 10) -> set[tuple[st
             for args in _calls(body, "nest"):
                 parts = _split_args(args)
                 prefix = _literal(parts[0], where)
-                if not re.search(r"\bclient\b|\b" + NESTED_FN + r"\s*\(", parts[1]):
+                if re.search(r"\bclient\b|\b" + NESTED_FN + r"\s*\(", parts[1]):
+                    prefixes.append(prefix)
+                    continue
+                callee = re.fullmatch(r"([a-z_][a-z0-9_]*(?:::[a-z_][a-z0-9_]*)?)\s*\(\s*\)", parts[1].strip())
+                if not callee:
                     raise RouterParseError(f"{where}: .nest({prefix!r}, {parts[1]!r}) nests a router this parser does not know")
-                prefixes.append(prefix)
+                nests.append((prefix, path.stem, callee.group(1), where))
             if re.search(r"\.nest_service\s*\(", body):
                 raise RouterParseError(f"{where}: nest_service/merge of an inline router is not understood")
             for args in _calls(body, "merge"):
@@ -285,31 +292,45 @@ def served_routes(api_dir: Path = API_DIR, min_routes: int = 10) -> set[tuple[st
             else:
                 raise RouterParseError(f"{where}: .merge of {callee}, a function not found in {api_dir}")
 
-    # Where each function's routes are served: nested under the prefixes
-    # (client_routes() and what it merges) or absolute (everything else).
+    # Router functions nested by a call are served under their prefix.
+    nested_by_call: dict[tuple[str, str], set[str]] = {}
+    for prefix, stem, callee, where in nests:
+        *module, name = callee.split("::")
+        target = (module[0] if module else stem, name)
+        if target not in own:
+            raise RouterParseError(f"{where}: .nest of {callee}, a function not found in {api_dir}")
+        nested_by_call.setdefault(target, set()).add(prefix)
+
+    # Where each function's routes are served: under the prefixes it is
+    # nested at (client_routes() and what it merges, or a function nested by
+    # a call and what that merges), or absolute ("", everything else).
     merged = {c for cs in children.values() for c in cs}
-    nested_fns: set[tuple[str, str]] = set()
-    absolute_fns: set[tuple[str, str]] = set()
-    stack = [(key, key[1] == NESTED_FN) for key in own if key not in merged]
-    seen: set[tuple[tuple[str, str], bool]] = set()
-    while stack:
-        key, nested = stack.pop()
-        if (key, nested) in seen:
+    bases: dict[tuple[str, str], set[str]] = {}
+    stack = []
+    for key in own:
+        if key in merged:
             continue
-        seen.add((key, nested))
-        (nested_fns if nested else absolute_fns).add(key)
-        stack.extend((child, nested) for child in children.get(key, []))
-    unreached = merged - nested_fns - absolute_fns
+        if key[1] == NESTED_FN:
+            if own[key] and not prefixes:
+                raise RouterParseError(f"{NESTED_FN}() has routes but is nested nowhere")
+            stack.append((key, frozenset(prefixes)))
+        else:
+            stack.append((key, frozenset(nested_by_call.get(key, {""}))))
+    seen: set[tuple[tuple[str, str], frozenset]] = set()
+    while stack:
+        key, under = stack.pop()
+        if (key, under) in seen:
+            continue
+        seen.add((key, under))
+        bases.setdefault(key, set()).update(under)
+        stack.extend((child, under) for child in children.get(key, []))
+    unreached = merged - set(bases)
     if unreached:
         raise RouterParseError(f"router functions merged only in a cycle: {sorted(unreached)}")
+    if any(key in merged for key in nested_by_call):
+        raise RouterParseError(f"a router function both nested and merged is not understood: {sorted(k for k in nested_by_call if k in merged)}")
 
-    nested = {r for key in nested_fns for r in own[key]}
-    absolute = {r for key in absolute_fns for r in own[key]}
-    if nested and not prefixes:
-        raise RouterParseError(f"{NESTED_FN}() has routes but is nested nowhere")
-    routes = set(absolute)
-    for prefix in prefixes:
-        routes.update((m, prefix + p) for m, p in nested)
+    routes = {(m, prefix + p) for key, under in bases.items() for prefix in under for m, p in own[key]}
     if len(routes) < min_routes:
         raise RouterParseError(f"found only {len(routes)} routes in {api_dir}: the parser is broken")
     return routes

@@ -84,17 +84,34 @@ def test_the_router_parser_follows_merges(tmp_path):
     source = (
         "fn client_routes() -> Router { Router::new().route(\"/a\", get(h)).merge(more()) }\n"
         "fn more() -> Router { Router::new().route(\"/b\", post(h).put(h)) }\n"
+        "fn v1_routes() -> Router { Router::new().route(\"/c\", get(h)).merge(v1_more()) }\n"
+        "fn v1_more() -> Router { Router::new().route(\"/d\", delete(h)) }\n"
         "fn router() -> Router { let client = client_routes();\n"
         "  let fed = match x { Some(_) => sub::routes(), None => Router::new() };\n"
-        "  Router::new()" + ROUTES + ".nest(\"/v3\", client).merge(extra::routes(true)).merge(fed) }\n"
+        "  Router::new()" + ROUTES + ".nest(\"/v3\", client).nest(\"/v1\", v1_routes())"
+        ".merge(extra::routes(true)).merge(fed) }\n"
     )
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "mod.rs").write_text("")
     api = _router_dir(tmp_path, source, extra='fn routes(f: bool) -> Router { Router::new().route("/x", get(h)) }')
     assert served_routes(api, min_routes=1) == {
         ("GET", "/v3/a"), ("POST", "/v3/b"), ("PUT", "/v3/b"), ("GET", "/x"),
-        ("GET", "/r0"), ("GET", "/r1"), ("GET", "/r2"),
+        ("GET", "/r0"), ("GET", "/r1"), ("GET", "/r2"), ("GET", "/v1/c"), ("DELETE", "/v1/d"),
     }
+
+
+@pytest.mark.parametrize("nested", [
+    "Router::new().route(\"/y\", get(h))",  # an inline router
+    "missing()",                              # a function not in the folder
+    "routes",                                 # a variable
+])
+def test_the_router_parser_refuses_nests_it_does_not_understand(tmp_path, nested):
+    source = (
+        "fn client_routes() -> Router { Router::new().route(\"/a\", get(h)) }\n"
+        "fn router() -> Router { Router::new()" + ROUTES + ".nest(\"/v3\", client_routes()).nest(\"/v1\", " + nested + ") }\n"
+    )
+    with pytest.raises(RouterParseError):
+        served_routes(_router_dir(tmp_path, source), min_routes=1)
 
 
 @pytest.mark.parametrize("merge", [

@@ -126,6 +126,7 @@ def test_error_codes_match_http_statuses():
         "M_UNKNOWN": {"502"},  # another server failed us (500s are bugs, not listed)
         "M_ROOM_IN_USE": {"400", "409"},  # 409 from PUT /directory/room, as the spec says
         "M_WRONG_ROOM_KEYS_VERSION": {"403"},
+        "M_THREEPID_DENIED": {"403"}, "M_USER_DEACTIVATED": {"403"},
     }
     spec = raw_spec()
     for path, item in spec["paths"].items():

@@ -170,3 +170,94 @@ async fn acknowledged_sends_survive_sigkill_on_postgres() {
     assert_eq!(after.len(), bodies.len(), "retries must not add events");
     server.stop().await;
 }
+
+/// The queries the everyday client endpoints added on PostgreSQL: the
+/// user directory (its JSON paths and `LIKE` escaping), profile fields,
+/// reports, deactivation and a former member's view of the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_profiles_reports_and_deactivation_on_postgres() {
+    let db = TestDatabase::create("cs");
+    let mut server = TestServer::start_with(server_options(&db)).await;
+    let alice = Client::register(&server, "alice").await;
+    let bob = Client::register(&server, "bob").await;
+    let carol = Client::register(&server, "carol").await;
+    let me = enc(&bob.user_id);
+    assert_ok(
+        bob.put(
+            &format!("{V3}/profile/{me}/displayname"),
+            &json!({"displayname": "Bobby 50%"}),
+        )
+        .await,
+    );
+    assert_ok(
+        bob.put(&format!("{V3}/profile/{me}/m.tz"), &json!({"m.tz": "UTC"}))
+            .await,
+    );
+    let room = alice
+        .create_room(&json!({"preset": "public_chat", "name": "Before"}))
+        .await;
+    assert_ok(bob.join(&room).await);
+    carol.create_room(&json!({})).await;
+
+    let search = |term: &str| json!({"search_term": term});
+    let (status, found) = alice
+        .post(&format!("{V3}/user_directory/search"), &search("50%"))
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        found["results"],
+        json!([{"user_id": bob.user_id, "display_name": "Bobby 50%"}])
+    );
+    let (_, found) = alice
+        .post(&format!("{V3}/user_directory/search"), &search("carol"))
+        .await;
+    assert_eq!(
+        found["results"],
+        json!([]),
+        "Carol shares no room and is in no public one"
+    );
+    let (_, profile) = alice.get(&format!("{V3}/profile/{me}")).await;
+    assert_eq!(profile, json!({"displayname": "Bobby 50%", "m.tz": "UTC"}));
+
+    let spam = alice.send_text(&room, "s1", "spam").await;
+    let path = format!("{V3}/rooms/{}/report/{}", enc(&room), enc(&spam));
+    assert_ok(
+        bob.post(&path, &json!({"reason": "spam", "score": -50}))
+            .await,
+    );
+    let stored = psql(
+        &db.url(),
+        "SELECT reporter || ' ' || reason || ' ' || score FROM reports",
+    );
+    assert_eq!(stored, format!("{} spam -50", bob.user_id));
+
+    // Bob deactivates; he left the room, and the state he would read as a
+    // former member is the room as he left it.
+    let auth = json!({"type": "m.login.password", "user": "bob", "password": tern_tests::PASSWORD});
+    let (status, body) = bob
+        .post(&format!("{V3}/account/deactivate"), &json!({"auth": auth}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = bob.get(&format!("{V3}/account/whoami")).await;
+    assert_eq!(status, 401);
+    let (_, member) = alice
+        .get(&format!(
+            "{V3}/rooms/{}/state/m.room.member/{me}",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!(member["membership"], "leave");
+    let flag = psql(
+        &db.url(),
+        &format!(
+            "SELECT deactivated_ts IS NOT NULL FROM users WHERE user_id = '{}'",
+            bob.user_id
+        ),
+    );
+    assert_eq!(flag, "t");
+    let (_, found) = alice
+        .post(&format!("{V3}/user_directory/search"), &search("bob"))
+        .await;
+    assert_eq!(found["results"], json!([]), "gone from the shared room");
+    server.stop().await;
+}

@@ -230,3 +230,60 @@ pub(crate) async fn list_public(
         prev_batch: (offset > 0).then(|| format!("o{}", offset.saturating_sub(limit))),
     }))
 }
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+#[derive(Serialize)]
+pub struct VisibilityResponse {
+    visibility: Visibility,
+}
+
+/// # `GET /_matrix/client/v3/directory/list/room/{roomId}`
+/// <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3directorylistroomroomid>
+pub async fn get_listing(
+    State(services): State<Arc<Services>>,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
+) -> ApiResult<Json<VisibilityResponse>> {
+    let visibility = match services.rooms.is_listed(&room_id).await? {
+        true => Visibility::Public,
+        false => Visibility::Private,
+    };
+    Ok(Json(VisibilityResponse { visibility }))
+}
+
+#[derive(Deserialize)]
+pub struct VisibilityBody {
+    visibility: Option<serde_json::Value>,
+}
+
+/// # `PUT /_matrix/client/v3/directory/list/room/{roomId}`
+/// <https://spec.matrix.org/v1.16/client-server-api/#put_matrixclientv3directorylistroomroomid>
+pub async fn put_listing(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
+    MatrixJson(body): MatrixJson<VisibilityBody>,
+) -> ApiResult<Json<EmptyResponse>> {
+    // Absent means public, as the spec's default says.
+    let public = match body.visibility.as_ref().map(|v| v.as_str()) {
+        None => true,
+        Some(Some("public")) => true,
+        Some(Some("private")) => false,
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorKind::InvalidParam,
+                "visibility must be public or private",
+            ))
+        }
+    };
+    services
+        .rooms
+        .set_listed(&auth.who, &room_id, public)
+        .await?;
+    Ok(Json(EmptyResponse {}))
+}

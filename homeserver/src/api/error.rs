@@ -33,6 +33,8 @@ fn status_of(kind: &ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::WrongRoomKeysVersion { .. }
         | ErrorKind::Forbidden
+        | ErrorKind::ThreepidDenied
+        | ErrorKind::UserDeactivated
         | ErrorKind::GuestAccessForbidden => StatusCode::FORBIDDEN,
         ErrorKind::MissingToken
         | ErrorKind::UnknownToken

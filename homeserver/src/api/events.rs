@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath, MatrixQuery};
+use crate::service::accounts::IgnoredUsers;
 use crate::service::error::ErrorKind;
 use crate::service::pdu::client_event_for;
 use crate::service::rate_limit::Action;
@@ -25,6 +26,21 @@ fn format_for(event: &StoredEvent, who: &Requester, now: i64) -> Value {
 
 fn format_all(events: &[StoredEvent], who: &Requester, now: i64) -> Vec<Value> {
     events.iter().map(|e| format_for(e, who, now)).collect()
+}
+
+/// Events as the reader shows them, without the messages of users they
+/// ignore (state stays: it is the room's).
+fn format_unignored(
+    events: &[StoredEvent],
+    who: &Requester,
+    ignored: &IgnoredUsers,
+    now: i64,
+) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.state_key.is_some() || !ignored.contains(&e.sender))
+        .map(|e| format_for(e, who, now))
+        .collect()
 }
 
 fn check_txn_id(txn_id: &str) -> ApiResult<()> {
@@ -177,9 +193,10 @@ pub async fn messages(
             &filter,
         )
         .await?;
+    let ignored = services.accounts.ignored_users(&auth.who.user_id).await?;
     let now = now_ms();
     Ok(Json(MessagesResponse {
-        chunk: format_all(&page.events, &auth.who, now),
+        chunk: format_unignored(&page.events, &auth.who, &ignored, now),
         start: pagination_token(page.start),
         end: page.end.map(pagination_token),
         state: format_all(&page.state, &auth.who, now),
@@ -233,6 +250,7 @@ pub async fn context(
         .room_state(&auth.who.user_id, &room_id)
         .await
         .unwrap_or_default();
+    let ignored = services.accounts.ignored_users(&auth.who.user_id).await?;
     let now = now_ms();
     let start = before
         .last()
@@ -241,8 +259,8 @@ pub async fn context(
     let end = after.last().map(|e| e.stream).unwrap_or(event.stream);
     Ok(Json(ContextResponse {
         event: format_for(&event, &auth.who, now),
-        events_before: format_all(&before, &auth.who, now),
-        events_after: format_all(&after, &auth.who, now),
+        events_before: format_unignored(&before, &auth.who, &ignored, now),
+        events_after: format_unignored(&after, &auth.who, &ignored, now),
         state: format_all(&state, &auth.who, now),
         start: pagination_token(start.max(0)),
         end: pagination_token(end),
@@ -257,4 +275,46 @@ pub struct ContextResponse {
     pub state: Vec<Value>,
     pub start: String,
     pub end: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TimestampQuery {
+    pub ts: Option<String>,
+    pub dir: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TimestampResponse {
+    pub event_id: ruma_common::OwnedEventId,
+    pub origin_server_ts: i64,
+}
+
+/// # `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event`
+/// <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1roomsroomidtimestamp_to_event>
+pub async fn timestamp_to_event(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixPath(room_id): MatrixPath<OwnedRoomId>,
+    MatrixQuery(query): MatrixQuery<TimestampQuery>,
+) -> ApiResult<Json<TimestampResponse>> {
+    let missing =
+        |name: &str| ApiError::new(ErrorKind::MissingParam, format!("{name} is required"));
+    let ts: i64 = query
+        .ts
+        .ok_or_else(|| missing("ts"))?
+        .parse()
+        .map_err(|_| ApiError::new(ErrorKind::InvalidParam, "ts must be an integer"))?;
+    let dir = match query.dir.ok_or_else(|| missing("dir"))?.as_str() {
+        "f" => Direction::Forward,
+        "b" => Direction::Backward,
+        _ => return Err(ApiError::new(ErrorKind::InvalidParam, "dir must be b or f")),
+    };
+    let event = services
+        .rooms
+        .event_at(&auth.who.user_id, &room_id, ts, dir)
+        .await?;
+    Ok(Json(TimestampResponse {
+        origin_server_ts: event.pdu["origin_server_ts"].as_i64().unwrap_or(0),
+        event_id: event.event_id,
+    }))
 }

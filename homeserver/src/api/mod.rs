@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod deactivate;
 mod devices;
 mod directory;
 pub mod error;
@@ -13,19 +14,28 @@ mod media;
 mod openid;
 mod presence;
 mod profile;
+mod profile_fields;
 mod push_rules;
 mod pushers;
 mod receipts;
+mod reports;
 mod room_keys;
 mod rooms;
 mod sse;
 mod state;
 mod static_files;
 mod sync;
+mod tags;
+mod thirdparty;
+mod threepid;
 pub mod tls;
 mod typing;
+mod user_directory;
 mod versions;
+mod voip;
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
@@ -67,13 +77,12 @@ fn client_routes() -> Router<Arc<Services>> {
         .route("/account/password", post(account::change_password))
         .route("/profile/{user_id}", get(profile::get_profile))
         .route(
-            "/profile/{user_id}/displayname",
-            get(profile::get_displayname).put(profile::set_displayname),
+            "/profile/{user_id}/{key_name}",
+            get(profile_fields::get)
+                .put(profile_fields::put)
+                .delete(profile_fields::delete),
         )
-        .route(
-            "/profile/{user_id}/avatar_url",
-            get(profile::get_avatar_url).put(profile::set_avatar_url),
-        )
+        .route("/account/deactivate", post(deactivate::deactivate))
         .route("/capabilities", get(versions::capabilities))
         .route("/createRoom", post(rooms::create_room))
         .route("/join/{room_id_or_alias}", post(rooms::join))
@@ -142,7 +151,22 @@ fn client_routes() -> Router<Arc<Services>> {
             "/user/{user_id}/rooms/{room_id}/account_data/{event_type}",
             get(account_data::get_room).put(account_data::put_room),
         )
+        .route("/user/{user_id}/rooms/{room_id}/tags", get(tags::list))
+        .route(
+            "/user/{user_id}/rooms/{room_id}/tags/{tag}",
+            put(tags::put).delete(tags::delete),
+        )
+        .route("/rooms/{room_id}/report/{event_id}", post(reports::event))
+        .route("/rooms/{room_id}/report", post(reports::room))
+        .route("/users/{user_id}/report", post(reports::user))
+        .route(
+            "/directory/list/room/{room_id}",
+            get(directory::get_listing).put(directory::put_listing),
+        )
+        .route("/voip/turnServer", get(voip::turn_server))
+        .route("/user_directory/search", post(user_directory::search))
         .merge(e2ee_routes())
+        .merge(unbridged_routes())
         .route("/pushers", get(pushers::get_pushers))
         .route("/notifications", get(pushers::get_notifications))
         .route("/pushers/set", post(pushers::set_pusher))
@@ -175,6 +199,55 @@ fn client_routes() -> Router<Arc<Services>> {
             "/publicRooms",
             get(directory::public_rooms).post(directory::public_rooms_post),
         )
+}
+
+/// Routes that only exist under `/_matrix/client/v1` (media has its own).
+fn v1_routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/mutual_rooms", get(rooms::mutual_rooms))
+        .route(
+            "/rooms/{room_id}/timestamp_to_event",
+            get(events::timestamp_to_event),
+        )
+}
+
+/// Third-party ids and networks, which need services this server does not
+/// run (mail, SMS, identity servers, bridges): clear refusals and empty
+/// lists.
+fn unbridged_routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/account/3pid", get(threepid::list))
+        .route("/account/3pid/add", post(threepid::add))
+        .route("/account/3pid/bind", post(threepid::bind))
+        .route("/account/3pid/delete", post(threepid::delete))
+        .route("/account/3pid/unbind", post(threepid::delete))
+        .route(
+            "/account/3pid/email/requestToken",
+            post(threepid::email_token),
+        )
+        .route(
+            "/account/3pid/msisdn/requestToken",
+            post(threepid::msisdn_token),
+        )
+        .route("/register/email/requestToken", post(threepid::email_token))
+        .route(
+            "/register/msisdn/requestToken",
+            post(threepid::msisdn_token),
+        )
+        .route(
+            "/account/password/email/requestToken",
+            post(threepid::email_token),
+        )
+        .route(
+            "/account/password/msisdn/requestToken",
+            post(threepid::msisdn_token),
+        )
+        .route("/thirdparty/protocols", get(thirdparty::protocols))
+        .route("/thirdparty/protocol/{protocol}", get(thirdparty::protocol))
+        .route("/thirdparty/location", get(thirdparty::locations))
+        .route("/thirdparty/location/{protocol}", get(thirdparty::protocol))
+        .route("/thirdparty/user", get(thirdparty::users))
+        .route("/thirdparty/user/{protocol}", get(thirdparty::protocol))
 }
 
 /// Devices, keys, to-device messages and key backups.
@@ -253,6 +326,8 @@ pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/_matrix/client/versions", get(versions::versions))
         .route("/.well-known/matrix/client", get(versions::well_known))
+        .route("/.well-known/matrix/support", get(versions::support))
+        .nest("/_matrix/client/v1", v1_routes())
         .route(
             "/_matrix/client/unstable/tern/rooms/{room_id}/receipts/{event_id}",
             get(receipts::message_info),

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::Json;
 use ruma_common::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, MatrixJson, MatrixPath};
@@ -21,6 +22,9 @@ pub struct ProfileResponse {
     pub displayname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub avatar_url: Option<String>,
+    /// The other fields (`m.tz`...), by name.
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}`
@@ -35,38 +39,14 @@ pub async fn get_profile(
         return Ok(Json(ProfileResponse {
             displayname: profile.displayname,
             avatar_url: profile.avatar_url,
+            fields: Map::new(),
         }));
     }
     let profile = services.accounts.profile(&user_id).await?;
     Ok(Json(ProfileResponse {
         displayname: profile.displayname,
         avatar_url: profile.avatar_url,
-    }))
-}
-
-/// # `GET /_matrix/client/v3/profile/{userId}/displayname`
-/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3profileuseriddisplayname>
-pub async fn get_displayname(
-    State(services): State<Arc<Services>>,
-    MatrixPath(user_id): MatrixPath<OwnedUserId>,
-) -> ApiResult<Json<ProfileResponse>> {
-    let Json(profile) = get_profile(State(services), MatrixPath(user_id)).await?;
-    Ok(Json(ProfileResponse {
-        avatar_url: None,
-        ..profile
-    }))
-}
-
-/// # `GET /_matrix/client/v3/profile/{userId}/avatar_url`
-/// <https://spec.matrix.org/v1.11/client-server-api/#get_matrixclientv3profileuseridavatar_url>
-pub async fn get_avatar_url(
-    State(services): State<Arc<Services>>,
-    MatrixPath(user_id): MatrixPath<OwnedUserId>,
-) -> ApiResult<Json<ProfileResponse>> {
-    let Json(profile) = get_profile(State(services), MatrixPath(user_id)).await?;
-    Ok(Json(ProfileResponse {
-        displayname: None,
-        ..profile
+        fields: services.accounts.profile_fields(&user_id).await?,
     }))
 }
 
@@ -80,7 +60,7 @@ pub struct AvatarUrl {
     pub avatar_url: Option<String>,
 }
 
-fn own_profile(auth: &Auth, user_id: &UserId) -> ApiResult<()> {
+pub(super) fn own_profile(auth: &Auth, user_id: &UserId) -> ApiResult<()> {
     if auth.who.user_id != user_id {
         return Err(ApiError::new(
             ErrorKind::Forbidden,

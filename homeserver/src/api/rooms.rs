@@ -17,6 +17,7 @@ use crate::service::error::ErrorKind;
 use crate::service::pdu::client_event;
 use crate::service::rooms::state::membership_of;
 use crate::service::rooms::{now_ms, CreateRoomRequest};
+use crate::service::token::parse_pagination_token;
 use crate::service::Services;
 
 /// # `POST /_matrix/client/v3/createRoom`
@@ -100,6 +101,49 @@ pub async fn joined_rooms(
 #[derive(Serialize)]
 pub struct JoinedRoomsResponse {
     pub joined_rooms: Vec<OwnedRoomId>,
+}
+
+#[derive(Deserialize)]
+pub struct MutualRoomsQuery {
+    user_id: Option<String>,
+    from: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct MutualRoomsResponse {
+    joined: Vec<OwnedRoomId>,
+    count: usize,
+}
+
+/// # `GET /_matrix/client/v1/mutual_rooms`
+/// <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mutual_rooms>
+///
+/// One batch holds every room, so no `next_batch` is ever handed out.
+pub async fn mutual_rooms(
+    State(services): State<Arc<Services>>,
+    auth: Auth,
+    MatrixQuery(query): MatrixQuery<MutualRoomsQuery>,
+) -> ApiResult<Json<MutualRoomsResponse>> {
+    let other = query
+        .user_id
+        .ok_or_else(|| ApiError::new(ErrorKind::MissingParam, "user_id is required"))?;
+    if query.from.is_some() {
+        return Err(ApiError::new(ErrorKind::InvalidParam, "Unknown from token"));
+    }
+    // A malformed id, or one's own, is refused; a well-formed id of nobody
+    // shares no rooms, as the spec asks.
+    let other = OwnedUserId::try_from(other)
+        .ok()
+        .filter(|other| *other != auth.who.user_id)
+        .ok_or_else(|| {
+            ApiError::new(ErrorKind::InvalidParam, "The user ID provided was invalid")
+        })?;
+    let theirs = services.rooms.joined_rooms(&other).await?;
+    let mut joined = services.rooms.joined_rooms(&auth.who.user_id).await?;
+    // Both lists come sorted.
+    joined.retain(|room| theirs.binary_search(room).is_ok());
+    let count = joined.len();
+    Ok(Json(MutualRoomsResponse { joined, count }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,7 +242,7 @@ pub async fn unban(
 pub struct MembersQuery {
     pub membership: Option<MembershipState>,
     pub not_membership: Option<MembershipState>,
-    #[allow(dead_code)]
+    /// A pagination token: the members at that point of history.
     pub at: Option<String>,
 }
 
@@ -210,10 +254,25 @@ pub async fn members(
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixQuery(query): MatrixQuery<MembersQuery>,
 ) -> ApiResult<Json<MembersResponse>> {
-    let events = services
-        .rooms
-        .member_events(&auth.who.user_id, &room_id)
-        .await?;
+    let events = match query.at.as_deref() {
+        Some(at) => {
+            let at = parse_pagination_token(at)?;
+            let state = services
+                .rooms
+                .state_at(&auth.who.user_id, &room_id, at)
+                .await?;
+            state
+                .into_iter()
+                .filter(|e| e.kind == "m.room.member")
+                .collect()
+        }
+        None => {
+            services
+                .rooms
+                .member_events(&auth.who.user_id, &room_id)
+                .await?
+        }
+    };
     let now = now_ms();
     let chunk = events
         .iter()

@@ -19,7 +19,19 @@ pub(super) async fn app() -> (tempfile::TempDir, Router) {
 }
 
 /// The app on `config`, with a fresh data directory and registration open.
-async fn app_with(config: Config) -> (tempfile::TempDir, Router) {
+pub(super) async fn app_with(config: Config) -> (tempfile::TempDir, Router) {
+    let (dir, _, app) = app_and_services(config).await;
+    (dir, app)
+}
+
+/// [`app_with`], and the services behind it for what no route shows.
+pub(super) async fn app_and_services(
+    config: Config,
+) -> (
+    tempfile::TempDir,
+    std::sync::Arc<crate::service::Services>,
+    Router,
+) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_owned(),
@@ -30,8 +42,9 @@ async fn app_with(config: Config) -> (tempfile::TempDir, Router) {
     let (services, _) = crate::build_services(config, CancellationToken::new())
         .await
         .unwrap();
-    let app = super::router(services).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
-    (dir, app)
+    let app = super::router(services.clone())
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+    (dir, services, app)
 }
 
 pub(super) async fn call(

@@ -8,7 +8,10 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 
+use super::error::{ApiError, ApiResult};
 use super::extract::Auth;
+use crate::config::client::SupportConfig;
+use crate::service::error::ErrorKind;
 use crate::service::pdu::ROOM_VERSION;
 use crate::service::Services;
 
@@ -119,4 +122,17 @@ pub struct Enabled {
 pub struct RoomVersions {
     pub default: &'static str,
     pub available: BTreeMap<&'static str, &'static str>,
+}
+
+/// # `GET /.well-known/matrix/support`
+/// <https://spec.matrix.org/v1.16/client-server-api/#getwell-knownmatrixsupport>
+///
+/// 404 unless `[support]` is configured, as the spec asks.
+pub async fn support(State(services): State<Arc<Services>>) -> ApiResult<Json<SupportConfig>> {
+    services
+        .config
+        .support
+        .clone()
+        .map(Json)
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "No support information is configured"))
 }

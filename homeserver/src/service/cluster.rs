@@ -109,8 +109,10 @@ impl Follower {
                 ClusterMessage::Notice { notice } => {
                     match &notice {
                         // Push rules are account data: the cached set is stale.
+                        // So may the ignored users be.
                         StreamNotice::AccountData { user_id, .. } => {
-                            self.services.push_rules.forget(user_id)
+                            self.services.push_rules.forget(user_id);
+                            self.services.accounts.forget_ignored(user_id);
                         }
                         // Another node heard that a remote user's devices changed.
                         StreamNotice::DeviceLists { user_id, .. } => {

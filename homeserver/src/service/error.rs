@@ -44,6 +44,18 @@ pub enum ErrorKind {
     },
     /// A request from another server without a valid X-Matrix signature.
     Unauthorized,
+    /// This server verifies no email addresses or phone numbers.
+    ThreepidDenied,
+    /// No validated third-party id session exists.
+    ThreepidAuthFailed,
+    /// This server trusts no identity server.
+    ServerNotTrusted,
+    /// The account was deactivated.
+    UserDeactivated,
+    /// A profile field name is too long.
+    KeyTooLarge,
+    /// A profile would outgrow its limit.
+    ProfileTooLarge,
     /// Another server, needed for the answer, failed to give one.
     BadGateway,
     /// An internal failure; the message stays in the logs.
@@ -76,6 +88,12 @@ impl ErrorKind {
             ErrorKind::UiaRequired(_) => "M_FORBIDDEN",
             ErrorKind::WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
             ErrorKind::Unauthorized => "M_UNAUTHORIZED",
+            ErrorKind::ThreepidDenied => "M_THREEPID_DENIED",
+            ErrorKind::ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
+            ErrorKind::ServerNotTrusted => "M_SERVER_NOT_TRUSTED",
+            ErrorKind::UserDeactivated => "M_USER_DEACTIVATED",
+            ErrorKind::KeyTooLarge => "M_KEY_TOO_LARGE",
+            ErrorKind::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
             ErrorKind::BadGateway | ErrorKind::Unknown => "M_UNKNOWN",
         }
     }

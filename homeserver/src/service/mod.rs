@@ -59,7 +59,7 @@ use unread::UnreadService;
 /// axum's `State` (no globals).
 pub struct Services {
     pub config: Config,
-    pub accounts: AccountService,
+    pub accounts: Arc<AccountService>,
     pub rooms: RoomService,
     pub sync: SyncService,
     /// Keys, to-device messages and key backups.
@@ -257,14 +257,15 @@ impl Services {
             federation: e2ee_federation,
             sharing: backends.federation.clone(),
         }));
+        let accounts = Arc::new(AccountService::new(
+            backends.accounts.clone(),
+            backends.e2ee,
+            e2ee.clone(),
+            backends.bus.clone(),
+            server_name,
+        ));
         let services = Arc::new(Self {
-            accounts: AccountService::new(
-                backends.accounts.clone(),
-                backends.e2ee,
-                e2ee.clone(),
-                backends.bus.clone(),
-                server_name,
-            ),
+            accounts: accounts.clone(),
             rooms,
             sync: SyncService::new(
                 SyncSources {
@@ -279,6 +280,7 @@ impl Services {
                     sharing,
                     acks: acks.clone(),
                     e2ee: e2ee.clone(),
+                    ignoring: accounts,
                 },
                 shutdown.clone(),
             ),

@@ -1,7 +1,9 @@
 //! Accounts, devices, tokens, filters and account data: [`AccountStore`].
 
 use async_trait::async_trait;
-use ruma_common::{DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma_common::{
+    DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+};
 use serde_json::Value;
 
 use super::{StoreResult, StreamPos};
@@ -14,6 +16,30 @@ pub struct UserRecord {
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
     pub created_ts: i64,
+    /// Deactivated accounts keep their row so the name is never reissued.
+    pub deactivated: bool,
+}
+
+/// A user the directory search found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub user_id: OwnedUserId,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// A report of an event, a room or a user, for the administrators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Assigned by the store; ignored when adding.
+    pub id: i64,
+    pub reporter: OwnedUserId,
+    pub room_id: Option<OwnedRoomId>,
+    pub event_id: Option<OwnedEventId>,
+    pub user_id: Option<OwnedUserId>,
+    pub reason: Option<String>,
+    pub score: Option<i64>,
+    pub received_ts: i64,
 }
 
 /// The user and device an access token acts for.
@@ -113,4 +139,30 @@ pub trait AccountStore: Send + Sync {
     /// forgotten at (it counts only while that is still their membership).
     async fn forgotten_rooms(&self, user_id: &UserId)
         -> StoreResult<Vec<(OwnedRoomId, StreamPos)>>;
+
+    /// Marks the account deactivated, clears its password, profile and
+    /// profile fields, and deletes its tokens and devices; returns the
+    /// tokens' hashes so caches can drop them.
+    async fn deactivate_user(&self, user_id: &UserId, now_ts: i64) -> StoreResult<Vec<String>>;
+    /// The profile fields beyond display name and avatar, by name.
+    async fn profile_fields(&self, user_id: &UserId) -> StoreResult<Vec<(String, Value)>>;
+    /// Sets a profile field, or removes it when `value` is `None`.
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+        value: Option<&Value>,
+    ) -> StoreResult<()>;
+    async fn add_report(&self, report: &Report) -> StoreResult<()>;
+    /// Reports with ids above `after`, oldest first.
+    async fn reports(&self, after: i64, limit: usize) -> StoreResult<Vec<Report>>;
+    /// Users `searcher` shares a room with or who are in public rooms,
+    /// whose id or display name contains `term` (any case), at most
+    /// `limit`, ordered by id.
+    async fn search_users(
+        &self,
+        searcher: &UserId,
+        term: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<DirectoryUser>>;
 }

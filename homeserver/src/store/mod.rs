@@ -40,7 +40,7 @@ mod typing;
 #[cfg(test)]
 pub mod conformance;
 
-pub use accounts::{AccountDataEntry, AccountStore, TokenOwner, UserRecord};
+pub use accounts::{AccountDataEntry, AccountStore, DirectoryUser, Report, TokenOwner, UserRecord};
 pub use bus::{EventBus, StreamNotice};
 pub use e2ee::E2eeStore;
 pub use error::{chain, parse_id, Cause, StoreError, StoreResult};

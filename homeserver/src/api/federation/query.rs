@@ -42,15 +42,20 @@ pub async fn profile(
         ));
     }
     let profile = services.accounts.profile(&query.user_id).await?;
-    let (displayname, avatar_url) = match query.field.as_deref() {
-        None => (profile.displayname, profile.avatar_url),
-        Some("displayname") => (profile.displayname, None),
-        Some("avatar_url") => (None, profile.avatar_url),
-        Some(_) => (None, None),
+    let mut fields = services.accounts.profile_fields(&query.user_id).await?;
+    let (displayname, avatar_url, fields) = match query.field.as_deref() {
+        None => (profile.displayname, profile.avatar_url, fields),
+        Some("displayname") => (profile.displayname, None, Default::default()),
+        Some("avatar_url") => (None, profile.avatar_url, Default::default()),
+        Some(field) => {
+            let one = fields.remove_entry(field).into_iter().collect();
+            (None, None, one)
+        }
     };
     Ok(Json(ProfileResponse {
         displayname,
         avatar_url,
+        fields,
     }))
 }
 

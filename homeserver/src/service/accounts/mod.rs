@@ -20,7 +20,13 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 mod devices;
+mod ignored;
+mod profile;
+mod tags;
 pub mod uia;
+
+pub use ignored::{IgnoredUsers, IGNORED_USERS_TYPE};
+pub use tags::TAG_TYPE;
 
 use super::e2ee::E2eeService;
 use super::error::{ErrorKind, ServiceError, ServiceResult};
@@ -50,6 +56,11 @@ pub struct AccountService {
     hash_permits: tokio::sync::Semaphore,
     /// When each device's last-seen record was last written.
     seen: Mutex<LruCache<(OwnedUserId, OwnedDeviceId), i64>>,
+    /// Serialises this node's read-modify-write edits of account data
+    /// (tags, profile fields), which are rare, so two at once lose neither.
+    edits: tokio::sync::Mutex<()>,
+    /// Each user's ignored users, as every sync pass reads them.
+    ignored: Mutex<LruCache<OwnedUserId, IgnoredUsers>>,
 }
 
 fn hash_token(token: &str) -> String {
@@ -120,6 +131,8 @@ impl AccountService {
             tokens: Mutex::new(LruCache::new(CACHED_TOKENS)),
             hash_permits: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
             seen: Mutex::new(LruCache::new(CACHED_TOKENS)),
+            edits: tokio::sync::Mutex::new(()),
+            ignored: Mutex::new(LruCache::new(CACHED_TOKENS)),
         }
     }
 
@@ -161,10 +174,17 @@ impl AccountService {
         if kind.is_empty() || kind.len() > 255 {
             return Err(ServiceError::invalid_param("Invalid account data type"));
         }
+        let ignoring = room_id.is_none() && kind == IGNORED_USERS_TYPE;
+        if ignoring {
+            ignored::check_ignored_list(&content)?;
+        }
         let stream = self
             .store
             .set_account_data(user_id, room_id, kind, &content)
             .await?;
+        if ignoring {
+            self.forget_ignored(user_id);
+        }
         let notice = StreamNotice::AccountData {
             stream,
             user_id: user_id.to_owned(),
@@ -233,6 +253,7 @@ impl AccountService {
             displayname: Some(user_id.localpart().to_owned()),
             avatar_url: None,
             created_ts: now_ms(),
+            deactivated: false,
         };
         self.store.create_user(&record).await.map_err(|e| match e {
             StoreError::Conflict => {
@@ -281,6 +302,12 @@ impl AccountService {
         let denied = || ServiceError::forbidden("Invalid username or password");
         let user_id = local_user_id(user, &self.server_name).map_err(|_| denied())?;
         let record = self.store.get_user(&user_id).await?.ok_or_else(denied)?;
+        if record.deactivated {
+            return Err(ServiceError::new(
+                ErrorKind::UserDeactivated,
+                "This account has been deactivated",
+            ));
+        }
         let hash = record.password_hash.ok_or_else(denied)?;
         if password.len() > 512 {
             return Err(denied());

@@ -125,4 +125,42 @@ impl RoomService {
         }
         Ok((chunk, total))
     }
+
+    /// Whether the room is listed in the public directory; `M_NOT_FOUND`
+    /// for a room this server does not know.
+    pub async fn is_listed(&self, room_id: &RoomId) -> ServiceResult<bool> {
+        if self.state_snapshot(room_id).await?.is_none() {
+            return Err(ServiceError::not_found("Unknown room"));
+        }
+        Ok(self
+            .store
+            .public_rooms()
+            .await?
+            .iter()
+            .any(|r| r == room_id))
+    }
+
+    /// Lists or unlists a room: a joined member with the power to name the
+    /// room's canonical alias may, as for the alias itself.
+    pub async fn set_listed(
+        &self,
+        who: &Requester,
+        room_id: &RoomId,
+        public: bool,
+    ) -> ServiceResult<()> {
+        let state = self
+            .state_snapshot(room_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("Unknown room"))?;
+        if !state.is_joined(&who.user_id) {
+            return Err(ServiceError::forbidden("You are not joined to this room"));
+        }
+        let levels = state.power_levels();
+        if levels.user_level(&who.user_id) < levels.event_level("m.room.canonical_alias", true) {
+            return Err(ServiceError::forbidden(
+                "You may not change this room's listing",
+            ));
+        }
+        Ok(self.store.set_room_public(room_id, public).await?)
+    }
 }

@@ -323,4 +323,22 @@ impl RoomService {
         }
         Ok(())
     }
+
+    /// Leaves every room the user is in or invited to, as a deactivated
+    /// account must; a room that refuses is logged, the rest still go.
+    pub async fn part_all(&self, who: &Requester) -> ServiceResult<()> {
+        let rooms = self.store.memberships_of_user(&who.user_id).await?;
+        let current = rooms.into_iter().filter(|m| {
+            matches!(
+                m.membership,
+                MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+            )
+        });
+        for room in current {
+            if let Err(err) = self.leave(who, &room.room_id, None).await {
+                tracing::warn!(room = %room.room_id, error = %err, "deactivated user not parted");
+            }
+        }
+        Ok(())
+    }
 }

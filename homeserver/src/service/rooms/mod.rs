@@ -9,8 +9,10 @@ mod auth;
 mod create;
 mod directory;
 mod forks;
+mod jump;
 mod known_events;
 mod membership;
+mod past_state;
 mod read;
 mod remote_events;
 mod remote_invite;
@@ -31,7 +33,7 @@ use tokio::sync::oneshot;
 
 pub use create::CreateRoomRequest;
 pub use directory::PublicRoom;
-pub use read::{MessagesPage, PageRequest, RoomEventFilter};
+pub use read::{present, MessagesPage, PageRequest, RoomEventFilter};
 pub use remote_invite::IncomingInvite;
 pub use resident::{JoinedAnswer, Template};
 

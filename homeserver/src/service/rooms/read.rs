@@ -11,16 +11,42 @@ use super::RoomService;
 use crate::service::error::{ServiceError, ServiceResult};
 use crate::store::{Direction, MembershipRecord, StoredEvent, StreamPos};
 
-/// The spec's `RoomEventFilter` (the parts this server applies).
+/// The spec's `RoomEventFilter`. Every field is typed, including those not
+/// applied yet, so a filter that is stored and later handed back is one a
+/// client can parse; `null` is refused where the spec says list or flag.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RoomEventFilter {
+    #[serde(default, deserialize_with = "present")]
     pub limit: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     pub types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub not_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub senders: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub not_senders: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub rooms: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub not_rooms: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub contains_url: Option<bool>,
+    #[serde(default)]
+    pub lazy_load_members: bool,
+    #[serde(default)]
+    pub include_redundant_members: bool,
+    #[serde(default)]
+    pub unread_thread_notifications: bool,
+}
+
+/// An optional field that, when given, must hold a value (`null` is refused).
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Matches `pattern` with `*` wildcards, as filters allow in `types`.
@@ -103,7 +129,11 @@ impl RoomService {
     }
 
     /// Refuses readers who never were in the room, unless it is world readable.
-    async fn reader<'a>(&self, room_id: &RoomId, user_id: &'a UserId) -> ServiceResult<Viewer<'a>> {
+    pub(super) async fn reader<'a>(
+        &self,
+        room_id: &RoomId,
+        user_id: &'a UserId,
+    ) -> ServiceResult<Viewer<'a>> {
         let viewer = self.viewer(room_id, user_id).await?;
         if viewer.ever_member() {
             return Ok(viewer);
@@ -238,25 +268,6 @@ impl RoomService {
             .await?;
         after.retain(|e| viewer.can_see(e));
         Ok((before, event, after))
-    }
-
-    /// Current state, for members and for world-readable rooms.
-    pub async fn room_state(
-        &self,
-        user_id: &UserId,
-        room_id: &RoomId,
-    ) -> ServiceResult<Vec<StoredEvent>> {
-        let viewer = self.reader(room_id, user_id).await?;
-        let state = self.store.current_state(room_id).await?;
-        let allowed = viewer.current() == Some(&MembershipState::Join)
-            || state.iter().any(|e| {
-                e.kind == "m.room.history_visibility"
-                    && e.pdu["content"]["history_visibility"] == "world_readable"
-            });
-        if !allowed {
-            return Err(ServiceError::forbidden("You are not joined to this room"));
-        }
-        Ok(state)
     }
 
     pub async fn state_event(

@@ -30,6 +30,10 @@ impl SyncService {
                 .map(|e| e.sender.as_str())
                 .unwrap_or_default();
             let invite_event = state.iter().find(|e| e.event_id == m.event_id);
+            // An invite from an ignored user is not shown.
+            if invite_event.is_some_and(|e| pass.ignored.contains(&e.sender)) {
+                continue;
+            }
             // A room we do not hold: the state its server showed with the
             // invite, then the invite itself.
             if let Some(shown) = invite_event.and_then(|e| shown_state(&e.pdu)) {

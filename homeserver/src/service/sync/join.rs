@@ -217,7 +217,7 @@ impl SyncService {
         let prev_batch = pagination_token(first_stream - 1);
         let timeline: Vec<Value> = events
             .iter()
-            .filter(|e| filter.timeline.matches(e))
+            .filter(|e| filter.timeline.matches(e) && !pass.hides(e))
             .map(|e| self.format(e, pass.who, pass.now))
             .collect();
         JoinedRoom {

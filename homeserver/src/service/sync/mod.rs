@@ -40,6 +40,7 @@ pub use response::SyncResponse;
 
 use self::plan::{Pass, Plan};
 use self::response::{Events, Rooms};
+use super::accounts::AccountService;
 use super::e2ee::E2eeService;
 use super::error::ServiceResult;
 use super::notifier::Notifier;
@@ -94,6 +95,8 @@ pub struct SyncService {
     acks: Arc<AckMarks>,
     /// To-device inboxes, device lists and key counts.
     e2ee: Arc<E2eeService>,
+    /// Whom each user ignores (cached there).
+    ignoring: Arc<AccountService>,
 }
 
 /// What a `SyncService` reads from.
@@ -111,6 +114,8 @@ pub struct SyncSources {
     /// Where acknowledgements are noted for the push sender.
     pub acks: Arc<AckMarks>,
     pub e2ee: Arc<E2eeService>,
+    /// Whose events and invites each user does not want.
+    pub ignoring: Arc<AccountService>,
 }
 
 impl SyncService {
@@ -127,6 +132,7 @@ impl SyncService {
             sharing,
             acks,
             e2ee,
+            ignoring,
         } = sources;
         Self {
             rooms,
@@ -141,6 +147,7 @@ impl SyncService {
             shutdown,
             acks,
             e2ee,
+            ignoring,
         }
     }
 
@@ -260,7 +267,8 @@ impl SyncService {
     ) -> ServiceResult<(SyncResponse, bool)> {
         let upto = self.positions(since.as_ref()).await?;
         let memberships = self.memberships(&who.user_id, upto.events).await?;
-        let pass = Pass::new(who, since, request, upto);
+        let ignored = self.ignoring.ignored_users(&who.user_id).await?;
+        let pass = Pass::new(who, since, request, upto, ignored);
         let plan = Plan::new(&pass, &memberships);
 
         let mut join = BTreeMap::new();

@@ -2,9 +2,10 @@
 //! of the user's rooms enter the response, and how ([`Plan`]).
 
 use super::{Filter, SyncRequest};
+use crate::service::accounts::IgnoredUsers;
 use crate::service::rooms::{now_ms, Requester};
 use crate::service::token::SyncToken;
-use crate::store::{MembershipRecord, StreamPos};
+use crate::store::{MembershipRecord, StoredEvent, StreamPos};
 use ruma_common::OwnedRoomId;
 use ruma_events::room::member::MembershipState;
 
@@ -22,6 +23,8 @@ pub(super) struct Pass<'a> {
     pub limit: usize,
     /// When the pass started, for the events' `unsigned.age`.
     pub now: i64,
+    /// Users whose messages and invites the user does not want.
+    pub ignored: IgnoredUsers,
 }
 
 impl<'a> Pass<'a> {
@@ -30,6 +33,7 @@ impl<'a> Pass<'a> {
         since: Option<SyncToken>,
         request: &'a SyncRequest,
         upto: SyncToken,
+        ignored: IgnoredUsers,
     ) -> Self {
         Self {
             who,
@@ -40,6 +44,7 @@ impl<'a> Pass<'a> {
             full_state: request.full_state,
             limit: request.filter.timeline_limit(),
             now: now_ms(),
+            ignored,
         }
     }
 }
@@ -110,5 +115,13 @@ impl<'a> Plan<'a> {
             invites,
             leaves,
         }
+    }
+}
+
+impl Pass<'_> {
+    /// Whether the event is from an ignored user and must not be shown:
+    /// messages are dropped, state stays (the room's state is the room's).
+    pub fn hides(&self, event: &StoredEvent) -> bool {
+        event.state_key.is_none() && self.ignored.contains(&event.sender)
     }
 }

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use ruma_common::{device_id, owned_room_id, room_id, user_id};
+use ruma_common::{device_id, owned_event_id, owned_room_id, room_id, user_id};
 use serde_json::json;
 
-use crate::store::{AccountStore, StoreError, UserRecord};
+use crate::store::{AccountStore, Report, StoreError, UserRecord};
 
 fn user(id: &str) -> UserRecord {
     UserRecord {
@@ -15,6 +15,7 @@ fn user(id: &str) -> UserRecord {
         displayname: None,
         avatar_url: None,
         created_ts: 1,
+        deactivated: false,
     }
 }
 
@@ -186,4 +187,79 @@ pub async fn account_store(store: Arc<dyn AccountStore>) {
         None,
         "swept"
     );
+    profile_fields_and_deactivation(&*store).await;
+    reports(&*store).await;
+}
+
+async fn profile_fields_and_deactivation(store: &dyn AccountStore) {
+    let a = user_id!("@a:test");
+    store
+        .set_profile_field(a, "m.tz", Some(&json!("Europe/Paris")))
+        .await
+        .unwrap();
+    store
+        .set_profile_field(a, "b.list", Some(&json!([1, 2])))
+        .await
+        .unwrap();
+    store
+        .set_profile_field(a, "m.tz", Some(&json!("UTC")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.profile_fields(a).await.unwrap(),
+        vec![
+            ("b.list".to_owned(), json!([1, 2])),
+            ("m.tz".to_owned(), json!("UTC"))
+        ]
+    );
+    store.set_profile_field(a, "b.list", None).await.unwrap();
+    store.set_profile_field(a, "never.set", None).await.unwrap();
+    assert_eq!(store.profile_fields(a).await.unwrap().len(), 1);
+    assert!(store
+        .profile_fields(user_id!("@b:test"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Deactivation: the row stays (the name is never reissued), marked;
+    // password, profile, fields, tokens and devices go.
+    store.set_displayname(a, Some("A")).await.unwrap();
+    store
+        .create_device_with_token(a, device_id!("D1"), None, "tok-a")
+        .await
+        .unwrap();
+    let hashes = store.deactivate_user(a, 77).await.unwrap();
+    assert!(hashes.contains(&"tok-a".to_owned()));
+    assert_eq!(store.find_token("tok-a").await.unwrap(), None);
+    let record = store.get_user(a).await.unwrap().unwrap();
+    assert!(record.deactivated);
+    assert_eq!((record.password_hash, record.displayname), (None, None));
+    assert!(store.profile_fields(a).await.unwrap().is_empty());
+    assert!(matches!(
+        store.create_user(&user("@a:test")).await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+async fn reports(store: &dyn AccountStore) {
+    let report = |reporter: &str, reason: &str| Report {
+        id: 0,
+        reporter: super::user(reporter),
+        room_id: Some(owned_room_id!("!r:test")),
+        event_id: Some(owned_event_id!("$e")),
+        user_id: None,
+        reason: Some(reason.to_owned()),
+        score: Some(-100),
+        received_ts: 5,
+    };
+    store.add_report(&report("@a:test", "spam")).await.unwrap();
+    store.add_report(&report("@b:test", "abuse")).await.unwrap();
+    let all = store.reports(0, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].reason.as_deref(), Some("spam"));
+    assert_eq!(all[1].reporter, "@b:test");
+    assert_eq!(all[1].event_id.as_deref().map(|e| e.as_str()), Some("$e"));
+    let rest = store.reports(all[0].id, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id, all[1].id);
 }

@@ -34,6 +34,12 @@ pub(super) const BYTE_ORDER: &str = " COLLATE \"C\"";
 /// The membership in an `m.room.member` event's stored PDU (text, not jsonb).
 pub(super) const PDU_MEMBERSHIP: &str = "(pdu::jsonb) -> 'content' ->> 'membership'";
 
+/// The display name in the stored PDU `e.pdu` of an `m.room.member` event.
+pub(super) const PDU_DISPLAYNAME: &str = "(e.pdu::jsonb) -> 'content' ->> 'displayname'";
+
+/// The join rule in the stored PDU `e.pdu` of an `m.room.join_rules` event.
+pub(super) const PDU_JOIN_RULE: &str = "(e.pdu::jsonb) -> 'content' ->> 'join_rule'";
+
 /// The column that orders pushers as they were inserted.
 pub(super) const INSERTION_ORDER: &str = "seq";
 

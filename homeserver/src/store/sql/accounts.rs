@@ -9,8 +9,8 @@ use super::engine::{dialect, Store};
 use super::rows::{id, json};
 use super::Stream;
 use crate::store::{
-    parse_id, AccountDataEntry, AccountStore, StoreError, StoreResult, StreamPos, TokenOwner,
-    UserRecord,
+    parse_id, AccountDataEntry, AccountStore, DirectoryUser, Report, StoreError, StoreResult,
+    StreamPos, TokenOwner, UserRecord,
 };
 
 /// Attempts at taking the next filter id when another connection took it
@@ -36,8 +36,8 @@ impl AccountStore for Store {
 
     async fn get_user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(
-            "SELECT user_id, password_hash, displayname, avatar_url, created_ts FROM users \
-             WHERE user_id = $1",
+            "SELECT user_id, password_hash, displayname, avatar_url, created_ts, \
+             deactivated_ts IS NOT NULL FROM users WHERE user_id = $1",
         )
         .bind(user_id.as_str())
         .fetch_optional(&self.pool)
@@ -49,6 +49,7 @@ impl AccountStore for Store {
                 displayname: row.try_get(2)?,
                 avatar_url: row.try_get(3)?,
                 created_ts: row.try_get(4)?,
+                deactivated: row.try_get(5)?,
             })
         })
         .transpose()
@@ -315,6 +316,40 @@ impl AccountStore for Store {
         rows.iter()
             .map(|row| Ok((id(row, 0)?, row.try_get(1)?)))
             .collect()
+    }
+
+    async fn deactivate_user(&self, user_id: &UserId, now_ts: i64) -> StoreResult<Vec<String>> {
+        self.deactivate(user_id, now_ts).await
+    }
+
+    async fn profile_fields(&self, user_id: &UserId) -> StoreResult<Vec<(String, Value)>> {
+        self.fields(user_id).await
+    }
+
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+        value: Option<&Value>,
+    ) -> StoreResult<()> {
+        self.set_field(user_id, field, value).await
+    }
+
+    async fn add_report(&self, report: &Report) -> StoreResult<()> {
+        self.insert_report(report).await
+    }
+
+    async fn reports(&self, after: i64, limit: usize) -> StoreResult<Vec<Report>> {
+        self.reports_after(after, limit).await
+    }
+
+    async fn search_users(
+        &self,
+        searcher: &UserId,
+        term: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<DirectoryUser>> {
+        self.directory_search(searcher, term, limit).await
     }
 }
 

@@ -20,9 +20,11 @@
 mod accounts;
 mod backup;
 mod devices;
+mod directory;
 mod federation;
 mod keys;
 mod media;
+mod profile;
 mod push;
 mod receipts;
 mod rooms;

@@ -32,6 +32,12 @@ pub(super) const BYTE_ORDER: &str = "";
 /// The membership in an `m.room.member` event's stored PDU.
 pub(super) const PDU_MEMBERSHIP: &str = "json_extract(pdu, '$.content.membership')";
 
+/// The display name in the stored PDU `e.pdu` of an `m.room.member` event.
+pub(super) const PDU_DISPLAYNAME: &str = "json_extract(e.pdu, '$.content.displayname')";
+
+/// The join rule in the stored PDU `e.pdu` of an `m.room.join_rules` event.
+pub(super) const PDU_JOIN_RULE: &str = "json_extract(e.pdu, '$.content.join_rule')";
+
 /// The column that orders pushers as they were inserted.
 pub(super) const INSERTION_ORDER: &str = "rowid";
 
