@@ -30,10 +30,10 @@ PLACEHOLDERS = {
     "mediaId": "dummy",
 }
 
-# What Tern does not answer yet, each with why. Relations, threads, search,
-# spaces, upgrades, knocking, summaries and refresh tokens are issue 20's
-# remaining work; admin and appservice operations are issue 22's; SSO and
-# OAuth need an identity provider this server does not run.
+# What Tern does not answer yet, each with why. Search, spaces, upgrades,
+# knocking, summaries and refresh tokens are issue 20's remaining work;
+# admin and appservice operations are issue 22's; SSO and OAuth need an
+# identity provider this server does not run.
 NOT_SERVED = {
     "GET /.well-known/matrix/policy_server",
     "GET /_matrix/client/v1/admin/lock/{userId}",
@@ -47,10 +47,6 @@ NOT_SERVED = {
     "GET /_matrix/client/v1/register/m.login.registration_token/validity",
     "GET /_matrix/client/v1/room_summary/{roomIdOrAlias}",
     "GET /_matrix/client/v1/rooms/{roomId}/hierarchy",
-    "GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}",
-    "GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}",
-    "GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}",
-    "GET /_matrix/client/v1/rooms/{roomId}/threads",
     "GET /_matrix/client/v3/admin/whois/{userId}",
     "PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}",
     "GET /_matrix/client/v3/events",

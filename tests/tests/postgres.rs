@@ -172,8 +172,9 @@ async fn acknowledged_sends_survive_sigkill_on_postgres() {
 }
 
 /// The queries the everyday client endpoints added on PostgreSQL: the
-/// user directory (its JSON paths and `LIKE` escaping), profile fields,
-/// reports, deactivation and a former member's view of the room.
+/// user directory (its JSON paths and `LIKE` escaping), relations and
+/// threads (the JSON expression index), profile fields, reports and
+/// deactivation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_profiles_reports_and_deactivation_on_postgres() {
     let db = TestDatabase::create("cs");
@@ -218,6 +219,39 @@ async fn directory_profiles_reports_and_deactivation_on_postgres() {
     );
     let (_, profile) = alice.get(&format!("{V3}/profile/{me}")).await;
     assert_eq!(profile, json!({"displayname": "Bobby 50%", "m.tz": "UTC"}));
+
+    // Threads, edits and their bundles, through PostgreSQL's JSON index.
+    let root = alice.send_text(&room, "root", "root").await;
+    let reply = json!({"msgtype": "m.text", "body": "in thread",
+        "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    let path = |txn: &str| format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(&room));
+    assert_ok(bob.put(&path("r1"), &reply).await);
+    let edit = json!({"msgtype": "m.text", "body": "* root!", "m.new_content": {"msgtype": "m.text", "body": "root!"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": root}});
+    assert_ok(alice.put(&path("e1"), &edit).await);
+    let v1 = "/_matrix/client/v1";
+    let (_, threads) = bob.get(&format!("{v1}/rooms/{}/threads", enc(&room))).await;
+    let bundle = &threads["chunk"][0]["unsigned"]["m.relations"];
+    assert_eq!(
+        (
+            threads["chunk"][0]["event_id"].as_str(),
+            &bundle["m.thread"]["count"]
+        ),
+        (Some(root.as_str()), &json!(1))
+    );
+    assert_eq!(bundle["m.thread"]["current_user_participated"], true);
+    assert_eq!(
+        bundle["m.replace"]["content"]["m.new_content"]["body"],
+        "root!"
+    );
+    let (_, related) = bob
+        .get(&format!(
+            "{v1}/rooms/{}/relations/{}/m.thread",
+            enc(&room),
+            enc(&root)
+        ))
+        .await;
+    assert_eq!(related["chunk"][0]["content"]["body"], "in thread");
 
     let spam = alice.send_text(&room, "s1", "spam").await;
     let path = format!("{V3}/rooms/{}/report/{}", enc(&room), enc(&spam));

@@ -14,7 +14,9 @@ use crate::service::accounts::IgnoredUsers;
 use crate::service::error::ErrorKind;
 use crate::service::pdu::client_event_for;
 use crate::service::rate_limit::Action;
-use crate::service::rooms::{now_ms, EventRequest, PageRequest, Requester, RoomEventFilter};
+use crate::service::rooms::{
+    attach_bundles, now_ms, EventRequest, PageRequest, Requester, RoomEventFilter,
+};
 use crate::service::token::{pagination_token, parse_pagination_token};
 use crate::service::Services;
 use crate::store::{Direction, StoredEvent};
@@ -195,8 +197,14 @@ pub async fn messages(
         .await?;
     let ignored = services.accounts.ignored_users(&auth.who.user_id).await?;
     let now = now_ms();
+    let bundles = services
+        .rooms
+        .bundles_in_room(&auth.who, &room_id, &page.events, now)
+        .await?;
+    let mut chunk = format_unignored(&page.events, &auth.who, &ignored, now);
+    attach_bundles(&mut chunk, &bundles);
     Ok(Json(MessagesResponse {
-        chunk: format_unignored(&page.events, &auth.who, &ignored, now),
+        chunk,
         start: pagination_token(page.start),
         end: page.end.map(pagination_token),
         state: format_all(&page.state, &auth.who, now),
@@ -224,7 +232,15 @@ pub async fn get_event(
         .rooms
         .get_event(&auth.who.user_id, &room_id, &event_id)
         .await?;
-    Ok(Json(format_for(&event, &auth.who, now_ms())))
+    let now = now_ms();
+    let bundles = services
+        .rooms
+        .bundles_in_room(&auth.who, &room_id, [&event], now)
+        .await?;
+    let mut shown = [format_for(&event, &auth.who, now)];
+    attach_bundles(&mut shown, &bundles);
+    let [shown] = shown;
+    Ok(Json(shown))
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,10 +273,22 @@ pub async fn context(
         .map(|e| e.stream - 1)
         .unwrap_or(event.stream - 1);
     let end = after.last().map(|e| e.stream).unwrap_or(event.stream);
+    let shown = before.iter().chain([&event]).chain(&after);
+    let bundles = services
+        .rooms
+        .bundles_in_room(&auth.who, &room_id, shown, now)
+        .await?;
+    let mut target = [format_for(&event, &auth.who, now)];
+    let mut events_before = format_unignored(&before, &auth.who, &ignored, now);
+    let mut events_after = format_unignored(&after, &auth.who, &ignored, now);
+    for list in [&mut target[..], &mut events_before, &mut events_after] {
+        attach_bundles(list, &bundles);
+    }
+    let [target] = target;
     Ok(Json(ContextResponse {
-        event: format_for(&event, &auth.who, now),
-        events_before: format_unignored(&before, &auth.who, &ignored, now),
-        events_after: format_unignored(&after, &auth.who, &ignored, now),
+        event: target,
+        events_before,
+        events_after,
         state: format_all(&state, &auth.who, now),
         start: pagination_token(start.max(0)),
         end: pagination_token(end),

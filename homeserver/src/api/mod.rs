@@ -18,6 +18,7 @@ mod profile_fields;
 mod push_rules;
 mod pushers;
 mod receipts;
+mod relations;
 mod reports;
 mod room_keys;
 mod rooms;
@@ -209,6 +210,19 @@ fn v1_routes() -> Router<Arc<Services>> {
             "/rooms/{room_id}/timestamp_to_event",
             get(events::timestamp_to_event),
         )
+        .route(
+            "/rooms/{room_id}/relations/{event_id}",
+            get(relations::relations),
+        )
+        .route(
+            "/rooms/{room_id}/relations/{event_id}/{rel_type}",
+            get(relations::relations_by_type),
+        )
+        .route(
+            "/rooms/{room_id}/relations/{event_id}/{rel_type}/{event_type}",
+            get(relations::relations_by_type_and_event_type),
+        )
+        .route("/rooms/{room_id}/threads", get(relations::threads))
 }
 
 /// Third-party ids and networks, which need services this server does not

@@ -52,7 +52,8 @@ pub use rate_limits::RateLimitStore;
 pub use receipts::{NewReceipt, ReceiptRecord, ReceiptStore};
 pub use rooms::{
     Direction, Durable, EventState, MembershipRecord, NewEvent, NewStateGroup, Outlier, Refused,
-    RoomSlice, RoomStore, StateGroup, StateKeyed, StateReset, StoredEvent, TxnKey,
+    RelationQuery, RelationSummaries, RoomSlice, RoomStore, StateGroup, StateKeyed, StateReset,
+    StoredEvent, ThreadSummary, TxnKey,
 };
 pub use typing::TypingStore;
 

@@ -181,6 +181,42 @@ pub enum Direction {
     Forward,
 }
 
+/// Which relations of one event to read (`/relations`).
+#[derive(Debug, Clone)]
+pub struct RelationQuery<'a> {
+    pub room_id: &'a RoomId,
+    pub target: &'a EventId,
+    pub rel_type: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    /// Exclusive bounds in stream order; `from` is where paging starts.
+    pub from: Option<StreamPos>,
+    pub to: Option<StreamPos>,
+    pub dir: Direction,
+    pub limit: usize,
+    /// Also relations of relations, up to three levels down.
+    pub recurse: bool,
+}
+
+/// A thread's summary: how many replies, the latest, and whether the
+/// asking user wrote any of it.
+#[derive(Debug, Clone)]
+pub struct ThreadSummary {
+    pub root: OwnedEventId,
+    pub count: i64,
+    pub latest: StoredEvent,
+    pub participated: bool,
+}
+
+/// What is bundled with events (`unsigned.m.relations`), for a set of them.
+#[derive(Debug, Clone, Default)]
+pub struct RelationSummaries {
+    pub threads: Vec<ThreadSummary>,
+    /// The newest edit of each edited event by its own sender.
+    pub edits: Vec<(OwnedEventId, StoredEvent)>,
+    /// `(target, referencing event)` pairs.
+    pub references: Vec<(OwnedEventId, OwnedEventId)>,
+}
+
 /// Per-room result of a multi-room timeline query.
 #[derive(Debug, Clone, Default)]
 pub struct RoomSlice {
@@ -332,6 +368,25 @@ pub trait RoomStore: Send + Sync {
     ) -> StoreResult<Option<(OwnedRoomId, OwnedUserId)>>;
     async fn delete_alias(&self, alias: &RoomAliasId) -> StoreResult<bool>;
     async fn aliases_of_room(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedRoomAliasId>>;
+    /// Events relating to one event, in stream order of `dir`.
+    async fn relations(&self, query: &RelationQuery<'_>) -> StoreResult<Vec<StoredEvent>>;
+    /// The thread, edit and reference summaries of `targets`, with
+    /// `user`'s participation in each thread.
+    async fn relation_summaries(
+        &self,
+        targets: &[OwnedEventId],
+        user: &UserId,
+    ) -> StoreResult<RelationSummaries>;
+    /// A room's thread roots by latest reply, newest first: the root and
+    /// the latest reply's position, only those before `before` if given,
+    /// only those `participant` wrote in (or started) if given.
+    async fn threads(
+        &self,
+        room_id: &RoomId,
+        participant: Option<&UserId>,
+        before: Option<StreamPos>,
+        limit: usize,
+    ) -> StoreResult<Vec<(OwnedEventId, StreamPos)>>;
     async fn set_room_public(&self, room_id: &RoomId, public: bool) -> StoreResult<()>;
     async fn public_rooms(&self) -> StoreResult<Vec<OwnedRoomId>>;
 }

@@ -269,8 +269,16 @@ export async function waitFor(what, check, ms = 20_000) {
  * client is created from the returned credentials, its Rust crypto started
  * (an in-memory store: no IndexedDB in Node), then its sync loop, which must
  * reach PREPARED and then SYNCING.
+ *
+ * `clientOpts` are added to createClient's options (e.g. `timelineSupport`),
+ * `startOpts` to startClient's (e.g. `threadSupport`, `initialSyncLimit`,
+ * which is 20 unless given).
  */
-export async function loginClient(server, localpart, { deviceName = "js-sdk interop" } = {}) {
+export async function loginClient(
+    server,
+    localpart,
+    { deviceName = "js-sdk interop", clientOpts = {}, startOpts = {} } = {},
+) {
     const tmp = sdk.createClient({ baseUrl: server.baseUrl });
     const flows = await tmp.loginFlows();
     if (!flows.flows.some((f) => f.type === "m.login.password")) {
@@ -287,12 +295,13 @@ export async function loginClient(server, localpart, { deviceName = "js-sdk inte
         userId: creds.user_id,
         accessToken: creds.access_token,
         deviceId: creds.device_id,
+        ...clientOpts,
     });
     const states = [];
     try {
         await client.initRustCrypto({ useIndexedDB: false });
         client.on(sdk.ClientEvent.Sync, (state) => states.push(state));
-        await client.startClient({ initialSyncLimit: 20 });
+        await client.startClient({ initialSyncLimit: 20, ...startOpts });
         await waitFor(
             `${creds.user_id} to reach sync state SYNCING`,
             () => client.getSyncState() === sdk.SyncState.Syncing,
@@ -304,6 +313,41 @@ export async function loginClient(server, localpart, { deviceName = "js-sdk inte
         throw e;
     }
     return { client, crypto: client.getCrypto(), userId: creds.user_id, deviceId: creds.device_id, states };
+}
+
+/**
+ * `owner` creates a room (`createRoom` options, a private chat unless told)
+ * inviting `members`; each member sees the invite and joins, and the call
+ * returns the room's id once the owner and every member see everyone joined.
+ */
+export async function createSharedRoom(owner, members = [], options = {}) {
+    const { room_id: roomId } = await owner.client.createRoom({
+        preset: "private_chat",
+        ...options,
+        invite: members.map((m) => m.userId),
+    });
+    for (const m of members) {
+        await waitFor(`${m.userId} to see the invite to ${roomId}`, () =>
+            ["invite", "join"].includes(m.client.getRoom(roomId)?.getMyMembership()),
+        );
+        await m.client.joinRoom(roomId);
+    }
+    const everyone = [owner, ...members];
+    await waitFor(`${everyone.map((w) => w.userId).join(", ")} to see each other joined ${roomId}`, () =>
+        everyone.every((viewer) =>
+            everyone.every((w) => viewer.client.getRoom(roomId)?.getMember(w.userId)?.membership === "join"),
+        ),
+    );
+    return roomId;
+}
+
+/** Waits until `who`'s copy of the room holds `eventId` (in its timeline or a thread's); returns the event. */
+export function waitForEvent(who, roomId, eventId, ms) {
+    return waitFor(
+        `${who.userId} (${who.deviceId}) to see ${eventId} in ${roomId}`,
+        () => who.client.getRoom(roomId)?.findEventById(eventId),
+        ms,
+    );
 }
 
 /** Stops a client's sync loop and its crypto (frees the OlmMachine). */

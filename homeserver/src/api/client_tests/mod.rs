@@ -1,10 +1,12 @@
 //! Router tests of the everyday Client-Server API beyond messaging:
 //! accounts (deactivation, profile fields, ignored users, the user
 //! directory) here, rooms
-//! (tags, listing, jumping to a date, reports) in `rooms.rs`, and the
+//! (tags, listing, jumping to a date, reports) in `rooms.rs`, relations and
+//! threads in `relations.rs`, and the
 //! services this server does not run in `refusals.rs`.
 
 mod refusals;
+mod relations;
 mod rooms;
 
 use axum::http::StatusCode;

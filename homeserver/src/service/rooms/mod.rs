@@ -14,6 +14,7 @@ mod known_events;
 mod membership;
 mod past_state;
 mod read;
+mod relations;
 mod remote_events;
 mod remote_invite;
 mod remote_join;
@@ -34,6 +35,7 @@ use tokio::sync::oneshot;
 pub use create::CreateRoomRequest;
 pub use directory::PublicRoom;
 pub use read::{present, MessagesPage, PageRequest, RoomEventFilter};
+pub use relations::{attach_bundles, Bundles, RelationsPage};
 pub use remote_invite::IncomingInvite;
 pub use resident::{JoinedAnswer, Template};
 

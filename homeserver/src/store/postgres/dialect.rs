@@ -40,6 +40,13 @@ pub(super) const PDU_DISPLAYNAME: &str = "(e.pdu::jsonb) -> 'content' ->> 'displ
 /// The join rule in the stored PDU `e.pdu` of an `m.room.join_rules` event.
 pub(super) const PDU_JOIN_RULE: &str = "(e.pdu::jsonb) -> 'content' ->> 'join_rule'";
 
+/// The event `e` relates to (as the `events_relates_to` index has it).
+pub(super) const RELATES_TO: &str =
+    "((e.pdu::jsonb) -> 'content' -> 'm.relates_to' ->> 'event_id')";
+
+/// The kind of relation of `e` (`m.thread`, `m.replace`...).
+pub(super) const REL_TYPE: &str = "((e.pdu::jsonb) -> 'content' -> 'm.relates_to' ->> 'rel_type')";
+
 /// The column that orders pushers as they were inserted.
 pub(super) const INSERTION_ORDER: &str = "seq";
 

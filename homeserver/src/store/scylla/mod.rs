@@ -33,8 +33,9 @@ use ruma_events::room::member::MembershipState;
 use tokio::sync::mpsc;
 
 use crate::store::{
-    Direction, Durable, MembershipRecord, NewEvent, Outlier, Refused, RoomSlice, RoomStore,
-    StateGroup, StoreResult, StoredEvent, StreamPos, TxnKey,
+    Direction, Durable, MembershipRecord, NewEvent, Outlier, Refused, RelationQuery,
+    RelationSummaries, RoomSlice, RoomStore, StateGroup, StoreResult, StoredEvent, StreamPos,
+    TxnKey,
 };
 use buckets::{read_window, Window};
 pub use timeline::{ScyllaSettings, ScyllaTimeline, TimelineTables};
@@ -268,6 +269,31 @@ impl RoomStore for ScyllaTimelineStore {
             );
         }
         Ok(out)
+    }
+
+    /// Relations are read from the relational engine, which indexes them.
+    async fn relations(&self, query: &RelationQuery<'_>) -> StoreResult<Vec<StoredEvent>> {
+        self.inner.relations(query).await
+    }
+
+    async fn relation_summaries(
+        &self,
+        targets: &[OwnedEventId],
+        user: &UserId,
+    ) -> StoreResult<RelationSummaries> {
+        self.inner.relation_summaries(targets, user).await
+    }
+
+    async fn threads(
+        &self,
+        room_id: &RoomId,
+        participant: Option<&UserId>,
+        before: Option<StreamPos>,
+        limit: usize,
+    ) -> StoreResult<Vec<(OwnedEventId, StreamPos)>> {
+        self.inner
+            .threads(room_id, participant, before, limit)
+            .await
     }
 
     async fn current_state(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>> {

@@ -27,6 +27,7 @@ mod media;
 mod profile;
 mod push;
 mod receipts;
+mod relations;
 mod rooms;
 pub(super) mod rows;
 mod state_groups;

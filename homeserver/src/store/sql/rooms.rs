@@ -18,8 +18,9 @@ use super::engine::{dialect, Store};
 use super::rows::{self, EVENT_COLUMNS, MEMBERSHIP_COLUMNS};
 use super::{Job, Stream, ROOMS_PER_LIST};
 use crate::store::{
-    parse_id, Direction, Durable, MembershipRecord, NewEvent, Outlier, Refused, RoomSlice,
-    RoomStore, StateGroup, StoreError, StoreResult, StoredEvent, StreamPos, TxnKey,
+    parse_id, Direction, Durable, MembershipRecord, NewEvent, Outlier, Refused, RelationQuery,
+    RelationSummaries, RoomSlice, RoomStore, StateGroup, StoreError, StoreResult, StoredEvent,
+    StreamPos, TxnKey,
 };
 
 #[async_trait]
@@ -370,6 +371,28 @@ impl RoomStore for Store {
         .fetch_all(&self.pool)
         .await?;
         aliases.into_iter().map(parse_id).collect()
+    }
+
+    async fn relations(&self, query: &RelationQuery<'_>) -> StoreResult<Vec<StoredEvent>> {
+        self.relations_of(query).await
+    }
+
+    async fn relation_summaries(
+        &self,
+        targets: &[OwnedEventId],
+        user: &UserId,
+    ) -> StoreResult<RelationSummaries> {
+        self.summaries(targets, user).await
+    }
+
+    async fn threads(
+        &self,
+        room_id: &RoomId,
+        participant: Option<&UserId>,
+        before: Option<StreamPos>,
+        limit: usize,
+    ) -> StoreResult<Vec<(OwnedEventId, StreamPos)>> {
+        self.thread_roots(room_id, participant, before, limit).await
     }
 
     async fn set_room_public(&self, room_id: &RoomId, public: bool) -> StoreResult<()> {

@@ -38,6 +38,12 @@ pub(super) const PDU_DISPLAYNAME: &str = "json_extract(e.pdu, '$.content.display
 /// The join rule in the stored PDU `e.pdu` of an `m.room.join_rules` event.
 pub(super) const PDU_JOIN_RULE: &str = "json_extract(e.pdu, '$.content.join_rule')";
 
+/// The event `e` relates to (as the `events_relates_to` index has it).
+pub(super) const RELATES_TO: &str = "json_extract(e.pdu, '$.content.\"m.relates_to\".event_id')";
+
+/// The kind of relation of `e` (`m.thread`, `m.replace`...).
+pub(super) const REL_TYPE: &str = "json_extract(e.pdu, '$.content.\"m.relates_to\".rel_type')";
+
 /// The column that orders pushers as they were inserted.
 pub(super) const INSERTION_ORDER: &str = "rowid";
 
