@@ -252,6 +252,19 @@ async fn directory_profiles_reports_and_deactivation_on_postgres() {
         ))
         .await;
     assert_eq!(related["chunk"][0]["content"]["body"], "in thread");
+    // A NUL in an event (legal JSON, which jsonb refuses) neither fails the
+    // send nor the reads that look into PDUs.
+    let nul = json!({"msgtype": "m.text", "body": "a\u{0}b",
+        "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    assert_ok(bob.put(&path("r2"), &nul).await);
+    let (_, related) = bob
+        .get(&format!(
+            "{v1}/rooms/{}/relations/{}/m.thread",
+            enc(&room),
+            enc(&root)
+        ))
+        .await;
+    assert_eq!(related["chunk"][0]["content"]["body"], "a\u{0}b");
 
     let spam = alice.send_text(&room, "s1", "spam").await;
     let path = format!("{V3}/rooms/{}/report/{}", enc(&room), enc(&spam));

@@ -31,21 +31,30 @@ pub(super) const INSERT_ACCOUNT_DATA: &str =
 /// database's locale.
 pub(super) const BYTE_ORDER: &str = " COLLATE \"C\"";
 
+// The PDU is stored as text; jsonb cannot hold U+0000, which a JSON string
+// may escape as `\u0000`, so each read below swaps that escape for `\u0020`
+// before the cast (as the `events_relates_to` index does): six characters
+// for six, valid JSON either way, and no event can make a query fail.
+
 /// The membership in an `m.room.member` event's stored PDU (text, not jsonb).
-pub(super) const PDU_MEMBERSHIP: &str = "(pdu::jsonb) -> 'content' ->> 'membership'";
+pub(super) const PDU_MEMBERSHIP: &str =
+    "(replace(pdu, '\\u0000', '\\u0020')::jsonb) -> 'content' ->> 'membership'";
 
 /// The display name in the stored PDU `e.pdu` of an `m.room.member` event.
-pub(super) const PDU_DISPLAYNAME: &str = "(e.pdu::jsonb) -> 'content' ->> 'displayname'";
+pub(super) const PDU_DISPLAYNAME: &str =
+    "(replace(e.pdu, '\\u0000', '\\u0020')::jsonb) -> 'content' ->> 'displayname'";
 
 /// The join rule in the stored PDU `e.pdu` of an `m.room.join_rules` event.
-pub(super) const PDU_JOIN_RULE: &str = "(e.pdu::jsonb) -> 'content' ->> 'join_rule'";
+pub(super) const PDU_JOIN_RULE: &str =
+    "(replace(e.pdu, '\\u0000', '\\u0020')::jsonb) -> 'content' ->> 'join_rule'";
 
 /// The event `e` relates to (as the `events_relates_to` index has it).
 pub(super) const RELATES_TO: &str =
-    "((e.pdu::jsonb) -> 'content' -> 'm.relates_to' ->> 'event_id')";
+    "((replace(e.pdu, '\\u0000', '\\u0020')::jsonb) -> 'content' -> 'm.relates_to' ->> 'event_id')";
 
 /// The kind of relation of `e` (`m.thread`, `m.replace`...).
-pub(super) const REL_TYPE: &str = "((e.pdu::jsonb) -> 'content' -> 'm.relates_to' ->> 'rel_type')";
+pub(super) const REL_TYPE: &str =
+    "((replace(e.pdu, '\\u0000', '\\u0020')::jsonb) -> 'content' -> 'm.relates_to' ->> 'rel_type')";
 
 /// The column that orders pushers as they were inserted.
 pub(super) const INSERTION_ORDER: &str = "seq";
