@@ -70,6 +70,42 @@ pub(super) async fn call(
     )
 }
 
+/// A JSON request to `/_matrix/client/v3{path}` with `token`.
+async fn v3(
+    app: &Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let body = body.map(|b| b.to_string());
+    call(
+        app,
+        method,
+        &format!("/_matrix/client/v3{path}"),
+        token,
+        body.as_deref(),
+    )
+    .await
+}
+
+pub(super) async fn get(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    v3(app, "GET", path, token, None).await
+}
+
+pub(super) async fn post(
+    app: &Router,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    v3(app, "POST", path, Some(token), Some(body)).await
+}
+
+pub(super) async fn put(app: &Router, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    v3(app, "PUT", path, Some(token), Some(body)).await
+}
+
 pub(super) async fn register(app: &Router, name: &str) -> String {
     let body =
         json!({"username": name, "password": "pw", "auth": {"type": "m.login.dummy"}}).to_string();

@@ -13,35 +13,9 @@ use axum::http::StatusCode;
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::tests::{app, call, register};
+use super::tests::{app, call, get, post, put, register};
 
 const V3: &str = "/_matrix/client/v3";
-
-async fn put(app: &Router, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-    call(
-        app,
-        "PUT",
-        &format!("{V3}{path}"),
-        Some(token),
-        Some(&body.to_string()),
-    )
-    .await
-}
-
-async fn post(app: &Router, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-    call(
-        app,
-        "POST",
-        &format!("{V3}{path}"),
-        Some(token),
-        Some(&body.to_string()),
-    )
-    .await
-}
-
-async fn get(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-    call(app, "GET", &format!("{V3}{path}"), token, None).await
-}
 
 async fn create_room(app: &Router, token: &str, body: Value) -> String {
     let (status, json) = post(app, "/createRoom", token, body).await;

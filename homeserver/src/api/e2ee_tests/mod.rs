@@ -11,7 +11,7 @@ use ruma_common::CanonicalJsonObject;
 use ruma_signatures::Ed25519KeyPair;
 use serde_json::{json, Value};
 
-use super::tests::{app, call, register};
+use super::tests::{app, call, post, register};
 
 const V3: &str = "/_matrix/client/v3";
 
@@ -64,17 +64,6 @@ async fn device_keys(app: &Router, token: &str) -> (Value, Ed25519KeyPair) {
         }),
     );
     (keys, pair)
-}
-
-async fn post(app: &Router, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-    call(
-        app,
-        "POST",
-        &format!("{V3}{path}"),
-        Some(token),
-        Some(&body.to_string()),
-    )
-    .await
 }
 
 async fn sync(app: &Router, token: &str, since: Option<&str>) -> Value {
