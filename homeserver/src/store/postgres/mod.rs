@@ -94,6 +94,8 @@ impl PgStore {
             Stream::Events => "events",
             Stream::Receipts => "receipts",
             Stream::AccountData => "account_data",
+            Stream::DeviceLists => "device_lists",
+            Stream::ToDevice => "to_device",
         };
         Ok(
             sqlx::query_scalar("SELECT pos FROM stream_positions WHERE name = $1")
@@ -104,7 +106,7 @@ impl PgStore {
     }
 
     /// Nothing to note: positions are read from `stream_positions`.
-    fn account_data_committed(&self, _pos: StreamPos) {}
+    fn stream_committed(&self, _stream: Stream, _pos: StreamPos) {}
 
     /// No bound: positions commit in order (see the module docs), so
     /// whatever one statement sees of a stream is gap-free.

@@ -194,7 +194,7 @@ impl AccountStore for Store {
             .bind(content.to_string())
             .fetch_one(&self.pool)
             .await?;
-        self.account_data_committed(pos);
+        self.stream_committed(Stream::AccountData, pos);
         Ok(pos)
     }
 

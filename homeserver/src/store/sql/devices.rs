@@ -7,18 +7,9 @@ use sqlx::Row as _;
 
 use super::engine::{dialect, Db, Store};
 use super::rows::id;
+use super::Stream;
 use crate::store::e2ee::{DeviceRecord, DeviceStore, UiaSession};
 use crate::store::{StoreError, StoreResult, StreamPos};
-
-/// The counter of a stream kept in `stream_positions`.
-pub(super) async fn counter(store: &Store, name: &str) -> StoreResult<StreamPos> {
-    Ok(
-        sqlx::query_scalar("SELECT pos FROM stream_positions WHERE name = $1")
-            .bind(name)
-            .fetch_one(&store.pool)
-            .await?,
-    )
-}
 
 /// Takes `n` positions of a stream inside `tx` and returns the last. The
 /// row stays locked until commit (on SQLite the statement takes the write
@@ -128,7 +119,7 @@ impl DeviceStore for Store {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        note_changes(&mut tx, &[user_id]).await?;
+        let pos = note_changes(&mut tx, &[user_id]).await?;
         let devices = dialect::list(device_ids)?;
         let hashes: Vec<String> = sqlx::query_scalar(&format!(
             "DELETE FROM access_tokens WHERE user_id = $1 AND {} RETURNING token_hash",
@@ -164,6 +155,7 @@ impl DeviceStore for Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.stream_committed(Stream::DeviceLists, pos);
         Ok(hashes)
     }
 
@@ -171,11 +163,12 @@ impl DeviceStore for Store {
         let mut tx = self.pool.begin().await?;
         let pos = note_changes(&mut tx, &[user_id]).await?;
         tx.commit().await?;
+        self.stream_committed(Stream::DeviceLists, pos);
         Ok(pos)
     }
 
     async fn device_list_position(&self) -> StoreResult<StreamPos> {
-        counter(self, "device_lists").await
+        self.position(Stream::DeviceLists).await
     }
 
     async fn device_list_changes(

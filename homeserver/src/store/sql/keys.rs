@@ -11,6 +11,7 @@ use sqlx::Row as _;
 use super::devices::note_changes;
 use super::engine::{dialect, Db, Store};
 use super::rows::{id, json};
+use super::Stream;
 use crate::store::e2ee::{CrossSigningKind, DeviceKeys, KeySignature, KeyStore, OneTimeKey};
 use crate::store::{StoreError, StoreResult, StreamPos};
 
@@ -38,6 +39,7 @@ impl KeyStore for Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.stream_committed(Stream::DeviceLists, pos);
         Ok(pos)
     }
 
@@ -250,6 +252,7 @@ impl KeyStore for Store {
             .await?;
         }
         tx.commit().await?;
+        self.stream_committed(Stream::DeviceLists, pos);
         Ok(pos)
     }
 
@@ -300,6 +303,7 @@ impl KeyStore for Store {
             .await?;
         }
         tx.commit().await?;
+        self.stream_committed(Stream::DeviceLists, pos);
         Ok(pos)
     }
 

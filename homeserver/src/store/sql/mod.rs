@@ -45,6 +45,8 @@ pub(super) enum Stream {
     Events,
     Receipts,
     AccountData,
+    DeviceLists,
+    ToDevice,
 }
 
 /// Rooms per statement when a room list is bound as one parameter: keeps

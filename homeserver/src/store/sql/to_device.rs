@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use ruma_common::{DeviceId, OwnedDeviceId, UserId};
 use sqlx::Row as _;
 
-use super::devices::{bump, counter};
+use super::devices::bump;
 use super::engine::{Db, Store};
 use super::rows::{id, json};
+use super::Stream;
 use crate::store::e2ee::{InboxMessage, OutboundEdu, ToDeviceMessage, ToDeviceStore};
 use crate::store::{StoreResult, StreamPos};
 
@@ -75,6 +76,7 @@ impl ToDeviceStore for Store {
             .await?;
         }
         tx.commit().await?;
+        self.stream_committed(Stream::ToDevice, last);
         Ok(Some(last))
     }
 
@@ -181,6 +183,6 @@ impl ToDeviceStore for Store {
     }
 
     async fn to_device_position(&self) -> StoreResult<StreamPos> {
-        counter(self, "to_device").await
+        self.position(Stream::ToDevice).await
     }
 }

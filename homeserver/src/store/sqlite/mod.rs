@@ -56,6 +56,11 @@ pub struct SqliteStore {
     /// position up to this one is committed too; every sync reads it, so it
     /// is kept here rather than asked of the database.
     account_data: AtomicI64,
+    /// Highest committed device-list and to-device positions, for the same
+    /// reason: the writing transaction takes them first (and with them
+    /// SQLite's write lock), so they commit in order.
+    device_lists: AtomicI64,
+    to_device: AtomicI64,
 }
 
 impl SqliteStore {
@@ -92,6 +97,13 @@ impl SqliteStore {
             .fetch_one(&pool)
             .await?;
         let committed_receipts = Arc::new(AtomicI64::new(receipts));
+        let counter = |name: &'static str| {
+            sqlx::query_scalar::<_, i64>("SELECT pos FROM stream_positions WHERE name = $1")
+                .bind(name)
+                .fetch_one(&pool)
+        };
+        let device_lists = counter("device_lists").await?;
+        let to_device = counter("to_device").await?;
         let conn = writer::open(path)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let positions = writer::Positions {
@@ -110,6 +122,8 @@ impl SqliteStore {
             committed,
             committed_receipts,
             account_data: AtomicI64::new(account_data),
+            device_lists: AtomicI64::new(device_lists),
+            to_device: AtomicI64::new(to_device),
         })
     }
 
@@ -120,13 +134,21 @@ impl SqliteStore {
             Stream::Events => self.committed.load(Ordering::Acquire),
             Stream::Receipts => self.committed_receipts.load(Ordering::Acquire),
             Stream::AccountData => self.account_data.load(Ordering::Acquire),
+            Stream::DeviceLists => self.device_lists.load(Ordering::Acquire),
+            Stream::ToDevice => self.to_device.load(Ordering::Acquire),
         }
     }
 
-    /// Account data commits on the pool, one statement each; the position is
-    /// known from its `RETURNING`.
-    fn account_data_committed(&self, pos: StreamPos) {
-        self.account_data.fetch_max(pos, Ordering::AcqRel);
+    /// A write on the pool committed `pos` of `stream` (account data, device
+    /// lists, to-device; the writer thread announces events and receipts).
+    fn stream_committed(&self, stream: Stream, pos: StreamPos) {
+        let bound = match stream {
+            Stream::AccountData => &self.account_data,
+            Stream::DeviceLists => &self.device_lists,
+            Stream::ToDevice => &self.to_device,
+            Stream::Events | Stream::Receipts => return,
+        };
+        bound.fetch_max(pos, Ordering::AcqRel);
     }
 
     /// The highest committed position of `stream`, kept in memory: this
